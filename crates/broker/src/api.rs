@@ -1,0 +1,45 @@
+//! The APIs this broker implements and the version range of each — the single source of the
+//! ApiVersions answer and of the version check every request passes before it is decoded.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (API, lowest version, highest version) for every implemented API. Only what is implemented and
+/// tested is listed; clients pick the highest version both sides support.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The supported range of `key`, if the API is implemented.
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+/// True when `version` of `key` can be served.
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_range(key).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_within_what_the_codec_knows() {
+        for &(key, min, max) in SUPPORTED {
+            let codec = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(codec.min <= min && max <= codec.max, "{key:?} {min}..={max} vs {codec:?}");
+        }
+    }
+}

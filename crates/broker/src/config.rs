@@ -1,0 +1,233 @@
+//! Broker settings, named and defaulted as Kafka's broker configs are.
+//!
+//! The binary fills a [`BrokerConfig`] from flags, `SLUICE_*` environment variables and a TOML file of
+//! Kafka config names (see [`BrokerConfig::apply`]); everything below reads it and nothing else.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use sluice_log::{LogConfig, TimestampType};
+
+/// Settings of one broker process.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `node.id`: this broker's id in Metadata answers.
+    pub node_id: i32,
+    /// Address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to (defaults to `listen`).
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// Where partition logs and metadata live.
+    pub data_dir: PathBuf,
+    /// `num.partitions`: partitions of an auto-created topic, and of a CreateTopics that asks for -1.
+    pub num_partitions: i32,
+    /// `default.replication.factor`: replicas of a topic that asks for -1 (one node: must be 1).
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics_enable: bool,
+    /// `socket.request.max.bytes`: a request frame larger than this closes the connection.
+    pub socket_request_max_bytes: usize,
+    /// `max.connections`: connections beyond this are closed on accept.
+    pub max_connections: usize,
+    /// `queued.max.requests` per connection: requests read ahead of their responses.
+    pub max_in_flight_requests_per_connection: usize,
+    /// `log.flush.on.ack` (Sluice): acks=all produce answers only after the batch is fsynced.
+    pub flush_on_ack: bool,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// `log.flush.offset.checkpoint.interval.ms`: how often dirty logs are synced in the background.
+    pub flush_interval_ms: u64,
+    /// Topic config defaults (`log.segment.bytes`, `log.retention.ms`, `message.max.bytes`, ...).
+    pub log_defaults: LogConfig,
+    /// The cluster id reported to clients.
+    pub cluster_id: String,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        let listen: SocketAddr = "127.0.0.1:9092".parse().expect("static address parses");
+        BrokerConfig {
+            node_id: 1,
+            listen,
+            advertised_host: listen.ip().to_string(),
+            advertised_port: listen.port(),
+            data_dir: PathBuf::from("./sluice-data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 104_857_600,
+            max_connections: 10_000,
+            max_in_flight_requests_per_connection: 64,
+            flush_on_ack: true,
+            retention_check_interval_ms: 300_000,
+            flush_interval_ms: 60_000,
+            log_defaults: LogConfig::default(),
+            cluster_id: String::new(),
+        }
+    }
+}
+
+/// A config key or value the broker cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown broker config `{0}`; see README.md for the keys Sluice honors")]
+    UnknownKey(String),
+    #[error("invalid value `{value}` for `{key}`: {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse().map_err(|e: T::Err| ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl BrokerConfig {
+    /// Applies Kafka-named broker settings (from a TOML file or `SLUICE_*` variables) on top of self.
+    pub fn apply(&mut self, settings: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        for (key, value) in settings {
+            self.apply_one(key, value)?;
+        }
+        Ok(())
+    }
+
+    fn apply_one(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match key {
+            "node.id" | "broker.id" => self.node_id = parse(key, value)?,
+            "listeners" | "listen" => {
+                let addr = value.trim().trim_start_matches("PLAINTEXT://");
+                self.listen = parse(key, addr)?;
+            }
+            "advertised.listeners" | "advertised.listener" => {
+                let addr = value.trim().trim_start_matches("PLAINTEXT://");
+                let (host, port) = split_host_port(key, addr)?;
+                self.advertised_host = host;
+                self.advertised_port = port;
+            }
+            "log.dirs" | "log.dir" | "data.dir" => self.data_dir = PathBuf::from(value.trim()),
+            "num.partitions" => {
+                self.num_partitions = parse(key, value)?;
+                if self.num_partitions < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "default.replication.factor" => self.default_replication_factor = parse(key, value)?,
+            "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
+            "socket.request.max.bytes" => self.socket_request_max_bytes = parse(key, value)?,
+            "max.connections" => self.max_connections = parse(key, value)?,
+            "queued.max.requests" => {
+                self.max_in_flight_requests_per_connection = parse(key, value)?;
+                if self.max_in_flight_requests_per_connection == 0 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "log.flush.on.ack" => self.flush_on_ack = parse(key, value)?,
+            "log.retention.check.interval.ms" => self.retention_check_interval_ms = parse(key, value)?,
+            "log.flush.offset.checkpoint.interval.ms" => self.flush_interval_ms = parse(key, value)?,
+            "log.segment.bytes" => self.log_defaults.segment_bytes = parse(key, value)?,
+            "log.roll.ms" => self.log_defaults.segment_ms = parse(key, value)?,
+            "log.roll.hours" => self.log_defaults.segment_ms = parse::<i64>(key, value)? * 3_600_000,
+            "log.index.size.max.bytes" => self.log_defaults.segment_index_bytes = parse(key, value)?,
+            "log.index.interval.bytes" => self.log_defaults.index_interval_bytes = parse(key, value)?,
+            "log.retention.ms" => self.log_defaults.retention_ms = parse(key, value)?,
+            "log.retention.minutes" => {
+                self.log_defaults.retention_ms = parse::<i64>(key, value)? * 60_000
+            }
+            "log.retention.hours" => {
+                self.log_defaults.retention_ms = parse::<i64>(key, value)? * 3_600_000
+            }
+            "log.retention.bytes" => self.log_defaults.retention_bytes = parse(key, value)?,
+            "message.max.bytes" => self.log_defaults.max_message_bytes = parse(key, value)?,
+            "log.message.timestamp.type" => {
+                self.log_defaults.message_timestamp_type = parse_timestamp_type(key, value)?
+            }
+            "cluster.id" => self.cluster_id = value.trim().to_string(),
+            _ => return Err(ConfigError::UnknownKey(key.to_string())),
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses `CreateTime` / `LogAppendTime` as Kafka spells them.
+pub fn parse_timestamp_type(key: &str, value: &str) -> Result<TimestampType, ConfigError> {
+    match value.trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(invalid(key, value, "expected CreateTime or LogAppendTime")),
+    }
+}
+
+/// Splits `host:port` (IPv6 hosts in brackets).
+pub fn split_host_port(key: &str, addr: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(key, addr, "expected HOST:PORT"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(invalid(key, addr, "host is empty"));
+    }
+    Ok((host.to_string(), parse(key, port)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_kafka_names() {
+        let mut config = BrokerConfig::default();
+        let settings: BTreeMap<String, String> = [
+            ("num.partitions", "3"),
+            ("auto.create.topics.enable", "false"),
+            ("log.retention.hours", "2"),
+            ("advertised.listeners", "PLAINTEXT://example.test:19092"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        config.apply(&settings).unwrap();
+        assert_eq!(config.num_partitions, 3);
+        assert!(!config.auto_create_topics_enable);
+        assert_eq!(config.log_defaults.retention_ms, 7_200_000);
+        assert_eq!(config.advertised_host, "example.test");
+        assert_eq!(config.advertised_port, 19092);
+    }
+
+    #[test]
+    fn rejects_unknown_and_bad_values() {
+        let mut config = BrokerConfig::default();
+        let bad = |k: &str, v: &str| {
+            let mut s = BTreeMap::new();
+            s.insert(k.to_string(), v.to_string());
+            s
+        };
+        assert!(matches!(
+            config.apply(&bad("no.such.key", "1")),
+            Err(ConfigError::UnknownKey(_))
+        ));
+        assert!(matches!(
+            config.apply(&bad("num.partitions", "zero")),
+            Err(ConfigError::InvalidValue { .. })
+        ));
+        assert!(config.apply(&bad("num.partitions", "0")).is_err());
+    }
+}

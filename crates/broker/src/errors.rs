@@ -1,0 +1,49 @@
+//! The one place where internal errors become Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use sluice_log::{AppendError, ReadError};
+
+use crate::broker::CreateTopicError;
+use crate::metadata::MetadataError;
+
+/// Kafka's code for "no error".
+pub(crate) const NONE: i16 = 0;
+
+pub(crate) fn code(error: ResponseError) -> i16 {
+    error.code()
+}
+
+pub(crate) fn append_error(error: &AppendError) -> ResponseError {
+    match error {
+        AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+        AppendError::Invalid(_) => ResponseError::InvalidRecord,
+        AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        AppendError::Io(_) | AppendError::Poisoned => ResponseError::KafkaStorageError,
+    }
+}
+
+pub(crate) fn read_error(error: &ReadError) -> ResponseError {
+    match error {
+        ReadError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        ReadError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {
+    match error {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => ResponseError::KafkaStorageError,
+    }
+}
+
+pub(crate) fn create_topic_error(error: &CreateTopicError) -> ResponseError {
+    match error {
+        CreateTopicError::Metadata(e) => metadata_error(e),
+        CreateTopicError::Config(_) => ResponseError::InvalidConfig,
+        CreateTopicError::Storage(_) => ResponseError::KafkaStorageError,
+    }
+}

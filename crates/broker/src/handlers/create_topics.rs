@@ -1,0 +1,144 @@
+//! CreateTopics: partitions, replication factor (one node: 1), configs and validate_only.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::errors;
+use crate::topic_config;
+
+/// Kafka's `ConfigSource.DYNAMIC_TOPIC_CONFIG` as reported in CreateTopics v5+.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+
+fn failed(result: CreatableTopicResult, error: ResponseError, message: String) -> CreatableTopicResult {
+    result
+        .with_error_code(error.code())
+        .with_error_message(Some(StrBytes::from_string(message)))
+}
+
+fn create_one(
+    broker: &Broker,
+    topic: CreatableTopic,
+    validate_only: bool,
+    version: i16,
+) -> CreatableTopicResult {
+    let name = topic.name.0.to_string();
+    let result = CreatableTopicResult::default().with_name(topic.name.clone());
+    let node = broker.config.node_id;
+    let partitions = if !topic.assignments.is_empty() {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return failed(
+                result,
+                ResponseError::InvalidRequest,
+                "give either replica assignments or num_partitions/replication_factor, not both".into(),
+            );
+        }
+        for assignment in &topic.assignments {
+            if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node {
+                return failed(
+                    result,
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("partition {} must be assigned to broker {node} alone: this cluster has one broker", assignment.partition_index),
+                );
+            }
+        }
+        topic.assignments.len() as i32
+    } else if topic.num_partitions == -1 {
+        broker.config.num_partitions
+    } else {
+        topic.num_partitions
+    };
+    let replication_factor = if topic.replication_factor == -1 {
+        broker.config.default_replication_factor
+    } else {
+        topic.replication_factor
+    };
+    if replication_factor != 1 && topic.assignments.is_empty() {
+        return failed(
+            result,
+            ResponseError::InvalidReplicationFactor,
+            format!("replication factor {replication_factor} is not possible: this cluster has 1 broker"),
+        );
+    }
+    let mut configs = BTreeMap::new();
+    for entry in &topic.configs {
+        let Some(value) = &entry.value else {
+            return failed(
+                result,
+                ResponseError::InvalidConfig,
+                format!("topic config `{}` has a null value", entry.name.as_str()),
+            );
+        };
+        configs.insert(entry.name.to_string(), value.to_string());
+    }
+    if let Err(e) = topic_config::log_config(&broker.config.log_defaults, &configs) {
+        return failed(result, ResponseError::InvalidConfig, e.to_string());
+    }
+    let outcome = if validate_only {
+        broker
+            .metadata
+            .check_new_topic(&name, partitions)
+            .map(|()| None)
+            .map_err(|e| (errors::metadata_error(&e), e.to_string()))
+    } else {
+        broker
+            .create_topic(&name, partitions, configs.clone())
+            .map(|topic| Some(topic.id))
+            .map_err(|e| (errors::create_topic_error(&e), e.to_string()))
+    };
+    match outcome {
+        Ok(id) => {
+            let mut result = result
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor);
+            if let Some(id) = id {
+                result = result.with_topic_id(id);
+            }
+            if version >= 5 {
+                result = result.with_configs(Some(
+                    configs
+                        .into_iter()
+                        .map(|(name, value)| {
+                            CreatableTopicConfigs::default()
+                                .with_name(StrBytes::from_string(name))
+                                .with_value(Some(StrBytes::from_string(value)))
+                                .with_config_source(SOURCE_DYNAMIC_TOPIC)
+                        })
+                        .collect(),
+                ));
+            }
+            result
+        }
+        Err((code, message)) => failed(result, code, message),
+    }
+}
+
+pub(crate) fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    // Kafka answers INVALID_REQUEST for every topic named more than once in one request.
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for topic in &request.topics {
+        *seen.entry(topic.name.0.to_string()).or_default() += 1;
+    }
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            if seen[topic.name.0.as_str()] > 1 {
+                let result = CreatableTopicResult::default().with_name(topic.name.clone());
+                return failed(
+                    result,
+                    ResponseError::InvalidRequest,
+                    "topic named more than once in the request".into(),
+                );
+            }
+            create_one(broker, topic, request.validate_only, version)
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}

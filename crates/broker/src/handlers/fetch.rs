@@ -1,0 +1,156 @@
+//! Fetch: reads whole batches from each requested partition within the request's byte limits, and
+//! long-polls (woken by appends, not timers) until `min_bytes` are available or `max_wait_ms` passes.
+//!
+//! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
+//! treat as "sessions unsupported".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use sluice_log::{Offset, ReadError};
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::errors;
+use crate::partition::Partition;
+use crate::request::{Ctx, Reply};
+
+/// Longest long poll honoured, whatever a client asks for.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+
+/// One requested partition, resolved.
+struct Wanted {
+    index: i32,
+    fetch_offset: i64,
+    partition_max_bytes: usize,
+    partition: Result<Arc<Partition>, ResponseError>,
+}
+
+struct Plan {
+    topics: Vec<(TopicName, Vec<Wanted>)>,
+    max_bytes: usize,
+    min_bytes: usize,
+    deadline: Instant,
+}
+
+pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> Reply {
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let wanted = topic
+                .partitions
+                .into_iter()
+                .map(|p| Wanted {
+                    index: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes.max(0) as usize,
+                    partition: broker
+                        .replicas
+                        .partition(&topic.topic.0, p.partition)
+                        .ok_or(ResponseError::UnknownTopicOrPartition),
+                })
+                .collect();
+            (topic.topic, wanted)
+        })
+        .collect();
+    let plan = Plan {
+        topics,
+        // Fetch v3+ has a response limit; a zero or negative one still lets one batch through.
+        max_bytes: request.max_bytes.max(0) as usize,
+        min_bytes: request.min_bytes.max(0) as usize,
+        deadline: Instant::now() + wait,
+    };
+    let shutdown = broker.shutdown_signal();
+    ctx.reply_later(long_poll(plan, shutdown))
+}
+
+/// Reads every partition once; returns the response and the bytes it carries.
+fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
+    let mut total = 0usize;
+    let mut responses = Vec::with_capacity(plan.topics.len());
+    for (name, wanted) in &plan.topics {
+        let mut partitions = Vec::with_capacity(wanted.len());
+        for want in wanted {
+            let data = PartitionData::default()
+                .with_partition_index(want.index)
+                .with_preferred_read_replica(BrokerId(-1));
+            let partition = match &want.partition {
+                Ok(p) if !p.is_deleted() => p,
+                Ok(_) => {
+                    partitions.push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    continue;
+                }
+                Err(e) => {
+                    partitions.push(data.with_error_code(e.code()));
+                    continue;
+                }
+            };
+            let high_watermark = partition.high_watermark().0;
+            let data = data
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(partition.log_start_offset().0);
+            let budget = want.partition_max_bytes.min(plan.max_bytes.saturating_sub(total));
+            // KIP-74: the first partition with data returns at least one whole batch.
+            let min_one_batch = total == 0;
+            if budget == 0 && !min_one_batch {
+                partitions.push(data.with_records(Some(Bytes::new())));
+                continue;
+            }
+            match partition.read(Offset(want.fetch_offset), budget, min_one_batch) {
+                Ok(read) => {
+                    total += read.records.len();
+                    partitions.push(data.with_records(Some(read.records)));
+                }
+                Err(e @ ReadError::OffsetOutOfRange { .. }) => {
+                    partitions.push(data.with_error_code(errors::read_error(&e).code()));
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
+                    partitions.push(data.with_error_code(errors::read_error(&e).code()));
+                }
+            }
+        }
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (responses, total)
+}
+
+async fn long_poll(plan: Plan, mut shutdown: tokio::sync::watch::Receiver<bool>) -> FetchResponse {
+    let partitions: Vec<Arc<Partition>> = plan
+        .topics
+        .iter()
+        .flat_map(|(_, wanted)| wanted.iter().filter_map(|w| w.partition.as_ref().ok().cloned()))
+        .collect();
+    loop {
+        // Register for wake-ups before reading, so an append between the read and the wait is seen.
+        let mut notified: Vec<_> = partitions.iter().map(|p| Box::pin(p.appended())).collect();
+        for n in notified.iter_mut() {
+            n.as_mut().enable();
+        }
+        let (responses, total) = read_all(&plan);
+        let has_error = responses
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .any(|p| p.error_code != errors::NONE);
+        if total >= plan.min_bytes.max(1) || has_error || partitions.is_empty() || Instant::now() >= plan.deadline || *shutdown.borrow() {
+            return FetchResponse::default().with_responses(responses);
+        }
+        tokio::select! {
+            _ = select_all(notified) => {}
+            _ = tokio::time::sleep_until(plan.deadline) => {}
+            _ = crate::broker::stopped(&mut shutdown) => {}
+        }
+    }
+}

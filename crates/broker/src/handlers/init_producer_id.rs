@@ -1,0 +1,33 @@
+//! InitProducerId: hands an idempotent producer a fresh producer id (epoch 0), as Kafka does for
+//! producers without a transactional id.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use tracing::warn;
+
+use crate::broker::Broker;
+
+pub(crate) fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+    if request.transactional_id.is_some() {
+        // Transactions are not implemented yet and the transactional APIs are not advertised, so
+        // clients refuse transactional mode before they get here.
+        return InitProducerIdResponse::default()
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
+    match broker.metadata.allocate_producer_id() {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            warn!(error = %e, "cannot allocate a producer id");
+            InitProducerIdResponse::default()
+                .with_error_code(ResponseError::KafkaStorageError.code())
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        }
+    }
+}

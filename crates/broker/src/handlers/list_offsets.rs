@@ -1,0 +1,61 @@
+//! ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use sluice_log::Timestamp;
+
+use crate::broker::Broker;
+use crate::errors;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub(crate) fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|wanted| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(wanted.partition_index);
+                    let Some(partition) = broker.replicas.partition(&topic.name.0, wanted.partition_index)
+                    else {
+                        return response.with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let epoch = partition.leader_epoch().0;
+                    match wanted.timestamp {
+                        LATEST => response
+                            .with_offset(partition.high_watermark().0)
+                            .with_leader_epoch(epoch),
+                        EARLIEST => response
+                            .with_offset(partition.log_start_offset().0)
+                            .with_leader_epoch(epoch),
+                        ts if ts >= 0 => match partition.offset_for_timestamp(Timestamp(ts)) {
+                            Ok(Some((offset, found))) => response
+                                .with_offset(offset.0)
+                                .with_timestamp(found.0)
+                                .with_leader_epoch(epoch),
+                            Ok(None) => response.with_offset(-1).with_timestamp(-1),
+                            Err(e) => response.with_error_code(errors::code(errors::read_error(&e))),
+                        },
+                        // -3 (max timestamp) and the tiered-storage specs are not offered by the
+                        // versions we advertise.
+                        _ => response.with_error_code(errors::code(ResponseError::UnsupportedVersion)),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,125 @@
+//! Produce: appends each partition's batches as they arrive (in request order on the connection),
+//! then for acks=all waits for the group-commit fsync before answering; acks=0 gets no answer.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use sluice_log::{AppendError, Offset};
+use tracing::warn;
+
+use crate::broker::{now, Broker};
+use crate::errors;
+use crate::partition::Partition;
+use crate::request::{Ctx, Reply};
+
+/// One partition's outcome, and the partition to sync for acks=all.
+struct Outcome {
+    response: PartitionProduceResponse,
+    sync: Option<(Arc<Partition>, Offset)>,
+}
+
+fn append_one(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    records: Option<Bytes>,
+    transactional: bool,
+) -> Outcome {
+    let response = PartitionProduceResponse::default().with_index(index);
+    let fail = |error: ResponseError, message: Option<String>| Outcome {
+        response: response
+            .clone()
+            .with_error_code(error.code())
+            .with_error_message(message.map(StrBytes::from_string)),
+        sync: None,
+    };
+    let Some(partition) = broker.replicas.partition(topic, index) else {
+        return fail(ResponseError::UnknownTopicOrPartition, None);
+    };
+    if transactional {
+        return fail(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            Some("transactions are not supported by this broker yet".into()),
+        );
+    }
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return fail(
+            ResponseError::InvalidRecord,
+            Some("produce request carries no record batch".into()),
+        );
+    };
+    match partition.append(records, now()) {
+        Ok(info) => Outcome {
+            response: response
+                .with_base_offset(info.first_offset.0)
+                .with_log_append_time_ms(info.log_append_time.map_or(-1, |t| t.0))
+                .with_log_start_offset(info.log_start_offset.0),
+            sync: Some((partition, info.last_offset)),
+        },
+        Err(e) => {
+            if matches!(e, AppendError::Io(_) | AppendError::Poisoned) {
+                warn!(%topic, partition = index, error = %e, "append failed");
+            }
+            fail(errors::append_error(&e), Some(e.to_string()))
+        }
+    }
+}
+
+pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) -> Reply {
+    let acks = request.acks;
+    let invalid_acks = !matches!(acks, -1 | 0 | 1);
+    let transactional = request.transactional_id.is_some();
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.0.to_string();
+        let outcomes: Vec<Outcome> = topic
+            .partition_data
+            .into_iter()
+            .map(|data| {
+                if invalid_acks {
+                    Outcome {
+                        response: PartitionProduceResponse::default()
+                            .with_index(data.index)
+                            .with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                        sync: None,
+                    }
+                } else {
+                    append_one(broker, &name, data.index, data.records, transactional)
+                }
+            })
+            .collect();
+        topics.push((topic.name, outcomes));
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let wait_for_sync = acks == -1 && broker.config.flush_on_ack;
+    ctx.reply_later(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, outcomes) in topics {
+            let mut partition_responses = Vec::with_capacity(outcomes.len());
+            for outcome in outcomes {
+                let mut response = outcome.response;
+                if let (true, Some((partition, last))) = (wait_for_sync, outcome.sync) {
+                    if let Err(e) = partition.wait_durable(last).await {
+                        warn!(error = %e, "acks=all write not durable");
+                        response = response
+                            .with_error_code(ResponseError::KafkaStorageError.code())
+                            .with_base_offset(-1);
+                    }
+                }
+                partition_responses.push(response);
+            }
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(name)
+                    .with_partition_responses(partition_responses),
+            );
+        }
+        ProduceResponse::default().with_responses(responses)
+    })
+}

@@ -1,0 +1,21 @@
+//! Sluice's broker: a Kafka-protocol server over the `sluice-log` storage engine.
+//!
+//! Entry points: build a [`BrokerConfig`], open a [`Broker`] with [`Broker::open`] (locks the data
+//! directory, loads metadata, recovers logs), then [`server::run`] it on a bound listener until
+//! [`Broker::begin_shutdown`].
+
+pub mod api;
+pub mod broker;
+pub mod config;
+mod connection;
+mod errors;
+mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod replica_manager;
+mod request;
+pub mod server;
+pub mod topic_config;
+
+pub use broker::Broker;
+pub use config::BrokerConfig;

@@ -1,0 +1,210 @@
+//! One partition replica's state on this broker: its log, leader epoch, offsets, waiters for new data,
+//! and the group commit that makes acks=all writes durable.
+//!
+//! The log sits behind a per-partition mutex that is held only for the in-memory and page-cache work
+//! of an append or read; fsync happens outside it (see [`Partition::wait_durable`]), so concurrent
+//! producers share one fsync and unrelated partitions never wait on each other.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use sluice_log::{
+    AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, PartitionLog, ReadError, ReadResult,
+    Timestamp,
+};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// A topic-partition this broker leads.
+#[derive(Debug)]
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    /// The leader epoch stamped into appended batches. A single node never changes leader, so it is
+    /// fixed at open; the cluster layer bumps it on leadership changes.
+    leader_epoch: LeaderEpoch,
+    log: Mutex<PartitionLog>,
+    /// Cached offsets, so Metadata/ListOffsets/Fetch answers need not take the log lock.
+    log_start_offset: AtomicI64,
+    log_end_offset: AtomicI64,
+    /// Everything below this offset has been fsynced.
+    durable_offset: AtomicI64,
+    /// Set once the partition's topic is deleted; long polls stop waiting on it.
+    deleted: AtomicBool,
+    /// Woken on every append (long-poll fetches wait on it).
+    appended: Notify,
+    /// Serializes fsyncs; whoever holds it syncs everything appended so far (group commit).
+    sync_lock: tokio::sync::Mutex<()>,
+}
+
+/// Why a durability wait failed.
+#[derive(Debug, thiserror::Error)]
+#[error("fsync of {topic}-{partition} failed: {source}")]
+pub struct SyncError {
+    topic: String,
+    partition: i32,
+    #[source]
+    source: std::io::Error,
+}
+
+impl Partition {
+    pub fn new(topic: String, topic_id: Uuid, index: i32, log: PartitionLog) -> Self {
+        let start = log.log_start_offset().0;
+        let end = log.log_end_offset().0;
+        Partition {
+            topic,
+            topic_id,
+            index,
+            leader_epoch: LeaderEpoch(0),
+            log: Mutex::new(log),
+            log_start_offset: AtomicI64::new(start),
+            log_end_offset: AtomicI64::new(end),
+            // Whatever a previous process left on disk was synced at its clean shutdown or has been
+            // re-validated by recovery; treat it as durable.
+            durable_offset: AtomicI64::new(end),
+            deleted: AtomicBool::new(false),
+            appended: Notify::new(),
+            sync_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.leader_epoch
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start_offset.load(Ordering::Acquire))
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end_offset.load(Ordering::Acquire))
+    }
+
+    /// The high watermark: on a single node every appended record is committed.
+    pub fn high_watermark(&self) -> Offset {
+        self.log_end_offset()
+    }
+
+    /// Validates and appends producer batches; wakes long-poll fetches.
+    pub fn append(&self, batches: Bytes, now: Timestamp) -> Result<AppendInfo, AppendError> {
+        let info = {
+            let mut log = self.log.lock();
+            let info = log.append(batches, self.leader_epoch, now)?;
+            self.log_end_offset
+                .store(log.log_end_offset().0, Ordering::Release);
+            self.log_start_offset
+                .store(log.log_start_offset().0, Ordering::Release);
+            info
+        };
+        if !info.duplicate {
+            self.appended.notify_waiters();
+        }
+        Ok(info)
+    }
+
+    /// Reads whole batches from `start`, never past the high watermark.
+    pub fn read(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, ReadError> {
+        let log = self.log.lock();
+        log.read(start, max_bytes, self.high_watermark(), min_one_batch)
+    }
+
+    pub fn offset_for_timestamp(
+        &self,
+        ts: Timestamp,
+    ) -> Result<Option<(Offset, Timestamp)>, ReadError> {
+        self.log.lock().offset_for_timestamp(ts)
+    }
+
+    /// A future that completes on the next append (or when the topic is deleted). Call
+    /// `enable()` on it before checking for data, so an append in between is not missed.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.appended.notified()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Waits until every offset up to and including `offset` is fsynced. Callers arriving while a
+    /// sync runs wait for it and then usually find their data already covered by the next one.
+    pub async fn wait_durable(&self, offset: Offset) -> Result<(), SyncError> {
+        if self.durable_offset.load(Ordering::Acquire) > offset.0 {
+            return Ok(());
+        }
+        let _guard = self.sync_lock.lock().await;
+        if self.durable_offset.load(Ordering::Acquire) > offset.0 {
+            return Ok(());
+        }
+        let handle = self.log.lock().sync_handle();
+        let up_to = handle.up_to;
+        let files = handle.files;
+        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for file in &files {
+                file.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+        if let Err(source) = result {
+            return Err(SyncError {
+                topic: self.topic.clone(),
+                partition: self.index,
+                source,
+            });
+        }
+        self.log.lock().mark_synced(up_to);
+        self.durable_offset.fetch_max(up_to.0, Ordering::AcqRel);
+        assert!(
+            self.durable_offset.load(Ordering::Acquire) > offset.0,
+            "a sync covers every offset appended before it started"
+        );
+        Ok(())
+    }
+
+    /// Syncs in the caller's thread (background flush, shutdown).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut log = self.log.lock();
+        log.sync()?;
+        self.durable_offset
+            .fetch_max(log.log_end_offset().0, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Applies retention and time-based rolling.
+    pub fn housekeeping(&self, now: Timestamp) -> std::io::Result<usize> {
+        let mut log = self.log.lock();
+        log.roll_if_due(now)?;
+        let deleted = log.enforce_retention(now)?;
+        self.log_start_offset
+            .store(log.log_start_offset().0, Ordering::Release);
+        Ok(deleted)
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        self.log.lock().set_config(config);
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.log.lock().size_bytes()
+    }
+
+    /// Marks the partition deleted and wakes its waiters.
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+        self.appended.notify_waiters();
+    }
+
+    /// Takes the log out for closing or deletion; the partition must not be used afterwards.
+    pub(crate) fn into_log(self: Arc<Self>) -> Option<PartitionLog> {
+        Arc::into_inner(self).map(|p| p.log.into_inner())
+    }
+}

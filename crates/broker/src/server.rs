@@ -1,0 +1,96 @@
+//! The Kafka listener: accepts connections up to `max.connections`, runs housekeeping in the
+//! background, and on shutdown drains connections and closes every log cleanly.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::broker::{now, Broker};
+use crate::connection;
+
+/// How long shutdown waits for connections to answer their in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves Kafka clients on `listener` until [`Broker::begin_shutdown`] is called, then closes the
+/// logs. Returns whether the shutdown was clean.
+pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
+    let mut shutdown = broker.shutdown_signal();
+    let background = tokio::spawn(housekeeping(broker.clone()));
+    let open_connections = Arc::new(AtomicUsize::new(0));
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = crate::broker::stopped(&mut shutdown) => break,
+        };
+        // Reap finished connection tasks so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if open_connections.load(Ordering::Acquire) >= broker.config.max_connections {
+            warn!(%peer, max = broker.config.max_connections, "refusing connection: max.connections reached");
+            drop(stream);
+            continue;
+        }
+        open_connections.fetch_add(1, Ordering::AcqRel);
+        let broker = broker.clone();
+        let counter = open_connections.clone();
+        connections.spawn(async move {
+            connection::serve(broker, stream, peer).await;
+            counter.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+    drop(listener);
+    info!(connections = connections.len(), "shutting down: draining connections");
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("connections did not drain in time; aborting them");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+    // Housekeeping stops at its next select; wait so no log is in use when the logs close.
+    let _ = background.await;
+    let broker_for_close = broker.clone();
+    let clean = tokio::task::spawn_blocking(move || broker_for_close.replicas.shutdown())
+        .await
+        .unwrap_or(false);
+    info!(clean, "logs closed");
+    clean
+}
+
+/// Periodic retention, time-based rolls and background syncs.
+async fn housekeeping(broker: Arc<Broker>) {
+    let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(10));
+    let flush_every = Duration::from_millis(broker.config.flush_interval_ms.max(10));
+    let mut retention = tokio::time::interval(retention_every);
+    let mut flush = tokio::time::interval(flush_every);
+    let mut shutdown = broker.shutdown_signal();
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::broker::stopped(&mut shutdown) => return,
+            _ = retention.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || broker.replicas.housekeeping(now())).await;
+            }
+            _ = flush.tick() => {
+                let broker = broker.clone();
+                let _ = tokio::task::spawn_blocking(move || broker.replicas.sync_all()).await;
+            }
+        }
+    }
+}

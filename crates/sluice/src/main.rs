@@ -1,0 +1,33 @@
+//! The `sluice` command: `sluice serve` runs a broker; more subcommands join as they are built.
+
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+/// Sluice: a Kafka-compatible commit log in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a broker (zero configuration: 127.0.0.1:9092, data in ./sluice-data).
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
