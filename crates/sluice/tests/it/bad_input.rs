@@ -1,0 +1,224 @@
+//! Bad input over a raw socket: each case gets Kafka's error code or a closed connection, the broker
+//! stays up, other connections keep working, and nothing bad reaches disk.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use rdkafka::Offset;
+
+use crate::harness::Broker;
+use crate::produce_consume::{producer, produce_records, read_back};
+
+fn connect(broker: &Broker) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+}
+
+fn frame(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("bad-input-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.to_vec()
+}
+
+/// Reads one response frame; returns (correlation id, rest after the v0 header) or None if closed.
+fn read_response(stream: &mut TcpStream) -> Option<(i32, Bytes)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
+    Some((correlation, Bytes::from(body).slice(4..)))
+}
+
+fn assert_closed(stream: &mut TcpStream, case: &str) {
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {}
+        other => panic!("{case}: expected the connection to close, got {other:?}"),
+    }
+}
+
+/// A minimal valid v2 batch of one uncompressed record, with a correct CRC32C.
+fn batch(value: &[u8]) -> Vec<u8> {
+    let mut record = Vec::new();
+    record.push(0u8); // attributes
+    record.push(0u8); // timestamp delta (varint 0)
+    record.push(0u8); // offset delta
+    record.push(1u8); // key length -1 (zigzag)
+    record.push((value.len() as u8) << 1); // value length (small, zigzag)
+    record.extend_from_slice(value);
+    record.push(0u8); // header count
+    let mut body = Vec::new(); // from attributes on: covered by the CRC
+    body.extend_from_slice(&0i16.to_be_bytes()); // attributes
+    body.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+    body.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    body.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
+    body.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+    body.extend_from_slice(&(-1i16).to_be_bytes());
+    body.extend_from_slice(&(-1i32).to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes()); // records count
+    body.push((record.len() as u8) << 1); // record length varint (small)
+    body.extend_from_slice(&record);
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i64.to_be_bytes()); // base offset
+    out.extend_from_slice(&((4 + 1 + 4 + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+    out.push(2); // magic
+    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn produce(topic: &str, records: Vec<u8>) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])])
+}
+
+fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
+    let mut stream = connect(broker);
+    stream.write_all(&frame(ApiKey::Produce, 9, 7, &produce(topic, records))).unwrap();
+    let (correlation, mut body) = read_response(&mut stream).expect("produce response");
+    assert_eq!(correlation, 7);
+    // Produce v9 responses have a flexible header: skip its empty tagged-field section.
+    let _tags = body.split_to(1);
+    let response = ProduceResponse::decode(&mut body, 9).unwrap();
+    response.responses[0].partition_responses[0].error_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("victim", 1, &[]).await;
+    // A connection opened before the abuse must keep working after it.
+    let mut bystander = connect(&broker);
+
+    // Oversize length prefix (socket.request.max.bytes is 100 MiB).
+    let mut s = connect(&broker);
+    s.write_all(&i32::MAX.to_be_bytes()).unwrap();
+    assert_closed(&mut s, "oversize frame");
+
+    // Negative length prefix.
+    let mut s = connect(&broker);
+    s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert_closed(&mut s, "negative frame");
+
+    // Frame shorter than a request header.
+    let mut s = connect(&broker);
+    s.write_all(&[0, 0, 0, 3, 0, 18, 0]).unwrap();
+    assert_closed(&mut s, "short frame");
+
+    // Truncated request: the length promises more than is sent before the client half-closes.
+    let mut s = connect(&broker);
+    s.write_all(&[0, 0, 0, 100, 0, 18, 0, 3]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert_closed(&mut s, "truncated frame");
+
+    // Unknown API key.
+    let mut s = connect(&broker);
+    s.write_all(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+    assert_closed(&mut s, "unknown api key");
+
+    // Unsupported version of a known API (Produce v1).
+    let mut s = connect(&broker);
+    s.write_all(&frame(ApiKey::Produce, 3, 1, &produce("victim", batch(b"x")))[..4]).unwrap();
+    let mut f = frame(ApiKey::Produce, 3, 1, &produce("victim", batch(b"x")));
+    f[6..8].copy_from_slice(&1i16.to_be_bytes());
+    s.write_all(&f[4..]).unwrap();
+    assert_closed(&mut s, "unsupported produce version");
+
+    // A 12-byte Produce body claiming 2^31-1 topics: must not allocate, must close.
+    let mut s = connect(&broker);
+    let mut body = BytesMut::new();
+    body.put_i16(ApiKey::Produce as i16);
+    body.put_i16(3);
+    body.put_i32(9);
+    body.put_i16(-1); // client id null
+    body.put_i16(-1); // transactional id null
+    body.put_i16(-1); // acks
+    body.put_i32(1000); // timeout
+    body.put_i32(i32::MAX); // topic count
+    let mut f = (body.len() as i32).to_be_bytes().to_vec();
+    f.extend_from_slice(&body);
+    s.write_all(&f).unwrap();
+    assert_closed(&mut s, "huge array length");
+
+    // Garbage body for a valid header.
+    let mut s = connect(&broker);
+    let mut f = frame(ApiKey::Metadata, 12, 2, &kafka_protocol::messages::MetadataRequest::default());
+    f.truncate(f.len() - 1);
+    f.extend_from_slice(&[0xff; 9]);
+    let len = (f.len() - 4) as i32;
+    f[..4].copy_from_slice(&len.to_be_bytes());
+    s.write_all(&f).unwrap();
+    assert_closed(&mut s, "malformed metadata body");
+
+    // ApiVersions at a version we do not know: v0 answer with UNSUPPORTED_VERSION and our ranges.
+    let mut s = connect(&broker);
+    let mut f = frame(ApiKey::ApiVersions, 3, 11, &ApiVersionsRequest::default());
+    f[6..8].copy_from_slice(&99i16.to_be_bytes());
+    s.write_all(&f).unwrap();
+    let (correlation, mut body) = read_response(&mut s).expect("api versions fallback");
+    assert_eq!(correlation, 11);
+    let response = ApiVersionsResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(response.error_code, 35, "UNSUPPORTED_VERSION");
+    assert!(response.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+
+    // Record batches: bad CRC -> CORRUPT_MESSAGE (2); wrong magic -> INVALID_RECORD (87);
+    // a truncated batch -> CORRUPT_MESSAGE; a good one is accepted.
+    let mut bad_crc = batch(b"hello");
+    let last = bad_crc.len() - 2;
+    bad_crc[last] ^= 0xff;
+    assert_eq!(produce_error(&broker, "victim", bad_crc), 2);
+    let mut bad_magic = batch(b"hello");
+    bad_magic[16] = 1;
+    assert_eq!(produce_error(&broker, "victim", bad_magic), 87);
+    let mut torn = batch(b"hello");
+    torn.truncate(torn.len() - 3);
+    assert_eq!(produce_error(&broker, "victim", torn), 2);
+    assert_eq!(produce_error(&broker, "victim", batch(b"good")), 0);
+
+    // Nothing bad reached the log: exactly the one good record is there.
+    let read = read_back(&broker, "victim", 1, Offset::Beginning, 2, Duration::from_secs(5));
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].2.value, b"good");
+
+    // The bystander connection still answers.
+    bystander
+        .write_all(&frame(ApiKey::ApiVersions, 0, 5, &ApiVersionsRequest::default()))
+        .unwrap();
+    let (correlation, _) = read_response(&mut bystander).expect("bystander answered");
+    assert_eq!(correlation, 5);
+
+    // And a normal client round trip still works.
+    let producer = producer(&broker, &[("acks", "all")]);
+    let produced = produce_records(&producer, "victim", 10, 1_700_000_000_000).await;
+    assert_eq!(produced[&0].len(), 10);
+    assert!(broker.stderr().contains("closing connection"));
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests: a real `sluice serve` process driven by real clients over TCP.
+
+mod admin;
+mod bad_input;
+mod crash;
+mod harness;
+mod produce_consume;
