@@ -39,7 +39,10 @@ mod tests {
         for &(key, min, max) in SUPPORTED {
             let codec = key.valid_versions();
             assert!(min <= max, "{key:?}");
-            assert!(codec.min <= min && max <= codec.max, "{key:?} {min}..={max} vs {codec:?}");
+            assert!(
+                codec.min <= min && max <= codec.max,
+                "{key:?} {min}..={max} vs {codec:?}"
+            );
         }
     }
 }

@@ -114,7 +114,11 @@ impl Broker {
     }
 
     /// The named topic, created with `num.partitions` when auto-creation is allowed and it is missing.
-    pub fn topic_or_create(&self, name: &str, allow_auto_create: bool) -> Result<Option<TopicMeta>, CreateTopicError> {
+    pub fn topic_or_create(
+        &self,
+        name: &str,
+        allow_auto_create: bool,
+    ) -> Result<Option<TopicMeta>, CreateTopicError> {
         if let Some(topic) = self.metadata.topic(name) {
             return Ok(Some(topic));
         }

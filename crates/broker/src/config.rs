@@ -86,11 +86,14 @@ fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
 {
-    value.trim().parse().map_err(|e: T::Err| ConfigError::InvalidValue {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: e.to_string(),
-    })
+    value
+        .trim()
+        .parse()
+        .map_err(|e: T::Err| ConfigError::InvalidValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 impl BrokerConfig {
@@ -133,13 +136,23 @@ impl BrokerConfig {
                 }
             }
             "log.flush.on.ack" => self.flush_on_ack = parse(key, value)?,
-            "log.retention.check.interval.ms" => self.retention_check_interval_ms = parse(key, value)?,
-            "log.flush.offset.checkpoint.interval.ms" => self.flush_interval_ms = parse(key, value)?,
+            "log.retention.check.interval.ms" => {
+                self.retention_check_interval_ms = parse(key, value)?
+            }
+            "log.flush.offset.checkpoint.interval.ms" => {
+                self.flush_interval_ms = parse(key, value)?
+            }
             "log.segment.bytes" => self.log_defaults.segment_bytes = parse(key, value)?,
             "log.roll.ms" => self.log_defaults.segment_ms = parse(key, value)?,
-            "log.roll.hours" => self.log_defaults.segment_ms = parse::<i64>(key, value)? * 3_600_000,
-            "log.index.size.max.bytes" => self.log_defaults.segment_index_bytes = parse(key, value)?,
-            "log.index.interval.bytes" => self.log_defaults.index_interval_bytes = parse(key, value)?,
+            "log.roll.hours" => {
+                self.log_defaults.segment_ms = parse::<i64>(key, value)? * 3_600_000
+            }
+            "log.index.size.max.bytes" => {
+                self.log_defaults.segment_index_bytes = parse(key, value)?
+            }
+            "log.index.interval.bytes" => {
+                self.log_defaults.index_interval_bytes = parse(key, value)?
+            }
             "log.retention.ms" => self.log_defaults.retention_ms = parse(key, value)?,
             "log.retention.minutes" => {
                 self.log_defaults.retention_ms = parse::<i64>(key, value)? * 60_000

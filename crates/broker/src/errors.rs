@@ -36,7 +36,9 @@ pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {
         MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
-        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 

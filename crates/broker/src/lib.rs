@@ -13,7 +13,7 @@ mod handlers;
 pub mod metadata;
 pub mod partition;
 pub mod replica_manager;
-mod request;
+pub mod request;
 pub mod server;
 pub mod topic_config;
 

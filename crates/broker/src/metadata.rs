@@ -89,7 +89,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
     {
-        return Err(invalid("only ASCII letters, digits, '.', '_' and '-' are allowed"));
+        return Err(invalid(
+            "only ASCII letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     Ok(())
 }
@@ -104,10 +106,12 @@ impl MetadataStore {
         })?;
         let path = dir.join("metadata.json");
         let state = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<State>(&bytes).map_err(|e| MetadataError::Corrupt {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Ok(bytes) => {
+                serde_json::from_slice::<State>(&bytes).map_err(|e| MetadataError::Corrupt {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State {
                 cluster_id: if cluster_id.is_empty() {
                     new_cluster_id()
@@ -142,7 +146,12 @@ impl MetadataStore {
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<TopicMeta> {
-        self.state.lock().topics.values().find(|t| t.id == id).cloned()
+        self.state
+            .lock()
+            .topics
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
     }
 
     /// Checks that a topic could be created, without creating it (CreateTopics validate_only).

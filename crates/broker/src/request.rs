@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
+    RequestHeader, ResponseHeader,
+};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::broker::Broker;
@@ -27,7 +31,7 @@ pub(crate) enum Reply {
 
 /// Why a request closed its connection (Kafka closes on all of these too).
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum RequestError {
+pub enum RequestError {
     #[error("request of {0} bytes is shorter than a request header")]
     Truncated(usize),
     #[error("unknown API key {0}")]
@@ -57,10 +61,10 @@ pub(crate) enum RequestError {
 
 /// Identifies the request a response answers.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Ctx {
-    pub(crate) key: ApiKey,
-    pub(crate) version: i16,
-    pub(crate) correlation_id: i32,
+pub struct Ctx {
+    pub key: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
 }
 
 impl Ctx {
@@ -116,8 +120,25 @@ fn decode<T: Decodable>(ctx: &Ctx, mut body: Bytes) -> Result<T, RequestError> {
     })
 }
 
-/// Handles one request frame (without its length prefix).
-pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, RequestError> {
+/// A decoded request of an implemented API.
+#[derive(Debug)]
+pub enum Request {
+    ApiVersions(ApiVersionsRequest),
+    Metadata(MetadataRequest),
+    Produce(ProduceRequest),
+    Fetch(FetchRequest),
+    ListOffsets(ListOffsetsRequest),
+    CreateTopics(CreateTopicsRequest),
+    DeleteTopics(DeleteTopicsRequest),
+    InitProducerId(InitProducerIdRequest),
+    DescribeCluster(DescribeClusterRequest),
+    /// An ApiVersions request of a version we do not know (answered per KIP-511).
+    UnsupportedApiVersions,
+}
+
+/// Parses a request frame (without its length prefix): header, version check, body. Never panics
+/// and never allocates more than the frame's size suggests, whatever the bytes (a fuzz target).
+pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
     if frame.len() < 8 {
         return Err(RequestError::Truncated(frame.len()));
     }
@@ -138,7 +159,7 @@ pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, 
                 version: 0,
                 correlation_id,
             };
-            return ctx.reply(&handlers::api_versions::unsupported());
+            return Ok((ctx, Request::UnsupportedApiVersions));
         }
         return Err(RequestError::UnsupportedVersion {
             key,
@@ -160,16 +181,127 @@ pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, 
             reason: format!("header: {e}"),
         }
     })?;
-    match key {
-        ApiKey::ApiVersions => ctx.reply(&handlers::api_versions::handle(&decode(&ctx, body)?)),
-        ApiKey::Metadata => ctx.reply(&handlers::metadata::handle(broker, decode(&ctx, body)?, version)),
-        ApiKey::Produce => Ok(handlers::produce::handle(broker, ctx, decode(&ctx, body)?)),
-        ApiKey::Fetch => Ok(handlers::fetch::handle(broker, ctx, decode(&ctx, body)?)),
-        ApiKey::ListOffsets => ctx.reply(&handlers::list_offsets::handle(broker, decode(&ctx, body)?)),
-        ApiKey::CreateTopics => ctx.reply(&handlers::create_topics::handle(broker, decode(&ctx, body)?, version)),
-        ApiKey::DeleteTopics => Ok(handlers::delete_topics::handle(broker, ctx, decode(&ctx, body)?)),
-        ApiKey::InitProducerId => ctx.reply(&handlers::init_producer_id::handle(broker, decode(&ctx, body)?)),
-        ApiKey::DescribeCluster => ctx.reply(&handlers::describe_cluster::handle(broker, decode(&ctx, body)?)),
-        _ => Err(RequestError::NotImplemented { key }),
+    let request = match key {
+        ApiKey::ApiVersions => Request::ApiVersions(decode(&ctx, body)?),
+        ApiKey::Metadata => Request::Metadata(decode(&ctx, body)?),
+        ApiKey::Produce => Request::Produce(decode(&ctx, body)?),
+        ApiKey::Fetch => Request::Fetch(decode(&ctx, body)?),
+        ApiKey::ListOffsets => Request::ListOffsets(decode(&ctx, body)?),
+        ApiKey::CreateTopics => Request::CreateTopics(decode(&ctx, body)?),
+        ApiKey::DeleteTopics => Request::DeleteTopics(decode(&ctx, body)?),
+        ApiKey::InitProducerId => Request::InitProducerId(decode(&ctx, body)?),
+        ApiKey::DescribeCluster => Request::DescribeCluster(decode(&ctx, body)?),
+        _ => return Err(RequestError::NotImplemented { key }),
+    };
+    Ok((ctx, request))
+}
+
+/// Handles one request frame (without its length prefix).
+pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, RequestError> {
+    let (ctx, request) = decode_request(frame)?;
+    let version = ctx.version;
+    match request {
+        Request::UnsupportedApiVersions => ctx.reply(&handlers::api_versions::unsupported()),
+        Request::ApiVersions(r) => ctx.reply(&handlers::api_versions::handle(&r)),
+        Request::Metadata(r) => ctx.reply(&handlers::metadata::handle(broker, r, version)),
+        Request::Produce(r) => Ok(handlers::produce::handle(broker, ctx, r)),
+        Request::Fetch(r) => Ok(handlers::fetch::handle(broker, ctx, r)),
+        Request::ListOffsets(r) => ctx.reply(&handlers::list_offsets::handle(broker, r)),
+        Request::CreateTopics(r) => ctx.reply(&handlers::create_topics::handle(broker, r, version)),
+        Request::DeleteTopics(r) => Ok(handlers::delete_topics::handle(broker, ctx, r)),
+        Request::InitProducerId(r) => ctx.reply(&handlers::init_producer_id::handle(broker, r)),
+        Request::DescribeCluster(r) => ctx.reply(&handlers::describe_cluster::handle(broker, r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::TopicName;
+    use kafka_protocol::protocol::StrBytes;
+    use proptest::prelude::*;
+
+    fn encoded_produce(version: i16) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(ApiKey::Produce as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(3)
+            .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+            .unwrap();
+        ProduceRequest::default()
+            .with_acks(1)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_records(Some(Bytes::from_static(&[1, 2, 3])))])])
+            .encode(&mut buf, version)
+            .unwrap();
+        buf.to_vec()
+    }
+
+    #[test]
+    fn a_valid_request_decodes() {
+        let (ctx, request) = decode_request(Bytes::from(encoded_produce(9))).unwrap();
+        assert_eq!(ctx.correlation_id, 3);
+        assert!(matches!(request, Request::Produce(_)));
+    }
+
+    #[test]
+    fn huge_array_lengths_are_refused_without_allocating() {
+        let mut frame = BytesMut::new();
+        frame.put_i16(ApiKey::Produce as i16);
+        frame.put_i16(3);
+        frame.put_i32(1);
+        frame.put_i16(-1);
+        frame.put_i16(-1);
+        frame.put_i16(1);
+        frame.put_i32(0);
+        frame.put_i32(i32::MAX);
+        assert!(matches!(
+            decode_request(frame.freeze()),
+            Err(RequestError::Malformed { .. })
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_request(Bytes::from(bytes));
+        }
+
+        #[test]
+        fn arbitrary_bodies_of_every_api_never_panic(
+            api in 0..crate::api::SUPPORTED.len(),
+            version_pick in any::<u16>(),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let (key, min, max) = crate::api::SUPPORTED[api];
+            let version = min + (version_pick % ((max - min + 1) as u16)) as i16;
+            let mut frame = BytesMut::new();
+            frame.put_i16(key as i16);
+            frame.put_i16(version);
+            frame.put_i32(1);
+            frame.extend_from_slice(&body);
+            let _ = decode_request(frame.freeze());
+        }
+
+        #[test]
+        fn mutated_valid_requests_never_panic(
+            version in 3i16..=12,
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+            cut in any::<usize>(),
+        ) {
+            let mut frame = encoded_produce(version);
+            for (at, byte) in flips {
+                let i = at % frame.len();
+                frame[i] = byte;
+            }
+            frame.truncate(cut % (frame.len() + 1));
+            let _ = decode_request(Bytes::from(frame));
+        }
     }
 }

@@ -51,7 +51,10 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
         });
     }
     drop(listener);
-    info!(connections = connections.len(), "shutting down: draining connections");
+    info!(
+        connections = connections.len(),
+        "shutting down: draining connections"
+    );
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })

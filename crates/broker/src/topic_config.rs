@@ -42,10 +42,11 @@ const KNOWN: &[&str] = &[
 pub struct TopicConfigError(pub String);
 
 fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, TopicConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| TopicConfigError(format!("invalid value `{value}` for topic config `{key}`: expected a number")))
+    value.trim().parse().map_err(|_| {
+        TopicConfigError(format!(
+            "invalid value `{value}` for topic config `{key}`: expected a number"
+        ))
+    })
 }
 
 fn at_least<T: PartialOrd + std::fmt::Display + Copy>(
@@ -78,14 +79,16 @@ pub fn log_config(
         match key {
             "segment.bytes" => config.segment_bytes = at_least(key, number(key, value)?, 14)?,
             "segment.ms" => config.segment_ms = at_least(key, number(key, value)?, 1)?,
-            "segment.index.bytes" => config.segment_index_bytes = at_least(key, number(key, value)?, 8)?,
+            "segment.index.bytes" => {
+                config.segment_index_bytes = at_least(key, number(key, value)?, 8)?
+            }
             "index.interval.bytes" => config.index_interval_bytes = number(key, value)?,
             "retention.ms" => config.retention_ms = at_least(key, number(key, value)?, -1)?,
             "retention.bytes" => config.retention_bytes = number(key, value)?,
             "max.message.bytes" => config.max_message_bytes = number(key, value)?,
             "message.timestamp.type" => {
-                config.message_timestamp_type = parse_timestamp_type(key, value)
-                    .map_err(|e| TopicConfigError(e.to_string()))?
+                config.message_timestamp_type =
+                    parse_timestamp_type(key, value).map_err(|e| TopicConfigError(e.to_string()))?
             }
             "cleanup.policy" => {
                 for policy in value.split(',') {
@@ -133,7 +136,10 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

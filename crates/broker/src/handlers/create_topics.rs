@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -16,7 +18,11 @@ use crate::topic_config;
 /// Kafka's `ConfigSource.DYNAMIC_TOPIC_CONFIG` as reported in CreateTopics v5+.
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 
-fn failed(result: CreatableTopicResult, error: ResponseError, message: String) -> CreatableTopicResult {
+fn failed(
+    result: CreatableTopicResult,
+    error: ResponseError,
+    message: String,
+) -> CreatableTopicResult {
     result
         .with_error_code(error.code())
         .with_error_message(Some(StrBytes::from_string(message)))
@@ -36,7 +42,8 @@ fn create_one(
             return failed(
                 result,
                 ResponseError::InvalidRequest,
-                "give either replica assignments or num_partitions/replication_factor, not both".into(),
+                "give either replica assignments or num_partitions/replication_factor, not both"
+                    .into(),
             );
         }
         for assignment in &topic.assignments {
@@ -119,7 +126,11 @@ fn create_one(
     }
 }
 
-pub(crate) fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(crate) fn handle(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     // Kafka answers INVALID_REQUEST for every topic named more than once in one request.
     let mut seen: HashMap<String, usize> = HashMap::new();
     for topic in &request.topics {

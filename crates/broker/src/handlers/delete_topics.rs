@@ -30,13 +30,18 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: DeleteTopicsReques
     ctx.reply_later(async move {
         let mut responses = Vec::with_capacity(wanted.len());
         for (name, id) in wanted {
-            let result = DeletableTopicResult::default().with_topic_id(if version >= 6 { id } else { Uuid::nil() });
+            let result = DeletableTopicResult::default().with_topic_id(if version >= 6 {
+                id
+            } else {
+                Uuid::nil()
+            });
             let name = match name {
                 Some(name) => name,
                 None => match broker.metadata.topic_by_id(id) {
                     Some(topic) => topic.name,
                     None => {
-                        responses.push(result.with_error_code(ResponseError::UnknownTopicId.code()));
+                        responses
+                            .push(result.with_error_code(ResponseError::UnknownTopicId.code()));
                         continue;
                     }
                 },
@@ -44,7 +49,11 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: DeleteTopicsReques
             let result = result.with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
             let result = match broker.delete_topic(&name).await {
                 Ok(Some(topic)) => {
-                    if version >= 6 { result.with_topic_id(topic.id) } else { result }
+                    if version >= 6 {
+                        result.with_topic_id(topic.id)
+                    } else {
+                        result
+                    }
                 }
                 Ok(None) => result.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Err(e) => result

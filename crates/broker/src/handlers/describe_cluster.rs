@@ -8,7 +8,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
-pub(crate) fn handle(broker: &Arc<Broker>, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub(crate) fn handle(
+    broker: &Arc<Broker>,
+    _request: DescribeClusterRequest,
+) -> DescribeClusterResponse {
     let config = &broker.config;
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.metadata.cluster_id()))

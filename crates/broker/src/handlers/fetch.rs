@@ -84,7 +84,8 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
             let partition = match &want.partition {
                 Ok(p) if !p.is_deleted() => p,
                 Ok(_) => {
-                    partitions.push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    partitions
+                        .push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                     continue;
                 }
                 Err(e) => {
@@ -97,7 +98,9 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
                 .with_high_watermark(high_watermark)
                 .with_last_stable_offset(high_watermark)
                 .with_log_start_offset(partition.log_start_offset().0);
-            let budget = want.partition_max_bytes.min(plan.max_bytes.saturating_sub(total));
+            let budget = want
+                .partition_max_bytes
+                .min(plan.max_bytes.saturating_sub(total));
             // KIP-74: the first partition with data returns at least one whole batch.
             let min_one_batch = total == 0;
             if budget == 0 && !min_one_batch {
@@ -131,7 +134,11 @@ async fn long_poll(plan: Plan, mut shutdown: tokio::sync::watch::Receiver<bool>)
     let partitions: Vec<Arc<Partition>> = plan
         .topics
         .iter()
-        .flat_map(|(_, wanted)| wanted.iter().filter_map(|w| w.partition.as_ref().ok().cloned()))
+        .flat_map(|(_, wanted)| {
+            wanted
+                .iter()
+                .filter_map(|w| w.partition.as_ref().ok().cloned())
+        })
         .collect();
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait is seen.
@@ -144,7 +151,12 @@ async fn long_poll(plan: Plan, mut shutdown: tokio::sync::watch::Receiver<bool>)
             .iter()
             .flat_map(|t| t.partitions.iter())
             .any(|p| p.error_code != errors::NONE);
-        if total >= plan.min_bytes.max(1) || has_error || partitions.is_empty() || Instant::now() >= plan.deadline || *shutdown.borrow() {
+        if total >= plan.min_bytes.max(1)
+            || has_error
+            || partitions.is_empty()
+            || Instant::now() >= plan.deadline
+            || *shutdown.borrow()
+        {
             return FetchResponse::default().with_responses(responses);
         }
         tokio::select! {

@@ -9,7 +9,10 @@ use tracing::warn;
 
 use crate::broker::Broker;
 
-pub(crate) fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(crate) fn handle(
+    broker: &Arc<Broker>,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     if request.transactional_id.is_some() {
         // Transactions are not implemented yet and the transactional APIs are not advertised, so
         // clients refuse transactional mode before they get here.

@@ -26,9 +26,12 @@ pub(crate) fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListO
                 .map(|wanted| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(wanted.partition_index);
-                    let Some(partition) = broker.replicas.partition(&topic.name.0, wanted.partition_index)
+                    let Some(partition) = broker
+                        .replicas
+                        .partition(&topic.name.0, wanted.partition_index)
                     else {
-                        return response.with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                        return response
+                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
                     };
                     let epoch = partition.leader_epoch().0;
                     match wanted.timestamp {
@@ -44,11 +47,14 @@ pub(crate) fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListO
                                 .with_timestamp(found.0)
                                 .with_leader_epoch(epoch),
                             Ok(None) => response.with_offset(-1).with_timestamp(-1),
-                            Err(e) => response.with_error_code(errors::code(errors::read_error(&e))),
+                            Err(e) => {
+                                response.with_error_code(errors::code(errors::read_error(&e)))
+                            }
                         },
                         // -3 (max timestamp) and the tiered-storage specs are not offered by the
                         // versions we advertise.
-                        _ => response.with_error_code(errors::code(ResponseError::UnsupportedVersion)),
+                        _ => response
+                            .with_error_code(errors::code(ResponseError::UnsupportedVersion)),
                     }
                 })
                 .collect();

@@ -21,7 +21,8 @@ async fn create_validate_delete_and_auto_create() {
     let admin = broker.admin();
 
     // validate_only checks without creating.
-    let topic = NewTopic::new("checked", 4, TopicReplication::Fixed(1)).set("retention.ms", "60000");
+    let topic =
+        NewTopic::new("checked", 4, TopicReplication::Fixed(1)).set("retention.ms", "60000");
     let result = admin
         .create_topics([&topic], &options().validate_only(true))
         .await
@@ -40,21 +41,37 @@ async fn create_validate_delete_and_auto_create() {
     let result = admin.create_topics([&topic], &options()).await.unwrap();
     assert!(result[0].is_ok(), "{result:?}");
     let again = admin.create_topics([&topic], &options()).await.unwrap();
-    assert_eq!(again[0], Err(("configured".into(), RDKafkaErrorCode::TopicAlreadyExists)));
+    assert_eq!(
+        again[0],
+        Err(("configured".into(), RDKafkaErrorCode::TopicAlreadyExists))
+    );
 
     // Errors: bad config, bad replication factor, bad name, bad partition count.
-    let bad = NewTopic::new("bad-config", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon");
+    let bad =
+        NewTopic::new("bad-config", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon");
     let result = admin.create_topics([&bad], &options()).await.unwrap();
-    assert_eq!(result[0], Err(("bad-config".into(), RDKafkaErrorCode::InvalidConfig)));
+    assert_eq!(
+        result[0],
+        Err(("bad-config".into(), RDKafkaErrorCode::InvalidConfig))
+    );
     let bad = NewTopic::new("bad-config", 1, TopicReplication::Fixed(1)).set("no.such.config", "1");
     let result = admin.create_topics([&bad], &options()).await.unwrap();
-    assert_eq!(result[0], Err(("bad-config".into(), RDKafkaErrorCode::InvalidConfig)));
+    assert_eq!(
+        result[0],
+        Err(("bad-config".into(), RDKafkaErrorCode::InvalidConfig))
+    );
     let bad = NewTopic::new("bad-rf", 1, TopicReplication::Fixed(3));
     let result = admin.create_topics([&bad], &options()).await.unwrap();
-    assert_eq!(result[0], Err(("bad-rf".into(), RDKafkaErrorCode::InvalidReplicationFactor)));
+    assert_eq!(
+        result[0],
+        Err(("bad-rf".into(), RDKafkaErrorCode::InvalidReplicationFactor))
+    );
     let bad = NewTopic::new("bad/name", 1, TopicReplication::Fixed(1));
     let result = admin.create_topics([&bad], &options()).await.unwrap();
-    assert_eq!(result[0], Err(("bad/name".into(), RDKafkaErrorCode::InvalidTopic)));
+    assert_eq!(
+        result[0],
+        Err(("bad/name".into(), RDKafkaErrorCode::InvalidTopic))
+    );
 
     // Metadata lists it with 4 partitions led by our node.
     let metadata = consumer(&broker)
@@ -62,7 +79,10 @@ async fn create_validate_delete_and_auto_create() {
         .unwrap();
     let t = &metadata.topics()[0];
     assert_eq!(t.partitions().len(), 4);
-    assert!(t.partitions().iter().all(|p| p.leader() == 1 && p.isr() == [1]));
+    assert!(t
+        .partitions()
+        .iter()
+        .all(|p| p.leader() == 1 && p.isr() == [1]));
     assert_eq!(metadata.brokers()[0].port() as u16, broker.port);
 
     // Produce auto-creates a topic it has never seen.
@@ -71,10 +91,22 @@ async fn create_validate_delete_and_auto_create() {
     assert_eq!(produced.values().map(Vec::len).sum::<usize>(), 5);
 
     // Delete: gone from metadata, directory removed, name reusable.
-    let result = admin.delete_topics(&["configured"], &options()).await.unwrap();
+    let result = admin
+        .delete_topics(&["configured"], &options())
+        .await
+        .unwrap();
     assert!(result[0].is_ok(), "{result:?}");
-    let result = admin.delete_topics(&["configured"], &options()).await.unwrap();
-    assert_eq!(result[0], Err(("configured".into(), RDKafkaErrorCode::UnknownTopicOrPartition)));
+    let result = admin
+        .delete_topics(&["configured"], &options())
+        .await
+        .unwrap();
+    assert_eq!(
+        result[0],
+        Err((
+            "configured".into(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))
+    );
     assert!(!dir.path().join("configured-0").exists());
     let topic = NewTopic::new("configured", 2, TopicReplication::Fixed(1));
     let result = admin.create_topics([&topic], &options()).await.unwrap();
@@ -89,11 +121,19 @@ async fn create_validate_delete_and_auto_create() {
     let metadata = consumer(&broker)
         .fetch_metadata(None, Duration::from_secs(10))
         .unwrap();
-    let mut names: Vec<_> = metadata.topics().iter().map(|t| (t.name().to_string(), t.partitions().len())).collect();
+    let mut names: Vec<_> = metadata
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect();
     names.sort();
     assert_eq!(
         names,
-        vec![("auto-made".to_string(), 1), ("checked".to_string(), 1), ("configured".to_string(), 2)]
+        vec![
+            ("auto-made".to_string(), 1),
+            ("checked".to_string(), 1),
+            ("configured".to_string(), 2)
+        ]
     );
 }
 

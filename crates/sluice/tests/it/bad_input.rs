@@ -8,18 +8,20 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, RequestHeader,
-    TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
+    RequestHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use rdkafka::Offset;
 
 use crate::harness::Broker;
-use crate::produce_consume::{producer, produce_records, read_back};
+use crate::produce_consume::{produce_records, producer, read_back};
 
 fn connect(broker: &Broker) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     stream
 }
 
@@ -102,7 +104,9 @@ fn produce(topic: &str, records: Vec<u8>) -> ProduceRequest {
 
 fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
     let mut stream = connect(broker);
-    stream.write_all(&frame(ApiKey::Produce, 9, 7, &produce(topic, records))).unwrap();
+    stream
+        .write_all(&frame(ApiKey::Produce, 9, 7, &produce(topic, records)))
+        .unwrap();
     let (correlation, mut body) = read_response(&mut stream).expect("produce response");
     assert_eq!(correlation, 7);
     // Produce v9 responses have a flexible header: skip its empty tagged-field section.
@@ -142,12 +146,14 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
 
     // Unknown API key.
     let mut s = connect(&broker);
-    s.write_all(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]).unwrap();
+    s.write_all(&[0, 0, 0, 10, 0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff])
+        .unwrap();
     assert_closed(&mut s, "unknown api key");
 
     // Unsupported version of a known API (Produce v1).
     let mut s = connect(&broker);
-    s.write_all(&frame(ApiKey::Produce, 3, 1, &produce("victim", batch(b"x")))[..4]).unwrap();
+    s.write_all(&frame(ApiKey::Produce, 3, 1, &produce("victim", batch(b"x")))[..4])
+        .unwrap();
     let mut f = frame(ApiKey::Produce, 3, 1, &produce("victim", batch(b"x")));
     f[6..8].copy_from_slice(&1i16.to_be_bytes());
     s.write_all(&f[4..]).unwrap();
@@ -171,7 +177,12 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
 
     // Garbage body for a valid header.
     let mut s = connect(&broker);
-    let mut f = frame(ApiKey::Metadata, 12, 2, &kafka_protocol::messages::MetadataRequest::default());
+    let mut f = frame(
+        ApiKey::Metadata,
+        12,
+        2,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    );
     f.truncate(f.len() - 1);
     f.extend_from_slice(&[0xff; 9]);
     let len = (f.len() - 4) as i32;
@@ -188,7 +199,10 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
     assert_eq!(correlation, 11);
     let response = ApiVersionsResponse::decode(&mut body, 0).unwrap();
     assert_eq!(response.error_code, 35, "UNSUPPORTED_VERSION");
-    assert!(response.api_keys.iter().any(|k| k.api_key == ApiKey::Produce as i16));
+    assert!(response
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
 
     // Record batches: bad CRC -> CORRUPT_MESSAGE (2); wrong magic -> INVALID_RECORD (87);
     // a truncated batch -> CORRUPT_MESSAGE; a good one is accepted.
@@ -205,13 +219,25 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
     assert_eq!(produce_error(&broker, "victim", batch(b"good")), 0);
 
     // Nothing bad reached the log: exactly the one good record is there.
-    let read = read_back(&broker, "victim", 1, Offset::Beginning, 2, Duration::from_secs(5));
+    let read = read_back(
+        &broker,
+        "victim",
+        1,
+        Offset::Beginning,
+        2,
+        Duration::from_secs(5),
+    );
     assert_eq!(read.len(), 1);
     assert_eq!(read[0].2.value, b"good");
 
     // The bystander connection still answers.
     bystander
-        .write_all(&frame(ApiKey::ApiVersions, 0, 5, &ApiVersionsRequest::default()))
+        .write_all(&frame(
+            ApiKey::ApiVersions,
+            0,
+            5,
+            &ApiVersionsRequest::default(),
+        ))
         .unwrap();
     let (correlation, _) = read_response(&mut bystander).expect("bystander answered");
     assert_eq!(correlation, 5);

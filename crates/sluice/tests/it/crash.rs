@@ -72,14 +72,27 @@ async fn acked_records_survive_kill_9_restarts_exactly_once_in_order() {
         .expect("producer finished in time")
         .unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > TOTAL / 2, "most records acknowledged, got {}", acked.len());
+    assert!(
+        acked.len() > TOTAL / 2,
+        "most records acknowledged, got {}",
+        acked.len()
+    );
 
-    let read = read_back(&broker, "crash", PARTITIONS, Offset::Beginning, TOTAL, Duration::from_secs(60));
+    let read = read_back(
+        &broker,
+        "crash",
+        PARTITIONS,
+        Offset::Beginning,
+        TOTAL,
+        Duration::from_secs(60),
+    );
     let mut seen = HashSet::new();
     let mut last_in_partition: HashMap<i32, usize> = HashMap::new();
     let mut at: HashMap<(i32, i64), usize> = HashMap::new();
     for (partition, offset, record) in &read {
-        let i: usize = String::from_utf8_lossy(&record.value).parse().expect("numeric value");
+        let i: usize = String::from_utf8_lossy(&record.value)
+            .parse()
+            .expect("numeric value");
         assert!(seen.insert(i), "record {i} read twice");
         if let Some(prev) = last_in_partition.insert(*partition, i) {
             assert!(prev < i, "partition {partition}: {i} after {prev}");
@@ -127,16 +140,27 @@ async fn garbage_after_the_last_batch_is_truncated_on_start() {
         }
         let segment = newest_segment(&dir.path().join("torn-0"));
         let good_len = std::fs::metadata(&segment).unwrap().len();
-        let mut file = std::fs::OpenOptions::new().append(true).open(&segment).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&segment)
+            .unwrap();
         file.write_all(&[0xAB; 777]).unwrap();
         drop(file);
 
         let broker = Broker::start(dir.path());
-        let read = read_back(&broker, "torn", 1, Offset::Beginning, 100, Duration::from_secs(30));
+        let read = read_back(
+            &broker,
+            "torn",
+            1,
+            Offset::Beginning,
+            100,
+            Duration::from_secs(30),
+        );
         assert_eq!(read.len(), 100, "clean_stop={clean_stop}");
         // New appends land after the good data.
         let producer = producer(&broker, &[("acks", "all")]);
-        let more = crate::produce_consume::produce_records(&producer, "torn", 1, 1_700_000_001_000).await;
+        let more =
+            crate::produce_consume::produce_records(&producer, "torn", 1, 1_700_000_001_000).await;
         assert_eq!(more[&0][0].0, 100);
         let log = broker.stderr();
         assert!(

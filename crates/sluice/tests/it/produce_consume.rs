@@ -22,7 +22,9 @@ pub(crate) struct Sent {
 
 pub(crate) fn producer(broker: &Broker, extra: &[(&str, &str)]) -> FutureProducer {
     let mut config = broker.client_config();
-    config.set("linger.ms", "5").set("message.timeout.ms", "30000");
+    config
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -62,7 +64,11 @@ pub(crate) fn read_back(
             Some(Ok(m)) => {
                 let header = m
                     .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "h").and_then(|h| h.value.map(|v| v.to_vec())))
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|h| h.key == "h")
+                            .and_then(|h| h.value.map(|v| v.to_vec()))
+                    })
                     .unwrap_or_default();
                 out.push((
                     m.partition(),
@@ -114,7 +120,10 @@ pub(crate) async fn produce_records(
     }
     let mut by_partition: HashMap<i32, Vec<(i64, Sent)>> = HashMap::new();
     for (delivery, sent) in pending {
-        let delivered = delivery.await.expect("delivery future").expect("record delivered");
+        let delivered = delivery
+            .await
+            .expect("delivery future")
+            .expect("record delivered");
         by_partition
             .entry(delivered.partition)
             .or_default()
@@ -141,7 +150,10 @@ fn assert_read_back_matches(
             assert_eq!(a, b, "partition {partition}");
         }
     }
-    assert!(got.values().all(|v| v.is_empty()), "records from unexpected partitions");
+    assert!(
+        got.values().all(|v| v.is_empty()),
+        "records from unexpected partitions"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +171,14 @@ async fn hundred_thousand_records_acks_all_read_back_identical() {
             assert_eq!(*offset, i as i64);
         }
     }
-    let read = read_back(&broker, "big", 3, Offset::Beginning, count, Duration::from_secs(120));
+    let read = read_back(
+        &broker,
+        "big",
+        3,
+        Offset::Beginning,
+        count,
+        Duration::from_secs(120),
+    );
     assert_eq!(read.len(), count);
     assert_read_back_matches(&produced, read);
 }
@@ -173,7 +192,14 @@ async fn every_codec_round_trips() {
         broker.create_topic(&topic, 2, &[]).await;
         let producer = producer(&broker, &[("compression.codec", codec), ("acks", "1")]);
         let produced = produce_records(&producer, &topic, 2000, 1_600_000_000_000).await;
-        let read = read_back(&broker, &topic, 2, Offset::Beginning, 2000, Duration::from_secs(60));
+        let read = read_back(
+            &broker,
+            &topic,
+            2,
+            Offset::Beginning,
+            2000,
+            Duration::from_secs(60),
+        );
         assert_eq!(read.len(), 2000, "{codec}");
         assert_read_back_matches(&produced, read);
     }
@@ -185,7 +211,14 @@ async fn seek_by_offset_and_timestamp_and_watermarks() {
     let broker = Broker::start(dir.path());
     broker.create_topic("seek", 1, &[]).await;
     // One record per batch, so timestamps map to exact offsets.
-    let producer = producer(&broker, &[("linger.ms", "0"), ("batch.num.messages", "1"), ("max.in.flight", "1")]);
+    let producer = producer(
+        &broker,
+        &[
+            ("linger.ms", "0"),
+            ("batch.num.messages", "1"),
+            ("max.in.flight", "1"),
+        ],
+    );
     let base = 1_650_000_000_000;
     let mut produced = Vec::new();
     for i in 0..50 {
@@ -199,14 +232,22 @@ async fn seek_by_offset_and_timestamp_and_watermarks() {
     assert_eq!((low, high), (0, 50));
 
     // By offset.
-    let read = read_back(&broker, "seek", 1, Offset::Offset(30), 20, Duration::from_secs(30));
+    let read = read_back(
+        &broker,
+        "seek",
+        1,
+        Offset::Offset(30),
+        20,
+        Duration::from_secs(30),
+    );
     assert_eq!(read.len(), 20);
     assert_eq!(read[0].1, 30);
     assert_eq!(read[0].2, produced[30].1);
 
     // By timestamp: the first record at or after base + 12.5 s is offset 13.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("seek", 0, Offset::Offset(base + 12_500)).unwrap();
+    tpl.add_partition_offset("seek", 0, Offset::Offset(base + 12_500))
+        .unwrap();
     let found = consumer
         .offsets_for_times(tpl, Duration::from_secs(10))
         .expect("offsets_for_times");
@@ -214,11 +255,15 @@ async fn seek_by_offset_and_timestamp_and_watermarks() {
     assert_eq!(elem.offset(), Offset::Offset(13));
     // A timestamp after the last record: end of log.
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("seek", 0, Offset::Offset(base + 10_000_000)).unwrap();
+    tpl.add_partition_offset("seek", 0, Offset::Offset(base + 10_000_000))
+        .unwrap();
     let found = consumer
         .offsets_for_times(tpl, Duration::from_secs(10))
         .expect("offsets_for_times");
-    assert_eq!(found.find_partition("seek", 0).unwrap().offset(), Offset::End);
+    assert_eq!(
+        found.find_partition("seek", 0).unwrap().offset(),
+        Offset::End
+    );
 
     // Out of range: a fetch past the end answers OFFSET_OUT_OF_RANGE and auto.offset.reset applies.
     let consumer = broker
@@ -229,7 +274,8 @@ async fn seek_by_offset_and_timestamp_and_watermarks() {
         .create::<BaseConsumer>()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset("seek", 0, Offset::Offset(500)).unwrap();
+    tpl.add_partition_offset("seek", 0, Offset::Offset(500))
+        .unwrap();
     consumer.assign(&tpl).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     let first = loop {
