@@ -37,7 +37,7 @@ pub struct BrokerConfig {
     pub flush_on_ack: bool,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
-    /// `log.flush.offset.checkpoint.interval.ms`: how often dirty logs are synced in the background.
+    /// `log.flush.interval.ms`: how often dirty logs are synced in the background.
     pub flush_interval_ms: u64,
     /// Topic config defaults (`log.segment.bytes`, `log.retention.ms`, `message.max.bytes`, ...).
     pub log_defaults: LogConfig,
@@ -139,7 +139,7 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse(key, value)?
             }
-            "log.flush.offset.checkpoint.interval.ms" => {
+            "log.flush.interval.ms" => {
                 self.flush_interval_ms = parse(key, value)?
             }
             "log.segment.bytes" => self.log_defaults.segment_bytes = parse(key, value)?,
