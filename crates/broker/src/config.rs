@@ -139,9 +139,7 @@ impl BrokerConfig {
             "log.retention.check.interval.ms" => {
                 self.retention_check_interval_ms = parse(key, value)?
             }
-            "log.flush.interval.ms" => {
-                self.flush_interval_ms = parse(key, value)?
-            }
+            "log.flush.interval.ms" => self.flush_interval_ms = parse(key, value)?,
             "log.segment.bytes" => self.log_defaults.segment_bytes = parse(key, value)?,
             "log.roll.ms" => self.log_defaults.segment_ms = parse(key, value)?,
             "log.roll.hours" => {

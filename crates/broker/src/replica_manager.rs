@@ -163,8 +163,10 @@ impl ReplicaManager {
                     clean = false;
                 }
             }
-            let partitions: Vec<Arc<Partition>> = partitions.iter().cloned().collect();
-            for partition in partitions {
+            let owned: Vec<Arc<Partition>> = partitions.iter().cloned().collect();
+            // The shared slice holds a reference too; let go of it so each log can be taken out.
+            drop(partitions);
+            for partition in owned {
                 let (topic, index) = (partition.topic.clone(), partition.index);
                 match partition.into_log() {
                     Some(log) => {

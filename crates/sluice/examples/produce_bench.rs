@@ -37,7 +37,10 @@ impl ProducerContext for Counting {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let bootstrap = args.get(1).map_or("127.0.0.1:9092", String::as_str);
-    let count: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let count: usize = args
+        .get(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     let acks = args.get(4).map_or("1", String::as_str);
     let topic = format!(
@@ -55,7 +58,10 @@ fn main() {
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "2000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .set("enable.idempotence", if acks == "all" { "true" } else { "false" })
+        .set(
+            "enable.idempotence",
+            if acks == "all" { "true" } else { "false" },
+        )
         .create_with_context(Counting::default())
         .expect("producer");
     let payload = vec![b'x'; size];

@@ -15,7 +15,13 @@ use crate::errors;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
-pub(crate) fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) fn handle(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
+    // Leader epochs exist in the response from v4 on.
+    let with_epoch = |epoch: i32| if version >= 4 { epoch } else { -1 };
     let topics = request
         .topics
         .into_iter()
@@ -33,7 +39,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListO
                         return response
                             .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
                     };
-                    let epoch = partition.leader_epoch().0;
+                    let epoch = with_epoch(partition.leader_epoch().0);
                     match wanted.timestamp {
                         LATEST => response
                             .with_offset(partition.high_watermark().0)

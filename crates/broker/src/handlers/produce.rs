@@ -71,7 +71,7 @@ fn append_one(
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) -> Reply {
     let acks = request.acks;
-    let invalid_acks = !matches!(acks, -1 | 0 | 1);
+    let invalid_acks = !(-1..=1).contains(&acks);
     let transactional = request.transactional_id.is_some();
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {

@@ -60,35 +60,12 @@ fn assert_closed(stream: &mut TcpStream, case: &str) {
     }
 }
 
-/// A minimal valid v2 batch of one uncompressed record, with a correct CRC32C.
+/// A valid v2 batch of one uncompressed record, with a correct CRC32C.
 fn batch(value: &[u8]) -> Vec<u8> {
-    let mut record = Vec::new();
-    record.push(0u8); // attributes
-    record.push(0u8); // timestamp delta (varint 0)
-    record.push(0u8); // offset delta
-    record.push(1u8); // key length -1 (zigzag)
-    record.push((value.len() as u8) << 1); // value length (small, zigzag)
-    record.extend_from_slice(value);
-    record.push(0u8); // header count
-    let mut body = Vec::new(); // from attributes on: covered by the CRC
-    body.extend_from_slice(&0i16.to_be_bytes()); // attributes
-    body.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
-    body.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
-    body.extend_from_slice(&1_700_000_000_000i64.to_be_bytes());
-    body.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
-    body.extend_from_slice(&(-1i16).to_be_bytes());
-    body.extend_from_slice(&(-1i32).to_be_bytes());
-    body.extend_from_slice(&1i32.to_be_bytes()); // records count
-    body.push((record.len() as u8) << 1); // record length varint (small)
-    body.extend_from_slice(&record);
-    let mut out = Vec::new();
-    out.extend_from_slice(&0i64.to_be_bytes()); // base offset
-    out.extend_from_slice(&((4 + 1 + 4 + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-    out.push(2); // magic
-    out.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-    out.extend_from_slice(&body);
-    out
+    sluice_log::testing::BatchBuilder::new()
+        .record(None, value, crate::harness::now_ms())
+        .build()
+        .to_vec()
 }
 
 fn produce(topic: &str, records: Vec<u8>) -> ProduceRequest {
@@ -244,7 +221,7 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
 
     // And a normal client round trip still works.
     let producer = producer(&broker, &[("acks", "all")]);
-    let produced = produce_records(&producer, "victim", 10, 1_700_000_000_000).await;
+    let produced = produce_records(&producer, "victim", 10, crate::harness::now_ms()).await;
     assert_eq!(produced[&0].len(), 10);
     assert!(broker.stderr().contains("closing connection"));
 }

@@ -131,7 +131,8 @@ async fn garbage_after_the_last_batch_is_truncated_on_start() {
         let mut broker = Broker::start(dir.path());
         broker.create_topic("torn", 1, &[]).await;
         let first = producer(&broker, &[("acks", "all")]);
-        crate::produce_consume::produce_records(&first, "torn", 100, 1_700_000_000_000).await;
+        crate::produce_consume::produce_records(&first, "torn", 100, crate::harness::now_ms())
+            .await;
         drop(first);
         if clean_stop {
             assert!(broker.stop(), "clean stop");
@@ -156,11 +157,17 @@ async fn garbage_after_the_last_batch_is_truncated_on_start() {
             100,
             Duration::from_secs(30),
         );
-        assert_eq!(read.len(), 100, "clean_stop={clean_stop}");
+        assert_eq!(
+            read.len(),
+            100,
+            "clean_stop={clean_stop}; broker log:\n{}",
+            broker.stderr()
+        );
         // New appends land after the good data.
         let producer = producer(&broker, &[("acks", "all")]);
         let more =
-            crate::produce_consume::produce_records(&producer, "torn", 1, 1_700_000_001_000).await;
+            crate::produce_consume::produce_records(&producer, "torn", 1, crate::harness::now_ms())
+                .await;
         assert_eq!(more[&0][0].0, 100);
         let log = broker.stderr();
         assert!(

@@ -176,3 +176,11 @@ impl Drop for Broker {
         self.kill9();
     }
 }
+
+/// Wall-clock milliseconds: record timestamps inside the default 7-day retention.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}

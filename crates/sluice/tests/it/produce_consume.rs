@@ -163,7 +163,7 @@ async fn hundred_thousand_records_acks_all_read_back_identical() {
     broker.create_topic("big", 3, &[]).await;
     let producer = producer(&broker, &[("acks", "all"), ("batch.num.messages", "10000")]);
     let count = 100_000;
-    let produced = produce_records(&producer, "big", count, 1_700_000_000_000).await;
+    let produced = produce_records(&producer, "big", count, crate::harness::now_ms()).await;
     assert_eq!(produced.len(), 3, "keys spread over all partitions");
     for records in produced.values() {
         // Offsets are dense from 0 within each partition.

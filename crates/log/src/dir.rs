@@ -1,0 +1,112 @@
+//! [`LogDir`]: a data directory of partition logs, its lock file and clean-shutdown marker.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use fs2::FileExt;
+
+use crate::partition_log::sync_dir;
+use crate::{LogConfig, OpenError, PartitionLog};
+
+const LOCK_FILE: &str = ".lock";
+const CLEAN_SHUTDOWN_FILE: &str = ".sluice_cleanshutdown";
+
+/// A data directory holding many partition logs, `<dir>/<topic>-<partition>/`.
+#[derive(Debug)]
+pub struct LogDir {
+    path: PathBuf,
+    clean: bool,
+    /// Held for the life of the process; the OS releases the lock when it exits.
+    _lock: File,
+}
+
+impl LogDir {
+    /// Takes the directory's lock file (refusing a second process with [`OpenError::Locked`]), reads and
+    /// removes the clean-shutdown marker (`.sluice_cleanshutdown`), and remembers whether the last stop
+    /// was clean.
+    pub fn open(path: &Path) -> Result<Self, OpenError> {
+        let io_err = |source| OpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        fs::create_dir_all(path).map_err(io_err)?;
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path.join(LOCK_FILE))
+            .map_err(io_err)?;
+        if lock.try_lock_exclusive().is_err() {
+            return Err(OpenError::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        let marker = path.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            fs::remove_file(&marker).map_err(io_err)?;
+            sync_dir(path).map_err(io_err)?;
+        }
+        Ok(LogDir {
+            path: path.to_path_buf(),
+            clean,
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when the previous process shut down cleanly (partitions then skip full recovery).
+    pub fn was_clean(&self) -> bool {
+        self.clean
+    }
+
+    /// The (topic, partition) directories present on disk.
+    pub fn partitions(&self) -> io::Result<Vec<(String, i32)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let entry = entry?;
+            if !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || name.starts_with("__sluice") {
+                continue;
+            }
+            let Some((topic, partition)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            if topic.is_empty() || partition < 0 {
+                continue;
+            }
+            out.push((topic.to_owned(), partition));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Opens or creates the log for one partition.
+    pub fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<PartitionLog, OpenError> {
+        let dir = self.path.join(format!("{topic}-{partition}"));
+        PartitionLog::open(&dir, config, self.clean)
+    }
+
+    /// Writes the clean-shutdown marker; call after every partition was closed.
+    pub fn mark_clean_shutdown(&self) -> io::Result<()> {
+        File::create(self.path.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;
+        sync_dir(&self.path)
+    }
+}

@@ -1,0 +1,181 @@
+//! Sluice's storage engine: one segmented, append-only log per partition, in Kafka's on-disk format.
+//!
+//! The crate knows nothing about networking or wire messages. Its inputs are record batches as raw
+//! bytes (Kafka's batch format v2, exactly as a producer sends them) and domain types; its outputs are
+//! the same bytes, ready to be served to a consumer.
+//!
+//! Entry points: [`LogDir`] owns a data directory (lock file, clean-shutdown marker, checkpoints) and
+//! opens every [`PartitionLog`] in it.
+//!
+//! The on-disk format is described in `docs/on-disk-format.md`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+mod batch;
+mod dir;
+mod index;
+mod partition_log;
+mod producer;
+mod segment;
+pub mod testing;
+
+pub use dir::LogDir;
+pub use partition_log::PartitionLog;
+
+/// An offset in a partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Offset(pub i64);
+
+/// A partition leader epoch, stamped into every batch appended while that leader serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct LeaderEpoch(pub i32);
+
+/// An idempotent or transactional producer's id (-1 means none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerId(pub i64);
+
+/// A producer's epoch (-1 means none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerEpoch(pub i16);
+
+/// Milliseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+/// Which timestamp a topic keeps for its records (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Per-partition settings, named after Kafka's topic configs.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment once it would grow past this (default 1 GiB).
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment once its first batch is this old (default 7 days).
+    pub segment_ms: i64,
+    /// `segment.index.bytes`: maximum size of an offset or time index file (default 10 MiB).
+    pub segment_index_bytes: u64,
+    /// `index.interval.bytes`: bytes of log between two sparse index entries (default 4096).
+    pub index_interval_bytes: u64,
+    /// `retention.ms`: delete closed segments whose newest record is older (-1 = forever; default 7 days).
+    pub retention_ms: i64,
+    /// `retention.bytes`: delete oldest closed segments while the log is larger (-1 = no limit).
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: the largest record batch accepted (default 1048588).
+    pub max_message_bytes: u32,
+    /// `message.timestamp.type`.
+    pub message_timestamp_type: TimestampType,
+}
+
+impl Default for LogConfig {
+    /// Kafka's defaults.
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            segment_index_bytes: 10 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            max_message_bytes: 1_048_588,
+            message_timestamp_type: TimestampType::CreateTime,
+        }
+    }
+}
+
+/// What happened to an append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset given to the first record of the appended batches.
+    pub first_offset: Offset,
+    /// Offset of the last record.
+    pub last_offset: Offset,
+    /// The append time stamped into the batches when the topic uses LogAppendTime.
+    pub log_append_time: Option<Timestamp>,
+    /// The log start offset after the append.
+    pub log_start_offset: Offset,
+    /// True when the batch was a retry of one already in the log (idempotent producer): nothing was
+    /// written, and the offsets are those of the original append.
+    pub duplicate: bool,
+}
+
+/// Why an append was refused. Nothing reaches disk when one of these is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// CRC mismatch, truncated batch, or a length field that disagrees with the bytes (CORRUPT_MESSAGE).
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// Structurally wrong: magic other than 2, empty batch, bad offset delta (INVALID_RECORD).
+    #[error("invalid record batch: {0}")]
+    Invalid(String),
+    /// A batch larger than max.message.bytes (MESSAGE_TOO_LARGE).
+    #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
+    TooLarge { size: usize, max: u32 },
+    /// Sequence gap for an idempotent producer (OUT_OF_ORDER_SEQUENCE_NUMBER).
+    #[error("out of order sequence for producer {producer_id:?}: expected {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: ProducerId,
+        expected: i32,
+        got: i32,
+    },
+    /// Producer epoch older than the one the log knows (INVALID_PRODUCER_EPOCH).
+    #[error("producer {producer_id:?} epoch {got:?} is older than {current:?}")]
+    InvalidProducerEpoch {
+        producer_id: ProducerId,
+        current: ProducerEpoch,
+        got: ProducerEpoch,
+    },
+    /// Disk error; the log is poisoned afterwards (KAFKA_STORAGE_ERROR).
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+    /// An earlier I/O failure (for example a failed fsync) made the log refuse further writes.
+    #[error("log is poisoned by an earlier storage error and refuses writes")]
+    Poisoned,
+}
+
+/// Why a read was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {requested:?} is outside the log [{log_start_offset:?}, {log_end_offset:?}]")]
+    OffsetOutOfRange {
+        requested: Offset,
+        log_start_offset: Offset,
+        log_end_offset: Offset,
+    },
+    #[error("storage error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Errors opening a log or a data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {path} is in use by another process (lock file {path}/.lock is held); stop the other `sluice serve` or choose another --data-dir")]
+    Locked { path: PathBuf },
+    #[error("cannot open {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Bytes read from a log: whole batches, in offset order, as they are stored.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Bytes,
+}
+
+/// A handle for syncing a log's written bytes to disk outside the log's lock (group commit).
+#[derive(Debug, Clone)]
+pub struct SyncHandle {
+    /// The active segment file (and any rolled segment files not yet synced).
+    pub files: Vec<Arc<std::fs::File>>,
+    /// Everything below this offset is covered once `files` are synced.
+    pub up_to: Offset,
+}

@@ -1,0 +1,783 @@
+//! [`PartitionLog`]: one partition's ordered segments, offsets, producer state, checkpoints,
+//! recovery and retention.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{
+    check_crc, check_header, first_record_at_or_after, stamp_header, BatchHeader, BatchProblem,
+    ATTR_LOG_APPEND_TIME, HEADER_LEN,
+};
+use crate::index::write_synced;
+use crate::producer::{snapshot_path, Check, ProducerState};
+use crate::segment::{remove_if_present, scan, Segment};
+use crate::{
+    AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ReadError, ReadResult,
+    SyncHandle, Timestamp, TimestampType,
+};
+
+const RECOVERY_POINT_FILE: &str = "recovery-point";
+const LOG_START_FILE: &str = "log-start-offset";
+/// Producer-state snapshots kept besides the newest (older ones are deleted).
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// One partition's log: segments `<base offset>.log` with `.index` and `.timeindex`, plus producer
+/// state for idempotence.
+#[derive(Debug)]
+pub struct PartitionLog {
+    dir: PathBuf,
+    config: LogConfig,
+    /// Segments by base offset; the last one is the active segment. Never empty.
+    segments: BTreeMap<i64, Segment>,
+    log_start: i64,
+    /// Everything below this offset is known to be on disk.
+    recovery_point: i64,
+    /// The recovery point last written to the checkpoint file.
+    recovery_point_written: i64,
+    producers: ProducerState,
+    /// Set by a failed write or sync; appends are refused afterwards.
+    poisoned: bool,
+}
+
+fn open_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
+    move |source| OpenError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn read_checkpoint(path: &Path) -> Option<i64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn problem_text(p: &BatchProblem) -> &str {
+    match p {
+        BatchProblem::Truncated(s) | BatchProblem::Corrupt(s) | BatchProblem::Invalid(s) => s,
+    }
+}
+
+/// Names in a partition directory, split by kind.
+struct Listing {
+    segments: Vec<i64>,
+    snapshots: Vec<i64>,
+}
+
+fn list(dir: &Path) -> io::Result<Listing> {
+    let mut listing = Listing {
+        segments: Vec::new(),
+        snapshots: Vec::new(),
+    };
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            fs::remove_file(entry.path())?;
+            continue;
+        }
+        let Some((stem, ext)) = name.split_once('.') else {
+            continue;
+        };
+        let Ok(offset) = stem.parse::<i64>() else {
+            continue;
+        };
+        match ext {
+            "log" => listing.segments.push(offset),
+            "snapshot" => listing.snapshots.push(offset),
+            _ => {}
+        }
+    }
+    listing.segments.sort_unstable();
+    listing.snapshots.sort_unstable();
+    Ok(listing)
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the log in `dir`. When `clean` is false (no clean-shutdown marker),
+    /// every batch after the recovery point is checked and a torn or corrupt tail is truncated
+    /// (logged with tracing::warn!), and indexes are rebuilt. A clean open still checks the tail of
+    /// the newest segment past its last index entry.
+    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<Self, OpenError> {
+        fs::create_dir_all(dir).map_err(open_err(dir))?;
+        let listing = list(dir).map_err(open_err(dir))?;
+        let log_start = read_checkpoint(&dir.join(LOG_START_FILE))
+            .unwrap_or(0)
+            .max(0);
+        let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
+        let mut log = PartitionLog {
+            dir: dir.to_path_buf(),
+            config,
+            segments: BTreeMap::new(),
+            log_start,
+            recovery_point,
+            recovery_point_written: recovery_point,
+            producers: ProducerState::default(),
+            poisoned: false,
+        };
+        log.load_segments(&listing.segments, clean)
+            .map_err(open_err(dir))?;
+        let first_base = log.first_segment().base;
+        let end = log.log_end();
+        log.log_start = log.log_start.clamp(first_base, end);
+        log.load_producer_state(&listing.snapshots)
+            .map_err(open_err(dir))?;
+        // Everything recovered is synced now, so the recovery point is the log end.
+        log.active().file.sync_data().map_err(open_err(dir))?;
+        log.recovery_point = end;
+        log.write_checkpoints().map_err(open_err(dir))?;
+        tracing::debug!(dir = %dir.display(), log_start = log.log_start, log_end = end, segments = log.segments.len(), "opened log");
+        Ok(log)
+    }
+
+    fn load_segments(&mut self, bases: &[i64], clean: bool) -> io::Result<()> {
+        let interval = self.config.index_interval_bytes;
+        let now = wall_clock_ms();
+        for (i, &base) in bases.iter().enumerate() {
+            let mut segment = Segment::open(&self.dir, base)?;
+            let last = i + 1 == bases.len();
+            let next_base = bases.get(i + 1).copied();
+            let needs_recovery = !clean && next_base.is_none_or(|n| n > self.recovery_point);
+            let loaded = if needs_recovery {
+                None
+            } else {
+                crate::index::Indexes::load(
+                    &segment.index_path(),
+                    &segment.time_index_path(),
+                    segment.size,
+                )
+            };
+            let end = match loaded {
+                Some(indexes) => {
+                    segment.indexes = indexes;
+                    let end = segment.load_tail()?;
+                    if !last {
+                        segment.seal_time_index();
+                    }
+                    end
+                }
+                None => {
+                    let end = segment.rebuild(interval)?;
+                    if !last && end.problem.is_none() {
+                        segment.seal_time_index();
+                        segment.write_indexes()?;
+                    }
+                    end
+                }
+            };
+            if let Some(problem) = &end.problem {
+                tracing::warn!(
+                    segment = %segment.log_path.display(),
+                    position = end.valid_to,
+                    dropped_bytes = segment.size - end.valid_to,
+                    later_segments = bases.len() - i - 1,
+                    "truncating log at position {}: {}",
+                    end.valid_to,
+                    problem_text(problem)
+                );
+                let next = segment.next_offset;
+                segment.truncate(end.valid_to, next)?;
+                segment.file.sync_data()?;
+                for &later in &bases[i + 1..] {
+                    let doomed = Segment::open(&self.dir, later)?;
+                    doomed.remove_files()?;
+                }
+                self.insert_loaded(segment, now);
+                return Ok(());
+            }
+            self.insert_loaded(segment, now);
+        }
+        if self.segments.is_empty() {
+            let segment = Segment::create(&self.dir, self.log_start)?;
+            sync_dir(&self.dir)?;
+            self.segments.insert(segment.base, segment);
+        }
+        Ok(())
+    }
+
+    fn insert_loaded(&mut self, mut segment: Segment, now: i64) {
+        if segment.size > 0 {
+            // segment.ms counts wall-clock time from the segment's creation (not from record
+            // timestamps, which producers may set far in the past).
+            let created = fs::metadata(&segment.log_path)
+                .and_then(|m| m.created())
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as i64);
+            segment.first_append_ms = Some(created.map_or(now, |t| t.min(now)));
+        }
+        if let Some((_, prev)) = self.segments.last_key_value() {
+            debug_assert!(
+                prev.next_offset <= segment.base,
+                "segments must not overlap"
+            );
+        }
+        self.segments.insert(segment.base, segment);
+    }
+
+    /// Loads the newest usable snapshot at or below the log end and replays later batch headers.
+    fn load_producer_state(&mut self, snapshots: &[i64]) -> io::Result<()> {
+        let end = self.log_end();
+        let mut from = self.first_segment().base;
+        self.producers = ProducerState::default();
+        for &offset in snapshots.iter().rev() {
+            if offset > end {
+                remove_if_present(&snapshot_path(&self.dir, offset))?;
+                continue;
+            }
+            if let Some(state) = ProducerState::read_snapshot(&snapshot_path(&self.dir, offset)) {
+                self.producers = state;
+                from = offset;
+                break;
+            }
+        }
+        self.replay_producers(from)
+    }
+
+    fn replay_producers(&mut self, from: i64) -> io::Result<()> {
+        let mut headers = Vec::new();
+        for segment in self.segments.values() {
+            if segment.next_offset <= from {
+                continue;
+            }
+            let start = match segment.find(from)? {
+                Some((pos, _)) => pos,
+                None => continue,
+            };
+            scan(&segment.file, start, segment.size, false, |_, h, _| {
+                if h.base_offset >= from && h.has_producer_id() {
+                    headers.push(*h);
+                }
+                Ok(())
+            })?;
+        }
+        for h in &headers {
+            self.producers.update(h, h.base_offset);
+        }
+        Ok(())
+    }
+
+    fn first_segment(&self) -> &Segment {
+        self.segments
+            .values()
+            .next()
+            .expect("a log always has a segment")
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn log_end(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Validates and appends `batches` (one or more v2 record batches as sent by a producer),
+    /// assigning offsets and stamping `leader_epoch` (and the append time for LogAppendTime topics).
+    /// Idempotent producer batches are checked against producer state: a duplicate of one of the
+    /// last five batches returns Ok with `duplicate: true` and writes nothing.
+    pub fn append(
+        &mut self,
+        batches: Bytes,
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        let headers = self.validate(&batches)?;
+        if let Some((_, h)) = headers.iter().find(|(_, h)| h.has_producer_id()) {
+            if headers.len() > 1 {
+                return Err(AppendError::Invalid(
+                    "an idempotent producer sends exactly one record batch per partition".into(),
+                ));
+            }
+            if let Check::Duplicate(meta) = self.producers.check(h)? {
+                return Ok(AppendInfo {
+                    first_offset: Offset(meta.first_offset),
+                    last_offset: Offset(meta.last_offset),
+                    log_append_time: None,
+                    log_start_offset: Offset(self.log_start),
+                    duplicate: true,
+                });
+            }
+        }
+        let total: u64 = headers.iter().map(|(_, h)| h.size as u64).sum();
+        let records: i64 = headers
+            .iter()
+            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
+            .sum();
+        let first_offset = self.log_end();
+        self.maybe_roll(total, first_offset + records - 1, now.0)
+            .map_err(|e| self.poison(e))?;
+
+        let append_time =
+            (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now.0);
+        let mut stamped = Vec::with_capacity(headers.len());
+        let mut offset = first_offset;
+        for (pos, h) in &headers {
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&batches[*pos..*pos + HEADER_LEN]);
+            let records = &batches[*pos + HEADER_LEN..*pos + h.size];
+            stamp_header(
+                &mut header,
+                offset,
+                leader_epoch.0,
+                append_time.map(|t| (t, records)),
+            );
+            offset += i64::from(h.last_offset_delta) + 1;
+            stamped.push((header, records));
+        }
+        let segment = self.active_mut();
+        let start = segment.size;
+        let mut positions = Vec::with_capacity(stamped.len());
+        for (header, records) in &stamped {
+            match segment.write_batch(header, records) {
+                Ok(pos) => positions.push(pos),
+                Err(e) => {
+                    // Leave no partial request behind: cut back to where this append began.
+                    let _ = segment.file.set_len(start);
+                    segment.size = start;
+                    return Err(self.poison(e));
+                }
+            }
+        }
+        let interval = self.config.index_interval_bytes;
+        let segment = self.active_mut();
+        if segment.first_append_ms.is_none() {
+            segment.first_append_ms = Some(now.0);
+        }
+        for ((header, _), pos) in stamped.iter().zip(positions) {
+            let stored = BatchHeader::parse(header);
+            segment.track(pos, &stored, interval);
+        }
+        for (header, _) in &stamped {
+            let stored = BatchHeader::parse(header);
+            self.producers.update(&stored, stored.base_offset);
+        }
+        debug_assert_eq!(self.log_end(), first_offset + records);
+        Ok(AppendInfo {
+            first_offset: Offset(first_offset),
+            last_offset: Offset(first_offset + records - 1),
+            log_append_time: append_time.map(Timestamp),
+            log_start_offset: Offset(self.log_start),
+            duplicate: false,
+        })
+    }
+
+    /// Checks every batch before anything is written; returns (position in `batches`, header).
+    fn validate(&self, batches: &[u8]) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
+        let mut headers = Vec::with_capacity(1);
+        let mut pos = 0;
+        while pos < batches.len() {
+            let rest = &batches[pos..];
+            let h = check_header(rest).map_err(append_problem)?;
+            if h.size > self.config.max_message_bytes as usize {
+                return Err(AppendError::TooLarge {
+                    size: h.size,
+                    max: self.config.max_message_bytes,
+                });
+            }
+            if rest.len() < h.size {
+                return Err(AppendError::Corrupt(format!(
+                    "batch claims {} bytes but the request holds {}",
+                    h.size,
+                    rest.len()
+                )));
+            }
+            check_crc(&rest[..h.size], &h).map_err(append_problem)?;
+            if h.is_control() {
+                return Err(AppendError::Invalid(
+                    "control batches are written by the broker, not by producers".into(),
+                ));
+            }
+            if h.last_offset_delta != h.record_count - 1 {
+                return Err(AppendError::Invalid(format!(
+                    "batch holds {} records but its last offset delta is {}",
+                    h.record_count, h.last_offset_delta
+                )));
+            }
+            headers.push((pos, h));
+            pos += h.size;
+        }
+        if headers.is_empty() {
+            return Err(AppendError::Invalid(
+                "the request holds no record batch".into(),
+            ));
+        }
+        Ok(headers)
+    }
+
+    fn poison(&mut self, e: io::Error) -> AppendError {
+        tracing::error!(dir = %self.dir.display(), error = %e, "storage error; the log refuses further writes");
+        self.poisoned = true;
+        AppendError::Io(e)
+    }
+
+    /// Rolls before an append of `bytes` whose last offset will be `last_offset`, when the active
+    /// segment is full, old, has a full index, or cannot address the offsets.
+    fn maybe_roll(&mut self, bytes: u64, last_offset: i64, now: i64) -> io::Result<()> {
+        let config = &self.config;
+        let segment = self.active();
+        if segment.size == 0 {
+            return Ok(());
+        }
+        let full = segment.size + bytes > config.segment_bytes;
+        let old = segment
+            .first_append_ms
+            .is_some_and(|t| now.saturating_sub(t) >= config.segment_ms);
+        let index_full = (segment.indexes.offsets.len() as u64 + 1)
+            * crate::index::OFFSET_ENTRY as u64
+            > config.segment_index_bytes
+            || (segment.indexes.times.len() as u64 + 1) * crate::index::TIME_ENTRY as u64
+                > config.segment_index_bytes;
+        let offsets_overflow = last_offset - segment.base > i64::from(i32::MAX);
+        let position_overflow = segment.size + bytes > u64::from(u32::MAX);
+        if full || old || index_full || offsets_overflow || position_overflow {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (final time index entry, index files, fsync) and starts a new one
+    /// at the log end, with a producer-state snapshot there.
+    fn roll(&mut self) -> io::Result<()> {
+        let end = self.log_end();
+        let segment = self.active_mut();
+        segment.seal_time_index();
+        segment.write_indexes()?;
+        segment.file.sync_data()?;
+        self.producers.write_snapshot(&self.dir, end)?;
+        let fresh = Segment::create(&self.dir, end)?;
+        sync_dir(&self.dir)?;
+        tracing::debug!(dir = %self.dir.display(), base = end, "rolled segment");
+        self.segments.insert(end, fresh);
+        self.recovery_point = self.recovery_point.max(end);
+        self.prune_snapshots()?;
+        self.write_checkpoints()
+    }
+
+    /// Deletes snapshots older than the newest [`SNAPSHOTS_KEPT`] ones.
+    fn prune_snapshots(&self) -> io::Result<()> {
+        let snapshots = list(&self.dir)?.snapshots;
+        let keep_from = snapshots.len().saturating_sub(SNAPSHOTS_KEPT);
+        for &offset in &snapshots[..keep_from] {
+            remove_if_present(&snapshot_path(&self.dir, offset))?;
+        }
+        Ok(())
+    }
+
+    fn write_checkpoints(&mut self) -> io::Result<()> {
+        write_synced(
+            &self.dir.join(LOG_START_FILE),
+            self.log_start.to_string().as_bytes(),
+        )?;
+        write_synced(
+            &self.dir.join(RECOVERY_POINT_FILE),
+            self.recovery_point.to_string().as_bytes(),
+        )?;
+        self.recovery_point_written = self.recovery_point;
+        Ok(())
+    }
+
+    /// Reads whole batches starting at the batch containing `start`, up to `max_bytes`, never past
+    /// `max_offset` (exclusive; the high watermark). When `min_one_batch` is true, the first batch is
+    /// returned whole even if larger than `max_bytes` (Kafka's KIP-74 rule). Reading at exactly
+    /// `max_offset` (or the log end) returns empty records.
+    pub fn read(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, ReadError> {
+        let end = self.log_end();
+        if start.0 < self.log_start || start.0 > end {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: start,
+                log_start_offset: Offset(self.log_start),
+                log_end_offset: Offset(end),
+            });
+        }
+        let limit = max_offset.0.min(end);
+        let mut out = BytesMut::new();
+        let mut next = start.0;
+        let first_base = self
+            .segments
+            .range(..=start.0)
+            .next_back()
+            .map_or(self.first_segment().base, |(b, _)| *b);
+        for segment in self.segments.range(first_base..).map(|(_, s)| s) {
+            if next >= limit {
+                break;
+            }
+            let Some((pos, first)) = segment.find(next)? else {
+                continue;
+            };
+            let budget = max_bytes.saturating_sub(out.len());
+            let floor = if out.is_empty() && min_one_batch {
+                first.size
+            } else {
+                0
+            };
+            let want = (budget.max(floor) as u64).min(segment.size - pos) as usize;
+            if want < first.size {
+                break;
+            }
+            let mut buf = segment.read(pos, want)?;
+            let mut taken = 0;
+            let mut last = None;
+            while buf.len() - taken >= HEADER_LEN {
+                let h = BatchHeader::parse(&buf[taken..]);
+                if h.size > buf.len() - taken || h.last_offset() >= limit {
+                    break;
+                }
+                taken += h.size;
+                last = Some(h.last_offset());
+            }
+            let Some(last) = last else { break };
+            buf.truncate(taken);
+            if out.is_empty() {
+                out = buf;
+            } else {
+                out.extend_from_slice(&buf);
+            }
+            next = last + 1;
+            if taken < want || out.len() >= max_bytes {
+                break;
+            }
+        }
+        Ok(ReadResult {
+            records: out.freeze(),
+        })
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.log_start)
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.log_end())
+    }
+
+    /// The first offset whose record timestamp is >= `ts`, with that timestamp; None if none. For
+    /// uncompressed CreateTime batches this is the exact record; otherwise the batch's base offset
+    /// and max timestamp.
+    pub fn offset_for_timestamp(
+        &self,
+        ts: Timestamp,
+    ) -> Result<Option<(Offset, Timestamp)>, ReadError> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp < ts.0 || segment.next_offset <= self.log_start {
+                continue;
+            }
+            let rel = segment.indexes.scan_start_for_time(ts.0);
+            let pos = u64::from(segment.indexes.position_for(rel));
+            let log_start = self.log_start;
+            let mut found = None;
+            scan(&segment.file, pos, segment.size, true, |_, h, bytes| {
+                if h.max_timestamp < ts.0 || h.last_offset() < log_start {
+                    return Ok(());
+                }
+                let exact = if h.is_compressed() || h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+                    None
+                } else {
+                    first_record_at_or_after(bytes, ts.0)
+                };
+                let (offset, at) = exact.unwrap_or((h.base_offset, h.max_timestamp));
+                found = Some((Offset(offset.max(log_start)), Timestamp(at)));
+                Err(String::new())
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Files to sync for everything appended so far (see [`SyncHandle`]).
+    pub fn sync_handle(&self) -> SyncHandle {
+        SyncHandle {
+            files: vec![Arc::clone(&self.active().file)],
+            up_to: Offset(self.log_end()),
+        }
+    }
+
+    /// Records that everything below `offset` is on disk (advances the recovery point).
+    pub fn mark_synced(&mut self, offset: Offset) {
+        self.recovery_point = self.recovery_point.max(offset.0.min(self.log_end()));
+    }
+
+    /// Syncs everything appended so far, in the caller's thread, and checkpoints the recovery point.
+    pub fn sync(&mut self) -> io::Result<()> {
+        if let Err(e) = self.active().file.sync_data() {
+            self.poisoned = true;
+            return Err(e);
+        }
+        self.recovery_point = self.log_end();
+        if self.recovery_point != self.recovery_point_written {
+            self.write_checkpoints()?;
+        }
+        Ok(())
+    }
+
+    /// Deletes whole closed segments past retention.ms / retention.bytes; returns how many.
+    pub fn enforce_retention(&mut self, now: Timestamp) -> io::Result<usize> {
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            while self.segments.len() > 1 {
+                let oldest = self.first_segment();
+                let newest_ts = if oldest.max_timestamp >= 0 {
+                    oldest.max_timestamp
+                } else {
+                    modified_ms(&oldest.log_path).unwrap_or(now.0)
+                };
+                if now.0.saturating_sub(newest_ts) <= self.config.retention_ms {
+                    break;
+                }
+                self.delete_oldest_segment("retention.ms")?;
+                deleted += 1;
+            }
+        }
+        if self.config.retention_bytes >= 0 {
+            let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
+            while self.segments.len() > 1 && excess >= self.first_segment().size as i64 {
+                excess -= self.first_segment().size as i64;
+                self.delete_oldest_segment("retention.bytes")?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 || self.recovery_point != self.recovery_point_written {
+            self.write_checkpoints()?;
+        }
+        Ok(deleted)
+    }
+
+    fn delete_oldest_segment(&mut self, reason: &str) -> io::Result<()> {
+        assert!(
+            self.segments.len() > 1,
+            "the active segment is never deleted"
+        );
+        let (_, segment) = self.segments.pop_first().expect("checked above");
+        segment.remove_files()?;
+        self.log_start = self.log_start.max(self.first_segment().base);
+        tracing::info!(dir = %self.dir.display(), base = segment.base, bytes = segment.size, reason, log_start = self.log_start, "deleted segment");
+        Ok(())
+    }
+
+    /// Rolls the active segment if segment.ms has passed (appends roll by size on their own).
+    pub fn roll_if_due(&mut self, now: Timestamp) -> io::Result<()> {
+        let segment = self.active();
+        let due = segment.size > 0
+            && segment
+                .first_append_ms
+                .is_some_and(|t| now.0.saturating_sub(t) >= self.config.segment_ms);
+        if due {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Removes everything at and above `offset` (a batch holding `offset` goes whole).
+    pub fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
+        if offset.0 >= self.log_end() {
+            return Ok(());
+        }
+        while self.segments.len() > 1 && self.active().base >= offset.0 {
+            let (_, segment) = self.segments.pop_last().expect("more than one segment");
+            segment.remove_files()?;
+        }
+        let interval = self.config.index_interval_bytes;
+        if self.active().base >= offset.0 {
+            let (_, segment) = self.segments.pop_last().expect("one segment");
+            segment.remove_files()?;
+            let fresh = Segment::create(&self.dir, offset.0)?;
+            self.segments.insert(offset.0, fresh);
+            self.log_start = offset.0;
+        } else {
+            let segment = self.active_mut();
+            if let Some((pos, _)) = segment.find(offset.0)? {
+                segment.file.set_len(pos)?;
+                segment.size = pos;
+            }
+            let end = segment.rebuild(interval)?;
+            assert!(end.problem.is_none(), "a truncated log is valid");
+        }
+        self.active().file.sync_data()?;
+        sync_dir(&self.dir)?;
+        let end = self.log_end();
+        self.recovery_point = self.recovery_point.min(end);
+        let snapshots = list(&self.dir)?.snapshots;
+        self.load_producer_state(&snapshots)?;
+        self.write_checkpoints()
+    }
+
+    /// Total bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size).sum()
+    }
+
+    /// Replaces the config (takes effect for following appends and retention runs).
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// Syncs, writes the producer-state snapshot and index files, and closes.
+    pub fn close(mut self) -> io::Result<()> {
+        let end = self.log_end();
+        let segment = self.active_mut();
+        segment.file.sync_data()?;
+        segment.write_indexes()?;
+        if self.producers.len() > 0 {
+            self.producers.write_snapshot(&self.dir, end)?;
+        }
+        self.recovery_point = end;
+        self.write_checkpoints()?;
+        self.prune_snapshots()
+    }
+
+    /// Closes and removes the partition's directory.
+    pub fn delete(self) -> io::Result<()> {
+        let dir = self.dir.clone();
+        drop(self);
+        fs::remove_dir_all(&dir)
+    }
+}
+
+fn append_problem(p: BatchProblem) -> AppendError {
+    match p {
+        BatchProblem::Truncated(s) | BatchProblem::Corrupt(s) => AppendError::Corrupt(s),
+        BatchProblem::Invalid(s) => AppendError::Invalid(s),
+    }
+}
+
+fn modified_ms(path: &Path) -> Option<i64> {
+    let modified = fs::metadata(path).ok()?.modified().ok()?;
+    Some(modified.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64)
+}
+
+/// Makes file creations and renames in `dir` durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}

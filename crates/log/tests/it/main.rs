@@ -1,0 +1,453 @@
+//! Storage engine tests through the public API: appends, reads, recovery, retention, idempotence.
+
+mod model;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sluice_log::testing::{split_batches, BatchBuilder};
+use sluice_log::{
+    AppendError, LeaderEpoch, LogConfig, LogDir, Offset, OpenError, PartitionLog, ReadError,
+    Timestamp, TimestampType,
+};
+
+const NOW: Timestamp = Timestamp(1_700_000_000_000);
+
+fn batch(n: usize, ts: i64) -> Bytes {
+    let mut b = BatchBuilder::new();
+    for i in 0..n {
+        b = b.record(
+            Some(format!("k{i}").as_bytes()),
+            &[b'v'; 100],
+            ts + i as i64,
+        );
+    }
+    b.build()
+}
+
+fn small_segments() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        ..LogConfig::default()
+    }
+}
+
+fn open(dir: &Path, config: LogConfig, clean: bool) -> PartitionLog {
+    PartitionLog::open(dir, config, clean).expect("open")
+}
+
+fn read_all(log: &PartitionLog) -> Vec<(i64, i64, Bytes)> {
+    let r = log
+        .read(
+            log.log_start_offset(),
+            usize::MAX / 2,
+            log.log_end_offset(),
+            true,
+        )
+        .unwrap();
+    split_batches(&r.records)
+}
+
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn appends_assign_offsets_and_reads_return_the_same_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), true);
+    let a = log.append(batch(3, 10), LeaderEpoch(4), NOW).unwrap();
+    assert_eq!(
+        (a.first_offset, a.last_offset, a.duplicate),
+        (Offset(0), Offset(2), false)
+    );
+    let b = log.append(batch(2, 20), LeaderEpoch(4), NOW).unwrap();
+    assert_eq!((b.first_offset, b.last_offset), (Offset(3), Offset(4)));
+    assert_eq!(log.log_end_offset(), Offset(5));
+    let batches = read_all(&log);
+    assert_eq!(
+        batches.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+        vec![(0, 2), (3, 4)]
+    );
+    // Stored bytes equal the produced ones except the offset and leader epoch fields.
+    let produced = batch(2, 20);
+    assert_eq!(&batches[1].2[16..], &produced[16..]);
+    assert_eq!(&batches[1].2[12..16], &4i32.to_be_bytes());
+    // Reading from inside a batch returns the whole batch; at the end, nothing.
+    let r = log.read(Offset(4), 1 << 20, Offset(5), true).unwrap();
+    assert_eq!(split_batches(&r.records)[0].0, 3);
+    assert!(log
+        .read(Offset(5), 1 << 20, Offset(5), true)
+        .unwrap()
+        .records
+        .is_empty());
+    // The high watermark bounds reads.
+    let r = log.read(Offset(0), 1 << 20, Offset(3), true).unwrap();
+    assert_eq!(split_batches(&r.records).len(), 1);
+    assert!(matches!(
+        log.read(Offset(6), 100, Offset(5), true),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+}
+
+#[test]
+fn max_bytes_and_the_first_batch_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), true);
+    for _ in 0..4 {
+        log.append(batch(5, 1), LeaderEpoch(0), NOW).unwrap();
+    }
+    let size = batch(5, 1).len();
+    let end = log.log_end_offset();
+    let r = log.read(Offset(0), size * 2 + 10, end, true).unwrap();
+    assert_eq!(r.records.len(), size * 2);
+    let r = log.read(Offset(0), 10, end, true).unwrap();
+    assert_eq!(
+        r.records.len(),
+        size,
+        "KIP-74: one whole batch even past max_bytes"
+    );
+    let r = log.read(Offset(0), 10, end, false).unwrap();
+    assert!(r.records.is_empty());
+}
+
+#[test]
+fn bad_batches_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            max_message_bytes: 2000,
+            ..LogConfig::default()
+        },
+        true,
+    );
+    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    let size = log.size_bytes();
+    let good = batch(2, 1);
+    let mut crc = good.to_vec();
+    *crc.last_mut().unwrap() ^= 0xff;
+    let mut magic = good.to_vec();
+    magic[16] = 1;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (crc, "corrupt"),
+        (magic, "invalid"),
+        (good[..good.len() - 3].to_vec(), "corrupt"),
+        (good[..20].to_vec(), "corrupt"),
+        (Vec::new(), "invalid"),
+        (batch(30, 1).to_vec(), "too large"),
+        ([good.to_vec(), vec![0, 1, 2]].concat(), "corrupt"),
+    ];
+    for (bytes, kind) in cases {
+        let err = log
+            .append(Bytes::from(bytes), LeaderEpoch(0), NOW)
+            .unwrap_err();
+        let ok = match kind {
+            "corrupt" => matches!(err, AppendError::Corrupt(_)),
+            "invalid" => matches!(err, AppendError::Invalid(_)),
+            _ => matches!(err, AppendError::TooLarge { .. }),
+        };
+        assert!(ok, "{kind}: {err}");
+        assert_eq!(log.size_bytes(), size);
+        assert_eq!(log.log_end_offset(), Offset(1));
+    }
+    // Two good batches in one append are both stored.
+    let two = [batch(1, 1).to_vec(), batch(2, 1).to_vec()].concat();
+    let info = log.append(Bytes::from(two), LeaderEpoch(0), NOW).unwrap();
+    assert_eq!(
+        (info.first_offset, info.last_offset),
+        (Offset(1), Offset(3))
+    );
+}
+
+#[test]
+fn log_append_time_stamps_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            message_timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        },
+        true,
+    );
+    let info = log.append(batch(2, 5), LeaderEpoch(0), NOW).unwrap();
+    assert_eq!(info.log_append_time, Some(NOW));
+    let stored = &read_all(&log)[0].2;
+    assert_eq!(&stored[35..43], &NOW.0.to_be_bytes());
+    assert_ne!(stored[22] & 0x08, 0);
+    assert_eq!(
+        log.offset_for_timestamp(Timestamp(6)).unwrap(),
+        Some((Offset(0), NOW))
+    );
+}
+
+#[test]
+fn segments_roll_by_size_and_time_and_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    for i in 0..40 {
+        log.append(batch(3, 1000 + i * 10), LeaderEpoch(0), NOW)
+            .unwrap();
+    }
+    let segments = files(dir.path(), "log");
+    assert!(segments.len() >= 3, "{segments:?}");
+    assert!(fs::metadata(&segments[0]).unwrap().len() <= 4096);
+    let before = read_all(&log);
+    assert_eq!(before.len(), 40);
+    for ts in [0, 1000, 1011, 1200, 1392] {
+        let expect = before
+            .iter()
+            .flat_map(|(base, _, _)| (0..3).map(move |i| (base + i, 1000 + (base / 3) * 10 + i)))
+            .find(|&(_, t)| t >= ts)
+            .map(|(o, t)| (Offset(o), Timestamp(t)));
+        assert_eq!(
+            log.offset_for_timestamp(Timestamp(ts)).unwrap(),
+            expect,
+            "ts {ts}"
+        );
+    }
+    assert_eq!(log.offset_for_timestamp(Timestamp(5000)).unwrap(), None);
+    log.close().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    assert_eq!(read_all(&log), before);
+    assert_eq!(
+        log.offset_for_timestamp(Timestamp(1200)).unwrap(),
+        Some((Offset(60), Timestamp(1200)))
+    );
+    // Time-based roll.
+    let n = files(dir.path(), "log").len();
+    // segment.ms counts wall-clock time since the segment was created.
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    log.roll_if_due(Timestamp(wall + 3_600_000)).unwrap();
+    assert_eq!(files(dir.path(), "log").len(), n, "not due yet");
+    log.roll_if_due(Timestamp(wall + 8 * 24 * 3600 * 1000))
+        .unwrap();
+    assert_eq!(files(dir.path(), "log").len(), n + 1);
+    log.roll_if_due(Timestamp(wall + 9 * 24 * 3600 * 1000))
+        .unwrap();
+    assert_eq!(
+        files(dir.path(), "log").len(),
+        n + 1,
+        "an empty segment does not roll"
+    );
+}
+
+#[test]
+fn unclean_open_truncates_a_torn_tail_and_garbage() {
+    for garbage in [
+        &[0xABu8; 777][..],
+        &[0u8; 40][..],
+        &[0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 1, 0][..],
+    ] {
+        for clean in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut log = open(dir.path(), small_segments(), true);
+            for i in 0..30 {
+                log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+            }
+            let before = read_all(&log);
+            if clean {
+                log.close().unwrap();
+            } else {
+                drop(log);
+            }
+            let newest = files(dir.path(), "log").pop().unwrap();
+            fs::OpenOptions::new()
+                .append(true)
+                .open(&newest)
+                .unwrap()
+                .write_all(garbage)
+                .unwrap();
+            let mut log = open(dir.path(), small_segments(), clean);
+            assert_eq!(
+                read_all(&log),
+                before,
+                "clean={clean} garbage={}",
+                garbage.len()
+            );
+            let info = log.append(batch(1, 99), LeaderEpoch(0), NOW).unwrap();
+            assert_eq!(info.first_offset, Offset(60));
+        }
+    }
+}
+
+#[test]
+fn unclean_open_drops_everything_after_a_corrupt_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    for i in 0..30 {
+        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+    }
+    drop(log);
+    let segments = files(dir.path(), "log");
+    assert!(segments.len() >= 3);
+    // Flip a byte in the middle of the second-newest segment.
+    let victim = &segments[segments.len() - 2];
+    let mut bytes = fs::read(victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(victim, &bytes).unwrap();
+    // Recovery point 0 forces a full check of every segment.
+    fs::write(dir.path().join("recovery-point"), "0").unwrap();
+    let log = open(dir.path(), small_segments(), false);
+    let after = read_all(&log);
+    assert!(!after.is_empty());
+    let end = log.log_end_offset().0;
+    assert!(end < 60 && end > 0, "end {end}");
+    assert_eq!(after.last().unwrap().1 + 1, end);
+    assert_eq!(files(dir.path(), "log").len(), segments.len() - 1);
+}
+
+#[test]
+fn idempotent_producers_dedupe_and_survive_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = |seq: i32, n: usize| {
+        let mut builder = BatchBuilder::new().producer(7, 0, seq);
+        for _ in 0..n {
+            builder = builder.record(None, b"x", 1);
+        }
+        builder.build()
+    };
+    let mut log = open(dir.path(), small_segments(), true);
+    let first = log.append(b(0, 2), LeaderEpoch(0), NOW).unwrap();
+    let again = log.append(b(0, 2), LeaderEpoch(0), NOW).unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        (again.first_offset, again.last_offset),
+        (first.first_offset, first.last_offset)
+    );
+    assert_eq!(log.log_end_offset(), Offset(2));
+    assert!(matches!(
+        log.append(b(5, 1), LeaderEpoch(0), NOW),
+        Err(AppendError::OutOfOrderSequence {
+            expected: 2,
+            got: 5,
+            ..
+        })
+    ));
+    log.append(b(2, 1), LeaderEpoch(0), NOW).unwrap();
+    // Killed: state is rebuilt by replaying the log.
+    drop(log);
+    let mut log = open(dir.path(), small_segments(), false);
+    assert!(log.append(b(2, 1), LeaderEpoch(0), NOW).unwrap().duplicate);
+    for seq in 3..40 {
+        log.append(b(seq, 1), LeaderEpoch(0), NOW).unwrap();
+    }
+    // Closed: state comes from the snapshot.
+    log.close().unwrap();
+    assert!(!files(dir.path(), "snapshot").is_empty());
+    let mut log = open(dir.path(), small_segments(), true);
+    assert!(log.append(b(39, 1), LeaderEpoch(0), NOW).unwrap().duplicate);
+    assert!(matches!(
+        log.append(b(41, 1), LeaderEpoch(0), NOW),
+        Err(AppendError::OutOfOrderSequence { .. })
+    ));
+    // A new epoch restarts at zero; the old epoch is fenced.
+    let new_epoch = BatchBuilder::new()
+        .producer(7, 1, 0)
+        .record(None, b"y", 1)
+        .build();
+    log.append(new_epoch, LeaderEpoch(0), NOW).unwrap();
+    assert!(matches!(
+        log.append(b(40, 1), LeaderEpoch(0), NOW),
+        Err(AppendError::InvalidProducerEpoch { .. })
+    ));
+}
+
+#[test]
+fn retention_deletes_old_closed_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_ms: 60_000,
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), config.clone(), true);
+    for i in 0..20 {
+        log.append(batch(2, NOW.0 - 600_000 + i), LeaderEpoch(0), NOW)
+            .unwrap();
+    }
+    for i in 0..20 {
+        log.append(batch(2, NOW.0 + i), LeaderEpoch(0), NOW)
+            .unwrap();
+    }
+    let deleted = log.enforce_retention(NOW).unwrap();
+    assert!(deleted > 0);
+    let start = log.log_start_offset().0;
+    assert!(start > 0 && start <= 40, "start {start}");
+    assert_eq!(read_all(&log).first().unwrap().0, start);
+    assert!(matches!(
+        log.read(Offset(0), 100, Offset(80), true),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    // Size retention; the active segment always stays.
+    log.set_config(LogConfig {
+        retention_bytes: 0,
+        ..config.clone()
+    });
+    log.enforce_retention(NOW).unwrap();
+    assert_eq!(files(dir.path(), "log").len(), 1);
+    let start = log.log_start_offset();
+    log.close().unwrap();
+    let log = open(dir.path(), config, true);
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), Offset(80));
+}
+
+#[test]
+fn truncate_to_removes_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    for i in 0..30 {
+        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+    }
+    log.truncate_to(Offset(21)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(20));
+    assert_eq!(read_all(&log).last().unwrap().1, 19);
+    assert_eq!(
+        log.append(batch(1, 1), LeaderEpoch(1), NOW)
+            .unwrap()
+            .first_offset,
+        Offset(20)
+    );
+}
+
+#[test]
+fn a_data_dir_is_locked_and_remembers_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = LogDir::open(dir.path()).unwrap();
+    assert!(!d.was_clean());
+    assert!(matches!(
+        LogDir::open(dir.path()),
+        Err(OpenError::Locked { .. })
+    ));
+    let mut log = d
+        .open_partition("my-topic", 3, LogConfig::default())
+        .unwrap();
+    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.close().unwrap();
+    fs::create_dir(dir.path().join("__sluice_metadata")).unwrap();
+    assert_eq!(d.partitions().unwrap(), vec![("my-topic".to_owned(), 3)]);
+    d.mark_clean_shutdown().unwrap();
+    drop(d);
+    let d = LogDir::open(dir.path()).unwrap();
+    assert!(d.was_clean());
+    let log = d
+        .open_partition("my-topic", 3, LogConfig::default())
+        .unwrap();
+    assert_eq!(log.log_end_offset(), Offset(1));
+    log.delete().unwrap();
+    assert!(d.partitions().unwrap().is_empty());
+}

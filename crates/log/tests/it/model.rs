@@ -1,0 +1,100 @@
+//! Property test: random appends, reads, reopenings (clean or killed), truncations and retention
+//! against a simple in-memory model of the log.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sluice_log::testing::{split_batches, BatchBuilder};
+use sluice_log::{LeaderEpoch, LogConfig, Offset, PartitionLog, Timestamp};
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { records: usize, size: usize },
+    Read { at: usize, max_bytes: usize },
+    Reopen { clean: bool },
+    Truncate { back: usize },
+    Retention,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (1usize..8, 0usize..400).prop_map(|(records, size)| Op::Append { records, size }),
+        3 => (0usize..1000, 0usize..3000).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+        1 => (0usize..10).prop_map(|back| Op::Truncate { back }),
+        1 => Just(Op::Retention),
+    ]
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 2048,
+        index_interval_bytes: 256,
+        retention_bytes: 8192,
+        retention_ms: -1,
+        ..LogConfig::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn the_log_behaves_like_a_list_of_batches(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
+        // Model: (base offset, last offset, payload bytes after the 16-byte offset/epoch prefix).
+        let mut model: Vec<(i64, i64, Bytes)> = Vec::new();
+        let mut start = 0i64;
+        let mut end = 0i64;
+        for (n, op) in ops.into_iter().enumerate() {
+            match op {
+                Op::Append { records, size } => {
+                    let mut b = BatchBuilder::new();
+                    for i in 0..records {
+                        b = b.record(Some(&[n as u8]), &vec![i as u8; size], n as i64);
+                    }
+                    let bytes = b.build();
+                    let info = log.append(bytes.clone(), LeaderEpoch(1), Timestamp(0)).unwrap();
+                    prop_assert_eq!(info.first_offset, Offset(end));
+                    model.push((end, end + records as i64 - 1, bytes.slice(16..)));
+                    end += records as i64;
+                }
+                Op::Read { at, max_bytes } => {
+                    let at = start + (at as i64 % (end - start + 1));
+                    let got = log.read(Offset(at), max_bytes, Offset(end), true).unwrap();
+                    let got = split_batches(&got.records);
+                    let expect: Vec<_> = model.iter().filter(|b| b.1 >= at).collect();
+                    prop_assert!(got.len() <= expect.len());
+                    if !expect.is_empty() {
+                        prop_assert!(!got.is_empty(), "at least one batch");
+                    }
+                    let mut total = 0;
+                    for (i, (g, e)) in got.iter().zip(expect.iter()).enumerate() {
+                        prop_assert_eq!((g.0, g.1), (e.0, e.1));
+                        prop_assert_eq!(&g.2[16..], &e.2[..]);
+                        total += g.2.len();
+                        prop_assert!(i == 0 || total <= max_bytes);
+                    }
+                }
+                Op::Reopen { clean } => {
+                    if clean { log.close().unwrap(); } else { drop(log); }
+                    log = PartitionLog::open(dir.path(), config(), clean).unwrap();
+                }
+                Op::Truncate { back } => {
+                    let to = (end - back as i64).max(start);
+                    log.truncate_to(Offset(to)).unwrap();
+                    model.retain(|b| b.1 < to);
+                    // A batch holding `to` goes whole.
+                    end = model.last().map_or(to.min(end), |b| b.1 + 1).max(start);
+                    if model.is_empty() { start = log.log_start_offset().0; end = start; }
+                }
+                Op::Retention => {
+                    log.enforce_retention(Timestamp(0)).unwrap();
+                    start = log.log_start_offset().0;
+                    model.retain(|b| b.0 >= start);
+                }
+            }
+            prop_assert_eq!(log.log_end_offset(), Offset(end));
+            prop_assert_eq!(log.log_start_offset(), Offset(start));
+        }
+    }
+}
