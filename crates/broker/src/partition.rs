@@ -116,11 +116,18 @@ impl Partition {
         log.read(start, max_bytes, self.high_watermark(), min_one_batch)
     }
 
+    /// The first record at or after `ts` (Kafka's ListOffsets by timestamp). Compressed batches are
+    /// decompressed here, off the log's lock, to find the exact record as Kafka does.
     pub fn offset_for_timestamp(
         &self,
         ts: Timestamp,
     ) -> Result<Option<(Offset, Timestamp)>, ReadError> {
-        self.log.lock().offset_for_timestamp(ts)
+        let found = self.log.lock().offset_for_timestamp(ts)?;
+        Ok(found.map(|m| {
+            m.compressed_batch
+                .and_then(|batch| exact_record_at(batch, ts, m.offset))
+                .unwrap_or((m.offset, m.timestamp))
+        }))
     }
 
     /// A future that completes on the next append (or when the topic is deleted). Call
@@ -207,4 +214,14 @@ impl Partition {
     pub(crate) fn into_log(self: Arc<Self>) -> Option<PartitionLog> {
         Arc::into_inner(self).map(|p| p.log.into_inner())
     }
+}
+
+/// Decompresses one stored batch and finds its first record at or after `ts` and not below
+/// `floor` (the log start offset). None when the batch cannot be decoded.
+fn exact_record_at(mut batch: Bytes, ts: Timestamp, floor: Offset) -> Option<(Offset, Timestamp)> {
+    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts.0 && r.offset >= floor.0)
+        .map(|r| (Offset(r.offset), Timestamp(r.timestamp)))
 }

@@ -13,7 +13,11 @@ use sluice_log::{LeaderEpoch, LogConfig, Offset, PartitionLog, Timestamp};
 fn batch_16k() -> Bytes {
     let mut b = BatchBuilder::new();
     for i in 0..140 {
-        b = b.record(Some(format!("key-{i}").as_bytes()), &[b'x'; 100], 1_700_000_000_000 + i);
+        b = b.record(
+            Some(format!("key-{i}").as_bytes()),
+            &[b'x'; 100],
+            1_700_000_000_000 + i,
+        );
     }
     b.build()
 }
@@ -53,7 +57,8 @@ fn read(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
     for _ in 0..(128 << 20) / batch.len() {
-        log.append(batch.clone(), LeaderEpoch(0), Timestamp(0)).unwrap();
+        log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+            .unwrap();
     }
     let end = log.log_end_offset();
     let mut group = c.benchmark_group("read");

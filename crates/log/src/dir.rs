@@ -31,6 +31,8 @@ impl LogDir {
             source,
         };
         fs::create_dir_all(path).map_err(io_err)?;
+        // A brand-new (empty) directory has nothing to recover.
+        let fresh = fs::read_dir(path).map_err(io_err)?.next().is_none();
         let lock = OpenOptions::new()
             .read(true)
             .write(true)
@@ -44,8 +46,9 @@ impl LogDir {
             });
         }
         let marker = path.join(CLEAN_SHUTDOWN_FILE);
-        let clean = marker.exists();
-        if clean {
+        let marked = marker.exists();
+        let clean = marked || fresh;
+        if marked {
             fs::remove_file(&marker).map_err(io_err)?;
             sync_dir(path).map_err(io_err)?;
         }

@@ -165,6 +165,18 @@ pub enum OpenError {
     },
 }
 
+/// The answer to a timestamp lookup ([`PartitionLog::offset_for_timestamp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimestampMatch {
+    /// The first record at or after the timestamp (the batch's base offset when compressed).
+    pub offset: Offset,
+    /// That record's timestamp (the batch's max timestamp when compressed).
+    pub timestamp: Timestamp,
+    /// The whole stored batch when it is compressed with CreateTime timestamps: the log does not
+    /// decompress, so the caller finds the exact record in it.
+    pub compressed_batch: Option<Bytes>,
+}
+
 /// Bytes read from a log: whole batches, in offset order, as they are stored.
 #[derive(Debug, Clone)]
 pub struct ReadResult {

@@ -19,7 +19,7 @@ use crate::producer::{snapshot_path, Check, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
 use crate::{
     AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ReadError, ReadResult,
-    SyncHandle, Timestamp, TimestampType,
+    SyncHandle, Timestamp, TimestampMatch, TimestampType,
 };
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -581,13 +581,11 @@ impl PartitionLog {
         Offset(self.log_end())
     }
 
-    /// The first offset whose record timestamp is >= `ts`, with that timestamp; None if none. For
-    /// uncompressed CreateTime batches this is the exact record; otherwise the batch's base offset
-    /// and max timestamp.
-    pub fn offset_for_timestamp(
-        &self,
-        ts: Timestamp,
-    ) -> Result<Option<(Offset, Timestamp)>, ReadError> {
+    /// The first record whose timestamp is >= `ts`; None if none. For uncompressed batches the
+    /// match is exact; for a compressed CreateTime batch it is the batch (base offset, max
+    /// timestamp) with the batch's bytes in [`TimestampMatch::compressed_batch`], for a caller that
+    /// can decompress to find the exact record.
+    pub fn offset_for_timestamp(&self, ts: Timestamp) -> Result<Option<TimestampMatch>, ReadError> {
         for segment in self.segments.values() {
             if segment.max_timestamp < ts.0 || segment.next_offset <= self.log_start {
                 continue;
@@ -600,13 +598,19 @@ impl PartitionLog {
                 if h.max_timestamp < ts.0 || h.last_offset() < log_start {
                     return Ok(());
                 }
-                let exact = if h.is_compressed() || h.attributes & ATTR_LOG_APPEND_TIME != 0 {
+                let log_append_time = h.attributes & ATTR_LOG_APPEND_TIME != 0;
+                let exact = if h.is_compressed() || log_append_time {
                     None
                 } else {
                     first_record_at_or_after(bytes, ts.0)
                 };
                 let (offset, at) = exact.unwrap_or((h.base_offset, h.max_timestamp));
-                found = Some((Offset(offset.max(log_start)), Timestamp(at)));
+                found = Some(TimestampMatch {
+                    offset: Offset(offset.max(log_start)),
+                    timestamp: Timestamp(at),
+                    compressed_batch: (h.is_compressed() && !log_append_time)
+                        .then(|| Bytes::copy_from_slice(bytes)),
+                });
                 Err(String::new())
             })?;
             if found.is_some() {

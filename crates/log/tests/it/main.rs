@@ -10,7 +10,7 @@ use bytes::Bytes;
 use sluice_log::testing::{split_batches, BatchBuilder};
 use sluice_log::{
     AppendError, LeaderEpoch, LogConfig, LogDir, Offset, OpenError, PartitionLog, ReadError,
-    Timestamp, TimestampType,
+    Timestamp, TimestampMatch, TimestampType,
 };
 
 const NOW: Timestamp = Timestamp(1_700_000_000_000);
@@ -37,6 +37,14 @@ fn small_segments() -> LogConfig {
 
 fn open(dir: &Path, config: LogConfig, clean: bool) -> PartitionLog {
     PartitionLog::open(dir, config, clean).expect("open")
+}
+
+fn at(offset: i64, ts: i64) -> Option<TimestampMatch> {
+    Some(TimestampMatch {
+        offset: Offset(offset),
+        timestamp: Timestamp(ts),
+        compressed_batch: None,
+    })
 }
 
 fn read_all(log: &PartitionLog) -> Vec<(i64, i64, Bytes)> {
@@ -170,6 +178,25 @@ fn bad_batches_are_refused_and_change_nothing() {
 }
 
 #[test]
+fn compressed_batches_are_returned_for_exact_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), LogConfig::default(), true);
+    // The compression bits are only a label here; the log never decompresses.
+    let gzip = BatchBuilder::new()
+        .attributes(1)
+        .record(None, b"a", 10)
+        .record(None, b"b", 20)
+        .build();
+    log.append(gzip, LeaderEpoch(0), NOW).unwrap();
+    let found = log.offset_for_timestamp(Timestamp(15)).unwrap().unwrap();
+    assert_eq!((found.offset, found.timestamp), (Offset(0), Timestamp(20)));
+    assert_eq!(
+        found.compressed_batch.unwrap().len(),
+        read_all(&log)[0].2.len()
+    );
+}
+
+#[test]
 fn log_append_time_stamps_the_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(
@@ -187,7 +214,7 @@ fn log_append_time_stamps_the_batch() {
     assert_ne!(stored[22] & 0x08, 0);
     assert_eq!(
         log.offset_for_timestamp(Timestamp(6)).unwrap(),
-        Some((Offset(0), NOW))
+        at(0, NOW.0)
     );
 }
 
@@ -209,7 +236,7 @@ fn segments_roll_by_size_and_time_and_survive_reopening() {
             .iter()
             .flat_map(|(base, _, _)| (0..3).map(move |i| (base + i, 1000 + (base / 3) * 10 + i)))
             .find(|&(_, t)| t >= ts)
-            .map(|(o, t)| (Offset(o), Timestamp(t)));
+            .and_then(|(o, t)| at(o, t));
         assert_eq!(
             log.offset_for_timestamp(Timestamp(ts)).unwrap(),
             expect,
@@ -222,7 +249,7 @@ fn segments_roll_by_size_and_time_and_survive_reopening() {
     assert_eq!(read_all(&log), before);
     assert_eq!(
         log.offset_for_timestamp(Timestamp(1200)).unwrap(),
-        Some((Offset(60), Timestamp(1200)))
+        at(60, 1200)
     );
     // Time-based roll.
     let n = files(dir.path(), "log").len();
@@ -428,7 +455,10 @@ fn truncate_to_removes_the_tail() {
 fn a_data_dir_is_locked_and_remembers_clean_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let d = LogDir::open(dir.path()).unwrap();
-    assert!(!d.was_clean());
+    assert!(d.was_clean(), "a new directory has nothing to recover");
+    drop(d);
+    let d = LogDir::open(dir.path()).unwrap();
+    assert!(!d.was_clean(), "no marker: recover");
     assert!(matches!(
         LogDir::open(dir.path()),
         Err(OpenError::Locked { .. })

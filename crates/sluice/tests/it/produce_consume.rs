@@ -191,7 +191,7 @@ async fn every_codec_round_trips() {
         let topic = format!("codec-{codec}");
         broker.create_topic(&topic, 2, &[]).await;
         let producer = producer(&broker, &[("compression.codec", codec), ("acks", "1")]);
-        let produced = produce_records(&producer, &topic, 2000, 1_600_000_000_000).await;
+        let produced = produce_records(&producer, &topic, 2000, crate::harness::now_ms()).await;
         let read = read_back(
             &broker,
             &topic,
@@ -202,6 +202,25 @@ async fn every_codec_round_trips() {
         );
         assert_eq!(read.len(), 2000, "{codec}");
         assert_read_back_matches(&produced, read);
+        // offsets_for_times lands on the exact record, also inside compressed batches.
+        let consumer = consumer(&broker);
+        for (partition, records) in &produced {
+            for (offset, sent) in [&records[records.len() / 2 + 1], &records[records.len() - 1]] {
+                let mut wanted = TopicPartitionList::new();
+                wanted
+                    .add_partition_offset(&topic, *partition, Offset::Offset(sent.timestamp))
+                    .unwrap();
+                let found = consumer
+                    .offsets_for_times(wanted, Duration::from_secs(10))
+                    .expect("offsets_for_times");
+                let found = found.find_partition(&topic, *partition).unwrap().offset();
+                assert_eq!(
+                    found,
+                    Offset::Offset(*offset),
+                    "{codec} partition {partition}"
+                );
+            }
+        }
     }
 }
 
