@@ -162,6 +162,7 @@ impl Partition {
         .await
         .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
         if let Err(source) = result {
+            self.log.lock().mark_failed();
             return Err(SyncError {
                 topic: self.topic.clone(),
                 partition: self.index,

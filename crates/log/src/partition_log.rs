@@ -356,9 +356,14 @@ impl PartitionLog {
             match segment.write_batch(header, records) {
                 Ok(pos) => positions.push(pos),
                 Err(e) => {
-                    // Leave no partial request behind: cut back to where this append began.
-                    let _ = segment.file.set_len(start);
+                    // Leave no partial request behind: cut back to where this append began. When
+                    // that works (a full disk, say) the log is intact and stays writable.
+                    let rolled_back = segment.file.set_len(start).is_ok();
                     segment.size = start;
+                    if rolled_back {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "append failed; nothing was written");
+                        return Err(AppendError::Io(e));
+                    }
                     return Err(self.poison(e));
                 }
             }
@@ -631,6 +636,13 @@ impl PartitionLog {
     /// Records that everything below `offset` is on disk (advances the recovery point).
     pub fn mark_synced(&mut self, offset: Offset) {
         self.recovery_point = self.recovery_point.max(offset.0.min(self.log_end()));
+    }
+
+    /// Refuses further appends after a failed fsync of this log's files (the kernel may have
+    /// dropped the dirty pages, so a later fsync proving nothing must not be trusted).
+    pub fn mark_failed(&mut self) {
+        tracing::error!(dir = %self.dir.display(), "fsync failed; the log refuses further writes");
+        self.poisoned = true;
     }
 
     /// Syncs everything appended so far, in the caller's thread, and checkpoints the recovery point.
