@@ -5,7 +5,7 @@ group_id=None, no commits."""
 import asyncio
 import time
 
-from common import (CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
+from common import (check_ack, round_trip_topics, CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
                     check, compare, consume_timed_out, expected_end_offsets, expected_records,
                     log, offsets_for_times_cases, run_main, skip_timed_out, soft, unique_suffix)
 
@@ -38,12 +38,7 @@ async def produce(bootstrap, topic, records, codec, idempotent):
         next_offset = {p: 0 for p in range(PARTITIONS)}
         for r, fut in futures:
             md = await asyncio.wait_for(fut, 30)
-            check(md.partition == r.partition,
-                  f"{topic}: record #{r.index} acked on partition {md.partition}, sent to {r.partition}")
-            check(md.offset == next_offset[r.partition],
-                  f"{topic}[{r.partition}]: record #{r.index} acked at offset {md.offset},"
-                  f" expected {next_offset[r.partition]}")
-            next_offset[r.partition] += 1
+            check_ack(topic, r, md.partition, md.offset, next_offset)
     finally:
         await producer.stop()
     log(NAME, f"{topic}: produced {len(records)} records (codec={codec}, idempotent={idempotent})")

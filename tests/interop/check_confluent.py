@@ -7,7 +7,7 @@ coordinator is needed."""
 
 import time
 
-from common import (CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
+from common import (check_ack, round_trip_topics, CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
                     check, compare, consume_timed_out, expected_end_offsets, expected_records,
                     log, offsets_for_times_cases, run_main, skip_timed_out, soft, unique_suffix)
 
@@ -59,10 +59,7 @@ def produce(bootstrap, topic, records, codec, idempotent):
     next_offset = {p: 0 for p in range(PARTITIONS)}
     for r in records:
         p, off = acked[r.index]
-        check(p == r.partition, f"{topic}: record #{r.index} acked on partition {p}, sent to {r.partition}")
-        check(off == next_offset[p],
-              f"{topic}[{p}]: record #{r.index} acked at offset {off}, expected {next_offset[p]}")
-        next_offset[p] += 1
+        check_ack(topic, r, p, off, next_offset)
     log(NAME, f"{topic}: produced {len(records)} records (codec={codec}, idempotent={idempotent})")
 
 
@@ -200,15 +197,7 @@ def main(bootstrap):
             check(e.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS,
                   f"re-creating {first}: {e}, expected TOPIC_ALREADY_EXISTS")
 
-    for t, (codec, idem) in topics.items():
-        expected = expected_records(t)
-        with soft(NAME, f"{t}: produce"):
-            produce(bootstrap, t, expected, codec, idem)
-        with soft(NAME, f"{t}: consume"):
-            consume(bootstrap, t, expected)
-        if not skip_timed_out(NAME, "list offsets", t):
-            with soft(NAME, f"{t}: list offsets", group="list offsets"):
-                list_offsets(bootstrap, t, expected)
+    round_trip_topics(NAME, bootstrap, topics, produce, consume, list_offsets)
     with soft(NAME, f"{first}: admin list_offsets"):
         admin_list_offsets(admin, first, expected_records(first))
 

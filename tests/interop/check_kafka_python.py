@@ -3,7 +3,7 @@ list offsets. No consumer group: group_id=None, no commits."""
 
 import time
 
-from common import (CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
+from common import (check_ack, round_trip_topics, CONSUME_TIMEOUT, OFFSETS_FOR_TIMES_RULE, PARTITIONS, CheckFailed, by_partition,
                     check, compare, consume_timed_out, expected_end_offsets, expected_records,
                     log, offsets_for_times_cases, run_main, skip_timed_out, soft, unique_suffix)
 
@@ -35,12 +35,7 @@ def produce(bootstrap, topic, records, codec, idempotent):
         next_offset = {p: 0 for p in range(PARTITIONS)}
         for r, fut in futures:
             md = fut.get(timeout=30)
-            check(md.partition == r.partition,
-                  f"{topic}: record #{r.index} acked on partition {md.partition}, sent to {r.partition}")
-            check(md.offset == next_offset[r.partition],
-                  f"{topic}[{r.partition}]: record #{r.index} acked at offset {md.offset},"
-                  f" expected {next_offset[r.partition]}")
-            next_offset[r.partition] += 1
+            check_ack(topic, r, md.partition, md.offset, next_offset)
     finally:
         producer.close(timeout=10)
     log(NAME, f"{topic}: produced {len(records)} records (codec={codec}, idempotent={idempotent})")
@@ -156,15 +151,7 @@ def main(bootstrap):
             code = res["topics"][0]["error_code"]
             check(code == 36, f"re-creating {first}: error_code {code}, expected 36 TOPIC_ALREADY_EXISTS")
 
-        for t, (codec, idem) in topics.items():
-            expected = expected_records(t)
-            with soft(NAME, f"{t}: produce"):
-                produce(bootstrap, t, expected, codec, idem)
-            with soft(NAME, f"{t}: consume"):
-                consume(bootstrap, t, expected)
-            if not skip_timed_out(NAME, "list offsets", t):
-                with soft(NAME, f"{t}: list offsets", group="list offsets"):
-                    list_offsets(bootstrap, t, expected)
+        round_trip_topics(NAME, bootstrap, topics, produce, consume, list_offsets)
         with soft(NAME, f"{first}: admin list offsets"):
             admin_list_offsets(admin, first, expected_records(first))
 

@@ -242,3 +242,27 @@ def consume_timed_out(topic, got, ends):
     if not any(counts.values()):
         raise Abort(msg + " (nothing consumed at all: not trying the remaining topics)")
     raise CheckFailed(msg)
+
+
+def check_ack(topic, record, partition, offset, next_offset):
+    """Checks that a produce ack put `record` where expected and advances `next_offset`."""
+    check(partition == record.partition,
+          f"{topic}: record #{record.index} acked on partition {partition}, sent to {record.partition}")
+    check(offset == next_offset[record.partition],
+          f"{topic}[{record.partition}]: record #{record.index} acked at offset {offset},"
+          f" expected {next_offset[record.partition]}")
+    next_offset[record.partition] += 1
+
+
+def round_trip_topics(name, bootstrap, topics, produce, consume, list_offsets):
+    """For each topic (name -> (codec, idempotent)): produce, consume back, list offsets."""
+    for t, (codec, idem) in topics.items():
+        expected = expected_records(t)
+        with soft(name, f"{t}: produce"):
+            produce(bootstrap, t, expected, codec, idem)
+        with soft(name, f"{t}: consume"):
+            consume(bootstrap, t, expected)
+        if not skip_timed_out(name, "list offsets", t):
+            with soft(name, f"{t}: list offsets", group="list offsets"):
+                list_offsets(bootstrap, t, expected)
+
