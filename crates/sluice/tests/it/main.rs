@@ -5,3 +5,5 @@ mod bad_input;
 mod crash;
 mod harness;
 mod produce_consume;
+mod storage;
+mod wire;

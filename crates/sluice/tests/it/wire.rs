@@ -1,0 +1,51 @@
+//! Raw Kafka protocol over a blocking socket, for tests that need exact requests: framing with
+//! kafka-protocol's encoders and reading response frames.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::harness::Broker;
+
+pub(crate) fn connect(broker: &Broker) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+pub(crate) fn frame(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str("sluice-wire-test")))
+        .encode(&mut buf, key.request_header_version(version))
+        .unwrap();
+    body.encode(&mut buf, version).unwrap();
+    let len = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&len.to_be_bytes());
+    buf.to_vec()
+}
+
+/// Reads one response frame; returns (correlation id, rest after the v0 header) or None if closed.
+pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(i32, Bytes)> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).ok()?;
+    let mut body = vec![0u8; i32::from_be_bytes(len) as usize];
+    stream.read_exact(&mut body).ok()?;
+    let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
+    Some((correlation, Bytes::from(body).slice(4..)))
+}
