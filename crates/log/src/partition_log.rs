@@ -193,10 +193,10 @@ impl PartitionLog {
                     let doomed = Segment::open(&self.dir, later)?;
                     doomed.remove_files()?;
                 }
-                self.insert_loaded(segment, now);
+                self.insert_loaded(segment, now)?;
                 return Ok(());
             }
-            self.insert_loaded(segment, now);
+            self.insert_loaded(segment, now)?;
         }
         if self.segments.is_empty() {
             let segment = Segment::create(&self.dir, self.log_start)?;
@@ -206,7 +206,7 @@ impl PartitionLog {
         Ok(())
     }
 
-    fn insert_loaded(&mut self, mut segment: Segment, now: i64) {
+    fn insert_loaded(&mut self, mut segment: Segment, now: i64) -> io::Result<()> {
         if segment.size > 0 {
             // segment.ms counts wall-clock time from the segment's creation (not from record
             // timestamps, which producers may set far in the past).
@@ -218,12 +218,22 @@ impl PartitionLog {
             segment.first_append_ms = Some(created.map_or(now, |t| t.min(now)));
         }
         if let Some((_, prev)) = self.segments.last_key_value() {
-            debug_assert!(
-                prev.next_offset <= segment.base,
-                "segments must not overlap"
-            );
+            if prev.next_offset > segment.base {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "segment {} holds offsets up to {} but the next segment {} starts at {}; \
+                         the directory was modified by hand: move the later segment files aside",
+                        prev.log_path.display(),
+                        prev.next_offset - 1,
+                        segment.log_path.display(),
+                        segment.base
+                    ),
+                ));
+            }
         }
         self.segments.insert(segment.base, segment);
+        Ok(())
     }
 
     /// Loads the newest usable snapshot at or below the log end and replays later batch headers.
@@ -738,7 +748,12 @@ impl PartitionLog {
                 segment.size = pos;
             }
             let end = segment.rebuild(interval)?;
-            assert!(end.problem.is_none(), "a truncated log is valid");
+            if let Some(problem) = &end.problem {
+                // Damage that appeared below the truncation point since the log was opened.
+                tracing::warn!(segment = %segment.log_path.display(), "truncating log at position {}: {}", end.valid_to, problem_text(problem));
+                let next = segment.next_offset;
+                segment.truncate(end.valid_to, next)?;
+            }
         }
         self.active().file.sync_data()?;
         sync_dir(&self.dir)?;

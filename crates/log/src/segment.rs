@@ -286,6 +286,12 @@ impl Segment {
                     h.base_offset
                 ));
             }
+            if h.last_offset() - self.base > i64::from(i32::MAX) {
+                return Err(format!(
+                    "batch at position {pos} has offset {} too far past the segment base",
+                    h.last_offset()
+                ));
+            }
             expected = h.last_offset() + 1;
             visited.push(*h);
             Ok(())
