@@ -106,6 +106,32 @@ enum Damage {
     Append { file: usize, bytes: Vec<u8> },
 }
 
+impl Damage {
+    fn file(&self) -> usize {
+        match self {
+            Damage::Flip { file, .. } | Damage::Cut { file, .. } | Damage::Append { file, .. } => {
+                *file
+            }
+        }
+    }
+
+    fn apply(&self, b: &mut Vec<u8>) {
+        match self {
+            Damage::Flip { at, mask, .. } => {
+                if !b.is_empty() {
+                    let i = at % b.len();
+                    b[i] ^= mask;
+                }
+            }
+            Damage::Cut { keep, .. } => {
+                let keep = keep % (b.len() + 1);
+                b.truncate(keep);
+            }
+            Damage::Append { bytes, .. } => b.extend_from_slice(bytes),
+        }
+    }
+}
+
 fn damage() -> impl Strategy<Value = Damage> {
     prop_oneof![
         (any::<usize>(), any::<usize>(), 1u8..=255).prop_map(|(file, at, mask)| Damage::Flip {
@@ -143,20 +169,10 @@ proptest! {
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
-        for d in damages {
-            let (file, change): (usize, Box<dyn Fn(&mut Vec<u8>)>) = match d {
-                Damage::Flip { file, at, mask } => (file, Box::new(move |b: &mut Vec<u8>| {
-                    if !b.is_empty() { let i = at % b.len(); b[i] ^= mask; }
-                })),
-                Damage::Cut { file, keep } => (file, Box::new(move |b: &mut Vec<u8>| {
-                    let keep = keep % (b.len() + 1);
-                    b.truncate(keep);
-                })),
-                Damage::Append { file, bytes } => (file, Box::new(move |b: &mut Vec<u8>| b.extend_from_slice(&bytes))),
-            };
-            let path = &files[file % files.len()];
+        for d in &damages {
+            let path = &files[d.file() % files.len()];
             let mut bytes = std::fs::read(path).unwrap();
-            change(&mut bytes);
+            d.apply(&mut bytes);
             std::fs::write(path, bytes).unwrap();
         }
         if let Ok(mut log) = PartitionLog::open(dir.path(), config(), clean) {
