@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::BrokerConfig;
+use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
+use crate::group::{CommittedOffset, GroupConfig, GroupCoordinator};
 use crate::metadata::{MetadataError, MetadataStore, TopicMeta};
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicConfigError};
@@ -21,6 +23,8 @@ pub enum StartError {
     Open(#[from] OpenError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error("cannot load committed offsets from __consumer_offsets: {0}")]
+    OffsetsLoad(String),
     #[error("topic `{topic}` has a config Sluice cannot use: {source}")]
     TopicConfig {
         topic: String,
@@ -46,6 +50,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: MetadataStore,
     pub replicas: ReplicaManager,
+    /// Consumer groups and their committed offsets.
+    pub groups: GroupCoordinator,
     shutdown: watch::Sender<bool>,
 }
 
@@ -91,12 +97,117 @@ impl Broker {
             }
         }
         let (shutdown, _) = watch::channel(false);
-        Ok(Arc::new(Broker {
+        let groups = GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay: std::time::Duration::from_millis(
+                config.group_initial_rebalance_delay_ms,
+            ),
+            min_session_timeout_ms: config.group_min_session_timeout_ms,
+            max_session_timeout_ms: config.group_max_session_timeout_ms,
+        });
+        let broker = Broker {
             config,
             metadata,
             replicas,
+            groups,
             shutdown,
-        }))
+        };
+        broker.load_offsets()?;
+        Ok(Arc::new(broker))
+    }
+
+    /// Replays `__consumer_offsets` into the group coordinator.
+    fn load_offsets(&self) -> Result<(), StartError> {
+        let Some(partitions) = self.replicas.topic(OFFSETS_TOPIC) else {
+            return Ok(());
+        };
+        let mut loaded = 0usize;
+        for partition in partitions.iter() {
+            let mut next = partition.log_start_offset();
+            let end = partition.log_end_offset();
+            while next < end {
+                let read = partition
+                    .read(next, 1 << 20, true)
+                    .map_err(|e| StartError::OffsetsLoad(e.to_string()))?;
+                if read.records.is_empty() {
+                    break;
+                }
+                let mut bytes = read.records;
+                let batches = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+                    .map_err(|e| StartError::OffsetsLoad(e.to_string()))?;
+                for record in batches.into_iter().flat_map(|b| b.records) {
+                    next = sluice_log::Offset(record.offset + 1);
+                    if let Some(OffsetsRecord::Offset {
+                        group,
+                        topic,
+                        partition,
+                        value,
+                    }) = offsets_topic::decode(record.key, record.value)
+                    {
+                        self.groups.load_offset(&group, (topic, partition), value);
+                        loaded += 1;
+                    }
+                }
+            }
+        }
+        info!(records = loaded, "loaded committed offsets");
+        Ok(())
+    }
+
+    /// Creates `__consumer_offsets` on first use, as Kafka does.
+    pub fn ensure_offsets_topic(&self) -> Result<(), CreateTopicError> {
+        if self.metadata.topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        // Compaction is not implemented yet, so nothing may expire: no time or size retention.
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            ("retention.ms".to_owned(), "-1".to_owned()),
+            ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
+        ]);
+        match self.create_topic(
+            OFFSETS_TOPIC,
+            self.config.offsets_topic_num_partitions,
+            configs,
+        ) {
+            Ok(_) | Err(CreateTopicError::Metadata(MetadataError::TopicExists(_))) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends committed offsets of `group` to its `__consumer_offsets` partition and waits until
+    /// they are durable (fsynced when `log.flush.on.ack` is on).
+    pub async fn persist_offsets(
+        &self,
+        group: &str,
+        offsets: &[((String, i32), CommittedOffset)],
+    ) -> Result<(), String> {
+        self.ensure_offsets_topic().map_err(|e| e.to_string())?;
+        let partitions = self
+            .replicas
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| "__consumer_offsets is not open".to_owned())?;
+        let index = offsets_topic::partition_for(group, partitions.len() as i32);
+        let partition = partitions[index as usize].clone();
+        let now = now();
+        let records = offsets
+            .iter()
+            .map(|((topic, p), value)| {
+                (
+                    offsets_topic::offset_key(group, topic, *p),
+                    Some(offsets_topic::offset_value(value)),
+                )
+            })
+            .collect();
+        let info = partition
+            .append(offsets_topic::batch(records, now.0), now)
+            .map_err(|e| e.to_string())?;
+        if self.config.flush_on_ack {
+            partition
+                .wait_durable(info.last_offset)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Creates a topic: metadata first, then its logs.

@@ -43,6 +43,15 @@ pub struct BrokerConfig {
     pub log_defaults: LogConfig,
     /// The cluster id reported to clients.
     pub cluster_id: String,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for more members to join.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`: the session timeouts members may ask for.
+    pub group_min_session_timeout_ms: i32,
+    pub group_max_session_timeout_ms: i32,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
+    pub offset_metadata_max_bytes: usize,
 }
 
 impl Default for BrokerConfig {
@@ -65,6 +74,11 @@ impl Default for BrokerConfig {
             flush_interval_ms: 60_000,
             log_defaults: LogConfig::default(),
             cluster_id: String::new(),
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_num_partitions: 50,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -164,6 +178,22 @@ impl BrokerConfig {
                 self.log_defaults.message_timestamp_type = parse_timestamp_type(key, value)?
             }
             "cluster.id" => self.cluster_id = value.trim().to_string(),
+            "group.initial.rebalance.delay.ms" => {
+                self.group_initial_rebalance_delay_ms = parse(key, value)?
+            }
+            "group.min.session.timeout.ms" => {
+                self.group_min_session_timeout_ms = parse(key, value)?
+            }
+            "group.max.session.timeout.ms" => {
+                self.group_max_session_timeout_ms = parse(key, value)?
+            }
+            "offsets.topic.num.partitions" => {
+                self.offsets_topic_num_partitions = parse(key, value)?;
+                if self.offsets_topic_num_partitions < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse(key, value)?,
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())

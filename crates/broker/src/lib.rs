@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 mod connection;
 mod errors;
+pub mod group;
 mod handlers;
 pub mod metadata;
 pub mod partition;

@@ -11,8 +11,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    FetchRequest, InitProducerIdRequest, ListOffsetsRequest, MetadataRequest, ProduceRequest,
-    RequestHeader, ResponseHeader,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -60,11 +61,13 @@ pub enum RequestError {
 }
 
 /// Identifies the request a response answers.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Ctx {
     pub key: ApiKey,
     pub version: i16,
     pub correlation_id: i32,
+    /// The client id from the request header ("" when absent).
+    pub client_id: String,
 }
 
 impl Ctx {
@@ -132,6 +135,13 @@ pub enum Request {
     DeleteTopics(DeleteTopicsRequest),
     InitProducerId(InitProducerIdRequest),
     DescribeCluster(DescribeClusterRequest),
+    FindCoordinator(FindCoordinatorRequest),
+    JoinGroup(JoinGroupRequest),
+    SyncGroup(SyncGroupRequest),
+    Heartbeat(HeartbeatRequest),
+    LeaveGroup(LeaveGroupRequest),
+    OffsetCommit(OffsetCommitRequest),
+    OffsetFetch(OffsetFetchRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -158,6 +168,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
                 key,
                 version: 0,
                 correlation_id,
+                client_id: String::new(),
             };
             return Ok((ctx, Request::UnsupportedApiVersions));
         }
@@ -168,19 +179,21 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
             max,
         });
     }
+    let mut body = frame;
+    let header =
+        RequestHeader::decode(&mut body, key.request_header_version(version)).map_err(|e| {
+            RequestError::Malformed {
+                key,
+                version,
+                reason: format!("header: {e}"),
+            }
+        })?;
     let ctx = Ctx {
         key,
         version,
         correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
     };
-    let mut body = frame;
-    RequestHeader::decode(&mut body, key.request_header_version(version)).map_err(|e| {
-        RequestError::Malformed {
-            key,
-            version,
-            reason: format!("header: {e}"),
-        }
-    })?;
     let request = match key {
         ApiKey::ApiVersions => Request::ApiVersions(decode(&ctx, body)?),
         ApiKey::Metadata => Request::Metadata(decode(&ctx, body)?),
@@ -191,6 +204,13 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::DeleteTopics => Request::DeleteTopics(decode(&ctx, body)?),
         ApiKey::InitProducerId => Request::InitProducerId(decode(&ctx, body)?),
         ApiKey::DescribeCluster => Request::DescribeCluster(decode(&ctx, body)?),
+        ApiKey::FindCoordinator => Request::FindCoordinator(decode(&ctx, body)?),
+        ApiKey::JoinGroup => Request::JoinGroup(decode(&ctx, body)?),
+        ApiKey::SyncGroup => Request::SyncGroup(decode(&ctx, body)?),
+        ApiKey::Heartbeat => Request::Heartbeat(decode(&ctx, body)?),
+        ApiKey::LeaveGroup => Request::LeaveGroup(decode(&ctx, body)?),
+        ApiKey::OffsetCommit => Request::OffsetCommit(decode(&ctx, body)?),
+        ApiKey::OffsetFetch => Request::OffsetFetch(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
@@ -211,6 +231,15 @@ pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, 
         Request::DeleteTopics(r) => Ok(handlers::delete_topics::handle(broker, ctx, r)),
         Request::InitProducerId(r) => ctx.reply(&handlers::init_producer_id::handle(broker, r)),
         Request::DescribeCluster(r) => ctx.reply(&handlers::describe_cluster::handle(broker, r)),
+        Request::FindCoordinator(r) => {
+            ctx.reply(&handlers::groups::find_coordinator(broker, r, version))
+        }
+        Request::JoinGroup(r) => Ok(handlers::groups::join_group(broker, ctx, r)),
+        Request::SyncGroup(r) => Ok(handlers::groups::sync_group(broker, ctx, r)),
+        Request::Heartbeat(r) => ctx.reply(&handlers::groups::heartbeat(broker, r)),
+        Request::LeaveGroup(r) => ctx.reply(&handlers::groups::leave_group(broker, r, version)),
+        Request::OffsetCommit(r) => Ok(handlers::groups::offset_commit(broker, ctx, r)),
+        Request::OffsetFetch(r) => ctx.reply(&handlers::groups::offset_fetch(broker, r, version)),
     }
 }
 

@@ -20,6 +20,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     let mut shutdown = broker.shutdown_signal();
     let background = tokio::spawn(housekeeping(broker.clone()));
+    let group_timers = tokio::spawn(group_ticker(broker.clone()));
     let open_connections = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     loop {
@@ -51,6 +52,9 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
         });
     }
     drop(listener);
+    // Joins and syncs waiting on a rebalance are answered now so their connections can drain.
+    broker.groups.shutdown();
+    let _ = group_timers.await;
     info!(
         connections = connections.len(),
         "shutting down: draining connections"
@@ -72,6 +76,18 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
         .unwrap_or(false);
     info!(clean, "logs closed");
     clean
+}
+
+/// Expires group members' sessions and ends overdue rebalances, ten times a second.
+async fn group_ticker(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown_signal();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
+            _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+    }
 }
 
 /// Periodic retention, time-based rolls and background syncs.

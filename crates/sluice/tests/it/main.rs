@@ -3,6 +3,7 @@
 mod admin;
 mod bad_input;
 mod crash;
+mod groups;
 mod harness;
 mod produce_consume;
 mod storage;

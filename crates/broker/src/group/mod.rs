@@ -1,0 +1,1070 @@
+//! The group coordinator for Kafka's classic consumer-group protocol: membership (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup) with Kafka's state machine, and committed offsets kept in
+//! memory and persisted in `__consumer_offsets`.
+//!
+//! States: `Empty` (no members, maybe offsets) → `PreparingRebalance` (waiting for members to
+//! (re)join) → `CompletingRebalance` (joined; waiting for the leader's assignment) → `Stable`.
+//! Any membership change in `CompletingRebalance` or `Stable` goes back to `PreparingRebalance`.
+//! Join and sync requests that must wait hold a oneshot receiver; whoever completes the phase
+//! answers every waiter. A ticker ([`GroupCoordinator::tick`]) expires sessions and ends rebalances
+//! whose deadline passed.
+
+pub mod offsets_topic;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tracing::{debug, info};
+
+pub use offsets_topic::CommittedOffset;
+
+/// Kafka's classic group states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+        }
+    }
+}
+
+/// What a JoinGroup asks.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a first join without a member id gets MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+}
+
+/// What a JoinGroup is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinResult {
+    pub error: Option<ResponseError>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// (member id, instance id, metadata): only for the leader.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    fn error(error: ResponseError, member_id: &str) -> Self {
+        JoinResult {
+            error: Some(error),
+            generation_id: -1,
+            protocol_type: None,
+            protocol_name: None,
+            leader: String::new(),
+            member_id: member_id.to_owned(),
+            members: Vec::new(),
+        }
+    }
+}
+
+/// What a SyncGroup is answered with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncResult {
+    pub error: Option<ResponseError>,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    fn error(error: ResponseError) -> Self {
+        SyncResult {
+            error: Some(error),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+/// Either an answer now or one to wait for.
+pub enum Pending<T> {
+    Now(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+#[derive(Debug)]
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_heartbeat: Instant,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+}
+
+#[derive(Debug)]
+struct Group {
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, not yet joined.
+    pending: HashSet<String>,
+    /// Static members: instance id → member id.
+    static_members: HashMap<String, String>,
+    /// When the current rebalance completes even if members are missing.
+    rebalance_deadline: Option<Instant>,
+    /// A new group waits this long for more members before its first generation.
+    initial_delay_until: Option<Instant>,
+    offsets: HashMap<(String, i32), CommittedOffset>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Group {
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            static_members: HashMap::new(),
+            rebalance_deadline: None,
+            initial_delay_until: None,
+            offsets: HashMap::new(),
+        }
+    }
+}
+
+/// Settings the coordinator takes from the broker config.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay: Duration,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+}
+
+/// Summary of a group for ListGroups/DescribeGroups and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, assignment).
+    pub members: Vec<(String, Option<String>, String, Bytes)>,
+}
+
+/// All groups this broker coordinates.
+#[derive(Debug)]
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+/// The member-id check of OffsetCommit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitAuth {
+    pub generation_id: i32,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        GroupCoordinator {
+            config,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Handles a JoinGroup: validation, member ids, and entering or joining a rebalance.
+    pub fn join(&self, req: JoinRequest, now: Instant) -> Pending<JoinResult> {
+        if req.group_id.is_empty() {
+            return Pending::Now(JoinResult::error(
+                ResponseError::InvalidGroupId,
+                &req.member_id,
+            ));
+        }
+        if req.session_timeout_ms < self.config.min_session_timeout_ms
+            || req.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return Pending::Now(JoinResult::error(
+                ResponseError::InvalidSessionTimeout,
+                &req.member_id,
+            ));
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return Pending::Now(JoinResult::error(
+                ResponseError::InconsistentGroupProtocol,
+                &req.member_id,
+            ));
+        }
+        let mut groups = self.groups.lock();
+        let group = groups
+            .entry(req.group_id.clone())
+            .or_insert_with(Group::new);
+        if !group.members.is_empty() {
+            let type_differs = group.protocol_type.as_deref() != Some(req.protocol_type.as_str());
+            let shares_protocol = req.protocols.iter().any(|(name, _)| {
+                group
+                    .members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+            });
+            if type_differs || !shares_protocol {
+                return Pending::Now(JoinResult::error(
+                    ResponseError::InconsistentGroupProtocol,
+                    &req.member_id,
+                ));
+            }
+        }
+
+        // Static members keep their identity across restarts by instance id.
+        if let Some(instance) = &req.group_instance_id {
+            if let Some(old_id) = group.static_members.get(instance).cloned() {
+                if !req.member_id.is_empty() && req.member_id != old_id {
+                    return Pending::Now(JoinResult::error(
+                        ResponseError::FencedInstanceId,
+                        &req.member_id,
+                    ));
+                }
+                if req.member_id.is_empty() {
+                    return Self::static_rejoin(group, &req, old_id, now, &self.config);
+                }
+            }
+        }
+
+        let member_id = if req.member_id.is_empty() {
+            let id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+            if req.require_known_member_id && req.group_instance_id.is_none() {
+                group.pending.insert(id.clone());
+                return Pending::Now(JoinResult::error(ResponseError::MemberIdRequired, &id));
+            }
+            id
+        } else {
+            req.member_id.clone()
+        };
+        let known = group.members.contains_key(&member_id);
+        if !known && !group.pending.remove(&member_id) && !req.member_id.is_empty() {
+            return Pending::Now(JoinResult::error(
+                ResponseError::UnknownMemberId,
+                &member_id,
+            ));
+        }
+
+        let (tx, rx) = oneshot::channel();
+        if known {
+            let member = group.members.get_mut(&member_id).expect("known member");
+            let unchanged = member.protocols == req.protocols;
+            member.protocols = req.protocols.clone();
+            member.session_timeout = timeout(req.session_timeout_ms);
+            member.rebalance_timeout = timeout(req.rebalance_timeout_ms);
+            member.last_heartbeat = now;
+            let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+            match group.state {
+                GroupState::Stable | GroupState::CompletingRebalance if unchanged && !is_leader => {
+                    // Nothing changed: answer with the current generation.
+                    return Pending::Now(current_generation(group, &member_id));
+                }
+                GroupState::PreparingRebalance => {}
+                _ => prepare_rebalance(group, now, "member rejoined with new metadata"),
+            }
+            group
+                .members
+                .get_mut(&member_id)
+                .expect("known member")
+                .join_waiter = Some(tx);
+        } else {
+            add_member(group, &member_id, &req, now, Some(tx));
+            let reason = "new member joined";
+            if group.state == GroupState::Empty {
+                group.initial_delay_until = Some(now + self.config.initial_rebalance_delay);
+            }
+            if group.state != GroupState::PreparingRebalance {
+                prepare_rebalance(group, now, reason);
+            } else if let Some(until) = group.initial_delay_until {
+                // Each new member during the initial delay extends it (bounded by the deadline).
+                group.initial_delay_until =
+                    Some(until.max(now + self.config.initial_rebalance_delay));
+            }
+        }
+        maybe_complete_join(&req.group_id, group, now);
+        Pending::Wait(rx)
+    }
+
+    fn static_rejoin(
+        group: &mut Group,
+        req: &JoinRequest,
+        old_id: String,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> Pending<JoinResult> {
+        let new_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+        let Some(mut member) = group.members.remove(&old_id) else {
+            group
+                .static_members
+                .remove(req.group_instance_id.as_deref().unwrap_or_default());
+            let (tx, rx) = oneshot::channel();
+            add_member(group, &new_id, req, now, Some(tx));
+            prepare_rebalance(group, now, "static member joined");
+            let _ = config;
+            return Pending::Wait(rx);
+        };
+        let unchanged = member.protocols == req.protocols;
+        member.last_heartbeat = now;
+        member.session_timeout = timeout(req.session_timeout_ms);
+        member.rebalance_timeout = timeout(req.rebalance_timeout_ms);
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinResult::error(ResponseError::FencedInstanceId, &old_id));
+        }
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncResult::error(ResponseError::FencedInstanceId));
+        }
+        member.protocols = req.protocols.clone();
+        group.members.insert(new_id.clone(), member);
+        if let Some(instance) = &req.group_instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), new_id.clone());
+        }
+        if group.leader.as_deref() == Some(old_id.as_str()) {
+            group.leader = Some(new_id.clone());
+        }
+        if group.state == GroupState::Stable && unchanged {
+            // KIP-345: a static member coming back with the same metadata takes its old place
+            // without a rebalance.
+            info!(member = %new_id, "static member rejoined without a rebalance");
+            return Pending::Now(current_generation(group, &new_id));
+        }
+        let (tx, rx) = oneshot::channel();
+        group
+            .members
+            .get_mut(&new_id)
+            .expect("inserted")
+            .join_waiter = Some(tx);
+        if group.state != GroupState::PreparingRebalance {
+            prepare_rebalance(group, now, "static member rejoined with new metadata");
+        }
+        maybe_complete_join(&req.group_id, group, now);
+        Pending::Wait(rx)
+    }
+
+    /// Handles a SyncGroup; the leader's assignments complete the rebalance.
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        protocol: (Option<String>, Option<String>),
+        assignments: Vec<(String, Bytes)>,
+    ) -> Pending<SyncResult> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Pending::Now(SyncResult::error(ResponseError::UnknownMemberId));
+        };
+        if !group.members.contains_key(member_id) {
+            return Pending::Now(SyncResult::error(ResponseError::UnknownMemberId));
+        }
+        if generation_id != group.generation {
+            return Pending::Now(SyncResult::error(ResponseError::IllegalGeneration));
+        }
+        let (ptype, pname) = protocol;
+        if ptype.is_some_and(|t| Some(t) != group.protocol_type)
+            || pname.is_some_and(|n| Some(n) != group.protocol)
+        {
+            return Pending::Now(SyncResult::error(ResponseError::InconsistentGroupProtocol));
+        }
+        match group.state {
+            GroupState::Empty => Pending::Now(SyncResult::error(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => {
+                Pending::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => Pending::Now(assignment_of(group, member_id)),
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                group
+                    .members
+                    .get_mut(member_id)
+                    .expect("checked")
+                    .sync_waiter = Some(tx);
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for (id, member) in group.members.iter_mut() {
+                        member.assignment = given.remove(id).unwrap_or_default();
+                    }
+                    group.state = GroupState::Stable;
+                    info!(
+                        group = group_id,
+                        generation = group.generation,
+                        members = group.members.len(),
+                        "group is stable"
+                    );
+                    let answers: Vec<_> = group
+                        .members
+                        .keys()
+                        .map(|id| (id.clone(), assignment_of(group, id)))
+                        .collect();
+                    for (id, answer) in answers {
+                        if let Some(waiter) = group
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.sync_waiter.take())
+                        {
+                            let _ = waiter.send(answer);
+                        }
+                    }
+                }
+                Pending::Wait(rx)
+            }
+        }
+    }
+
+    /// Handles a Heartbeat.
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        now: Instant,
+    ) -> Option<ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        let Some(member) = group.members.get_mut(member_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        member.last_heartbeat = now;
+        if generation_id != group.generation {
+            return Some(ResponseError::IllegalGeneration);
+        }
+        match group.state {
+            GroupState::Stable => None,
+            GroupState::Empty => Some(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                Some(ResponseError::RebalanceInProgress)
+            }
+        }
+    }
+
+    /// Handles one member of a LeaveGroup (by member id, or by instance id for static members).
+    pub fn leave(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+    ) -> Option<ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Some(ResponseError::UnknownMemberId);
+        };
+        let id = match instance_id {
+            Some(instance) => match group.static_members.get(instance) {
+                Some(id) if member_id.is_empty() || member_id == id => id.clone(),
+                Some(_) => return Some(ResponseError::FencedInstanceId),
+                None => return Some(ResponseError::UnknownMemberId),
+            },
+            None => member_id.to_owned(),
+        };
+        if group.pending.remove(&id) {
+            return None;
+        }
+        if !group.members.contains_key(&id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        remove_member(group_id, group, &id, now, "member left");
+        None
+    }
+
+    /// Expires members whose session ran out and finishes rebalances whose time is up.
+    pub fn tick(&self, now: Instant) {
+        let mut groups = self.groups.lock();
+        for (group_id, group) in groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // Members waiting in a join are kept by the rebalance deadline instead.
+                    m.join_waiter.is_none()
+                        && now.duration_since(m.last_heartbeat) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in expired {
+                remove_member(group_id, group, &id, now, "session timed out");
+            }
+            if group.state == GroupState::PreparingRebalance {
+                maybe_complete_join(group_id, group, now);
+            }
+        }
+    }
+
+    /// Checks an OffsetCommit's member and generation (Kafka's rules for the classic protocol).
+    pub fn authorize_commit(&self, group_id: &str, auth: &CommitAuth) -> Option<ResponseError> {
+        if group_id.is_empty() {
+            return Some(ResponseError::InvalidGroupId);
+        }
+        let groups = self.groups.lock();
+        let Some(group) = groups.get(group_id) else {
+            // Standalone consumers (no membership) commit with generation -1.
+            return (auth.generation_id >= 0).then_some(ResponseError::IllegalGeneration);
+        };
+        if auth.generation_id < 0 && auth.member_id.is_empty() {
+            return (group.state != GroupState::Empty).then_some(ResponseError::UnknownMemberId);
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Some(ResponseError::RebalanceInProgress);
+        }
+        if let Some(instance) = &auth.group_instance_id {
+            if group.static_members.get(instance) != Some(&auth.member_id) {
+                return Some(ResponseError::FencedInstanceId);
+            }
+        }
+        if !group.members.contains_key(&auth.member_id) {
+            return Some(ResponseError::UnknownMemberId);
+        }
+        (auth.generation_id != group.generation).then_some(ResponseError::IllegalGeneration)
+    }
+
+    /// Records committed offsets (after they were persisted).
+    pub fn store_offsets(&self, group_id: &str, offsets: Vec<((String, i32), CommittedOffset)>) {
+        let mut groups = self.groups.lock();
+        let group = groups.entry(group_id.to_owned()).or_insert_with(Group::new);
+        group.offsets.extend(offsets);
+    }
+
+    /// Applies a record replayed from `__consumer_offsets` at start.
+    pub fn load_offset(&self, group_id: &str, key: (String, i32), value: Option<CommittedOffset>) {
+        let mut groups = self.groups.lock();
+        match value {
+            Some(v) => {
+                groups
+                    .entry(group_id.to_owned())
+                    .or_insert_with(Group::new)
+                    .offsets
+                    .insert(key, v);
+            }
+            None => {
+                if let Some(group) = groups.get_mut(group_id) {
+                    group.offsets.remove(&key);
+                    if group.offsets.is_empty() && group.members.is_empty() {
+                        groups.remove(group_id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Committed offsets of a group: the requested partitions, or all when `wanted` is None.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        wanted: Option<&[(String, i32)]>,
+    ) -> Vec<((String, i32), Option<CommittedOffset>)> {
+        let groups = self.groups.lock();
+        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        match wanted {
+            Some(keys) => keys
+                .iter()
+                .map(|k| (k.clone(), offsets.and_then(|o| o.get(k)).cloned()))
+                .collect(),
+            None => {
+                let mut all: Vec<_> = offsets
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            }
+        }
+    }
+
+    /// Every group, summarised.
+    pub fn list(&self) -> Vec<GroupSummary> {
+        let groups = self.groups.lock();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|(id, g)| GroupSummary {
+                group_id: id.clone(),
+                state: g.state,
+                protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+                protocol: g.protocol.clone().unwrap_or_default(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|(mid, m)| {
+                        (
+                            mid.clone(),
+                            m.instance_id.clone(),
+                            m.client_id.clone(),
+                            m.assignment.clone(),
+                        )
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// Answers every waiting join and sync with `error` (the broker is stopping).
+    pub fn shutdown(&self) {
+        let mut groups = self.groups.lock();
+        for group in groups.values_mut() {
+            for (id, member) in group.members.iter_mut() {
+                if let Some(w) = member.join_waiter.take() {
+                    let _ = w.send(JoinResult::error(ResponseError::NotCoordinator, id));
+                }
+                if let Some(w) = member.sync_waiter.take() {
+                    let _ = w.send(SyncResult::error(ResponseError::NotCoordinator));
+                }
+            }
+        }
+    }
+}
+
+fn timeout(ms: i32) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn add_member(
+    group: &mut Group,
+    member_id: &str,
+    req: &JoinRequest,
+    now: Instant,
+    waiter: Option<oneshot::Sender<JoinResult>>,
+) {
+    if group.members.is_empty() {
+        group.protocol_type = Some(req.protocol_type.clone());
+    }
+    group.members.insert(
+        member_id.to_owned(),
+        Member {
+            instance_id: req.group_instance_id.clone(),
+            client_id: req.client_id.clone(),
+            session_timeout: timeout(req.session_timeout_ms),
+            rebalance_timeout: timeout(req.rebalance_timeout_ms),
+            protocols: req.protocols.clone(),
+            assignment: Bytes::new(),
+            last_heartbeat: now,
+            join_waiter: waiter,
+            sync_waiter: None,
+        },
+    );
+    if let Some(instance) = &req.group_instance_id {
+        group
+            .static_members
+            .insert(instance.clone(), member_id.to_owned());
+    }
+}
+
+/// Enters PreparingRebalance: pending syncs are told to rejoin, members get until the largest
+/// rebalance timeout to join again.
+fn prepare_rebalance(group: &mut Group, now: Instant, reason: &str) {
+    for member in group.members.values_mut() {
+        if let Some(waiter) = member.sync_waiter.take() {
+            let _ = waiter.send(SyncResult::error(ResponseError::RebalanceInProgress));
+        }
+    }
+    let longest = group
+        .members
+        .values()
+        .map(|m| m.rebalance_timeout)
+        .max()
+        .unwrap_or_default();
+    group.rebalance_deadline = Some(now + longest);
+    debug!(reason, generation = group.generation, "preparing rebalance");
+    group.state = GroupState::PreparingRebalance;
+}
+
+fn remove_member(group_id: &str, group: &mut Group, member_id: &str, now: Instant, reason: &str) {
+    let Some(member) = group.members.remove(member_id) else {
+        return;
+    };
+    info!(
+        group = group_id,
+        member = member_id,
+        reason,
+        "member removed"
+    );
+    if let Some(instance) = &member.instance_id {
+        if group.static_members.get(instance).map(String::as_str) == Some(member_id) {
+            group.static_members.remove(instance);
+        }
+    }
+    if let Some(waiter) = member.join_waiter {
+        let _ = waiter.send(JoinResult::error(ResponseError::UnknownMemberId, member_id));
+    }
+    if let Some(waiter) = member.sync_waiter {
+        let _ = waiter.send(SyncResult::error(ResponseError::UnknownMemberId));
+    }
+    if group.leader.as_deref() == Some(member_id) {
+        group.leader = None;
+    }
+    match group.state {
+        GroupState::Stable | GroupState::CompletingRebalance => {
+            prepare_rebalance(group, now, reason);
+            maybe_complete_join(group_id, group, now);
+        }
+        GroupState::PreparingRebalance => maybe_complete_join(group_id, group, now),
+        GroupState::Empty => {}
+    }
+}
+
+/// Completes the join phase when every member has rejoined (and a new group's initial delay is
+/// over), or when the deadline passed (members that did not rejoin are removed).
+fn maybe_complete_join(group_id: &str, group: &mut Group, now: Instant) {
+    if group.state != GroupState::PreparingRebalance {
+        return;
+    }
+    let all_joined = group.members.values().all(|m| m.join_waiter.is_some());
+    let deadline_passed = group.rebalance_deadline.is_none_or(|d| now >= d);
+    let delay_over = group.initial_delay_until.is_none_or(|d| now >= d);
+    if !(deadline_passed || (all_joined && delay_over)) {
+        return;
+    }
+    group.initial_delay_until = None;
+    let missing: Vec<String> = group
+        .members
+        .iter()
+        .filter(|(_, m)| m.join_waiter.is_none())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in missing {
+        if let Some(member) = group.members.remove(&id) {
+            if let Some(instance) = &member.instance_id {
+                group.static_members.remove(instance);
+            }
+            info!(group = group_id, member = %id, "member did not rejoin in time; removed");
+        }
+    }
+    group.generation += 1;
+    if group.members.is_empty() {
+        group.state = GroupState::Empty;
+        group.protocol = None;
+        group.leader = None;
+        group.rebalance_deadline = None;
+        info!(
+            group = group_id,
+            generation = group.generation,
+            "group is empty"
+        );
+        return;
+    }
+    group.protocol = Some(select_protocol(group));
+    if group
+        .leader
+        .as_ref()
+        .is_none_or(|l| !group.members.contains_key(l))
+    {
+        group.leader = group.members.keys().next().cloned();
+    }
+    group.state = GroupState::CompletingRebalance;
+    group.rebalance_deadline = None;
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let leader = group.leader.clone().unwrap_or_default();
+    let everyone: Vec<(String, Option<String>, Bytes)> = group
+        .members
+        .iter()
+        .map(|(id, m)| {
+            let metadata = m
+                .protocols
+                .iter()
+                .find(|(n, _)| *n == protocol)
+                .map(|(_, md)| md.clone())
+                .unwrap_or_default();
+            (id.clone(), m.instance_id.clone(), metadata)
+        })
+        .collect();
+    info!(group = group_id, generation = group.generation, protocol = %protocol, members = everyone.len(), "rebalance joined");
+    let (generation, protocol_type) = (group.generation, group.protocol_type.clone());
+    for (id, member) in group.members.iter_mut() {
+        // A member's session restarts when its join is answered.
+        member.last_heartbeat = now;
+        if let Some(waiter) = member.join_waiter.take() {
+            let _ = waiter.send(JoinResult {
+                error: None,
+                generation_id: generation,
+                protocol_type: protocol_type.clone(),
+                protocol_name: Some(protocol.clone()),
+                leader: leader.clone(),
+                member_id: id.clone(),
+                members: if *id == leader {
+                    everyone.clone()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+    }
+}
+
+/// The protocol every member supports that most members list first among those.
+fn select_protocol(group: &Group) -> String {
+    let candidates: Vec<&String> = group
+        .members
+        .values()
+        .next()
+        .map(|m| m.protocols.iter().map(|(n, _)| n).collect())
+        .unwrap_or_default();
+    let common: Vec<&String> = candidates
+        .into_iter()
+        .filter(|name| {
+            group
+                .members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == *name))
+        })
+        .collect();
+    let mut votes: Vec<(usize, &String)> = common.iter().map(|n| (0, *n)).collect();
+    for member in group.members.values() {
+        if let Some((first, _)) = member.protocols.iter().find(|(n, _)| common.contains(&n)) {
+            if let Some(v) = votes.iter_mut().find(|(_, n)| *n == first) {
+                v.0 += 1;
+            }
+        }
+    }
+    // Most votes wins; ties go to the protocol listed first by the first member.
+    let best = votes.iter().map(|(c, _)| *c).max().unwrap_or(0);
+    votes
+        .iter()
+        .find(|(c, _)| *c == best)
+        .map(|(_, n)| (*n).clone())
+        .unwrap_or_default()
+}
+
+fn current_generation(group: &Group, member_id: &str) -> JoinResult {
+    JoinResult {
+        error: None,
+        generation_id: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        leader: group.leader.clone().unwrap_or_default(),
+        member_id: member_id.to_owned(),
+        members: Vec::new(),
+    }
+}
+
+fn assignment_of(group: &Group, member_id: &str) -> SyncResult {
+    SyncResult {
+        error: None,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        assignment: group
+            .members
+            .get(member_id)
+            .map(|m| m.assignment.clone())
+            .unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn coordinator(delay_ms: u64) -> GroupCoordinator {
+        GroupCoordinator::new(GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(delay_ms),
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 300_000,
+        })
+    }
+
+    fn request(member_id: &str, instance: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            group_id: "g".into(),
+            member_id: member_id.into(),
+            group_instance_id: instance.map(str::to_owned),
+            client_id: "c".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![
+                ("cooperative-sticky".into(), Bytes::from_static(b"md")),
+                ("range".into(), Bytes::new()),
+            ],
+            require_known_member_id: true,
+        }
+    }
+
+    fn now_answer<T>(p: Pending<T>) -> T {
+        match p {
+            Pending::Now(t) => t,
+            Pending::Wait(_) => panic!("expected an immediate answer"),
+        }
+    }
+
+    fn waited<T>(p: Pending<T>) -> oneshot::Receiver<T> {
+        match p {
+            Pending::Wait(rx) => rx,
+            Pending::Now(_) => panic!("expected to wait"),
+        }
+    }
+
+    /// Joins a new dynamic member through MEMBER_ID_REQUIRED; returns its id and join receiver.
+    fn join_new(c: &GroupCoordinator, t: Instant) -> (String, oneshot::Receiver<JoinResult>) {
+        let first = now_answer(c.join(request("", None), t));
+        assert_eq!(first.error, Some(ResponseError::MemberIdRequired));
+        let rx = waited(c.join(request(&first.member_id, None), t));
+        (first.member_id, rx)
+    }
+
+    #[test]
+    fn two_members_join_sync_and_become_stable() {
+        let c = coordinator(100);
+        let t = Instant::now();
+        let (a, mut ra) = join_new(&c, t);
+        let (b, mut rb) = join_new(&c, t);
+        // The initial delay holds the first generation back.
+        c.tick(t + Duration::from_millis(50));
+        assert!(ra.try_recv().is_err());
+        c.tick(t + Duration::from_millis(150));
+        let (ja, jb) = (ra.try_recv().unwrap(), rb.try_recv().unwrap());
+        assert_eq!((ja.generation_id, jb.generation_id), (1, 1));
+        assert_eq!(ja.protocol_name.as_deref(), Some("cooperative-sticky"));
+        let leader = ja.leader.clone();
+        let (leader_rx, follower) = if leader == a { (ja, &b) } else { (jb, &a) };
+        assert_eq!(
+            leader_rx.members.len(),
+            2,
+            "the leader gets everyone's metadata"
+        );
+        let mut follower_sync = waited(c.sync("g", 1, follower, (None, None), vec![]));
+        let assignments = vec![
+            (a.clone(), Bytes::from_static(b"A")),
+            (b.clone(), Bytes::from_static(b"B")),
+        ];
+        let mine = c.sync("g", 1, &leader, (None, None), assignments);
+        let mine = waited(mine).try_recv().unwrap();
+        let theirs = follower_sync.try_recv().unwrap();
+        assert_eq!(mine.error, None);
+        assert_eq!(theirs.assignment.len(), 1);
+        assert_eq!(c.heartbeat("g", 1, &a, t), None);
+        assert_eq!(
+            c.heartbeat("g", 0, &a, t),
+            Some(ResponseError::IllegalGeneration)
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, "nobody", t),
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert_eq!(c.list()[0].state, GroupState::Stable);
+    }
+
+    #[test]
+    fn an_expired_session_triggers_a_rebalance_without_the_member() {
+        let c = coordinator(0);
+        let t = Instant::now();
+        let (a, mut ra) = join_new(&c, t);
+        c.tick(t);
+        let ja = ra.try_recv().unwrap();
+        assert_eq!(ja.leader, a);
+        waited(c.sync("g", 1, &a, (None, None), vec![(a.clone(), Bytes::new())]));
+        let (b, mut rb) = join_new(&c, t);
+        // a is told to rejoin by its heartbeat, but never does; its session ends.
+        assert_eq!(
+            c.heartbeat("g", 1, &a, t),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        c.tick(t + Duration::from_secs(11));
+        let jb = rb.try_recv().unwrap();
+        assert_eq!((jb.generation_id, jb.leader.as_str()), (2, b.as_str()));
+        assert_eq!(
+            c.heartbeat("g", 2, &a, t),
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn a_static_member_rejoins_without_a_rebalance() {
+        let c = coordinator(0);
+        let t = Instant::now();
+        let mut r = waited(c.join(request("", Some("host-1")), t));
+        c.tick(t);
+        let j = r.try_recv().unwrap();
+        waited(c.sync(
+            "g",
+            1,
+            &j.member_id,
+            (None, None),
+            vec![(j.member_id.clone(), Bytes::from_static(b"x"))],
+        ));
+        // Restarted: no member id, same instance id and metadata.
+        let again = now_answer(c.join(request("", Some("host-1")), t));
+        assert_eq!(again.error, None);
+        assert_eq!(again.generation_id, 1);
+        assert_ne!(again.member_id, j.member_id);
+        let sync = now_answer(c.sync("g", 1, &again.member_id, (None, None), vec![]));
+        assert_eq!(sync.assignment, Bytes::from_static(b"x"));
+        assert_eq!(
+            c.heartbeat("g", 1, &j.member_id, t),
+            Some(ResponseError::UnknownMemberId)
+        );
+    }
+
+    #[test]
+    fn commits_check_membership_and_generation() {
+        let c = coordinator(0);
+        let simple = CommitAuth {
+            generation_id: -1,
+            member_id: String::new(),
+            group_instance_id: None,
+        };
+        assert_eq!(c.authorize_commit("free", &simple), None);
+        let t = Instant::now();
+        let (a, _ra) = join_new(&c, t);
+        c.tick(t);
+        assert_eq!(
+            c.authorize_commit("g", &simple),
+            Some(ResponseError::UnknownMemberId)
+        );
+        let stale = CommitAuth {
+            generation_id: 0,
+            member_id: a.clone(),
+            group_instance_id: None,
+        };
+        assert_eq!(
+            c.authorize_commit("g", &stale),
+            Some(ResponseError::RebalanceInProgress)
+        );
+        waited(c.sync("g", 1, &a, (None, None), vec![]));
+        assert_eq!(
+            c.authorize_commit("g", &stale),
+            Some(ResponseError::IllegalGeneration)
+        );
+        let good = CommitAuth {
+            generation_id: 1,
+            ..stale
+        };
+        assert_eq!(c.authorize_commit("g", &good), None);
+        assert_eq!(c.leave("g", &a, None, t), None);
+        assert_eq!(c.list()[0].state, GroupState::Empty);
+    }
+}

@@ -1,0 +1,228 @@
+//! The records of `__consumer_offsets`, in Kafka's format: which partition a group lives in, how
+//! committed offsets and group deletions are encoded as record keys and values, and the batch that
+//! carries them.
+//!
+//! Key of an offset commit (version 1): `version i16, group string, topic string, partition i32`.
+//! Value (version 3): `version i16, offset i64, leader epoch i32, metadata string, commit timestamp
+//! i64`. A record with a null value is a tombstone (the offset was deleted). Strings are an i16
+//! length and UTF-8 bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// Name of the internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+const OFFSET_KEY_VERSION: i16 = 1;
+const OFFSET_VALUE_VERSION: i16 = 3;
+/// Group metadata keys (version 2) are skipped on load: members rejoin after a restart.
+const GROUP_KEY_VERSION: i16 = 2;
+
+/// The `__consumer_offsets` partition of a group: Java's `String.hashCode`, made non-negative, modulo
+/// the partition count, exactly as Kafka places groups.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let positive = if h == i32::MIN { 0 } else { h.abs() };
+    positive % partitions.max(1)
+}
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+}
+
+/// A decoded `__consumer_offsets` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OffsetsRecord {
+    /// A commit (`Some`) or its deletion (`None`).
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<CommittedOffset>,
+    },
+    /// Group metadata; ignored by this broker.
+    Group,
+}
+
+fn put_string(buf: &mut BytesMut, s: &str) {
+    let len = i16::try_from(s.len()).expect("names are bounded well below 32 KiB by the protocol");
+    buf.put_i16(len);
+    buf.put_slice(s.as_bytes());
+}
+
+fn get_string(buf: &mut Bytes) -> Option<String> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    let len = usize::try_from(buf.get_i16()).ok()?;
+    if buf.remaining() < len {
+        return None;
+    }
+    String::from_utf8(buf.split_to(len).to_vec()).ok()
+}
+
+pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut buf = BytesMut::with_capacity(8 + group.len() + topic.len());
+    buf.put_i16(OFFSET_KEY_VERSION);
+    put_string(&mut buf, group);
+    put_string(&mut buf, topic);
+    buf.put_i32(partition);
+    buf.freeze()
+}
+
+pub fn offset_value(value: &CommittedOffset) -> Bytes {
+    let mut buf = BytesMut::with_capacity(24 + value.metadata.len());
+    buf.put_i16(OFFSET_VALUE_VERSION);
+    buf.put_i64(value.offset);
+    buf.put_i32(value.leader_epoch);
+    put_string(&mut buf, &value.metadata);
+    buf.put_i64(value.commit_timestamp);
+    buf.freeze()
+}
+
+/// Decodes one record; `None` for anything unrecognised (skipped on load).
+pub fn decode(key: Option<Bytes>, value: Option<Bytes>) -> Option<OffsetsRecord> {
+    let mut key = key?;
+    if key.remaining() < 2 {
+        return None;
+    }
+    match key.get_i16() {
+        0 | OFFSET_KEY_VERSION => {
+            let group = get_string(&mut key)?;
+            let topic = get_string(&mut key)?;
+            if key.remaining() < 4 {
+                return None;
+            }
+            let partition = key.get_i32();
+            let value = match value {
+                None => None,
+                Some(mut v) => {
+                    if v.remaining() < 10 {
+                        return None;
+                    }
+                    let version = v.get_i16();
+                    let offset = v.get_i64();
+                    let leader_epoch = if version >= 3 {
+                        if v.remaining() < 4 {
+                            return None;
+                        }
+                        v.get_i32()
+                    } else {
+                        -1
+                    };
+                    let metadata = get_string(&mut v)?;
+                    if v.remaining() < 8 {
+                        return None;
+                    }
+                    let commit_timestamp = v.get_i64();
+                    Some(CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_timestamp,
+                    })
+                }
+            };
+            Some(OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            })
+        }
+        GROUP_KEY_VERSION => Some(OffsetsRecord::Group),
+        _ => None,
+    }
+}
+
+/// Encodes key/value pairs as one uncompressed v2 batch, ready to append.
+pub fn batch(records: Vec<(Bytes, Option<Bytes>)>, now_ms: i64) -> Bytes {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: -1,
+            timestamp: now_ms,
+            key: Some(key),
+            value,
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encoding an uncompressed batch cannot fail");
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_land_where_kafka_puts_them() {
+        // Java: "my-group".hashCode() == 1038437306? Checked with the definition instead.
+        let java_hash = |s: &str| {
+            s.encode_utf16()
+                .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+        };
+        assert_eq!(java_hash("a"), 97);
+        assert_eq!(java_hash("ab"), 97 * 31 + 98);
+        assert_eq!(partition_for("a", 50), 97 % 50);
+        for g in ["", "group", "consumer-group-1", "ünïcode"] {
+            let p = partition_for(g, 50);
+            assert!((0..50).contains(&p));
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let value = CommittedOffset {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp: 1000,
+        };
+        let key = offset_key("g", "t", 7);
+        assert_eq!(
+            decode(Some(key.clone()), Some(offset_value(&value))),
+            Some(OffsetsRecord::Offset {
+                group: "g".into(),
+                topic: "t".into(),
+                partition: 7,
+                value: Some(value)
+            })
+        );
+        assert!(matches!(
+            decode(Some(key), None),
+            Some(OffsetsRecord::Offset { value: None, .. })
+        ));
+        assert_eq!(decode(Some(Bytes::from_static(&[0, 1, 0])), None), None);
+        assert_eq!(decode(None, None), None);
+    }
+}

@@ -1,0 +1,427 @@
+//! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//! OffsetCommit and OffsetFetch. Membership logic lives in [`crate::group`]; this module maps wire
+//! messages to it and persists commits in `__consumer_offsets`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use crate::broker::{now, stopped, Broker};
+use crate::errors;
+use crate::group::{CommitAuth, CommittedOffset, JoinRequest, JoinResult, Pending, SyncResult};
+use crate::request::{Ctx, Reply};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// Per topic, per partition: the commit's error, if any.
+type CommitResults = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
+
+fn code(error: Option<ResponseError>) -> i16 {
+    error.map_or(0, errors::code)
+}
+
+fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+pub(crate) fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let config = &broker.config;
+    let node = BrokerId(config.node_id);
+    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
+        if request.key_type != KEY_TYPE_GROUP {
+            return (
+                errors::code(ResponseError::InvalidRequest),
+                Some(str_bytes(
+                    "only group coordinators are supported (key type 0)",
+                )),
+            );
+        }
+        if key.is_empty() {
+            return (errors::code(ResponseError::InvalidGroupId), None);
+        }
+        match broker.ensure_offsets_topic() {
+            Ok(()) => (0, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot create __consumer_offsets");
+                (errors::code(ResponseError::CoordinatorNotAvailable), None)
+            }
+        }
+    };
+    let host = str_bytes(config.advertised_host.clone());
+    let port = i32::from(config.advertised_port);
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let (error_code, message) = answer(key);
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(if error_code == 0 { node } else { BrokerId(-1) })
+                    .with_host(if error_code == 0 {
+                        host.clone()
+                    } else {
+                        str_bytes("")
+                    })
+                    .with_port(if error_code == 0 { port } else { -1 })
+                    .with_error_code(error_code)
+                    .with_error_message(message)
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let (error_code, message) = answer(&request.key);
+    let response = FindCoordinatorResponse::default().with_error_code(error_code);
+    let response = if version >= 1 {
+        response.with_error_message(message)
+    } else {
+        response
+    };
+    if error_code == 0 {
+        response.with_node_id(node).with_host(host).with_port(port)
+    } else {
+        response
+            .with_node_id(BrokerId(-1))
+            .with_host(str_bytes(""))
+            .with_port(-1)
+    }
+}
+
+/// Waits for a group answer, or answers `fallback` when the broker stops first.
+async fn wait<T>(broker: Arc<Broker>, rx: oneshot::Receiver<T>, fallback: T) -> T {
+    let mut shutdown = broker.shutdown_signal();
+    tokio::select! {
+        answer = rx => answer.unwrap_or(fallback),
+        _ = stopped(&mut shutdown) => fallback,
+    }
+}
+
+fn join_response(result: JoinResult, version: i16) -> JoinGroupResponse {
+    let members = result
+        .members
+        .into_iter()
+        .map(|(id, instance, metadata)| {
+            JoinGroupResponseMember::default()
+                .with_member_id(str_bytes(id))
+                .with_group_instance_id(if version >= 5 {
+                    instance.map(str_bytes)
+                } else {
+                    None
+                })
+                .with_metadata(metadata)
+        })
+        .collect();
+    let response = JoinGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_generation_id(result.generation_id)
+        .with_leader(str_bytes(result.leader))
+        .with_member_id(str_bytes(result.member_id))
+        .with_members(members);
+    if version >= 7 {
+        response
+            .with_protocol_type(result.protocol_type.map(str_bytes))
+            .with_protocol_name(result.protocol_name.map(str_bytes))
+    } else {
+        // Before v7 the protocol name is a non-null string.
+        response.with_protocol_name(Some(str_bytes(result.protocol_name.unwrap_or_default())))
+    }
+}
+
+pub(crate) fn join_group(broker: &Arc<Broker>, ctx: Ctx, request: JoinGroupRequest) -> Reply {
+    let version = ctx.version;
+    let member_id = request.member_id.to_string();
+    let join = JoinRequest {
+        group_id: request.group_id.0.to_string(),
+        member_id: member_id.clone(),
+        group_instance_id: request.group_instance_id.map(|s| s.to_string()),
+        client_id: if ctx.client_id.is_empty() {
+            "consumer".to_owned()
+        } else {
+            ctx.client_id.clone()
+        },
+        session_timeout_ms: request.session_timeout_ms,
+        // v0 has no rebalance timeout: it equals the session timeout.
+        rebalance_timeout_ms: if version >= 1 {
+            request.rebalance_timeout_ms
+        } else {
+            request.session_timeout_ms
+        },
+        protocol_type: request.protocol_type.to_string(),
+        protocols: request
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    if broker.ensure_offsets_topic().is_err() {
+        return ctx
+            .reply(&join_response(
+                error_join(ResponseError::CoordinatorNotAvailable, &member_id),
+                version,
+            ))
+            .unwrap_or(Reply::Nothing);
+    }
+    match broker.groups.join(join, Instant::now()) {
+        Pending::Now(result) => ctx
+            .reply(&join_response(result, version))
+            .unwrap_or(Reply::Nothing),
+        Pending::Wait(rx) => {
+            let broker = broker.clone();
+            ctx.reply_later(async move {
+                let fallback = error_join(ResponseError::NotCoordinator, &member_id);
+                join_response(wait(broker, rx, fallback).await, version)
+            })
+        }
+    }
+}
+
+fn error_join(error: ResponseError, member_id: &str) -> JoinResult {
+    JoinResult {
+        error: Some(error),
+        generation_id: -1,
+        protocol_type: None,
+        protocol_name: None,
+        leader: String::new(),
+        member_id: member_id.to_owned(),
+        members: Vec::new(),
+    }
+}
+
+fn sync_response(result: SyncResult, version: i16) -> SyncGroupResponse {
+    let response = SyncGroupResponse::default()
+        .with_error_code(code(result.error))
+        .with_assignment(result.assignment);
+    if version >= 5 {
+        response
+            .with_protocol_type(result.protocol_type.map(str_bytes))
+            .with_protocol_name(result.protocol_name.map(str_bytes))
+    } else {
+        response
+    }
+}
+
+pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupRequest) -> Reply {
+    let version = ctx.version;
+    let assignments = request
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let pending = broker.groups.sync(
+        &request.group_id.0,
+        request.generation_id,
+        &request.member_id,
+        (
+            request.protocol_type.map(|s| s.to_string()),
+            request.protocol_name.map(|s| s.to_string()),
+        ),
+        assignments,
+    );
+    match pending {
+        Pending::Now(result) => ctx
+            .reply(&sync_response(result, version))
+            .unwrap_or(Reply::Nothing),
+        Pending::Wait(rx) => {
+            let broker = broker.clone();
+            ctx.reply_later(async move {
+                let fallback = SyncResult {
+                    error: Some(ResponseError::NotCoordinator),
+                    protocol_type: None,
+                    protocol_name: None,
+                    assignment: bytes::Bytes::new(),
+                };
+                sync_response(wait(broker, rx, fallback).await, version)
+            })
+        }
+    }
+}
+
+pub(crate) fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    let error = broker.groups.heartbeat(
+        &request.group_id.0,
+        request.generation_id,
+        &request.member_id,
+        Instant::now(),
+    );
+    HeartbeatResponse::default().with_error_code(code(error))
+}
+
+pub(crate) fn leave_group(
+    broker: &Arc<Broker>,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let group = request.group_id.0.to_string();
+    let now = Instant::now();
+    if version < 3 {
+        let error = broker.groups.leave(&group, &request.member_id, None, now);
+        return LeaveGroupResponse::default().with_error_code(code(error));
+    }
+    let members = request
+        .members
+        .into_iter()
+        .map(|m| {
+            let error =
+                broker
+                    .groups
+                    .leave(&group, &m.member_id, m.group_instance_id.as_deref(), now);
+            MemberResponse::default()
+                .with_member_id(m.member_id)
+                .with_group_instance_id(m.group_instance_id)
+                .with_error_code(code(error))
+        })
+        .collect();
+    LeaveGroupResponse::default().with_members(members)
+}
+
+pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommitRequest) -> Reply {
+    let group = request.group_id.0.to_string();
+    let auth = CommitAuth {
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: request.member_id.to_string(),
+        group_instance_id: request.group_instance_id.map(|s| s.to_string()),
+    };
+    let group_error = broker.groups.authorize_commit(&group, &auth);
+    let commit_time = now().0;
+    let max_metadata = broker.config.offset_metadata_max_bytes;
+    // Per partition: an error, or the value to persist.
+    let mut results: CommitResults = Vec::new();
+    let mut to_store = Vec::new();
+    for topic in request.topics {
+        let known = broker.metadata.topic(&topic.name.0);
+        let mut partitions = Vec::new();
+        for p in topic.partitions {
+            let metadata = p
+                .committed_metadata
+                .map(|m| m.to_string())
+                .unwrap_or_default();
+            let error = group_error.or_else(|| {
+                if !known
+                    .as_ref()
+                    .is_some_and(|t| (0..t.partitions).contains(&p.partition_index))
+                {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                } else if metadata.len() > max_metadata {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    None
+                }
+            });
+            if error.is_none() {
+                to_store.push((
+                    (topic.name.0.to_string(), p.partition_index),
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_timestamp: commit_time,
+                    },
+                ));
+            }
+            partitions.push((p.partition_index, error));
+        }
+        results.push((topic.name, partitions));
+    }
+    let respond = |results: CommitResults, failed: Option<ResponseError>| {
+        OffsetCommitResponse::default().with_topics(
+            results
+                .into_iter()
+                .map(|(name, partitions)| {
+                    OffsetCommitResponseTopic::default()
+                        .with_name(name)
+                        .with_partitions(
+                            partitions
+                                .into_iter()
+                                .map(|(index, error)| {
+                                    OffsetCommitResponsePartition::default()
+                                        .with_partition_index(index)
+                                        .with_error_code(code(error.or(failed)))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        )
+    };
+    if to_store.is_empty() {
+        return ctx.reply(&respond(results, None)).unwrap_or(Reply::Nothing);
+    }
+    let broker = broker.clone();
+    ctx.reply_later(async move {
+        match broker.persist_offsets(&group, &to_store).await {
+            Ok(()) => {
+                broker.groups.store_offsets(&group, to_store);
+                respond(results, None)
+            }
+            Err(e) => {
+                tracing::warn!(group = %group, error = %e, "persisting committed offsets failed");
+                respond(results, Some(ResponseError::CoordinatorNotAvailable))
+            }
+        }
+    })
+}
+
+pub(crate) fn offset_fetch(
+    broker: &Arc<Broker>,
+    request: OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partition_indexes
+                    .into_iter()
+                    .map(move |p| (name.clone(), p))
+            })
+            .collect()
+    });
+    let found = broker
+        .groups
+        .fetch_offsets(&request.group_id.0, wanted.as_deref());
+    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+    for ((topic, partition), value) in found {
+        let entry = OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
+            .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
+            .with_metadata(Some(str_bytes(
+                value.map(|v| v.metadata).unwrap_or_default(),
+            )));
+        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
+            Some(t) => t.partitions.push(entry),
+            None => topics.push(
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(topic)))
+                    .with_partitions(vec![entry]),
+            ),
+        }
+    }
+    // v2+ carries a group-level error; none of ours apply.
+    let _ = version;
+    OffsetFetchResponse::default().with_topics(topics)
+}
