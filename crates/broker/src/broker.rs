@@ -181,14 +181,6 @@ impl Broker {
         group: &str,
         offsets: &[((String, i32), CommittedOffset)],
     ) -> Result<(), String> {
-        self.ensure_offsets_topic().map_err(|e| e.to_string())?;
-        let partitions = self
-            .replicas
-            .topic(OFFSETS_TOPIC)
-            .ok_or_else(|| "__consumer_offsets is not open".to_owned())?;
-        let index = offsets_topic::partition_for(group, partitions.len() as i32);
-        let partition = partitions[index as usize].clone();
-        let now = now();
         let records = offsets
             .iter()
             .map(|((topic, p), value)| {
@@ -198,6 +190,51 @@ impl Broker {
                 )
             })
             .collect();
+        self.persist_records(group, records).await
+    }
+
+    /// Expires committed offsets of empty groups past `offsets.retention.minutes`.
+    pub async fn expire_offsets(&self) {
+        let expired = self
+            .groups
+            .expire_offsets(now().0, self.config.offsets_retention_ms);
+        for (group, keys) in expired {
+            info!(%group, offsets = keys.len(), "committed offsets expired");
+            if let Err(e) = self.persist_offset_deletions(&group, &keys).await {
+                warn!(%group, error = %e, "writing tombstones for expired offsets failed");
+            }
+        }
+    }
+
+    /// Writes tombstones for deleted or expired committed offsets of `group`.
+    pub async fn persist_offset_deletions(
+        &self,
+        group: &str,
+        keys: &[(String, i32)],
+    ) -> Result<(), String> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let records = keys
+            .iter()
+            .map(|(topic, p)| (offsets_topic::offset_key(group, topic, *p), None))
+            .collect();
+        self.persist_records(group, records).await
+    }
+
+    async fn persist_records(
+        &self,
+        group: &str,
+        records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
+    ) -> Result<(), String> {
+        self.ensure_offsets_topic().map_err(|e| e.to_string())?;
+        let partitions = self
+            .replicas
+            .topic(OFFSETS_TOPIC)
+            .ok_or_else(|| "__consumer_offsets is not open".to_owned())?;
+        let index = offsets_topic::partition_for(group, partitions.len() as i32);
+        let partition = partitions[index as usize].clone();
+        let now = now();
         let info = partition
             .append(offsets_topic::batch(records, now.0), now)
             .map_err(|e| e.to_string())?;

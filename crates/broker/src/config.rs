@@ -52,6 +52,11 @@ pub struct BrokerConfig {
     pub offsets_topic_num_partitions: i32,
     /// `offset.metadata.max.bytes`: the longest metadata string a commit may carry.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.retention.minutes`, in ms: committed offsets of an empty group expire this long
+    /// after they were committed.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -79,6 +84,8 @@ impl Default for BrokerConfig {
             group_max_session_timeout_ms: 1_800_000,
             offsets_topic_num_partitions: 50,
             offset_metadata_max_bytes: 4096,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -194,6 +201,12 @@ impl BrokerConfig {
                 }
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse(key, value)?,
+            "offsets.retention.minutes" => {
+                self.offsets_retention_ms = parse::<i64>(key, value)?.saturating_mul(60_000)
+            }
+            "offsets.retention.check.interval.ms" => {
+                self.offsets_retention_check_interval_ms = parse(key, value)?
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())

@@ -51,7 +51,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
                 break;
             }
         };
-        match handle_frame(&broker, frame) {
+        match handle_frame(&broker, frame, peer) {
             Ok(reply) => {
                 if replies.send(reply).await.is_err() {
                     break;

@@ -10,10 +10,12 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, InitProducerIdRequest,
-    JoinGroupRequest, LeaveGroupRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
+    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -68,6 +70,8 @@ pub struct Ctx {
     pub correlation_id: i32,
     /// The client id from the request header ("" when absent).
     pub client_id: String,
+    /// The client's address, when the request came from a connection.
+    pub client_host: Option<std::net::IpAddr>,
 }
 
 impl Ctx {
@@ -142,6 +146,10 @@ pub enum Request {
     LeaveGroup(LeaveGroupRequest),
     OffsetCommit(OffsetCommitRequest),
     OffsetFetch(OffsetFetchRequest),
+    OffsetDelete(OffsetDeleteRequest),
+    ListGroups(ListGroupsRequest),
+    DescribeGroups(DescribeGroupsRequest),
+    DeleteGroups(DeleteGroupsRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -169,6 +177,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
                 version: 0,
                 correlation_id,
                 client_id: String::new(),
+                client_host: None,
             };
             return Ok((ctx, Request::UnsupportedApiVersions));
         }
@@ -193,6 +202,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         version,
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+        client_host: None,
     };
     let request = match key {
         ApiKey::ApiVersions => Request::ApiVersions(decode(&ctx, body)?),
@@ -211,14 +221,23 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::LeaveGroup => Request::LeaveGroup(decode(&ctx, body)?),
         ApiKey::OffsetCommit => Request::OffsetCommit(decode(&ctx, body)?),
         ApiKey::OffsetFetch => Request::OffsetFetch(decode(&ctx, body)?),
+        ApiKey::OffsetDelete => Request::OffsetDelete(decode(&ctx, body)?),
+        ApiKey::ListGroups => Request::ListGroups(decode(&ctx, body)?),
+        ApiKey::DescribeGroups => Request::DescribeGroups(decode(&ctx, body)?),
+        ApiKey::DeleteGroups => Request::DeleteGroups(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
 }
 
 /// Handles one request frame (without its length prefix).
-pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, RequestError> {
-    let (ctx, request) = decode_request(frame)?;
+pub(crate) fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: std::net::SocketAddr,
+) -> Result<Reply, RequestError> {
+    let (mut ctx, request) = decode_request(frame)?;
+    ctx.client_host = Some(peer.ip());
     let version = ctx.version;
     match request {
         Request::UnsupportedApiVersions => ctx.reply(&handlers::api_versions::unsupported()),
@@ -240,6 +259,12 @@ pub(crate) fn handle_frame(broker: &Arc<Broker>, frame: Bytes) -> Result<Reply, 
         Request::LeaveGroup(r) => ctx.reply(&handlers::groups::leave_group(broker, r, version)),
         Request::OffsetCommit(r) => Ok(handlers::groups::offset_commit(broker, ctx, r)),
         Request::OffsetFetch(r) => ctx.reply(&handlers::groups::offset_fetch(broker, r, version)),
+        Request::OffsetDelete(r) => Ok(handlers::groups::offset_delete(broker, ctx, r)),
+        Request::ListGroups(r) => ctx.reply(&handlers::groups::list_groups(broker, r)),
+        Request::DescribeGroups(r) => {
+            ctx.reply(&handlers::groups::describe_groups(broker, r, version))
+        }
+        Request::DeleteGroups(r) => Ok(handlers::groups::delete_groups(broker, ctx, r)),
     }
 }
 

@@ -78,13 +78,19 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     clean
 }
 
-/// Expires group members' sessions and ends overdue rebalances, ten times a second.
+/// Expires group members' sessions and ends overdue rebalances ten times a second; expires
+/// committed offsets of empty groups every `offsets.retention.check.interval.ms`.
 async fn group_ticker(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut expiry = tokio::time::interval(Duration::from_millis(
+        broker.config.offsets_retention_check_interval_ms.max(10),
+    ));
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
+            _ = expiry.tick() => broker.expire_offsets().await,
             _ = crate::broker::stopped(&mut shutdown) => return,
         }
     }

@@ -49,6 +49,8 @@ pub struct JoinRequest {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
+    /// The member's address as DescribeGroups shows it (`/<ip>`).
+    pub client_host: String,
     pub session_timeout_ms: i32,
     pub rebalance_timeout_ms: i32,
     pub protocol_type: String,
@@ -114,6 +116,7 @@ pub enum Pending<T> {
 struct Member {
     instance_id: Option<String>,
     client_id: String,
+    client_host: String,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -168,6 +171,18 @@ pub struct GroupConfig {
     pub max_session_timeout_ms: i32,
 }
 
+/// One member, as DescribeGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSummary {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// The member's metadata for the group's selected protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// Summary of a group for ListGroups/DescribeGroups and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
@@ -175,8 +190,7 @@ pub struct GroupSummary {
     pub state: GroupState,
     pub protocol_type: String,
     pub protocol: String,
-    /// (member id, instance id, client id, assignment).
-    pub members: Vec<(String, Option<String>, String, Bytes)>,
+    pub members: Vec<MemberSummary>,
 }
 
 /// All groups this broker coordinates.
@@ -609,29 +623,92 @@ impl GroupCoordinator {
     /// Every group, summarised.
     pub fn list(&self) -> Vec<GroupSummary> {
         let groups = self.groups.lock();
-        let mut out: Vec<_> = groups
-            .iter()
-            .map(|(id, g)| GroupSummary {
-                group_id: id.clone(),
-                state: g.state,
-                protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
-                protocol: g.protocol.clone().unwrap_or_default(),
-                members: g
-                    .members
-                    .iter()
-                    .map(|(mid, m)| {
-                        (
-                            mid.clone(),
-                            m.instance_id.clone(),
-                            m.client_id.clone(),
-                            m.assignment.clone(),
-                        )
-                    })
-                    .collect(),
-            })
-            .collect();
+        let mut out: Vec<_> = groups.iter().map(|(id, g)| summarise(id, g)).collect();
         out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         out
+    }
+
+    /// One group, summarised; None when unknown.
+    pub fn describe(&self, group_id: &str) -> Option<GroupSummary> {
+        self.groups
+            .lock()
+            .get(group_id)
+            .map(|g| summarise(group_id, g))
+    }
+
+    /// Deletes an empty group; returns its committed offsets' keys (to tombstone).
+    pub fn delete_group(&self, group_id: &str) -> Result<Vec<(String, i32)>, ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get(group_id) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        if group.state != GroupState::Empty {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        let group = groups.remove(group_id).expect("checked");
+        let mut keys: Vec<_> = group.offsets.into_keys().collect();
+        keys.sort();
+        info!(group = group_id, offsets = keys.len(), "group deleted");
+        Ok(keys)
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group is not consuming. Returns
+    /// per partition the error, if any; `Err` for group-level errors.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        keys: &[(String, i32)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(ResponseError::GroupIdNotFound);
+        };
+        let subscribed = subscribed_topics(group);
+        Ok(keys
+            .iter()
+            .map(|key| {
+                if subscribed.contains(&key.0) {
+                    Some(ResponseError::GroupSubscribedToTopic)
+                } else {
+                    group.offsets.remove(key);
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Removes committed offsets of empty groups older than `retention_ms`
+    /// (`offsets.retention.minutes`); returns them per group, for tombstones.
+    pub fn expire_offsets(
+        &self,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Vec<(String, Vec<(String, i32)>)> {
+        let mut groups = self.groups.lock();
+        let mut expired = Vec::new();
+        for (id, group) in groups.iter_mut() {
+            if group.state != GroupState::Empty {
+                continue;
+            }
+            let mut keys: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(_, v)| now_ms.saturating_sub(v.commit_timestamp) > retention_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            keys.sort();
+            for key in &keys {
+                group.offsets.remove(key);
+            }
+            expired.push((id.clone(), keys));
+        }
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.offsets.is_empty() && g.members.is_empty())
+        });
+        expired
     }
 
     /// Answers every waiting join and sync with `error` (the broker is stopping).
@@ -648,6 +725,57 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+fn summarise(id: &str, g: &Group) -> GroupSummary {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    GroupSummary {
+        group_id: id.to_owned(),
+        state: g.state,
+        protocol_type: g.protocol_type.clone().unwrap_or_else(|| "consumer".into()),
+        protocol: protocol.clone(),
+        members: g
+            .members
+            .iter()
+            .map(|(mid, m)| MemberSummary {
+                member_id: mid.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                metadata: m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, md)| md.clone())
+                    .unwrap_or_default(),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Topics the members of a consumer group subscribe to (from their subscription metadata).
+fn subscribed_topics(group: &Group) -> HashSet<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut topics = HashSet::new();
+    if group.protocol_type.as_deref() != Some("consumer") {
+        return topics;
+    }
+    for member in group.members.values() {
+        for (_, metadata) in &member.protocols {
+            let mut buf = metadata.clone();
+            if buf.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([buf[0], buf[1]]);
+            bytes::Buf::advance(&mut buf, 2);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+                topics.extend(sub.topics.into_iter().map(|t| t.to_string()));
+            }
+        }
+    }
+    topics
 }
 
 fn timeout(ms: i32) -> Duration {
@@ -669,6 +797,7 @@ fn add_member(
         Member {
             instance_id: req.group_instance_id.clone(),
             client_id: req.client_id.clone(),
+            client_host: req.client_host.clone(),
             session_timeout: timeout(req.session_timeout_ms),
             rebalance_timeout: timeout(req.rebalance_timeout_ms),
             protocols: req.protocols.clone(),
@@ -903,6 +1032,7 @@ mod tests {
             member_id: member_id.into(),
             group_instance_id: instance.map(str::to_owned),
             client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
             session_timeout_ms: 10_000,
             rebalance_timeout_ms: 30_000,
             protocol_type: "consumer".into(),
@@ -1066,5 +1196,31 @@ mod tests {
         assert_eq!(c.authorize_commit("g", &good), None);
         assert_eq!(c.leave("g", &a, None, t), None);
         assert_eq!(c.list()[0].state, GroupState::Empty);
+    }
+
+    #[test]
+    fn empty_groups_lose_old_offsets_and_can_be_deleted() {
+        let c = coordinator(0);
+        let offset = |ts| CommittedOffset {
+            offset: 5,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: ts,
+        };
+        c.store_offsets(
+            "old",
+            vec![
+                (("t".into(), 0), offset(1_000)),
+                (("t".into(), 1), offset(9_000)),
+            ],
+        );
+        let expired = c.expire_offsets(10_000, 5_000);
+        assert_eq!(expired, vec![("old".to_owned(), vec![("t".to_owned(), 0)])]);
+        assert_eq!(c.fetch_offsets("old", None).len(), 1);
+        assert_eq!(c.delete_group("old"), Ok(vec![("t".to_owned(), 1)]));
+        assert_eq!(c.delete_group("old"), Err(ResponseError::GroupIdNotFound));
+        let t = Instant::now();
+        let (_a, _ra) = join_new(&c, t);
+        assert_eq!(c.delete_group("g"), Err(ResponseError::NonEmptyGroup));
     }
 }

@@ -1,25 +1,34 @@
 //! Consumer-group APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit and OffsetFetch. Membership logic lives in [`crate::group`]; this module maps wire
+//! OffsetCommit, OffsetFetch, OffsetDelete, ListGroups, DescribeGroups and DeleteGroups. Membership logic lives in [`crate::group`]; this module maps wire
 //! messages to it and persists commits in `__consumer_offsets`.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
-    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    SyncGroupRequest, SyncGroupResponse, TopicName,
+    BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
@@ -161,6 +170,10 @@ pub(crate) fn join_group(broker: &Arc<Broker>, ctx: Ctx, request: JoinGroupReque
         } else {
             ctx.client_id.clone()
         },
+        client_host: ctx
+            .client_host
+            .map(|ip| format!("/{ip}"))
+            .unwrap_or_default(),
         session_timeout_ms: request.session_timeout_ms,
         // v0 has no rebalance timeout: it equals the session timeout.
         rebalance_timeout_ms: if version >= 1 {
@@ -384,11 +397,77 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
     })
 }
 
+fn fetched_partitions(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, i32)>>,
+) -> Vec<(String, Vec<OffsetFetchResponsePartition>)> {
+    let found = broker.groups.fetch_offsets(group, wanted.as_deref());
+    let mut topics: Vec<(String, Vec<OffsetFetchResponsePartition>)> = Vec::new();
+    for ((topic, partition), value) in found {
+        let entry = OffsetFetchResponsePartition::default()
+            .with_partition_index(partition)
+            .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
+            .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
+            .with_metadata(Some(str_bytes(
+                value.map(|v| v.metadata).unwrap_or_default(),
+            )));
+        match topics.iter_mut().find(|(name, _)| *name == topic) {
+            Some((_, partitions)) => partitions.push(entry),
+            None => topics.push((topic, vec![entry])),
+        }
+    }
+    topics
+}
+
 pub(crate) fn offset_fetch(
     broker: &Arc<Broker>,
     request: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
+    if version >= 8 {
+        // Several groups per request.
+        let groups = request
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted = g.topics.map(|topics| {
+                    topics
+                        .into_iter()
+                        .flat_map(|t| {
+                            let name = t.name.0.to_string();
+                            t.partition_indexes
+                                .into_iter()
+                                .map(move |p| (name.clone(), p))
+                        })
+                        .collect()
+                });
+                let topics = fetched_partitions(broker, &g.group_id.0, wanted)
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(TopicName(str_bytes(name)))
+                            .with_partitions(
+                                partitions
+                                    .into_iter()
+                                    .map(|p| {
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_committed_offset(p.committed_offset)
+                                            .with_committed_leader_epoch(p.committed_leader_epoch)
+                                            .with_metadata(p.metadata)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
     let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
         topics
             .into_iter()
@@ -400,28 +479,149 @@ pub(crate) fn offset_fetch(
             })
             .collect()
     });
-    let found = broker
-        .groups
-        .fetch_offsets(&request.group_id.0, wanted.as_deref());
-    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-    for ((topic, partition), value) in found {
-        let entry = OffsetFetchResponsePartition::default()
-            .with_partition_index(partition)
-            .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
-            .with_committed_leader_epoch(value.as_ref().map_or(-1, |v| v.leader_epoch))
-            .with_metadata(Some(str_bytes(
-                value.map(|v| v.metadata).unwrap_or_default(),
-            )));
-        match topics.iter_mut().find(|t| t.name.0.as_str() == topic) {
-            Some(t) => t.partitions.push(entry),
-            None => topics.push(
-                OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(str_bytes(topic)))
-                    .with_partitions(vec![entry]),
-            ),
-        }
-    }
-    // v2+ carries a group-level error; none of ours apply.
-    let _ = version;
+    let topics = fetched_partitions(broker, &request.group_id.0, wanted)
+        .into_iter()
+        .map(|(name, partitions)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(partitions)
+        })
+        .collect();
     OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub(crate) fn list_groups(broker: &Arc<Broker>, request: ListGroupsRequest) -> ListGroupsResponse {
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.name().to_ascii_lowercase()))
+        .map(|g| {
+            ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(g.group_id)))
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_group_state(str_bytes(g.state.name()))
+        })
+        .collect();
+    ListGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) fn describe_groups(
+    broker: &Arc<Broker>,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let groups = request
+        .groups
+        .into_iter()
+        .map(|id| match broker.groups.describe(&id.0) {
+            // Kafka describes an unknown group as Dead with no members.
+            None => DescribedGroup::default()
+                .with_group_id(id)
+                .with_group_state(str_bytes("Dead")),
+            Some(g) => DescribedGroup::default()
+                .with_group_id(id)
+                .with_group_state(str_bytes(g.state.name()))
+                .with_protocol_type(str_bytes(g.protocol_type))
+                .with_protocol_data(str_bytes(g.protocol))
+                .with_members(
+                    g.members
+                        .into_iter()
+                        .map(|m| {
+                            DescribedGroupMember::default()
+                                .with_member_id(str_bytes(m.member_id))
+                                .with_group_instance_id(if version >= 4 {
+                                    m.instance_id.map(str_bytes)
+                                } else {
+                                    None
+                                })
+                                .with_client_id(str_bytes(m.client_id))
+                                .with_client_host(str_bytes(m.client_host))
+                                .with_member_metadata(m.metadata)
+                                .with_member_assignment(m.assignment)
+                        })
+                        .collect(),
+                ),
+        })
+        .collect();
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub(crate) fn delete_groups(broker: &Arc<Broker>, ctx: Ctx, request: DeleteGroupsRequest) -> Reply {
+    let broker = broker.clone();
+    ctx.reply_later(async move {
+        let mut results = Vec::new();
+        for id in request.groups_names {
+            let error = match broker.groups.delete_group(&id.0) {
+                Err(e) => Some(e),
+                Ok(keys) => match broker.persist_offset_deletions(&id.0, &keys).await {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::warn!(group = %id.0.as_str(), error = %e, "writing group tombstones failed");
+                        Some(ResponseError::CoordinatorNotAvailable)
+                    }
+                },
+            };
+            results.push(
+                DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(code(error)),
+            );
+        }
+        DeleteGroupsResponse::default().with_results(results)
+    })
+}
+
+pub(crate) fn offset_delete(broker: &Arc<Broker>, ctx: Ctx, request: OffsetDeleteRequest) -> Reply {
+    let group = request.group_id.0.to_string();
+    let keys: Vec<(TopicName, i32)> = request
+        .topics
+        .into_iter()
+        .flat_map(|t| {
+            let name = t.name;
+            t.partitions
+                .into_iter()
+                .map(move |p| (name.clone(), p.partition_index))
+        })
+        .collect();
+    let plain: Vec<(String, i32)> = keys.iter().map(|(t, p)| (t.0.to_string(), *p)).collect();
+    let outcome = broker.groups.delete_offsets(&group, &plain);
+    let broker = broker.clone();
+    ctx.reply_later(async move {
+        let errors = match outcome {
+            Err(e) => return OffsetDeleteResponse::default().with_error_code(errors::code(e)),
+            Ok(errors) => errors,
+        };
+        let deleted: Vec<(String, i32)> = plain
+            .iter()
+            .zip(&errors)
+            .filter(|(_, e)| e.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Err(e) = broker.persist_offset_deletions(&group, &deleted).await {
+            tracing::warn!(group = %group, error = %e, "writing offset tombstones failed");
+            return OffsetDeleteResponse::default()
+                .with_error_code(errors::code(ResponseError::CoordinatorNotAvailable));
+        }
+        let mut topics: Vec<OffsetDeleteResponseTopic> = Vec::new();
+        for ((topic, partition), error) in keys.into_iter().zip(errors) {
+            let entry = OffsetDeleteResponsePartition::default()
+                .with_partition_index(partition)
+                .with_error_code(code(error));
+            match topics.iter_mut().find(|t| t.name == topic) {
+                Some(t) => t.partitions.push(entry),
+                None => topics.push(
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(topic)
+                        .with_partitions(vec![entry]),
+                ),
+            }
+        }
+        OffsetDeleteResponse::default().with_topics(topics)
+    })
 }

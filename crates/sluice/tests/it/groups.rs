@@ -197,3 +197,308 @@ async fn committed_offsets_survive_restarts_and_groups_are_independent() {
     assert_eq!(seen[0].2, 0);
     assert_eq!(seen.len(), 100);
 }
+
+/// Counts rebalances and remembers what each one revoked.
+#[derive(Default)]
+struct Counts {
+    rebalances: std::sync::atomic::AtomicUsize,
+    revoked: std::sync::Mutex<Vec<i32>>,
+}
+
+#[derive(Clone, Default)]
+struct Watch(std::sync::Arc<Counts>);
+
+impl std::ops::Deref for Watch {
+    type Target = Counts;
+    fn deref(&self) -> &Counts {
+        &self.0
+    }
+}
+
+impl rdkafka::ClientContext for Watch {}
+
+impl rdkafka::consumer::ConsumerContext for Watch {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            let mut revoked = self.revoked.lock().unwrap();
+            revoked.extend(tpl.elements().iter().map(|e| e.partition()));
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        self.rebalances
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn watched_member(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> (BaseConsumer<Watch>, Watch) {
+    let watch = Watch::default();
+    let mut config = broker.client_config();
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer<Watch> =
+        config.create_with_context(watch.clone()).expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    (consumer, watch)
+}
+
+fn poll_watched(
+    consumers: &[&BaseConsumer<Watch>],
+    timeout: Duration,
+    done: impl Fn() -> bool,
+) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for c in consumers {
+            let _ = c.poll(Duration::from_millis(20));
+        }
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
+fn assigned_to<C: rdkafka::consumer::ConsumerContext>(consumer: &BaseConsumer<C>) -> BTreeSet<i32> {
+    consumer
+        .assignment()
+        .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_sticky_keeps_unaffected_partitions_and_static_members_skip_rebalances() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    broker.create_topic("coop", 6, &[]).await;
+    let coop = [("partition.assignment.strategy", "cooperative-sticky")];
+    let (a, wa) = watched_member(&broker, "coop-group", "coop", &coop);
+    let (b, wb) = watched_member(&broker, "coop-group", "coop", &coop);
+    assert!(
+        poll_watched(&[&a, &b], Duration::from_secs(60), || {
+            let (x, y) = (assigned_to(&a), assigned_to(&b));
+            x.len() + y.len() == 6 && !x.is_empty() && !y.is_empty() && x.is_disjoint(&y)
+        }),
+        "two members: {:?} {:?}",
+        assigned_to(&a),
+        assigned_to(&b)
+    );
+    let (before_a, before_b) = (assigned_to(&a), assigned_to(&b));
+    wa.revoked.lock().unwrap().clear();
+    wb.revoked.lock().unwrap().clear();
+    // A third member joins: only the partitions it takes are revoked from the others.
+    let (c, _wc) = watched_member(&broker, "coop-group", "coop", &coop);
+    assert!(
+        poll_watched(&[&a, &b, &c], Duration::from_secs(60), || {
+            let sets = [assigned_to(&a), assigned_to(&b), assigned_to(&c)];
+            sets.iter().map(BTreeSet::len).sum::<usize>() == 6 && sets.iter().all(|s| s.len() == 2)
+        }),
+        "three members: {:?} {:?} {:?}",
+        assigned_to(&a),
+        assigned_to(&b),
+        assigned_to(&c)
+    );
+    let moved = assigned_to(&c);
+    for (kept_before, now, watch) in [
+        (&before_a, assigned_to(&a), &wa),
+        (&before_b, assigned_to(&b), &wb),
+    ] {
+        let revoked: BTreeSet<i32> = watch.revoked.lock().unwrap().iter().copied().collect();
+        assert!(
+            revoked.is_subset(&moved),
+            "revoked {revoked:?}, moved {moved:?}"
+        );
+        assert!(
+            now.is_subset(kept_before),
+            "kept partitions stay: {now:?} within {kept_before:?}"
+        );
+    }
+    drop((a, b, c));
+
+    // Static members: one restarts within its session and takes its partitions back without a
+    // rebalance of the other.
+    broker.create_topic("static", 4, &[]).await;
+    let (s1, w1) = watched_member(
+        &broker,
+        "static-group",
+        "static",
+        &[("group.instance.id", "one")],
+    );
+    let (s2, _w2) = watched_member(
+        &broker,
+        "static-group",
+        "static",
+        &[("group.instance.id", "two")],
+    );
+    assert!(poll_watched(&[&s1, &s2], Duration::from_secs(60), || {
+        assigned_to(&s1).len() == 2 && assigned_to(&s2).len() == 2
+    }));
+    let rebalances = w1.rebalances.load(std::sync::atomic::Ordering::SeqCst);
+    let s2_partitions = assigned_to(&s2);
+    drop(s2);
+    let (s2, _w2) = watched_member(
+        &broker,
+        "static-group",
+        "static",
+        &[("group.instance.id", "two")],
+    );
+    assert!(poll_watched(&[&s1, &s2], Duration::from_secs(30), || {
+        assigned_to(&s2) == s2_partitions
+    }));
+    // Keep polling a little: no rebalance reaches the other member.
+    poll_watched(&[&s1, &s2], Duration::from_secs(2), || false);
+    assert_eq!(
+        w1.rebalances.load(std::sync::atomic::Ordering::SeqCst),
+        rebalances
+    );
+    assert_eq!(assigned_to(&s1).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_member_is_dropped_after_its_session_and_admin_apis_see_groups() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::{
+        ApiKey, ConsumerProtocolSubscription, GroupId, JoinGroupRequest, JoinGroupResponse,
+    };
+    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    broker.create_topic("silent", 4, &[]).await;
+    let (a, _wa) = watched_member(&broker, "quiet", "silent", &[]);
+    assert!(poll_watched(
+        &[&a],
+        Duration::from_secs(30),
+        || assigned_to(&a).len() == 4
+    ));
+
+    // A raw member joins (6 s session) and then never heartbeats.
+    let mut subscription = bytes::BytesMut::new();
+    subscription.extend_from_slice(&0i16.to_be_bytes());
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![StrBytes::from_static_str("silent")])
+        .encode(&mut subscription, 0)
+        .unwrap();
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("quiet")))
+            .with_session_timeout_ms(6000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(StrBytes::from_string(member.to_owned()))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(StrBytes::from_static_str("range"))
+                .with_metadata(subscription.clone().freeze())])
+    };
+    let mut raw = crate::wire::connect(&broker);
+    raw.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut send_join = |member: &str, correlation: i32| -> JoinGroupResponse {
+        raw.write_all(&crate::wire::frame(
+            ApiKey::JoinGroup,
+            5,
+            correlation,
+            &join(member),
+        ))
+        .unwrap();
+        let (_, mut body) = crate::wire::read_response(&mut raw).expect("join response");
+        JoinGroupResponse::decode(&mut body, 5).unwrap()
+    };
+    let first = send_join("", 1);
+    assert_eq!(first.error_code, 79, "MEMBER_ID_REQUIRED");
+    let member_id = first.member_id.to_string();
+    // The second join waits for the rebalance, which needs the rdkafka member to rejoin: poll it
+    // from another thread meanwhile.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = a.poll(Duration::from_millis(20));
+            }
+            a
+        })
+    };
+    let joined = send_join(&member_id, 2);
+    assert_eq!(joined.error_code, 0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let a = poller.join().unwrap();
+    // The leader gave the raw member half the partitions...
+    assert!(
+        poll_watched(&[&a], Duration::from_secs(30), || assigned_to(&a).len()
+            == 2),
+        "a owns {:?}",
+        assigned_to(&a)
+    );
+    // ...but it never syncs nor heartbeats: after its 6 s session the group rebalances and the
+    // rdkafka member owns all four partitions again.
+    let started = Instant::now();
+    assert!(
+        poll_watched(&[&a], Duration::from_secs(30), || assigned_to(&a).len()
+            == 4),
+        "a owns {:?}",
+        assigned_to(&a)
+    );
+    eprintln!(
+        "silent member dropped; survivor owns everything after {:?}",
+        started.elapsed()
+    );
+
+    // ListGroups / DescribeGroups through librdkafka.
+    let groups = a
+        .fetch_group_list(Some("quiet"), Duration::from_secs(10))
+        .unwrap();
+    let group = &groups.groups()[0];
+    assert_eq!(group.name(), "quiet");
+    assert_eq!(group.state(), "Stable");
+    assert_eq!(group.members().len(), 1);
+    assert_eq!(group.members()[0].client_host(), "/127.0.0.1");
+
+    // DeleteGroups refuses a group with members, then deletes it once empty; its offsets go.
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("silent", 0, Offset::Offset(0))
+        .unwrap();
+    a.commit(&at, CommitMode::Sync).unwrap();
+    let admin = broker.admin();
+    let options = rdkafka::admin::AdminOptions::new();
+    let result = admin.delete_groups(&["quiet"], &options).await.unwrap();
+    assert_eq!(
+        result[0],
+        Err((
+            "quiet".to_string(),
+            rdkafka::types::RDKafkaErrorCode::NonEmptyGroup
+        ))
+    );
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let result = admin.delete_groups(&["quiet"], &options).await.unwrap();
+        if result[0].is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group never became deletable: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let checker = member(&broker, "quiet", "other-topic");
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("silent", 0);
+    let committed = checker
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(committed.elements()[0].offset(), Offset::Invalid);
+}
