@@ -131,21 +131,42 @@ impl Broker {
                 if read.records.is_empty() {
                     break;
                 }
+                let read_len = read.records.len();
                 let mut bytes = read.records;
-                let batches = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
-                    .map_err(|e| StartError::OffsetsLoad(e.to_string()))?;
-                for record in batches.into_iter().flat_map(|b| b.records) {
-                    next = sluice_log::Offset(record.offset + 1);
-                    if let Some(OffsetsRecord::Offset {
-                        group,
-                        topic,
-                        partition,
-                        value,
-                    }) = offsets_topic::decode(record.key, record.value)
-                    {
-                        self.groups.load_offset(&group, (topic, partition), value);
-                        loaded += 1;
+                // Batch by batch, so one undecodable batch is skipped with a warning instead of
+                // stopping the broker.
+                while bytes.len() >= 27 {
+                    let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+                    let size = (length.max(0) as usize + 12).min(bytes.len());
+                    let base = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+                    let last_delta =
+                        i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]);
+                    let mut batch = bytes.split_to(size);
+                    next = sluice_log::Offset(base + i64::from(last_delta) + 1);
+                    match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
+                        Ok(set) => {
+                            for record in set.records {
+                                if let Some(OffsetsRecord::Offset {
+                                    group,
+                                    topic,
+                                    partition,
+                                    value,
+                                }) = offsets_topic::decode(record.key, record.value)
+                                {
+                                    self.groups.load_offset(&group, (topic, partition), value);
+                                    loaded += 1;
+                                }
+                            }
+                        }
+                        Err(e) => warn!(
+                            offset = base,
+                            error = %e,
+                            "skipping an undecodable batch in __consumer_offsets"
+                        ),
                     }
+                }
+                if bytes.len() == read_len {
+                    break;
                 }
             }
         }

@@ -80,11 +80,19 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
             .partition_data
             .into_iter()
             .map(|data| {
-                if invalid_acks {
+                // Clients may not write the broker's internal topics (Kafka's rule).
+                let refused = if invalid_acks {
+                    Some(ResponseError::InvalidRequiredAcks)
+                } else if name == crate::group::offsets_topic::OFFSETS_TOPIC {
+                    Some(ResponseError::InvalidTopicException)
+                } else {
+                    None
+                };
+                if let Some(error) = refused {
                     Outcome {
                         response: PartitionProduceResponse::default()
                             .with_index(data.index)
-                            .with_error_code(ResponseError::InvalidRequiredAcks.code()),
+                            .with_error_code(error.code()),
                         sync: None,
                     }
                 } else {

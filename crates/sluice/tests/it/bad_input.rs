@@ -160,6 +160,11 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
     torn.truncate(torn.len() - 3);
     assert_eq!(produce_error(&broker, "victim", torn), 2);
     assert_eq!(produce_error(&broker, "victim", batch(b"good")), 0);
+    // Internal topics are not writable by clients: INVALID_TOPIC_EXCEPTION.
+    assert_eq!(
+        produce_error(&broker, "__consumer_offsets", batch(b"x")),
+        17
+    );
 
     // Nothing bad reached the log: exactly the one good record is there.
     let read = read_back(
