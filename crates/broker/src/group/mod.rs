@@ -478,11 +478,10 @@ impl GroupCoordinator {
             return Some(ResponseError::IllegalGeneration);
         }
         match group.state {
-            GroupState::Stable => None,
+            // Members may heartbeat between their join answer and their sync, as in Kafka.
+            GroupState::Stable | GroupState::CompletingRebalance => None,
             GroupState::Empty => Some(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                Some(ResponseError::RebalanceInProgress)
-            }
+            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
         }
     }
 
