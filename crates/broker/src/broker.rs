@@ -33,6 +33,29 @@ pub enum StartError {
     },
 }
 
+/// Why a topic's configs could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AlterConfigsError {
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+impl AlterConfigsError {
+    /// The Kafka error code answering this failure.
+    pub fn code(&self) -> kafka_protocol::error::ResponseError {
+        use kafka_protocol::error::ResponseError;
+        match self {
+            AlterConfigsError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            AlterConfigsError::Invalid(_) => ResponseError::InvalidConfig,
+            AlterConfigsError::Metadata(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}
+
 /// Why a topic could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateTopicError {
@@ -280,6 +303,38 @@ impl Broker {
         self.replicas.open_topic(&topic, &log_config)?;
         info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Changes a topic's config overrides to what `change` makes of the current ones: validated,
+    /// persisted, then applied to every partition at once. `validate_only` stops after checking.
+    pub fn alter_topic_configs(
+        &self,
+        name: &str,
+        change: impl FnOnce(
+            &BTreeMap<String, String>,
+        ) -> Result<BTreeMap<String, String>, AlterConfigsError>,
+        validate_only: bool,
+    ) -> Result<(), AlterConfigsError> {
+        let topic = self
+            .metadata
+            .topic(name)
+            .ok_or_else(|| AlterConfigsError::UnknownTopic(name.to_owned()))?;
+        let configs = change(&topic.configs)?;
+        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
+            .map_err(|e| AlterConfigsError::Invalid(e.to_string()))?;
+        if validate_only {
+            return Ok(());
+        }
+        self.metadata
+            .set_topic_configs(name, configs.clone())?
+            .ok_or_else(|| AlterConfigsError::UnknownTopic(name.to_owned()))?;
+        if let Some(partitions) = self.replicas.topic(name) {
+            for partition in partitions.iter() {
+                partition.set_config(log_config.clone());
+            }
+        }
+        info!(topic = name, ?configs, "topic configs changed");
+        Ok(())
     }
 
     /// The named topic, created with `num.partitions` when auto-creation is allowed and it is missing.

@@ -57,6 +57,9 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// The settings given explicitly (flags, environment, file), as DescribeConfigs reports them
+    /// with source STATIC_BROKER_CONFIG.
+    pub explicit: BTreeMap<String, String>,
 }
 
 impl Default for BrokerConfig {
@@ -86,6 +89,7 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            explicit: BTreeMap::new(),
         }
     }
 }
@@ -122,8 +126,115 @@ impl BrokerConfig {
     pub fn apply(&mut self, settings: &BTreeMap<String, String>) -> Result<(), ConfigError> {
         for (key, value) in settings {
             self.apply_one(key, value)?;
+            self.explicit.insert(key.clone(), value.clone());
         }
         Ok(())
+    }
+
+    /// Every broker config Sluice honors with its effective value, for DescribeConfigs.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        let log = &self.log_defaults;
+        let timestamp_type = match log.message_timestamp_type {
+            TimestampType::CreateTime => "CreateTime",
+            TimestampType::LogAppendTime => "LogAppendTime",
+        };
+        vec![
+            (
+                "advertised.listeners",
+                format!(
+                    "PLAINTEXT://{}:{}",
+                    self.advertised_host, self.advertised_port
+                ),
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics_enable.to_string(),
+            ),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            ("listeners", format!("PLAINTEXT://{}", self.listen)),
+            ("log.dirs", self.data_dir.display().to_string()),
+            ("log.flush.interval.ms", self.flush_interval_ms.to_string()),
+            ("log.flush.on.ack", self.flush_on_ack.to_string()),
+            (
+                "log.index.interval.bytes",
+                log.index_interval_bytes.to_string(),
+            ),
+            (
+                "log.index.size.max.bytes",
+                log.segment_index_bytes.to_string(),
+            ),
+            ("log.message.timestamp.type", timestamp_type.to_owned()),
+            ("log.retention.bytes", log.retention_bytes.to_string()),
+            (
+                "log.retention.check.interval.ms",
+                self.retention_check_interval_ms.to_string(),
+            ),
+            ("log.retention.ms", log.retention_ms.to_string()),
+            ("log.roll.ms", log.segment_ms.to_string()),
+            ("log.segment.bytes", log.segment_bytes.to_string()),
+            ("max.connections", self.max_connections.to_string()),
+            ("message.max.bytes", log.max_message_bytes.to_string()),
+            ("node.id", self.node_id.to_string()),
+            ("num.partitions", self.num_partitions.to_string()),
+            (
+                "offset.metadata.max.bytes",
+                self.offset_metadata_max_bytes.to_string(),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                self.offsets_retention_check_interval_ms.to_string(),
+            ),
+            (
+                "offsets.retention.minutes",
+                (self.offsets_retention_ms / 60_000).to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+            ),
+            (
+                "queued.max.requests",
+                self.max_in_flight_requests_per_connection.to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ),
+        ]
+    }
+
+    /// Whether `key` (or a spelling that sets the same value, like `log.retention.hours` for
+    /// `log.retention.ms`) was set explicitly.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        let spellings: &[&str] = match key {
+            "log.retention.ms" => &[
+                "log.retention.ms",
+                "log.retention.minutes",
+                "log.retention.hours",
+            ],
+            "log.roll.ms" => &["log.roll.ms", "log.roll.hours"],
+            "listeners" => &["listeners", "listen"],
+            "advertised.listeners" => &["advertised.listeners", "advertised.listener"],
+            "log.dirs" => &["log.dirs", "log.dir", "data.dir"],
+            "node.id" => &["node.id", "broker.id"],
+            other => return self.explicit.contains_key(other),
+        };
+        spellings.iter().any(|k| self.explicit.contains_key(*k))
     }
 
     fn apply_one(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {

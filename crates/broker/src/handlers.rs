@@ -1,6 +1,7 @@
 //! Request handlers, one Kafka API per file, named after the API.
 
 pub(crate) mod api_versions;
+pub(crate) mod configs;
 pub(crate) mod create_topics;
 pub(crate) mod delete_topics;
 pub(crate) mod describe_cluster;

@@ -194,6 +194,25 @@ impl MetadataStore {
         Ok(topic)
     }
 
+    /// Replaces a topic's config overrides; returns the updated topic, None when it does not exist.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Option<TopicMeta>, MetadataError> {
+        let mut state = self.state.lock();
+        if !state.topics.contains_key(name) {
+            return Ok(None);
+        }
+        let mut next = state.clone();
+        let topic = next.topics.get_mut(name).expect("checked");
+        topic.configs = configs;
+        let updated = topic.clone();
+        self.persist(&next)?;
+        *state = next;
+        Ok(Some(updated))
+    }
+
     /// Removes a topic from the metadata; returns it if it existed.
     pub fn delete_topic(&self, name: &str) -> Result<Option<TopicMeta>, MetadataError> {
         let mut state = self.state.lock();

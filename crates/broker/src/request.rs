@@ -10,12 +10,12 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest,
-    ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -150,6 +150,9 @@ pub enum Request {
     ListGroups(ListGroupsRequest),
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
+    DescribeConfigs(DescribeConfigsRequest),
+    AlterConfigs(AlterConfigsRequest),
+    IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -225,6 +228,9 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::ListGroups => Request::ListGroups(decode(&ctx, body)?),
         ApiKey::DescribeGroups => Request::DescribeGroups(decode(&ctx, body)?),
         ApiKey::DeleteGroups => Request::DeleteGroups(decode(&ctx, body)?),
+        ApiKey::DescribeConfigs => Request::DescribeConfigs(decode(&ctx, body)?),
+        ApiKey::AlterConfigs => Request::AlterConfigs(decode(&ctx, body)?),
+        ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
@@ -265,6 +271,13 @@ pub(crate) fn handle_frame(
             ctx.reply(&handlers::groups::describe_groups(broker, r, version))
         }
         Request::DeleteGroups(r) => Ok(handlers::groups::delete_groups(broker, ctx, r)),
+        Request::DescribeConfigs(r) => {
+            ctx.reply(&handlers::configs::describe_configs(broker, r, version))
+        }
+        Request::AlterConfigs(r) => ctx.reply(&handlers::configs::alter_configs(broker, r)),
+        Request::IncrementalAlterConfigs(r) => {
+            ctx.reply(&handlers::configs::incremental_alter_configs(broker, r))
+        }
     }
 }
 

@@ -7,34 +7,211 @@ use sluice_log::LogConfig;
 
 use crate::config::parse_timestamp_type;
 
-/// Topic config names Sluice accepts. Those the log honors today change [`LogConfig`]; the others are
-/// stored and reported (they take effect as the features that use them land).
-const KNOWN: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "file.delete.delay.ms",
-    "flush.messages",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.compaction.lag.ms",
-    "max.message.bytes",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.type",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "min.insync.replicas",
-    "preallocate",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-    "segment.ms",
-    "unclean.leader.election.enable",
+/// The type Kafka reports for a config (DescribeConfigs v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic config Sluice accepts: its name, the broker config that supplies its default (Kafka's
+/// synonym), Kafka's default, and its type.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_synonym: &'static str,
+    pub default: &'static str,
+    pub config_type: ConfigType,
+}
+
+const fn def(
+    name: &'static str,
+    broker_synonym: &'static str,
+    default: &'static str,
+    config_type: ConfigType,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_synonym,
+        default,
+        config_type,
+    }
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Topic configs Sluice accepts, in name order. Those the log honors today change [`LogConfig`];
+/// the others are stored and reported (they take effect as the features that use them land).
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        "delete",
+        ConfigType::List,
+    ),
+    def(
+        "compression.type",
+        "compression.type",
+        "producer",
+        ConfigType::String,
+    ),
+    def(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        ConfigType::Long,
+    ),
+    def(
+        "file.delete.delay.ms",
+        "log.segment.delete.delay.ms",
+        "60000",
+        ConfigType::Long,
+    ),
+    def(
+        "flush.messages",
+        "log.flush.interval.messages",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "flush.ms",
+        "log.flush.interval.ms",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        "4096",
+        ConfigType::Int,
+    ),
+    def(
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "max.message.bytes",
+        "message.max.bytes",
+        "1048588",
+        ConfigType::Int,
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        "log.message.timestamp.after.max.ms",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        "log.message.timestamp.before.max.ms",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "message.timestamp.difference.max.ms",
+        "log.message.timestamp.difference.max.ms",
+        LONG_MAX,
+        ConfigType::Long,
+    ),
+    def(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        "CreateTime",
+        ConfigType::String,
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        "0.5",
+        ConfigType::Double,
+    ),
+    def(
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        ConfigType::Long,
+    ),
+    def(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        "1",
+        ConfigType::Int,
+    ),
+    def(
+        "preallocate",
+        "log.preallocate",
+        "false",
+        ConfigType::Boolean,
+    ),
+    def(
+        "retention.bytes",
+        "log.retention.bytes",
+        "-1",
+        ConfigType::Long,
+    ),
+    def(
+        "retention.ms",
+        "log.retention.ms",
+        "604800000",
+        ConfigType::Long,
+    ),
+    def(
+        "segment.bytes",
+        "log.segment.bytes",
+        "1073741824",
+        ConfigType::Int,
+    ),
+    def(
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        "10485760",
+        ConfigType::Int,
+    ),
+    def(
+        "segment.jitter.ms",
+        "log.roll.jitter.ms",
+        "0",
+        ConfigType::Long,
+    ),
+    def("segment.ms", "log.roll.ms", "604800000", ConfigType::Long),
+    def(
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        "false",
+        ConfigType::Boolean,
+    ),
 ];
+
+/// The definition of a topic config name.
+pub fn topic_config_def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The value a broker-level setting gives a topic config when the topic does not override it:
+/// the broker's effective log defaults for what the log honors, Kafka's default otherwise.
+pub fn broker_default(defaults: &LogConfig, name: &str) -> Option<String> {
+    let def = topic_config_def(name)?;
+    Some(match name {
+        "segment.bytes" => defaults.segment_bytes.to_string(),
+        "segment.ms" => defaults.segment_ms.to_string(),
+        "segment.index.bytes" => defaults.segment_index_bytes.to_string(),
+        "index.interval.bytes" => defaults.index_interval_bytes.to_string(),
+        "retention.ms" => defaults.retention_ms.to_string(),
+        "retention.bytes" => defaults.retention_bytes.to_string(),
+        "max.message.bytes" => defaults.max_message_bytes.to_string(),
+        "message.timestamp.type" => match defaults.message_timestamp_type {
+            sluice_log::TimestampType::CreateTime => "CreateTime".to_owned(),
+            sluice_log::TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
+        },
+        _ => def.default.to_owned(),
+    })
+}
 
 /// A topic config the broker refuses (answered with INVALID_CONFIG and this message).
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +247,11 @@ pub fn log_config(
     let mut config = defaults.clone();
     for (key, value) in overrides {
         let key = key.as_str();
-        if !KNOWN.contains(&key) {
+        if topic_config_def(key).is_none() {
+            let names: Vec<&str> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
             return Err(TopicConfigError(format!(
                 "unknown topic config `{key}`; Sluice accepts: {}",
-                KNOWN.join(", ")
+                names.join(", ")
             )));
         }
         match key {
