@@ -337,6 +337,48 @@ impl Broker {
         Ok(())
     }
 
+    /// CreatePartitions: grows `name` to `count` partitions (metadata first, then the new logs).
+    /// Errors carry Kafka's code and a message.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), (kafka_protocol::error::ResponseError, String)> {
+        use kafka_protocol::error::ResponseError;
+        let topic = self.metadata.topic(name).ok_or_else(|| {
+            (
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic `{name}` does not exist"),
+            )
+        })?;
+        if count <= topic.partitions || count > crate::metadata::PARTITIONS_MAX {
+            return Err((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic `{name}` has {} partitions; the new count {count} must be larger and at most {}",
+                    topic.partitions,
+                    crate::metadata::PARTITIONS_MAX
+                ),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let storage = |e: String| (ResponseError::KafkaStorageError, e);
+        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs)
+            .map_err(|e| storage(e.to_string()))?;
+        let topic = self
+            .metadata
+            .add_partitions(name, count)
+            .map_err(|e| (crate::errors::metadata_error(&e), e.to_string()))?;
+        self.replicas
+            .add_partitions(&topic, &log_config)
+            .map_err(|e| storage(e.to_string()))?;
+        info!(topic = name, partitions = count, "added partitions");
+        Ok(())
+    }
+
     /// The named topic, created with `num.partitions` when auto-creation is allowed and it is missing.
     pub fn topic_or_create(
         &self,

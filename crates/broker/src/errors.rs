@@ -35,7 +35,10 @@ pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {
     match error {
         MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
         MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
-        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::InvalidPartitions(_) | MetadataError::PartitionsNotIncreased { .. } => {
+            ResponseError::InvalidPartitions
+        }
+        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
             ResponseError::KafkaStorageError
         }

@@ -10,4 +10,5 @@ pub(crate) mod groups;
 pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
 pub(crate) mod metadata;
+pub(crate) mod partitions_admin;
 pub(crate) mod produce;

@@ -47,6 +47,14 @@ struct State {
 pub enum MetadataError {
     #[error("topic `{0}` already exists")]
     TopicExists(String),
+    #[error("topic `{0}` does not exist")]
+    UnknownTopic(String),
+    #[error("topic `{topic}` has {current} partitions; the new count {requested} must be larger")]
+    PartitionsNotIncreased {
+        topic: String,
+        current: i32,
+        requested: i32,
+    },
     #[error("invalid topic name `{name}`: {reason}")]
     InvalidTopicName { name: String, reason: &'static str },
     #[error("invalid partition count {0}: must be between 1 and {PARTITIONS_MAX}")]
@@ -211,6 +219,31 @@ impl MetadataStore {
         self.persist(&next)?;
         *state = next;
         Ok(Some(updated))
+    }
+
+    /// Raises a topic's partition count; returns the updated topic.
+    pub fn add_partitions(&self, name: &str, count: i32) -> Result<TopicMeta, MetadataError> {
+        if !(1..=PARTITIONS_MAX).contains(&count) {
+            return Err(MetadataError::InvalidPartitions(count));
+        }
+        let mut state = self.state.lock();
+        let mut next = state.clone();
+        let topic = next
+            .topics
+            .get_mut(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_owned()))?;
+        if count <= topic.partitions {
+            return Err(MetadataError::PartitionsNotIncreased {
+                topic: name.to_owned(),
+                current: topic.partitions,
+                requested: count,
+            });
+        }
+        topic.partitions = count;
+        let updated = topic.clone();
+        self.persist(&next)?;
+        *state = next;
+        Ok(updated)
     }
 
     /// Removes a topic from the metadata; returns it if it existed.

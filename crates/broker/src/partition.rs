@@ -187,6 +187,27 @@ impl Partition {
         Ok(())
     }
 
+    /// DeleteRecords: moves the log start offset to `offset` (-1: the high watermark). Offsets
+    /// above the high watermark are refused.
+    pub fn delete_records(&self, offset: Offset) -> Result<Offset, ReadError> {
+        let high_watermark = self.high_watermark();
+        let target = if offset.0 == -1 {
+            high_watermark
+        } else {
+            offset
+        };
+        if target > high_watermark {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: target,
+                log_start_offset: self.log_start_offset(),
+                log_end_offset: high_watermark,
+            });
+        }
+        let start = self.log.lock().delete_records_before(target)?;
+        self.log_start_offset.store(start.0, Ordering::Release);
+        Ok(start)
+    }
+
     /// Applies retention and time-based rolling.
     pub fn housekeeping(&self, now: Timestamp) -> std::io::Result<usize> {
         let mut log = self.log.lock();

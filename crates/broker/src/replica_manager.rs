@@ -54,6 +54,30 @@ impl ReplicaManager {
         Ok(())
     }
 
+    /// Opens the partitions `topic` gained (its count grew) and publishes the longer list.
+    pub fn add_partitions(&self, topic: &TopicMeta, config: &LogConfig) -> Result<(), OpenError> {
+        let current = self
+            .topic(&topic.name)
+            .map(|p| p.to_vec())
+            .unwrap_or_default();
+        let mut partitions = current;
+        for index in partitions.len() as i32..topic.partitions {
+            let log = self
+                .log_dir
+                .open_partition(&topic.name, index, config.clone())?;
+            partitions.push(Arc::new(Partition::new(
+                topic.name.clone(),
+                topic.id,
+                index,
+                log,
+            )));
+        }
+        self.topics
+            .write()
+            .insert(topic.name.clone(), partitions.into());
+        Ok(())
+    }
+
     /// The partitions of a topic, if hosted here.
     pub fn topic(&self, name: &str) -> Option<Arc<[Arc<Partition>]>> {
         self.topics.read().get(name).cloned()

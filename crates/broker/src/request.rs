@@ -10,12 +10,13 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FetchRequest, FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
-    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
-    OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
+    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
+    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
+    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
+    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -151,6 +152,8 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     DescribeConfigs(DescribeConfigsRequest),
+    CreatePartitions(CreatePartitionsRequest),
+    DeleteRecords(DeleteRecordsRequest),
     AlterConfigs(AlterConfigsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
@@ -229,6 +232,8 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::DescribeGroups => Request::DescribeGroups(decode(&ctx, body)?),
         ApiKey::DeleteGroups => Request::DeleteGroups(decode(&ctx, body)?),
         ApiKey::DescribeConfigs => Request::DescribeConfigs(decode(&ctx, body)?),
+        ApiKey::CreatePartitions => Request::CreatePartitions(decode(&ctx, body)?),
+        ApiKey::DeleteRecords => Request::DeleteRecords(decode(&ctx, body)?),
         ApiKey::AlterConfigs => Request::AlterConfigs(decode(&ctx, body)?),
         ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
@@ -273,6 +278,12 @@ pub(crate) fn handle_frame(
         Request::DeleteGroups(r) => Ok(handlers::groups::delete_groups(broker, ctx, r)),
         Request::DescribeConfigs(r) => {
             ctx.reply(&handlers::configs::describe_configs(broker, r, version))
+        }
+        Request::CreatePartitions(r) => {
+            ctx.reply(&handlers::partitions_admin::create_partitions(broker, r))
+        }
+        Request::DeleteRecords(r) => {
+            ctx.reply(&handlers::partitions_admin::delete_records(broker, r))
         }
         Request::AlterConfigs(r) => ctx.reply(&handlers::configs::alter_configs(broker, r)),
         Request::IncrementalAlterConfigs(r) => {

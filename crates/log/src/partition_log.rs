@@ -712,6 +712,31 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): records below it are no
+    /// longer readable, and segments entirely below it are deleted. Returns the new log start.
+    /// An offset beyond the log end is refused with [`ReadError::OffsetOutOfRange`].
+    pub fn delete_records_before(&mut self, offset: Offset) -> Result<Offset, ReadError> {
+        let end = self.log_end();
+        if offset.0 < 0 || offset.0 > end {
+            return Err(ReadError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: Offset(self.log_start),
+                log_end_offset: Offset(end),
+            });
+        }
+        if offset.0 <= self.log_start {
+            return Ok(Offset(self.log_start));
+        }
+        self.log_start = offset.0;
+        while self.segments.len() > 1 && self.first_segment().next_offset <= self.log_start {
+            let (_, segment) = self.segments.pop_first().expect("more than one segment");
+            segment.remove_files()?;
+            tracing::info!(dir = %self.dir.display(), base = segment.base, "deleted segment below the log start offset");
+        }
+        self.write_checkpoints()?;
+        Ok(Offset(self.log_start))
+    }
+
     /// Rolls the active segment if segment.ms has passed (appends roll by size on their own).
     pub fn roll_if_due(&mut self, now: Timestamp) -> io::Result<()> {
         let segment = self.active();

@@ -1,5 +1,8 @@
-//! The `sluice` command: `sluice serve` runs a broker; more subcommands join as they are built.
+//! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups;
+//! more subcommands join as they are built.
 
+mod client;
+mod group_cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -16,12 +19,15 @@ struct Cli {
 enum Command {
     /// Run a broker (zero configuration: 127.0.0.1:9092, data in ./sluice-data).
     Serve(serve::ServeArgs),
+    /// Consumer groups: list, describe with lag, reset offsets.
+    Group(group_cli::GroupArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Group(args) => group_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -37,13 +37,15 @@ enum LogFormat {
     Json,
 }
 
-/// Variables that are flags above, not Kafka config names.
+/// Variables that are flags (above, or of other subcommands), not Kafka config names.
 const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_LISTEN",
     "SLUICE_ADVERTISED_LISTENER",
     "SLUICE_DATA_DIR",
     "SLUICE_CONFIG",
     "SLUICE_LOG_FORMAT",
+    // `sluice group --bootstrap-server`: exporting it must not break `sluice serve`.
+    "SLUICE_BOOTSTRAP_SERVER",
 ];
 
 fn init_logging(format: LogFormat) {

@@ -215,10 +215,12 @@ pub(crate) fn alter_configs(
                             Some(v) => {
                                 configs.insert(c.name.to_string(), v.to_string());
                             }
-                            None => bad = Some(AlterConfigsError::Invalid(format!(
+                            None => {
+                                bad = Some(AlterConfigsError::Invalid(format!(
                                 "config `{}` has a null value; omit it to reset it to the default",
                                 c.name.as_str()
-                            ))),
+                            )))
+                            }
                         }
                     }
                     match bad {

@@ -481,3 +481,29 @@ fn a_data_dir_is_locked_and_remembers_clean_shutdown() {
     log.delete().unwrap();
     assert!(d.partitions().unwrap().is_empty());
 }
+
+#[test]
+fn delete_records_moves_the_log_start_and_drops_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    for i in 0..30 {
+        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+    }
+    let segments = files(dir.path(), "log").len();
+    assert_eq!(log.delete_records_before(Offset(31)).unwrap(), Offset(31));
+    assert_eq!(log.log_start_offset(), Offset(31));
+    assert!(files(dir.path(), "log").len() < segments);
+    assert!(matches!(
+        log.read(Offset(30), 100, Offset(60), true),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    // Reading at the new start returns the batch holding it.
+    let r = log.read(Offset(31), 1 << 20, Offset(60), true).unwrap();
+    assert_eq!(split_batches(&r.records)[0].0, 30);
+    // Never backwards, never past the end.
+    assert_eq!(log.delete_records_before(Offset(5)).unwrap(), Offset(31));
+    assert!(log.delete_records_before(Offset(61)).is_err());
+    log.close().unwrap();
+    let log = open(dir.path(), small_segments(), true);
+    assert_eq!(log.log_start_offset(), Offset(31));
+}

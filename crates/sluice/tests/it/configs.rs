@@ -208,3 +208,75 @@ async fn configs_are_described_altered_applied_and_kept() {
         (Some("16384".into()), "DynamicTopic".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_added_and_records_deleted() {
+    use rdkafka::admin::NewPartitions;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = start(dir.path());
+    broker.create_topic("grow", 1, &[]).await;
+    let admin = broker.admin();
+    let options = AdminOptions::new();
+    let result = admin
+        .create_partitions([&NewPartitions::new("grow", 3)], &options)
+        .await
+        .unwrap();
+    assert!(result[0].is_ok(), "{result:?}");
+    let result = admin
+        .create_partitions([&NewPartitions::new("grow", 2)], &options)
+        .await
+        .unwrap();
+    assert_eq!(
+        result[0],
+        Err((
+            "grow".to_string(),
+            rdkafka::types::RDKafkaErrorCode::InvalidPartitions
+        ))
+    );
+    let metadata = consumer(&broker)
+        .fetch_metadata(Some("grow"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 3);
+    // The new partitions take records.
+    let p = producer(&broker, &[("acks", "all")]);
+    let produced = produce_records(&p, "grow", 300, now_ms()).await;
+    assert_eq!(produced.len(), 3, "records land in every partition");
+
+    // DeleteRecords moves the log start; reads below it are out of range.
+    let mut before = TopicPartitionList::new();
+    before
+        .add_partition_offset("grow", 2, Offset::Offset(10))
+        .unwrap();
+    let deleted = admin.delete_records(&before, &options).await.unwrap();
+    assert_eq!(deleted.elements()[0].offset(), Offset::Offset(10));
+    let (low, _) = consumer(&broker)
+        .fetch_watermarks("grow", 2, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(low, 10);
+    let mut too_far = TopicPartitionList::new();
+    too_far
+        .add_partition_offset("grow", 2, Offset::Offset(1_000_000))
+        .unwrap();
+    let refused = admin.delete_records(&too_far, &options).await;
+    let refused_ok = match &refused {
+        Err(_) => true,
+        Ok(tpl) => tpl.elements()[0].error().is_err(),
+    };
+    assert!(refused_ok, "{refused:?}");
+
+    // Both survive a restart.
+    drop((admin, p));
+    assert!(broker.stop(), "clean stop");
+    let broker = start(dir.path());
+    let watcher = consumer(&broker);
+    let (low, _) = watcher
+        .fetch_watermarks("grow", 2, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(low, 10);
+    let metadata = watcher
+        .fetch_metadata(Some("grow"), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(metadata.topics()[0].partitions().len(), 3);
+}

@@ -2,6 +2,8 @@
 
 mod admin;
 mod bad_input;
+mod cli;
+mod configs;
 mod crash;
 mod groups;
 mod harness;

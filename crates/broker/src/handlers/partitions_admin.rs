@@ -1,0 +1,96 @@
+//! CreatePartitions (grow a topic) and DeleteRecords (move partitions' log start offsets).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use sluice_log::Offset;
+
+use crate::broker::Broker;
+use crate::errors;
+
+pub(crate) fn create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let node = broker.config.node_id;
+    let results = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+            // Every replica of a new partition must be this broker, once.
+            let bad_assignment = topic.assignments.as_ref().is_some_and(|assignments| {
+                assignments
+                    .iter()
+                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
+            });
+            let outcome = if bad_assignment {
+                Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("every new partition must be assigned to broker {node} alone"),
+                ))
+            } else {
+                broker
+                    .add_partitions(&topic.name.0, topic.count, request.validate_only)
+                    .map_err(|e| (e.0, e.1))
+            };
+            match outcome {
+                Ok(()) => result,
+                Err((code, message)) => result
+                    .with_error_code(errors::code(code))
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}
+
+pub(crate) fn delete_records(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let result = DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index);
+                    if topic.name.0.as_str() == crate::group::offsets_topic::OFFSETS_TOPIC {
+                        return result
+                            .with_low_watermark(-1)
+                            .with_error_code(errors::code(ResponseError::InvalidTopicException));
+                    }
+                    let Some(partition) =
+                        broker.replicas.partition(&topic.name.0, p.partition_index)
+                    else {
+                        return result
+                            .with_low_watermark(-1)
+                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                    };
+                    match partition.delete_records(Offset(p.offset)) {
+                        Ok(start) => result.with_low_watermark(start.0),
+                        Err(e) => result
+                            .with_low_watermark(-1)
+                            .with_error_code(errors::code(errors::read_error(&e))),
+                    }
+                })
+                .collect();
+            DeleteRecordsTopicResult::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    DeleteRecordsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,245 @@
+//! A minimal async Kafka client for the CLI: one TCP connection, one request at a time, every
+//! message encoded and decoded by `kafka-protocol`.
+//!
+//! It learns the broker's version ranges with ApiVersions v0 on connect, so a request the broker
+//! cannot serve fails with a sentence instead of a closed connection.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The client id every request carries (brokers log it; DescribeGroups shows it for members).
+pub(crate) const CLIENT_ID: &str = "sluice-cli";
+
+/// The largest response frame accepted; a longer length prefix means a confused peer.
+const RESPONSE_BYTES_MAX: usize = 100 * 1024 * 1024;
+
+/// A connection to one broker.
+pub(crate) struct Client {
+    stream: TcpStream,
+    /// `HOST:PORT` as the user gave it, for messages.
+    address: String,
+    /// Bounds connecting and each request's round trip.
+    timeout: Duration,
+    correlation_id: i32,
+    /// (API key, min, max) as the broker advertised them.
+    versions: Vec<(i16, i16, i16)>,
+}
+
+impl Client {
+    /// Connects to `address` (`HOST:PORT`) and asks which API versions the broker serves.
+    pub(crate) async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Client> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => bail!("cannot reach broker at {address}: {e}"),
+            Err(_) => bail!(
+                "cannot reach broker at {address}: no connection within {} ms",
+                timeout.as_millis()
+            ),
+        };
+        // Requests are small and answered one at a time: do not let Nagle delay them.
+        stream
+            .set_nodelay(true)
+            .with_context(|| format!("cannot configure the connection to {address}"))?;
+        let mut client = Client {
+            stream,
+            address: address.to_owned(),
+            timeout,
+            correlation_id: 0,
+            versions: Vec::new(),
+        };
+        let answer = client.round_trip(0, &ApiVersionsRequest::default()).await?;
+        if let Some(error) = error_name(answer.error_code) {
+            bail!("broker at {address} refused ApiVersions: {error}");
+        }
+        client.versions = answer
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        Ok(client)
+    }
+
+    /// Sends `request` as `version` of its API and returns the decoded response.
+    pub(crate) async fn send<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> anyhow::Result<R::Response> {
+        let key = api_key(R::KEY)?;
+        match self.versions.iter().find(|(k, _, _)| *k == R::KEY) {
+            Some(&(_, min, max)) if (min..=max).contains(&version) => {}
+            Some(&(_, min, max)) => bail!(
+                "the broker at {} does not support {key:?} v{version} (it serves v{min}–v{max})",
+                self.address
+            ),
+            None => bail!(
+                "the broker at {} does not implement {key:?} (needed: v{version})",
+                self.address
+            ),
+        }
+        self.round_trip(version, request).await
+    }
+
+    /// Writes one request frame and reads its response frame, within the timeout.
+    async fn round_trip<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> anyhow::Result<R::Response> {
+        let key = api_key(R::KEY)?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let correlation_id = self.correlation_id;
+        let frame = encode_frame(key, version, correlation_id, request)?;
+        let address = self.address.clone();
+        let io = async {
+            self.stream.write_all(&frame).await?;
+            let length = self.stream.read_i32().await?;
+            let length = usize::try_from(length).unwrap_or(usize::MAX);
+            if length > RESPONSE_BYTES_MAX {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("response frame of {length} bytes is over the {RESPONSE_BYTES_MAX}-byte limit"),
+                ));
+            }
+            let mut body = vec![0u8; length];
+            self.stream.read_exact(&mut body).await?;
+            Ok(Bytes::from(body))
+        };
+        let body = match tokio::time::timeout(self.timeout, io).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => bail!(
+                "the broker at {address} closed the connection instead of answering {key:?} v{version}"
+            ),
+            Ok(Err(e)) => bail!("{key:?} request to {address} failed: {e}"),
+            Err(_) => bail!(
+                "no answer to {key:?} from {address} within {} ms",
+                self.timeout.as_millis()
+            ),
+        };
+        decode_response::<R>(key, version, correlation_id, body)
+            .with_context(|| format!("bad {key:?} v{version} response from {address}"))
+    }
+}
+
+fn api_key(key: i16) -> anyhow::Result<ApiKey> {
+    ApiKey::try_from(key).map_err(|()| anyhow::anyhow!("unknown API key {key}"))
+}
+
+/// A length-prefixed request: header (version chosen by the API and its version), then body.
+fn encode_frame<R: Encodable>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    request: &R,
+) -> anyhow::Result<Bytes> {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(correlation_id)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
+        .encode(&mut buf, key.request_header_version(version))
+        .with_context(|| format!("cannot encode the {key:?} request header"))?;
+    request
+        .encode(&mut buf, version)
+        .with_context(|| format!("cannot encode {key:?} v{version}"))?;
+    let length = i32::try_from(buf.len() - 4).context("request too large")?;
+    buf[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Decodes a response frame (without its length prefix), checking the correlation id and that the
+/// body was consumed exactly.
+fn decode_response<R: Request>(
+    key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    mut body: Bytes,
+) -> anyhow::Result<R::Response> {
+    let header = ResponseHeader::decode(&mut body, key.response_header_version(version))?;
+    ensure!(
+        header.correlation_id == correlation_id,
+        "correlation id {} answers request {correlation_id}",
+        header.correlation_id
+    );
+    let response = R::Response::decode(&mut body, version)?;
+    ensure!(
+        !body.has_remaining(),
+        "{} unread bytes after the response",
+        body.remaining()
+    );
+    Ok(response)
+}
+
+/// Kafka's name for an error code (`UNKNOWN_MEMBER_ID (25)`), or None for 0.
+pub(crate) fn error_name(code: i16) -> Option<String> {
+    let error = kafka_protocol::error::ResponseError::try_from_code(code)?;
+    let camel = format!("{error:?}");
+    if camel.starts_with("Unknown(") {
+        return Some(format!("error code {code}"));
+    }
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    Some(format!("{name} ({code})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(error_name(0), None);
+        assert_eq!(error_name(25).as_deref(), Some("UNKNOWN_MEMBER_ID (25)"));
+        assert_eq!(error_name(69).as_deref(), Some("GROUP_ID_NOT_FOUND (69)"));
+        assert_eq!(error_name(-2).as_deref(), Some("error code -2"));
+    }
+
+    #[test]
+    fn frames_carry_the_length_and_a_flexible_header() {
+        let frame = encode_frame(ApiKey::ListGroups, 4, 7, &ListGroupsRequest::default()).unwrap();
+        let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(length, frame.len() - 4);
+        let mut rest = frame.slice(4..);
+        let header = RequestHeader::decode(&mut rest, 2).unwrap();
+        assert_eq!(header.request_api_key, ApiKey::ListGroups as i16);
+        assert_eq!(header.correlation_id, 7);
+        assert_eq!(header.client_id.as_deref(), Some(CLIENT_ID));
+        let body = ListGroupsRequest::decode(&mut rest, 4).unwrap();
+        assert!(body.states_filter.is_empty());
+    }
+
+    #[test]
+    fn responses_must_match_the_request() {
+        let mut buf = BytesMut::new();
+        ResponseHeader::default()
+            .with_correlation_id(3)
+            .encode(&mut buf, 1)
+            .unwrap();
+        ListGroupsResponse::default().encode(&mut buf, 4).unwrap();
+        let body = buf.freeze();
+        assert!(
+            decode_response::<ListGroupsRequest>(ApiKey::ListGroups, 4, 3, body.clone()).is_ok()
+        );
+        let wrong = decode_response::<ListGroupsRequest>(ApiKey::ListGroups, 4, 4, body.clone());
+        assert!(wrong.unwrap_err().to_string().contains("correlation"));
+        let mut longer = BytesMut::from(&body[..]);
+        longer.put_u8(0);
+        let trailing =
+            decode_response::<ListGroupsRequest>(ApiKey::ListGroups, 4, 3, longer.freeze());
+        assert!(trailing.unwrap_err().to_string().contains("unread"));
+    }
+}
