@@ -9,6 +9,7 @@ pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod init_producer_id;
 pub(crate) mod list_offsets;
+pub(crate) mod log_dirs;
 pub(crate) mod metadata;
 pub(crate) mod partitions_admin;
 pub(crate) mod produce;

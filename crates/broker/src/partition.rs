@@ -130,6 +130,15 @@ impl Partition {
         }))
     }
 
+    /// The first record holding the largest timestamp (ListOffsets' max-timestamp spec, KIP-734).
+    pub fn max_timestamp(&self) -> Result<Option<(Offset, Timestamp)>, ReadError> {
+        let max = self.log.lock().max_timestamp();
+        match max {
+            Some(ts) => self.offset_for_timestamp(ts),
+            None => Ok(None),
+        }
+    }
+
     /// A future that completes on the next append (or when the topic is deleted). Call
     /// `enable()` on it before checking for data, so an append in between is not missed.
     pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {

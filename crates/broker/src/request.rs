@@ -12,10 +12,11 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::{
     AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, MetadataRequest, OffsetCommitRequest,
-    OffsetDeleteRequest, OffsetFetchRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
     SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -152,6 +153,8 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     DeleteGroups(DeleteGroupsRequest),
     DescribeConfigs(DescribeConfigsRequest),
+    DescribeLogDirs(DescribeLogDirsRequest),
+    OffsetForLeaderEpoch(OffsetForLeaderEpochRequest),
     CreatePartitions(CreatePartitionsRequest),
     DeleteRecords(DeleteRecordsRequest),
     AlterConfigs(AlterConfigsRequest),
@@ -232,6 +235,8 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::DescribeGroups => Request::DescribeGroups(decode(&ctx, body)?),
         ApiKey::DeleteGroups => Request::DeleteGroups(decode(&ctx, body)?),
         ApiKey::DescribeConfigs => Request::DescribeConfigs(decode(&ctx, body)?),
+        ApiKey::DescribeLogDirs => Request::DescribeLogDirs(decode(&ctx, body)?),
+        ApiKey::OffsetForLeaderEpoch => Request::OffsetForLeaderEpoch(decode(&ctx, body)?),
         ApiKey::CreatePartitions => Request::CreatePartitions(decode(&ctx, body)?),
         ApiKey::DeleteRecords => Request::DeleteRecords(decode(&ctx, body)?),
         ApiKey::AlterConfigs => Request::AlterConfigs(decode(&ctx, body)?),
@@ -284,6 +289,10 @@ pub(crate) fn handle_frame(
         }
         Request::DeleteRecords(r) => {
             ctx.reply(&handlers::partitions_admin::delete_records(broker, r))
+        }
+        Request::DescribeLogDirs(r) => ctx.reply(&handlers::log_dirs::describe_log_dirs(broker, r)),
+        Request::OffsetForLeaderEpoch(r) => {
+            ctx.reply(&handlers::log_dirs::offset_for_leader_epoch(broker, r))
         }
         Request::AlterConfigs(r) => ctx.reply(&handlers::configs::alter_configs(broker, r)),
         Request::IncrementalAlterConfigs(r) => {

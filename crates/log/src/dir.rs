@@ -107,6 +107,14 @@ impl LogDir {
         PartitionLog::open(&dir, config, self.clean)
     }
 
+    /// (total, usable) bytes of the file system holding the directory.
+    pub fn space(&self) -> io::Result<(u64, u64)> {
+        Ok((
+            fs2::total_space(&self.path)?,
+            fs2::available_space(&self.path)?,
+        ))
+    }
+
     /// Writes the clean-shutdown marker; call after every partition was closed.
     pub fn mark_clean_shutdown(&self) -> io::Result<()> {
         File::create(self.path.join(CLEAN_SHUTDOWN_FILE))?.sync_all()?;

@@ -635,6 +635,17 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The largest record timestamp in the log (batch max timestamps), if any batch carries one.
+    pub fn max_timestamp(&self) -> Option<Timestamp> {
+        self.segments
+            .values()
+            .filter(|s| s.next_offset > self.log_start)
+            .map(|s| s.max_timestamp)
+            .max()
+            .filter(|&t| t >= 0)
+            .map(Timestamp)
+    }
+
     /// Files to sync for everything appended so far (see [`SyncHandle`]).
     pub fn sync_handle(&self) -> SyncHandle {
         SyncHandle {

@@ -14,6 +14,8 @@ use crate::errors;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// ListOffsets v7+: the record with the largest timestamp.
+const MAX_TIMESTAMP: i64 = -3;
 
 pub(crate) fn handle(
     broker: &Arc<Broker>,
@@ -57,8 +59,18 @@ pub(crate) fn handle(
                                 response.with_error_code(errors::code(errors::read_error(&e)))
                             }
                         },
-                        // -3 (max timestamp) and the tiered-storage specs are not offered by the
-                        // versions we advertise.
+                        MAX_TIMESTAMP if version >= 7 => match partition.max_timestamp() {
+                            Ok(Some((offset, found))) => response
+                                .with_offset(offset.0)
+                                .with_timestamp(found.0)
+                                .with_leader_epoch(epoch),
+                            Ok(None) => response.with_offset(-1).with_timestamp(-1),
+                            Err(e) => {
+                                response.with_error_code(errors::code(errors::read_error(&e)))
+                            }
+                        },
+                        // The tiered-storage specs (-4, -5) are not offered by the versions we
+                        // advertise.
                         _ => response
                             .with_error_code(errors::code(ResponseError::UnsupportedVersion)),
                     }

@@ -254,3 +254,117 @@ async fn retention_removes_old_segments_by_size_and_by_time() {
     assert_eq!(read.last().unwrap().1, 1299);
     assert_eq!(fresh[&0].len(), 300);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_timestamp_log_dirs_and_leader_epoch_ends() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        DescribeLogDirsRequest, DescribeLogDirsResponse, ListOffsetsRequest, ListOffsetsResponse,
+        OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("times", 1, &[]).await;
+    let mut stream = connect(&broker);
+    // Three batches; the largest timestamp is the second record of the second batch.
+    let base = now_ms();
+    for (i, stamps) in [
+        [base, base + 1],
+        [base + 5, base + 50],
+        [base + 7, base + 8],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let batch = BatchBuilder::new()
+            .record(None, b"a", stamps[0])
+            .record(None, b"b", stamps[1])
+            .build();
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(topic_name("times"))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(batch))])]);
+        stream
+            .write_all(&frame(ApiKey::Produce, 9, i as i32, &request))
+            .unwrap();
+        read_response(&mut stream).expect("produce response");
+    }
+
+    let list = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name("times"))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-3)])]);
+    stream
+        .write_all(&frame(ApiKey::ListOffsets, 7, 10, &list))
+        .unwrap();
+    let (_, mut body) = read_response(&mut stream).unwrap();
+    let _tags = body.split_to(1);
+    let answer = ListOffsetsResponse::decode(&mut body, 7).unwrap();
+    let p = &answer.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.offset, p.timestamp), (0, 3, base + 50));
+
+    let dirs =
+        DescribeLogDirsRequest::default()
+            .with_topics(Some(vec![DescribableLogDirTopic::default()
+                .with_topic(topic_name("times"))
+                .with_partitions(vec![0])]));
+    stream
+        .write_all(&frame(ApiKey::DescribeLogDirs, 4, 11, &dirs))
+        .unwrap();
+    let (_, mut body) = read_response(&mut stream).unwrap();
+    let _tags = body.split_to(1);
+    let answer = DescribeLogDirsResponse::decode(&mut body, 4).unwrap();
+    let result = &answer.results[0];
+    assert_eq!(result.error_code, 0);
+    let size = result.topics[0].partitions[0].partition_size;
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("times-0"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
+    assert_eq!(size as u64, on_disk);
+    assert!(result.total_bytes > 0 && result.usable_bytes > 0);
+
+    let epochs = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(topic_name("times"))
+            .with_partitions(vec![
+                OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(0)
+                    .with_leader_epoch(0),
+                OffsetForLeaderPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(7)
+                    .with_leader_epoch(0),
+            ])]);
+    stream
+        .write_all(&frame(ApiKey::OffsetForLeaderEpoch, 4, 12, &epochs))
+        .unwrap();
+    let (_, mut body) = read_response(&mut stream).unwrap();
+    let _tags = body.split_to(1);
+    let answer = OffsetForLeaderEpochResponse::decode(&mut body, 4).unwrap();
+    let ends = &answer.topics[0].partitions;
+    assert_eq!(
+        (ends[0].error_code, ends[0].leader_epoch, ends[0].end_offset),
+        (0, 0, 6)
+    );
+    assert_eq!(
+        ends[1].error_code, 75,
+        "UNKNOWN_LEADER_EPOCH for a future epoch"
+    );
+}

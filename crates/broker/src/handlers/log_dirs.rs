@@ -1,0 +1,117 @@
+//! DescribeLogDirs (the data directory, its partitions' sizes and free space) and
+//! OffsetForLeaderEpoch (where a leader epoch ends in a partition's log).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_log_dirs_response::{
+    DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    DescribeLogDirsRequest, DescribeLogDirsResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::errors;
+
+pub(crate) fn describe_log_dirs(
+    broker: &Arc<Broker>,
+    request: DescribeLogDirsRequest,
+) -> DescribeLogDirsResponse {
+    // (topic, partitions) wanted; None = everything hosted.
+    let wanted: Vec<(String, Option<Vec<i32>>)> = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|t| (t.topic.0.to_string(), Some(t.partitions)))
+            .collect(),
+        None => broker
+            .metadata
+            .topics()
+            .into_iter()
+            .map(|t| (t.name, None))
+            .collect(),
+    };
+    let topics = wanted
+        .into_iter()
+        .filter_map(|(name, partitions)| {
+            let hosted = broker.replicas.topic(&name)?;
+            let partitions = hosted
+                .iter()
+                .filter(|p| partitions.as_ref().is_none_or(|w| w.contains(&p.index)))
+                .map(|p| {
+                    DescribeLogDirsPartition::default()
+                        .with_partition_index(p.index)
+                        .with_partition_size(p.size_bytes() as i64)
+                        .with_offset_lag(0)
+                        .with_is_future_key(false)
+                })
+                .collect();
+            Some(
+                DescribeLogDirsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partitions(partitions),
+            )
+        })
+        .collect();
+    let dir = broker.replicas.log_dir();
+    let (total, usable) = dir.space().map_or((-1, -1), |(t, u)| (t as i64, u as i64));
+    let path = std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf());
+    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+        .with_log_dir(StrBytes::from_string(path.display().to_string()))
+        .with_topics(topics)
+        .with_total_bytes(total)
+        .with_usable_bytes(usable)])
+}
+
+pub(crate) fn offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|wanted| {
+                    let answer = EpochEndOffset::default().with_partition(wanted.partition);
+                    let undefined = answer.clone().with_leader_epoch(-1).with_end_offset(-1);
+                    let Some(partition) =
+                        broker.replicas.partition(&topic.topic.0, wanted.partition)
+                    else {
+                        return undefined
+                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                    };
+                    let epoch = partition.leader_epoch().0;
+                    if wanted.current_leader_epoch > epoch {
+                        return undefined
+                            .with_error_code(errors::code(ResponseError::UnknownLeaderEpoch));
+                    }
+                    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch < epoch {
+                        return undefined
+                            .with_error_code(errors::code(ResponseError::FencedLeaderEpoch));
+                    }
+                    // Every batch of this log was written in the current epoch (one leader, ever),
+                    // so the current epoch ends at the log end and later epochs are unknown.
+                    if wanted.leader_epoch == epoch {
+                        answer
+                            .with_leader_epoch(epoch)
+                            .with_end_offset(partition.log_end_offset().0)
+                    } else {
+                        undefined
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
