@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 import traceback
 
@@ -266,3 +267,161 @@ def round_trip_topics(name, bootstrap, topics, produce, consume, list_offsets):
             with soft(name, f"{t}: list offsets", group="list offsets"):
                 list_offsets(bootstrap, t, expected)
 
+
+# --- consumer groups (check_groups_*.py) ---------------------------------------------------------
+#
+# Each group check produces GROUP_RECORDS keyed records (the client's partitioner picks the
+# partition) to a fresh GROUP_PARTITIONS-partition topic, then consumes them with subscribe() in
+# consumer groups. Where every record landed comes from the produce acks (`Produced`); what the
+# consumers got is tallied per (partition, offset) (`Tally`), so a record delivered twice, to the
+# wrong consumer group or not at all is reported by position.
+
+GROUP_PARTITIONS = 4
+GROUP_RECORDS = 400
+GROUP_MORE = 40  # produced after the first commit; a resumed consumer must get exactly these
+GROUP_SESSION_TIMEOUT_MS = 10000
+GROUP_HEARTBEAT_MS = 1000
+# A new group's first generation waits group.initial.rebalance.delay.ms (3 s by default) for more
+# members, so forming a group and reading a few hundred records takes 3-5 s; this bounds it.
+GROUP_WAIT = 40
+GROUP_SETTLE = 1.0  # seconds of polling after the last expected record that must bring nothing
+
+
+def group_records(tag, start, n):
+    """[(index, key, value)] for records start..start+n-1; keys are distinct, values carry `tag`."""
+    return [(i, f"key-{i:05d}".encode(), f"{tag}|{i}".encode()) for i in range(start, start + n)]
+
+
+class Produced:
+    """Where each produced record landed, from the produce acks: (partition, offset) -> record."""
+
+    def __init__(self, topic, partitions=GROUP_PARTITIONS):
+        self.topic = topic
+        self.partitions = partitions
+        self.at = {}  # (partition, offset) -> (index, key, value)
+
+    def ack(self, index, key, value, partition, offset):
+        check(0 <= partition < self.partitions,
+              f"{self.topic}: record #{index} acked on partition {partition}, topic has {self.partitions}")
+        check(offset >= 0, f"{self.topic}: record #{index} acked with offset {offset}")
+        pos = (partition, offset)
+        check(pos not in self.at, f"{self.topic}[{partition}]: offset {offset} acked for record #{index}"
+                                  f" and for record #{self.at.get(pos, (None,))[0]}")
+        self.at[pos] = (index, key, value)
+
+    def ends(self):
+        """Per partition: the next offset, after checking the acked offsets are 0..n-1."""
+        out = {}
+        for p in range(self.partitions):
+            offs = sorted(o for (q, o) in self.at if q == p)
+            check(offs == list(range(len(offs))),
+                  f"{self.topic}[{p}]: acked offsets are not contiguous from 0: {offs[:10]}...")
+            out[p] = len(offs)
+        return out
+
+    def positions(self, indexes):
+        """The (partition, offset) of every record whose index is in `indexes`."""
+        want = set(indexes)
+        return {pos for pos, (i, _, _) in self.at.items() if i in want}
+
+    def check_spread(self):
+        """Every partition got records (otherwise "each consumer owns a share" says little)."""
+        ends = self.ends()
+        check(all(ends.values()), f"{self.topic}: keyed records reached only some partitions: {ends}")
+        return ends
+
+
+class Tally:
+    """What consumers of one group read, by position, with the consumer that read it. `lock` is
+    for callers that poll from several threads."""
+
+    def __init__(self, produced, group):
+        self.produced = produced
+        self.group = group
+        self.lock = threading.RLock()
+        self.seen = {}  # (partition, offset) -> consumer label
+        self.dups = []  # (position, first label, second label)
+        self.wrong = []  # descriptions of records that differ from what was acked there
+        # label -> {partition: offset after the last record it read}; a commit-on-revoke listener
+        # commits these and drops them.
+        self.next = {}
+
+    def add(self, who, partition, offset, key, value):
+        pos = (partition, offset)
+        exp = self.produced.at.get(pos)
+        if exp is None:
+            self.wrong.append(f"{who} read {self.produced.topic}[{partition}]@{offset} key={key!r}:"
+                              f" nothing was acked there")
+        elif (key, value) != exp[1:]:
+            self.wrong.append(f"{who} read {self.produced.topic}[{partition}]@{offset} key={key!r}"
+                              f" value={value!r}; acked there: record #{exp[0]} key={exp[1]!r} value={exp[2]!r}")
+        if pos in self.seen:
+            self.dups.append((pos, self.seen[pos], who))
+        else:
+            self.seen[pos] = who
+        nxt = self.next.setdefault(who, {})
+        nxt[partition] = max(nxt.get(partition, 0), offset + 1)
+
+    def has_all(self, want):
+        return want <= self.seen.keys()
+
+    def by_consumer(self):
+        out = {}
+        for (p, _), who in self.seen.items():
+            out.setdefault(who, {}).setdefault(p, 0)
+            out[who][p] += 1
+        return out
+
+    def verify(self, want, what):
+        """Exactly the positions in `want`, each once, each equal to what was produced there."""
+        g, t = self.group, self.produced.topic
+        check(not self.wrong, f"group {g}: {len(self.wrong)} records differ from the acked ones, first: {self.wrong[:3]}")
+        if self.dups:
+            (p, o), a, b = self.dups[0]
+            raise CheckFailed(f"group {g}: {len(self.dups)} records delivered more than once, first"
+                              f" {t}[{p}]@{o} to {a} and then to {b}; {what}")
+        missing = sorted(want - self.seen.keys())
+        extra = sorted(self.seen.keys() - want)
+        if extra:
+            idx = sorted(self.produced.at[pos][0] for pos in extra if pos in self.produced.at)
+            raise CheckFailed(f"group {g}: read {len(extra)} records it should not have, first positions"
+                              f" {extra[:5]} (record #{idx[:5]}); {what}")
+        check(not missing, f"group {g}: {len(missing)} of {len(want)} records never delivered, first"
+                           f" positions {missing[:5]}; {what}")
+
+
+def split_problem(owned, partitions=GROUP_PARTITIONS):
+    """None when the consumers' assignments ({label: set of partitions}) are non-empty, disjoint
+    and cover every partition; otherwise what is wrong."""
+    empty = [who for who, ps in owned.items() if not ps]
+    if empty:
+        return f"{', '.join(empty)} own(s) no partitions"
+    labels = list(owned)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            both = owned[a] & owned[b]
+            if both:
+                return f"{a} and {b} both own partitions {sorted(both)}"
+    union = set().union(*owned.values())
+    if union != set(range(partitions)):
+        return f"partitions {sorted(set(range(partitions)) - union)} are owned by nobody"
+    return None
+
+
+def describe_owned(owned):
+    return ", ".join(f"{who}: {sorted(ps)}" for who, ps in owned.items())
+
+
+def check_committed(group, topic, committed, want):
+    """committed: {partition: offset or None} as the client reports it; want: {partition: offset}."""
+    bad = {p: committed.get(p) for p in want if committed.get(p) != want[p]}
+    check(not bad, f"group {group}: committed offsets of {topic} {dict(sorted(committed.items()))},"
+                   f" expected {want} (differ on {sorted(bad)})")
+
+
+def group_wait_failed(group, tally, want, owned, waited):
+    have = len(want & tally.seen.keys())
+    problem = split_problem(owned)
+    raise CheckFailed(f"group {group}: after {waited:.0f}s {have} of {len(want)} records consumed"
+                      f" (per consumer: {tally.by_consumer()}); assignments {describe_owned(owned)}"
+                      + (f" ({problem})" if problem else ""))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cross-client interoperability checks: kafka-python, confluent-kafka, aiokafka and kcat against a
-# real `sluice serve` on a free loopback port. Usage: bash tests/interop/run.sh
+# real `sluice serve` on a free loopback port, plus consumer-group checks for the three Python
+# clients. Usage: bash tests/interop/run.sh
 #
 # Installs the Python clients into tests/interop/.venv (pinned in requirements.txt) and kcat via
 # apt-get if missing, builds the broker in release mode, starts it on 127.0.0.1:0 with a temporary
@@ -187,8 +188,14 @@ if ((VENV_OK)); then
     run_check "kafka-python" "$VENV/bin/python" -u "$HERE/check_kafka_python.py" "$BOOTSTRAP"
     run_check "confluent-kafka" "$VENV/bin/python" -u "$HERE/check_confluent.py" "$BOOTSTRAP"
     run_check "aiokafka" "$VENV/bin/python" -u "$HERE/check_aiokafka.py" "$BOOTSTRAP"
+    # Consumer groups (subscribe, rebalance, commit, resume): 13-22 s each, mostly waiting out
+    # group.initial.rebalance.delay.ms (3 s) every time a group forms from empty.
+    run_check "kafka-python groups" "$VENV/bin/python" -u "$HERE/check_groups_kafka_python.py" "$BOOTSTRAP"
+    run_check "confluent-kafka groups" "$VENV/bin/python" -u "$HERE/check_groups_confluent.py" "$BOOTSTRAP"
+    run_check "aiokafka groups" "$VENV/bin/python" -u "$HERE/check_groups_aiokafka.py" "$BOOTSTRAP"
 else
-    for name in kafka-python confluent-kafka aiokafka; do
+    for name in kafka-python confluent-kafka aiokafka "kafka-python groups" "confluent-kafka groups" \
+        "aiokafka groups"; do
         section "$name"
         fail "$name" "python venv setup failed"
     done
