@@ -269,13 +269,25 @@ pub fn log_config(
                     parse_timestamp_type(key, value).map_err(|e| TopicConfigError(e.to_string()))?
             }
             "cleanup.policy" => {
+                config.delete = false;
+                config.compact = false;
                 for policy in value.split(',') {
-                    if !matches!(policy.trim(), "delete" | "compact") {
-                        return Err(TopicConfigError(format!(
-                            "invalid value `{value}` for topic config `cleanup.policy`: expected delete, compact or compact,delete"
-                        )));
+                    match policy.trim() {
+                        "delete" => config.delete = true,
+                        "compact" => config.compact = true,
+                        _ => {
+                            return Err(TopicConfigError(format!(
+                                "invalid value `{value}` for topic config `cleanup.policy`: expected delete, compact or compact,delete"
+                            )))
+                        }
                     }
                 }
+            }
+            "delete.retention.ms" => {
+                config.delete_retention_ms = at_least(key, number(key, value)?, 0)?
+            }
+            "min.compaction.lag.ms" => {
+                config.min_compaction_lag_ms = at_least(key, number(key, value)?, 0)?
             }
             "compression.type" => {
                 if !matches!(
@@ -297,6 +309,7 @@ pub fn log_config(
                         "invalid value `{value}` for topic config `{key}`: must be between 0 and 1"
                     )));
                 }
+                config.min_cleanable_dirty_ratio = ratio;
             }
             "preallocate" | "unclean.leader.election.enable" => {
                 number::<bool>(key, value)?;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 mod batch;
+mod cleaner;
 mod dir;
 mod index;
 mod partition_log;
@@ -22,6 +23,7 @@ mod producer;
 mod segment;
 pub mod testing;
 
+pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
 pub use dir::LogDir;
 pub use partition_log::PartitionLog;
 
@@ -71,6 +73,16 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `cleanup.policy` contains `delete`: retention removes old segments (default true).
+    pub delete: bool,
+    /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long tombstones survive compaction (default 1 day).
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: clean once this share of the closed log is uncleaned (0.5).
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted yet (0).
+    pub min_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -85,6 +97,11 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            delete: true,
+            compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
         }
     }
 }

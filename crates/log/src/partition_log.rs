@@ -14,6 +14,7 @@ use crate::batch::{
     check_crc, check_header, first_record_at_or_after, stamp_header, BatchHeader, BatchProblem,
     ATTR_LOG_APPEND_TIME, HEADER_LEN,
 };
+use crate::cleaner::{CleanOutput, CleanPlan};
 use crate::index::write_synced;
 use crate::producer::{snapshot_path, Check, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
@@ -24,6 +25,7 @@ use crate::{
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 const LOG_START_FILE: &str = "log-start-offset";
+const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Producer-state snapshots kept besides the newest (older ones are deleted).
 const SNAPSHOTS_KEPT: usize = 2;
 
@@ -43,6 +45,11 @@ pub struct PartitionLog {
     producers: ProducerState,
     /// Set by a failed write or sync; appends are refused afterwards.
     poisoned: bool,
+    /// Bumped whenever closed segments are removed or replaced, so a clean planned before can
+    /// tell its output is stale.
+    generation: u64,
+    /// Offsets below this were compacted by an earlier clean.
+    cleaned_to: i64,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -72,12 +79,15 @@ fn problem_text(p: &BatchProblem) -> &str {
 struct Listing {
     segments: Vec<i64>,
     snapshots: Vec<i64>,
+    /// Cleaned segments renamed for swapping in when the process stopped.
+    swaps: Vec<i64>,
 }
 
 fn list(dir: &Path) -> io::Result<Listing> {
     let mut listing = Listing {
         segments: Vec::new(),
         snapshots: Vec::new(),
+        swaps: Vec::new(),
     };
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
@@ -96,12 +106,51 @@ fn list(dir: &Path) -> io::Result<Listing> {
         match ext {
             "log" => listing.segments.push(offset),
             "snapshot" => listing.snapshots.push(offset),
+            "swap" => listing.swaps.push(offset),
+            // An unfinished clean: the old segments are still complete.
+            "cleaned" => fs::remove_file(entry.path())?,
             _ => {}
         }
     }
     listing.segments.sort_unstable();
     listing.snapshots.sort_unstable();
+    listing.swaps.sort_unstable();
     Ok(listing)
+}
+
+/// Finishes swaps a crash interrupted: each `<base>.swap` replaces the segments whose base lies
+/// in the offsets it covers, then becomes `<base>.log` (its indexes are rebuilt on load).
+fn complete_swaps(dir: &Path, swaps: &[i64], bases: &mut Vec<i64>) -> io::Result<()> {
+    for &base in swaps {
+        let swap = crate::cleaner::swap_path(dir, base);
+        let file = fs::File::open(&swap)?;
+        let size = file.metadata()?.len();
+        let mut next = base;
+        scan(&file, 0, size, false, |_, h, _| {
+            next = h.last_offset() + 1;
+            Ok(())
+        })?;
+        let covered: Vec<i64> = bases
+            .iter()
+            .copied()
+            .filter(|&b| b >= base && (b < next || b == base))
+            .collect();
+        for old in &covered {
+            for ext in ["log", "index", "timeindex"] {
+                remove_if_present(&dir.join(crate::segment::file_name(*old, ext)))?;
+            }
+        }
+        for ext in ["index", "timeindex"] {
+            remove_if_present(&dir.join(crate::segment::file_name(base, ext)))?;
+        }
+        fs::rename(&swap, dir.join(crate::segment::file_name(base, "log")))?;
+        sync_dir(dir)?;
+        bases.retain(|b| !covered.contains(b));
+        bases.push(base);
+        bases.sort_unstable();
+        tracing::warn!(dir = %dir.display(), base, replaced = covered.len(), "completed a log clean interrupted by a stop");
+    }
+    Ok(())
 }
 
 impl PartitionLog {
@@ -125,9 +174,12 @@ impl PartitionLog {
             recovery_point_written: recovery_point,
             producers: ProducerState::default(),
             poisoned: false,
+            generation: 0,
+            cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
         };
-        log.load_segments(&listing.segments, clean)
-            .map_err(open_err(dir))?;
+        let mut bases = listing.segments;
+        complete_swaps(dir, &listing.swaps, &mut bases).map_err(open_err(dir))?;
+        log.load_segments(&bases, clean).map_err(open_err(dir))?;
         let first_base = log.first_segment().base;
         let end = log.log_end();
         log.log_start = log.log_start.clamp(first_base, end);
@@ -682,7 +734,7 @@ impl PartitionLog {
     /// Deletes whole closed segments past retention.ms / retention.bytes; returns how many.
     pub fn enforce_retention(&mut self, now: Timestamp) -> io::Result<usize> {
         let mut deleted = 0;
-        if self.config.retention_ms >= 0 {
+        if self.config.delete && self.config.retention_ms >= 0 {
             while self.segments.len() > 1 {
                 let oldest = self.first_segment();
                 let newest_ts = if oldest.max_timestamp >= 0 {
@@ -697,7 +749,7 @@ impl PartitionLog {
                 deleted += 1;
             }
         }
-        if self.config.retention_bytes >= 0 {
+        if self.config.delete && self.config.retention_bytes >= 0 {
             let mut excess = self.size_bytes() as i64 - self.config.retention_bytes;
             while self.segments.len() > 1 && excess >= self.first_segment().size as i64 {
                 excess -= self.first_segment().size as i64;
@@ -717,6 +769,7 @@ impl PartitionLog {
             "the active segment is never deleted"
         );
         let (_, segment) = self.segments.pop_first().expect("checked above");
+        self.generation += 1;
         segment.remove_files()?;
         self.log_start = self.log_start.max(self.first_segment().base);
         tracing::info!(dir = %self.dir.display(), base = segment.base, bytes = segment.size, reason, log_start = self.log_start, "deleted segment");
@@ -741,6 +794,7 @@ impl PartitionLog {
         self.log_start = offset.0;
         while self.segments.len() > 1 && self.first_segment().next_offset <= self.log_start {
             let (_, segment) = self.segments.pop_first().expect("more than one segment");
+            self.generation += 1;
             segment.remove_files()?;
             tracing::info!(dir = %self.dir.display(), base = segment.base, "deleted segment below the log start offset");
         }
@@ -766,6 +820,8 @@ impl PartitionLog {
         if offset.0 >= self.log_end() {
             return Ok(());
         }
+        self.generation += 1;
+        self.cleaned_to = self.cleaned_to.min(offset.0);
         while self.segments.len() > 1 && self.active().base >= offset.0 {
             let (_, segment) = self.segments.pop_last().expect("more than one segment");
             segment.remove_files()?;
@@ -798,6 +854,119 @@ impl PartitionLog {
         let snapshots = list(&self.dir)?.snapshots;
         self.load_producer_state(&snapshots)?;
         self.write_checkpoints()
+    }
+
+    /// What a clean of this `compact` log would do now, or None when there is nothing worth
+    /// cleaning (not compacted, no closed segment, dirty share below `min.cleanable.dirty.ratio`).
+    pub fn clean_plan(&self, now: Timestamp) -> Option<CleanPlan> {
+        if !self.config.compact || self.segments.len() < 2 {
+            return None;
+        }
+        let lag = self.config.min_compaction_lag_ms;
+        let closed: Vec<&Segment> = self
+            .segments
+            .values()
+            .take(self.segments.len() - 1)
+            .collect();
+        let mut sources = Vec::new();
+        for segment in &closed {
+            // Records younger than min.compaction.lag.ms are not compacted yet.
+            if lag > 0 && segment.max_timestamp > now.0.saturating_sub(lag) {
+                break;
+            }
+            sources.push(crate::cleaner::SourceSegment {
+                base: segment.base,
+                next_offset: segment.next_offset,
+                file: Arc::clone(&segment.file),
+                size: segment.size,
+            });
+        }
+        let end = self
+            .segments
+            .keys()
+            .nth(sources.len())
+            .copied()
+            .unwrap_or_else(|| self.log_end());
+        let first_dirty = self.cleaned_to.max(self.log_start);
+        let total: u64 = sources.iter().map(|s| s.size).sum();
+        let dirty: u64 = sources
+            .iter()
+            .filter(|s| s.next_offset > first_dirty)
+            .map(|s| s.size)
+            .sum();
+        if dirty == 0 || (dirty as f64) < self.config.min_cleanable_dirty_ratio * total as f64 {
+            return None;
+        }
+        Some(CleanPlan {
+            dir: self.dir.clone(),
+            segments: sources,
+            first_dirty,
+            end,
+            generation: self.generation,
+            now: now.0,
+            delete_retention_ms: self.config.delete_retention_ms,
+            segment_bytes: self.config.segment_bytes,
+            index_interval: self.config.index_interval_bytes,
+        })
+    }
+
+    /// Swaps a finished clean's segments in (see [`crate::cleaner`]). Returns false, and deletes
+    /// the output, when the closed segments changed since the plan.
+    pub fn finish_clean(&mut self, output: CleanOutput) -> io::Result<bool> {
+        self.finish_clean_steps(output, usize::MAX)
+    }
+
+    /// [`Self::finish_clean`] that stops after `steps` file operations, leaving the directory as
+    /// a crash at that point would (for crash-safety tests).
+    #[doc(hidden)]
+    pub fn finish_clean_steps(&mut self, output: CleanOutput, steps: usize) -> io::Result<bool> {
+        if output.generation != self.generation {
+            for (_, segment) in &output.groups {
+                remove_if_present(&crate::cleaner::cleaned_path(&self.dir, segment.base))?;
+            }
+            tracing::info!(dir = %self.dir.display(), "log changed during a clean; its output is discarded");
+            return Ok(false);
+        }
+        let mut budget = steps;
+        let mut step = || {
+            if budget == 0 {
+                return false;
+            }
+            budget -= 1;
+            true
+        };
+        for (replaced, segment) in output.groups {
+            let base = segment.base;
+            let swap = crate::cleaner::swap_path(&self.dir, base);
+            if !step() {
+                return Ok(false);
+            }
+            fs::rename(crate::cleaner::cleaned_path(&self.dir, base), &swap)?;
+            sync_dir(&self.dir)?;
+            for old in replaced {
+                if !step() {
+                    return Ok(false);
+                }
+                if let Some(old_segment) = self.segments.remove(&old) {
+                    old_segment.remove_files()?;
+                }
+            }
+            if !step() {
+                return Ok(false);
+            }
+            fs::rename(&swap, &segment.log_path)?;
+            segment.write_indexes()?;
+            sync_dir(&self.dir)?;
+            self.segments.insert(base, segment);
+        }
+        self.generation += 1;
+        self.cleaned_to = output.end;
+        write_synced(
+            &self.dir.join(CLEANER_CHECKPOINT_FILE),
+            self.cleaned_to.to_string().as_bytes(),
+        )?;
+        tracing::info!(dir = %self.dir.display(), cleaned_to = self.cleaned_to, read = output.stats.bytes_read, written = output.stats.bytes_written, records_kept = output.stats.records_kept, records_read = output.stats.records_read, "log cleaned");
+        Ok(true)
     }
 
     /// Total bytes of all segments.

@@ -139,6 +139,23 @@ impl Segment {
         Ok(Segment::with_file(base, file, log_path, 0))
     }
 
+    /// Creates the output of a clean: data goes to `<base>.cleaned`, but the segment already
+    /// carries its final `<base>.log` name for after the swap.
+    pub(crate) fn create_cleaned(dir: &Path, base: i64) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.join(file_name(base, "cleaned")))?;
+        Ok(Segment::with_file(
+            base,
+            file,
+            dir.join(file_name(base, "log")),
+            0,
+        ))
+    }
+
     /// Opens an existing segment file; indexes and offsets are filled in by the caller.
     pub(crate) fn open(dir: &Path, base: i64) -> io::Result<Segment> {
         let log_path = dir.join(file_name(base, "log"));

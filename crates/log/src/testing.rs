@@ -8,7 +8,7 @@ use crate::batch::{HEADER_LEN, OFF_ATTRIBUTES, OFF_CRC};
 #[derive(Debug, Clone)]
 struct Record {
     key: Option<Vec<u8>>,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
     timestamp: i64,
     headers: Vec<(String, Vec<u8>)>,
 }
@@ -65,7 +65,18 @@ impl BatchBuilder {
     pub fn record(mut self, key: Option<&[u8]>, value: &[u8], timestamp: i64) -> Self {
         self.records.push(Record {
             key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
+            value: Some(value.to_vec()),
+            timestamp,
+            headers: Vec::new(),
+        });
+        self
+    }
+
+    /// Adds a tombstone (a record with a key and a null value) for compacted topics.
+    pub fn tombstone(mut self, key: &[u8], timestamp: i64) -> Self {
+        self.records.push(Record {
+            key: Some(key.to_vec()),
+            value: None,
             timestamp,
             headers: Vec::new(),
         });
@@ -82,7 +93,7 @@ impl BatchBuilder {
     ) -> Self {
         self.records.push(Record {
             key: key.map(<[u8]>::to_vec),
-            value: value.to_vec(),
+            value: Some(value.to_vec()),
             timestamp,
             headers: headers
                 .iter()
@@ -121,8 +132,13 @@ impl BatchBuilder {
                 }
                 None => put_varint(&mut r, -1),
             }
-            put_varint(&mut r, record.value.len() as i64);
-            r.extend_from_slice(&record.value);
+            match &record.value {
+                Some(v) => {
+                    put_varint(&mut r, v.len() as i64);
+                    r.extend_from_slice(v);
+                }
+                None => put_varint(&mut r, -1),
+            }
             put_varint(&mut r, record.headers.len() as i64);
             for (k, v) in &record.headers {
                 put_varint(&mut r, k.len() as i64);

@@ -1,0 +1,263 @@
+//! Log compaction: the cleaner keeps the latest record per key (offsets and order unchanged),
+//! drops expired tombstones, and a crash at any step of its swap leaves a readable log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use proptest::prelude::*;
+use sluice_log::testing::BatchBuilder;
+use sluice_log::{LeaderEpoch, LogConfig, Offset, PartitionLog, Timestamp};
+
+const NOW: i64 = 1_700_000_000_000;
+const OLD: i64 = NOW - 10 * 24 * 3600 * 1000;
+
+fn config(delete_retention_ms: i64) -> LogConfig {
+    LogConfig {
+        segment_bytes: 700,
+        index_interval_bytes: 128,
+        compact: true,
+        delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        delete_retention_ms,
+        ..LogConfig::default()
+    }
+}
+
+/// (offset, key, value) of every record in the log, in order.
+fn records(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+    let read = log
+        .read(
+            log.log_start_offset(),
+            usize::MAX / 2,
+            log.log_end_offset(),
+            true,
+        )
+        .unwrap();
+    let mut bytes = read.records;
+    RecordBatchDecoder::decode_all(&mut bytes)
+        .unwrap()
+        .into_iter()
+        .flat_map(|set| set.records)
+        .map(|r| (r.offset, r.key, r.value))
+        .collect()
+}
+
+fn latest_values(records: &[(i64, Option<Bytes>, Option<Bytes>)]) -> BTreeMap<Bytes, Bytes> {
+    let mut map = BTreeMap::new();
+    for (_, key, value) in records {
+        if let Some(key) = key {
+            match value {
+                Some(v) => map.insert(key.clone(), v.clone()),
+                None => map.remove(key),
+            };
+        }
+    }
+    map
+}
+
+/// Writes `writes` as batches of `batch` records; returns everything written.
+fn write(
+    log: &mut PartitionLog,
+    writes: &[(u8, Option<u8>)],
+    batch: usize,
+) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+    let mut all = Vec::new();
+    for chunk in writes.chunks(batch.max(1)) {
+        let mut b = BatchBuilder::new();
+        for (key, value) in chunk {
+            let k = [b'k', *key];
+            b = match value {
+                Some(v) => b.record(Some(&k), &[*v; 40], OLD),
+                None => b.tombstone(&k, OLD),
+            };
+        }
+        let info = log
+            .append(b.build(), LeaderEpoch(0), Timestamp(NOW))
+            .unwrap();
+        for (i, (key, value)) in chunk.iter().enumerate() {
+            all.push((
+                info.first_offset.0 + i as i64,
+                Some(Bytes::copy_from_slice(&[b'k', *key])),
+                value.map(|v| Bytes::from(vec![v; 40])),
+            ));
+        }
+    }
+    all
+}
+
+fn active_base(dir: &Path) -> i64 {
+    let mut bases: Vec<i64> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .map(|p| p.file_stem().unwrap().to_str().unwrap().parse().unwrap())
+        .collect();
+    bases.sort();
+    *bases.last().unwrap()
+}
+
+/// What a clean must keep: everything at or after `end`; below it the latest record per key
+/// among records below `end` (tombstones only while not expired), and keyless records.
+fn expected(
+    written: &[(i64, Option<Bytes>, Option<Bytes>)],
+    end: i64,
+    tombstones_expire: bool,
+) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+    let mut latest: HashMap<Bytes, i64> = HashMap::new();
+    for (offset, key, _) in written.iter().filter(|r| r.0 < end) {
+        if let Some(k) = key {
+            latest.insert(k.clone(), *offset);
+        }
+    }
+    written
+        .iter()
+        .filter(|(offset, key, value)| {
+            *offset >= end
+                || key
+                    .as_ref()
+                    .is_none_or(|k| latest[k] == *offset && !(value.is_none() && tombstones_expire))
+        })
+        .cloned()
+        .collect()
+}
+
+fn clean(log: &mut PartitionLog) -> bool {
+    match log.clean_plan(Timestamp(NOW)) {
+        Some(plan) => {
+            let output = plan.run().unwrap();
+            log.finish_clean(output).unwrap()
+        }
+        None => false,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+    #[test]
+    fn compaction_keeps_the_latest_value_per_key(
+        writes in proptest::collection::vec((0u8..8, proptest::option::weighted(0.8, any::<u8>())), 1..150),
+        batch in 1usize..5,
+        expire in any::<bool>(),
+        reopen_clean in any::<bool>(),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let retention = if expire { 0 } else { i64::MAX / 4 };
+        let mut log = PartitionLog::open(dir.path(), config(retention), true).unwrap();
+        let written = write(&mut log, &writes, batch);
+        let end = active_base(dir.path());
+        clean(&mut log);
+        let after = records(&log);
+        prop_assert_eq!(&after, &expected(&written, end, expire));
+        prop_assert_eq!(latest_values(&after), latest_values(&written));
+        // Offsets stay increasing and the log end is unchanged.
+        prop_assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+        prop_assert_eq!(log.log_end_offset().0, written.len() as i64);
+        // A second clean finds nothing new to drop; reopening keeps the result.
+        clean(&mut log);
+        prop_assert_eq!(&records(&log), &after);
+        if reopen_clean { log.close().unwrap(); } else { drop(log); }
+        let mut log = PartitionLog::open(dir.path(), config(retention), reopen_clean).unwrap();
+        prop_assert_eq!(&records(&log), &after);
+        // The log keeps taking appends after its segments were replaced.
+        let more = write(&mut log, &[(1, Some(7))], 1);
+        prop_assert_eq!(more[0].0, written.len() as i64);
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_of_the_swap_leaves_a_readable_log() {
+    let writes: Vec<(u8, Option<u8>)> = (0..120u32)
+        .map(|i| {
+            (
+                (i % 5) as u8,
+                if i % 17 == 0 { None } else { Some(i as u8) },
+            )
+        })
+        .collect();
+    for steps in 0..40 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = PartitionLog::open(dir.path(), config(i64::MAX / 4), true).unwrap();
+        let written = write(&mut log, &writes, 3);
+        let plan = log.clean_plan(Timestamp(NOW)).expect("something to clean");
+        let output = plan.run().unwrap();
+        let finished = log.finish_clean_steps(output, steps).unwrap();
+        drop(log); // crash: no close
+        let mut log = PartitionLog::open(dir.path(), config(i64::MAX / 4), false).unwrap();
+        let after = records(&log);
+        assert_eq!(
+            latest_values(&after),
+            latest_values(&written),
+            "steps {steps}"
+        );
+        assert!(after.windows(2).all(|w| w[0].0 < w[1].0), "steps {steps}");
+        assert_eq!(log.log_end_offset(), Offset(written.len() as i64));
+        // No leftovers of the clean remain, and a new clean completes the work.
+        let leftovers = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                let name = name.to_str().unwrap();
+                name.ends_with(".swap") || name.ends_with(".cleaned")
+            })
+            .count();
+        assert_eq!(leftovers, 0, "steps {steps}");
+        clean(&mut log);
+        let end = active_base(dir.path());
+        assert_eq!(
+            records(&log),
+            expected(&written, end, false),
+            "steps {steps}"
+        );
+        if finished {
+            break;
+        }
+    }
+}
+
+#[test]
+fn retention_leaves_compacted_topics_alone_and_stale_cleans_are_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(
+        dir.path(),
+        LogConfig {
+            retention_ms: 1,
+            retention_bytes: 1,
+            ..config(0)
+        },
+        true,
+    )
+    .unwrap();
+    let writes: Vec<(u8, Option<u8>)> = (0..60u8).map(|i| (i % 3, Some(i))).collect();
+    let written = write(&mut log, &writes, 2);
+    assert_eq!(
+        log.enforce_retention(Timestamp(NOW)).unwrap(),
+        0,
+        "compact only: no deletion"
+    );
+    // compact,delete: retention runs too, and a clean planned before it is discarded.
+    let plan = log.clean_plan(Timestamp(NOW)).unwrap();
+    log.set_config(LogConfig {
+        delete: true,
+        retention_ms: 1,
+        retention_bytes: 1,
+        ..config(0)
+    });
+    assert!(log.enforce_retention(Timestamp(NOW)).unwrap() > 0);
+    let output = plan.run().unwrap();
+    assert!(!log.finish_clean(output).unwrap());
+    let after = records(&log);
+    assert_eq!(after.last().map(|r| r.0), written.last().map(|r| r.0));
+    let cleaned = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "cleaned")
+        })
+        .count();
+    assert_eq!(cleaned, 0);
+}
