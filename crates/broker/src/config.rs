@@ -57,6 +57,10 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `log.cleaner.enable`: run the log cleaner for `compact` topics.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes over the partitions.
+    pub cleaner_backoff_ms: u64,
     /// The settings given explicitly (flags, environment, file), as DescribeConfigs reports them
     /// with source STATIC_BROKER_CONFIG.
     pub explicit: BTreeMap<String, String>,
@@ -89,6 +93,8 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            cleaner_enable: true,
+            cleaner_backoff_ms: 15_000,
             explicit: BTreeMap::new(),
         }
     }
@@ -167,6 +173,11 @@ impl BrokerConfig {
                 self.group_min_session_timeout_ms.to_string(),
             ),
             ("listeners", format!("PLAINTEXT://{}", self.listen)),
+            (
+                "log.cleaner.backoff.ms",
+                self.cleaner_backoff_ms.to_string(),
+            ),
+            ("log.cleaner.enable", self.cleaner_enable.to_string()),
             ("log.dirs", self.data_dir.display().to_string()),
             ("log.flush.interval.ms", self.flush_interval_ms.to_string()),
             ("log.flush.on.ack", self.flush_on_ack.to_string()),
@@ -312,6 +323,8 @@ impl BrokerConfig {
                 }
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse(key, value)?,
+            "log.cleaner.enable" => self.cleaner_enable = parse(key, value)?,
+            "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = parse(key, value)?,
             "offsets.retention.minutes" => {
                 self.offsets_retention_ms = parse::<i64>(key, value)?.saturating_mul(60_000)
             }

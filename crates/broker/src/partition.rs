@@ -217,6 +217,19 @@ impl Partition {
         Ok(start)
     }
 
+    /// One cleaner pass (compaction) if the log wants one: planned and swapped in under the
+    /// log's lock, the work itself done without it so producers keep appending.
+    pub fn clean(&self, now: Timestamp) -> std::io::Result<Option<sluice_log::CleanStats>> {
+        let plan = self.log.lock().clean_plan(now);
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        let output = plan.run()?;
+        let stats = output.stats.clone();
+        let applied = self.log.lock().finish_clean(output)?;
+        Ok(applied.then_some(stats))
+    }
+
     /// Applies retention and time-based rolling.
     pub fn housekeeping(&self, now: Timestamp) -> std::io::Result<usize> {
         let mut log = self.log.lock();

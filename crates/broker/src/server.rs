@@ -21,6 +21,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     let mut shutdown = broker.shutdown_signal();
     let background = tokio::spawn(housekeeping(broker.clone()));
     let group_timers = tokio::spawn(group_ticker(broker.clone()));
+    let cleaner = tokio::spawn(log_cleaner(broker.clone()));
     let open_connections = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     loop {
@@ -68,8 +69,10 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
-    // Housekeeping stops at its next select; wait so no log is in use when the logs close.
+    // Housekeeping and the cleaner stop at their next select (a clean in progress finishes
+    // first); wait so no log is in use when the logs close.
     let _ = background.await;
+    let _ = cleaner.await;
     let broker_for_close = broker.clone();
     let clean = tokio::task::spawn_blocking(move || broker_for_close.replicas.shutdown())
         .await
@@ -92,6 +95,51 @@ async fn group_ticker(broker: Arc<Broker>) {
             _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
             _ = expiry.tick() => broker.expire_offsets().await,
             _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+    }
+}
+
+/// Compacts `compact` topics: a pass over every partition each `log.cleaner.backoff.ms`, each
+/// clean on a blocking thread.
+async fn log_cleaner(broker: Arc<Broker>) {
+    if !broker.config.cleaner_enable {
+        return;
+    }
+    let mut shutdown = broker.shutdown_signal();
+    let mut pass = tokio::time::interval(Duration::from_millis(
+        broker.config.cleaner_backoff_ms.max(10),
+    ));
+    pass.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::broker::stopped(&mut shutdown) => return,
+            _ = pass.tick() => {
+                for partition in broker.replicas.all_partitions() {
+                    if broker.is_shutting_down() {
+                        return;
+                    }
+                    let started = std::time::Instant::now();
+                    let p = partition.clone();
+                    match tokio::task::spawn_blocking(move || p.clean(now())).await {
+                        Ok(Ok(Some(stats))) => {
+                            let secs = started.elapsed().as_secs_f64().max(1e-6);
+                            info!(
+                                topic = %partition.topic,
+                                partition = partition.index,
+                                read_bytes = stats.bytes_read,
+                                written_bytes = stats.bytes_written,
+                                records_read = stats.records_read,
+                                records_kept = stats.records_kept,
+                                mb_per_s = format!("{:.1}", stats.bytes_read as f64 / secs / 1e6),
+                                "cleaned"
+                            );
+                        }
+                        Ok(Ok(None)) => {}
+                        Ok(Err(e)) => warn!(topic = %partition.topic, partition = partition.index, error = %e, "log clean failed"),
+                        Err(e) => warn!(error = %e, "log cleaner task failed"),
+                    }
+                }
+            }
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the log's hot paths: appending 16 KiB producer batches and reading
-//! 1 MiB fetches. `cargo bench -p sluice-log`; throughput is reported in bytes per second.
+//! 1 MiB fetches, and compacting 32 MiB. `cargo bench -p sluice-log`; throughput is reported in bytes per second.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -78,5 +78,56 @@ fn read(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read);
+/// Compaction: 32 MiB of 100-byte records over 10 000 keys in 1 MiB segments, cleaned whole.
+fn clean(c: &mut Criterion) {
+    let batches: Vec<Bytes> = (0..140)
+        .map(|b| {
+            let mut builder = BatchBuilder::new();
+            for i in 0..140 {
+                let key = format!("key-{}", (b * 140 + i) % 10_000);
+                builder = builder.record(Some(key.as_bytes()), &[b'x'; 100], 1_700_000_000_000);
+            }
+            builder.build()
+        })
+        .collect();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        compact: true,
+        delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        ..LogConfig::default()
+    };
+    let total: usize = 32 << 20;
+    let mut group = c.benchmark_group("clean");
+    group.throughput(Throughput::Bytes(total as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.bench_function("32MiB_10k_keys", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::tempdir().unwrap();
+                let mut log = PartitionLog::open(dir.path(), config.clone(), true).unwrap();
+                let mut written = 0;
+                let mut i = 0;
+                while written < total {
+                    let batch = &batches[i % batches.len()];
+                    written += batch.len();
+                    log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+                        .unwrap();
+                    i += 1;
+                }
+                let start = Instant::now();
+                let plan = log.clean_plan(Timestamp(0)).expect("dirty");
+                let output = plan.run().unwrap();
+                assert!(log.finish_clean(output).unwrap());
+                spent += start.elapsed();
+            }
+            spent
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, append, read, clean);
 criterion_main!(benches);

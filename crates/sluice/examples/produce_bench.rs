@@ -3,8 +3,11 @@
 //! ```sh
 //! cargo run --release --example produce_bench -- 127.0.0.1:9092 1000000 100 1
 //! ```
-//! Arguments: bootstrap, record count, record size in bytes, acks (0, 1 or all). Creates a fresh
-//! topic named `bench-<acks>-<millis>` (auto-created, num.partitions) and prints records/s and MB/s.
+//! Arguments: bootstrap, record count, record size in bytes, acks (0, 1 or all), and optionally
+//! `compact`. Uses a fresh topic `bench-<acks>-<millis>` (auto-created with num.partitions) and
+//! prints records/s and MB/s. With `compact` the topic is created with `cleanup.policy=compact`,
+//! 8 MiB segments and `min.cleanable.dirty.ratio=0.1`, and records carry keys over 100 000 values,
+//! so the broker's cleaner works while the producer runs.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +46,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let size: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(100);
     let acks = args.get(4).map_or("1", String::as_str);
+    let compact = args.get(5).is_some_and(|a| a == "compact");
     let topic = format!(
         "bench-{}-{}",
         acks,
@@ -51,6 +55,9 @@ fn main() {
             .unwrap()
             .as_millis()
     );
+    if compact {
+        create_compacted(bootstrap, &topic);
+    }
     let producer: ThreadedProducer<Counting> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("acks", acks)
@@ -68,7 +75,14 @@ fn main() {
     let start = Instant::now();
     let mut sent = 0;
     while sent < count {
-        match producer.send(BaseRecord::<(), [u8]>::to(&topic).payload(&payload)) {
+        let key = format!("key-{}", sent % 100_000);
+        let record = BaseRecord::<str, [u8]>::to(&topic).payload(&payload);
+        let record = if compact {
+            record.key(key.as_str())
+        } else {
+            record
+        };
+        match producer.send(record) {
             Ok(()) => sent += 1,
             Err((_, _)) => producer.poll(Duration::from_millis(1)),
         }
@@ -84,4 +98,24 @@ fn main() {
         count as f64 / secs,
         (count * size) as f64 / secs / 1e6
     );
+}
+
+fn create_compacted(bootstrap: &str, topic: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact")
+        .set("segment.bytes", "8388608")
+        .set("min.cleanable.dirty.ratio", "0.1");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result = runtime
+        .block_on(admin.create_topics([&new], &AdminOptions::new()))
+        .expect("create topic");
+    assert!(result[0].is_ok(), "{result:?}");
 }

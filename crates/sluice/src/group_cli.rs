@@ -1,6 +1,7 @@
 //! `sluice group list|describe|reset-offsets`: consumer-group administration over the Kafka wire
-//! protocol, shaped after Kafka's `kafka-consumer-groups.sh`. This module holds the flags, the
-//! requests the subcommands share and the output helpers; each subcommand has its own file.
+//! protocol, shaped after Kafka's `kafka-consumer-groups.sh`. This module holds the subcommands'
+//! dispatch and the group requests they share (flags and output helpers are `cli_common`'s, shared
+//! with `sluice topic`); each subcommand has its own file.
 //!
 //! Every request goes to the bootstrap broker: Sluice runs one node, which is every group's
 //! coordinator and every partition's leader. (A multi-broker version would route with
@@ -12,55 +13,30 @@ mod reset_offsets;
 mod timestamp;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::time::Duration;
 
-use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use anyhow::bail;
+use clap::{Args, Subcommand};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{
-    BrokerId, GroupId, ListOffsetsRequest, OffsetFetchRequest, TopicName,
-};
+use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
 use kafka_protocol::protocol::StrBytes;
-use serde::Serialize;
 
+// Shared with `sluice topic`; the subcommands import them from here.
+use crate::cli_common::{
+    by_topic, json, list_offsets, or_dash, table, topic_name, CommonArgs, Output, TopicPartition,
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP,
+};
 use crate::client::{error_name, Client};
 use describe::DescribeArgs;
 use list::ListArgs;
 use reset_offsets::ResetArgs;
 
-/// ListOffsets timestamp asking for the log end offset.
-const LATEST_TIMESTAMP: i64 = -1;
-/// ListOffsets timestamp asking for the log start offset.
-const EARLIEST_TIMESTAMP: i64 = -2;
-
 /// Flags shared by every `sluice group` subcommand.
 #[derive(Debug, Args)]
 pub(crate) struct GroupArgs {
-    /// The broker to ask.
-    #[arg(
-        long,
-        global = true,
-        env = "SLUICE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT"
-    )]
-    bootstrap_server: String,
-    /// Output format: aligned columns, or JSON for scripts.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
-    output: Output,
-    /// Bound on connecting and on each request's answer.
-    #[arg(long, global = true, default_value_t = 10_000, value_name = "MS")]
-    timeout_ms: u64,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: GroupCommand,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,63 +49,19 @@ enum GroupCommand {
     ResetOffsets(ResetArgs),
 }
 
-/// One partition of one topic; orders by topic, then partition.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct TopicPartition {
-    topic: String,
-    partition: i32,
-}
-
-impl TopicPartition {
-    fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
-        TopicPartition {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
-
 /// Runs a `sluice group` subcommand to completion.
 pub(crate) fn run(args: GroupArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let timeout = Duration::from_millis(args.timeout_ms);
-        let mut client = Client::connect(&args.bootstrap_server, timeout).await?;
-        let text = match &args.command {
-            GroupCommand::List(list) => list::run(&mut client, list, args.output).await?,
-            GroupCommand::Describe(describe) => {
-                describe::run(&mut client, describe, args.output).await?
-            }
+    let output = args.common.output;
+    let command = &args.command;
+    crate::cli_common::run(&args.common, move |mut client| async move {
+        match command {
+            GroupCommand::List(list) => list::run(&mut client, list, output).await,
+            GroupCommand::Describe(describe) => describe::run(&mut client, describe, output).await,
             GroupCommand::ResetOffsets(reset) => {
-                reset_offsets::run(&mut client, reset, args.output).await?
+                reset_offsets::run(&mut client, reset, output).await
             }
-        };
-        write_stdout(&text)
-    })
-}
-
-/// Prints the result; a closed pipe (`| head`) is not an error.
-fn write_stdout(text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
         }
-        _ => Ok(()),
-    }
+    })
 }
 
 /// The group's committed offsets: of `partitions`, or of everything when None. Partitions without
@@ -172,103 +104,8 @@ async fn committed_offsets(
     Ok(out)
 }
 
-/// ListOffsets for `timestamp` (or [`LATEST_TIMESTAMP`], [`EARLIEST_TIMESTAMP`]); per partition the
-/// offset, or the error's name.
-async fn list_offsets(
-    client: &mut Client,
-    partitions: &[TopicPartition],
-    timestamp: i64,
-) -> anyhow::Result<BTreeMap<TopicPartition, Result<i64, String>>> {
-    if partitions.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
-        .with_topics(
-            by_topic(partitions)
-                .into_iter()
-                .map(|(topic, indexes)| {
-                    ListOffsetsTopic::default()
-                        .with_name(topic_name(topic))
-                        .with_partitions(
-                            indexes
-                                .into_iter()
-                                .map(|p| {
-                                    ListOffsetsPartition::default()
-                                        .with_partition_index(p)
-                                        .with_current_leader_epoch(-1)
-                                        .with_timestamp(timestamp)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        );
-    let response = client.send(6, &request).await?;
-    let mut out = BTreeMap::new();
-    for topic in response.topics {
-        for p in topic.partitions {
-            let tp = TopicPartition::new(topic.name.0.as_str(), p.partition_index);
-            let result = match error_name(p.error_code) {
-                Some(error) => Err(error),
-                None => Ok(p.offset),
-            };
-            out.insert(tp, result);
-        }
-    }
-    Ok(out)
-}
-
-fn by_topic(partitions: &[TopicPartition]) -> BTreeMap<&str, Vec<i32>> {
-    let mut out: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for tp in partitions {
-        out.entry(tp.topic.as_str()).or_default().push(tp.partition);
-    }
-    out
-}
-
 fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
-}
-
-fn topic_name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
-}
-
-fn json(value: &impl Serialize) -> anyhow::Result<String> {
-    let mut text = serde_json::to_string_pretty(value).context("cannot write JSON")?;
-    text.push('\n');
-    Ok(text)
-}
-
-fn or_dash(value: String) -> String {
-    if value.is_empty() {
-        "-".to_owned()
-    } else {
-        value
-    }
-}
-
-/// Left-aligned columns two spaces apart, header first.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(&widths) {
-            let _ = write!(line, "{cell:<w$}  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

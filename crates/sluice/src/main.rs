@@ -1,9 +1,11 @@
-//! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups;
-//! more subcommands join as they are built.
+//! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups,
+//! `sluice topic` administers topics; more subcommands join as they are built.
 
+mod cli_common;
 mod client;
 mod group_cli;
 mod serve;
+mod topic_cli;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Consumer groups: list, describe with lag, reset offsets.
     Group(group_cli::GroupArgs),
+    /// Topics: create, list, describe with offsets, sizes and configs, alter, delete.
+    Topic(topic_cli::TopicArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -28,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Group(args) => group_cli::run(args),
+        Command::Topic(args) => topic_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -3,10 +3,12 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod compaction;
 mod configs;
 mod crash;
 mod groups;
 mod harness;
 mod produce_consume;
 mod storage;
+mod topic_cli;
 mod wire;
