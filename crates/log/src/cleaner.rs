@@ -7,7 +7,8 @@
 //! 2. [`CleanPlan::run`] (no lock) builds a map key → latest offset from the dirty range, then
 //!    rewrites the segments, in groups merged up to `segment.bytes`, into `<base>.cleaned` files;
 //!    batches whose records all survive are copied byte for byte, others are decoded and
-//!    re-encoded with their codec; expired tombstones are dropped;
+//!    re-encoded with their codec; tombstones are dropped once `delete.retention.ms` has passed
+//!    since a clean first wrote them;
 //! 3. [`crate::PartitionLog::finish_clean`] (under the lock) swaps each group in: rename
 //!    `.cleaned` → `.swap`, delete the replaced segments, rename `.swap` → `.log`. A crash leaves
 //!    either the old segments (a `.cleaned` file is deleted at start) or a `.swap` that start-up
@@ -33,6 +34,8 @@ pub(crate) struct SourceSegment {
     pub next_offset: i64,
     pub file: Arc<File>,
     pub size: u64,
+    /// Last modification of the segment file (a cleaned segment: when it was cleaned).
+    pub modified_ms: i64,
 }
 
 /// What to clean, taken from the log under its lock; run it with [`CleanPlan::run`].
@@ -184,8 +187,11 @@ impl CleanPlan {
                     return Err(String::new());
                 }
             };
-            let expired_tombstones =
-                self.now.saturating_sub(header.max_timestamp) > self.delete_retention_ms;
+            // Tombstones go only from segments an earlier clean already wrote, and only once
+            // delete.retention.ms has passed since then: a consumer that started reading before
+            // the first clean still sees every delete (Kafka's delete horizon).
+            let expired_tombstones = source.next_offset <= self.first_dirty
+                && self.now.saturating_sub(source.modified_ms) >= self.delete_retention_ms;
             let total = set.records.len();
             let kept: Vec<_> = set
                 .records

@@ -879,6 +879,7 @@ impl PartitionLog {
                 next_offset: segment.next_offset,
                 file: Arc::clone(&segment.file),
                 size: segment.size,
+                modified_ms: modified_ms(&segment.log_path).unwrap_or(now.0),
             });
         }
         let end = self
