@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_log::LogConfig;
+use sluice_log::{CompressionType, LogConfig};
 
 use crate::config::parse_timestamp_type;
 
@@ -289,15 +289,25 @@ pub fn log_config(
             "min.compaction.lag.ms" => {
                 config.min_compaction_lag_ms = at_least(key, number(key, value)?, 0)?
             }
+            "max.compaction.lag.ms" => {
+                config.max_compaction_lag_ms = at_least(key, number(key, value)?, 1)?
+            }
+            "flush.messages" => config.flush_messages = at_least(key, number(key, value)?, 1)?,
+            "flush.ms" => config.flush_ms = at_least(key, number(key, value)?, 0)?,
             "compression.type" => {
-                if !matches!(
-                    value.trim(),
-                    "producer" | "uncompressed" | "none" | "gzip" | "snappy" | "lz4" | "zstd"
-                ) {
-                    return Err(TopicConfigError(format!(
-                        "invalid value `{value}` for topic config `compression.type`: expected producer, uncompressed, gzip, snappy, lz4 or zstd"
-                    )));
-                }
+                config.compression = match value.trim() {
+                    "producer" => CompressionType::Producer,
+                    "uncompressed" | "none" => CompressionType::Uncompressed,
+                    "gzip" => CompressionType::Gzip,
+                    "snappy" => CompressionType::Snappy,
+                    "lz4" => CompressionType::Lz4,
+                    "zstd" => CompressionType::Zstd,
+                    _ => {
+                        return Err(TopicConfigError(format!(
+                            "invalid value `{value}` for topic config `compression.type`: expected producer, uncompressed, gzip, snappy, lz4 or zstd"
+                        )))
+                    }
+                };
             }
             "min.insync.replicas" => {
                 at_least(key, number::<i32>(key, value)?, 1)?;

@@ -251,3 +251,36 @@ pub(crate) fn cleaned_path(dir: &std::path::Path, base: i64) -> PathBuf {
 pub(crate) fn swap_path(dir: &std::path::Path, base: i64) -> PathBuf {
     dir.join(file_name(base, "swap"))
 }
+
+/// Re-encodes one whole, CRC-checked batch with `codec` (attribute bits: 0 none, 1 gzip,
+/// 2 snappy, 3 lz4, 4 zstd), keeping its records, producer fields and timestamps.
+pub(crate) fn recompress(batch: &Bytes, codec: i16) -> Result<Bytes, String> {
+    use kafka_protocol::records::Compression;
+    let compression = match codec {
+        0 => Compression::None,
+        1 => Compression::Gzip,
+        2 => Compression::Snappy,
+        3 => Compression::Lz4,
+        4 => Compression::Zstd,
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    let mut input = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut input)
+        .map_err(|e| format!("cannot decompress the batch to recompress it: {e}"))?;
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        set.records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| format!("cannot recompress the batch: {e}"))?;
+    let out = out.freeze();
+    let header = check_batch(&out).map_err(|p| format!("recompressed batch is invalid: {p:?}"))?;
+    if header.size != out.len() {
+        return Err("records of one batch must stay one batch when recompressed".into());
+    }
+    Ok(out)
+}

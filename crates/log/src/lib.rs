@@ -54,6 +54,31 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// `compression.type`: keep the producer's codec, or store every batch with this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompressionType {
+    Producer,
+    Uncompressed,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionType {
+    /// The batch attribute codec bits to store, or None to keep the producer's.
+    pub(crate) fn codec(self) -> Option<i16> {
+        match self {
+            CompressionType::Producer => None,
+            CompressionType::Uncompressed => Some(0),
+            CompressionType::Gzip => Some(1),
+            CompressionType::Snappy => Some(2),
+            CompressionType::Lz4 => Some(3),
+            CompressionType::Zstd => Some(4),
+        }
+    }
+}
+
 /// Per-partition settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -83,6 +108,15 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio: f64,
     /// `min.compaction.lag.ms`: records younger than this are not compacted yet (0).
     pub min_compaction_lag_ms: i64,
+    /// `compression.type` (default `producer`).
+    pub compression: CompressionType,
+    /// `max.compaction.lag.ms`: a dirty segment older than this is compacted whatever the
+    /// dirty ratio (default never).
+    pub max_compaction_lag_ms: i64,
+    /// `flush.messages`: fsync after this many appended records (default never by count).
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync on append once this long passed since the last sync (default never).
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -102,6 +136,10 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
+            compression: CompressionType::Producer,
+            max_compaction_lag_ms: i64::MAX,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct PartitionLog {
     generation: u64,
     /// Offsets below this were compacted by an earlier clean.
     cleaned_to: i64,
+    /// Records appended since the last sync, and when that sync was (flush.messages, flush.ms).
+    unflushed: i64,
+    last_flush_ms: i64,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -176,6 +179,8 @@ impl PartitionLog {
             poisoned: false,
             generation: 0,
             cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
+            unflushed: 0,
+            last_flush_ms: wall_clock_ms(),
         };
         let mut bases = listing.segments;
         complete_swaps(dir, &listing.swaps, &mut bases).map_err(open_err(dir))?;
@@ -398,10 +403,10 @@ impl PartitionLog {
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now.0);
         let mut stamped = Vec::with_capacity(headers.len());
         let mut offset = first_offset;
-        for (pos, h) in &headers {
+        for (batch, h) in &headers {
             let mut header = [0u8; HEADER_LEN];
-            header.copy_from_slice(&batches[*pos..*pos + HEADER_LEN]);
-            let records = &batches[*pos + HEADER_LEN..*pos + h.size];
+            header.copy_from_slice(&batch[..HEADER_LEN]);
+            let records = &batch[HEADER_LEN..h.size];
             stamp_header(
                 &mut header,
                 offset,
@@ -444,6 +449,13 @@ impl PartitionLog {
             self.producers.update(&stored, stored.base_offset);
         }
         debug_assert_eq!(self.log_end(), first_offset + records);
+        // flush.messages / flush.ms: Kafka's per-topic fsync policy, checked on append.
+        self.unflushed += records;
+        if self.unflushed >= self.config.flush_messages
+            || now.0.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush_data().map_err(|e| self.poison(e))?;
+        }
         Ok(AppendInfo {
             first_offset: Offset(first_offset),
             last_offset: Offset(first_offset + records - 1),
@@ -454,7 +466,7 @@ impl PartitionLog {
     }
 
     /// Checks every batch before anything is written; returns (position in `batches`, header).
-    fn validate(&self, batches: &[u8]) -> Result<Vec<(usize, BatchHeader)>, AppendError> {
+    fn validate(&self, batches: &Bytes) -> Result<Vec<(Bytes, BatchHeader)>, AppendError> {
         let mut headers = Vec::with_capacity(1);
         let mut pos = 0;
         while pos < batches.len() {
@@ -485,7 +497,17 @@ impl PartitionLog {
                     h.record_count, h.last_offset_delta
                 )));
             }
-            headers.push((pos, h));
+            let batch = batches.slice(pos..pos + h.size);
+            headers.push(match self.config.compression.codec() {
+                // compression.type differs from the producer's codec: recompress.
+                Some(codec) if codec != h.attributes & crate::batch::ATTR_COMPRESSION_MASK => {
+                    let recompressed =
+                        crate::cleaner::recompress(&batch, codec).map_err(AppendError::Invalid)?;
+                    let header = BatchHeader::parse(&recompressed);
+                    (recompressed, header)
+                }
+                _ => (batch, h),
+            });
             pos += h.size;
         }
         if headers.is_empty() {
@@ -711,6 +733,21 @@ impl PartitionLog {
         self.recovery_point = self.recovery_point.max(offset.0.min(self.log_end()));
     }
 
+    /// Fsyncs the active segment from the append path (flush.messages / flush.ms); the recovery
+    /// point advances in memory and reaches its checkpoint file with the next checkpoint write.
+    fn flush_data(&mut self) -> io::Result<()> {
+        self.active().file.sync_data()?;
+        self.unflushed = 0;
+        self.last_flush_ms = wall_clock_ms();
+        self.recovery_point = self.log_end();
+        Ok(())
+    }
+
+    /// Everything below this offset is known to be on disk.
+    pub fn recovery_point(&self) -> Offset {
+        Offset(self.recovery_point)
+    }
+
     /// Refuses further appends after a failed fsync of this log's files (the kernel may have
     /// dropped the dirty pages, so a later fsync proving nothing must not be trusted).
     pub fn mark_failed(&mut self) {
@@ -724,6 +761,8 @@ impl PartitionLog {
             self.poisoned = true;
             return Err(e);
         }
+        self.unflushed = 0;
+        self.last_flush_ms = wall_clock_ms();
         self.recovery_point = self.log_end();
         if self.recovery_point != self.recovery_point_written {
             self.write_checkpoints()?;
@@ -895,7 +934,14 @@ impl PartitionLog {
             .filter(|s| s.next_offset > first_dirty)
             .map(|s| s.size)
             .sum();
-        if dirty == 0 || (dirty as f64) < self.config.min_cleanable_dirty_ratio * total as f64 {
+        // max.compaction.lag.ms: the oldest dirty record may not wait longer than this.
+        let overdue = sources
+            .iter()
+            .find(|s| s.next_offset > first_dirty)
+            .and_then(|s| first_batch_timestamp(&s.file))
+            .is_some_and(|ts| now.0.saturating_sub(ts) > self.config.max_compaction_lag_ms);
+        let ratio_reached = (dirty as f64) >= self.config.min_cleanable_dirty_ratio * total as f64;
+        if dirty == 0 || !(ratio_reached || overdue) {
             return None;
         }
         Some(CleanPlan {
@@ -1007,6 +1053,14 @@ fn append_problem(p: BatchProblem) -> AppendError {
         BatchProblem::Truncated(s) | BatchProblem::Corrupt(s) => AppendError::Corrupt(s),
         BatchProblem::Invalid(s) => AppendError::Invalid(s),
     }
+}
+
+/// The base timestamp of a segment's first batch.
+fn first_batch_timestamp(file: &fs::File) -> Option<i64> {
+    use std::os::unix::fs::FileExt;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, 0).ok()?;
+    Some(BatchHeader::parse(&header).base_timestamp)
 }
 
 fn modified_ms(path: &Path) -> Option<i64> {

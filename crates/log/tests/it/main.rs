@@ -508,3 +508,74 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments() {
     let log = open(dir.path(), small_segments(), true);
     assert_eq!(log.log_start_offset(), Offset(31));
 }
+
+#[test]
+fn compression_type_recompresses_batches_with_another_codec() {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            compression: sluice_log::CompressionType::Lz4,
+            ..LogConfig::default()
+        },
+        true,
+    );
+    let sent = BatchBuilder::new()
+        .producer(4, 0, 0)
+        .record_with_headers(Some(b"k1"), &[b'a'; 300], 10, &[("h", b"v")])
+        .record(None, &[b'b'; 300], 11)
+        .build();
+    log.append(sent.clone(), LeaderEpoch(0), NOW).unwrap();
+    let stored = read_all(&log).remove(0).2;
+    assert_eq!(stored[22] & 0x07, 3, "stored with lz4");
+    assert!(stored.len() < sent.len(), "compressed");
+    let mut a = sent.clone();
+    let mut b = stored.clone();
+    let sent_records = RecordBatchDecoder::decode(&mut a).unwrap().records;
+    let stored_records = RecordBatchDecoder::decode(&mut b).unwrap().records;
+    assert_eq!(stored_records.len(), 2);
+    for (x, y) in sent_records.iter().zip(&stored_records) {
+        assert_eq!(
+            (&x.key, &x.value, &x.headers, x.timestamp),
+            (&y.key, &y.value, &y.headers, y.timestamp)
+        );
+        assert_eq!((y.producer_id, y.sequence), (4, x.sequence));
+    }
+    // A retry of the same producer batch is still recognised as a duplicate.
+    assert!(log.append(sent, LeaderEpoch(0), NOW).unwrap().duplicate);
+}
+
+#[test]
+fn flush_messages_syncs_every_n_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            flush_messages: 3,
+            ..LogConfig::default()
+        },
+        true,
+    );
+    let start = log.recovery_point();
+    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    assert_eq!(log.recovery_point(), start, "not yet");
+    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    assert_eq!(log.recovery_point(), Offset(3), "synced after 3 records");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    log.set_config(LogConfig {
+        flush_ms: 0,
+        ..LogConfig::default()
+    });
+    log.append(batch(2, 1), LeaderEpoch(0), Timestamp(wall))
+        .unwrap();
+    assert_eq!(
+        log.recovery_point(),
+        Offset(5),
+        "flush.ms=0 syncs every append"
+    );
+}

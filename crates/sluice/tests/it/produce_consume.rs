@@ -135,7 +135,7 @@ pub(crate) async fn produce_records(
     by_partition
 }
 
-fn assert_read_back_matches(
+pub(crate) fn assert_read_back_matches(
     produced: &HashMap<i32, Vec<(i64, Sent)>>,
     read: Vec<(i32, i64, Sent)>,
 ) {
