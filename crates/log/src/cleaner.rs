@@ -284,3 +284,17 @@ pub(crate) fn recompress(batch: &Bytes, codec: i16) -> Result<Bytes, String> {
     }
     Ok(out)
 }
+
+/// A compacted topic keeps records by key, so every record must have one (Kafka's rule).
+pub(crate) fn require_keys(batch: &Bytes) -> Result<(), String> {
+    let mut input = batch.clone();
+    let set = RecordBatchDecoder::decode(&mut input)
+        .map_err(|e| format!("cannot decode the batch: {e}"))?;
+    match set.records.iter().find(|r| r.key.is_none()) {
+        Some(r) => Err(format!(
+            "compacted topic cannot accept a record without a key (record {} of the batch)",
+            r.offset
+        )),
+        None => Ok(()),
+    }
+}

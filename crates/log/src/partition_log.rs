@@ -498,6 +498,9 @@ impl PartitionLog {
                 )));
             }
             let batch = batches.slice(pos..pos + h.size);
+            if self.config.compact {
+                crate::cleaner::require_keys(&batch).map_err(AppendError::Invalid)?;
+            }
             headers.push(match self.config.compression.codec() {
                 // compression.type differs from the producer's codec: recompress.
                 Some(codec) if codec != h.attributes & crate::batch::ATTR_COMPRESSION_MASK => {

@@ -28,6 +28,7 @@ fn append_one(
     index: i32,
     records: Option<Bytes>,
     transactional: bool,
+    acks: i16,
 ) -> Outcome {
     let response = PartitionProduceResponse::default().with_index(index);
     let fail = |error: ResponseError, message: Option<String>| Outcome {
@@ -44,6 +45,21 @@ fn append_one(
         return fail(
             ResponseError::TransactionalIdAuthorizationFailed,
             Some("transactions are not supported by this broker yet".into()),
+        );
+    }
+    // acks=all needs min.insync.replicas in sync; this node is the only replica.
+    let min_insync = broker
+        .metadata
+        .topic(topic)
+        .and_then(|t| t.configs.get("min.insync.replicas").cloned())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    if acks == -1 && min_insync > 1 {
+        return fail(
+            ResponseError::NotEnoughReplicas,
+            Some(format!(
+                "min.insync.replicas is {min_insync} but this partition has 1 in-sync replica"
+            )),
         );
     }
     let Some(records) = records.filter(|r| !r.is_empty()) else {
@@ -96,7 +112,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                         sync: None,
                     }
                 } else {
-                    append_one(broker, &name, data.index, data.records, transactional)
+                    append_one(broker, &name, data.index, data.records, transactional, acks)
                 }
             })
             .collect();

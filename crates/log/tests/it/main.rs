@@ -579,3 +579,26 @@ fn flush_messages_syncs_every_n_records() {
         "flush.ms=0 syncs every append"
     );
 }
+
+#[test]
+fn compacted_logs_refuse_records_without_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(
+        dir.path(),
+        LogConfig {
+            compact: true,
+            ..LogConfig::default()
+        },
+        true,
+    );
+    let keyless = BatchBuilder::new()
+        .record(Some(b"k"), b"v", 1)
+        .record(None, b"v", 1)
+        .build();
+    assert!(matches!(
+        log.append(keyless, LeaderEpoch(0), NOW),
+        Err(AppendError::Invalid(_))
+    ));
+    assert_eq!(log.log_end_offset(), Offset(0));
+    log.append(batch(2, 1), LeaderEpoch(0), NOW).unwrap();
+}

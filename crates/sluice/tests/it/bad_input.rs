@@ -27,7 +27,7 @@ fn assert_closed(stream: &mut TcpStream, case: &str) {
 }
 
 /// A valid v2 batch of one uncompressed record, with a correct CRC32C.
-fn batch(value: &[u8]) -> Vec<u8> {
+pub(crate) fn batch(value: &[u8]) -> Vec<u8> {
     sluice_log::testing::BatchBuilder::new()
         .record(None, value, crate::harness::now_ms())
         .build()
@@ -45,7 +45,7 @@ fn produce(topic: &str, records: Vec<u8>) -> ProduceRequest {
                 .with_records(Some(Bytes::from(records)))])])
 }
 
-fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
+pub(crate) fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
     let mut stream = connect(broker);
     stream
         .write_all(&frame(ApiKey::Produce, 9, 7, &produce(topic, records)))

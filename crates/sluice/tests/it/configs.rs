@@ -314,3 +314,25 @@ async fn compression_type_recompresses_what_producers_send() {
     assert_eq!(read.len(), 200);
     crate::produce_consume::assert_read_back_matches(&produced, read);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_insync_replicas_and_keyless_records_on_compacted_topics_are_refused() {
+    use crate::bad_input::{batch, produce_error};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    broker
+        .create_topic("two-replicas", 1, &[("min.insync.replicas", "2")])
+        .await;
+    // acks=all cannot be met by one replica: NOT_ENOUGH_REPLICAS, nothing written.
+    assert_eq!(produce_error(&broker, "two-replicas", batch(b"x")), 19);
+    let watcher = consumer(&broker);
+    let (_, high) = watcher
+        .fetch_watermarks("two-replicas", 0, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(high, 0);
+    // A compacted topic refuses records without a key: INVALID_RECORD.
+    broker
+        .create_topic("keyed", 1, &[("cleanup.policy", "compact")])
+        .await;
+    assert_eq!(produce_error(&broker, "keyed", batch(b"no key")), 87);
+}
