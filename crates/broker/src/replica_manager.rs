@@ -36,25 +36,12 @@ impl ReplicaManager {
 
     /// Opens (creating if needed) the logs of every partition of `topic`.
     pub fn open_topic(&self, topic: &TopicMeta, config: &LogConfig) -> Result<(), OpenError> {
-        let mut partitions = Vec::with_capacity(topic.partitions as usize);
-        for index in 0..topic.partitions {
-            let log = self
-                .log_dir
-                .open_partition(&topic.name, index, config.clone())?;
-            partitions.push(Arc::new(Partition::new(
-                topic.name.clone(),
-                topic.id,
-                index,
-                log,
-            )));
-        }
-        self.topics
-            .write()
-            .insert(topic.name.clone(), partitions.into());
-        Ok(())
+        self.topics.write().remove(&topic.name);
+        self.add_partitions(topic, config)
     }
 
-    /// Opens the partitions `topic` gained (its count grew) and publishes the longer list.
+    /// Opens the partitions `topic` does not have open yet (all of a new topic, or those a
+    /// CreatePartitions added) and publishes the longer list.
     pub fn add_partitions(&self, topic: &TopicMeta, config: &LogConfig) -> Result<(), OpenError> {
         let current = self
             .topic(&topic.name)

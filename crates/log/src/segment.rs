@@ -262,19 +262,7 @@ impl Segment {
         let mut expected = self.base;
         let mut visited = Vec::new();
         let end = scan(&file, 0, self.size, true, |pos, h, _| {
-            if h.base_offset < expected {
-                return Err(format!(
-                    "batch at position {pos} has offset {} below the expected {expected}",
-                    h.base_offset
-                ));
-            }
-            if h.last_offset() - self.base > i64::from(i32::MAX) {
-                return Err(format!(
-                    "batch at position {pos} has offset {} too far past the segment base",
-                    h.last_offset()
-                ));
-            }
-            expected = h.last_offset() + 1;
+            expected = check_offsets(self.base, expected, pos, h)?;
             visited.push((pos, *h));
             Ok(())
         })?;
@@ -297,19 +285,7 @@ impl Segment {
         let mut expected = self.next_offset;
         let mut visited = Vec::new();
         let end = scan(&file, u64::from(start_pos), self.size, true, |pos, h, _| {
-            if h.base_offset < expected {
-                return Err(format!(
-                    "batch at position {pos} has offset {} below the expected {expected}",
-                    h.base_offset
-                ));
-            }
-            if h.last_offset() - self.base > i64::from(i32::MAX) {
-                return Err(format!(
-                    "batch at position {pos} has offset {} too far past the segment base",
-                    h.last_offset()
-                ));
-            }
-            expected = h.last_offset() + 1;
+            expected = check_offsets(self.base, expected, pos, h)?;
             visited.push(*h);
             Ok(())
         })?;
@@ -368,6 +344,24 @@ impl Segment {
         remove_if_present(&self.index_path())?;
         remove_if_present(&self.time_index_path())
     }
+}
+
+/// Checks a batch read back from a segment: offsets ascend from `expected` and stay within what
+/// the 32-bit index can address from `base`. Returns the offset expected next.
+fn check_offsets(base: i64, expected: i64, pos: u64, h: &BatchHeader) -> Result<i64, String> {
+    if h.base_offset < expected {
+        return Err(format!(
+            "batch at position {pos} has offset {} below the expected {expected}",
+            h.base_offset
+        ));
+    }
+    if h.last_offset() - base > i64::from(i32::MAX) {
+        return Err(format!(
+            "batch at position {pos} has offset {} too far past the segment base",
+            h.last_offset()
+        ));
+    }
+    Ok(h.last_offset() + 1)
 }
 
 pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {

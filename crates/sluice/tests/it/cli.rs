@@ -2,7 +2,6 @@
 //! broker whose group was formed, consumed and committed by librdkafka.
 
 use std::collections::HashMap;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -18,9 +17,7 @@ const RECORDS: usize = 200;
 
 /// A broker with a short initial rebalance delay (as in `groups.rs`).
 fn start(dir: &std::path::Path) -> Broker {
-    let config = dir.join("sluice.toml");
-    std::fs::write(&config, "\"group.initial.rebalance.delay.ms\" = 300\n").unwrap();
-    Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
+    crate::harness::start_with_toml(dir, "\"group.initial.rebalance.delay.ms\" = 300\n")
 }
 
 fn member(broker: &Broker) -> BaseConsumer {
@@ -38,41 +35,14 @@ fn member(broker: &Broker) -> BaseConsumer {
     consumer
 }
 
-/// Runs `sluice group ARGS --bootstrap-server <broker>`.
-fn sluice_group(bootstrap: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("group")
-        .args(args)
-        .arg("--bootstrap-server")
-        .arg(bootstrap)
-        .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .output()
-        .expect("run sluice group")
-}
-
 /// Runs the command, asserts it succeeded, returns its stdout.
 fn ok(broker: &Broker, args: &[&str]) -> String {
-    let out = sluice_group(&broker.bootstrap(), args);
-    assert!(
-        out.status.success(),
-        "sluice group {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    crate::harness::cli_ok("group", broker, args)
 }
 
 /// Runs the command, asserts it failed without panicking, returns its stderr.
 fn fails(bootstrap: &str, args: &[&str]) -> String {
-    let out = sluice_group(bootstrap, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "sluice group {args:?} should fail; stdout:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+    crate::harness::cli_fails("group", bootstrap, args, None)
 }
 
 fn describe_json(broker: &Broker) -> Value {
@@ -248,7 +218,8 @@ async fn group_list_describe_and_reset_offsets() {
     assert!(table.iter().any(|row| row[..] == row0), "{text}");
 
     // Without --execute a reset only prints its plan.
-    let out = sluice_group(
+    let out = crate::harness::sluice_cli(
+        "group",
         &broker.bootstrap(),
         &["reset-offsets", GROUP, "--topic", TOPIC, "--to-earliest"],
     );

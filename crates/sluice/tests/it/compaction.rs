@@ -45,12 +45,7 @@ fn read_all(broker: &Broker, topic: &str) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_topic_keeps_the_latest_value_per_key() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "\"log.cleaner.backoff.ms\" = 200\n").unwrap();
-    let broker = Broker::start_with(
-        &dir.path().join("data"),
-        &["--config", config.to_str().unwrap()],
-    );
+    let broker = crate::harness::start_with_toml(dir.path(), "\"log.cleaner.backoff.ms\" = 200\n");
     broker
         .create_topic(
             "latest",

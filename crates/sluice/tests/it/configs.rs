@@ -18,13 +18,10 @@ use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{consumer, produce_records, producer};
 
 fn start(dir: &std::path::Path) -> Broker {
-    let config = dir.join("sluice.toml");
-    std::fs::write(
-        &config,
+    crate::harness::start_with_toml(
+        dir,
         "\"log.retention.check.interval.ms\" = 200\n\"num.partitions\" = 2\n",
     )
-    .unwrap();
-    Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
 }
 
 /// (value, source) of `name` in the topic's described configs.

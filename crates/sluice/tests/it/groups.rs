@@ -12,9 +12,7 @@ use crate::produce_consume::{produce_records, producer};
 
 /// A config with a short initial rebalance delay, so tests do not wait Kafka's 3 s.
 fn start(dir: &std::path::Path) -> Broker {
-    let config = dir.join("sluice.toml");
-    std::fs::write(&config, "\"group.initial.rebalance.delay.ms\" = 300\n").unwrap();
-    Broker::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()])
+    crate::harness::start_with_toml(dir, "\"group.initial.rebalance.delay.ms\" = 300\n")
 }
 
 fn member(broker: &Broker, group: &str, topic: &str) -> BaseConsumer {

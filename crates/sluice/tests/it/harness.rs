@@ -184,3 +184,58 @@ pub(crate) fn now_ms() -> i64 {
         .expect("clock after 1970")
         .as_millis() as i64
 }
+
+/// Starts a broker on `<dir>/data` with a TOML config file `<dir>/sluice.toml` holding `toml`.
+pub(crate) fn start_with_toml(dir: &Path, toml: &str) -> Broker {
+    let config = dir.join("sluice.toml");
+    std::fs::write(&config, toml).expect("write config");
+    Broker::start_with(
+        &dir.join("data"),
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+}
+
+/// Runs `sluice SUBCOMMAND ARGS --bootstrap-server BOOTSTRAP` (ignoring the caller's environment).
+pub(crate) fn sluice_cli(subcommand: &str, bootstrap: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg(subcommand)
+        .args(args)
+        .arg("--bootstrap-server")
+        .arg(bootstrap)
+        .env_remove("SLUICE_BOOTSTRAP_SERVER")
+        .output()
+        .expect("run sluice")
+}
+
+/// Runs a CLI command, asserts it succeeded, returns its stdout.
+pub(crate) fn cli_ok(subcommand: &str, broker: &Broker, args: &[&str]) -> String {
+    let out = sluice_cli(subcommand, &broker.bootstrap(), args);
+    assert!(
+        out.status.success(),
+        "sluice {subcommand} {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Runs a CLI command, asserts it failed (with `code` when given: 1 for errors from the command,
+/// 2 for flag errors) with an `error: ` line and no panic, returns its stderr.
+pub(crate) fn cli_fails(
+    subcommand: &str,
+    bootstrap: &str,
+    args: &[&str],
+    code: Option<i32>,
+) -> String {
+    let out = sluice_cli(subcommand, bootstrap, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success() && code.is_none_or(|c| out.status.code() == Some(c)),
+        "sluice {subcommand} {args:?} should fail with {code:?}, got {:?}; stdout:\n{}\nstderr:\n{stderr}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    stderr
+}

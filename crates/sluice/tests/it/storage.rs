@@ -199,10 +199,9 @@ fn segment_files(dir: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_segments_by_size_and_by_time() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "\"log.retention.check.interval.ms\" = 200\n").unwrap();
     let data = dir.path().join("data");
-    let broker = Broker::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let broker =
+        crate::harness::start_with_toml(dir.path(), "\"log.retention.check.interval.ms\" = 200\n");
     let small_segments = [("segment.bytes", "16384")];
     broker
         .create_topic(

@@ -2,7 +2,7 @@
 //! real broker, with records produced (and deleted) by librdkafka.
 
 use std::collections::HashMap;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use rdkafka::admin::AdminOptions;
 use rdkafka::{Offset, TopicPartitionList};
@@ -16,44 +16,15 @@ const RECORDS: usize = 300;
 /// Records removed from partition 1 with DeleteRecords, so its log start offset is not 0.
 const DELETED_FROM_PARTITION_1: i64 = 5;
 
-/// Runs `sluice topic ARGS --bootstrap-server <bootstrap>`.
-fn sluice_topic(bootstrap: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("topic")
-        .args(args)
-        .arg("--bootstrap-server")
-        .arg(bootstrap)
-        .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .output()
-        .expect("run sluice topic")
-}
-
 /// Runs the command, asserts it succeeded, returns its stdout.
 fn ok(broker: &Broker, args: &[&str]) -> String {
-    let out = sluice_topic(&broker.bootstrap(), args);
-    assert!(
-        out.status.success(),
-        "sluice topic {args:?} failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
+    crate::harness::cli_ok("topic", broker, args)
 }
 
 /// Runs the command, asserts it failed with status 1 (not a panic, not a flag error), returns its
 /// stderr.
 fn fails(bootstrap: &str, args: &[&str]) -> String {
-    let out = sluice_topic(bootstrap, args);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "sluice topic {args:?} should fail; stdout:\n{}\nstderr:\n{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    stderr
+    crate::harness::cli_fails("topic", bootstrap, args, Some(1))
 }
 
 fn json(text: &str) -> Value {
@@ -400,9 +371,13 @@ async fn topics_are_created_listed_described_altered_and_deleted() {
         "{stderr}"
     );
     // Flag mistakes are clap's (status 2), before anything is sent.
-    let out = sluice_topic(&broker.bootstrap(), &["create", "x", "--config", "novalue"]);
+    let out = crate::harness::sluice_cli(
+        "topic",
+        &broker.bootstrap(),
+        &["create", "x", "--config", "novalue"],
+    );
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let out = sluice_topic(&broker.bootstrap(), &["alter", TOPIC]);
+    let out = crate::harness::sluice_cli("topic", &broker.bootstrap(), &["alter", TOPIC]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert_eq!(
         listed(&broker),
