@@ -169,15 +169,25 @@ impl Broker {
                     match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
                         Ok(set) => {
                             for record in set.records {
-                                if let Some(OffsetsRecord::Offset {
-                                    group,
-                                    topic,
-                                    partition,
-                                    value,
-                                }) = offsets_topic::decode(record.key, record.value)
-                                {
-                                    self.groups.load_offset(&group, (topic, partition), value);
-                                    loaded += 1;
+                                match offsets_topic::decode(record.key, record.value) {
+                                    Some(OffsetsRecord::Offset {
+                                        group,
+                                        topic,
+                                        partition,
+                                        value,
+                                    }) => {
+                                        self.groups.load_offset(&group, (topic, partition), value);
+                                        loaded += 1;
+                                    }
+                                    Some(OffsetsRecord::Group { group, value }) => {
+                                        self.groups.load_group(
+                                            &group,
+                                            value,
+                                            std::time::Instant::now(),
+                                        );
+                                        loaded += 1;
+                                    }
+                                    None => {}
                                 }
                             }
                         }
@@ -248,6 +258,35 @@ impl Broker {
                 warn!(%group, error = %e, "writing tombstones for expired offsets failed");
             }
         }
+    }
+
+    /// Persists memberships that changed (new stable generations, emptied groups), so a
+    /// restarted broker knows its groups' members.
+    pub async fn persist_group_snapshots(&self) {
+        for (group, snapshot) in self.groups.take_snapshots(now().0) {
+            let record = (
+                offsets_topic::group_key(&group),
+                Some(offsets_topic::group_value(&snapshot)),
+            );
+            if let Err(e) = self.persist_records(&group, vec![record]).await {
+                warn!(%group, error = %e, "persisting group membership failed");
+            }
+        }
+    }
+
+    /// Writes the tombstones of a deleted group: its membership and its committed offsets.
+    pub async fn persist_group_deletion(
+        &self,
+        group: &str,
+        keys: &[(String, i32)],
+    ) -> Result<(), String> {
+        let mut records: Vec<(bytes::Bytes, Option<bytes::Bytes>)> =
+            vec![(offsets_topic::group_key(group), None)];
+        records.extend(
+            keys.iter()
+                .map(|(topic, p)| (offsets_topic::offset_key(group, topic, *p), None)),
+        );
+        self.persist_records(group, records).await
     }
 
     /// Writes tombstones for deleted or expired committed offsets of `group`.

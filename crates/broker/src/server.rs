@@ -56,6 +56,8 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     // Joins and syncs waiting on a rebalance are answered now so their connections can drain.
     broker.groups.shutdown();
     let _ = group_timers.await;
+    // Memberships that changed in the last tick reach the log before it closes.
+    broker.persist_group_snapshots().await;
     info!(
         connections = connections.len(),
         "shutting down: draining connections"
@@ -81,7 +83,8 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     clean
 }
 
-/// Expires group members' sessions and ends overdue rebalances ten times a second; expires
+/// Expires group members' sessions, ends overdue rebalances and persists changed memberships
+/// ten times a second; expires
 /// committed offsets of empty groups every `offsets.retention.check.interval.ms`.
 async fn group_ticker(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
@@ -92,7 +95,10 @@ async fn group_ticker(broker: Arc<Broker>) {
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = tick.tick() => broker.groups.tick(std::time::Instant::now()),
+            _ = tick.tick() => {
+                broker.groups.tick(std::time::Instant::now());
+                broker.persist_group_snapshots().await;
+            }
             _ = expiry.tick() => broker.expire_offsets().await,
             _ = crate::broker::stopped(&mut shutdown) => return,
         }

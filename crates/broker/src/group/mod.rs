@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
-pub use offsets_topic::CommittedOffset;
+pub use offsets_topic::{CommittedOffset, GroupSnapshot, MemberSnapshot};
 
 /// Kafka's classic group states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +143,9 @@ struct Group {
     /// A new group waits this long for more members before its first generation.
     initial_delay_until: Option<Instant>,
     offsets: HashMap<(String, i32), CommittedOffset>,
+    /// The membership changed in a way a restarted broker must know (a new stable generation,
+    /// the group emptied, a static member's new id): persist it.
+    persist_pending: bool,
 }
 
 impl Group {
@@ -159,6 +162,37 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             offsets: HashMap::new(),
+            persist_pending: false,
+        }
+    }
+
+    fn snapshot(&self, now_ms: i64) -> GroupSnapshot {
+        let protocol = self.protocol.clone();
+        GroupSnapshot {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp: now_ms,
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| MemberSnapshot {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis() as i32,
+                    session_timeout_ms: m.session_timeout.as_millis() as i32,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| Some(n) == protocol.as_ref())
+                        .map(|(_, md)| md.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -373,6 +407,7 @@ impl GroupCoordinator {
             // KIP-345: a static member coming back with the same metadata takes its old place
             // without a rebalance.
             info!(member = %new_id, "static member rejoined without a rebalance");
+            group.persist_pending = true;
             return Pending::Now(current_generation(group, &new_id));
         }
         let (tx, rx) = oneshot::channel();
@@ -432,6 +467,7 @@ impl GroupCoordinator {
                         member.assignment = given.remove(id).unwrap_or_default();
                     }
                     group.state = GroupState::Stable;
+                    group.persist_pending = true;
                     info!(
                         group = group_id,
                         generation = group.generation,
@@ -710,6 +746,76 @@ impl GroupCoordinator {
         expired
     }
 
+    /// Memberships changed since the last call, to persist in `__consumer_offsets`.
+    pub fn take_snapshots(&self, now_ms: i64) -> Vec<(String, GroupSnapshot)> {
+        let mut groups = self.groups.lock();
+        groups
+            .iter_mut()
+            .filter(|(_, g)| g.persist_pending)
+            .map(|(id, g)| {
+                g.persist_pending = false;
+                (id.clone(), g.snapshot(now_ms))
+            })
+            .collect()
+    }
+
+    /// Applies a group record replayed from `__consumer_offsets` at start: members come back
+    /// with their generation and assignment and a fresh session, so they carry on without
+    /// rejoining; a tombstone forgets the membership.
+    pub fn load_group(&self, group_id: &str, snapshot: Option<GroupSnapshot>, now: Instant) {
+        let mut groups = self.groups.lock();
+        let Some(snapshot) = snapshot else {
+            if let Some(group) = groups.get_mut(group_id) {
+                *group = Group {
+                    offsets: std::mem::take(&mut group.offsets),
+                    ..Group::new()
+                };
+                if group.offsets.is_empty() {
+                    groups.remove(group_id);
+                }
+            }
+            return;
+        };
+        let group = groups.entry(group_id.to_owned()).or_insert_with(Group::new);
+        group.generation = snapshot.generation;
+        group.protocol_type =
+            (!snapshot.protocol_type.is_empty()).then_some(snapshot.protocol_type);
+        group.protocol = snapshot.protocol.clone();
+        group.leader = snapshot.leader;
+        group.members.clear();
+        group.static_members.clear();
+        for m in snapshot.members {
+            if let Some(instance) = &m.instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            group.members.insert(
+                m.member_id,
+                Member {
+                    instance_id: m.instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout: timeout(m.session_timeout_ms),
+                    rebalance_timeout: timeout(m.rebalance_timeout_ms),
+                    protocols: vec![(
+                        snapshot.protocol.clone().unwrap_or_default(),
+                        m.subscription,
+                    )],
+                    assignment: m.assignment,
+                    last_heartbeat: now,
+                    join_waiter: None,
+                    sync_waiter: None,
+                },
+            );
+        }
+        group.state = if group.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+    }
+
     /// Answers every waiting join and sync with `error` (the broker is stopping).
     pub fn shutdown(&self) {
         let mut groups = self.groups.lock();
@@ -899,6 +1005,7 @@ fn maybe_complete_join(group_id: &str, group: &mut Group, now: Instant) {
         group.protocol = None;
         group.leader = None;
         group.rebalance_deadline = None;
+        group.persist_pending = true;
         info!(
             group = group_id,
             generation = group.generation,

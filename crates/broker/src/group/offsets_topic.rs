@@ -4,8 +4,12 @@
 //!
 //! Key of an offset commit (version 1): `version i16, group string, topic string, partition i32`.
 //! Value (version 3): `version i16, offset i64, leader epoch i32, metadata string, commit timestamp
-//! i64`. A record with a null value is a tombstone (the offset was deleted). Strings are an i16
-//! length and UTF-8 bytes.
+//! i64`. Key of group metadata (version 2): `version i16, group string`; value (version 3):
+//! `version i16, protocol type string, generation i32, protocol nullable string, leader nullable
+//! string, state timestamp i64, members [member id, instance id nullable, client id, client host,
+//! rebalance timeout i32, session timeout i32, subscription bytes, assignment bytes]`. A record
+//! with a null value is a tombstone (the offset or group was deleted). Strings are an i16 length
+//! (-1 for null) and UTF-8 bytes; bytes an i32 length.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -18,8 +22,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const OFFSET_VALUE_VERSION: i16 = 3;
-/// Group metadata keys (version 2) are skipped on load: members rejoin after a restart.
 const GROUP_KEY_VERSION: i16 = 2;
+const GROUP_VALUE_VERSION: i16 = 3;
 
 /// The `__consumer_offsets` partition of a group: Java's `String.hashCode`, made non-negative, modulo
 /// the partition count, exactly as Kafka places groups.
@@ -51,14 +55,138 @@ pub enum OffsetsRecord {
         partition: i32,
         value: Option<CommittedOffset>,
     },
-    /// Group metadata; ignored by this broker.
-    Group,
+    /// A group's membership (`Some`) or its deletion (`None`).
+    Group {
+        group: String,
+        value: Option<GroupSnapshot>,
+    },
+}
+
+/// A group's persisted membership: what a restarted coordinator needs so members carry on
+/// without rejoining.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub state_timestamp: i64,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
 }
 
 fn put_string(buf: &mut BytesMut, s: &str) {
     let len = i16::try_from(s.len()).expect("names are bounded well below 32 KiB by the protocol");
     buf.put_i16(len);
     buf.put_slice(s.as_bytes());
+}
+
+fn put_nullable(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(i32::try_from(b.len()).expect("member metadata is bounded by the request size"));
+    buf.put_slice(b);
+}
+
+fn get_nullable(buf: &mut Bytes) -> Option<Option<String>> {
+    if buf.remaining() < 2 {
+        return None;
+    }
+    if i16::from_be_bytes([buf[0], buf[1]]) == -1 {
+        buf.advance(2);
+        return Some(None);
+    }
+    get_string(buf).map(Some)
+}
+
+fn get_i32(buf: &mut Bytes) -> Option<i32> {
+    (buf.remaining() >= 4).then(|| buf.get_i32())
+}
+
+fn get_bytes(buf: &mut Bytes) -> Option<Bytes> {
+    let len = usize::try_from(get_i32(buf)?).ok()?;
+    (buf.remaining() >= len).then(|| buf.split_to(len))
+}
+
+pub fn group_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + group.len());
+    buf.put_i16(GROUP_KEY_VERSION);
+    put_string(&mut buf, group);
+    buf.freeze()
+}
+
+pub fn group_value(g: &GroupSnapshot) -> Bytes {
+    let mut buf = BytesMut::new();
+    buf.put_i16(GROUP_VALUE_VERSION);
+    put_string(&mut buf, &g.protocol_type);
+    buf.put_i32(g.generation);
+    put_nullable(&mut buf, g.protocol.as_deref());
+    put_nullable(&mut buf, g.leader.as_deref());
+    buf.put_i64(g.state_timestamp);
+    buf.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_string(&mut buf, &m.member_id);
+        put_nullable(&mut buf, m.instance_id.as_deref());
+        put_string(&mut buf, &m.client_id);
+        put_string(&mut buf, &m.client_host);
+        buf.put_i32(m.rebalance_timeout_ms);
+        buf.put_i32(m.session_timeout_ms);
+        put_bytes(&mut buf, &m.subscription);
+        put_bytes(&mut buf, &m.assignment);
+    }
+    buf.freeze()
+}
+
+fn decode_group_value(mut v: Bytes) -> Option<GroupSnapshot> {
+    if v.remaining() < 2 || v.get_i16() != GROUP_VALUE_VERSION {
+        return None;
+    }
+    let protocol_type = get_string(&mut v)?;
+    let generation = get_i32(&mut v)?;
+    let protocol = get_nullable(&mut v)?;
+    let leader = get_nullable(&mut v)?;
+    if v.remaining() < 8 {
+        return None;
+    }
+    let state_timestamp = v.get_i64();
+    let count = usize::try_from(get_i32(&mut v)?).ok()?;
+    let mut members = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        members.push(MemberSnapshot {
+            member_id: get_string(&mut v)?,
+            instance_id: get_nullable(&mut v)?,
+            client_id: get_string(&mut v)?,
+            client_host: get_string(&mut v)?,
+            rebalance_timeout_ms: get_i32(&mut v)?,
+            session_timeout_ms: get_i32(&mut v)?,
+            subscription: get_bytes(&mut v)?,
+            assignment: get_bytes(&mut v)?,
+        });
+    }
+    Some(GroupSnapshot {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        state_timestamp,
+        members,
+    })
 }
 
 fn get_string(buf: &mut Bytes) -> Option<String> {
@@ -141,7 +269,14 @@ pub fn decode(key: Option<Bytes>, value: Option<Bytes>) -> Option<OffsetsRecord>
                 value,
             })
         }
-        GROUP_KEY_VERSION => Some(OffsetsRecord::Group),
+        GROUP_KEY_VERSION => {
+            let group = get_string(&mut key)?;
+            let value = match value {
+                None => None,
+                Some(v) => Some(decode_group_value(v)?),
+            };
+            Some(OffsetsRecord::Group { group, value })
+        }
         _ => None,
     }
 }
@@ -223,6 +358,36 @@ mod tests {
             Some(OffsetsRecord::Offset { value: None, .. })
         ));
         assert_eq!(decode(Some(Bytes::from_static(&[0, 1, 0])), None), None);
+        let group = GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation: 4,
+            protocol: Some("range".into()),
+            leader: None,
+            state_timestamp: 9,
+            members: vec![MemberSnapshot {
+                member_id: "m".into(),
+                instance_id: Some("i".into()),
+                client_id: "c".into(),
+                client_host: "/h".into(),
+                rebalance_timeout_ms: 1,
+                session_timeout_ms: 2,
+                subscription: Bytes::from_static(b"s"),
+                assignment: Bytes::from_static(b"a"),
+            }],
+        };
+        let value = group_value(&group);
+        assert_eq!(
+            decode(Some(group_key("g")), Some(value.clone())),
+            Some(OffsetsRecord::Group {
+                group: "g".into(),
+                value: Some(group)
+            })
+        );
+        // Truncated values are not misread.
+        assert_eq!(
+            decode(Some(group_key("g")), Some(value.slice(..value.len() - 1))),
+            None
+        );
         assert_eq!(decode(None, None), None);
     }
 }

@@ -559,7 +559,7 @@ pub(crate) fn delete_groups(broker: &Arc<Broker>, ctx: Ctx, request: DeleteGroup
         for id in request.groups_names {
             let error = match broker.groups.delete_group(&id.0) {
                 Err(e) => Some(e),
-                Ok(keys) => match broker.persist_offset_deletions(&id.0, &keys).await {
+                Ok(keys) => match broker.persist_group_deletion(&id.0, &keys).await {
                     Ok(()) => None,
                     Err(e) => {
                         tracing::warn!(group = %id.0.as_str(), error = %e, "writing group tombstones failed");

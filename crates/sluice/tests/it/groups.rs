@@ -500,3 +500,56 @@ async fn a_silent_member_is_dropped_after_its_session_and_admin_apis_see_groups(
         .unwrap();
     assert_eq!(committed.elements()[0].offset(), Offset::Invalid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_carry_on_without_a_rebalance_across_a_broker_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "\"group.initial.rebalance.delay.ms\" = 300\n").unwrap();
+    let data = dir.path().join("data");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut broker = Broker::start_on(&data, 0, &args);
+    let port = broker.port;
+    broker.create_topic("steady", 4, &[]).await;
+    let (a, wa) = watched_member(&broker, "steady-group", "steady", &[]);
+    let (b, wb) = watched_member(&broker, "steady-group", "steady", &[]);
+    assert!(poll_watched(&[&a, &b], Duration::from_secs(60), || {
+        assigned_to(&a).len() == 2 && assigned_to(&b).len() == 2
+    }));
+    // Let the stable membership be persisted (the coordinator writes it within 100 ms).
+    poll_watched(&[&a, &b], Duration::from_millis(500), || false);
+    let before = (
+        wa.rebalances.load(std::sync::atomic::Ordering::SeqCst),
+        wb.rebalances.load(std::sync::atomic::Ordering::SeqCst),
+    );
+    let (own_a, own_b) = (assigned_to(&a), assigned_to(&b));
+    for restart in ["clean", "kill -9"] {
+        if restart == "clean" {
+            assert!(broker.stop(), "clean stop");
+        } else {
+            broker.kill9();
+        }
+        broker = Broker::start_on(&data, port, &args);
+        // Members keep heartbeating into the restarted coordinator: no rebalance.
+        poll_watched(&[&a, &b], Duration::from_secs(4), || false);
+        let after = (
+            wa.rebalances.load(std::sync::atomic::Ordering::SeqCst),
+            wb.rebalances.load(std::sync::atomic::Ordering::SeqCst),
+        );
+        assert_eq!(
+            after,
+            before,
+            "after {restart}: no rebalance\n{}",
+            broker.stderr()
+        );
+        assert_eq!(
+            (assigned_to(&a), assigned_to(&b)),
+            (own_a.clone(), own_b.clone())
+        );
+        let groups = a
+            .fetch_group_list(Some("steady-group"), Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(groups.groups()[0].state(), "Stable", "after {restart}");
+        assert_eq!(groups.groups()[0].members().len(), 2);
+    }
+}
