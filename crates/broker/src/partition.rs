@@ -112,8 +112,12 @@ impl Partition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult, ReadError> {
-        let log = self.log.lock();
-        log.read(start, max_bytes, self.high_watermark(), min_one_batch)
+        // Plan under the lock, read without it: a large fetch does not hold up appends.
+        let plan =
+            self.log
+                .lock()
+                .read_plan(start, max_bytes, self.high_watermark(), min_one_batch)?;
+        plan.execute().map_err(ReadError::Io)
     }
 
     /// The first record at or after `ts` (Kafka's ListOffsets by timestamp). Compressed batches are

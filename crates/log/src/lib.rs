@@ -25,7 +25,7 @@ pub mod testing;
 
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
 pub use dir::LogDir;
-pub use partition_log::PartitionLog;
+pub use partition_log::{PartitionLog, ReadPlan};
 
 /// An offset in a partition's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -604,6 +604,22 @@ impl PartitionLog {
         max_offset: Offset,
         min_one_batch: bool,
     ) -> Result<ReadResult, ReadError> {
+        self.read_plan(start, max_bytes, max_offset, min_one_batch)?
+            .execute()
+            .map_err(ReadError::Io)
+    }
+
+    /// The first half of [`Self::read`]: finds where the bytes are (index lookups and a short
+    /// header scan) without reading them, so a caller can drop its lock on the log before the
+    /// large read in [`ReadPlan::execute`]. Segment files are append-only and kept open by the
+    /// plan, so bytes below the sizes captured here stay valid.
+    pub fn read_plan(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        min_one_batch: bool,
+    ) -> Result<ReadPlan, ReadError> {
         let end = self.log_end();
         if start.0 < self.log_start || start.0 > end {
             return Err(ReadError::OffsetOutOfRange {
@@ -613,56 +629,43 @@ impl PartitionLog {
             });
         }
         let limit = max_offset.0.min(end);
-        let mut out = BytesMut::new();
-        let mut next = start.0;
+        let mut plan = ReadPlan {
+            parts: Vec::new(),
+            limit,
+            max_bytes,
+            min_one_batch,
+        };
+        if start.0 >= limit {
+            return Ok(plan);
+        }
         let first_base = self
             .segments
             .range(..=start.0)
             .next_back()
             .map_or(self.first_segment().base, |(b, _)| *b);
+        let mut planned = 0u64;
         for segment in self.segments.range(first_base..).map(|(_, s)| s) {
-            if next >= limit {
-                break;
-            }
-            let Some((pos, first)) = segment.find(next)? else {
-                continue;
-            };
-            let budget = max_bytes.saturating_sub(out.len());
-            let floor = if out.is_empty() && min_one_batch {
-                first.size
+            let pos = if plan.parts.is_empty() {
+                match segment.find(start.0)? {
+                    Some((pos, _)) => pos,
+                    None => continue,
+                }
             } else {
                 0
             };
-            let want = (budget.max(floor) as u64).min(segment.size - pos) as usize;
-            if want < first.size {
-                break;
+            if segment.size > pos {
+                plan.parts.push(ReadPart {
+                    file: Arc::clone(&segment.file),
+                    pos,
+                    end: segment.size,
+                });
+                planned += segment.size - pos;
             }
-            let mut buf = segment.read(pos, want)?;
-            let mut taken = 0;
-            let mut last = None;
-            while buf.len() - taken >= HEADER_LEN {
-                let h = BatchHeader::parse(&buf[taken..]);
-                if h.size > buf.len() - taken || h.last_offset() >= limit {
-                    break;
-                }
-                taken += h.size;
-                last = Some(h.last_offset());
-            }
-            let Some(last) = last else { break };
-            buf.truncate(taken);
-            if out.is_empty() {
-                out = buf;
-            } else {
-                out.extend_from_slice(&buf);
-            }
-            next = last + 1;
-            if taken < want || out.len() >= max_bytes {
+            if planned >= max_bytes as u64 {
                 break;
             }
         }
-        Ok(ReadResult {
-            records: out.freeze(),
-        })
+        Ok(plan)
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -1075,3 +1078,81 @@ fn modified_ms(path: &Path) -> Option<i64> {
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
+
+/// A stretch of one segment file a read may take bytes from.
+#[derive(Debug)]
+struct ReadPart {
+    file: Arc<fs::File>,
+    pos: u64,
+    end: u64,
+}
+
+/// Where a read's bytes are, found under the log's lock by [`PartitionLog::read_plan`]; reading
+/// them ([`ReadPlan::execute`]) needs no lock.
+#[derive(Debug)]
+pub struct ReadPlan {
+    parts: Vec<ReadPart>,
+    limit: i64,
+    max_bytes: usize,
+    min_one_batch: bool,
+}
+
+impl ReadPlan {
+    /// Reads the planned bytes: whole batches, below the limit offset, within the byte budget.
+    pub fn execute(self) -> io::Result<ReadResult> {
+        use std::os::unix::fs::FileExt;
+        let mut out = BytesMut::new();
+        for part in &self.parts {
+            let avail = part.end - part.pos;
+            if avail < LOG_OVERHEAD_BYTES {
+                break;
+            }
+            let mut prefix = [0u8; LOG_OVERHEAD_BYTES as usize];
+            part.file.read_exact_at(&mut prefix, part.pos)?;
+            let length = i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+            let first_size = length.max(0) as usize + LOG_OVERHEAD_BYTES as usize;
+            let budget = self.max_bytes.saturating_sub(out.len());
+            let floor = if out.is_empty() && self.min_one_batch {
+                first_size
+            } else {
+                0
+            };
+            let want = (budget.max(floor) as u64).min(avail) as usize;
+            if want < first_size {
+                break;
+            }
+            let mut buf = BytesMut::zeroed(want);
+            part.file.read_exact_at(&mut buf, part.pos)?;
+            let mut taken = 0;
+            let mut reached_limit = false;
+            while buf.len() - taken >= HEADER_LEN {
+                let h = BatchHeader::parse(&buf[taken..]);
+                if h.last_offset() >= self.limit {
+                    reached_limit = true;
+                    break;
+                }
+                if h.size > buf.len() - taken {
+                    break;
+                }
+                taken += h.size;
+            }
+            if taken == 0 {
+                break;
+            }
+            buf.truncate(taken);
+            if out.is_empty() {
+                out = buf;
+            } else {
+                out.extend_from_slice(&buf);
+            }
+            if reached_limit || (taken as u64) < avail || out.len() >= self.max_bytes {
+                break;
+            }
+        }
+        Ok(ReadResult {
+            records: out.freeze(),
+        })
+    }
+}
+
+const LOG_OVERHEAD_BYTES: u64 = 12;

@@ -7,13 +7,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::BytesMut;
-
 use crate::batch::{check_crc, check_header, BatchHeader, BatchProblem, HEADER_LEN};
 use crate::index::Indexes;
 
-/// Bytes read at a time by scans.
+/// Bytes read at a time by scans that check every batch.
 const SCAN_CHUNK: usize = 1 << 20;
+/// Bytes read at a time by scans that only look at headers (a lookup from an index entry).
+const HEADER_SCAN_CHUNK: usize = 16 << 10;
 
 pub(crate) fn file_name(base: i64, ext: &str) -> String {
     format!("{base:020}.{ext}")
@@ -52,7 +52,13 @@ pub(crate) fn scan(
         let want_header = left.min(HEADER_LEN as u64);
         if pos < buf_start || pos + want_header > buf_start + buf.len() as u64 {
             buf_start = pos;
-            buf = read_exact_vec(file, pos, left.min(SCAN_CHUNK as u64) as usize)?;
+            // Header-only scans (lookups) step through a few KiB; full scans read big chunks.
+            let chunk = if verify {
+                SCAN_CHUNK
+            } else {
+                HEADER_SCAN_CHUNK
+            };
+            buf = read_exact_vec(file, pos, left.min(chunk as u64) as usize)?;
         }
         let at = (pos - buf_start) as usize;
         let header = match check_header(&buf[at..]) {
@@ -319,13 +325,6 @@ impl Segment {
             Ok(())
         })?;
         Ok(found)
-    }
-
-    /// Reads `len` bytes at `pos`.
-    pub(crate) fn read(&self, pos: u64, len: usize) -> io::Result<BytesMut> {
-        let mut buf = BytesMut::zeroed(len);
-        self.file.read_exact_at(&mut buf, pos)?;
-        Ok(buf)
     }
 
     /// Cuts the file at `pos` (a batch boundary); `next_offset` becomes `next`.
