@@ -86,6 +86,27 @@ impl Client {
         self.round_trip(version, request).await
     }
 
+    /// Sends `request` as `version` of its API without waiting for an answer: for requests the
+    /// broker never answers (Produce with acks=0).
+    pub(crate) async fn send_without_response<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> anyhow::Result<()> {
+        let key = api_key(R::KEY)?;
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let frame = encode_frame(key, version, self.correlation_id, request)?;
+        match tokio::time::timeout(self.timeout, self.stream.write_all(&frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => bail!("{key:?} request to {} failed: {e}", self.address),
+            Err(_) => bail!(
+                "cannot send {key:?} to {} within {} ms",
+                self.address,
+                self.timeout.as_millis()
+            ),
+        }
+    }
+
     /// Writes one request frame and reads its response frame, within the timeout.
     async fn round_trip<R: Request>(
         &mut self,

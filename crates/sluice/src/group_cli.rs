@@ -66,7 +66,7 @@ pub(crate) fn run(args: GroupArgs) -> anyhow::Result<()> {
 
 /// The group's committed offsets: of `partitions`, or of everything when None. Partitions without
 /// a committed offset are left out.
-async fn committed_offsets(
+pub(crate) async fn committed_offsets(
     client: &mut Client,
     group: &str,
     partitions: Option<&[TopicPartition]>,
@@ -104,7 +104,7 @@ async fn committed_offsets(
     Ok(out)
 }
 
-fn group_id(group: &str) -> GroupId {
+pub(crate) fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
 }
 

@@ -1,9 +1,13 @@
 //! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups,
-//! `sluice topic` administers topics; more subcommands join as they are built.
+//! `sluice topic` administers topics, `sluice perf` measures throughput and latency; more
+//! subcommands join as they are built.
 
 mod cli_common;
 mod client;
+mod consume_cli;
 mod group_cli;
+mod perf_cli;
+mod produce_cli;
 mod serve;
 mod topic_cli;
 
@@ -25,6 +29,12 @@ enum Command {
     Group(group_cli::GroupArgs),
     /// Topics: create, list, describe with offsets, sizes and configs, alter, delete.
     Topic(topic_cli::TopicArgs),
+    /// Produce stdin lines as records (kcat -P style).
+    Produce(produce_cli::ProduceArgs),
+    /// Print records through a format string (kcat -C style).
+    Consume(consume_cli::ConsumeArgs),
+    /// Benchmarks: producer and consumer throughput and latency against a broker.
+    Perf(perf_cli::PerfArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +43,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Group(args) => group_cli::run(args),
         Command::Topic(args) => topic_cli::run(args),
+        Command::Produce(args) => produce_cli::run(args),
+        Command::Consume(args) => consume_cli::run(args),
+        Command::Perf(args) => perf_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -106,7 +106,7 @@ fn topic_error(action: &str, topic: &str, code: i16, message: Option<&StrBytes>)
 
 /// Metadata v12 for one topic, without auto-creating it; fails when the broker reports an error
 /// for the topic.
-async fn topic_metadata(
+pub(crate) async fn topic_metadata(
     client: &mut Client,
     action: &str,
     topic: &str,

@@ -8,6 +8,8 @@ mod configs;
 mod crash;
 mod groups;
 mod harness;
+mod io_cli;
+mod perf_cli;
 mod produce_consume;
 mod storage;
 mod topic_cli;

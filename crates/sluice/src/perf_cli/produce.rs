@@ -1,0 +1,449 @@
+//! `sluice perf produce`: one producer sending fixed-size records as fast as allowed (or at
+//! `--throughput` records/s), timing each record from `send` to its delivery report into an HDR
+//! histogram. `--discard` runs the same loop without a producer, to measure the tool's ceiling.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::util::Timeout;
+use serde::Serialize;
+
+use super::{client_config, mb_per_sec, parse_key_value, per_sec, print_report, Progress};
+use crate::cli_common::CommonArgs;
+
+/// Largest latency the histogram tracks exactly (one hour, in microseconds); longer ones are
+/// clamped to it.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+/// Significant decimal digits of each histogram value (0.1% resolution).
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+/// How often the progress line is printed.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long to let librdkafka drain its queue when the local queue is full.
+const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("amount").required(true).args(["num_records", "duration_secs"])))]
+pub(super) struct ProduceArgs {
+    /// The topic to produce to (auto-created by the broker unless --partitions creates it).
+    #[arg(long)]
+    topic: String,
+    /// Stop after this many records.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    num_records: Option<u64>,
+    /// Stop sending after this many seconds.
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
+    duration_secs: Option<u64>,
+    /// Bytes of each record's value (records have no key).
+    #[arg(long, value_name = "B")]
+    record_size: usize,
+    /// Records per second to aim for; -1 (any negative number) for no limit.
+    #[arg(long, value_name = "R", default_value_t = -1.0, allow_negative_numbers = true,
+          value_parser = parse_throughput)]
+    throughput: f64,
+    /// Acknowledgements to wait for: 0, 1 or all (-1).
+    #[arg(long, default_value = "all", value_parser = ["0", "1", "all", "-1"])]
+    acks: String,
+    /// Batch compression.
+    #[arg(long, value_enum, default_value_t = Compression::None)]
+    compression: Compression,
+    /// Largest batch in bytes (librdkafka's `batch.size`; its default when not given).
+    #[arg(long, value_name = "BYTES")]
+    batch_size: Option<u64>,
+    /// How long to wait for a batch to fill (librdkafka's `linger.ms`; its default when not given).
+    #[arg(long, value_name = "MS")]
+    linger_ms: Option<u64>,
+    /// Create the topic with this many partitions if it does not exist.
+    #[arg(long, value_name = "P", value_parser = clap::value_parser!(i32).range(1..))]
+    partitions: Option<i32>,
+    /// Any librdkafka producer setting, e.g. `enable.idempotence=true` (repeatable; wins over the
+    /// flags above).
+    #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    properties: Vec<(String, String)>,
+    /// Run the loop (record generation, throttling, latency bookkeeping) without sending
+    /// anything: the records/s of the tool itself, its ceiling.
+    #[arg(long)]
+    discard: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn codec(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// A target rate: any negative number means unlimited; 0 would never send, so it is refused.
+fn parse_throughput(text: &str) -> anyhow::Result<f64> {
+    let rate: f64 = text.parse().context("not a number")?;
+    if rate == 0.0 || !rate.is_finite() {
+        bail!("must be positive, or -1 for no limit");
+    }
+    Ok(rate)
+}
+
+/// The final report; latencies in milliseconds.
+#[derive(Debug, Serialize)]
+struct ProduceReport {
+    topic: String,
+    /// Records delivered (or, with `discard`, passed through the loop).
+    records: u64,
+    /// Records whose delivery failed.
+    failed: u64,
+    record_size_bytes: usize,
+    discard: bool,
+    elapsed_secs: f64,
+    records_per_sec: f64,
+    mb_per_sec: f64,
+    avg_latency_ms: f64,
+    p50_latency_ms: f64,
+    p95_latency_ms: f64,
+    p99_latency_ms: f64,
+    p999_latency_ms: f64,
+    max_latency_ms: f64,
+}
+
+/// Everything the delivery reports add up, behind one lock: reports come from librdkafka's poll
+/// thread (or, with `--discard`, from the sending loop), and the lock is uncontended in practice.
+struct Stats {
+    /// The clock every record's send time is measured from (passed as the delivery opaque).
+    start: Instant,
+    record_bytes: u64,
+    histogram: Histogram<u64>,
+    delivered: u64,
+    failed: u64,
+    first_error: Option<String>,
+    /// The current progress interval.
+    window_start: Instant,
+    window_records: u64,
+    window_latency_us: u64,
+    progress: Progress,
+}
+
+impl Stats {
+    fn new(start: Instant, record_bytes: u64) -> anyhow::Result<Stats> {
+        Ok(Stats {
+            start,
+            record_bytes,
+            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
+                .context("cannot create the latency histogram")?,
+            delivered: 0,
+            failed: 0,
+            first_error: None,
+            window_start: start,
+            window_records: 0,
+            window_latency_us: 0,
+            progress: Progress::new(),
+        })
+    }
+
+    /// One record delivered; `sent_at_ns` is its send time in nanoseconds since `start`.
+    fn delivered(&mut self, sent_at_ns: usize) {
+        let now = Instant::now();
+        let sent_at = self.start + Duration::from_nanos(sent_at_ns as u64);
+        let latency_us = now.saturating_duration_since(sent_at).as_micros() as u64;
+        self.histogram
+            .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+        self.delivered += 1;
+        self.window_records += 1;
+        self.window_latency_us += latency_us;
+        self.maybe_report(now);
+    }
+
+    fn failed(&mut self, error: &KafkaError) {
+        self.failed += 1;
+        if self.first_error.is_none() {
+            self.first_error = Some(error.to_string());
+        }
+    }
+
+    /// Prints the progress line when a second has passed since the last one.
+    fn maybe_report(&mut self, now: Instant) {
+        let secs = now.duration_since(self.window_start).as_secs_f64();
+        if secs < PROGRESS_INTERVAL.as_secs_f64() {
+            return;
+        }
+        let avg_ms = if self.window_records > 0 {
+            self.window_latency_us as f64 / self.window_records as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let line = format!(
+            "{} records sent, {:.1} records/sec ({:.2} MB/sec), {avg_ms:.2} ms avg latency",
+            self.window_records,
+            per_sec(self.window_records, secs),
+            mb_per_sec(self.window_records * self.record_bytes, secs),
+        );
+        self.progress.line(&line);
+        self.window_start = now;
+        self.window_records = 0;
+        self.window_latency_us = 0;
+    }
+}
+
+/// The producer's context: delivery reports go into the shared [`Stats`].
+struct Reporting {
+    stats: Mutex<Stats>,
+}
+
+impl Reporting {
+    fn stats(&self) -> MutexGuard<'_, Stats> {
+        // A panic while holding the lock leaves counters that are still meaningful.
+        self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ClientContext for Reporting {}
+
+impl ProducerContext for Reporting {
+    /// The send time, nanoseconds since [`Stats::start`] (no allocation per record).
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, sent_at_ns: usize) {
+        match result {
+            Ok(_) => self.stats().delivered(sent_at_ns),
+            Err((error, _)) => self.stats().failed(error),
+        }
+    }
+}
+
+/// Runs the benchmark and prints the report.
+pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
+    if let (Some(partitions), false) = (args.partitions, args.discard) {
+        create_topic_if_missing(common, &args.topic, partitions)?;
+    }
+    let start = Instant::now();
+    let context = Reporting {
+        stats: Mutex::new(Stats::new(start, args.record_size as u64)?),
+    };
+    // With --discard there is no producer and the loop reports each "delivery" itself.
+    let (producer, discard_context) = if args.discard {
+        (None, Some(context))
+    } else {
+        let mut defaults = vec![
+            ("acks", args.acks.clone()),
+            ("compression.codec", args.compression.codec().to_owned()),
+            // Room for a few seconds of small records, so the loop rarely waits for space.
+            ("queue.buffering.max.messages", "2000000".to_owned()),
+            ("queue.buffering.max.kbytes", "1048576".to_owned()),
+        ];
+        if let Some(bytes) = args.batch_size {
+            defaults.push(("batch.size", bytes.to_string()));
+        }
+        if let Some(ms) = args.linger_ms {
+            defaults.push(("linger.ms", ms.to_string()));
+        }
+        let producer: ThreadedProducer<Reporting> =
+            client_config(common, &defaults, &args.properties)
+                .create_with_context(context)
+                .context("cannot create the producer")?;
+        (Some(producer), None)
+    };
+    let payload = payload(args.record_size);
+    let deadline = args
+        .duration_secs
+        .map(|secs| start + Duration::from_secs(secs));
+    let rate = (args.throughput > 0.0).then_some(args.throughput);
+    let mut sent: u64 = 0;
+    loop {
+        if args.num_records.is_some_and(|n| sent >= n) {
+            break;
+        }
+        let mut now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        if let Some(rate) = rate {
+            let due = start + Duration::from_secs_f64(sent as f64 / rate);
+            if due > now {
+                std::thread::sleep(due - now);
+                now = Instant::now();
+            }
+        }
+        let sent_at_ns = now.duration_since(start).as_nanos() as usize;
+        match (&producer, &discard_context) {
+            (Some(producer), _) => send(producer, &args.topic, &payload, sent_at_ns)?,
+            (None, Some(discard)) => discard.stats().delivered(sent_at_ns),
+            (None, None) => unreachable!("either a producer or a discard context"),
+        }
+        sent += 1;
+    }
+    let context = match &producer {
+        Some(producer) => {
+            // Every record gets a delivery report within `message.timeout.ms`, so this ends.
+            producer
+                .flush(Timeout::Never)
+                .context("cannot flush the producer")?;
+            producer.context()
+        }
+        None => discard_context.as_ref().expect("discard context"),
+    };
+    let elapsed_secs = start.elapsed().as_secs_f64();
+    let mut stats = context.stats();
+    stats.progress.finish();
+    let report = report(args, &stats, elapsed_secs);
+    let verb = if args.discard { "discarded" } else { "sent" };
+    let text = format!(
+        "{} records {verb}, {:.1} records/sec ({:.2} MB/sec), avg {:.2} ms, p50 {:.2}, p95 {:.2}, \
+         p99 {:.2}, p99.9 {:.2}, max {:.2} ms latency",
+        report.records,
+        report.records_per_sec,
+        report.mb_per_sec,
+        report.avg_latency_ms,
+        report.p50_latency_ms,
+        report.p95_latency_ms,
+        report.p99_latency_ms,
+        report.p999_latency_ms,
+        report.max_latency_ms,
+    );
+    print_report(&report, &text, json)?;
+    if stats.failed > 0 {
+        bail!(
+            "{} of {sent} records failed delivery; the first: {}",
+            stats.failed,
+            stats.first_error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(())
+}
+
+/// Enqueues one record, waiting (and serving delivery reports) while librdkafka's queue is full.
+fn send(
+    producer: &ThreadedProducer<Reporting>,
+    topic: &str,
+    payload: &[u8],
+    sent_at_ns: usize,
+) -> anyhow::Result<()> {
+    let mut record =
+        BaseRecord::<(), [u8], usize>::with_opaque_to(topic, sent_at_ns).payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                producer.poll(QUEUE_FULL_BACKOFF);
+            }
+            Err((error, _)) => return Err(error).context("cannot enqueue a record"),
+        }
+    }
+}
+
+fn report(args: &ProduceArgs, stats: &Stats, elapsed_secs: f64) -> ProduceReport {
+    let ms = |us: u64| us as f64 / 1000.0;
+    let histogram = &stats.histogram;
+    let empty = histogram.is_empty();
+    let quantile = |q: f64| {
+        if empty {
+            0.0
+        } else {
+            ms(histogram.value_at_quantile(q))
+        }
+    };
+    ProduceReport {
+        topic: args.topic.clone(),
+        records: stats.delivered,
+        failed: stats.failed,
+        record_size_bytes: args.record_size,
+        discard: args.discard,
+        elapsed_secs,
+        records_per_sec: per_sec(stats.delivered, elapsed_secs),
+        mb_per_sec: mb_per_sec(stats.delivered * args.record_size as u64, elapsed_secs),
+        avg_latency_ms: if empty {
+            0.0
+        } else {
+            histogram.mean() / 1000.0
+        },
+        p50_latency_ms: quantile(0.50),
+        p95_latency_ms: quantile(0.95),
+        p99_latency_ms: quantile(0.99),
+        p999_latency_ms: quantile(0.999),
+        max_latency_ms: if empty { 0.0 } else { ms(histogram.max()) },
+    }
+}
+
+/// One record value reused for every record: printable pseudo-random letters (as Kafka's tool
+/// uses), so compression sees text, though every record is the same text.
+fn payload(size: usize) -> Vec<u8> {
+    let mut state: u32 = 0x9e37_79b9;
+    (0..size)
+        .map(|_| {
+            // xorshift32: no dependency for a few bytes of noise.
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            b'A' + (state % 26) as u8
+        })
+        .collect()
+}
+
+/// CreateTopics for `--partitions`; an existing topic is used as it is.
+fn create_topic_if_missing(
+    common: &CommonArgs,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(common, &[], &[])
+        .create()
+        .context("cannot create the admin client")?;
+    let timeout = Duration::from_millis(common.timeout_ms);
+    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime
+        .block_on(admin.create_topics([&new_topic], &options))
+        .with_context(|| format!("cannot create topic {topic}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_is_positive_or_unlimited() {
+        assert_eq!(parse_throughput("-1").unwrap(), -1.0);
+        assert_eq!(parse_throughput("2500.5").unwrap(), 2500.5);
+        assert!(parse_throughput("0").is_err());
+        assert!(parse_throughput("fast").is_err());
+    }
+
+    #[test]
+    fn payload_is_letters_of_the_requested_size() {
+        let value = payload(1000);
+        assert_eq!(value.len(), 1000);
+        assert!(value.iter().all(u8::is_ascii_uppercase));
+        assert!(payload(0).is_empty());
+    }
+}
