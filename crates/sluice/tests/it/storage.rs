@@ -239,18 +239,32 @@ async fn retention_removes_old_segments_by_size_and_by_time() {
         "by-time watermarks {low}..{high}"
     );
     assert!(segment_files(&data.join("by-time-0")) >= 1);
-    // Everything from the new log start is readable; the fresh records are all there.
-    let read = read_back(
+    // Reading from the beginning starts at the (moving) log start, never below it or past the
+    // fresh records; the fresh records are all there. (Retention keeps running meanwhile, so the
+    // log start may still advance through the old records.)
+    let first = read_back(
         &broker,
         "by-time",
         1,
         Offset::Beginning,
-        (high - low) as usize,
+        1,
         Duration::from_secs(30),
     );
-    assert_eq!(read.len() as i64, high - low);
-    assert_eq!(read[0].1, low);
-    assert_eq!(read.last().unwrap().1, 1299);
+    assert!(
+        first[0].1 >= low && first[0].1 <= 1000,
+        "first offset {}",
+        first[0].1
+    );
+    let read = read_back(
+        &broker,
+        "by-time",
+        1,
+        Offset::Offset(1000),
+        300,
+        Duration::from_secs(30),
+    );
+    let offsets: Vec<i64> = read.iter().map(|r| r.1).collect();
+    assert_eq!(offsets, (1000..1300).collect::<Vec<i64>>());
     assert_eq!(fresh[&0].len(), 300);
 }
 
