@@ -553,3 +553,151 @@ async fn members_carry_on_without_a_rebalance_across_a_broker_restart() {
         assert_eq!(groups.groups()[0].members().len(), 2);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_group_offset_fetch_offset_delete_and_state_filter_over_the_wire() {
+    use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, ListGroupsResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+        OffsetFetchRequest, OffsetFetchResponse, TopicName,
+    };
+    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path());
+    broker.create_topic("wire", 2, &[]).await;
+    // Two groups commit different offsets (standalone commits, no membership).
+    for (group, offset) in [("first", 3), ("second", 7)] {
+        let c: BaseConsumer = broker
+            .client_config()
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let mut at = TopicPartitionList::new();
+        at.add_partition_offset("wire", 0, Offset::Offset(offset))
+            .unwrap();
+        at.add_partition_offset("wire", 1, Offset::Offset(offset + 1))
+            .unwrap();
+        c.commit(&at, CommitMode::Sync).unwrap();
+    }
+    // A third group is active (Stable).
+    let (active, _w) = watched_member(&broker, "third", "wire", &[]);
+    assert!(poll_watched(
+        &[&active],
+        Duration::from_secs(30),
+        || assigned_to(&active).len() == 2
+    ));
+
+    let mut stream = crate::wire::connect(&broker);
+    let name = |s: &str| StrBytes::from_string(s.to_owned());
+    let mut call = |key: ApiKey, version: i16, frame: Vec<u8>| {
+        stream.write_all(&frame).unwrap();
+        let (_, mut response) = crate::wire::read_response(&mut stream).expect("response");
+        if key.response_header_version(version) >= 1 {
+            let _tags = response.split_to(1);
+        }
+        response
+    };
+
+    // OffsetFetch v8: both groups in one request.
+    let request = OffsetFetchRequest::default().with_groups(vec![
+        OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(name("first")))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(name("wire")))
+                .with_partition_indexes(vec![0, 1])])),
+        OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(name("second")))
+            .with_topics(None),
+    ]);
+    let mut body = call(
+        ApiKey::OffsetFetch,
+        8,
+        crate::wire::frame(ApiKey::OffsetFetch, 8, 1, &request),
+    );
+    let response = OffsetFetchResponse::decode(&mut body, 8).unwrap();
+    let offsets: Vec<(String, Vec<i64>)> = response
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.group_id.0.to_string(),
+                g.topics[0]
+                    .partitions
+                    .iter()
+                    .map(|p| p.committed_offset)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        vec![("first".into(), vec![3, 4]), ("second".into(), vec![7, 8])]
+    );
+
+    // OffsetDelete: allowed for an empty group, refused for a group consuming the topic.
+    let delete = |group: &str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(name(group)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(name("wire")))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ])])
+    };
+    let first = delete("first");
+    let mut body = call(
+        ApiKey::OffsetDelete,
+        0,
+        crate::wire::frame(ApiKey::OffsetDelete, 0, 2, &first),
+    );
+    let response = OffsetDeleteResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(response.topics[0].partitions[0].error_code, 0);
+    let third = delete("third");
+    let mut body = call(
+        ApiKey::OffsetDelete,
+        0,
+        crate::wire::frame(ApiKey::OffsetDelete, 0, 3, &third),
+    );
+    let response = OffsetDeleteResponse::decode(&mut body, 0).unwrap();
+    assert_eq!(
+        response.topics[0].partitions[0].error_code, 86,
+        "GROUP_SUBSCRIBED_TO_TOPIC"
+    );
+    let mut wanted = TopicPartitionList::new();
+    wanted.add_partition("wire", 0);
+    wanted.add_partition("wire", 1);
+    let checker: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "first")
+        .create()
+        .unwrap();
+    let committed = checker
+        .committed_offsets(wanted, Duration::from_secs(10))
+        .unwrap();
+    let values: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    assert_eq!(values, vec![Offset::Invalid, Offset::Offset(4)]);
+
+    // ListGroups with a state filter.
+    let list = ListGroupsRequest::default().with_states_filter(vec![name("Stable")]);
+    let mut body = call(
+        ApiKey::ListGroups,
+        4,
+        crate::wire::frame(ApiKey::ListGroups, 4, 4, &list),
+    );
+    let response = ListGroupsResponse::decode(&mut body, 4).unwrap();
+    let stable: Vec<String> = response
+        .groups
+        .iter()
+        .map(|g| g.group_id.0.to_string())
+        .collect();
+    assert_eq!(stable, vec!["third".to_string()]);
+    drop(active);
+}
