@@ -24,9 +24,10 @@ pub(crate) const EARLIEST_TIMESTAMP: i64 = -2;
 /// Flags shared by every admin subcommand; `global` so they may follow the subcommand's own.
 #[derive(Debug, Args)]
 pub(crate) struct CommonArgs {
-    /// The broker to ask.
+    /// The broker to ask (`--bootstrap` works too).
     #[arg(
         long,
+        visible_alias = "bootstrap",
         global = true,
         env = "SLUICE_BOOTSTRAP_SERVER",
         default_value = "127.0.0.1:9092",

@@ -409,3 +409,21 @@ fn an_unreachable_broker_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_is_an_alias_of_bootstrap_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("aliased", 1, &[]).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["topic", "list", "--bootstrap", &broker.bootstrap()])
+        .env_remove("SLUICE_BOOTSTRAP_SERVER")
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aliased"));
+}
