@@ -5,7 +5,7 @@
 //! of an append or read; fsync happens outside it (see [`Partition::wait_durable`]), so concurrent
 //! producers share one fsync and unrelated partitions never wait on each other.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,6 +38,7 @@ pub struct Partition {
     appended: Notify,
     /// Serializes fsyncs; whoever holds it syncs everything appended so far (group commit).
     sync_lock: tokio::sync::Mutex<()>,
+    min_insync_replicas: AtomicI32,
 }
 
 /// Why a durability wait failed.
@@ -54,6 +55,7 @@ impl Partition {
     pub fn new(topic: String, topic_id: Uuid, index: i32, log: PartitionLog) -> Self {
         let start = log.log_start_offset().0;
         let end = log.log_end_offset().0;
+        let min_insync = log.config().min_insync_replicas;
         Partition {
             topic,
             topic_id,
@@ -68,7 +70,14 @@ impl Partition {
             deleted: AtomicBool::new(false),
             appended: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
+            min_insync_replicas: AtomicI32::new(min_insync),
         }
+    }
+
+    /// `min.insync.replicas` of the topic (read on every acks=all produce, so kept outside the
+    /// log's lock).
+    pub fn min_insync_replicas(&self) -> i32 {
+        self.min_insync_replicas.load(Ordering::Relaxed)
     }
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
@@ -245,6 +254,8 @@ impl Partition {
     }
 
     pub fn set_config(&self, config: LogConfig) {
+        self.min_insync_replicas
+            .store(config.min_insync_replicas, Ordering::Relaxed);
         self.log.lock().set_config(config);
     }
 

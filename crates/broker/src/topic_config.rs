@@ -310,7 +310,7 @@ pub fn log_config(
                 };
             }
             "min.insync.replicas" => {
-                at_least(key, number::<i32>(key, value)?, 1)?;
+                config.min_insync_replicas = at_least(key, number::<i32>(key, value)?, 1)?;
             }
             "min.cleanable.dirty.ratio" => {
                 let ratio: f64 = number(key, value)?;

@@ -117,6 +117,9 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`: fsync on append once this long passed since the last sync (default never).
     pub flush_ms: i64,
+    /// `min.insync.replicas`: kept with the log's settings for the broker, which refuses acks=all
+    /// produces when fewer replicas are in sync (default 1).
+    pub min_insync_replicas: i32,
 }
 
 impl Default for LogConfig {
@@ -140,6 +143,7 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
+            min_insync_replicas: 1,
         }
     }
 }

@@ -1027,6 +1027,11 @@ impl PartitionLog {
         self.segments.values().map(|s| s.size).sum()
     }
 
+    /// The settings in effect.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
     /// Replaces the config (takes effect for following appends and retention runs).
     pub fn set_config(&mut self, config: LogConfig) {
         self.config = config;

@@ -48,12 +48,7 @@ fn append_one(
         );
     }
     // acks=all needs min.insync.replicas in sync; this node is the only replica.
-    let min_insync = broker
-        .metadata
-        .topic(topic)
-        .and_then(|t| t.configs.get("min.insync.replicas").cloned())
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1);
+    let min_insync = partition.min_insync_replicas();
     if acks == -1 && min_insync > 1 {
         return fail(
             ResponseError::NotEnoughReplicas,
