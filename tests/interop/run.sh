@@ -162,7 +162,7 @@ DATA_DIR=$(mktemp -d -t sluice-interop-data.XXXXXX)
 # The broker's own SLUICE_* variables from the caller's environment would change its config.
 UNSET_ARGS=()
 while IFS= read -r var; do UNSET_ARGS+=(-u "$var"); done < <(compgen -e | grep '^SLUICE_' || true)
-env "${UNSET_ARGS[@]}" NO_COLOR=1 "$BIN" serve --listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
+env "${UNSET_ARGS[@]}" NO_COLOR=1 "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$DATA_DIR" \
     >"$LOG_DIR/broker.stdout" 2>"$LOG_DIR/broker.stderr" &
 BROKER_PID=$!
 PORT=""

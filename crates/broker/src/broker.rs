@@ -13,6 +13,7 @@ use crate::config::BrokerConfig;
 use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
 use crate::group::{CommittedOffset, GroupConfig, GroupCoordinator};
 use crate::metadata::{MetadataError, MetadataStore, TopicMeta};
+use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicConfigError};
 
@@ -75,6 +76,8 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     /// Consumer groups and their committed offsets.
     pub groups: GroupCoordinator,
+    /// Request, traffic and fsync metrics (see [`crate::metrics::render`]).
+    pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
 }
 
@@ -100,7 +103,8 @@ impl Broker {
         let log_dir = LogDir::open(&config.data_dir)?;
         let clean = log_dir.was_clean();
         let metadata = MetadataStore::open(&config.data_dir, &config.cluster_id)?;
-        let replicas = ReplicaManager::new(log_dir);
+        let metrics = Metrics::new();
+        let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration());
         if !clean {
             info!("previous shutdown was not clean; recovering partition logs");
         }
@@ -132,6 +136,7 @@ impl Broker {
             metadata,
             replicas,
             groups,
+            metrics,
             shutdown,
         };
         broker.load_offsets()?;
@@ -445,6 +450,7 @@ impl Broker {
         let removed = self.metadata.delete_topic(name)?;
         if removed.is_some() {
             self.replicas.delete_topic(name).await;
+            self.metrics.remove_topic(name);
         }
         Ok(removed)
     }

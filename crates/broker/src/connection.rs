@@ -4,10 +4,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -15,6 +17,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
+use crate::metrics::ApiMetrics;
 use crate::request::{handle_frame, Reply};
 
 /// Why a connection stopped reading.
@@ -51,8 +54,18 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
                 break;
             }
         };
+        let started = Instant::now();
+        let api = frame
+            .get(..2)
+            .and_then(|key| ApiKey::try_from(i16::from_be_bytes([key[0], key[1]])).ok())
+            .and_then(|key| broker.metrics.api(key))
+            .cloned();
         match handle_frame(&broker, frame, peer) {
             Ok(reply) => {
+                let reply = match api {
+                    Some(api) => timed(reply, api, started),
+                    None => reply,
+                };
                 if replies.send(reply).await.is_err() {
                     break;
                 }
@@ -67,6 +80,22 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     drop(replies);
     let _ = writer.await;
     debug!(%peer, "connection closed");
+}
+
+/// Counts `reply`'s request and records its latency once the reply is ready (for a deferred reply,
+/// when its future completes: a long poll's wait or an acks=all fsync is part of the latency).
+fn timed(reply: Reply, api: ApiMetrics, started: Instant) -> Reply {
+    match reply {
+        Reply::Later(fut) => Reply::Later(Box::pin(async move {
+            let bytes = fut.await;
+            api.observe(started.elapsed());
+            bytes
+        })),
+        ready => {
+            api.observe(started.elapsed());
+            ready
+        }
+    }
 }
 
 /// Reads one frame; `None` at a clean end of stream.

@@ -12,6 +12,7 @@ mod errors;
 pub mod group;
 mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod replica_manager;
 pub mod request;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use prometheus_client::metrics::histogram::Histogram;
 use sluice_log::{
     AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, PartitionLog, ReadError, ReadResult,
     Timestamp,
@@ -39,6 +40,8 @@ pub struct Partition {
     /// Serializes fsyncs; whoever holds it syncs everything appended so far (group commit).
     sync_lock: tokio::sync::Mutex<()>,
     min_insync_replicas: AtomicI32,
+    /// Times the fsyncs of [`Partition::wait_durable`] (shared by every partition).
+    fsync_duration: Histogram,
 }
 
 /// Why a durability wait failed.
@@ -52,7 +55,13 @@ pub struct SyncError {
 }
 
 impl Partition {
-    pub fn new(topic: String, topic_id: Uuid, index: i32, log: PartitionLog) -> Self {
+    pub fn new(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: PartitionLog,
+        fsync_duration: Histogram,
+    ) -> Self {
         let start = log.log_start_offset().0;
         let end = log.log_end_offset().0;
         let min_insync = log.config().min_insync_replicas;
@@ -71,6 +80,7 @@ impl Partition {
             appended: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
             min_insync_replicas: AtomicI32::new(min_insync),
+            fsync_duration,
         }
     }
 
@@ -175,10 +185,13 @@ impl Partition {
         let handle = self.log.lock().sync_handle();
         let up_to = handle.up_to;
         let files = handle.files;
+        let fsync_duration = self.fsync_duration.clone();
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let started = std::time::Instant::now();
             for file in &files {
                 file.sync_data()?;
             }
+            fsync_duration.observe(started.elapsed().as_secs_f64());
             Ok(())
         })
         .await

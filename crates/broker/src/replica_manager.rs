@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use prometheus_client::metrics::histogram::Histogram;
 use sluice_log::{LogConfig, LogDir, OpenError, Timestamp};
 use tracing::{info, warn};
 
@@ -20,13 +21,17 @@ const DELETE_WAIT: Duration = Duration::from_secs(5);
 pub struct ReplicaManager {
     log_dir: LogDir,
     topics: RwLock<HashMap<String, Arc<[Arc<Partition>]>>>,
+    /// Handed to every partition for its group-commit fsyncs.
+    fsync_duration: Histogram,
 }
 
 impl ReplicaManager {
-    pub fn new(log_dir: LogDir) -> Self {
+    /// Hosts the partitions of `log_dir`; their fsyncs are timed into `fsync_duration`.
+    pub fn new(log_dir: LogDir, fsync_duration: Histogram) -> Self {
         ReplicaManager {
             log_dir,
             topics: RwLock::new(HashMap::new()),
+            fsync_duration,
         }
     }
 
@@ -57,6 +62,7 @@ impl ReplicaManager {
                 topic.id,
                 index,
                 log,
+                self.fsync_duration.clone(),
             )));
         }
         self.topics

@@ -47,9 +47,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
         open_connections.fetch_add(1, Ordering::AcqRel);
         let broker = broker.clone();
         let counter = open_connections.clone();
+        broker.metrics.connection_opened();
         connections.spawn(async move {
-            connection::serve(broker, stream, peer).await;
+            connection::serve(broker.clone(), stream, peer).await;
             counter.fetch_sub(1, Ordering::AcqRel);
+            broker.metrics.connection_closed();
         });
     }
     drop(listener);

@@ -2,6 +2,7 @@
 //! `sluice topic` administers topics, `sluice perf` measures throughput and latency; more
 //! subcommands join as they are built.
 
+mod admin_http;
 mod cli_common;
 mod client;
 mod consume_cli;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -11,12 +12,23 @@ use sluice_broker::config::split_host_port;
 use sluice_broker::{server, Broker, BrokerConfig};
 use tracing::info;
 
+use crate::admin_http::{self, AdminState};
+
 /// Flags of `sluice serve`. Precedence: flag > `SLUICE_*` variable > `--config` file > default.
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
     /// Address the Kafka listener binds (port 0 picks a free port).
     #[arg(long, env = "SLUICE_LISTEN", value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
+    /// Address of the admin HTTP listener serving /health, /ready and /metrics (port 0 picks a
+    /// free port).
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_LISTEN",
+        value_name = "HOST:PORT",
+        default_value = "127.0.0.1:9644"
+    )]
+    admin_listen: SocketAddr,
     /// Address clients are told to connect to (default: the listen address).
     #[arg(long, env = "SLUICE_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
@@ -40,6 +52,7 @@ enum LogFormat {
 /// Variables that are flags (above, or of other subcommands), not Kafka config names.
 const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_LISTEN",
+    "SLUICE_ADMIN_LISTEN",
     "SLUICE_ADVERTISED_LISTENER",
     "SLUICE_DATA_DIR",
     "SLUICE_CONFIG",
@@ -164,8 +177,20 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         if config.listen.port() == 0 {
             config.listen = bound;
         }
+        let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for admin HTTP (choose another with --admin-listen)",
+                    args.admin_listen
+                )
+            })?;
+        let admin_bound = admin_listener.local_addr()?;
+        let admin_state = Arc::new(AdminState::default());
+        let admin = tokio::spawn(admin_http::serve(admin_listener, admin_state.clone()));
         let data_dir = config.data_dir.clone();
         let broker = Broker::open(config).context("cannot start the broker")?;
+        admin_state.set_broker(broker.clone());
         // The one line a person (or a test) reads to know the broker is up.
         println!(
             "sluice {} listening on {bound} (advertised {}:{}), data dir {}",
@@ -174,6 +199,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             broker.config.advertised_port,
             data_dir.display()
         );
+        println!("admin listening on {admin_bound} (/health, /ready, /metrics)");
         let signal_broker = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -181,6 +207,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             signal_broker.begin_shutdown();
         });
         let clean = server::run(broker, listener).await;
+        admin.abort();
         if !clean {
             bail!("shutdown was not clean; the next start will run recovery");
         }

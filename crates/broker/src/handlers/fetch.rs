@@ -68,7 +68,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
         deadline: Instant::now() + wait,
     };
     let shutdown = broker.shutdown_signal();
-    ctx.reply_later(long_poll(plan, shutdown))
+    ctx.reply_later(long_poll(broker.clone(), plan, shutdown))
 }
 
 /// Reads every partition once; returns the response and the bytes it carries.
@@ -130,7 +130,29 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
     (responses, total)
 }
 
-async fn long_poll(plan: Plan, mut shutdown: tokio::sync::watch::Receiver<bool>) -> FetchResponse {
+/// Counts the record bytes of the response being sent, one label lookup per topic with data.
+fn count_bytes_out(broker: &Broker, responses: &[FetchableTopicResponse]) {
+    for topic in responses {
+        let bytes: usize = topic
+            .partitions
+            .iter()
+            .filter_map(|p| p.records.as_ref().map(Bytes::len))
+            .sum();
+        if bytes > 0 {
+            broker
+                .metrics
+                .topic(&topic.topic.0)
+                .bytes_out
+                .inc_by(bytes as u64);
+        }
+    }
+}
+
+async fn long_poll(
+    broker: Arc<Broker>,
+    plan: Plan,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> FetchResponse {
     let partitions: Vec<Arc<Partition>> = plan
         .topics
         .iter()
@@ -157,6 +179,7 @@ async fn long_poll(plan: Plan, mut shutdown: tokio::sync::watch::Receiver<bool>)
             || Instant::now() >= plan.deadline
             || *shutdown.borrow()
         {
+            count_bytes_out(&broker, &responses);
             return FetchResponse::default().with_responses(responses);
         }
         tokio::select! {

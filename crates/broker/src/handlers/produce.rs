@@ -16,10 +16,19 @@ use crate::errors;
 use crate::partition::Partition;
 use crate::request::{Ctx, Reply};
 
-/// One partition's outcome, and the partition to sync for acks=all.
+/// One partition's outcome, the partition to sync for acks=all, and what it appended (for
+/// metrics; zero when nothing new was written).
 struct Outcome {
     response: PartitionProduceResponse,
     sync: Option<(Arc<Partition>, Offset)>,
+    appended: Appended,
+}
+
+/// Bytes and records one partition appended.
+#[derive(Debug, Default, Clone, Copy)]
+struct Appended {
+    bytes: u64,
+    records: u64,
 }
 
 fn append_one(
@@ -37,6 +46,7 @@ fn append_one(
             .with_error_code(error.code())
             .with_error_message(message.map(StrBytes::from_string)),
         sync: None,
+        appended: Appended::default(),
     };
     let Some(partition) = broker.replicas.partition(topic, index) else {
         return fail(ResponseError::UnknownTopicOrPartition, None);
@@ -63,6 +73,10 @@ fn append_one(
             Some("produce request carries no record batch".into()),
         );
     };
+    let appended = Appended {
+        bytes: records.len() as u64,
+        records: crate::metrics::batch_record_count(&records),
+    };
     match partition.append(records, now()) {
         Ok(info) => Outcome {
             response: response
@@ -70,6 +84,12 @@ fn append_one(
                 .with_log_append_time_ms(info.log_append_time.map_or(-1, |t| t.0))
                 .with_log_start_offset(info.log_start_offset.0),
             sync: Some((partition, info.last_offset)),
+            // A retried idempotent batch is answered but not written again.
+            appended: if info.duplicate {
+                Appended::default()
+            } else {
+                appended
+            },
         },
         Err(e) => {
             if matches!(e, AppendError::Io(_) | AppendError::Poisoned) {
@@ -105,12 +125,22 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                             .with_index(data.index)
                             .with_error_code(error.code()),
                         sync: None,
+                        appended: Appended::default(),
                     }
                 } else {
                     append_one(broker, &name, data.index, data.records, transactional, acks)
                 }
             })
             .collect();
+        // One label lookup per topic, and none for topics nothing was written to.
+        let (bytes, records) = outcomes.iter().fold((0, 0), |(b, r), o| {
+            (b + o.appended.bytes, r + o.appended.records)
+        });
+        if bytes > 0 {
+            let counters = broker.metrics.topic(&name);
+            counters.bytes_in.inc_by(bytes);
+            counters.records_in.inc_by(records);
+        }
         topics.push((topic.name, outcomes));
     }
     if acks == 0 {

@@ -145,7 +145,14 @@ async fn second_broker_on_the_same_data_dir_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _broker = Broker::start(dir.path());
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -18,6 +18,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Broker {
     child: Option<Child>,
     pub(crate) port: u16,
+    /// The admin HTTP listener's port (`/health`, `/ready`, `/metrics`).
+    pub(crate) admin_port: u16,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -40,6 +42,8 @@ impl Broker {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--data-dir")
             .arg(data_dir)
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -68,8 +72,11 @@ impl Broker {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
+            // The startup line, then the admin listener's line.
+            for _ in 0..2 {
+                if let Some(Ok(line)) = lines.next() {
+                    let _ = tx.send(line);
+                }
             }
             // Keep draining so the broker never blocks on a full pipe.
             for _ in lines {}
@@ -77,23 +84,23 @@ impl Broker {
         let mut broker = Broker {
             child: Some(child),
             port: 0,
+            admin_port: 0,
             stderr,
         };
-        let line = match rx.recv_timeout(START_TIMEOUT) {
+        let next_line = || match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
             Err(_) => panic!("broker did not start; stderr:\n{}", broker.stderr()),
         };
-        let addr = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap_or_else(|| panic!("unexpected startup line: {line}"));
-        broker.port = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no port in startup line: {line}"));
+        let line = next_line();
+        let admin_line = next_line();
+        broker.port = listening_port(&line);
+        broker.admin_port = listening_port(&admin_line);
         broker
+    }
+
+    /// `GET path` on the admin listener: (status code, body).
+    pub(crate) fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin_port, path)
     }
 
     pub(crate) fn bootstrap(&self) -> String {
@@ -175,6 +182,63 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// The port in a `... listening on HOST:PORT ...` line.
+fn listening_port(line: &str) -> u16 {
+    line.split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in startup line: {line}"))
+}
+
+/// A minimal HTTP/1.1 GET over a plain TCP stream (`Connection: close`): (status code, body).
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to admin");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read response");
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {response:?}"));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    // Bodies are sent whole with Content-Length; decode chunked ones just in case.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// Wall-clock milliseconds: record timestamps inside the default 7-day retention.

@@ -9,6 +9,7 @@ mod crash;
 mod groups;
 mod harness;
 mod io_cli;
+mod metrics;
 mod perf_cli;
 mod produce_consume;
 mod storage;

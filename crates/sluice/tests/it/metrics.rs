@@ -1,0 +1,105 @@
+//! The admin HTTP listener: `/health`, `/ready`, and `/metrics` counting what librdkafka
+//! produced, fetched and committed.
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::harness::{now_ms, Broker};
+use crate::produce_consume::{produce_records, producer, read_back};
+
+/// The value of the sample named exactly `series` (name and labels as exposed).
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_report_health_readiness_and_traffic() {
+    const RECORDS: usize = 100;
+    const COMMITTED: i64 = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    assert_eq!(broker.admin_get("/health"), (200, "ok".to_string()));
+    assert_eq!(broker.admin_get("/ready").0, 200);
+    assert_eq!(broker.admin_get("/nope").0, 404);
+
+    broker.create_topic("metered", 1, &[]).await;
+    let p = producer(&broker, &[]);
+    produce_records(&p, "metered", RECORDS, now_ms()).await;
+    drop(p);
+    let read = read_back(
+        &broker,
+        "metered",
+        1,
+        Offset::Beginning,
+        RECORDS,
+        Duration::from_secs(30),
+    );
+    assert_eq!(read.len(), RECORDS);
+
+    // A group commits without joining (assign-only), leaving RECORDS - COMMITTED to read.
+    let committer: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "metered-group")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("metered", 0, Offset::Offset(COMMITTED))
+        .unwrap();
+    committer.commit(&at, CommitMode::Sync).expect("commit");
+
+    let (status, metrics) = broker.admin_get("/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        "# TYPE sluice_requests_total counter",
+        "# TYPE sluice_request_duration_seconds histogram",
+        "# TYPE sluice_connections_active gauge",
+        "# TYPE sluice_fsync_duration_seconds histogram",
+        "# TYPE sluice_log_size_bytes gauge",
+        "# HELP sluice_consumer_group_lag ",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+    assert_eq!(
+        sample(&metrics, r#"sluice_records_in_total{topic="metered"}"#),
+        RECORDS as f64
+    );
+    assert!(sample(&metrics, r#"sluice_bytes_in_total{topic="metered"}"#) > 0.0);
+    assert!(sample(&metrics, r#"sluice_bytes_out_total{topic="metered"}"#) > 0.0);
+    let log_end = sample(
+        &metrics,
+        r#"sluice_log_end_offset{topic="metered",partition="0"}"#,
+    );
+    assert_eq!(log_end, RECORDS as f64);
+    assert!(
+        sample(
+            &metrics,
+            r#"sluice_log_size_bytes{topic="metered",partition="0"}"#
+        ) > 0.0
+    );
+    assert!(sample(&metrics, r#"sluice_requests_total{api="Produce"}"#) > 0.0);
+    assert!(sample(&metrics, r#"sluice_requests_total{api="Fetch"}"#) > 0.0);
+    assert!(
+        sample(
+            &metrics,
+            r#"sluice_request_duration_seconds_count{api="Produce"}"#
+        ) > 0.0
+    );
+    assert!(sample(&metrics, "sluice_connections_active") >= 1.0);
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"sluice_consumer_group_lag{group="metered-group",topic="metered",partition="0"}"#
+        ),
+        log_end - COMMITTED as f64
+    );
+}
