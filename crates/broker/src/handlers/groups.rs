@@ -397,6 +397,16 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
     })
 }
 
+/// (topic, partitions) pairs of a request as one list of (topic, partition).
+fn flatten(topics: impl Iterator<Item = (TopicName, Vec<i32>)>) -> Vec<(String, i32)> {
+    topics
+        .flat_map(|(name, partitions)| {
+            let name = name.0.to_string();
+            partitions.into_iter().map(move |p| (name.clone(), p))
+        })
+        .collect()
+}
+
 fn fetched_partitions(
     broker: &Broker,
     group: &str,
@@ -432,15 +442,7 @@ pub(crate) fn offset_fetch(
             .into_iter()
             .map(|g| {
                 let wanted = g.topics.map(|topics| {
-                    topics
-                        .into_iter()
-                        .flat_map(|t| {
-                            let name = t.name.0.to_string();
-                            t.partition_indexes
-                                .into_iter()
-                                .map(move |p| (name.clone(), p))
-                        })
-                        .collect()
+                    flatten(topics.into_iter().map(|t| (t.name, t.partition_indexes)))
                 });
                 let topics = fetched_partitions(broker, &g.group_id.0, wanted)
                     .into_iter()
@@ -468,17 +470,9 @@ pub(crate) fn offset_fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let wanted: Option<Vec<(String, i32)>> = request.topics.map(|topics| {
-        topics
-            .into_iter()
-            .flat_map(|t| {
-                let name = t.name.0.to_string();
-                t.partition_indexes
-                    .into_iter()
-                    .map(move |p| (name.clone(), p))
-            })
-            .collect()
-    });
+    let wanted = request
+        .topics
+        .map(|topics| flatten(topics.into_iter().map(|t| (t.name, t.partition_indexes))));
     let topics = fetched_partitions(broker, &request.group_id.0, wanted)
         .into_iter()
         .map(|(name, partitions)| {
