@@ -24,16 +24,15 @@ pub(crate) const EARLIEST_TIMESTAMP: i64 = -2;
 /// Flags shared by every admin subcommand; `global` so they may follow the subcommand's own.
 #[derive(Debug, Args)]
 pub(crate) struct CommonArgs {
-    /// The broker to ask (`--bootstrap` works too).
+    /// The broker to ask (`--bootstrap` works too; else `SLUICE_BOOTSTRAP` or
+    /// `SLUICE_BOOTSTRAP_SERVER`; default 127.0.0.1:9092).
     #[arg(
-        long,
+        long = "bootstrap-server",
         visible_alias = "bootstrap",
         global = true,
-        env = "SLUICE_BOOTSTRAP_SERVER",
-        default_value = "127.0.0.1:9092",
         value_name = "HOST:PORT"
     )]
-    pub(crate) bootstrap_server: String,
+    bootstrap_flag: Option<String>,
     /// Output format: aligned columns, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
@@ -42,7 +41,24 @@ pub(crate) struct CommonArgs {
     pub(crate) timeout_ms: u64,
 }
 
+/// Where a client connects when no flag says: the first of these variables that is set.
+const BOOTSTRAP_VARIABLES: [&str; 2] = ["SLUICE_BOOTSTRAP", "SLUICE_BOOTSTRAP_SERVER"];
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
 impl CommonArgs {
+    /// The broker to ask: the flag, else `SLUICE_BOOTSTRAP`, else `SLUICE_BOOTSTRAP_SERVER`, else
+    /// 127.0.0.1:9092.
+    pub(crate) fn bootstrap_server(&self) -> String {
+        self.bootstrap_flag
+            .clone()
+            .or_else(|| {
+                BOOTSTRAP_VARIABLES
+                    .iter()
+                    .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            })
+            .unwrap_or_else(|| DEFAULT_BOOTSTRAP.to_owned())
+    }
+
     /// The timeout as a request field (CreateTopics, DeleteTopics, ...): how long the broker may
     /// wait for the change to complete.
     pub(crate) fn request_timeout_ms(&self) -> i32 {
@@ -90,7 +106,7 @@ where
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let timeout = Duration::from_millis(args.timeout_ms);
-        let client = Client::connect(&args.bootstrap_server, timeout).await?;
+        let client = Client::connect(&args.bootstrap_server(), timeout).await?;
         let text = command(client).await?;
         write_stdout(&text)
     })

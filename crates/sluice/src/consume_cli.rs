@@ -241,7 +241,7 @@ pub(crate) fn run(args: ConsumeArgs) -> anyhow::Result<()> {
             // An interrupted fetch may have left its answer unread on the connection.
             if interrupted {
                 client = Client::connect(
-                    &args.common.bootstrap_server,
+                    &args.common.bootstrap_server(),
                     Duration::from_millis(args.common.timeout_ms),
                 )
                 .await?;

@@ -60,7 +60,7 @@ fn client_config(
     properties: &[(String, String)],
 ) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &common.bootstrap_server);
+    config.set("bootstrap.servers", common.bootstrap_server());
     for (key, value) in defaults {
         config.set(*key, value);
     }

@@ -59,6 +59,7 @@ const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_LOG_FORMAT",
     // `sluice group --bootstrap-server`: exporting it must not break `sluice serve`.
     "SLUICE_BOOTSTRAP_SERVER",
+    "SLUICE_BOOTSTRAP",
 ];
 
 fn init_logging(format: LogFormat) {

@@ -411,13 +411,26 @@ fn an_unreachable_broker_is_a_clear_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bootstrap_is_an_alias_of_bootstrap_server() {
+async fn bootstrap_flag_alias_and_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     broker.create_topic("aliased", 1, &[]).await;
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["topic", "list", "--bootstrap", &broker.bootstrap()])
         .env_remove("SLUICE_BOOTSTRAP_SERVER")
+        .output()
+        .expect("run sluice");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("aliased"));
+    // SLUICE_BOOTSTRAP is read when no flag is given, before SLUICE_BOOTSTRAP_SERVER.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["topic", "list"])
+        .env("SLUICE_BOOTSTRAP", broker.bootstrap())
+        .env("SLUICE_BOOTSTRAP_SERVER", "127.0.0.1:1")
         .output()
         .expect("run sluice");
     assert!(
