@@ -190,6 +190,20 @@ fn outcome(result: Result<(), AlterConfigsError>) -> (i16, Option<StrBytes>) {
     }
 }
 
+/// Runs `alter_topic` for a topic resource; broker resources are static, others unsupported.
+fn alter_outcome(
+    resource_type: i8,
+    alter_topic: impl FnOnce() -> Result<(), AlterConfigsError>,
+) -> (i16, Option<StrBytes>) {
+    outcome(match resource_type {
+        RESOURCE_TOPIC => alter_topic(),
+        RESOURCE_BROKER => Err(broker_is_static()),
+        _ => Err(AlterConfigsError::Invalid(
+            "unsupported resource type".into(),
+        )),
+    })
+}
+
 fn broker_is_static() -> AlterConfigsError {
     AlterConfigsError::Invalid(
         "broker configs are static in Sluice: set them in the --config file or SLUICE_* variables and restart"
@@ -205,39 +219,32 @@ pub(crate) fn alter_configs(
         .resources
         .into_iter()
         .map(|resource| {
-            let result = match resource.resource_type {
-                RESOURCE_TOPIC => {
-                    // AlterConfigs replaces the whole set of overrides.
-                    let mut configs = BTreeMap::new();
-                    let mut bad = None;
-                    for c in resource.configs {
-                        match c.value {
-                            Some(v) => {
-                                configs.insert(c.name.to_string(), v.to_string());
-                            }
-                            None => {
-                                bad = Some(AlterConfigsError::Invalid(format!(
+            let (code, message) = alter_outcome(resource.resource_type, || {
+                // AlterConfigs replaces the whole set of overrides.
+                let mut configs = BTreeMap::new();
+                let mut bad = None;
+                for c in resource.configs {
+                    match c.value {
+                        Some(v) => {
+                            configs.insert(c.name.to_string(), v.to_string());
+                        }
+                        None => {
+                            bad = Some(AlterConfigsError::Invalid(format!(
                                 "config `{}` has a null value; omit it to reset it to the default",
                                 c.name.as_str()
                             )))
-                            }
                         }
                     }
-                    match bad {
-                        Some(e) => Err(e),
-                        None => broker.alter_topic_configs(
-                            &resource.resource_name,
-                            |_| Ok(configs),
-                            request.validate_only,
-                        ),
-                    }
                 }
-                RESOURCE_BROKER => Err(broker_is_static()),
-                _ => Err(AlterConfigsError::Invalid(
-                    "unsupported resource type".into(),
-                )),
-            };
-            let (code, message) = outcome(result);
+                match bad {
+                    Some(e) => Err(e),
+                    None => broker.alter_topic_configs(
+                        &resource.resource_name,
+                        |_| Ok(configs),
+                        request.validate_only,
+                    ),
+                }
+            });
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
@@ -320,38 +327,31 @@ pub(crate) fn incremental_alter_configs(
         .resources
         .into_iter()
         .map(|resource| {
-            let result = match resource.resource_type {
-                RESOURCE_TOPIC => {
-                    let ops: Vec<(String, i8, Option<String>)> = resource
-                        .configs
-                        .into_iter()
-                        .map(|c| {
-                            (
-                                c.name.to_string(),
-                                c.config_operation,
-                                c.value.map(|v| v.to_string()),
-                            )
-                        })
-                        .collect();
-                    let defaults = broker.config.log_defaults.clone();
-                    broker.alter_topic_configs(
-                        &resource.resource_name,
-                        move |current| {
-                            let mut configs = current.clone();
-                            for (name, op, value) in &ops {
-                                apply_op(&mut configs, &defaults, name, *op, value.as_deref())?;
-                            }
-                            Ok(configs)
-                        },
-                        request.validate_only,
-                    )
-                }
-                RESOURCE_BROKER => Err(broker_is_static()),
-                _ => Err(AlterConfigsError::Invalid(
-                    "unsupported resource type".into(),
-                )),
-            };
-            let (code, message) = outcome(result);
+            let (code, message) = alter_outcome(resource.resource_type, || {
+                let ops: Vec<(String, i8, Option<String>)> = resource
+                    .configs
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            c.name.to_string(),
+                            c.config_operation,
+                            c.value.map(|v| v.to_string()),
+                        )
+                    })
+                    .collect();
+                let defaults = broker.config.log_defaults.clone();
+                broker.alter_topic_configs(
+                    &resource.resource_name,
+                    move |current| {
+                        let mut configs = current.clone();
+                        for (name, op, value) in &ops {
+                            apply_op(&mut configs, &defaults, name, *op, value.as_deref())?;
+                        }
+                        Ok(configs)
+                    },
+                    request.validate_only,
+                )
+            });
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)

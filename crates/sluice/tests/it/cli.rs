@@ -361,16 +361,5 @@ async fn group_list_describe_and_reset_offsets() {
 
 #[test]
 fn an_unreachable_broker_is_a_clear_error() {
-    // Bind then drop a listener: nothing listens on that port now.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let stderr = fails(&address, &["list"]);
-    assert!(
-        stderr.contains(&format!("cannot reach broker at {address}")),
-        "{stderr}"
-    );
+    crate::harness::assert_unreachable_broker_is_a_clear_error("group");
 }

@@ -303,3 +303,20 @@ pub(crate) fn cli_fails(
     assert!(stderr.starts_with("error: "), "{stderr}");
     stderr
 }
+
+/// Runs `sluice SUBCOMMAND list` against a port nothing listens on and checks the error names the
+/// address.
+pub(crate) fn assert_unreachable_broker_is_a_clear_error(subcommand: &str) {
+    // Bind then drop a listener: nothing listens on that port now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let stderr = cli_fails(subcommand, &address, &["list"], Some(1));
+    assert!(
+        stderr.contains(&format!("cannot reach broker at {address}")),
+        "{stderr}"
+    );
+}
