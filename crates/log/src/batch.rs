@@ -28,6 +28,7 @@ pub(crate) const OFF_RECORD_COUNT: usize = 57;
 
 pub(crate) const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub(crate) const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+pub(crate) const ATTR_TRANSACTIONAL: i16 = 0x10;
 pub(crate) const ATTR_CONTROL: i16 = 0x20;
 
 pub(crate) fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -108,6 +109,11 @@ impl BatchHeader {
 
     pub(crate) fn is_control(&self) -> bool {
         self.attributes & ATTR_CONTROL != 0
+    }
+
+    /// Part of a transaction: data of a transactional producer, or a commit/abort marker.
+    pub(crate) fn is_transactional(&self) -> bool {
+        self.attributes & ATTR_TRANSACTIONAL != 0
     }
 
     pub(crate) fn is_compressed(&self) -> bool {
@@ -261,6 +267,72 @@ pub(crate) fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64
         }
     }
     None
+}
+
+/// The two kinds of transaction marker (the `type` field of a control record's key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerKind {
+    Abort,
+    Commit,
+}
+
+/// Bytes of the one record of a marker batch: length 16, attributes, timestamp and offset deltas,
+/// key (version 0, type), value (version 0, coordinator epoch), no headers.
+const MARKER_RECORD_LEN: usize = 17;
+
+/// A transaction marker batch (Kafka's control batch: transactional and control attributes, one
+/// record whose key says commit or abort). Base offset and leader epoch are stamped on append.
+pub(crate) fn marker_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    kind: MarkerKind,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Vec<u8> {
+    let mut b = vec![0u8; HEADER_LEN + MARKER_RECORD_LEN];
+    let length = (b.len() - LOG_OVERHEAD) as i32;
+    b[OFF_LENGTH..OFF_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
+    b[OFF_MAGIC] = 2;
+    b[OFF_ATTRIBUTES..OFF_ATTRIBUTES + 2]
+        .copy_from_slice(&(ATTR_TRANSACTIONAL | ATTR_CONTROL).to_be_bytes());
+    b[OFF_BASE_TIMESTAMP..OFF_BASE_TIMESTAMP + 8].copy_from_slice(&timestamp.to_be_bytes());
+    b[OFF_MAX_TIMESTAMP..OFF_MAX_TIMESTAMP + 8].copy_from_slice(&timestamp.to_be_bytes());
+    b[OFF_PRODUCER_ID..OFF_PRODUCER_ID + 8].copy_from_slice(&producer_id.to_be_bytes());
+    b[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2].copy_from_slice(&producer_epoch.to_be_bytes());
+    b[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&(-1i32).to_be_bytes());
+    b[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&1i32.to_be_bytes());
+    let kind = match kind {
+        MarkerKind::Abort => 0u8,
+        MarkerKind::Commit => 1u8,
+    };
+    let epoch = coordinator_epoch.to_be_bytes();
+    // Zig-zag varints: 32 = 16 bytes follow, 8 = a 4 byte key, 12 = a 6 byte value.
+    let record = [
+        32, 0, 0, 0, 8, 0, 0, 0, kind, 12, 0, 0, epoch[0], epoch[1], epoch[2], epoch[3], 0,
+    ];
+    b[HEADER_LEN..].copy_from_slice(&record);
+    let crc = compute_crc(&b);
+    b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// What a control batch says: Some(kind) for a transaction marker, None for any other control
+/// record or bytes that cannot be read. `batch` starts at the batch header.
+pub(crate) fn marker_kind(batch: &[u8]) -> Option<MarkerKind> {
+    let mut pos = HEADER_LEN;
+    read_varint(batch, &mut pos)?; // record length
+    pos += 1; // attributes
+    read_varint(batch, &mut pos)?; // timestamp delta
+    read_varint(batch, &mut pos)?; // offset delta
+    let key_len = read_varint(batch, &mut pos)?;
+    if key_len < 4 || batch.len() < pos + 4 {
+        return None;
+    }
+    match be_i16(batch, pos + 2) {
+        0 => Some(MarkerKind::Abort),
+        1 => Some(MarkerKind::Commit),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

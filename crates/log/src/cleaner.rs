@@ -8,7 +8,9 @@
 //!    rewrites the segments, in groups merged up to `segment.bytes`, into `<base>.cleaned` files;
 //!    batches whose records all survive are copied byte for byte, others are decoded and
 //!    re-encoded with their codec; tombstones are dropped once `delete.retention.ms` has passed
-//!    since a clean first wrote them;
+//!    since a clean first wrote them; records of aborted transactions are dropped and never
+//!    enter the key map (only segments below the last stable offset are cleaned, so every
+//!    transaction with records there has ended);
 //! 3. [`crate::PartitionLog::finish_clean`] (under the lock) swaps each group in: rename
 //!    `.cleaned` → `.swap`, delete the replaced segments, rename `.swap` → `.log`. A crash leaves
 //!    either the old segments (a `.cleaned` file is deleted at start) or a `.swap` that start-up
@@ -53,6 +55,8 @@ pub struct CleanPlan {
     pub(crate) delete_retention_ms: i64,
     pub(crate) segment_bytes: u64,
     pub(crate) index_interval: u64,
+    /// Aborted transactions that may have records in the segments: producer → [(first, last)].
+    pub(crate) aborted: HashMap<i64, Vec<(i64, i64)>>,
 }
 
 /// Figures of one clean.
@@ -80,6 +84,17 @@ fn invalid(reason: String) -> io::Error {
 }
 
 impl CleanPlan {
+    /// True for a data batch of an aborted transaction.
+    fn is_aborted(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.aborted.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| (first..=last).contains(&header.base_offset))
+            })
+    }
+
     /// Builds the key map and writes the cleaned segments. Reads only closed segments, so it runs
     /// without the log's lock.
     pub fn run(self) -> io::Result<CleanOutput> {
@@ -137,7 +152,10 @@ impl CleanPlan {
         {
             let mut failure = None;
             scan(&segment.file, 0, segment.size, true, |_, header, bytes| {
-                if header.is_control() || header.last_offset() < self.first_dirty {
+                if header.is_control()
+                    || header.last_offset() < self.first_dirty
+                    || self.is_aborted(header)
+                {
                     return Ok(());
                 }
                 let mut batch = Bytes::copy_from_slice(bytes);
@@ -177,6 +195,11 @@ impl CleanPlan {
         scan(&source.file, 0, source.size, true, |_, header, bytes| {
             if header.is_control() {
                 kept_batches.push(Bytes::copy_from_slice(bytes));
+                return Ok(());
+            }
+            if self.is_aborted(header) {
+                let records = u64::try_from(header.record_count).unwrap_or(0);
+                stats.records_read += records;
                 return Ok(());
             }
             let mut batch = Bytes::copy_from_slice(bytes);

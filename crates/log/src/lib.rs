@@ -22,10 +22,14 @@ mod partition_log;
 mod producer;
 mod segment;
 pub mod testing;
+mod txn_index;
 
+pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
 pub use dir::LogDir;
 pub use partition_log::{PartitionLog, ReadPlan};
+pub use producer::ProducerInfo;
+pub use txn_index::AbortedTxn;
 
 /// An offset in a partition's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -190,6 +194,11 @@ pub enum AppendError {
         current: ProducerEpoch,
         got: ProducerEpoch,
     },
+    /// A transactional batch for a partition that is not part of the producer's ongoing
+    /// transaction (INVALID_TXN_STATE): a late write of a finished transaction, or one that never
+    /// called AddPartitionsToTxn.
+    #[error("transactional write refused: {0}")]
+    TxnNotVerified(String),
     /// Disk error; the log is poisoned afterwards (KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),

@@ -11,16 +11,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{
-    check_crc, check_header, first_record_at_or_after, stamp_header, BatchHeader, BatchProblem,
-    ATTR_LOG_APPEND_TIME, HEADER_LEN,
+    check_crc, check_header, first_record_at_or_after, marker_batch, marker_kind, stamp_header,
+    BatchHeader, BatchProblem, MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
 };
 use crate::cleaner::{CleanOutput, CleanPlan};
 use crate::index::write_synced;
-use crate::producer::{snapshot_path, Check, ProducerState};
+use crate::producer::{snapshot_path, Check, ProducerInfo, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
+use crate::txn_index::{AbortedTxn, TxnIndex};
 use crate::{
-    AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ReadError, ReadResult,
-    SyncHandle, Timestamp, TimestampMatch, TimestampType,
+    AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ProducerEpoch, ProducerId,
+    ReadError, ReadResult, SyncHandle, Timestamp, TimestampMatch, TimestampType,
 };
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
@@ -43,6 +44,8 @@ pub struct PartitionLog {
     /// The recovery point last written to the checkpoint file.
     recovery_point_written: i64,
     producers: ProducerState,
+    /// Aborted transactions, for read_committed fetches and the cleaner.
+    aborted: TxnIndex,
     /// Set by a failed write or sync; appends are refused afterwards.
     poisoned: bool,
     /// Bumped whenever closed segments are removed or replaced, so a clean planned before can
@@ -176,6 +179,7 @@ impl PartitionLog {
             recovery_point,
             recovery_point_written: recovery_point,
             producers: ProducerState::default(),
+            aborted: TxnIndex::default(),
             poisoned: false,
             generation: 0,
             cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
@@ -293,11 +297,20 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Loads the newest usable snapshot at or below the log end and replays later batch headers.
+    /// Loads the aborted-transaction index files and the newest usable snapshot at or below the
+    /// log end, then replays later batches (which also re-adds aborts a crash left out of the
+    /// active segment's index).
     fn load_producer_state(&mut self, snapshots: &[i64]) -> io::Result<()> {
         let end = self.log_end();
         let mut from = self.first_segment().base;
         self.producers = ProducerState::default();
+        self.aborted = TxnIndex::default();
+        for segment in self.segments.values() {
+            self.aborted
+                .load(&self.dir, segment.base, segment.next_offset);
+        }
+        self.aborted.truncate_from(end);
+        self.aborted.remove_below(self.log_start);
         for &offset in snapshots.iter().rev() {
             if offset > end {
                 remove_if_present(&snapshot_path(&self.dir, offset))?;
@@ -322,17 +335,45 @@ impl PartitionLog {
                 Some((pos, _)) => pos,
                 None => continue,
             };
-            scan(&segment.file, start, segment.size, false, |_, h, _| {
+            let mut markers = Vec::new();
+            scan(&segment.file, start, segment.size, false, |pos, h, _| {
                 if h.base_offset >= from && h.has_producer_id() {
-                    headers.push(*h);
+                    if h.is_control() {
+                        markers.push((headers.len(), pos, h.size));
+                    }
+                    headers.push((*h, None));
                 }
                 Ok(())
             })?;
+            // Marker batches are tiny; read each whole to learn commit or abort.
+            for (at, pos, size) in markers {
+                let mut bytes = vec![0u8; size.min(4096)];
+                std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut bytes, pos)?;
+                headers[at].1 = marker_kind(&bytes);
+            }
         }
-        for h in &headers {
-            self.producers.update(h, h.base_offset);
+        for (h, kind) in &headers {
+            match kind {
+                Some(kind) => self.record_marker(h, *kind),
+                None => self.producers.update(h, h.base_offset),
+            }
         }
         Ok(())
+    }
+
+    /// Applies a stored marker batch to producer state and the aborted-transaction index.
+    fn record_marker(&mut self, h: &BatchHeader, kind: MarkerKind) {
+        // The coordinator epoch is not needed back from the log; markers written here carry 0.
+        if let Some(aborted) = self.producers.complete_txn(
+            h.producer_id,
+            h.producer_epoch,
+            kind,
+            0,
+            h.base_offset,
+            h.base_offset + 1,
+        ) {
+            self.aborted.insert(aborted);
+        }
     }
 
     fn first_segment(&self) -> &Segment {
@@ -370,6 +411,20 @@ impl PartitionLog {
         leader_epoch: LeaderEpoch,
         now: Timestamp,
     ) -> Result<AppendInfo, AppendError> {
+        self.append_verified(batches, leader_epoch, now, &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::append`] for a broker with transactions: a transactional batch of a producer with
+    /// no open transaction in this partition is appended only if `verify(producer, epoch)` says
+    /// the partition belongs to that producer's ongoing transaction (KIP-890). `verify` runs
+    /// while the caller holds the log, so a marker cannot slip in between check and write.
+    pub fn append_verified(
+        &mut self,
+        batches: Bytes,
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+        verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
+    ) -> Result<AppendInfo, AppendError> {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
@@ -380,7 +435,18 @@ impl PartitionLog {
                     "an idempotent producer sends exactly one record batch per partition".into(),
                 ));
             }
-            if let Check::Duplicate(meta) = self.producers.check(h)? {
+            let check = self.producers.check(h)?;
+            if h.is_transactional()
+                && check == Check::Append
+                && self
+                    .producers
+                    .open_txn(h.producer_id, h.producer_epoch)
+                    .is_none()
+            {
+                verify(ProducerId(h.producer_id), ProducerEpoch(h.producer_epoch))
+                    .map_err(AppendError::TxnNotVerified)?;
+            }
+            if let Check::Duplicate(meta) = check {
                 return Ok(AppendInfo {
                     first_offset: Offset(meta.first_offset),
                     last_offset: Offset(meta.last_offset),
@@ -390,6 +456,56 @@ impl PartitionLog {
                 });
             }
         }
+        self.write_batches(&headers, leader_epoch, now)
+    }
+
+    /// Appends a transaction marker for `producer_id`: commit or abort of its open transaction
+    /// in this partition (a marker where none is open is still written, as Kafka does). The
+    /// marker's epoch becomes the producer's, fencing older epochs.
+    pub fn append_marker(
+        &mut self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        kind: MarkerKind,
+        coordinator_epoch: i32,
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
+        if self.poisoned {
+            return Err(AppendError::Poisoned);
+        }
+        self.producers.check_marker(producer_id.0, epoch.0)?;
+        let batch = Bytes::from(marker_batch(
+            producer_id.0,
+            epoch.0,
+            kind,
+            coordinator_epoch,
+            now.0,
+        ));
+        let header = BatchHeader::parse(&batch);
+        let info = self.write_batches(&[(batch, header)], leader_epoch, now)?;
+        let offset = info.first_offset.0;
+        if let Some(aborted) = self.producers.complete_txn(
+            producer_id.0,
+            epoch.0,
+            kind,
+            coordinator_epoch,
+            offset,
+            offset + 1,
+        ) {
+            self.aborted.insert(aborted);
+        }
+        Ok(info)
+    }
+
+    /// Writes validated batches at the log end: offsets, epoch and append time stamped, indexes
+    /// and producer state updated, rolled back on a failed write.
+    fn write_batches(
+        &mut self,
+        headers: &[(Bytes, BatchHeader)],
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
         let total: u64 = headers.iter().map(|(_, h)| h.size as u64).sum();
         let records: i64 = headers
             .iter()
@@ -403,7 +519,7 @@ impl PartitionLog {
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now.0);
         let mut stamped = Vec::with_capacity(headers.len());
         let mut offset = first_offset;
-        for (batch, h) in &headers {
+        for (batch, h) in headers {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&batch[..HEADER_LEN]);
             let records = &batch[HEADER_LEN..h.size];
@@ -560,6 +676,8 @@ impl PartitionLog {
         segment.seal_time_index();
         segment.write_indexes()?;
         segment.file.sync_data()?;
+        let base = segment.base;
+        self.aborted.persist(&self.dir, base, end)?;
         self.producers.write_snapshot(&self.dir, end)?;
         let fresh = Segment::create(&self.dir, end)?;
         sync_dir(&self.dir)?;
@@ -674,6 +792,26 @@ impl PartitionLog {
 
     pub fn log_end_offset(&self) -> Offset {
         Offset(self.log_end())
+    }
+
+    /// The last stable offset: the first offset of the oldest open transaction, or the log end.
+    /// read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> Offset {
+        Offset(
+            self.producers
+                .first_unstable_offset()
+                .unwrap_or_else(|| self.log_end()),
+        )
+    }
+
+    /// Aborted transactions with records in `[start, upper)`, for a read_committed fetch.
+    pub fn aborted_txns(&self, start: Offset, upper: Offset) -> Vec<AbortedTxn> {
+        self.aborted.collect(start.0, upper.0)
+    }
+
+    /// The producers this partition knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        self.producers.describe()
     }
 
     /// The first record whose timestamp is >= `ts`; None if none. For uncompressed batches the
@@ -817,6 +955,7 @@ impl PartitionLog {
         self.generation += 1;
         segment.remove_files()?;
         self.log_start = self.log_start.max(self.first_segment().base);
+        self.aborted.remove_below(self.log_start);
         tracing::info!(dir = %self.dir.display(), base = segment.base, bytes = segment.size, reason, log_start = self.log_start, "deleted segment");
         Ok(())
     }
@@ -843,6 +982,7 @@ impl PartitionLog {
             segment.remove_files()?;
             tracing::info!(dir = %self.dir.display(), base = segment.base, "deleted segment below the log start offset");
         }
+        self.aborted.remove_below(self.log_start);
         self.write_checkpoints()?;
         Ok(Offset(self.log_start))
     }
@@ -914,7 +1054,12 @@ impl PartitionLog {
             .take(self.segments.len() - 1)
             .collect();
         let mut sources = Vec::new();
+        // Only segments below the last stable offset: every transaction there has ended.
+        let stable = self.last_stable_offset().0;
         for segment in &closed {
+            if segment.next_offset > stable {
+                break;
+            }
             // Records younger than min.compaction.lag.ms are not compacted yet.
             if lag > 0 && segment.max_timestamp > now.0.saturating_sub(lag) {
                 break;
@@ -950,7 +1095,17 @@ impl PartitionLog {
         if dirty == 0 || !(ratio_reached || overdue) {
             return None;
         }
+        let mut aborted: std::collections::HashMap<i64, Vec<(i64, i64)>> =
+            std::collections::HashMap::new();
+        let first_base = sources.first().map_or(end, |s| s.base);
+        for txn in self.aborted.range(first_base, i64::MAX) {
+            aborted
+                .entry(txn.producer_id)
+                .or_default()
+                .push((txn.first_offset, txn.last_offset));
+        }
         Some(CleanPlan {
+            aborted,
             dir: self.dir.clone(),
             segments: sources,
             first_dirty,
@@ -1009,6 +1164,8 @@ impl PartitionLog {
             }
             fs::rename(&swap, &segment.log_path)?;
             segment.write_indexes()?;
+            self.aborted
+                .persist(&self.dir, segment.base, segment.next_offset)?;
             sync_dir(&self.dir)?;
             self.segments.insert(base, segment);
         }
@@ -1043,6 +1200,8 @@ impl PartitionLog {
         let segment = self.active_mut();
         segment.file.sync_data()?;
         segment.write_indexes()?;
+        let base = segment.base;
+        self.aborted.persist(&self.dir, base, end)?;
         if self.producers.len() > 0 {
             self.producers.write_snapshot(&self.dir, end)?;
         }

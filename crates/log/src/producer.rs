@@ -1,21 +1,27 @@
-//! Idempotent-producer state of one partition: per producer id, its epoch and the last five batches'
-//! sequence ranges and offsets, enough to recognise retries and gaps. Persisted as snapshot files
-//! `<offset>.snapshot` (state after every batch below that offset) and rebuilt by replaying batch
-//! headers written after the latest snapshot.
+//! Idempotent and transactional producer state of one partition: per producer id, its epoch, the
+//! last five batches' sequence ranges and offsets (enough to recognise retries and gaps), and the
+//! first offset of its open transaction; plus the open transactions by first offset, which give
+//! the last stable offset. Persisted as snapshot files `<offset>.snapshot` (state after every
+//! batch below that offset) and rebuilt by replaying batches written after the latest snapshot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::Path;
 
-use crate::batch::{be_i16, be_i32, be_i64, be_u32, BatchHeader};
+use crate::batch::{be_i16, be_i32, be_i64, be_u32, BatchHeader, MarkerKind};
 use crate::index::write_synced;
+use crate::txn_index::AbortedTxn;
 use crate::{AppendError, ProducerEpoch, ProducerId};
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka's value; a
 /// producer has at most five requests in flight).
 pub(crate) const BATCHES_KEPT: usize = 5;
 
-const SNAPSHOT_VERSION: u16 = 1;
+/// Version 2 added the open transaction, last timestamp and coordinator epoch per producer; a
+/// version 1 snapshot is not read (the state is replayed from the log instead).
+const SNAPSHOT_VERSION: u16 = 2;
+/// Fixed bytes per producer in a snapshot before its batches.
+const PRODUCER_FIXED: usize = 8 + 2 + 8 + 8 + 4 + 1;
 
 /// One remembered batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +36,37 @@ pub(crate) struct BatchMeta {
 pub(crate) struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's open transaction in this partition.
+    pub txn_first_offset: Option<i64>,
+    /// Max timestamp of its latest batch.
+    pub last_timestamp: i64,
+    /// Epoch of the transaction coordinator that wrote its latest marker (-1: none yet).
+    pub coordinator_epoch: i32,
+}
+
+impl ProducerEntry {
+    fn new(epoch: i16) -> Self {
+        ProducerEntry {
+            epoch,
+            batches: VecDeque::new(),
+            txn_first_offset: None,
+            last_timestamp: -1,
+            coordinator_epoch: -1,
+        }
+    }
+}
+
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerInfo {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of its last record (-1: none, e.g. only markers).
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    /// First offset of its open transaction (-1: none).
+    pub current_txn_start_offset: i64,
 }
 
 /// What an idempotent batch is, relative to the producer's state.
@@ -44,7 +81,12 @@ pub(crate) enum Check {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct ProducerState {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id.
+    ongoing: BTreeMap<i64, i64>,
 }
+
+/// The base sequence of batches without one.
+const NO_SEQUENCE: i32 = -1;
 
 fn next_seq(seq: i32) -> i32 {
     if seq == i32::MAX {
@@ -67,6 +109,10 @@ impl ProducerState {
                 current: ProducerEpoch(entry.epoch),
                 got: ProducerEpoch(header.producer_epoch),
             });
+        }
+        // Batches the broker writes for a transaction (offset commits) carry no sequence.
+        if header.base_sequence == NO_SEQUENCE {
+            return Ok(Check::Append);
         }
         if header.producer_epoch > entry.epoch {
             if header.base_sequence != 0 {
@@ -98,9 +144,26 @@ impl ProducerState {
         }
     }
 
-    /// Records a batch stored at `base_offset` (its header carries the producer fields).
+    /// Records a data batch stored at `base_offset` (its header carries the producer fields).
+    /// Control batches are recorded with [`Self::complete_txn`].
     pub(crate) fn update(&mut self, header: &BatchHeader, base_offset: i64) {
-        if !header.has_producer_id() {
+        if !header.has_producer_id() || header.is_control() {
+            return;
+        }
+        let entry = self
+            .producers
+            .entry(header.producer_id)
+            .or_insert_with(|| ProducerEntry::new(header.producer_epoch));
+        if header.producer_epoch != entry.epoch {
+            entry.epoch = header.producer_epoch;
+            entry.batches.clear();
+        }
+        entry.last_timestamp = header.max_timestamp;
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(base_offset);
+            self.ongoing.insert(base_offset, header.producer_id);
+        }
+        if header.base_sequence == NO_SEQUENCE {
             return;
         }
         let meta = BatchMeta {
@@ -109,21 +172,85 @@ impl ProducerState {
             first_offset: base_offset,
             last_offset: base_offset + i64::from(header.last_offset_delta),
         };
-        let entry = self
-            .producers
-            .entry(header.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: header.producer_epoch,
-                batches: VecDeque::new(),
-            });
-        if header.producer_epoch != entry.epoch {
-            entry.epoch = header.producer_epoch;
-            entry.batches.clear();
-        }
         if entry.batches.len() == BATCHES_KEPT {
             entry.batches.pop_front();
         }
         entry.batches.push_back(meta);
+    }
+
+    /// Whether a marker of `epoch` may be written for `producer_id`: not older than the epoch the
+    /// partition knows.
+    pub(crate) fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), AppendError> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => Err(AppendError::InvalidProducerEpoch {
+                producer_id: ProducerId(producer_id),
+                current: ProducerEpoch(entry.epoch),
+                got: ProducerEpoch(epoch),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a commit or abort marker at `offset`: the producer's open transaction ends (a
+    /// bumped epoch also resets its sequences). Returns the aborted transaction's index entry when
+    /// an abort ended one. `log_end` is the log end after the marker.
+    pub(crate) fn complete_txn(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        kind: MarkerKind,
+        coordinator_epoch: i32,
+        offset: i64,
+        log_end: i64,
+    ) -> Option<AbortedTxn> {
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry::new(epoch));
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = coordinator_epoch;
+        let first = entry.txn_first_offset.take()?;
+        self.ongoing.remove(&first);
+        (kind == MarkerKind::Abort).then(|| AbortedTxn {
+            producer_id,
+            first_offset: first,
+            last_offset: offset,
+            last_stable_offset: self.first_unstable_offset().unwrap_or(log_end),
+        })
+    }
+
+    /// First offset of the oldest open transaction: the last stable offset when there is one.
+    pub(crate) fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// First offset of `producer_id`'s open transaction at `epoch`, if it has one.
+    pub(crate) fn open_txn(&self, producer_id: i64, epoch: i16) -> Option<i64> {
+        self.producers
+            .get(&producer_id)
+            .filter(|e| e.epoch == epoch)
+            .and_then(|e| e.txn_first_offset)
+    }
+
+    /// Every producer, for DescribeProducers.
+    pub(crate) fn describe(&self) -> Vec<ProducerInfo> {
+        let mut out: Vec<ProducerInfo> = self
+            .producers
+            .iter()
+            .map(|(&pid, e)| ProducerInfo {
+                producer_id: pid,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -131,7 +258,9 @@ impl ProducerState {
     }
 
     /// Encodes the state: version u16, crc32c u32 of the rest, count u32, then per producer
-    /// `pid i64, epoch i16, n u8, n × (first_seq i32, last_seq i32, first_offset i64, last_offset i64)`.
+    /// `pid i64, epoch i16, txn_first_offset i64 (-1: none), last_timestamp i64,
+    /// coordinator_epoch i32, n u8, n × (first_seq i32, last_seq i32, first_offset i64,
+    /// last_offset i64)`.
     fn encode(&self) -> Vec<u8> {
         let mut body = Vec::new();
         body.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
@@ -141,6 +270,9 @@ impl ProducerState {
             let e = &self.producers[&pid];
             body.extend_from_slice(&pid.to_be_bytes());
             body.extend_from_slice(&e.epoch.to_be_bytes());
+            body.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
+            body.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            body.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
             body.push(e.batches.len() as u8);
             for b in &e.batches {
                 body.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -169,13 +301,16 @@ impl ProducerState {
         let mut pos = 4;
         let mut state = ProducerState::default();
         for _ in 0..count {
-            if body.len() < pos + 11 {
+            if body.len() < pos + PRODUCER_FIXED {
                 return None;
             }
             let pid = be_i64(body, pos);
             let epoch = be_i16(body, pos + 8);
-            let n = body[pos + 10] as usize;
-            pos += 11;
+            let txn_first = be_i64(body, pos + 10);
+            let last_timestamp = be_i64(body, pos + 18);
+            let coordinator_epoch = be_i32(body, pos + 26);
+            let n = body[pos + 30] as usize;
+            pos += PRODUCER_FIXED;
             if n > BATCHES_KEPT || body.len() < pos + n * 24 {
                 return None;
             }
@@ -189,9 +324,20 @@ impl ProducerState {
                 });
                 pos += 24;
             }
-            state
-                .producers
-                .insert(pid, ProducerEntry { epoch, batches });
+            let txn_first_offset = (txn_first >= 0).then_some(txn_first);
+            if let Some(first) = txn_first_offset {
+                state.ongoing.insert(first, pid);
+            }
+            state.producers.insert(
+                pid,
+                ProducerEntry {
+                    epoch,
+                    batches,
+                    txn_first_offset,
+                    last_timestamp,
+                    coordinator_epoch,
+                },
+            );
         }
         (pos == body.len()).then_some(state)
     }

@@ -341,7 +341,9 @@ impl Segment {
     pub(crate) fn remove_files(&self) -> io::Result<()> {
         remove_if_present(&self.log_path)?;
         remove_if_present(&self.index_path())?;
-        remove_if_present(&self.time_index_path())
+        remove_if_present(&self.time_index_path())?;
+        let dir = self.log_path.parent().unwrap_or(Path::new("."));
+        remove_if_present(&crate::txn_index::txn_index_path(dir, self.base))
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod compaction;
 mod model;
+mod txn;
 
 use std::fs;
 use std::io::Write;
