@@ -1,7 +1,7 @@
 //! The broker's shared state: config, metadata, hosted partitions, and the shutdown signal; plus the
 //! topic operations that touch both metadata and logs (create, auto-create, delete).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,6 +14,7 @@ use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
 use crate::group::{CommittedOffset, GroupConfig, GroupCoordinator};
 use crate::metadata::{MetadataError, MetadataStore, TopicMeta};
 use crate::metrics::Metrics;
+use crate::txn::{TxnConfig, TxnCoordinator, TXN_STATE_TOPIC};
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicConfigError};
 
@@ -26,6 +27,8 @@ pub enum StartError {
     Metadata(#[from] MetadataError),
     #[error("cannot load committed offsets from __consumer_offsets: {0}")]
     OffsetsLoad(String),
+    #[error("cannot load transactions from __transaction_state: {0}")]
+    TxnStateLoad(String),
     #[error("topic `{topic}` has a config Sluice cannot use: {source}")]
     TopicConfig {
         topic: String,
@@ -76,6 +79,8 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     /// Consumer groups and their committed offsets.
     pub groups: GroupCoordinator,
+    /// Transactional ids and their transactions.
+    pub txns: TxnCoordinator,
     /// Request, traffic and fsync metrics (see [`crate::metrics::render`]).
     pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
@@ -131,31 +136,40 @@ impl Broker {
             min_session_timeout_ms: config.group_min_session_timeout_ms,
             max_session_timeout_ms: config.group_max_session_timeout_ms,
         });
+        let txns = TxnCoordinator::new(TxnConfig {
+            max_timeout_ms: config.txn_max_timeout_ms,
+        });
         let broker = Broker {
             config,
             metadata,
             replicas,
             groups,
+            txns,
             metrics,
             shutdown,
         };
         broker.load_offsets()?;
+        broker.load_txn_state()?;
         Ok(Arc::new(broker))
     }
 
-    /// Replays `__consumer_offsets` into the group coordinator.
-    fn load_offsets(&self) -> Result<(), StartError> {
-        let Some(partitions) = self.replicas.topic(OFFSETS_TOPIC) else {
+    /// Replays every record of an internal topic, partition by partition in offset order, into
+    /// `visit(partition index, record)`. An undecodable batch is skipped with a warning.
+    fn replay(
+        &self,
+        topic: &str,
+        mut visit: impl FnMut(i32, kafka_protocol::records::Record),
+    ) -> Result<(), String> {
+        let Some(partitions) = self.replicas.topic(topic) else {
             return Ok(());
         };
-        let mut loaded = 0usize;
         for partition in partitions.iter() {
             let mut next = partition.log_start_offset();
             let end = partition.log_end_offset();
             while next < end {
                 let read = partition
                     .read(next, 1 << 20, true)
-                    .map_err(|e| StartError::OffsetsLoad(e.to_string()))?;
+                    .map_err(|e| e.to_string())?;
                 if read.records.is_empty() {
                     break;
                 }
@@ -174,32 +188,14 @@ impl Broker {
                     match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
                         Ok(set) => {
                             for record in set.records {
-                                match offsets_topic::decode(record.key, record.value) {
-                                    Some(OffsetsRecord::Offset {
-                                        group,
-                                        topic,
-                                        partition,
-                                        value,
-                                    }) => {
-                                        self.groups.load_offset(&group, (topic, partition), value);
-                                        loaded += 1;
-                                    }
-                                    Some(OffsetsRecord::Group { group, value }) => {
-                                        self.groups.load_group(
-                                            &group,
-                                            value,
-                                            std::time::Instant::now(),
-                                        );
-                                        loaded += 1;
-                                    }
-                                    None => {}
-                                }
+                                visit(partition.index, record);
                             }
                         }
                         Err(e) => warn!(
+                            %topic,
                             offset = base,
                             error = %e,
-                            "skipping an undecodable batch in __consumer_offsets"
+                            "skipping an undecodable batch"
                         ),
                     }
                 }
@@ -208,26 +204,114 @@ impl Broker {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Replays `__consumer_offsets` into the group coordinator. Offsets committed in a
+    /// transaction apply at its commit marker; those of a still open transaction stay pending.
+    fn load_offsets(&self) -> Result<(), StartError> {
+        let mut loaded = 0usize;
+        // (partition, producer id) → records of its open transaction.
+        let mut open: HashMap<(i32, i64), Vec<OffsetsRecord>> = HashMap::new();
+        let mut apply = |record: OffsetsRecord| match record {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => self.groups.load_offset(&group, (topic, partition), value),
+            OffsetsRecord::Group { group, value } => {
+                self.groups
+                    .load_group(&group, value, std::time::Instant::now())
+            }
+        };
+        self.replay(OFFSETS_TOPIC, |index, record| {
+            if record.control {
+                let commit = marker_is_commit(record.key.as_deref());
+                let records = open.remove(&(index, record.producer_id));
+                if commit {
+                    records.into_iter().flatten().for_each(&mut apply);
+                }
+                return;
+            }
+            let Some(decoded) = offsets_topic::decode(record.key, record.value) else {
+                return;
+            };
+            loaded += 1;
+            if record.transactional {
+                open.entry((index, record.producer_id))
+                    .or_default()
+                    .push(decoded);
+            } else {
+                apply(decoded);
+            }
+        })
+        .map_err(StartError::OffsetsLoad)?;
+        for ((index, producer_id), records) in open {
+            for record in records {
+                if let OffsetsRecord::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value: Some(value),
+                } = record
+                {
+                    self.groups.add_txn_offsets(
+                        producer_id,
+                        index,
+                        &group,
+                        vec![((topic, partition), value)],
+                    );
+                }
+            }
+        }
         info!(records = loaded, "loaded committed offsets");
+        Ok(())
+    }
+
+    /// Replays `__transaction_state` into the transaction coordinator. Transactions found
+    /// prepared are completed by the coordinator's first tick; ongoing ones stay open until their
+    /// producer ends them or their timeout aborts them (Kafka's recovery).
+    fn load_txn_state(&self) -> Result<(), StartError> {
+        let mut loaded = 0usize;
+        self.replay(TXN_STATE_TOPIC, |_, record| {
+            if let Some((id, value)) = crate::txn::state_topic::decode(record.key, record.value) {
+                self.txns.load(&id, value);
+                loaded += 1;
+            }
+        })
+        .map_err(StartError::TxnStateLoad)?;
+        if loaded > 0 {
+            info!(records = loaded, "loaded transaction state");
+        }
         Ok(())
     }
 
     /// Creates `__consumer_offsets` on first use, as Kafka does.
     pub fn ensure_offsets_topic(&self) -> Result<(), CreateTopicError> {
-        if self.metadata.topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
-        // Compaction is not implemented yet, so nothing may expire: no time or size retention.
         let configs = BTreeMap::from([
             ("cleanup.policy".to_owned(), "compact".to_owned()),
             ("retention.ms".to_owned(), "-1".to_owned()),
             ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
         ]);
-        match self.create_topic(
+        self.ensure_internal_topic(
             OFFSETS_TOPIC,
             self.config.offsets_topic_num_partitions,
             configs,
-        ) {
+        )
+    }
+
+    /// Creates an internal topic unless it exists (another connection may create it first).
+    pub fn ensure_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<(), CreateTopicError> {
+        if self.metadata.topic(name).is_some() {
+            return Ok(());
+        }
+        match self.create_topic(name, partitions, configs) {
             Ok(_) | Err(CreateTopicError::Metadata(MetadataError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
@@ -468,4 +552,9 @@ impl Broker {
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+}
+
+/// Whether a control record's key (version i16, type i16) is a commit marker.
+fn marker_is_commit(key: Option<&[u8]>) -> bool {
+    matches!(key, Some([_, _, 0, 1, ..]))
 }

@@ -57,6 +57,13 @@ pub struct BrokerConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `transaction.state.log.num.partitions`: partitions of `__transaction_state`.
+    pub txn_state_num_partitions: i32,
+    /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
+    pub txn_max_timeout_ms: i32,
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions
+    /// past their timeout are looked for (and aborted).
+    pub txn_abort_check_interval_ms: u64,
     /// `log.cleaner.enable`: run the log cleaner for `compact` topics.
     pub cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: pause between cleaner passes over the partitions.
@@ -93,6 +100,9 @@ impl Default for BrokerConfig {
             offset_metadata_max_bytes: 4096,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            txn_state_num_partitions: 50,
+            txn_max_timeout_ms: 900_000,
+            txn_abort_check_interval_ms: 10_000,
             cleaner_enable: true,
             cleaner_backoff_ms: 15_000,
             explicit: BTreeMap::new(),
@@ -226,6 +236,18 @@ impl BrokerConfig {
                 "socket.request.max.bytes",
                 self.socket_request_max_bytes.to_string(),
             ),
+            (
+                "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+                self.txn_abort_check_interval_ms.to_string(),
+            ),
+            (
+                "transaction.max.timeout.ms",
+                self.txn_max_timeout_ms.to_string(),
+            ),
+            (
+                "transaction.state.log.num.partitions",
+                self.txn_state_num_partitions.to_string(),
+            ),
         ]
     }
 
@@ -323,6 +345,21 @@ impl BrokerConfig {
                 }
             }
             "offset.metadata.max.bytes" => self.offset_metadata_max_bytes = parse(key, value)?,
+            "transaction.state.log.num.partitions" => {
+                self.txn_state_num_partitions = parse(key, value)?;
+                if self.txn_state_num_partitions < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "transaction.max.timeout.ms" => {
+                self.txn_max_timeout_ms = parse(key, value)?;
+                if self.txn_max_timeout_ms < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms" => {
+                self.txn_abort_check_interval_ms = parse(key, value)?
+            }
             "log.cleaner.enable" => self.cleaner_enable = parse(key, value)?,
             "log.cleaner.backoff.ms" => self.cleaner_backoff_ms = parse(key, value)?,
             "offsets.retention.minutes" => {

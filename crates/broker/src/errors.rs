@@ -20,6 +20,7 @@ pub(crate) fn append_error(error: &AppendError) -> ResponseError {
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
         AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        AppendError::TxnNotVerified(_) => ResponseError::InvalidTxnState,
         AppendError::Io(_) | AppendError::Poisoned => ResponseError::KafkaStorageError,
     }
 }

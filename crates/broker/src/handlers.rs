@@ -13,3 +13,4 @@ pub(crate) mod log_dirs;
 pub(crate) mod metadata;
 pub(crate) mod partitions_admin;
 pub(crate) mod produce;
+pub(crate) mod txn;

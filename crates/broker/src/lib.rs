@@ -18,6 +18,7 @@ pub mod replica_manager;
 pub mod request;
 pub mod server;
 pub mod topic_config;
+pub mod txn;
 
 pub use broker::Broker;
 pub use config::BrokerConfig;

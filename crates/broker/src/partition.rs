@@ -12,8 +12,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use sluice_log::{
-    AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, PartitionLog, ReadError, ReadResult,
-    Timestamp,
+    AbortedTxn, AppendError, AppendInfo, LeaderEpoch, LogConfig, MarkerKind, Offset, PartitionLog,
+    ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -31,6 +31,8 @@ pub struct Partition {
     /// Cached offsets, so Metadata/ListOffsets/Fetch answers need not take the log lock.
     log_start_offset: AtomicI64,
     log_end_offset: AtomicI64,
+    /// First offset of the oldest open transaction, or the log end (read_committed bound).
+    last_stable_offset: AtomicI64,
     /// Everything below this offset has been fsynced.
     durable_offset: AtomicI64,
     /// Set once the partition's topic is deleted; long polls stop waiting on it.
@@ -65,6 +67,7 @@ impl Partition {
         let start = log.log_start_offset().0;
         let end = log.log_end_offset().0;
         let min_insync = log.config().min_insync_replicas;
+        let stable = log.last_stable_offset().0;
         Partition {
             topic,
             topic_id,
@@ -73,6 +76,7 @@ impl Partition {
             log: Mutex::new(log),
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(end),
+            last_stable_offset: AtomicI64::new(stable),
             // Whatever a previous process left on disk was synced at its clean shutdown or has been
             // re-validated by recovery; treat it as durable.
             durable_offset: AtomicI64::new(end),
@@ -107,21 +111,99 @@ impl Partition {
         self.log_end_offset()
     }
 
+    /// The last stable offset: read_committed consumers read below it.
+    pub fn last_stable_offset(&self) -> Offset {
+        Offset(self.last_stable_offset.load(Ordering::Acquire))
+    }
+
     /// Validates and appends producer batches; wakes long-poll fetches.
     pub fn append(&self, batches: Bytes, now: Timestamp) -> Result<AppendInfo, AppendError> {
+        self.append_verified(batches, now, &mut |_, _| Ok(()))
+    }
+
+    /// [`Self::append`] where the first transactional write of a producer's transaction must pass
+    /// `verify` (the transaction coordinator's "is this partition in the ongoing transaction?"),
+    /// asked under the log's lock so no marker lands between the answer and the write.
+    pub fn append_verified(
+        &self,
+        batches: Bytes,
+        now: Timestamp,
+        verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
+    ) -> Result<AppendInfo, AppendError> {
         let info = {
             let mut log = self.log.lock();
-            let info = log.append(batches, self.leader_epoch, now)?;
-            self.log_end_offset
-                .store(log.log_end_offset().0, Ordering::Release);
-            self.log_start_offset
-                .store(log.log_start_offset().0, Ordering::Release);
+            let info = log.append_verified(batches, self.leader_epoch, now, verify)?;
+            self.publish_offsets(&log);
             info
         };
         if !info.duplicate {
             self.appended.notify_waiters();
         }
         Ok(info)
+    }
+
+    /// Writes a commit or abort marker for `producer_id`'s transaction.
+    pub fn append_marker(
+        &self,
+        producer_id: ProducerId,
+        epoch: ProducerEpoch,
+        kind: MarkerKind,
+        coordinator_epoch: i32,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
+        let info = {
+            let mut log = self.log.lock();
+            let info = log.append_marker(
+                producer_id,
+                epoch,
+                kind,
+                coordinator_epoch,
+                self.leader_epoch,
+                now,
+            )?;
+            self.publish_offsets(&log);
+            info
+        };
+        self.appended.notify_waiters();
+        Ok(info)
+    }
+
+    /// Refreshes the cached offsets from the log (called with its lock held).
+    fn publish_offsets(&self, log: &PartitionLog) {
+        self.log_end_offset
+            .store(log.log_end_offset().0, Ordering::Release);
+        self.log_start_offset
+            .store(log.log_start_offset().0, Ordering::Release);
+        self.last_stable_offset
+            .store(log.last_stable_offset().0, Ordering::Release);
+    }
+
+    /// The producers the log knows (DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerInfo> {
+        self.log.lock().producers()
+    }
+
+    /// A read_committed read: whole batches below the last stable offset, and the aborted
+    /// transactions with records among them (the consumer drops those records).
+    pub fn read_committed(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<(ReadResult, Vec<AbortedTxn>), ReadError> {
+        let plan = self.log.lock().read_plan(
+            start,
+            max_bytes,
+            self.last_stable_offset().min(self.high_watermark()),
+            min_one_batch,
+        )?;
+        let read = plan.execute().map_err(ReadError::Io)?;
+        if read.records.is_empty() {
+            return Ok((read, Vec::new()));
+        }
+        let upper = next_offset_after(&read.records).unwrap_or(start);
+        let aborted = self.log.lock().aborted_txns(start, upper);
+        Ok((read, aborted))
     }
 
     /// Reads whole batches from `start`, never past the high watermark.
@@ -286,6 +368,23 @@ impl Partition {
     pub(crate) fn into_log(self: Arc<Self>) -> Option<PartitionLog> {
         Arc::into_inner(self).map(|p| p.log.into_inner())
     }
+}
+
+/// The offset after the last whole batch in `records` (stored batches, back to back).
+fn next_offset_after(mut records: &[u8]) -> Option<Offset> {
+    let mut next = None;
+    while records.len() >= 61 {
+        let base = i64::from_be_bytes(records[0..8].try_into().ok()?);
+        let length = i32::from_be_bytes(records[8..12].try_into().ok()?);
+        let last_delta = i32::from_be_bytes(records[23..27].try_into().ok()?);
+        let size = usize::try_from(length).ok()?.checked_add(12)?;
+        if size > records.len() {
+            break;
+        }
+        next = Some(Offset(base + i64::from(last_delta) + 1));
+        records = &records[size..];
+    }
+    next
 }
 
 /// Decompresses one stored batch and finds its first record at or after `ts` and not below

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterConfigsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest,
     DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest, FetchRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+    DescribeProducersRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
     FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
+    ListOffsetsRequest, ListTransactionsRequest, MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest,
     OffsetFetchRequest, OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
-    SyncGroupRequest,
+    SyncGroupRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -159,6 +160,13 @@ pub enum Request {
     DeleteRecords(DeleteRecordsRequest),
     AlterConfigs(AlterConfigsRequest),
     IncrementalAlterConfigs(IncrementalAlterConfigsRequest),
+    AddPartitionsToTxn(AddPartitionsToTxnRequest),
+    AddOffsetsToTxn(AddOffsetsToTxnRequest),
+    TxnOffsetCommit(TxnOffsetCommitRequest),
+    EndTxn(EndTxnRequest),
+    DescribeTransactions(DescribeTransactionsRequest),
+    ListTransactions(ListTransactionsRequest),
+    DescribeProducers(DescribeProducersRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -241,6 +249,13 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::DeleteRecords => Request::DeleteRecords(decode(&ctx, body)?),
         ApiKey::AlterConfigs => Request::AlterConfigs(decode(&ctx, body)?),
         ApiKey::IncrementalAlterConfigs => Request::IncrementalAlterConfigs(decode(&ctx, body)?),
+        ApiKey::AddPartitionsToTxn => Request::AddPartitionsToTxn(decode(&ctx, body)?),
+        ApiKey::AddOffsetsToTxn => Request::AddOffsetsToTxn(decode(&ctx, body)?),
+        ApiKey::TxnOffsetCommit => Request::TxnOffsetCommit(decode(&ctx, body)?),
+        ApiKey::EndTxn => Request::EndTxn(decode(&ctx, body)?),
+        ApiKey::DescribeTransactions => Request::DescribeTransactions(decode(&ctx, body)?),
+        ApiKey::ListTransactions => Request::ListTransactions(decode(&ctx, body)?),
+        ApiKey::DescribeProducers => Request::DescribeProducers(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
@@ -264,7 +279,15 @@ pub(crate) fn handle_frame(
         Request::ListOffsets(r) => ctx.reply(&handlers::list_offsets::handle(broker, r, version)),
         Request::CreateTopics(r) => ctx.reply(&handlers::create_topics::handle(broker, r, version)),
         Request::DeleteTopics(r) => Ok(handlers::delete_topics::handle(broker, ctx, r)),
-        Request::InitProducerId(r) => ctx.reply(&handlers::init_producer_id::handle(broker, r)),
+        Request::InitProducerId(r) => match r.transactional_id.clone() {
+            Some(id) => Ok(handlers::txn::init_producer_id(
+                broker,
+                ctx,
+                r,
+                id.0.to_string(),
+            )),
+            None => ctx.reply(&handlers::init_producer_id::handle(broker, r)),
+        },
         Request::DescribeCluster(r) => ctx.reply(&handlers::describe_cluster::handle(broker, r)),
         Request::FindCoordinator(r) => {
             ctx.reply(&handlers::groups::find_coordinator(broker, r, version))
@@ -298,6 +321,15 @@ pub(crate) fn handle_frame(
         Request::IncrementalAlterConfigs(r) => {
             ctx.reply(&handlers::configs::incremental_alter_configs(broker, r))
         }
+        Request::AddPartitionsToTxn(r) => Ok(handlers::txn::add_partitions_to_txn(broker, ctx, r)),
+        Request::AddOffsetsToTxn(r) => Ok(handlers::txn::add_offsets_to_txn(broker, ctx, r)),
+        Request::TxnOffsetCommit(r) => Ok(handlers::txn::txn_offset_commit(broker, ctx, r)),
+        Request::EndTxn(r) => Ok(handlers::txn::end_txn(broker, ctx, r)),
+        Request::DescribeTransactions(r) => {
+            ctx.reply(&handlers::txn::describe_transactions(broker, r))
+        }
+        Request::ListTransactions(r) => ctx.reply(&handlers::txn::list_transactions(broker, r)),
+        Request::DescribeProducers(r) => ctx.reply(&handlers::txn::describe_producers(broker, r)),
     }
 }
 

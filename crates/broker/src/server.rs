@@ -86,8 +86,9 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
 }
 
 /// Expires group members' sessions, ends overdue rebalances and persists changed memberships
-/// ten times a second; expires
-/// committed offsets of empty groups every `offsets.retention.check.interval.ms`.
+/// ten times a second; expires committed offsets of empty groups every
+/// `offsets.retention.check.interval.ms`; aborts timed-out transactions every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
 async fn group_ticker(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -95,6 +96,11 @@ async fn group_ticker(broker: Arc<Broker>) {
         broker.config.offsets_retention_check_interval_ms.max(10),
     ));
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: transactions a crash left prepared are completed at start.
+    let mut txn_check = tokio::time::interval(Duration::from_millis(
+        broker.config.txn_abort_check_interval_ms.max(10),
+    ));
+    txn_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -102,6 +108,7 @@ async fn group_ticker(broker: Arc<Broker>) {
                 broker.persist_group_snapshots().await;
             }
             _ = expiry.tick() => broker.expire_offsets().await,
+            _ = txn_check.tick() => crate::txn::driver::tick(&broker).await,
             _ = crate::broker::stopped(&mut shutdown) => return,
         }
     }

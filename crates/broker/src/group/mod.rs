@@ -10,6 +10,7 @@
 //! whose deadline passed.
 
 pub mod offsets_topic;
+mod txn_offsets;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -232,6 +233,8 @@ pub struct GroupSummary {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: Mutex<HashMap<String, Group>>,
+    /// Commits of open transactions (taken after `groups` when both are held).
+    pending_txn: Mutex<txn_offsets::PendingTxnOffsets>,
 }
 
 /// The member-id check of OffsetCommit.
@@ -247,7 +250,48 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: Mutex::new(HashMap::new()),
+            pending_txn: Mutex::new(txn_offsets::PendingTxnOffsets::default()),
         }
+    }
+
+    /// Holds offsets a transaction committed (written to `offsets_partition` of
+    /// `__consumer_offsets`) until its marker.
+    pub fn add_txn_offsets(
+        &self,
+        producer_id: i64,
+        offsets_partition: i32,
+        group_id: &str,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) {
+        let pending = offsets
+            .into_iter()
+            .map(|(key, value)| (group_id.to_owned(), key, value))
+            .collect();
+        self.pending_txn
+            .lock()
+            .add(producer_id, offsets_partition, pending);
+    }
+
+    /// Applies (commit) or drops (abort) what `producer_id`'s transaction committed through
+    /// `offsets_partition`, once the marker is written there.
+    pub fn complete_txn_offsets(&self, producer_id: i64, offsets_partition: i32, commit: bool) {
+        let pending = self.pending_txn.lock().take(producer_id, offsets_partition);
+        if !commit {
+            return;
+        }
+        let mut groups = self.groups.lock();
+        for (group_id, key, value) in pending {
+            groups
+                .entry(group_id)
+                .or_insert_with(Group::new)
+                .offsets
+                .insert(key, value);
+        }
+    }
+
+    /// Whether an open transaction holds a commit for `group_id`'s `key`.
+    pub fn has_pending_txn_offset(&self, group_id: &str, key: &(String, i32)) -> bool {
+        self.pending_txn.lock().has(group_id, key)
     }
 
     /// Handles a JoinGroup: validation, member ids, and entering or joining a rebalance.

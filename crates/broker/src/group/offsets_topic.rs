@@ -86,13 +86,13 @@ pub struct MemberSnapshot {
     pub assignment: Bytes,
 }
 
-fn put_string(buf: &mut BytesMut, s: &str) {
+pub(crate) fn put_string(buf: &mut BytesMut, s: &str) {
     let len = i16::try_from(s.len()).expect("names are bounded well below 32 KiB by the protocol");
     buf.put_i16(len);
     buf.put_slice(s.as_bytes());
 }
 
-fn put_nullable(buf: &mut BytesMut, s: Option<&str>) {
+pub(crate) fn put_nullable(buf: &mut BytesMut, s: Option<&str>) {
     match s {
         Some(s) => put_string(buf, s),
         None => buf.put_i16(-1),
@@ -115,7 +115,7 @@ fn get_nullable(buf: &mut Bytes) -> Option<Option<String>> {
     get_string(buf).map(Some)
 }
 
-fn get_i32(buf: &mut Bytes) -> Option<i32> {
+pub(crate) fn get_i32(buf: &mut Bytes) -> Option<i32> {
     (buf.remaining() >= 4).then(|| buf.get_i32())
 }
 
@@ -189,7 +189,7 @@ fn decode_group_value(mut v: Bytes) -> Option<GroupSnapshot> {
     })
 }
 
-fn get_string(buf: &mut Bytes) -> Option<String> {
+pub(crate) fn get_string(buf: &mut Bytes) -> Option<String> {
     if buf.remaining() < 2 {
         return None;
     }
@@ -283,16 +283,27 @@ pub fn decode(key: Option<Bytes>, value: Option<Bytes>) -> Option<OffsetsRecord>
 
 /// Encodes key/value pairs as one uncompressed v2 batch, ready to append.
 pub fn batch(records: Vec<(Bytes, Option<Bytes>)>, now_ms: i64) -> Bytes {
+    producer_batch(records, now_ms, None)
+}
+
+/// [`batch`] written for a transactional producer `(producer id, epoch)`: the transactional
+/// attribute set and no sequence (Kafka's TxnOffsetCommit records; the log checks only the epoch).
+pub fn producer_batch(
+    records: Vec<(Bytes, Option<Bytes>)>,
+    now_ms: i64,
+    producer: Option<(i64, i16)>,
+) -> Bytes {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             sequence: -1,

@@ -1,6 +1,9 @@
 //! Fetch: reads whole batches from each requested partition within the request's byte limits, and
 //! long-polls (woken by appends, not timers) until `min_bytes` are available or `max_wait_ms` passes.
 //!
+//! `read_committed` fetches (isolation level 1) stop at the last stable offset and carry the
+//! aborted transactions among the returned records, which consumers drop.
+//!
 //! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
 //! treat as "sessions unsupported".
 
@@ -10,8 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use sluice_log::{Offset, ReadError};
 use tokio::time::Instant;
 
@@ -33,6 +38,8 @@ struct Wanted {
 
 struct Plan {
     topics: Vec<(TopicName, Vec<Wanted>)>,
+    /// isolation_level 1: read below the last stable offset and list aborted transactions.
+    read_committed: bool,
     max_bytes: usize,
     min_bytes: usize,
     deadline: Instant,
@@ -62,6 +69,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
         .collect();
     let plan = Plan {
         topics,
+        read_committed: request.isolation_level == 1,
         // Fetch v3+ has a response limit; a zero or negative one still lets one batch through.
         max_bytes: request.max_bytes.max(0) as usize,
         min_bytes: request.min_bytes.max(0) as usize,
@@ -96,7 +104,7 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
             let high_watermark = partition.high_watermark().0;
             let data = data
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
+                .with_last_stable_offset(partition.last_stable_offset().0.min(high_watermark))
                 .with_log_start_offset(partition.log_start_offset().0);
             let budget = want
                 .partition_max_bytes
@@ -107,10 +115,32 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
                 partitions.push(data.with_records(Some(Bytes::new())));
                 continue;
             }
-            match partition.read(Offset(want.fetch_offset), budget, min_one_batch) {
-                Ok(read) => {
+            let start = Offset(want.fetch_offset);
+            let read = if plan.read_committed {
+                partition
+                    .read_committed(start, budget, min_one_batch)
+                    .map(|(read, aborted)| (read, Some(aborted)))
+            } else {
+                partition
+                    .read(start, budget, min_one_batch)
+                    .map(|read| (read, None))
+            };
+            match read {
+                Ok((read, aborted)) => {
                     total += read.records.len();
-                    partitions.push(data.with_records(Some(read.records)));
+                    let aborted = aborted.map(|list| {
+                        list.into_iter()
+                            .map(|a| {
+                                AbortedTransaction::default()
+                                    .with_producer_id(ProducerId(a.producer_id))
+                                    .with_first_offset(a.first_offset)
+                            })
+                            .collect()
+                    });
+                    partitions.push(
+                        data.with_records(Some(read.records))
+                            .with_aborted_transactions(aborted),
+                    );
                 }
                 Err(e @ ReadError::OffsetOutOfRange { .. }) => {
                     partitions.push(data.with_error_code(errors::read_error(&e).code()));

@@ -39,6 +39,8 @@ use crate::group::{CommitAuth, CommittedOffset, JoinRequest, JoinResult, Pending
 use crate::request::{Ctx, Reply};
 
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Per topic, per partition: the commit's error, if any.
 type CommitResults = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
@@ -59,11 +61,23 @@ pub(crate) fn find_coordinator(
     let config = &broker.config;
     let node = BrokerId(config.node_id);
     let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
+        if request.key_type == KEY_TYPE_TRANSACTION {
+            if key.is_empty() {
+                return (errors::code(ResponseError::InvalidRequest), None);
+            }
+            return match crate::txn::driver::ensure_state_topic(broker) {
+                Ok(()) => (0, None),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create __transaction_state");
+                    (errors::code(ResponseError::CoordinatorNotAvailable), None)
+                }
+            };
+        }
         if request.key_type != KEY_TYPE_GROUP {
             return (
                 errors::code(ResponseError::InvalidRequest),
                 Some(str_bytes(
-                    "only group coordinators are supported (key type 0)",
+                    "key type must be 0 (group) or 1 (transaction)",
                 )),
             );
         }
@@ -407,14 +421,30 @@ fn flatten(topics: impl Iterator<Item = (TopicName, Vec<i32>)>) -> Vec<(String, 
         .collect()
 }
 
+/// Committed offsets of `group`. With `require_stable` (v7+), a partition whose offset an open
+/// transaction is committing answers UNSTABLE_OFFSET_COMMIT, and the client retries.
 fn fetched_partitions(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, i32)>>,
+    require_stable: bool,
 ) -> Vec<(String, Vec<OffsetFetchResponsePartition>)> {
     let found = broker.groups.fetch_offsets(group, wanted.as_deref());
     let mut topics: Vec<(String, Vec<OffsetFetchResponsePartition>)> = Vec::new();
-    for ((topic, partition), value) in found {
+    for (key, value) in found {
+        if require_stable && broker.groups.has_pending_txn_offset(group, &key) {
+            let (topic, partition) = key;
+            let entry = OffsetFetchResponsePartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(-1)
+                .with_error_code(ResponseError::UnstableOffsetCommit.code());
+            match topics.iter_mut().find(|(name, _)| *name == topic) {
+                Some((_, partitions)) => partitions.push(entry),
+                None => topics.push((topic, vec![entry])),
+            }
+            continue;
+        }
+        let (topic, partition) = key;
         let entry = OffsetFetchResponsePartition::default()
             .with_partition_index(partition)
             .with_committed_offset(value.as_ref().map_or(-1, |v| v.offset))
@@ -444,7 +474,7 @@ pub(crate) fn offset_fetch(
                 let wanted = g.topics.map(|topics| {
                     flatten(topics.into_iter().map(|t| (t.name, t.partition_indexes)))
                 });
-                let topics = fetched_partitions(broker, &g.group_id.0, wanted)
+                let topics = fetched_partitions(broker, &g.group_id.0, wanted, request.require_stable)
                     .into_iter()
                     .map(|(name, partitions)| {
                         OffsetFetchResponseTopics::default()
@@ -458,6 +488,7 @@ pub(crate) fn offset_fetch(
                                             .with_committed_offset(p.committed_offset)
                                             .with_committed_leader_epoch(p.committed_leader_epoch)
                                             .with_metadata(p.metadata)
+                                            .with_error_code(p.error_code)
                                     })
                                     .collect(),
                             )
@@ -473,7 +504,7 @@ pub(crate) fn offset_fetch(
     let wanted = request
         .topics
         .map(|topics| flatten(topics.into_iter().map(|t| (t.name, t.partition_indexes))));
-    let topics = fetched_partitions(broker, &request.group_id.0, wanted)
+    let topics = fetched_partitions(broker, &request.group_id.0, wanted, request.require_stable)
         .into_iter()
         .map(|(name, partitions)| {
             OffsetFetchResponseTopic::default()

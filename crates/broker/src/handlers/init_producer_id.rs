@@ -1,5 +1,5 @@
 //! InitProducerId: hands an idempotent producer a fresh producer id (epoch 0), as Kafka does for
-//! producers without a transactional id.
+//! producers without a transactional id (see `handlers::txn` for transactional ones).
 
 use std::sync::Arc;
 
@@ -13,14 +13,10 @@ pub(crate) fn handle(
     broker: &Arc<Broker>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    if request.transactional_id.is_some() {
-        // Transactions are not implemented yet and the transactional APIs are not advertised, so
-        // clients refuse transactional mode before they get here.
-        return InitProducerIdResponse::default()
-            .with_error_code(ResponseError::InvalidRequest.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1);
-    }
+    debug_assert!(
+        request.transactional_id.is_none(),
+        "transactional ids go to handlers::txn"
+    );
     match broker.metadata.allocate_producer_id() {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))

@@ -24,6 +24,7 @@ pub(crate) fn handle(
 ) -> ListOffsetsResponse {
     // Leader epochs exist in the response from v4 on.
     let with_epoch = |epoch: i32| if version >= 4 { epoch } else { -1 };
+    let read_committed = request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
@@ -43,6 +44,10 @@ pub(crate) fn handle(
                     };
                     let epoch = with_epoch(partition.leader_epoch().0);
                     match wanted.timestamp {
+                        // read_committed consumers see the last stable offset as the end.
+                        LATEST if read_committed => response
+                            .with_offset(partition.last_stable_offset().0)
+                            .with_leader_epoch(epoch),
                         LATEST => response
                             .with_offset(partition.high_watermark().0)
                             .with_leader_epoch(epoch),

@@ -51,12 +51,6 @@ fn append_one(
     let Some(partition) = broker.replicas.partition(topic, index) else {
         return fail(ResponseError::UnknownTopicOrPartition, None);
     };
-    if transactional {
-        return fail(
-            ResponseError::TransactionalIdAuthorizationFailed,
-            Some("transactions are not supported by this broker yet".into()),
-        );
-    }
     // acks=all needs min.insync.replicas in sync; this node is the only replica.
     let min_insync = partition.min_insync_replicas();
     if acks == -1 && min_insync > 1 {
@@ -77,7 +71,16 @@ fn append_one(
         bytes: records.len() as u64,
         records: crate::metrics::batch_record_count(&records),
     };
-    match partition.append(records, now()) {
+    // KIP-890: the first write of a transaction to this partition must be part of the producer's
+    // ongoing transaction, as the coordinator knows it.
+    let txns = &broker.txns;
+    let mut verify = |pid: sluice_log::ProducerId, epoch: sluice_log::ProducerEpoch| {
+        if !transactional {
+            return Err("a transactional batch needs a transactional id in the request".to_owned());
+        }
+        txns.verify(pid.0, epoch.0, topic, index)
+    };
+    match partition.append_verified(records, now(), &mut verify) {
         Ok(info) => Outcome {
             response: response
                 .with_base_offset(info.first_offset.0)
@@ -114,7 +117,9 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                 // Clients may not write the broker's internal topics (Kafka's rule).
                 let refused = if invalid_acks {
                     Some(ResponseError::InvalidRequiredAcks)
-                } else if name == crate::group::offsets_topic::OFFSETS_TOPIC {
+                } else if name == crate::group::offsets_topic::OFFSETS_TOPIC
+                    || name == crate::txn::TXN_STATE_TOPIC
+                {
                     Some(ResponseError::InvalidTopicException)
                 } else {
                     None

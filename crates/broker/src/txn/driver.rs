@@ -1,0 +1,131 @@
+//! Carries out the transaction coordinator's decisions: persists transaction records to
+//! `__transaction_state`, writes commit/abort markers to every partition of a transaction (the
+//! single-node form of WriteTxnMarkers), completes transactional offset commits, and aborts
+//! timed-out transactions.
+
+use std::collections::BTreeMap;
+
+use sluice_log::{AppendError, MarkerKind, ProducerEpoch, ProducerId};
+use tracing::{info, warn};
+
+use super::state_topic::{self, TxnRecord, TxnState, TXN_STATE_TOPIC};
+use super::TxnCoordinator;
+use crate::broker::{now, Broker, CreateTopicError};
+use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
+
+/// Creates `__transaction_state` on first use, as Kafka does.
+pub fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError> {
+    let configs = BTreeMap::from([
+        ("cleanup.policy".to_owned(), "compact".to_owned()),
+        ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
+    ]);
+    broker.ensure_internal_topic(
+        TXN_STATE_TOPIC,
+        broker.config.txn_state_num_partitions,
+        configs,
+    )
+}
+
+/// Appends a transactional id's record to its `__transaction_state` partition and waits until
+/// it is durable.
+pub async fn persist(broker: &Broker, id: &str, record: &TxnRecord) -> Result<(), String> {
+    ensure_state_topic(broker).map_err(|e| e.to_string())?;
+    let partitions = broker
+        .replicas
+        .topic(TXN_STATE_TOPIC)
+        .ok_or_else(|| format!("{TXN_STATE_TOPIC} is not open"))?;
+    let index = offsets_topic::partition_for(id, partitions.len() as i32);
+    let partition = partitions[index as usize].clone();
+    let now = now();
+    let batch = offsets_topic::batch(
+        vec![(state_topic::key(id), Some(state_topic::value(record)))],
+        now.0,
+    );
+    let info = partition.append(batch, now).map_err(|e| e.to_string())?;
+    if broker.config.flush_on_ack {
+        partition
+            .wait_durable(info.last_offset)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Finishes a prepared transaction: persists the prepared record, writes a marker to each of
+/// its partitions (completing pending offset commits on `__consumer_offsets`), waits until the
+/// markers are durable, then installs and persists the completed record. On failure the
+/// transaction stays prepared and the next [`tick`] retries.
+pub async fn complete(broker: &Broker, id: &str, prepared: TxnRecord) -> Result<(), String> {
+    let result = write_markers(broker, id, &prepared).await;
+    if let Err(e) = &result {
+        warn!(transactional_id = %id, error = %e, "completing the transaction failed; will retry");
+        broker.txns.completion_failed(id);
+        return result;
+    }
+    let completed = TxnCoordinator::completed(&prepared, now().0);
+    broker.txns.install(id, completed.clone());
+    // A crash before this record is durable completes the transaction again at start (markers
+    // are idempotent for the partitions), so its failure is only logged.
+    if let Err(e) = persist(broker, id, &completed).await {
+        warn!(transactional_id = %id, error = %e, "persisting the completed transaction failed");
+    }
+    Ok(())
+}
+
+async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Result<(), String> {
+    persist(broker, id, prepared).await?;
+    let kind = if prepared.state == TxnState::PrepareCommit {
+        MarkerKind::Commit
+    } else {
+        MarkerKind::Abort
+    };
+    let now = now();
+    let mut written = Vec::with_capacity(prepared.partitions.len());
+    for (topic, index) in &prepared.partitions {
+        let Some(partition) = broker.replicas.partition(topic, *index) else {
+            // The topic was deleted while the transaction was open: nothing to mark.
+            continue;
+        };
+        match partition.append_marker(
+            ProducerId(prepared.producer_id),
+            ProducerEpoch(prepared.producer_epoch),
+            kind,
+            0,
+            now,
+        ) {
+            Ok(info) => written.push((partition, info.last_offset)),
+            // A newer epoch already wrote there: this marker is obsolete.
+            Err(e @ AppendError::InvalidProducerEpoch { .. }) => {
+                warn!(transactional_id = %id, %topic, partition = index, error = %e, "skipping an obsolete marker");
+                continue;
+            }
+            Err(e) => return Err(format!("marker for {topic}-{index}: {e}")),
+        }
+        if topic == OFFSETS_TOPIC {
+            broker.groups.complete_txn_offsets(
+                prepared.producer_id,
+                *index,
+                kind == MarkerKind::Commit,
+            );
+        }
+    }
+    if broker.config.flush_on_ack {
+        for (partition, last) in written {
+            partition
+                .wait_durable(last)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Aborts transactions past their timeout and retries prepared ones nobody is completing.
+pub async fn tick(broker: &Broker) {
+    for (id, prepared) in broker.txns.due(now().0) {
+        if prepared.state == TxnState::PrepareAbort || prepared.state == TxnState::PrepareCommit {
+            info!(transactional_id = %id, state = prepared.state.name(), "completing transaction");
+        }
+        let _ = complete(broker, &id, prepared).await;
+    }
+}
