@@ -14,9 +14,9 @@ use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
 use crate::group::{CommittedOffset, GroupConfig, GroupCoordinator};
 use crate::metadata::{MetadataError, MetadataStore, TopicMeta};
 use crate::metrics::Metrics;
-use crate::txn::{TxnConfig, TxnCoordinator, TXN_STATE_TOPIC};
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::{self, TopicConfigError};
+use crate::txn::{TxnConfig, TxnCoordinator, TXN_STATE_TOPIC};
 
 /// Why a broker could not start.
 #[derive(Debug, thiserror::Error)]

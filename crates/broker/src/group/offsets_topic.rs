@@ -306,7 +306,9 @@ pub fn producer_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The batch's base sequence is -1 (none); the encoder keeps records in one batch
+            // while sequence and offset advance together.
+            sequence: (i as i32).wrapping_sub(1),
             timestamp: now_ms,
             key: Some(key),
             value,

@@ -16,7 +16,12 @@ pub(crate) struct PendingTxnOffsets {
 }
 
 impl PendingTxnOffsets {
-    pub(crate) fn add(&mut self, producer_id: i64, offsets_partition: i32, offsets: Vec<PendingOffset>) {
+    pub(crate) fn add(
+        &mut self,
+        producer_id: i64,
+        offsets_partition: i32,
+        offsets: Vec<PendingOffset>,
+    ) {
         self.by_txn
             .entry((producer_id, offsets_partition))
             .or_default()

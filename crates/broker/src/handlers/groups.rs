@@ -76,9 +76,7 @@ pub(crate) fn find_coordinator(
         if request.key_type != KEY_TYPE_GROUP {
             return (
                 errors::code(ResponseError::InvalidRequest),
-                Some(str_bytes(
-                    "key type must be 0 (group) or 1 (transaction)",
-                )),
+                Some(str_bytes("key type must be 0 (group) or 1 (transaction)")),
             );
         }
         if key.is_empty() {
@@ -474,26 +472,29 @@ pub(crate) fn offset_fetch(
                 let wanted = g.topics.map(|topics| {
                     flatten(topics.into_iter().map(|t| (t.name, t.partition_indexes)))
                 });
-                let topics = fetched_partitions(broker, &g.group_id.0, wanted, request.require_stable)
-                    .into_iter()
-                    .map(|(name, partitions)| {
-                        OffsetFetchResponseTopics::default()
-                            .with_name(TopicName(str_bytes(name)))
-                            .with_partitions(
-                                partitions
-                                    .into_iter()
-                                    .map(|p| {
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_committed_offset(p.committed_offset)
-                                            .with_committed_leader_epoch(p.committed_leader_epoch)
-                                            .with_metadata(p.metadata)
-                                            .with_error_code(p.error_code)
-                                    })
-                                    .collect(),
-                            )
-                    })
-                    .collect();
+                let topics =
+                    fetched_partitions(broker, &g.group_id.0, wanted, request.require_stable)
+                        .into_iter()
+                        .map(|(name, partitions)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(str_bytes(name)))
+                                .with_partitions(
+                                    partitions
+                                        .into_iter()
+                                        .map(|p| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p.partition_index)
+                                                .with_committed_offset(p.committed_offset)
+                                                .with_committed_leader_epoch(
+                                                    p.committed_leader_epoch,
+                                                )
+                                                .with_metadata(p.metadata)
+                                                .with_error_code(p.error_code)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
                     .with_topics(topics)

@@ -44,7 +44,10 @@ fn fenced_for(version: i16, fenced_from: i16, error: ResponseError) -> ResponseE
     }
 }
 
-fn init_response(error: Option<ResponseError>, record: Option<&TxnRecord>) -> InitProducerIdResponse {
+fn init_response(
+    error: Option<ResponseError>,
+    record: Option<&TxnRecord>,
+) -> InitProducerIdResponse {
     InitProducerIdResponse::default()
         .with_error_code(error.map_or(0, |e| e.code()))
         .with_producer_id(ProducerId(record.map_or(-1, |r| r.producer_id)))
@@ -65,7 +68,8 @@ pub(crate) fn init_producer_id(
             .reply(&init_response(Some(ResponseError::InvalidRequest), None))
             .unwrap_or(Reply::Nothing);
     }
-    let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+    let expected =
+        (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
     let step = broker.txns.init_producer(
         &id,
         request.transaction_timeout_ms,
@@ -93,7 +97,10 @@ pub(crate) fn init_producer_id(
             Ok(InitStep::Fence(prepared)) => {
                 // The old instance's transaction is aborted with the new epoch; the client
                 // retries on CONCURRENT_TRANSACTIONS if that cannot finish now.
-                if driver::complete(&broker, &id, prepared.clone()).await.is_err() {
+                if driver::complete(&broker, &id, prepared.clone())
+                    .await
+                    .is_err()
+                {
                     return init_response(Some(ResponseError::ConcurrentTransactions), None);
                 }
                 prepared
@@ -322,9 +329,7 @@ pub(crate) fn txn_offset_commit(
                                 .map(|(index, error)| {
                                     TxnOffsetCommitResponsePartition::default()
                                         .with_partition_index(index)
-                                        .with_error_code(
-                                            error.or(failed).map_or(0, |e| e.code()),
-                                        )
+                                        .with_error_code(error.or(failed).map_or(0, |e| e.code()))
                                 })
                                 .collect(),
                         )
@@ -434,7 +439,9 @@ pub(crate) fn describe_transactions(
                     let mut topics: Vec<TopicData> = Vec::new();
                     for (topic, p) in &r.partitions {
                         match topics.last_mut() {
-                            Some(t) if t.topic.0.as_str() == topic.as_str() => t.partitions.push(*p),
+                            Some(t) if t.topic.0.as_str() == topic.as_str() => {
+                                t.partitions.push(*p)
+                            }
                             _ => topics.push(
                                 TopicData::default()
                                     .with_topic(TopicName(StrBytes::from_string(topic.clone())))
@@ -514,8 +521,9 @@ pub(crate) fn describe_producers(
                 .map(|&index| {
                     let response = PartitionResponse::default().with_partition_index(index);
                     match broker.replicas.partition(&topic.name.0, index) {
-                        None => response
-                            .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                        None => {
+                            response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        }
                         Some(partition) => response.with_active_producers(
                             partition
                                 .producers()

@@ -255,10 +255,7 @@ impl TxnCoordinator {
             record.state = TxnState::Ongoing;
             record.partitions.clear();
             record.start_ms = now_ms;
-        } else if partitions
-            .iter()
-            .all(|p| record.partitions.contains(p))
-        {
+        } else if partitions.iter().all(|p| record.partitions.contains(p)) {
             return Ok(None);
         }
         record.partitions.extend(partitions.iter().cloned());
@@ -425,7 +422,10 @@ mod tests {
         assert!(c.verify(7, 0, "a", 0).is_ok());
         assert!(c.verify(7, 0, "a", 1).is_err());
         assert!(c.verify(7, 1, "a", 0).is_err());
-        assert!(c.add_partitions("t", 7, 0, &[("a".into(), 0)], 11).unwrap().is_none());
+        assert!(c
+            .add_partitions("t", 7, 0, &[("a".into(), 0)], 11)
+            .unwrap()
+            .is_none());
         let EndStep::Complete(prepared) = c.end("t", 7, 0, true, 12).unwrap() else {
             panic!("expected a completion");
         };
@@ -436,7 +436,10 @@ mod tests {
             ResponseError::ConcurrentTransactions
         );
         c.install("t", TxnCoordinator::completed(&prepared, 13));
-        assert!(matches!(c.end("t", 7, 0, true, 14), Ok(EndStep::AlreadyDone)));
+        assert!(matches!(
+            c.end("t", 7, 0, true, 14),
+            Ok(EndStep::AlreadyDone)
+        ));
         assert_eq!(
             c.end("t", 7, 0, false, 14).unwrap_err(),
             ResponseError::InvalidTxnState
@@ -460,16 +463,19 @@ mod tests {
         assert_eq!(fenced.state, TxnState::PrepareAbort);
         // The old instance is fenced at once, even while the abort is being written.
         assert_eq!(
-            c.add_partitions("t", 7, 0, &[("a".into(), 1)], 21).unwrap_err(),
+            c.add_partitions("t", 7, 0, &[("a".into(), 1)], 21)
+                .unwrap_err(),
             ResponseError::ProducerFenced
         );
         assert_eq!(
-            c.add_partitions("t", 7, 1, &[("a".into(), 1)], 21).unwrap_err(),
+            c.add_partitions("t", 7, 1, &[("a".into(), 1)], 21)
+                .unwrap_err(),
             ResponseError::ConcurrentTransactions
         );
         c.install("t", TxnCoordinator::completed(&fenced, 22));
         assert_eq!(
-            c.add_partitions("t", 7, 0, &[("a".into(), 1)], 23).unwrap_err(),
+            c.add_partitions("t", 7, 0, &[("a".into(), 1)], 23)
+                .unwrap_err(),
             ResponseError::ProducerFenced
         );
         assert_eq!(
@@ -482,7 +488,8 @@ mod tests {
     fn timeouts_abort_with_a_bumped_epoch_and_bad_timeouts_are_refused() {
         let c = coordinator();
         assert_eq!(
-            c.init_producer("t", 900_001, None, || Ok(1), 0).unwrap_err(),
+            c.init_producer("t", 900_001, None, || Ok(1), 0)
+                .unwrap_err(),
             ResponseError::InvalidTransactionTimeout
         );
         init(&c, "t");

@@ -179,9 +179,13 @@ mod tests {
             producer_epoch: 3,
             timeout_ms: 60_000,
             state: TxnState::Ongoing,
-            partitions: [("a".to_owned(), 0), ("a".to_owned(), 2), ("b".to_owned(), 1)]
-                .into_iter()
-                .collect(),
+            partitions: [
+                ("a".to_owned(), 0),
+                ("a".to_owned(), 2),
+                ("b".to_owned(), 1),
+            ]
+            .into_iter()
+            .collect(),
             last_update_ms: 10,
             start_ms: 5,
         };

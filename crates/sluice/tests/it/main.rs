@@ -14,4 +14,5 @@ mod perf_cli;
 mod produce_consume;
 mod storage;
 mod topic_cli;
+mod transactions;
 mod wire;

@@ -49,3 +49,21 @@ pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(i32, Bytes)> {
     let correlation = i32::from_be_bytes(body[..4].try_into().unwrap());
     Some((correlation, Bytes::from(body).slice(4..)))
 }
+
+/// Sends one request and decodes its response (skipping the flexible header's tagged fields).
+pub(crate) fn call<Resp: kafka_protocol::protocol::Decodable>(
+    stream: &mut TcpStream,
+    key: ApiKey,
+    version: i16,
+    body: &impl Encodable,
+) -> Resp {
+    use std::io::Write;
+    stream
+        .write_all(&frame(key, version, 1, body))
+        .expect("send request");
+    let (_, mut response) = read_response(stream).expect("response");
+    if key.response_header_version(version) >= 1 {
+        let _tags = response.split_to(1);
+    }
+    Resp::decode(&mut response, version).expect("decode response")
+}
