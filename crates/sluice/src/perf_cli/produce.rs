@@ -1,6 +1,7 @@
 //! `sluice perf produce`: one producer sending fixed-size records as fast as allowed (or at
 //! `--throughput` records/s), timing each record from `send` to its delivery report into an HDR
 //! histogram. `--discard` runs the same loop without a producer, to measure the tool's ceiling.
+//! `--transaction-size N` sends through a transactional producer, committing every N records.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -67,6 +68,14 @@ pub(super) struct ProduceArgs {
     /// flags above).
     #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     properties: Vec<(String, String)>,
+    /// Send in transactions of this many records (a transactional producer, acks=all), each
+    /// committed before the next begins.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
+          conflicts_with = "discard")]
+    transaction_size: Option<u64>,
+    /// The producer's `transactional.id` with --transaction-size (default `sluice-perf-<pid>`).
+    #[arg(long, value_name = "ID", requires = "transaction_size")]
+    transactional_id: Option<String>,
     /// Run the loop (record generation, throttling, latency bookkeeping) without sending
     /// anything: the records/s of the tool itself, its ceiling.
     #[arg(long)]
@@ -113,6 +122,8 @@ struct ProduceReport {
     failed: u64,
     record_size_bytes: usize,
     discard: bool,
+    /// Transactions committed (0 without --transaction-size).
+    transactions: u64,
     elapsed_secs: f64,
     records_per_sec: f64,
     mb_per_sec: f64,
@@ -241,8 +252,14 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
     let (producer, discard_context) = if args.discard {
         (None, Some(context))
     } else {
+        let acks = if args.transaction_size.is_some() {
+            // Transactions need the idempotent producer, which needs acks=all.
+            "all".to_owned()
+        } else {
+            args.acks.clone()
+        };
         let mut defaults = vec![
-            ("acks", args.acks.clone()),
+            ("acks", acks),
             ("compression.codec", args.compression.codec().to_owned()),
             // Room for a few seconds of small records, so the loop rarely waits for space.
             ("queue.buffering.max.messages", "2000000".to_owned()),
@@ -253,6 +270,13 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         }
         if let Some(ms) = args.linger_ms {
             defaults.push(("linger.ms", ms.to_string()));
+        }
+        if args.transaction_size.is_some() {
+            let id = args
+                .transactional_id
+                .clone()
+                .unwrap_or_else(|| format!("sluice-perf-{}", std::process::id()));
+            defaults.push(("transactional.id", id));
         }
         let producer: ThreadedProducer<Reporting> =
             client_config(common, &defaults, &args.properties)
@@ -265,6 +289,17 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         .duration_secs
         .map(|secs| start + Duration::from_secs(secs));
     let rate = (args.throughput > 0.0).then_some(args.throughput);
+    let txn_timeout = Duration::from_millis(common.timeout_ms.max(30_000));
+    let transactional = match (&producer, args.transaction_size) {
+        (Some(producer), Some(size)) => {
+            producer
+                .init_transactions(txn_timeout)
+                .context("cannot initialise the transactional producer")?;
+            Some((producer, size))
+        }
+        _ => None,
+    };
+    let mut transactions: u64 = 0;
     let mut sent: u64 = 0;
     loop {
         if args.num_records.is_some_and(|n| sent >= n) {
@@ -281,6 +316,19 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
                 now = Instant::now();
             }
         }
+        if let Some((producer, size)) = transactional {
+            if sent % size == 0 {
+                if sent > 0 {
+                    producer
+                        .commit_transaction(txn_timeout)
+                        .context("cannot commit a transaction")?;
+                    transactions += 1;
+                }
+                producer
+                    .begin_transaction()
+                    .context("cannot begin a transaction")?;
+            }
+        }
         let sent_at_ns = now.duration_since(start).as_nanos() as usize;
         match (&producer, &discard_context) {
             (Some(producer), _) => send(producer, &args.topic, &payload, sent_at_ns)?,
@@ -288,6 +336,12 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
             (None, None) => unreachable!("either a producer or a discard context"),
         }
         sent += 1;
+    }
+    if let (Some((producer, _)), true) = (transactional, sent > 0) {
+        producer
+            .commit_transaction(txn_timeout)
+            .context("cannot commit the last transaction")?;
+        transactions += 1;
     }
     let context = match &producer {
         Some(producer) => {
@@ -302,7 +356,8 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
     let elapsed_secs = start.elapsed().as_secs_f64();
     let mut stats = context.stats();
     stats.progress.finish();
-    let report = report(args, &stats, elapsed_secs);
+    let mut report = report(args, &stats, elapsed_secs);
+    report.transactions = transactions;
     let verb = if args.discard { "discarded" } else { "sent" };
     let text = format!(
         "{} records {verb}, {:.1} records/sec ({:.2} MB/sec), avg {:.2} ms, p50 {:.2}, p95 {:.2}, \
@@ -317,6 +372,11 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         report.p999_latency_ms,
         report.max_latency_ms,
     );
+    let text = if report.transactions > 0 {
+        format!("{text}, {} transactions", report.transactions)
+    } else {
+        text
+    };
     print_report(&report, &text, json)?;
     if stats.failed > 0 {
         bail!(
@@ -366,6 +426,7 @@ fn report(args: &ProduceArgs, stats: &Stats, elapsed_secs: f64) -> ProduceReport
         failed: stats.failed,
         record_size_bytes: args.record_size,
         discard: args.discard,
+        transactions: 0,
         elapsed_secs,
         records_per_sec: per_sec(stats.delivered, elapsed_secs),
         mb_per_sec: mb_per_sec(stats.delivered * args.record_size as u64, elapsed_secs),

@@ -238,3 +238,48 @@ fn flag_errors_are_refused() {
         Some(2),
     );
 }
+
+#[test]
+fn transactional_produce_commits_every_transaction_size_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    let report = json(&cli_ok(
+        "perf",
+        &broker,
+        &[
+            "produce",
+            "--topic",
+            "txn-bench",
+            "--num-records",
+            "2050",
+            "--record-size",
+            &RECORD_SIZE.to_string(),
+            "--transaction-size",
+            "100",
+            "--partitions",
+            "2",
+            "--json",
+        ],
+    ));
+    assert_consistent_produce_report(&report, 2050);
+    // 20 full transactions and one of 50.
+    assert_eq!(report["transactions"], 21, "{report}");
+    // Everything was committed: the topic's end offsets hold the records and 21 markers per
+    // partition that took part (read_committed readers see all 2050 records).
+    let description = json(&cli_ok(
+        "topic",
+        &broker,
+        &["describe", "txn-bench", "--output", "json"],
+    ));
+    let ends: i64 = description["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| {
+            p["log_end_offset"]
+                .as_i64()
+                .unwrap_or_else(|| panic!("{p}"))
+        })
+        .sum();
+    assert!(ends > 2050 && ends <= 2050 + 2 * 21, "{description}");
+}
