@@ -43,7 +43,60 @@ const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// Per topic, per partition: the commit's error, if any.
-type CommitResults = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
+pub(crate) type CommitResults = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
+
+/// Offsets to store, by (topic, partition).
+pub(crate) type ToStore = Vec<((String, i32), CommittedOffset)>;
+
+/// One partition of a commit request: index, offset, leader epoch, metadata.
+pub(crate) type CommitPartition = (i32, i64, i32, Option<StrBytes>);
+
+/// Checks the partitions of an OffsetCommit or TxnOffsetCommit: the group's error (if any)
+/// applies to all; otherwise unknown partitions and oversized metadata are refused. Returns the
+/// per-partition outcome and the offsets to store.
+pub(crate) fn validate_commits(
+    broker: &Broker,
+    group_error: Option<ResponseError>,
+    topics: impl Iterator<Item = (TopicName, Vec<CommitPartition>)>,
+) -> (CommitResults, ToStore) {
+    let commit_time = now().0;
+    let max_metadata = broker.config.offset_metadata_max_bytes;
+    let mut results: CommitResults = Vec::new();
+    let mut to_store = Vec::new();
+    for (name, requested) in topics {
+        let known = broker.metadata.topic(&name.0);
+        let mut partitions = Vec::with_capacity(requested.len());
+        for (index, offset, leader_epoch, metadata) in requested {
+            let metadata = metadata.map(|m| m.to_string()).unwrap_or_default();
+            let error = group_error.or_else(|| {
+                if !known
+                    .as_ref()
+                    .is_some_and(|t| (0..t.partitions).contains(&index))
+                {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                } else if metadata.len() > max_metadata {
+                    Some(ResponseError::OffsetMetadataTooLarge)
+                } else {
+                    None
+                }
+            });
+            if error.is_none() {
+                to_store.push((
+                    (name.0.to_string(), index),
+                    CommittedOffset {
+                        offset,
+                        leader_epoch,
+                        metadata,
+                        commit_timestamp: commit_time,
+                    },
+                ));
+            }
+            partitions.push((index, error));
+        }
+        results.push((name, partitions));
+    }
+    (results, to_store)
+}
 
 fn code(error: Option<ResponseError>) -> i16 {
     error.map_or(0, errors::code)
@@ -330,46 +383,25 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
     };
     let group_error = broker.groups.authorize_commit(&group, &auth);
-    let commit_time = now().0;
-    let max_metadata = broker.config.offset_metadata_max_bytes;
-    // Per partition: an error, or the value to persist.
-    let mut results: CommitResults = Vec::new();
-    let mut to_store = Vec::new();
-    for topic in request.topics {
-        let known = broker.metadata.topic(&topic.name.0);
-        let mut partitions = Vec::new();
-        for p in topic.partitions {
-            let metadata = p
-                .committed_metadata
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            let error = group_error.or_else(|| {
-                if !known
-                    .as_ref()
-                    .is_some_and(|t| (0..t.partitions).contains(&p.partition_index))
-                {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                } else if metadata.len() > max_metadata {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                } else {
-                    None
-                }
-            });
-            if error.is_none() {
-                to_store.push((
-                    (topic.name.0.to_string(), p.partition_index),
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                        commit_timestamp: commit_time,
-                    },
-                ));
-            }
-            partitions.push((p.partition_index, error));
-        }
-        results.push((topic.name, partitions));
-    }
+    let (results, to_store) = validate_commits(
+        broker,
+        group_error,
+        request.topics.into_iter().map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata,
+                    )
+                })
+                .collect();
+            (t.name, partitions)
+        }),
+    );
     let respond = |results: CommitResults, failed: Option<ResponseError>| {
         OffsetCommitResponse::default().with_topics(
             results

@@ -31,6 +31,7 @@ use tracing::warn;
 use crate::broker::{now, Broker};
 use crate::group::offsets_topic::{self, CommittedOffset, OFFSETS_TOPIC};
 use crate::group::CommitAuth;
+use crate::handlers::groups::{validate_commits, CommitResults};
 use crate::request::{Ctx, Reply};
 use crate::txn::{driver, EndStep, InitStep, TxnRecord};
 
@@ -260,8 +261,6 @@ pub(crate) fn txn_offset_commit(
     let group = request.group_id.0.to_string();
     let pid = request.producer_id.0;
     let epoch = request.producer_epoch;
-    let commit_time = now().0;
-    let max_metadata = broker.config.offset_metadata_max_bytes;
     let mut group_error = broker
         .txns
         .check_offset_commit(&id, pid, epoch)
@@ -278,45 +277,26 @@ pub(crate) fn txn_offset_commit(
             },
         );
     }
-    let mut results: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
-    let mut to_store = Vec::new();
-    for topic in request.topics {
-        let known = broker.metadata.topic(&topic.name.0);
-        let mut partitions = Vec::new();
-        for p in topic.partitions {
-            let metadata = p
-                .committed_metadata
-                .map(|m| m.to_string())
-                .unwrap_or_default();
-            let error = group_error.or_else(|| {
-                if !known
-                    .as_ref()
-                    .is_some_and(|t| (0..t.partitions).contains(&p.partition_index))
-                {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                } else if metadata.len() > max_metadata {
-                    Some(ResponseError::OffsetMetadataTooLarge)
-                } else {
-                    None
-                }
-            });
-            if error.is_none() {
-                to_store.push((
-                    (topic.name.0.to_string(), p.partition_index),
-                    CommittedOffset {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata,
-                        commit_timestamp: commit_time,
-                    },
-                ));
-            }
-            partitions.push((p.partition_index, error));
-        }
-        results.push((topic.name, partitions));
-    }
-    let respond = |results: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>,
-                   failed: Option<ResponseError>| {
+    let (results, to_store) = validate_commits(
+        broker,
+        group_error,
+        request.topics.into_iter().map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata,
+                    )
+                })
+                .collect();
+            (t.name, partitions)
+        }),
+    );
+    let respond = |results: CommitResults, failed: Option<ResponseError>| {
         TxnOffsetCommitResponse::default().with_topics(
             results
                 .into_iter()

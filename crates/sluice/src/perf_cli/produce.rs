@@ -317,7 +317,7 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
             }
         }
         if let Some((producer, size)) = transactional {
-            if sent % size == 0 {
+            if sent.is_multiple_of(size) {
                 if sent > 0 {
                     producer
                         .commit_transaction(txn_timeout)

@@ -1,0 +1,334 @@
+"""confluent-kafka (librdkafka) transactions against Sluice.
+
+1. A transactional Producer commits a transaction of 60 records to a 3-partition topic, writes a
+   second one and flushes it (the records are in the log), then aborts it, and commits a third.
+   While the second is still open, a read_committed consumer must stop before it (at the last
+   stable offset: watermark high and partition EOF there) and a read_uncommitted one must see it.
+   Afterwards read_committed reads exactly the first and third transactions' records and
+   read_uncommitted all three, at the acked offsets (one marker offset between transactions).
+2. Consume-transform-produce: a subscribed read_committed consumer (auto-commit off) reads the
+   committed records; a second transactional producer writes a transformed copy of each batch to
+   an output topic and commits the consumer's positions in the same transaction
+   (send_offsets_to_transaction with the consumer group metadata). The output must hold every
+   transformed record exactly once, and committed() must be the input's end offsets.
+3. Zombie fencing: producer A begins a transaction and writes (flushed); producer B with the same
+   transactional.id calls init_transactions; A's commit_transaction must fail as fenced (fatal),
+   B commits its own transaction, and read_committed sees only B's records.
+"""
+
+import time
+
+from common import CheckFailed, check, log, run_main, soft, unique_suffix
+from txn_common import TXN_PARTITIONS, TXN_RECORDS, Txns, check_ends, txn_records
+
+from confluent_kafka import (OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException,
+                             Producer, TopicPartition)
+from confluent_kafka import version as ck_version, libversion
+from confluent_kafka.admin import AdminClient, NewTopic
+
+NAME = "confluent-kafka txn"
+P = TXN_PARTITIONS
+READ_TIMEOUT = 20  # seconds to read a topic to its end
+TXN_TIMEOUT = 30  # seconds for init/commit/abort/send_offsets
+
+
+def create_topics(bootstrap, topics):
+    admin = AdminClient({"bootstrap.servers": bootstrap, "client.id": "interop-ck-txn-admin"})
+    futures = admin.create_topics([NewTopic(t, num_partitions=P, replication_factor=1) for t in topics],
+                                  operation_timeout=30)
+    for t, f in futures.items():
+        f.result(30)
+    deadline = time.monotonic() + 15
+    for t in topics:
+        while True:
+            md = admin.list_topics(t, timeout=10).topics.get(t)
+            if md is not None and md.error is None and len(md.partitions) == P:
+                break
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{t}: not in metadata with {P} partitions after create: {md}")
+            time.sleep(0.2)
+    log(NAME, f"created {', '.join(topics)} with {P} partitions each")
+
+
+def txn_producer(bootstrap, txn_id, label):
+    p = Producer({
+        "bootstrap.servers": bootstrap,
+        "client.id": f"interop-ck-txn-{label}",
+        "transactional.id": txn_id,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 30000,
+        "transaction.timeout.ms": 30000,
+    })
+    p.init_transactions(TXN_TIMEOUT)
+    return p
+
+
+def produce_txn(producer, topic, records, acked, errors):
+    """Produces `records` [(index, partition, key, value)] inside the current transaction; each
+    ack appends (partition, offset, key, value) to `acked`, each failure to `errors`."""
+
+    def on_delivery(err, msg, rec):
+        if err is not None:
+            errors.append(f"record #{rec[0]}: {err}")
+        else:
+            acked.append((msg.partition(), msg.offset(), rec[2], rec[3]))
+
+    for r in records:
+        while True:
+            try:
+                producer.produce(topic, key=r[2], value=r[3], partition=r[1],
+                                 on_delivery=lambda err, msg, r=r: on_delivery(err, msg, r))
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+
+
+def flush(producer, topic, records, acked, errors, what):
+    left = producer.flush(30)
+    check(left == 0, f"{what}: {left} records unacknowledged after flush(30)")
+    check(not errors, f"{what}: {len(errors)} delivery errors, first: {errors[:3]}")
+    check(len(acked) == len(records), f"{what}: {len(acked)} of {len(records)} records acked")
+
+
+def new_consumer(bootstrap, isolation, group=None, **extra):
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "client.id": f"interop-ck-txn-{isolation}",
+        "group.id": group or f"interop-ck-txn-unused-{unique_suffix()}",
+        "isolation.level": isolation,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 100,
+    }
+    conf.update(extra)
+    return Consumer(conf)
+
+
+def read_to_end(bootstrap, topic, isolation):
+    """assign() every partition from the beginning and read until partition EOF on each (for
+    read_committed librdkafka signals EOF at the last stable offset). Returns
+    ({partition: [(offset, key, value)]}, {partition: high watermark as ListOffsets reports it to a
+    consumer of this isolation level})."""
+    c = new_consumer(bootstrap, isolation)
+    try:
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(P)])
+        got = {p: [] for p in range(P)}
+        eof = set()
+        deadline = time.monotonic() + READ_TIMEOUT
+        while len(eof) < P:
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{isolation}: {topic}: no end of partition after {READ_TIMEOUT}s on"
+                                  f" {sorted(set(range(P)) - eof)}; read {({p: len(v) for p, v in got.items()})}")
+            for m in c.consume(num_messages=500, timeout=0.2):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(m.partition())
+                        continue
+                    raise CheckFailed(f"{isolation}: {topic}: consumer error {m.error()}")
+                eof.discard(m.partition())
+                got[m.partition()].append((m.offset(), m.key(), m.value()))
+        highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+                 for p in range(P)}
+        return got, highs
+    finally:
+        c.close()
+
+
+def check_reads(bootstrap, txns, committed, uncommitted, ends_committed, ends_uncommitted, when):
+    """read_committed must see exactly the transactions in `committed`, read_uncommitted those in
+    `uncommitted`; the consumers' watermarks must be the given end offsets."""
+    with soft(NAME, f"{when}: read_committed"):
+        got, highs = read_to_end(bootstrap, txns.topic, "read_committed")
+        n = txns.compare(f"{when}: read_committed", got, committed)
+        check_ends(f"{when}: read_committed consumer's high watermark (last stable offset)",
+                   txns.topic, highs, ends_committed)
+        log(NAME, f"{when}: read_committed read exactly {n} records ({'+'.join(committed) or 'none'})"
+                  f" and stopped at {ends_committed}")
+    with soft(NAME, f"{when}: read_uncommitted"):
+        got, highs = read_to_end(bootstrap, txns.topic, "read_uncommitted")
+        n = txns.compare(f"{when}: read_uncommitted", got, uncommitted)
+        check_ends(f"{when}: read_uncommitted consumer's high watermark", txns.topic, highs, ends_uncommitted)
+        log(NAME, f"{when}: read_uncommitted read all {n} records ({'+'.join(uncommitted)}), high watermarks"
+                  f" {ends_uncommitted}")
+
+
+def commit_abort_commit(bootstrap, topic, txn_id):
+    txns = Txns(topic)
+    producer = txn_producer(bootstrap, txn_id, "main")
+    log(NAME, f"init_transactions ok for transactional.id {txn_id}")
+
+    for label, outcome in (("t1", "commit"), ("t2", "abort"), ("t3", "commit")):
+        records = txn_records(topic, label)
+        acked, errors = [], []
+        producer.begin_transaction()
+        produce_txn(producer, topic, records, acked, errors)
+        flush(producer, topic, records, acked, errors, f"{topic}: transaction {label}")
+        txns.add(label, "open", acked)
+        if label == "t2":
+            # The second transaction is written but still open: read_committed stops at its first
+            # offset (the last stable offset), read_uncommitted sees it.
+            lso = {p: min(o for (q, o) in txns.acked["t2"] if q == p) for p in range(P)}
+            hw = txns.layout()
+            check_reads(bootstrap, txns, ["t1"], ["t1", "t2"], lso, hw, "t2 open")
+        if outcome == "commit":
+            producer.commit_transaction(TXN_TIMEOUT)
+        else:
+            producer.abort_transaction(TXN_TIMEOUT)
+        txns.set_outcome(label, outcome)
+        log(NAME, f"{topic}: transaction {label}: {len(records)} records at"
+                  f" {sorted(txns.acked[label])[:1]}..{sorted(txns.acked[label])[-1:]}, {outcome}ted")
+    producer.flush(10)
+    ends = txns.layout()
+    check_reads(bootstrap, txns, ["t1", "t3"], ["t1", "t2", "t3"], ends, ends, "after t1 commit, t2 abort, t3 commit")
+    return txns, ends
+
+
+def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, txn_id):
+    """Reads the committed input in a group and writes b"T|" + value to out_topic, committing the
+    consumed offsets in the same transactions."""
+    want_in = {(p, o): kv for label in txns.committed_labels() for (p, o), kv in txns.acked[label].items()}
+    producer = txn_producer(bootstrap, txn_id, "ctp")
+    consumer = new_consumer(bootstrap, "read_committed", group=group, **{
+        "client.id": "interop-ck-txn-ctp", "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
+        "max.poll.interval.ms": 30000, "enable.partition.eof": False})
+    out = Txns(out_topic)
+    seen = {}
+    n_txns = 0
+    sent = {}  # partition -> offset sent with the last transaction
+    try:
+        consumer.subscribe([txns.topic])
+        started = time.monotonic()
+        while True:
+            msgs = consumer.consume(num_messages=25, timeout=0.5)  # a few transactions, not one
+            for m in msgs:
+                if m.error():
+                    raise CheckFailed(f"ctp consumer error {m.error()}")
+            positions = {tp.partition: tp.offset for tp in consumer.position(consumer.assignment())
+                         if tp.offset >= 0}
+            done = len(seen) + len(msgs) >= len(want_in) and positions == in_ends
+            if msgs or (done and positions != sent):
+                label = f"ctp{n_txns}"
+                records = []
+                for m in msgs:
+                    pos = (m.partition(), m.offset())
+                    check(pos not in seen, f"ctp: input {txns.topic}[{pos[0]}]@{pos[1]} delivered twice"
+                                           f" (first in {seen.get(pos)}, again in {label})")
+                    seen[pos] = label
+                    records.append((len(records), m.partition(), m.key(), b"T|" + m.value()))
+                acked, errors = [], []
+                producer.begin_transaction()
+                produce_txn(producer, out_topic, records, acked, errors)
+                producer.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                                     consumer.consumer_group_metadata(), TXN_TIMEOUT)
+                producer.commit_transaction(TXN_TIMEOUT)
+                check(not errors, f"ctp: {label}: {len(errors)} delivery errors, first {errors[:3]}")
+                check(len(acked) == len(records), f"ctp: {label}: {len(acked)} of {len(records)} acked")
+                out.add(label, "commit", acked)
+                sent = positions
+                n_txns += 1
+            if done and positions == sent:
+                break
+            if time.monotonic() - started > 40:
+                raise CheckFailed(f"ctp: after 40s read {len(seen)} of {len(want_in)} committed input records;"
+                                  f" positions {positions}, input end offsets {in_ends},"
+                                  f" assignment {[tp.partition for tp in consumer.assignment()]}")
+        log(NAME, f"ctp: {len(seen)} input records in {n_txns} transactions"
+                  f" ({time.monotonic() - started:.1f}s incl. joining the group)")
+        missing = sorted(set(want_in) - set(seen))
+        extra = sorted(set(seen) - set(want_in))
+        check(not missing and not extra, f"ctp: the read_committed group consumer missed {len(missing)}"
+              f" committed records (first {missing[:3]}) and read {len(extra)} others (first {extra[:3]},"
+              f" acked in {[txns.where(*pos) for pos in extra[:3]]})")
+        committed = {tp.partition: (None if tp.offset == OFFSET_INVALID else tp.offset)
+                     for tp in consumer.committed([TopicPartition(txns.topic, p) for p in range(P)], timeout=10)}
+        check_ends(f"ctp: group {group}: committed() (TxnOffsetCommit)", txns.topic, committed, in_ends)
+        log(NAME, f"ctp: group {group}: committed() = input end offsets {in_ends}")
+    finally:
+        consumer.close()
+    return out, want_in
+
+
+def check_output(bootstrap, out, want_in):
+    got, highs = read_to_end(bootstrap, out.topic, "read_committed")
+    values = [v for recs in got.values() for _, _, v in recs]
+    want = sorted(b"T|" + v for _, v in want_in.values())
+    dups = sorted({v for v in values if values.count(v) > 1})
+    check(not dups, f"ctp output {out.topic}: {len(dups)} transformed records appear more than once,"
+                    f" first {dups[:3]}")
+    check(sorted(values) == want, f"ctp output {out.topic}: read_committed has {len(values)} records,"
+                                  f" expected each of the {len(want)} transformed inputs once;"
+                                  f" missing {sorted(set(want) - set(values))[:3]}, extra {sorted(set(values) - set(want))[:3]}")
+    out.compare("ctp output read_committed", got, out.committed_labels())
+    check_ends("ctp output read_committed high watermark", out.topic, highs, out.layout())
+    log(NAME, f"ctp output {out.topic}: each of the {len(want)} transformed records exactly once, at the acked"
+              f" offsets; end offsets {highs}")
+
+
+def zombie_fencing(bootstrap, topic, txn_id):
+    txns = Txns(topic)
+    a = txn_producer(bootstrap, txn_id, "zombie-a")
+    a.begin_transaction()
+    recs_a = txn_records(topic, "A")
+    acked_a, errors_a = [], []
+    produce_txn(a, topic, recs_a, acked_a, errors_a)
+    flush(a, topic, recs_a, acked_a, errors_a, f"{topic}: producer A")
+    txns.add("A", "open", acked_a)
+    log(NAME, f"fencing: producer A wrote {len(acked_a)} records in an open transaction")
+
+    b = txn_producer(bootstrap, txn_id, "zombie-b")  # bumps the epoch, aborts A's transaction
+    txns.set_outcome("A", "abort")
+    log(NAME, "fencing: producer B init_transactions ok with the same transactional.id")
+
+    err = None
+    try:
+        a.commit_transaction(TXN_TIMEOUT)
+    except KafkaException as e:
+        err = e.args[0]
+    check(err is not None, "fencing: producer A's commit_transaction succeeded after B's init_transactions")
+    fenced = err.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+    check(err.fatal() or fenced, f"fencing: A's commit_transaction failed, but not fatal/fenced: {err}"
+                                 f" (code {err.name()}, fatal={err.fatal()}, abortable={err.txn_requires_abort()})")
+    log(NAME, f"fencing: A's commit_transaction failed: {err.name()} (fatal={err.fatal()}): {err.str()}")
+
+    b.begin_transaction()
+    recs_b = txn_records(topic, "B")
+    acked_b, errors_b = [], []
+    produce_txn(b, topic, recs_b, acked_b, errors_b)
+    b.commit_transaction(TXN_TIMEOUT)
+    check(not errors_b and len(acked_b) == len(recs_b),
+          f"fencing: B: {len(acked_b)} of {len(recs_b)} acked, errors {errors_b[:3]}")
+    txns.add("B", "commit", acked_b)
+    log(NAME, f"fencing: producer B committed {len(acked_b)} records")
+    ends = txns.layout()
+    check_reads(bootstrap, txns, ["B"], ["A", "B"], ends, ends, "fencing")
+
+
+def main(bootstrap):
+    log(NAME, f"confluent-kafka {ck_version()[0]}, librdkafka {libversion()[0]}")
+    suffix = unique_suffix()
+    t_in = f"interop-ckt-in-{suffix}"
+    t_out = f"interop-ckt-out-{suffix}"
+    t_fence = f"interop-ckt-fence-{suffix}"
+    create_topics(bootstrap, [t_in, t_out, t_fence])
+
+    txns = None
+    with soft(NAME, "commit, abort, commit; read_committed vs read_uncommitted"):
+        txns, in_ends = commit_abort_commit(bootstrap, t_in, f"interop-ckt-main-{suffix}")
+
+    with soft(NAME, "consume-transform-produce"):
+        if txns is None or len(txns.committed_labels()) != 2:
+            raise CheckFailed("skipped: the first step did not commit the input transactions")
+        out, want_in = consume_transform_produce(bootstrap, txns, in_ends, t_out, f"interop-ckt-ctp-{suffix}",
+                                                 f"interop-ckt-ctp-{suffix}")
+        check_output(bootstrap, out, want_in)
+
+    with soft(NAME, "zombie fencing"):
+        zombie_fencing(bootstrap, t_fence, f"interop-ckt-fence-{suffix}")
+
+
+if __name__ == "__main__":
+    run_main(NAME, main)

@@ -1,0 +1,125 @@
+"""Shared bookkeeping for the transaction checks (check_txn_*.py).
+
+Each transaction writes TXN_RECORDS records, record i to partition i % TXN_PARTITIONS, with a key
+and a value naming the transaction. Where every record landed comes from the produce acks; from
+that `Txns` derives what a read_committed and a read_uncommitted reader must see (by partition,
+offset, key and value) and the log end offsets: Kafka writes one control record (the commit or
+abort marker) per partition a transaction touched, so on a fresh topic transaction k's records on
+a partition follow the previous transaction's last record after a gap of exactly one offset, and
+the end offset is the last record's offset + 2.
+"""
+
+from common import CheckFailed, check
+
+TXN_PARTITIONS = 3
+TXN_RECORDS = 60  # per transaction, 20 per partition
+
+
+def txn_records(topic, label, n=TXN_RECORDS, partitions=TXN_PARTITIONS):
+    """[(index, partition, key, value)] for one transaction."""
+    return [(i, i % partitions, f"{label}-{i:03d}".encode(), f"{topic}|{label}|{i}".encode())
+            for i in range(n)]
+
+
+class Txns:
+    """The transactions written to one topic, in order, with where each record was acked."""
+
+    def __init__(self, topic, partitions=TXN_PARTITIONS):
+        self.topic = topic
+        self.partitions = partitions
+        self.order = []  # labels in the order the transactions ended
+        self.outcome = {}  # label -> "commit" | "abort" | "open"
+        self.acked = {}  # label -> {(partition, offset): (key, value)}
+
+    def add(self, label, outcome, acked):
+        """acked: [(partition, offset, key, value)] from the produce acks of one transaction."""
+        check(label not in self.acked, f"transaction {label} recorded twice")
+        at = {}
+        for p, o, k, v in acked:
+            check(0 <= p < self.partitions and o >= 0, f"{self.topic}: {label}: record acked at [{p}]@{o}")
+            check((p, o) not in at, f"{self.topic}[{p}]: offset {o} acked twice in {label}")
+            at[(p, o)] = (k, v)
+        self.order.append(label)
+        self.outcome[label] = outcome
+        self.acked[label] = at
+
+    def set_outcome(self, label, outcome):
+        self.outcome[label] = outcome
+
+    def where(self, p, o):
+        for label, at in self.acked.items():
+            if (p, o) in at:
+                return label
+        return None
+
+    def visible(self, labels):
+        """{partition: [(offset, key, value)]} of the records of the transactions in `labels`."""
+        out = {p: [] for p in range(self.partitions)}
+        for label in labels:
+            for (p, o), (k, v) in self.acked[label].items():
+                out[p].append((o, k, v))
+        for p in out:
+            out[p].sort()
+        return out
+
+    def committed_labels(self):
+        return [label for label in self.order if self.outcome[label] == "commit"]
+
+    def layout(self):
+        """Checks the acked offsets: per partition, each transaction's records are contiguous and
+        the next transaction starts two offsets after the previous one's last record (one marker
+        in between), starting at 0. Returns the end offsets {partition: last record + 2} once
+        every transaction has ended (an open transaction has no marker yet: its last + 1)."""
+        ends = {}
+        for p in range(self.partitions):
+            nxt = 0
+            for label in self.order:
+                offs = sorted(o for (q, o) in self.acked[label] if q == p)
+                if not offs:
+                    continue
+                check(offs == list(range(offs[0], offs[0] + len(offs))),
+                      f"{self.topic}[{p}]: {label}'s records were acked at non-contiguous offsets {offs}")
+                check(offs[0] == nxt,
+                      f"{self.topic}[{p}]: {label}'s first record acked at offset {offs[0]}, expected {nxt}"
+                      f" (0 on a fresh topic, else the previous transaction's last record + 2: one"
+                      f" control record between transactions)")
+                nxt = offs[-1] + (1 if self.outcome[label] == "open" else 2)
+            ends[p] = nxt
+        return ends
+
+    def compare(self, what, got, labels):
+        """got: {partition: [(offset, key, value)]} as read; must be exactly the records of the
+        transactions in `labels`, in offset order, each once."""
+        want = self.visible(labels)
+        for p in range(self.partitions):
+            g = got.get(p, [])
+            w = want[p]
+            if g == w:
+                continue
+            gpos = [o for o, _, _ in g]
+            dup = sorted({o for o in gpos if gpos.count(o) > 1})
+            gset, wset = set(g), set(w)
+            extra = sorted(gset - wset)
+            missing = sorted(wset - gset)
+            parts = [f"{what}: {self.topic}[{p}]: read {len(g)} records, expected {len(w)}"
+                     f" (the records of {', '.join(labels) or 'no transaction'})"]
+            if dup:
+                parts.append(f"offsets read more than once: {dup[:5]}")
+            if extra:
+                parts.append(f"{len(extra)} unexpected, first " + ", ".join(
+                    f"@{o} key={k!r} (acked in {self.where(p, o) or 'no transaction'})" for o, k, _ in extra[:3]))
+            if missing:
+                parts.append(f"{len(missing)} missing, first " + ", ".join(
+                    f"@{o} key={k!r} ({self.where(p, o)})" for o, k, _ in missing[:3]))
+            if not (dup or extra or missing):
+                parts.append(f"same records in a different order: {gpos[:10]}...")
+            raise CheckFailed("; ".join(parts))
+        n = sum(len(v) for v in want.values())
+        return n
+
+
+def check_ends(what, topic, got, want):
+    bad = {p: got.get(p) for p in want if got.get(p) != want[p]}
+    if bad:
+        raise CheckFailed(f"{what}: {topic}: end offsets {dict(sorted(got.items()))}, expected {want}"
+                          f" (differ on partitions {sorted(bad)})")
