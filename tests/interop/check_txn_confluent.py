@@ -180,7 +180,7 @@ def commit_abort_commit(bootstrap, topic, txn_id):
             producer.abort_transaction(TXN_TIMEOUT)
         txns.set_outcome(label, outcome)
         log(NAME, f"{topic}: transaction {label}: {len(records)} records at"
-                  f" {sorted(txns.acked[label])[:1]}..{sorted(txns.acked[label])[-1:]}, {outcome}ted")
+                  f" {sorted(txns.acked[label])[:1]}..{sorted(txns.acked[label])[-1:]}, {'committed' if outcome == 'commit' else 'aborted'}")
     producer.flush(10)
     ends = txns.layout()
     check_reads(bootstrap, txns, ["t1", "t3"], ["t1", "t2", "t3"], ends, ends, "after t1 commit, t2 abort, t3 commit")

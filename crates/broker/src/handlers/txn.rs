@@ -195,11 +195,12 @@ async fn add_to_txn(
     else {
         return Ok(());
     };
-    driver::persist(broker, id, &record).await.map_err(|e| {
+    if let Err(e) = driver::persist(broker, id, &record).await {
         warn!(transactional_id = %id, error = %e, "persisting the transaction failed");
-        ResponseError::CoordinatorNotAvailable
-    })?;
-    broker.txns.install(id, record);
+        broker.txns.add_failed(id, partitions);
+        return Err(ResponseError::CoordinatorNotAvailable);
+    }
+    broker.txns.install_added(id, record);
     Ok(())
 }
 

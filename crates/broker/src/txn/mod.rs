@@ -28,6 +28,20 @@ struct TxnMeta {
     record: TxnRecord,
     /// Markers of a prepared commit or abort are being written.
     completing: bool,
+    /// Partitions of AddPartitionsToTxn requests still being persisted. Every record persisted
+    /// includes them, so concurrent adds never persist a smaller set than an earlier one; writes
+    /// are verified against `record.partitions` only (persisted and installed).
+    adding: BTreeSet<(String, i32)>,
+}
+
+impl TxnMeta {
+    fn new(record: TxnRecord) -> Self {
+        TxnMeta {
+            record,
+            completing: false,
+            adding: BTreeSet::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -100,13 +114,7 @@ impl TxnCoordinator {
         }
         if let Some(record) = record {
             inner.by_producer.insert(record.producer_id, id.to_owned());
-            inner.txns.insert(
-                id.to_owned(),
-                TxnMeta {
-                    record,
-                    completing: false,
-                },
-            );
+            inner.txns.insert(id.to_owned(), TxnMeta::new(record));
         }
     }
 
@@ -198,8 +206,8 @@ impl TxnCoordinator {
         if record.state == TxnState::Ongoing {
             record.state = TxnState::PrepareAbort;
             let meta = TxnMeta {
-                record: record.clone(),
                 completing: true,
+                ..TxnMeta::new(record.clone())
             };
             inner.by_producer.insert(record.producer_id, id.to_owned());
             inner.txns.insert(id.to_owned(), meta);
@@ -211,8 +219,8 @@ impl TxnCoordinator {
         Ok(InitStep::Ready(record))
     }
 
-    /// Installs a record once it is persisted (a new producer, a bumped epoch, added
-    /// partitions, a completed transaction).
+    /// Installs a record once it is persisted (a new producer, a bumped epoch, a completed
+    /// transaction).
     pub fn install(&self, id: &str, record: TxnRecord) {
         let mut inner = self.inner.lock();
         if let Some(old) = inner.txns.get(id) {
@@ -222,17 +230,47 @@ impl TxnCoordinator {
             }
         }
         inner.by_producer.insert(record.producer_id, id.to_owned());
-        inner.txns.insert(
-            id.to_owned(),
-            TxnMeta {
-                record,
-                completing: false,
-            },
-        );
+        inner.txns.insert(id.to_owned(), TxnMeta::new(record));
     }
 
-    /// AddPartitionsToTxn / AddOffsetsToTxn: the record with `partitions` added, to persist and
-    /// then [`Self::install`]; `None` when they are all in the transaction already.
+    /// Installs a persisted [`Self::add_partitions`] record: its partitions now accept the
+    /// transaction's writes. Adds that finished out of order merge; a record made stale by an
+    /// epoch bump or an EndTxn meanwhile is ignored.
+    pub fn install_added(&self, id: &str, record: TxnRecord) {
+        let mut inner = self.inner.lock();
+        let Some(meta) = inner.txns.get_mut(id) else {
+            return;
+        };
+        if meta.record.producer_id != record.producer_id
+            || meta.record.producer_epoch != record.producer_epoch
+            || busy(meta)
+        {
+            return;
+        }
+        for p in &record.partitions {
+            meta.adding.remove(p);
+        }
+        let current = &mut meta.record;
+        if current.state == TxnState::Ongoing {
+            current.partitions.extend(record.partitions);
+            current.last_update_ms = current.last_update_ms.max(record.last_update_ms);
+        } else {
+            *current = record;
+        }
+    }
+
+    /// Forgets in-flight adds whose record could not be persisted.
+    pub fn add_failed(&self, id: &str, partitions: &[(String, i32)]) {
+        if let Some(meta) = self.inner.lock().txns.get_mut(id) {
+            for p in partitions {
+                meta.adding.remove(p);
+            }
+        }
+    }
+
+    /// AddPartitionsToTxn / AddOffsetsToTxn: the record with `partitions` added (and those of
+    /// adds still in flight), to persist and then [`Self::install_added`]; `None` when they are
+    /// all in the transaction already.
     pub fn add_partitions(
         &self,
         id: &str,
@@ -241,10 +279,10 @@ impl TxnCoordinator {
         partitions: &[(String, i32)],
         now_ms: i64,
     ) -> Result<Option<TxnRecord>, ResponseError> {
-        let inner = self.inner.lock();
+        let mut inner = self.inner.lock();
         let meta = inner
             .txns
-            .get(id)
+            .get_mut(id)
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
         check_producer(meta, producer_id, epoch)?;
         if busy(meta) {
@@ -258,7 +296,8 @@ impl TxnCoordinator {
         } else if partitions.iter().all(|p| record.partitions.contains(p)) {
             return Ok(None);
         }
-        record.partitions.extend(partitions.iter().cloned());
+        meta.adding.extend(partitions.iter().cloned());
+        record.partitions.extend(meta.adding.iter().cloned());
         record.last_update_ms = now_ms;
         Ok(Some(record))
     }
@@ -418,7 +457,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(added.state, TxnState::Ongoing);
-        c.install("t", added);
+        c.install_added("t", added);
         assert!(c.verify(7, 0, "a", 0).is_ok());
         assert!(c.verify(7, 0, "a", 1).is_err());
         assert!(c.verify(7, 1, "a", 0).is_err());
@@ -447,6 +486,31 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_adds_persist_and_install_every_partition() {
+        let c = coordinator();
+        init(&c, "t");
+        let first = c
+            .add_partitions("t", 7, 0, &[("a".into(), 0)], 10)
+            .unwrap()
+            .unwrap();
+        let second = c
+            .add_partitions("t", 7, 0, &[("b".into(), 0)], 11)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            second.partitions.len(),
+            2,
+            "the later record includes the earlier add"
+        );
+        assert!(c.verify(7, 0, "a", 0).is_err(), "not persisted yet");
+        c.install_added("t", second);
+        c.install_added("t", first);
+        assert!(c.verify(7, 0, "a", 0).is_ok());
+        assert!(c.verify(7, 0, "b", 0).is_ok());
+        assert_eq!(c.describe("t").unwrap().partitions.len(), 2);
+    }
+
+    #[test]
     fn a_new_instance_fences_the_old_one() {
         let c = coordinator();
         init(&c, "t");
@@ -454,7 +518,7 @@ mod tests {
             .add_partitions("t", 7, 0, &[("a".into(), 0)], 10)
             .unwrap()
             .unwrap();
-        c.install("t", added);
+        c.install_added("t", added);
         let InitStep::Fence(fenced) = c.init_producer("t", 60_000, None, || Ok(8), 20).unwrap()
         else {
             panic!("an ongoing transaction is aborted first");
@@ -497,7 +561,7 @@ mod tests {
             .add_partitions("t", 7, 0, &[("a".into(), 0)], 1_000)
             .unwrap()
             .unwrap();
-        c.install("t", added);
+        c.install_added("t", added);
         assert!(c.due(2_000).is_empty());
         let due = c.due(1_000 + 60_001);
         assert_eq!(due.len(), 1);
