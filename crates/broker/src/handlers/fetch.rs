@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::metrics::PurgatoryOperation;
 use crate::partition::Partition;
 use crate::request::{Ctx, Reply};
 
@@ -144,6 +145,7 @@ fn count_bytes_out(broker: &Broker, responses: &[FetchableTopicResponse]) {
                 .topic(&topic.topic.0)
                 .bytes_out
                 .inc_by(bytes as u64);
+            broker.metrics.count_out(bytes as u64);
         }
     }
 }
@@ -162,6 +164,8 @@ async fn long_poll(
                 .filter_map(|w| w.partition.as_ref().ok().cloned())
         })
         .collect();
+    // Set once the fetch has to wait: it stays in purgatory until answered.
+    let mut waiting = None;
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait is seen.
         let mut notified: Vec<_> = partitions.iter().map(|p| Box::pin(p.appended())).collect();
@@ -181,6 +185,9 @@ async fn long_poll(
         {
             count_bytes_out(&broker, &responses);
             return FetchResponse::default().with_responses(responses);
+        }
+        if waiting.is_none() {
+            waiting = Some(broker.metrics.enter_purgatory(PurgatoryOperation::Fetch));
         }
         tokio::select! {
             _ = select_all(notified) => {}
