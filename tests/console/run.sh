@@ -23,10 +23,15 @@ GROUP=console-demo-readers
 MESSAGE="hello from the console test"
 
 BROKER_PID=""
+TRAFFIC_PID=""
 WORK=$(mktemp -d -t sluice-console.XXXXXX)
 
 cleanup() {
     local rc=$?
+    if [[ -n "$TRAFFIC_PID" ]]; then
+        kill -TERM "$TRAFFIC_PID" 2>/dev/null || true
+        wait "$TRAFFIC_PID" 2>/dev/null || true
+    fi
     if [[ -n "$BROKER_PID" ]] && kill -0 "$BROKER_PID" 2>/dev/null; then
         kill -TERM "$BROKER_PID" 2>/dev/null || true
         for _ in $(seq 1 50); do
@@ -120,6 +125,17 @@ LAG=$(curl -sf --max-time 10 "http://$ADMIN/api/groups/$GROUP" \
     || die "cannot read the group's lag from the API"
 [[ "$LAG" =~ ^[0-9]+$ && "$LAG" -ge 4 ]] || die "unexpected lag '$LAG' of group $GROUP"
 echo "group $GROUP lag $LAG"
+
+# Light traffic while the browser looks, so the throughput sparkline has something to draw;
+# bounded (about 40 s) and stopped on exit.
+(
+    for i in $(seq 1 80); do
+        seq 1 $((20 + (i * 7) % 60)) | sed "s/.*/{\"order\":&,\"batch\":$i}/" | cli produce orders >/dev/null 2>&1 || true
+        if ((i % 3 == 0)); then cli consume orders --from beginning --exit-at-end >/dev/null 2>&1 || true; fi
+        sleep 0.4
+    done
+) &
+TRAFFIC_PID=$!
 
 section "browser checks"
 rc=0

@@ -162,22 +162,24 @@ function rates() {
 }
 
 function sparkline(series) {
-  const w = 600, hgt = 150, pad = 6;
+  const w = 600, hgt = 150, pad = 8;
   const svg = el("svg", { class: "spark", viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: "none", "data-testid": "sparkline" });
   for (const f of [0.25, 0.5, 0.75]) {
     svg.append(el("line", { class: "grid", x1: 0, x2: w, y1: hgt * f, y2: hgt * f }));
   }
   const max = Math.max(1, ...series.map((r) => Math.max(r.in, r.out)));
-  const x = (i) => (series.length <= 1 ? w : (i * w) / (HISTORY - 1)) + (HISTORY - series.length) * w / (HISTORY - 1);
+  // The samples so far fill the width; the window slides once it holds HISTORY of them.
+  const x = (i) => (series.length <= 1 ? w : (i * w) / (series.length - 1));
   const y = (v) => hgt - pad - (v / max) * (hgt - 2 * pad);
-  if (series.length > 1) {
-    const line = (key) => series.map((r, i) => `${x(i).toFixed(1)},${y(r[key]).toFixed(1)}`).join(" ");
-    const area = `M${x(0).toFixed(1)},${hgt} L` + line("in").replace(/ /g, " L") + ` L${x(series.length - 1).toFixed(1)},${hgt} Z`;
-    svg.append(el("path", { class: "in-area", d: area }));
-    svg.append(el("polyline", { class: "in", points: line("in") }));
-    svg.append(el("polyline", { class: "out", points: line("out") }));
+  if (series.length >= 1) {
+    const points = (key) => (series.length === 1 ? [series[0], series[0]] : series)
+      .map((r, i) => `${(series.length === 1 ? i * w : x(i)).toFixed(1)},${y(r[key]).toFixed(1)}`);
+    const inPoints = points("in");
+    svg.append(el("path", { class: "in-area", d: `M0,${hgt} L${inPoints.join(" L")} L${w},${hgt} Z` }));
+    svg.append(el("polyline", { class: "in", points: inPoints.join(" "), "vector-effect": "non-scaling-stroke" }));
+    svg.append(el("polyline", { class: "out", points: points("out").join(" "), "vector-effect": "non-scaling-stroke" }));
   }
-  return svg;
+  return el("div", { class: "spark-box" }, svg, el("div", { class: "spark-max" }, "peak " + fmtBytes(max) + "/s"));
 }
 
 // ---------- pages ----------
@@ -191,12 +193,12 @@ pages.overview = {
   mount(view) {
     this.cards = el("div", { class: "cards" });
     this.spark = el("div", { class: "spark-wrap" });
-    this.brokers = el("div", { class: "panel-body flush" });
+    this.brokers = el("div", { class: "panel-body" });
     this.topics = el("div", { class: "panel-body flush" });
     view.append(this.cards,
       el("div", { class: "grid2" },
         panel("Throughput", el("div", { class: "panel-body" }, this.spark)),
-        panel("Brokers", this.brokers)),
+        panel("Broker", this.brokers)),
       panel("Largest topics", this.topics, el("a", { href: "#/topics" }, "All topics →")));
   },
   async refresh() {
@@ -211,20 +213,30 @@ pages.overview = {
       card("Partitions", fmtInt(o.partition_count)),
       card("Under-replicated", fmtInt(o.under_replicated_partitions), o.under_replicated_partitions ? "bad" : "good"),
       card("Consumer groups", fmtInt(o.group_count)),
-      card("Data on disk", fmtBytes(o.size_bytes)),
-      card("Records in", fmtInt(o.records_in_total)));
+      card("Data on disk", fmtBytes(o.size_bytes)));
     clear(this.spark,
       el("div", { class: "spark-legend" },
         el("span", {}, el("span", { class: "swatch", style: "background:#2f6fed" }), "In ", el("b", {}, fmtRate(last.in, "B"))),
         el("span", {}, el("span", { class: "swatch", style: "background:#13a3a0" }), "Out ", el("b", {}, fmtRate(last.out, "B"))),
-        el("span", { class: "muted" }, "Records in ", el("b", {}, fmtRate(last.recs, "rec")))),
+        el("span", { class: "muted" }, "Records ", el("b", {}, fmtRate(last.recs, "rec"))),
+        el("span", { class: "muted" }, "Total in ", el("b", {}, fmtInt(o.records_in_total)), " records")),
       sparkline(r),
       el("div", { class: "muted", style: "font-size:12px" }, "Last 2 minutes, sampled every 2 s"));
-    clear(this.brokers, table(["Node", "Listener", "Role"], o.brokers.map((b) =>
-      el("tr", {},
-        el("td", {}, String(b.node_id)),
-        el("td", { class: "mono" }, b.advertised),
-        el("td", {}, el("span", { class: "badge" }, b.node_id === o.controller_id ? "controller" : "broker"))))));
+    const dl = el("dl", { class: "kv" });
+    for (const b of o.brokers) {
+      dl.append(
+        el("dt", {}, "Node"), el("dd", {}, String(b.node_id), " ",
+          el("span", { class: "badge" }, b.node_id === o.controller_id ? "controller" : "broker"),
+          " ", el("span", { class: "badge good" }, "online")),
+        el("dt", {}, "Listener"), el("dd", { class: "mono" }, b.advertised),
+        el("dt", {}, "Data dir"), el("dd", { class: "mono" }, b.data_dir));
+    }
+    dl.append(
+      el("dt", {}, "Version"), el("dd", {}, o.version),
+      el("dt", {}, "Uptime"), el("dd", {}, fmtDuration(o.uptime_ms)),
+      el("dt", {}, "Waiting requests"), el("dd", {}, `${o.purgatory.produce} produce · ${o.purgatory.fetch} fetch`),
+      el("dt", {}, "Bytes in / out"), el("dd", {}, `${fmtBytes(o.bytes_in_total)} / ${fmtBytes(o.bytes_out_total)}`));
+    clear(this.brokers, dl);
     const largest = topics.filter((t) => !t.internal).sort((a, b) => b.size_bytes - a.size_bytes).slice(0, 5);
     clear(this.topics, topicTable(largest, "No topics yet."));
   },
