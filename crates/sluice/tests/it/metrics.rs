@@ -66,6 +66,8 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         "# TYPE sluice_fsync_duration_seconds histogram",
         "# TYPE sluice_log_size_bytes gauge",
         "# HELP sluice_consumer_group_lag ",
+        "# TYPE sluice_under_replicated_partitions gauge",
+        "# TYPE sluice_purgatory_size gauge",
     ] {
         assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
     }
@@ -95,6 +97,13 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         ) > 0.0
     );
     assert!(sample(&metrics, "sluice_connections_active") >= 1.0);
+    // One healthy node: nothing under-replicated; nothing waiting once the clients are done.
+    assert_eq!(sample(&metrics, "sluice_under_replicated_partitions"), 0.0);
+    assert_eq!(
+        sample(&metrics, r#"sluice_purgatory_size{operation="produce"}"#),
+        0.0
+    );
+    assert!(sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) >= 0.0);
     assert_eq!(
         sample(
             &metrics,
