@@ -430,6 +430,28 @@ mod tests {
     }
 
     #[test]
+    fn purgatory_counts_live_guards() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 0);
+        let first = metrics.enter_purgatory(PurgatoryOperation::Fetch);
+        let second = metrics.enter_purgatory(PurgatoryOperation::Fetch);
+        let produce = metrics.enter_purgatory(PurgatoryOperation::Produce);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 2);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Produce), 1);
+        drop(first);
+        drop(produce);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 1);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Produce), 0);
+        drop(second);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &metrics.registry).unwrap();
+        assert!(
+            out.contains("sluice_purgatory_size{operation=\"fetch\"} 0"),
+            "{out}"
+        );
+    }
+
+    #[test]
     fn every_implemented_api_has_handles_and_renders() {
         let metrics = Metrics::new();
         metrics

@@ -315,11 +315,9 @@ pub(crate) fn payload_json(bytes: Option<&[u8]>) -> Value {
     let shown = &bytes[..bytes.len().min(PAYLOAD_SHOWN_BYTES_MAX)];
     let (encoding, data) = match std::str::from_utf8(bytes) {
         Ok(text) => {
-            let structured = text
-                .trim_start()
-                .starts_with(['{', '['])
-                .then(|| serde_json::from_str::<Value>(text).is_ok())
-                .unwrap_or(false);
+            // Only objects and arrays are worth pretty-printing; `42` or `"x"` stay text.
+            let structured = text.trim_start().starts_with(['{', '['])
+                && serde_json::from_str::<Value>(text).is_ok();
             let text = match std::str::from_utf8(shown) {
                 Ok(t) => t.to_owned(),
                 // Cut inside a character: show the whole characters before it.

@@ -112,3 +112,47 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         log_end - COMMITTED as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_fetches_count_in_purgatory() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("quiet", 1, &[]).await;
+    // A consumer on an empty partition whose fetches wait up to 3 s for data.
+    let waiting: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "unused-assign-only")
+        .set("fetch.wait.max.ms", "3000")
+        .create()
+        .expect("consumer");
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("quiet", 0, Offset::Beginning)
+        .unwrap();
+    waiting.assign(&at).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = waiting.poll(Duration::from_millis(50));
+        let (_, metrics) = broker.admin_get("/metrics");
+        if sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fetch in purgatory within 30 s:\n{metrics}"
+        );
+    }
+    // Once the client is gone its fetch is answered (or dropped) and leaves purgatory.
+    drop(waiting);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = broker.admin_get("/metrics");
+        if sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch stayed in purgatory:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
