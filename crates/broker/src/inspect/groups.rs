@@ -109,6 +109,11 @@ pub fn groups(broker: &Broker) -> Vec<GroupView> {
         .collect()
 }
 
+/// How many groups this broker coordinates.
+pub fn group_count(broker: &Broker) -> usize {
+    broker.groups.list().len()
+}
+
 /// One group with its members and committed offsets.
 pub fn group(broker: &Broker, group_id: &str) -> Result<GroupDetail, InspectError> {
     let summary = broker
