@@ -124,7 +124,7 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
             &path,
             parts.uri.query(),
             body,
-            parts.headers.get(hyper::header::CONTENT_LENGTH),
+            &parts.headers,
         )
         .await;
     }

@@ -104,9 +104,20 @@ pub(crate) async fn respond(
     path: &str,
     query: Option<&str>,
     body: Incoming,
-    content_length: Option<&HeaderValue>,
+    headers: &hyper::HeaderMap,
 ) -> HttpResponse {
-    match route(broker, started, method, path, query, body, content_length).await {
+    let content_length = headers.get(hyper::header::CONTENT_LENGTH);
+    let content_type = headers.get(CONTENT_TYPE);
+    match route(
+        broker,
+        started,
+        (method, path, query),
+        body,
+        content_length,
+        content_type,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => error_response(error),
     }
@@ -115,11 +126,10 @@ pub(crate) async fn respond(
 async fn route(
     broker: Arc<Broker>,
     started: Instant,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
+    (method, path, query): (&Method, &str, Option<&str>),
     body: Incoming,
     content_length: Option<&HeaderValue>,
+    content_type: Option<&HeaderValue>,
 ) -> Result<HttpResponse, ApiError> {
     let segments: Vec<String> = path
         .trim_matches('/')
@@ -151,6 +161,7 @@ async fn route(
             .await
         }
         (["topics", name, "produce"], _, true) => {
+            check_json_content_type(content_type)?;
             let record = read_json::<ProduceBody>(body, content_length).await?;
             produce(&broker, name, record).await
         }
@@ -408,6 +419,24 @@ async fn produce(
         StatusCode::OK,
         &json!({ "topic": topic, "partition": partition, "offset": offset.0 }),
     ))
+}
+
+/// Writes must say `Content-Type: application/json`. Browsers send that cross-origin only after a
+/// CORS preflight, which this listener never approves, so another site's page cannot make a
+/// visitor's browser produce records (a form or `text/plain` POST is refused here).
+fn check_json_content_type(content_type: Option<&HeaderValue>) -> Result<(), ApiError> {
+    let is_json = content_type
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: "send the body as Content-Type: application/json".to_owned(),
+        })
+    }
 }
 
 /// Reads a JSON body of at most [`BODY_BYTES_MAX`] bytes.

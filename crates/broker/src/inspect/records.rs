@@ -130,7 +130,6 @@ pub fn read_records(
                 if record.control || record.offset < start_offset || records.len() >= max_records {
                     continue;
                 }
-                next = next.max(record.offset);
                 records.push(view(record));
             }
         }

@@ -357,6 +357,16 @@ async fn console_api_answers_bad_input_with_4xx() {
         404,
         "does not exist",
     );
+    // A form or text/plain POST (what another site's page could send without a preflight).
+    let (status, text) = crate::harness::http_request_typed(
+        broker.admin_port,
+        "POST",
+        produce,
+        "text/plain",
+        Some(br#"{"value": "v"}"#),
+    );
+    assert_eq!(status, 415, "{text}");
+    assert!(text.contains("application/json"), "{text}");
     let oversize = vec![b' '; 2 * 1024 * 1024];
     assert_error(
         request(&broker, "POST", produce, Some(&oversize)),

@@ -199,11 +199,23 @@ pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     http_request(port, "GET", path, None)
 }
 
-/// A minimal HTTP/1.1 request with an optional body (`Connection: close`): (status code, body).
+/// A minimal HTTP/1.1 request with an optional JSON body (`Connection: close`): (status code,
+/// body).
 pub(crate) fn http_request(
     port: u16,
     method: &str,
     path: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
+    http_request_typed(port, method, path, "application/json", body)
+}
+
+/// [`http_request`] with the body's `Content-Type`.
+pub(crate) fn http_request_typed(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
     body: Option<&[u8]>,
 ) -> (u16, String) {
     use std::io::Write;
@@ -215,7 +227,7 @@ pub(crate) fn http_request(
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     if let Some(body) = body {
         request.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
