@@ -297,7 +297,7 @@ pages.topic = {
       card("Records", fmtInt(t.records)),
       card("End offsets", fmtInt(t.end_offsets_total)),
       card("Size", fmtBytes(t.size_bytes)),
-      card("Topic id", el("span", { class: "mono", style: "font-size:12px" }, t.id)));
+      card("Topic id", t.id, "id"));
     clear(this.partitions, table([
       { label: "Partition", num: true }, { label: "Leader", num: true }, { label: "Log start offset", num: true },
       { label: "High watermark", num: true }, { label: "Records", num: true }, { label: "Size", num: true }, "Replicas",
@@ -310,9 +310,12 @@ pages.topic = {
       el("td", { class: "num" }, fmtBytes(p.size_bytes)),
       el("td", {}, el("span", { class: "badge " + (p.in_sync_replicas < p.replicas ? "bad" : "good") },
         `${p.in_sync_replicas}/${p.replicas} in sync`))))));
-    clear(this.configs, table(["Name", "Value", "Source"], t.configs.map((c) => el("tr", {},
+    // Overrides first, then the rest by name.
+    const configs = t.configs.slice().sort((a, b) =>
+      (a.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) - (b.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) || a.name.localeCompare(b.name));
+    clear(this.configs, table(["Name", "Value", "Source"], configs.map((c) => el("tr", {},
       el("td", { class: "mono" }, c.name),
-      el("td", { class: "mono" }, c.value),
+      el("td", { class: "mono" }, c.value, c.value === "9223372036854775807" ? el("span", { class: "note" }, "(no limit)") : null),
       el("td", {}, el("span", { class: "badge " + (c.source === "DYNAMIC_TOPIC_CONFIG" ? "" : "grey") }, c.source))))));
   },
 };
@@ -500,7 +503,20 @@ pages.produce = {
         el("div", {}, el("button", { type: "button", class: "secondary", onclick: () => this.addHeader() }, "Add header"))),
       el("div", {}, el("button", { type: "submit", "data-testid": "produce-submit" }, "Produce")),
       this.result);
-    view.append(panel("Produce a test message", el("div", { class: "panel-body" }, form)));
+    this.curl = el("pre", {});
+    for (const input of [this.topic, this.partition, this.key, this.value]) {
+      input.addEventListener("input", () => this.updateCurl());
+      input.addEventListener("change", () => this.updateCurl());
+    }
+    view.append(el("div", { class: "grid-form" },
+      panel("Produce a test message", el("div", { class: "panel-body" }, form)),
+      panel("About test messages", el("div", { class: "panel-body help" },
+        el("p", {}, "The record is appended by the broker itself, as an acks=all producer would: "
+          + "it counts in the topic's traffic and consumers read it like any other."),
+        el("p", {}, "Without a partition, a keyed record goes where Kafka's default partitioner "
+          + "would put it (murmur2 of the key); a keyless one goes round-robin."),
+        el("p", {}, "The same from a script:"),
+        this.curl))));
     this.loaded = false;
   },
   addHeader() {
@@ -516,15 +532,24 @@ pages.produce = {
     clear(this.topic, topics.map((t) => el("option", { value: t.name }, t.name)));
     if (this.wantTopic) this.topic.value = this.wantTopic;
     this.loaded = true;
+    this.updateCurl();
   },
-  async submit() {
+  body() {
     const body = { value: this.value.value };
     if (this.key.value !== "") body.key = this.key.value;
     const p = this.partition.value.trim();
-    if (p !== "") {
-      if (!/^\d+$/.test(p)) { this.show(false, "Partition must be a number."); return; }
-      body.partition = Number(p);
-    }
+    if (/^\d+$/.test(p)) body.partition = Number(p);
+    return body;
+  },
+  updateCurl() {
+    const quote = (s) => "'" + s.replace(/'/g, "'\\''") + "'";
+    this.curl.textContent = `curl -X POST -H 'content-type: application/json' \\\n  ${location.origin}/api/topics/`
+      + `${encodeURIComponent(this.topic.value || "TOPIC")}/produce \\\n  -d ${quote(JSON.stringify(this.body()))}`;
+  },
+  async submit() {
+    const p = this.partition.value.trim();
+    if (p !== "" && !/^\d+$/.test(p)) { this.show(false, "Partition must be a number."); return; }
+    const body = this.body();
     body.headers = [...this.headers.querySelectorAll(".header-row")].map((row) => ({
       key: row.querySelector("[data-role=hkey]").value,
       value: row.querySelector("[data-role=hvalue]").value,
