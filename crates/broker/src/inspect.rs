@@ -35,6 +35,8 @@ pub enum InspectError {
     },
     #[error("topic `{0}` is internal: only the broker writes to it")]
     InternalTopic(String),
+    #[error("the record cannot be encoded: {0}")]
+    Encode(String),
     #[error("the record was refused: {0}")]
     Refused(#[source] sluice_log::AppendError),
     #[error("reading the log failed: {0}")]
@@ -56,6 +58,7 @@ impl InspectError {
                 | InspectError::UnknownGroup(_)
                 | InspectError::OffsetOutOfRange { .. }
                 | InspectError::InternalTopic(_)
+                | InspectError::Encode(_)
                 | InspectError::Refused(
                     sluice_log::AppendError::TooLarge { .. }
                         | sluice_log::AppendError::Invalid(_)

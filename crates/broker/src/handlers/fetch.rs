@@ -134,18 +134,23 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
 /// Counts the record bytes of the response being sent, one label lookup per topic with data.
 fn count_bytes_out(broker: &Broker, responses: &[FetchableTopicResponse]) {
     for topic in responses {
-        let bytes: usize = topic
+        let (bytes, records) = topic
             .partitions
             .iter()
-            .filter_map(|p| p.records.as_ref().map(Bytes::len))
-            .sum();
+            .filter_map(|p| p.records.as_ref())
+            .fold((0usize, 0u64), |(bytes, records), batches| {
+                (
+                    bytes + batches.len(),
+                    records + crate::metrics::batch_record_count(batches),
+                )
+            });
         if bytes > 0 {
             broker
                 .metrics
                 .topic(&topic.topic.0)
                 .bytes_out
                 .inc_by(bytes as u64);
-            broker.metrics.count_out(bytes as u64);
+            broker.metrics.count_out(bytes as u64, records);
         }
     }
 }

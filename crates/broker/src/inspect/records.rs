@@ -222,7 +222,7 @@ pub async fn append_record(
     }
     let partition = partition(broker, topic, index)?;
     let now = now();
-    let batch = encode(record, now.0);
+    let batch = encode(record, now.0)?;
     let bytes = batch.len() as u64;
     let info = partition
         .append(batch, now)
@@ -240,7 +240,7 @@ pub async fn append_record(
     Ok(info.first_offset)
 }
 
-fn encode(record: NewRecord, now_ms: i64) -> Bytes {
+fn encode(record: NewRecord, now_ms: i64) -> Result<Bytes, InspectError> {
     let headers: IndexMap<StrBytes, Option<Bytes>> = record
         .headers
         .into_iter()
@@ -270,8 +270,8 @@ fn encode(record: NewRecord, now_ms: i64) -> Bytes {
             compression: Compression::None,
         },
     )
-    .expect("encoding an uncompressed batch cannot fail");
-    buf.freeze()
+    .map_err(|e| InspectError::Encode(e.to_string()))?;
+    Ok(buf.freeze())
 }
 
 #[cfg(test)]
@@ -286,8 +286,8 @@ mod tests {
             headers: vec![("h".to_owned(), Bytes::from_static(b"v"))],
         };
         let mut bytes = BytesMut::new();
-        bytes.extend_from_slice(&encode(record.clone(), 5));
-        bytes.extend_from_slice(&encode(record, 6));
+        bytes.extend_from_slice(&encode(record.clone(), 5).unwrap());
+        bytes.extend_from_slice(&encode(record, 6).unwrap());
         let whole = bytes.freeze();
         let batches = split_batches(whole.clone());
         assert_eq!(batches.len(), 2);
