@@ -80,7 +80,7 @@ try {
     await page.locator("#live-text", { hasText: "live" }).waitFor();
     await page.locator("[data-testid=topic-count]").waitFor();
     // Let a few polls land so the sparkline has samples.
-    await page.waitForTimeout(9000);
+    await page.waitForTimeout(13000);
     await page.locator("[data-testid=sparkline] polyline").first().waitFor({ state: "attached" });
     await shot(page, "overview");
   });

@@ -239,9 +239,8 @@ pages.overview = {
       el("dt", {}, "Version"), el("dd", {}, o.version),
       el("dt", {}, "Uptime"), el("dd", {}, fmtDuration(o.uptime_ms)),
       el("dt", {}, "Waiting requests"), el("dd", {}, `${o.purgatory.produce} produce · ${o.purgatory.fetch} fetch`),
-      el("dt", {}, "Since start"), el("dd", {},
-        `in ${fmtBytes(o.bytes_in_total)} (${fmtInt(o.records_in_total)} records) · `
-        + `out ${fmtBytes(o.bytes_out_total)} (${fmtInt(o.records_out_total)} records)`));
+      el("dt", {}, "Produced"), el("dd", {}, `${fmtBytes(o.bytes_in_total)} · ${fmtInt(o.records_in_total)} records`),
+      el("dt", {}, "Fetched"), el("dd", {}, `${fmtBytes(o.bytes_out_total)} · ${fmtInt(o.records_out_total)} records`));
     clear(this.brokers, dl);
     const largest = topics.filter((t) => !t.internal).sort((a, b) => b.size_bytes - a.size_bytes).slice(0, 5);
     clear(this.topics, topicTable(largest, "No topics yet."));
