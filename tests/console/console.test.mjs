@@ -109,10 +109,18 @@ try {
     await shot(page, "messages");
   });
 
-  await check("message browser starts from an offset", async () => {
+  await check("message browser starts from an offset and pages", async () => {
     await page.selectOption("[data-testid=msg-mode]", "offset");
     await page.fill("[data-testid=msg-at]", "0");
     await page.click("[data-testid=msg-load]");
+    await page.locator("[data-testid=message-row][data-offset='0']").waitFor();
+    // Pages of five: the next page starts where this one ended.
+    await page.selectOption("[data-testid=msg-max]", "5");
+    await page.click("[data-testid=msg-load]");
+    await page.locator("[data-testid=message-row][data-offset='4']").waitFor();
+    await page.click("[data-testid=msg-newer]");
+    await page.locator("[data-testid=message-row][data-offset='5']").waitFor();
+    await page.click("[data-testid=msg-older]");
     await page.locator("[data-testid=message-row][data-offset='0']").waitFor();
   });
 

@@ -347,10 +347,12 @@ pages.messages = {
       el("option", { value: "offset" }, "From offset"),
       el("option", { value: "timestamp" }, "From time"));
     this.at = el("input", { "data-testid": "msg-at", placeholder: "offset", disabled: true, size: 22 });
-    this.max = el("select", {}, ["20", "50", "100", "200", "500"].map((n) => el("option", { value: n }, n)));
+    this.max = el("select", { "data-testid": "msg-max" }, ["5", "20", "50", "100", "200", "500"].map((n) => el("option", { value: n }, n)));
     this.max.value = "50";
     this.follow = el("input", { type: "checkbox", checked: true });
     this.info = el("span", { class: "muted" });
+    this.older = el("button", { class: "secondary", "data-testid": "msg-older", disabled: true, onclick: () => this.page(-1) }, "← Older");
+    this.newer = el("button", { class: "secondary", "data-testid": "msg-newer", disabled: true, onclick: () => this.page(1) }, "Newer →");
     this.body = el("div", { class: "panel-body flush" });
     this.wantTopic = params.get("topic");
     this.wantPartition = params.get("partition");
@@ -362,8 +364,22 @@ pages.messages = {
       el("label", { class: "field" }, "Max", this.max),
       el("button", { "data-testid": "msg-load", onclick: () => this.load() }, "Load"),
       el("label", { class: "check" }, this.follow, "Follow new messages"))),
-    panel("Records", this.body, this.info));
+    panel("Records", this.body, this.info, this.older, this.newer));
     this.topics = [];
+    this.last = null;
+  },
+  /** Moves one page back (-1) or forward (1) from the page shown, as an offset start. */
+  page(direction) {
+    if (!this.last) return;
+    const max = Number(this.max.value);
+    const start = direction < 0
+      ? Math.max(this.last.log_start_offset, this.last.start_offset - max)
+      : this.last.next_offset;
+    this.mode.value = "offset";
+    this.at.disabled = false;
+    this.at.value = String(start);
+    this.follow.checked = false;
+    this.load();
   },
   modeChanged() {
     const mode = this.mode.value;
@@ -415,6 +431,9 @@ pages.messages = {
       clear(this.body, el("div", { class: "result err", "data-testid": "msg-error" }, e.message));
       return;
     }
+    this.last = page;
+    this.older.disabled = page.start_offset <= page.log_start_offset;
+    this.newer.disabled = page.next_offset >= page.high_watermark;
     this.info.textContent = `offsets ${fmtInt(page.log_start_offset)} – ${fmtInt(page.high_watermark)} · showing ${page.records.length}`;
     const rows = page.records.slice().reverse().map((r) => el("tr", { "data-testid": "message-row", "data-offset": r.offset },
       el("td", { class: "num mono" }, String(r.offset)),
