@@ -50,8 +50,9 @@ def create_topics(bootstrap, topics):
     log(NAME, f"created {', '.join(topics)} with {P} partitions each")
 
 
-def txn_producer(bootstrap, txn_id, label):
+def txn_producer(bootstrap, txn_id, label, codec="none"):
     p = Producer({
+        "compression.type": codec,
         "bootstrap.servers": bootstrap,
         "client.id": f"interop-ck-txn-{label}",
         "transactional.id": txn_id,
@@ -191,7 +192,7 @@ def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, txn_id
     """Reads the committed input in a group and writes b"T|" + value to out_topic, committing the
     consumed offsets in the same transactions."""
     want_in = {(p, o): kv for label in txns.committed_labels() for (p, o), kv in txns.acked[label].items()}
-    producer = txn_producer(bootstrap, txn_id, "ctp")
+    producer = txn_producer(bootstrap, txn_id, "ctp", codec="lz4")
     consumer = new_consumer(bootstrap, "read_committed", group=group, **{
         "client.id": "interop-ck-txn-ctp", "session.timeout.ms": 10000, "heartbeat.interval.ms": 1000,
         "max.poll.interval.ms": 30000, "enable.partition.eof": False})
@@ -247,9 +248,59 @@ def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, txn_id
                      for tp in consumer.committed([TopicPartition(txns.topic, p) for p in range(P)], timeout=10)}
         check_ends(f"ctp: group {group}: committed() (TxnOffsetCommit)", txns.topic, committed, in_ends)
         log(NAME, f"ctp: group {group}: committed() = input end offsets {in_ends}")
+        with soft(NAME, "ctp: an aborted transaction's offsets are never committed"):
+            aborted_offsets(bootstrap, producer, consumer, txns.topic, out, group, in_ends)
     finally:
         consumer.close()
     return out, want_in
+
+
+def committed_of(consumer, topic, timeout=10):
+    res = consumer.committed([TopicPartition(topic, p) for p in range(P)], timeout=timeout)
+    bad = [(tp.partition, str(tp.error)) for tp in res if tp.error is not None]
+    check(not bad, f"committed() errors {bad}")
+    return {tp.partition: (None if tp.offset == OFFSET_INVALID else tp.offset) for tp in res}
+
+
+def aborted_offsets(bootstrap, producer, consumer, in_topic, out, group, in_ends):
+    """A transaction writes one record and rewinds the group's offsets to 1 (TxnOffsetCommit),
+    then aborts. While it is open the pending offsets must not be visible: a read_uncommitted
+    OffsetFetch returns the committed ones, a read_committed one (require_stable) either waits
+    (UNSTABLE_OFFSET_COMMIT, a timeout here) or returns the committed ones. After the abort the
+    committed offsets are unchanged and the record is not visible to read_committed."""
+    rewind = [TopicPartition(in_topic, p, 1) for p in range(P)]
+    acked, errors = [], []
+    producer.begin_transaction()
+    rec = [(0, 0, b"junk", b"T|aborted-with-offsets")]
+    produce_txn(producer, out.topic, rec, acked, errors)
+    flush(producer, out.topic, rec, acked, errors, "ctp: aborted transaction with offsets")
+    producer.send_offsets_to_transaction(rewind, consumer.consumer_group_metadata(), TXN_TIMEOUT)
+    out.add("junk", "open", acked)
+    readers = {iso: new_consumer(bootstrap, iso, group=group) for iso in ("read_uncommitted", "read_committed")}
+    try:
+        got = committed_of(readers["read_uncommitted"], in_topic)
+        check_ends(f"group {group}: read_uncommitted committed() while a transaction with offsets is open",
+                   in_topic, got, in_ends)
+        try:
+            got = committed_of(readers["read_committed"], in_topic, timeout=3)
+            check_ends(f"group {group}: read_committed committed() while a transaction with offsets is open",
+                       in_topic, got, in_ends)
+            how = f"returned the committed offsets {got}"
+        except KafkaException as e:
+            check(e.args[0].code() == KafkaError._TIMED_OUT,
+                  f"group {group}: read_committed committed() while offsets are pending: {e}")
+            how = "waited (UNSTABLE_OFFSET_COMMIT) until its 3 s timeout"
+        log(NAME, f"ctp: pending offsets {[(tp.partition, tp.offset) for tp in rewind]} not visible: read_uncommitted"
+                  f" committed() = {in_ends}, read_committed committed() {how}")
+    finally:
+        producer.abort_transaction(TXN_TIMEOUT)
+        out.set_outcome("junk", "abort")
+        for c in readers.values():
+            c.close()
+    got = committed_of(consumer, in_topic)
+    check_ends(f"group {group}: committed() after aborting a transaction that rewound the offsets to 1",
+               in_topic, got, in_ends)
+    log(NAME, f"ctp: aborted transaction with offsets: committed() still {got}")
 
 
 def check_output(bootstrap, out, want_in):
@@ -307,13 +358,61 @@ def zombie_fencing(bootstrap, topic, txn_id):
     check_reads(bootstrap, txns, ["B"], ["A", "B"], ends, ends, "fencing")
 
 
+def interleaved(bootstrap, topic, suffix):
+    """Two transactional producers and a plain one on the same partition, interleaved: X writes,
+    Y writes, X writes again, the plain producer writes, X aborts. Y's open transaction now holds
+    the last stable offset at its first record, so read_committed must return nothing (X's first
+    records, below the LSO, are aborted even though X's abort marker is above it: the fetch's
+    aborted-transaction list must include X) and stop at Y's first offset. Then Y writes more and
+    commits: read_committed sees Y's records and the plain ones, never X's."""
+    txns = Txns(topic)
+    x = txn_producer(bootstrap, f"interop-ckt-x-{suffix}", "x")
+    y = txn_producer(bootstrap, f"interop-ckt-y-{suffix}", "y")
+    plain = Producer({"bootstrap.servers": bootstrap, "client.id": "interop-ck-txn-plain", "acks": "all",
+                      "linger.ms": 5, "message.timeout.ms": 30000})
+    k = 10
+
+    def write(producer, label, outcome="open"):
+        records = [(i, 0, f"{label}-{i:03d}".encode(), f"{topic}|{label}|{i}".encode()) for i in range(k)]
+        acked, errors = [], []
+        produce_txn(producer, topic, records, acked, errors)
+        flush(producer, topic, records, acked, errors, f"{topic}: {label}")
+        txns.add(label, outcome, acked)
+        return min(o for _, o, _, _ in acked), max(o for _, o, _, _ in acked)
+
+    x.begin_transaction()
+    write(x, "X1")
+    y.begin_transaction()
+    y_first, _ = write(y, "Y1")
+    write(x, "X2")
+    _, last = write(plain, "N1", "commit")
+    x.abort_transaction(TXN_TIMEOUT)
+    txns.set_outcome("X1", "abort")
+    txns.set_outcome("X2", "abort")
+    hw = {0: last + 2, 1: 0, 2: 0}
+    lso = {0: y_first, 1: 0, 2: 0}
+    log(NAME, f"interleaved: X {sorted(o for _, o in txns.acked['X1'])[0]}.. and"
+              f" {sorted(o for _, o in txns.acked['X2'])[0]}.. (aborted), Y from {y_first} (open),"
+              f" plain from {sorted(o for _, o in txns.acked['N1'])[0]}; abort marker at {last + 1}")
+    check_reads(bootstrap, txns, [], ["X1", "Y1", "X2", "N1"], lso, hw, "interleaved, Y open")
+    _, y_last = write(y, "Y2")
+    y.commit_transaction(TXN_TIMEOUT)
+    txns.set_outcome("Y1", "commit")
+    txns.set_outcome("Y2", "commit")
+    ends = {0: y_last + 2, 1: 0, 2: 0}
+    check_reads(bootstrap, txns, ["Y1", "N1", "Y2"], ["X1", "Y1", "X2", "N1", "Y2"], ends, ends,
+                "interleaved, X aborted, Y committed")
+    plain.flush(10)
+
+
 def main(bootstrap):
     log(NAME, f"confluent-kafka {ck_version()[0]}, librdkafka {libversion()[0]}")
     suffix = unique_suffix()
     t_in = f"interop-ckt-in-{suffix}"
     t_out = f"interop-ckt-out-{suffix}"
     t_fence = f"interop-ckt-fence-{suffix}"
-    create_topics(bootstrap, [t_in, t_out, t_fence])
+    t_mixed = f"interop-ckt-mixed-{suffix}"
+    create_topics(bootstrap, [t_in, t_out, t_fence, t_mixed])
 
     txns = None
     with soft(NAME, "commit, abort, commit; read_committed vs read_uncommitted"):
@@ -328,6 +427,9 @@ def main(bootstrap):
 
     with soft(NAME, "zombie fencing"):
         zombie_fencing(bootstrap, t_fence, f"interop-ckt-fence-{suffix}")
+
+    with soft(NAME, "interleaved transactional and plain producers on one partition"):
+        interleaved(bootstrap, t_mixed, suffix)
 
 
 if __name__ == "__main__":

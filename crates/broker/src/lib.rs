@@ -11,6 +11,7 @@ mod connection;
 mod errors;
 pub mod group;
 mod handlers;
+pub mod inspect;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -31,6 +31,11 @@ struct TopicLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     topic: String,
     partition: i32,
@@ -88,6 +93,51 @@ pub struct Metrics {
     bytes_out: Family<TopicLabels, Counter>,
     connections_active: Gauge,
     fsync_duration: Histogram,
+    /// Requests parked until they can be answered, by operation (see [`PurgatoryGuard`]).
+    purgatory: Family<OperationLabels, Gauge>,
+    /// Traffic summed over every topic, for the console's throughput (the per-topic families
+    /// cannot be summed without a scrape). Not exported: the per-topic series sum to them.
+    totals: TrafficTotals,
+}
+
+/// Bytes and records produced and fetched since start, over every topic.
+#[derive(Debug, Clone, Default)]
+pub struct TrafficTotals {
+    pub bytes_in: Counter,
+    pub records_in: Counter,
+    pub bytes_out: Counter,
+    /// Records in fetched batches (from batch headers; a batch fetched from its middle counts whole).
+    pub records_out: Counter,
+}
+
+/// A request waiting in purgatory: a fetch long-polling for `fetch.min.bytes`, a produce waiting
+/// for acks=all durability. Counted in `sluice_purgatory_size` while the guard lives.
+#[derive(Debug)]
+#[must_use = "the request counts as waiting only while the guard lives"]
+pub struct PurgatoryGuard {
+    gauge: Gauge,
+}
+
+impl Drop for PurgatoryGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// What a request in purgatory waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgatoryOperation {
+    Produce,
+    Fetch,
+}
+
+impl PurgatoryOperation {
+    fn label(self) -> &'static str {
+        match self {
+            PurgatoryOperation::Produce => "produce",
+            PurgatoryOperation::Fetch => "fetch",
+        }
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,7 +181,15 @@ impl Metrics {
             bytes_out: Family::default(),
             connections_active: Gauge::default(),
             fsync_duration: fsync_histogram(),
+            purgatory: Family::default(),
+            totals: TrafficTotals::default(),
         };
+        // Both operations show from the start, at zero.
+        for operation in [PurgatoryOperation::Produce, PurgatoryOperation::Fetch] {
+            drop(metrics.purgatory.get_or_create(&OperationLabels {
+                operation: operation.label(),
+            }));
+        }
         registry.register(
             "sluice_requests",
             "Requests answered, by Kafka API",
@@ -166,6 +224,11 @@ impl Metrics {
             "sluice_fsync_duration_seconds",
             "Duration of the group-commit fsyncs that make acks=all writes durable",
             metrics.fsync_duration.clone(),
+        );
+        registry.register(
+            "sluice_purgatory_size",
+            "Requests waiting to be answered: fetches for fetch.min.bytes or max.wait.ms, acks=all produces for their fsync",
+            metrics.purgatory.clone(),
         );
         Metrics {
             registry,
@@ -209,6 +272,44 @@ impl Metrics {
 
     pub(crate) fn connection_closed(&self) {
         self.connections_active.dec();
+    }
+
+    /// Counts one request as waiting in purgatory until the guard drops.
+    pub fn enter_purgatory(&self, operation: PurgatoryOperation) -> PurgatoryGuard {
+        let gauge = self
+            .purgatory
+            .get_or_create(&OperationLabels {
+                operation: operation.label(),
+            })
+            .clone();
+        gauge.inc();
+        PurgatoryGuard { gauge }
+    }
+
+    /// Requests waiting in purgatory now.
+    pub fn purgatory_size(&self, operation: PurgatoryOperation) -> i64 {
+        self.purgatory
+            .get_or_create(&OperationLabels {
+                operation: operation.label(),
+            })
+            .get()
+    }
+
+    /// Counts produced traffic in the all-topics totals (beside the per-topic counters).
+    pub(crate) fn count_in(&self, bytes: u64, records: u64) {
+        self.totals.bytes_in.inc_by(bytes);
+        self.totals.records_in.inc_by(records);
+    }
+
+    /// Counts fetched traffic in the all-topics totals.
+    pub(crate) fn count_out(&self, bytes: u64, records: u64) {
+        self.totals.bytes_out.inc_by(bytes);
+        self.totals.records_out.inc_by(records);
+    }
+
+    /// Traffic over every topic since start.
+    pub fn totals(&self) -> &TrafficTotals {
+        &self.totals
     }
 
     /// The histogram partitions record their fsyncs in.
@@ -282,7 +383,16 @@ pub fn render(broker: &Broker) -> String {
             .set((partition.log_end_offset().0 - committed.offset).max(0));
         }
     }
+    let under_replicated = Gauge::<i64>::default();
+    under_replicated.set(
+        i64::try_from(crate::inspect::under_replicated_partitions(broker)).unwrap_or(i64::MAX),
+    );
     let mut scraped = Registry::default();
+    scraped.register(
+        "sluice_under_replicated_partitions",
+        "Partitions with fewer in-sync replicas than replicas",
+        under_replicated,
+    );
     scraped.register(
         "sluice_log_size_bytes",
         "Bytes of a partition's log on disk",
@@ -320,6 +430,28 @@ mod tests {
         batches.extend(header(5, 0));
         assert_eq!(batch_record_count(&batches), 8);
         assert_eq!(batch_record_count(&batches[..20]), 0);
+    }
+
+    #[test]
+    fn purgatory_counts_live_guards() {
+        let metrics = Metrics::new();
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 0);
+        let first = metrics.enter_purgatory(PurgatoryOperation::Fetch);
+        let second = metrics.enter_purgatory(PurgatoryOperation::Fetch);
+        let produce = metrics.enter_purgatory(PurgatoryOperation::Produce);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 2);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Produce), 1);
+        drop(first);
+        drop(produce);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Fetch), 1);
+        assert_eq!(metrics.purgatory_size(PurgatoryOperation::Produce), 0);
+        drop(second);
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &metrics.registry).unwrap();
+        assert!(
+            out.contains("sluice_purgatory_size{operation=\"fetch\"} 0"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -116,6 +116,22 @@ impl Partition {
         Offset(self.last_stable_offset.load(Ordering::Acquire))
     }
 
+    /// Replicas assigned to this partition: one node hosts one replica, its own.
+    pub fn replica_count(&self) -> usize {
+        1
+    }
+
+    /// Replicas caught up with the leader. The leader counts while its log takes writes; a
+    /// poisoned log (failed write or fsync) has fallen out of sync until restart.
+    pub fn in_sync_replica_count(&self) -> usize {
+        usize::from(!self.is_deleted() && !self.log.lock().is_poisoned())
+    }
+
+    /// Fewer replicas in sync than assigned (Kafka's UnderReplicatedPartitions).
+    pub fn is_under_replicated(&self) -> bool {
+        self.in_sync_replica_count() < self.replica_count()
+    }
+
     /// Validates and appends producer batches; wakes long-poll fetches.
     pub fn append(&self, batches: Bytes, now: Timestamp) -> Result<AppendInfo, AppendError> {
         self.append_verified(batches, now, &mut |_, _| Ok(()))

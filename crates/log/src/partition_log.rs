@@ -894,6 +894,11 @@ impl PartitionLog {
 
     /// Refuses further appends after a failed fsync of this log's files (the kernel may have
     /// dropped the dirty pages, so a later fsync proving nothing must not be trusted).
+    /// Whether a failed write or fsync stopped this log taking writes (until restart).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     pub fn mark_failed(&mut self) {
         tracing::error!(dir = %self.dir.display(), "fsync failed; the log refuses further writes");
         self.poisoned = true;

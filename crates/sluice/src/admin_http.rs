@@ -1,12 +1,13 @@
 //! The admin HTTP listener of `sluice serve` (`--admin-listen`): `GET /health` (the process
 //! serves), `GET /ready` (logs open and the Kafka listener up; 503 before that and while shutting
-//! down) and `GET /metrics` (Prometheus text format 0.0.4, see `sluice_broker::metrics`).
+//! down) and `GET /metrics` (Prometheus text format 0.0.4, see `sluice_broker::metrics`); plus the
+//! web console at `/` (`console`) and its JSON API under `/api/` (`console_api`).
 //!
 //! It starts before the logs are opened, so a long recovery shows as healthy but not ready.
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -17,6 +18,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use sluice_broker::{metrics, Broker};
+
+use crate::{console, console_api};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -27,9 +30,20 @@ const MAX_ADMIN_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoints report on: the broker, once its logs are open.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct AdminState {
     broker: OnceLock<Arc<Broker>>,
+    /// When the process started serving (the console's uptime).
+    started: Instant,
+}
+
+impl Default for AdminState {
+    fn default() -> Self {
+        AdminState {
+            broker: OnceLock::new(),
+            started: Instant::now(),
+        }
+    }
 }
 
 impl AdminState {
@@ -63,7 +77,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(respond(&state, &request).await) }
+                async move { Ok::<_, Infallible>(respond(&state, request).await) }
             });
             let served = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -88,9 +102,37 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-async fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let api_path = request
+        .uri()
+        .path()
+        .strip_prefix("/api")
+        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+        .map(str::to_owned);
+    if let Some(path) = api_path {
+        let Some(broker) = state.broker.get().cloned() else {
+            return console_api::json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({ "error": "the broker is starting" }),
+            );
+        };
+        let (parts, body) = request.into_parts();
+        return console_api::respond(
+            broker,
+            state.started,
+            &parts.method,
+            &path,
+            parts.uri.query(),
+            body,
+            &parts.headers,
+        )
+        .await;
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+    }
+    if let Some(page) = console::asset(request.uri().path()) {
+        return page;
     }
     match request.uri().path() {
         "/health" => text(StatusCode::OK, "ok"),
@@ -121,7 +163,7 @@ async fn respond(state: &AdminState, request: &Request<Incoming>) -> Response<Fu
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /health, /ready or /metrics\n",
+            "not found: try / (the console), /api/overview, /health, /ready or /metrics\n",
         ),
     }
 }

@@ -1,10 +1,13 @@
 //! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups,
-//! `sluice topic` administers topics, `sluice perf` measures throughput and latency; more
+//! `sluice topic` administers topics, `sluice cluster status` summarises the cluster, `sluice perf` measures throughput and latency; more
 //! subcommands join as they are built.
 
 mod admin_http;
 mod cli_common;
 mod client;
+mod cluster_cli;
+mod console;
+mod console_api;
 mod consume_cli;
 mod group_cli;
 mod perf_cli;
@@ -30,6 +33,8 @@ enum Command {
     Group(group_cli::GroupArgs),
     /// Topics: create, list, describe with offsets, sizes and configs, alter, delete.
     Topic(topic_cli::TopicArgs),
+    /// The cluster: id, controller, brokers, and partition health.
+    Cluster(cluster_cli::ClusterArgs),
     /// Produce stdin lines as records (kcat -P style).
     Produce(produce_cli::ProduceArgs),
     /// Print records through a format string (kcat -C style).
@@ -44,6 +49,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Group(args) => group_cli::run(args),
         Command::Topic(args) => topic_cli::run(args),
+        Command::Cluster(args) => cluster_cli::run(args),
         Command::Produce(args) => produce_cli::run(args),
         Command::Consume(args) => consume_cli::run(args),
         Command::Perf(args) => perf_cli::run(args),

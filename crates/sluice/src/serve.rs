@@ -200,7 +200,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             broker.config.advertised_port,
             data_dir.display()
         );
-        println!("admin listening on {admin_bound} (/health, /ready, /metrics)");
+        println!(
+            "admin listening on {admin_bound} (console http://{admin_bound}/, /api, /health, /ready, /metrics)"
+        );
         let signal_broker = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;

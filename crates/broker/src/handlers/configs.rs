@@ -21,9 +21,9 @@ use crate::topic_config::{broker_default, topic_config_def, ConfigType, TOPIC_CO
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
-const SOURCE_DYNAMIC_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
+pub(crate) const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub(crate) const SOURCE_STATIC_BROKER: i8 = 4;
+pub(crate) const SOURCE_DEFAULT: i8 = 5;
 
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
@@ -34,16 +34,17 @@ fn sb(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-struct Entry {
-    name: String,
-    value: String,
-    source: i8,
+/// One described config (also read by `crate::inspect` for the console).
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    pub(crate) source: i8,
     synonyms: Vec<(String, String, i8)>,
     config_type: ConfigType,
-    read_only: bool,
+    pub(crate) read_only: bool,
 }
 
-fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<Entry> {
+pub(crate) fn topic_entries(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<Entry> {
     let config = &broker.config;
     TOPIC_CONFIGS
         .iter()

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::metrics::PurgatoryOperation;
 use crate::partition::Partition;
 use crate::request::{Ctx, Reply};
 
@@ -163,17 +164,23 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
 /// Counts the record bytes of the response being sent, one label lookup per topic with data.
 fn count_bytes_out(broker: &Broker, responses: &[FetchableTopicResponse]) {
     for topic in responses {
-        let bytes: usize = topic
+        let (bytes, records) = topic
             .partitions
             .iter()
-            .filter_map(|p| p.records.as_ref().map(Bytes::len))
-            .sum();
+            .filter_map(|p| p.records.as_ref())
+            .fold((0usize, 0u64), |(bytes, records), batches| {
+                (
+                    bytes + batches.len(),
+                    records + crate::metrics::batch_record_count(batches),
+                )
+            });
         if bytes > 0 {
             broker
                 .metrics
                 .topic(&topic.topic.0)
                 .bytes_out
                 .inc_by(bytes as u64);
+            broker.metrics.count_out(bytes as u64, records);
         }
     }
 }
@@ -192,6 +199,8 @@ async fn long_poll(
                 .filter_map(|w| w.partition.as_ref().ok().cloned())
         })
         .collect();
+    // Set once the fetch has to wait: it stays in purgatory until answered.
+    let mut waiting = None;
     loop {
         // Register for wake-ups before reading, so an append between the read and the wait is seen.
         let mut notified: Vec<_> = partitions.iter().map(|p| Box::pin(p.appended())).collect();
@@ -211,6 +220,9 @@ async fn long_poll(
         {
             count_bytes_out(&broker, &responses);
             return FetchResponse::default().with_responses(responses);
+        }
+        if waiting.is_none() {
+            waiting = Some(broker.metrics.enter_purgatory(PurgatoryOperation::Fetch));
         }
         tokio::select! {
             _ = select_all(notified) => {}

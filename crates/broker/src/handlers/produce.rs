@@ -13,6 +13,7 @@ use tracing::warn;
 
 use crate::broker::{now, Broker};
 use crate::errors;
+use crate::metrics::PurgatoryOperation;
 use crate::partition::Partition;
 use crate::request::{Ctx, Reply};
 
@@ -145,6 +146,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
             let counters = broker.metrics.topic(&name);
             counters.bytes_in.inc_by(bytes);
             counters.records_in.inc_by(records);
+            broker.metrics.count_in(bytes, records);
         }
         topics.push((topic.name, outcomes));
     }
@@ -152,7 +154,14 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
         return Reply::Nothing;
     }
     let wait_for_sync = acks == -1 && broker.config.flush_on_ack;
+    // Counted in purgatory only when there is a sync to wait for.
+    let waiting = (wait_for_sync
+        && topics
+            .iter()
+            .any(|(_, outcomes)| outcomes.iter().any(|o| o.sync.is_some())))
+    .then(|| broker.metrics.enter_purgatory(PurgatoryOperation::Produce));
     ctx.reply_later(async move {
+        let _waiting = waiting;
         let mut responses = Vec::with_capacity(topics.len());
         for (name, outcomes) in topics {
             let mut partition_responses = Vec::with_capacity(outcomes.len());

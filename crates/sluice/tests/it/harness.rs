@@ -196,18 +196,50 @@ fn listening_port(line: &str) -> u16 {
 
 /// A minimal HTTP/1.1 GET over a plain TCP stream (`Connection: close`): (status code, body).
 pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_request(port, "GET", path, None)
+}
+
+/// A minimal HTTP/1.1 request with an optional JSON body (`Connection: close`): (status code,
+/// body).
+pub(crate) fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
+    http_request_typed(port, method, path, "application/json", body)
+}
+
+/// [`http_request`] with the body's `Content-Type`.
+pub(crate) fn http_request_typed(
+    port: u16,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Option<&[u8]>,
+) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to admin");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read response");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        request.push_str(&format!(
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    if let Some(body) = body {
+        // The server may answer (413) and close before reading it all.
+        let _ = stream.write_all(body);
+    }
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no header end in {response:?}"));
@@ -307,6 +339,12 @@ pub(crate) fn cli_fails(
 /// Runs `sluice SUBCOMMAND list` against a port nothing listens on and checks the error names the
 /// address.
 pub(crate) fn assert_unreachable_broker_is_a_clear_error(subcommand: &str) {
+    assert_unreachable_broker_is_a_clear_error_for(subcommand, &["list"]);
+}
+
+/// Runs `sluice SUBCOMMAND ARGS` against a port nothing listens on and checks the error names the
+/// address.
+pub(crate) fn assert_unreachable_broker_is_a_clear_error_for(subcommand: &str, args: &[&str]) {
     // Bind then drop a listener: nothing listens on that port now.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -314,7 +352,7 @@ pub(crate) fn assert_unreachable_broker_is_a_clear_error(subcommand: &str) {
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
-    let stderr = cli_fails(subcommand, &address, &["list"], Some(1));
+    let stderr = cli_fails(subcommand, &address, args, Some(1));
     assert!(
         stderr.contains(&format!("cannot reach broker at {address}")),
         "{stderr}"

@@ -3,8 +3,10 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod cluster_cli;
 mod compaction;
 mod configs;
+mod console;
 mod crash;
 mod groups;
 mod harness;

@@ -66,6 +66,8 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         "# TYPE sluice_fsync_duration_seconds histogram",
         "# TYPE sluice_log_size_bytes gauge",
         "# HELP sluice_consumer_group_lag ",
+        "# TYPE sluice_under_replicated_partitions gauge",
+        "# TYPE sluice_purgatory_size gauge",
     ] {
         assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
     }
@@ -95,6 +97,13 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         ) > 0.0
     );
     assert!(sample(&metrics, "sluice_connections_active") >= 1.0);
+    // One healthy node: nothing under-replicated; nothing waiting once the clients are done.
+    assert_eq!(sample(&metrics, "sluice_under_replicated_partitions"), 0.0);
+    assert_eq!(
+        sample(&metrics, r#"sluice_purgatory_size{operation="produce"}"#),
+        0.0
+    );
+    assert!(sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) >= 0.0);
     assert_eq!(
         sample(
             &metrics,
@@ -102,4 +111,48 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
         ),
         log_end - COMMITTED as f64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_fetches_count_in_purgatory() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("quiet", 1, &[]).await;
+    // A consumer on an empty partition whose fetches wait up to 3 s for data.
+    let waiting: BaseConsumer = broker
+        .client_config()
+        .set("group.id", "unused-assign-only")
+        .set("fetch.wait.max.ms", "3000")
+        .create()
+        .expect("consumer");
+    let mut at = TopicPartitionList::new();
+    at.add_partition_offset("quiet", 0, Offset::Beginning)
+        .unwrap();
+    waiting.assign(&at).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = waiting.poll(Duration::from_millis(50));
+        let (_, metrics) = broker.admin_get("/metrics");
+        if sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) >= 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fetch in purgatory within 30 s:\n{metrics}"
+        );
+    }
+    // Once the client is gone its fetch is answered (or dropped) and leaves purgatory.
+    drop(waiting);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, metrics) = broker.admin_get("/metrics");
+        if sample(&metrics, r#"sluice_purgatory_size{operation="fetch"}"#) == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fetch stayed in purgatory:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
