@@ -109,14 +109,14 @@ def new_consumer(bootstrap, isolation, group=None, **extra):
     return Consumer(conf)
 
 
-def read_to_end(bootstrap, topic, isolation):
-    """assign() every partition from the beginning and read until partition EOF on each (for
-    read_committed librdkafka signals EOF at the last stable offset). Returns
+def read_to_end(bootstrap, topic, isolation, starts=None, **extra):
+    """assign() every partition from the beginning (or starts[partition]) and read until partition
+    EOF on each (for read_committed librdkafka signals EOF at the last stable offset). Returns
     ({partition: [(offset, key, value)]}, {partition: high watermark as ListOffsets reports it to a
     consumer of this isolation level})."""
-    c = new_consumer(bootstrap, isolation)
+    c = new_consumer(bootstrap, isolation, **extra)
     try:
-        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(P)])
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING if starts is None else starts[p]) for p in range(P)])
         got = {p: [] for p in range(P)}
         eof = set()
         deadline = time.monotonic() + READ_TIMEOUT
@@ -185,6 +185,16 @@ def commit_abort_commit(bootstrap, topic, txn_id):
     producer.flush(10)
     ends = txns.layout()
     check_reads(bootstrap, txns, ["t1", "t3"], ["t1", "t2", "t3"], ends, ends, "after t1 commit, t2 abort, t3 commit")
+    with soft(NAME, "read_committed from the middle of the aborted transaction, one batch per fetch"):
+        # The fetch starts inside t2, so its answer must list t2 as aborted although t2 began
+        # before the fetch offset; max.partition.fetch.bytes=1 makes every fetch return one batch.
+        starts = {p: min(o for (q, o) in txns.acked["t2"] if q == p) + 7 for p in range(P)}
+        small = {"max.partition.fetch.bytes": 1}
+        for iso, labels in (("read_committed", ["t1", "t3"]), ("read_uncommitted", ["t1", "t2", "t3"])):
+            got, _ = read_to_end(bootstrap, topic, iso, starts, **small)
+            n = txns.compare(f"{iso} from offsets {starts} (inside t2)", got, labels, starts)
+            log(NAME, f"{iso} from offsets {starts} (inside t2), one batch per fetch: exactly {n} records"
+                      f" ({'+'.join(labels)} from there)")
     return txns, ends
 
 
@@ -405,6 +415,43 @@ def interleaved(bootstrap, topic, suffix):
     plain.flush(10)
 
 
+def two_producers_one_group(bootstrap, topic, suffix):
+    """Two transactional producers commit offsets of the same group (offsets-only transactions,
+    from a consumer's group metadata without a subscription): P1 rewinds to 5 and P2 to 10, both
+    pending at once; P1 aborts and P2 commits, so the group's offsets are 10; then P1 commits 3
+    and they are 3. Each producer's pending offsets must be applied or dropped by its own marker."""
+    group = f"interop-ckt-2p-{suffix}"
+    p1 = txn_producer(bootstrap, f"interop-ckt-2p-a-{suffix}", "2p-a")
+    p2 = txn_producer(bootstrap, f"interop-ckt-2p-b-{suffix}", "2p-b")
+    c = new_consumer(bootstrap, "read_uncommitted", group=group)
+    try:
+        meta = c.consumer_group_metadata()
+
+        def offsets(o):
+            return [TopicPartition(topic, p, o) for p in range(P)]
+
+        p1.begin_transaction()
+        p1.send_offsets_to_transaction(offsets(5), meta, TXN_TIMEOUT)
+        p2.begin_transaction()
+        p2.send_offsets_to_transaction(offsets(10), meta, TXN_TIMEOUT)
+        got = committed_of(c, topic)
+        check_ends(f"group {group}: committed() with P1 (5) and P2 (10) pending", topic, got, {p: None for p in range(P)})
+        p1.abort_transaction(TXN_TIMEOUT)
+        got = committed_of(c, topic)
+        check_ends(f"group {group}: committed() after P1 aborted (P2 still pending)", topic, got, {p: None for p in range(P)})
+        p2.commit_transaction(TXN_TIMEOUT)
+        got = committed_of(c, topic)
+        check_ends(f"group {group}: committed() after P1 aborted 5 and P2 committed 10", topic, got, {p: 10 for p in range(P)})
+        p1.begin_transaction()
+        p1.send_offsets_to_transaction(offsets(3), meta, TXN_TIMEOUT)
+        p1.commit_transaction(TXN_TIMEOUT)
+        got = committed_of(c, topic)
+        check_ends(f"group {group}: committed() after P1 then committed 3", topic, got, {p: 3 for p in range(P)})
+        log(NAME, f"two producers, one group: P1's aborted offsets dropped, P2's committed (10), then P1's (3)")
+    finally:
+        c.close()
+
+
 def main(bootstrap):
     log(NAME, f"confluent-kafka {ck_version()[0]}, librdkafka {libversion()[0]}")
     suffix = unique_suffix()
@@ -430,6 +477,9 @@ def main(bootstrap):
 
     with soft(NAME, "interleaved transactional and plain producers on one partition"):
         interleaved(bootstrap, t_mixed, suffix)
+
+    with soft(NAME, "two producers' pending offsets for one group"):
+        two_producers_one_group(bootstrap, t_mixed, suffix)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from common import CheckFailed, check, log, run_main, soft, unique_suffix
 from txn_common import TXN_PARTITIONS, Txns, check_ends, txn_records
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka import __version__ as kp_version
 from kafka.admin import NewTopic
 
@@ -117,6 +117,49 @@ def check_reads(bootstrap, txns, committed, uncommitted, ends_committed, ends_un
         log(NAME, f"{when}: read_uncommitted read all {n} records ({'+'.join(uncommitted)}), end_offsets {ends}")
 
 
+def admin_checks(bootstrap, txn_id, topic, state, start_offsets, when):
+    """DescribeTransactions, ListTransactions (all, and filtered by state) and DescribeProducers
+    for the transactional id: its state, its partitions while ongoing (none once complete), its
+    timeout, and each partition's active producer with the open transaction's first offset (-1
+    when none is open)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="interop-kp-txn-admin", request_timeout_ms=10000)
+    try:
+        d = admin.describe_transactions([txn_id]).get(txn_id)
+        check(d is not None, f"{when}: describe_transactions has no entry for {txn_id}")
+        want_tps = {TopicPartition(topic, p) for p in range(P)} if state == "Ongoing" else set()
+        check(d.state == state and set(d.topic_partitions) == want_tps and d.transaction_timeout_ms == 30000,
+              f"{when}: describe_transactions({txn_id}) = state {d.state}, partitions"
+              f" {sorted(d.topic_partitions)}, timeout {d.transaction_timeout_ms} ms; expected state {state},"
+              f" partitions {sorted(want_tps)}, timeout 30000 ms")
+        pid = d.producer_id
+        listed = [t for ts in admin.list_transactions().values() for t in ts if t.transactional_id == txn_id]
+        check([(t.state, t.producer_id) for t in listed] == [(state, pid)],
+              f"{when}: list_transactions() has {txn_id} as {listed}, expected once with state {state} and"
+              f" producer id {pid}")
+        other = "CompleteCommit" if state == "Ongoing" else "Ongoing"
+        for filt, present in ((state, True), (other, False)):
+            ids = {t.transactional_id for ts in admin.list_transactions(state_filters=[filt]).values() for t in ts}
+            check((txn_id in ids) == present, f"{when}: list_transactions(state_filters=[{filt!r}])"
+                                              f" {'lacks' if present else 'includes'} {txn_id} (state {state})")
+        tps = [TopicPartition(topic, p) for p in range(P)]
+        producers = admin.describe_producers(tps)
+        for tp in tps:
+            mine = [a for a in producers[tp].active_producers if a.producer_id == pid]
+            check(len(mine) == 1, f"{when}: describe_producers: {topic}[{tp.partition}] lists producer {pid}"
+                                  f" {len(mine)} times: {producers[tp].active_producers}")
+            want = start_offsets.get(tp.partition, -1)
+            check(mine[0].current_transaction_start_offset == want and mine[0].producer_epoch == d.producer_epoch,
+                  f"{when}: describe_producers: {topic}[{tp.partition}] producer {pid}: current transaction"
+                  f" start offset {mine[0].current_transaction_start_offset}, epoch {mine[0].producer_epoch};"
+                  f" expected {want}, epoch {d.producer_epoch}")
+        log(NAME, f"{when}: describe_transactions: {state}, producer {pid} epoch {d.producer_epoch}, partitions"
+                  f" {sorted(tp.partition for tp in d.topic_partitions)}; list_transactions agrees;"
+                  f" describe_producers: current transaction start offsets"
+                  f" {({tp.partition: start_offsets.get(tp.partition, -1) for tp in tps})}")
+    finally:
+        admin.close()
+
+
 def commit_abort_commit(bootstrap, topic, txn_id):
     txns = Txns(topic)
     producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="interop-kp-txn", transactional_id=txn_id,
@@ -132,6 +175,8 @@ def commit_abort_commit(bootstrap, topic, txn_id):
             if label == "t2":
                 lso = {p: min(o for (q, o) in txns.acked["t2"] if q == p) for p in range(P)}
                 check_reads(bootstrap, txns, ["t1"], ["t1", "t2"], lso, txns.layout(), "t2 open")
+                with soft(NAME, "t2 open: DescribeTransactions, ListTransactions, DescribeProducers"):
+                    admin_checks(bootstrap, txn_id, topic, "Ongoing", lso, "t2 open")
             if outcome == "commit":
                 bounded(f"{label}: commit_transaction", producer.commit_transaction)
             else:
@@ -142,15 +187,100 @@ def commit_abort_commit(bootstrap, topic, txn_id):
         producer.close(timeout=10)
     ends = txns.layout()
     check_reads(bootstrap, txns, ["t1", "t3"], ["t1", "t2", "t3"], ends, ends, "after t1 commit, t2 abort, t3 commit")
+    with soft(NAME, "after t3: DescribeTransactions, ListTransactions, DescribeProducers"):
+        admin_checks(bootstrap, txn_id, topic, "CompleteCommit", {}, "after t3")
+    return txns, ends
+
+
+def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, txn_id):
+    """A subscribed read_committed KafkaConsumer (auto-commit off) reads the committed input; each
+    polled batch is written transformed (b"T|" + value) to out_topic by a transactional producer,
+    with the consumer's positions committed in the same transaction
+    (send_offsets_to_transaction with consumer.group_metadata())."""
+    want_in = {(p, o): kv for label in txns.committed_labels() for (p, o), kv in txns.acked[label].items()}
+    producer = KafkaProducer(bootstrap_servers=bootstrap, client_id="interop-kp-txn-ctp", transactional_id=txn_id,
+                             linger_ms=5, request_timeout_ms=30000, max_block_ms=30000,
+                             transaction_timeout_ms=30000, compression_type="gzip")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="interop-kp-txn-ctp", group_id=group,
+                             isolation_level="read_committed", enable_auto_commit=False,
+                             auto_offset_reset="earliest", session_timeout_ms=10000, heartbeat_interval_ms=1000,
+                             max_poll_interval_ms=30000, fetch_max_wait_ms=100, request_timeout_ms=30000)
+    out = Txns(out_topic)
+    seen, sent, n_txns = {}, {}, 0
+    try:
+        bounded("ctp: init_transactions", producer.init_transactions)
+        consumer.subscribe([txns.topic])
+        started = time.monotonic()
+        while True:
+            batches = consumer.poll(timeout_ms=500, max_records=25)
+            msgs = [m for ms in batches.values() for m in ms]
+            positions = {tp.partition: consumer.position(tp, timeout_ms=10000) for tp in consumer.assignment()}
+            done = len(seen) + len(msgs) >= len(want_in) and positions == in_ends
+            if msgs or (done and positions != sent):
+                label = f"ctp{n_txns}"
+                records = []
+                for m in msgs:
+                    pos = (m.partition, m.offset)
+                    check(pos not in seen, f"ctp: input {txns.topic}[{pos[0]}]@{pos[1]} delivered twice"
+                                           f" (first in {seen.get(pos)}, again in {label})")
+                    seen[pos] = label
+                    records.append((len(records), m.partition, m.key, b"T|" + m.value))
+                producer.begin_transaction()
+                acked = send_all(producer, out_topic, records)
+                offsets = {TopicPartition(txns.topic, p): OffsetAndMetadata(o, "", -1) for p, o in positions.items()}
+                bounded(f"ctp: {label}: send_offsets_to_transaction",
+                        lambda: producer.send_offsets_to_transaction(offsets, consumer.group_metadata()))
+                bounded(f"ctp: {label}: commit_transaction", producer.commit_transaction)
+                out.add(label, "commit", acked)
+                sent = positions
+                n_txns += 1
+            if done and positions == sent:
+                break
+            if time.monotonic() - started > 40:
+                raise CheckFailed(f"ctp: after 40s read {len(seen)} of {len(want_in)} committed input records;"
+                                  f" positions {positions}, input end offsets {in_ends}")
+        log(NAME, f"ctp: {len(seen)} input records in {n_txns} transactions"
+                  f" ({time.monotonic() - started:.1f}s incl. joining the group)")
+        missing = sorted(set(want_in) - set(seen))
+        extra = sorted(set(seen) - set(want_in))
+        check(not missing and not extra, f"ctp: the read_committed group consumer missed {len(missing)}"
+              f" committed records (first {missing[:3]}) and read {len(extra)} others (first {extra[:3]},"
+              f" acked in {[txns.where(*pos) for pos in extra[:3]]})")
+        committed = {p: consumer.committed(TopicPartition(txns.topic, p)) for p in range(P)}
+        check_ends(f"ctp: group {group}: committed() (TxnOffsetCommit)", txns.topic, committed, in_ends)
+        log(NAME, f"ctp: group {group}: committed() = input end offsets {in_ends}")
+    finally:
+        consumer.close()
+        producer.close(timeout=10)
+
+    got, ends = read_to_end(bootstrap, out_topic, "read_committed")
+    values = [v for recs in got.values() for _, _, v in recs]
+    want = sorted(b"T|" + v for _, v in want_in.values())
+    dups = sorted({v for v in values if values.count(v) > 1})
+    check(not dups, f"ctp output {out_topic}: {len(dups)} transformed records appear more than once, first {dups[:3]}")
+    check(sorted(values) == want, f"ctp output {out_topic}: read_committed has {len(values)} records, expected"
+                                  f" each of the {len(want)} transformed inputs once; missing"
+                                  f" {sorted(set(want) - set(values))[:3]}, extra {sorted(set(values) - set(want))[:3]}")
+    out.compare("ctp output read_committed", got, out.committed_labels())
+    check_ends("ctp output read_committed end_offsets()", out_topic, ends, out.layout())
+    log(NAME, f"ctp output {out_topic}: each of the {len(want)} transformed records exactly once; end offsets {ends}")
 
 
 def main(bootstrap):
     log(NAME, f"kafka-python {kp_version}")
     suffix = unique_suffix()
     topic = f"interop-kpt-{suffix}"
+    t_out = f"interop-kpt-out-{suffix}"
     create_topic(bootstrap, topic)
+    create_topic(bootstrap, t_out)
+    txns = None
     with soft(NAME, "commit, abort, commit; read_committed vs read_uncommitted"):
-        commit_abort_commit(bootstrap, topic, f"interop-kpt-main-{suffix}")
+        txns, in_ends = commit_abort_commit(bootstrap, topic, f"interop-kpt-main-{suffix}")
+    with soft(NAME, "consume-transform-produce"):
+        if txns is None or len(txns.committed_labels()) != 2:
+            raise CheckFailed("skipped: the first step did not commit the input transactions")
+        consume_transform_produce(bootstrap, txns, in_ends, t_out, f"interop-kpt-ctp-{suffix}",
+                                  f"interop-kpt-ctp-{suffix}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-client interoperability checks: kafka-python, confluent-kafka, aiokafka and kcat against a
-# real `sluice serve` on a free loopback port, plus consumer-group checks for the three Python
-# clients. Usage: bash tests/interop/run.sh
+# real `sluice serve` on a free loopback port, plus consumer-group and transaction checks for the
+# three Python clients. Usage: bash tests/interop/run.sh
 #
 # Installs the Python clients into tests/interop/.venv (pinned in requirements.txt) and kcat via
 # apt-get if missing, builds the broker in release mode, starts it on 127.0.0.1:0 with a temporary
@@ -193,9 +193,16 @@ if ((VENV_OK)); then
     run_check "kafka-python groups" "$VENV/bin/python" -u "$HERE/check_groups_kafka_python.py" "$BOOTSTRAP"
     run_check "confluent-kafka groups" "$VENV/bin/python" -u "$HERE/check_groups_confluent.py" "$BOOTSTRAP"
     run_check "aiokafka groups" "$VENV/bin/python" -u "$HERE/check_groups_aiokafka.py" "$BOOTSTRAP"
+    # Transactions (commit/abort, read_committed vs read_uncommitted, consume-transform-produce,
+    # fencing): 5-15 s each, mostly one group's initial rebalance delay.
+    run_check "kafka-python txn" "$VENV/bin/python" -u "$HERE/check_txn_kafka_python.py" "$BOOTSTRAP"
+    run_check "confluent-kafka txn" "$VENV/bin/python" -u "$HERE/check_txn_confluent.py" "$BOOTSTRAP"
+    run_check "aiokafka txn" "$VENV/bin/python" -u "$HERE/check_txn_aiokafka.py" "$BOOTSTRAP"
+    # AddOffsetsToTxn + AddPartitionsToTxn pipelined on one connection, as librdkafka sends them.
+    run_check "txn pipelined adds" "$VENV/bin/python" -u "$HERE/check_txn_pipelined.py" "$BOOTSTRAP"
 else
     for name in kafka-python confluent-kafka aiokafka "kafka-python groups" "confluent-kafka groups" \
-        "aiokafka groups"; do
+        "aiokafka groups" "kafka-python txn" "confluent-kafka txn" "aiokafka txn" "txn pipelined adds"; do
         section "$name"
         fail "$name" "python venv setup failed"
     done

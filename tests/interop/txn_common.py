@@ -52,12 +52,14 @@ class Txns:
                 return label
         return None
 
-    def visible(self, labels):
-        """{partition: [(offset, key, value)]} of the records of the transactions in `labels`."""
+    def visible(self, labels, starts=None):
+        """{partition: [(offset, key, value)]} of the records of the transactions in `labels`
+        (at or after starts[partition] when given)."""
         out = {p: [] for p in range(self.partitions)}
         for label in labels:
             for (p, o), (k, v) in self.acked[label].items():
-                out[p].append((o, k, v))
+                if starts is None or o >= starts[p]:
+                    out[p].append((o, k, v))
         for p in out:
             out[p].sort()
         return out
@@ -87,10 +89,11 @@ class Txns:
             ends[p] = nxt
         return ends
 
-    def compare(self, what, got, labels):
+    def compare(self, what, got, labels, starts=None):
         """got: {partition: [(offset, key, value)]} as read; must be exactly the records of the
-        transactions in `labels`, in offset order, each once."""
-        want = self.visible(labels)
+        transactions in `labels` (from starts[partition] on, when given), in offset order, each
+        once."""
+        want = self.visible(labels, starts)
         for p in range(self.partitions):
             g = got.get(p, [])
             w = want[p]

@@ -319,9 +319,7 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         if let Some((producer, size)) = transactional {
             if sent.is_multiple_of(size) {
                 if sent > 0 {
-                    producer
-                        .commit_transaction(txn_timeout)
-                        .context("cannot commit a transaction")?;
+                    commit(producer, txn_timeout)?;
                     transactions += 1;
                 }
                 producer
@@ -338,9 +336,7 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         sent += 1;
     }
     if let (Some((producer, _)), true) = (transactional, sent > 0) {
-        producer
-            .commit_transaction(txn_timeout)
-            .context("cannot commit the last transaction")?;
+        commit(producer, txn_timeout)?;
         transactions += 1;
     }
     let context = match &producer {
@@ -386,6 +382,23 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         );
     }
     Ok(())
+}
+
+/// Commits the open transaction once its records are delivered. The records are drained here
+/// in 1 ms flushes: rdkafka's own `flush` (and the one inside `commit_transaction`) waits in
+/// 100 ms polls, which would cap this tool at one transaction per 100 ms.
+fn commit(producer: &ThreadedProducer<Reporting>, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            bail!("the transaction's records were not delivered within {timeout:?}");
+        }
+        // Each short flush asks librdkafka to send what lingers now; its timeout is expected.
+        let _ = producer.flush(Duration::from_millis(1));
+    }
+    producer
+        .commit_transaction(timeout)
+        .context("cannot commit a transaction")
 }
 
 /// Enqueues one record, waiting (and serving delivery reports) while librdkafka's queue is full.
