@@ -29,6 +29,29 @@ pub fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError> {
 /// Appends a transactional id's record to its `__transaction_state` partition and waits until
 /// it is durable.
 pub async fn persist(broker: &Broker, id: &str, record: &TxnRecord) -> Result<(), String> {
+    let written = append_record(broker, id, record)?;
+    if broker.config.flush_on_ack {
+        let (partition, last) = written;
+        partition
+            .wait_durable(last)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Appends the record; returns the partition and offset to wait on for durability.
+fn append_record(
+    broker: &Broker,
+    id: &str,
+    record: &TxnRecord,
+) -> Result<
+    (
+        std::sync::Arc<crate::partition::Partition>,
+        sluice_log::Offset,
+    ),
+    String,
+> {
     ensure_state_topic(broker).map_err(|e| e.to_string())?;
     let partitions = broker
         .replicas
@@ -42,13 +65,7 @@ pub async fn persist(broker: &Broker, id: &str, record: &TxnRecord) -> Result<()
         now.0,
     );
     let info = partition.append(batch, now).map_err(|e| e.to_string())?;
-    if broker.config.flush_on_ack {
-        partition
-            .wait_durable(info.last_offset)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    Ok((partition, info.last_offset))
 }
 
 /// Finishes a prepared transaction: persists the prepared record, writes a marker to each of
@@ -64,9 +81,10 @@ pub async fn complete(broker: &Broker, id: &str, prepared: TxnRecord) -> Result<
     }
     let completed = TxnCoordinator::completed(&prepared, now().0);
     broker.txns.install(id, completed.clone());
-    // A crash before this record is durable completes the transaction again at start (markers
-    // are idempotent for the partitions), so its failure is only logged.
-    if let Err(e) = persist(broker, id, &completed).await {
+    // Not waited for: a crash before this record is durable completes the transaction again at
+    // start (markers are idempotent for the partitions), so the answer need not wait for it and
+    // a failure is only logged.
+    if let Err(e) = append_record(broker, id, &completed) {
         warn!(transactional_id = %id, error = %e, "persisting the completed transaction failed");
     }
     Ok(())

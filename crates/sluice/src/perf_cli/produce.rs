@@ -69,7 +69,7 @@ pub(super) struct ProduceArgs {
     #[arg(long = "producer-property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
     properties: Vec<(String, String)>,
     /// Send in transactions of this many records (a transactional producer, acks=all), each
-    /// committed before the next begins.
+    /// committed before the next begins; `linger.ms` defaults to 0 then.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..),
           conflicts_with = "discard")]
     transaction_size: Option<u64>,
@@ -270,6 +270,10 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         }
         if let Some(ms) = args.linger_ms {
             defaults.push(("linger.ms", ms.to_string()));
+        } else if args.transaction_size.is_some() {
+            // Every transaction ends with a flush, so lingering only delays the commit (Java's
+            // commitTransaction flushes; librdkafka's flush from here cannot skip the linger).
+            defaults.push(("linger.ms", "0".to_owned()));
         }
         if args.transaction_size.is_some() {
             let id = args
