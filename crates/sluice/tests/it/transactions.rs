@@ -443,3 +443,180 @@ fn consume_transform_produce_is_exactly_once_through_broker_crashes() {
         "every input record exactly once"
     );
 }
+
+mod late_writes {
+    //! The KIP-890 guard over the raw protocol: transactional writes a partition must refuse.
+
+    use bytes::Bytes;
+    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest,
+        EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
+        InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+        TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::ResponseError;
+
+    use super::{create_topic, read_all};
+    use crate::harness::Broker;
+    use crate::wire::{call, connect};
+
+    const INVALID_TXN_STATE: i16 = 48;
+
+    fn name(s: &str) -> StrBytes {
+        StrBytes::from_string(s.to_owned())
+    }
+
+    fn txn_batch(pid: i64, epoch: i16, seq: i32, value: &str) -> Bytes {
+        sluice_log::testing::BatchBuilder::new()
+            .producer(pid, epoch, seq)
+            .attributes(0x10)
+            .record(Some(b"k"), value.as_bytes(), crate::harness::now_ms())
+            .build()
+    }
+
+    fn produce(
+        stream: &mut std::net::TcpStream,
+        txn_id: Option<&str>,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> i16 {
+        let request = ProduceRequest::default()
+            .with_transactional_id(txn_id.map(|id| TransactionalId(name(id))))
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(TopicName(name(topic)))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(batch))])]);
+        let response: ProduceResponse = call(stream, ApiKey::Produce, 9, &request);
+        response.responses[0].partition_responses[0].error_code
+    }
+
+    #[test]
+    fn writes_outside_the_ongoing_transaction_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path());
+        create_topic(&broker, "late", 2);
+        let mut s = connect(&broker);
+        let found: FindCoordinatorResponse = call(
+            &mut s,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(name("raw"))
+                .with_key_type(1),
+        );
+        assert_eq!(found.error_code, 0);
+        let init: InitProducerIdResponse = call(
+            &mut s,
+            ApiKey::InitProducerId,
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(name("raw"))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        );
+        assert_eq!(init.error_code, 0);
+        let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
+
+        // Before AddPartitionsToTxn nothing may be written.
+        assert_eq!(
+            produce(
+                &mut s,
+                Some("raw"),
+                "late",
+                0,
+                txn_batch(pid, epoch, 0, "early")
+            ),
+            INVALID_TXN_STATE
+        );
+        let added: AddPartitionsToTxnResponse = call(
+            &mut s,
+            ApiKey::AddPartitionsToTxn,
+            3,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(TransactionalId(name("raw")))
+                .with_v3_and_below_producer_id(ProducerId(pid))
+                .with_v3_and_below_producer_epoch(epoch)
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(name("late")))
+                    .with_partitions(vec![0])]),
+        );
+        let code =
+            added.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code;
+        assert_eq!(code, 0);
+        assert_eq!(
+            produce(
+                &mut s,
+                Some("raw"),
+                "late",
+                0,
+                txn_batch(pid, epoch, 0, "in-txn")
+            ),
+            0
+        );
+        // A partition that was not added, and a transactional batch without a transactional id.
+        assert_eq!(
+            produce(
+                &mut s,
+                Some("raw"),
+                "late",
+                1,
+                txn_batch(pid, epoch, 0, "other")
+            ),
+            INVALID_TXN_STATE
+        );
+        let end: EndTxnResponse = call(
+            &mut s,
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(name("raw")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+        );
+        assert_eq!(end.error_code, 0);
+        // The late write of the committed transaction: next in sequence, same epoch, refused.
+        assert_eq!(
+            produce(
+                &mut s,
+                Some("raw"),
+                "late",
+                0,
+                txn_batch(pid, epoch, 1, "late")
+            ),
+            INVALID_TXN_STATE
+        );
+        assert_eq!(
+            produce(&mut s, None, "late", 0, txn_batch(pid, epoch, 1, "no-id")),
+            INVALID_TXN_STATE
+        );
+        // An older epoch is fenced by the coordinator.
+        let stale: EndTxnResponse = call(
+            &mut s,
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(name("raw")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch - 1)
+                .with_committed(true),
+        );
+        assert_eq!(stale.error_code, ResponseError::ProducerFenced.code());
+        assert_eq!(
+            read_all(&broker, "late", 2, true),
+            vec!["in-txn".to_owned()]
+        );
+        assert_eq!(
+            read_all(&broker, "late", 2, false),
+            vec!["in-txn".to_owned()]
+        );
+    }
+}
