@@ -18,7 +18,7 @@ import asyncio
 import time
 
 from common import CheckFailed, check, log, run_main, soft, unique_suffix
-from txn_common import TXN_PARTITIONS, Txns, check_ends, txn_records
+from txn_common import TXN_PARTITIONS, Txns, check_ctp_input, check_ends, check_read, txn_records
 
 import aiokafka
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -103,17 +103,11 @@ async def read_to_end(bootstrap, topic, isolation):
 
 
 async def check_reads(bootstrap, txns, committed, uncommitted, ends_committed, ends_uncommitted, when):
-    with soft(NAME, f"{when}: read_committed"):
-        got, ends = await read_to_end(bootstrap, txns.topic, "read_committed")
-        check_ends(f"{when}: read_committed end_offsets() (last stable offset)", txns.topic, ends, ends_committed)
-        n = txns.compare(f"{when}: read_committed", got, committed)
-        log(NAME, f"{when}: read_committed read exactly {n} records ({'+'.join(committed) or 'none'}),"
-                  f" end_offsets {ends}")
-    with soft(NAME, f"{when}: read_uncommitted"):
-        got, ends = await read_to_end(bootstrap, txns.topic, "read_uncommitted")
-        check_ends(f"{when}: read_uncommitted end_offsets()", txns.topic, ends, ends_uncommitted)
-        n = txns.compare(f"{when}: read_uncommitted", got, uncommitted)
-        log(NAME, f"{when}: read_uncommitted read all {n} records ({'+'.join(uncommitted)}), end_offsets {ends}")
+    for isolation, want, want_ends in (("read_committed", committed, ends_committed),
+                                       ("read_uncommitted", uncommitted, ends_uncommitted)):
+        with soft(NAME, f"{when}: {isolation}"):
+            got, ends = await read_to_end(bootstrap, txns.topic, isolation)
+            check_read(NAME, txns, isolation, got, ends, want, want_ends, when)
 
 
 async def commit_abort_commit(bootstrap, topic, txn_id):
@@ -190,11 +184,7 @@ async def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, 
                                   f" positions {positions}, input end offsets {in_ends}")
         log(NAME, f"ctp: {len(seen)} input records in {n_txns} transactions"
                   f" ({time.monotonic() - started:.1f}s incl. joining the group)")
-        missing = sorted(set(want_in) - set(seen))
-        extra = sorted(set(seen) - set(want_in))
-        check(not missing and not extra, f"ctp: the read_committed group consumer missed {len(missing)}"
-              f" committed records (first {missing[:3]}) and read {len(extra)} others (first {extra[:3]},"
-              f" acked in {[txns.where(*pos) for pos in extra[:3]]})")
+        check_ctp_input(txns, seen, want_in)
         committed = {p: await asyncio.wait_for(consumer.committed(TopicPartition(txns.topic, p)), 10)
                      for p in range(P)}
         check_ends(f"ctp: group {group}: committed() (TxnOffsetCommit)", txns.topic, committed, in_ends)

@@ -9,7 +9,7 @@ a partition follow the previous transaction's last record after a gap of exactly
 the end offset is the last record's offset + 2.
 """
 
-from common import CheckFailed, check
+from common import CheckFailed, check, log
 
 TXN_PARTITIONS = 3
 TXN_RECORDS = 60  # per transaction, 20 per partition
@@ -126,3 +126,23 @@ def check_ends(what, topic, got, want):
     if bad:
         raise CheckFailed(f"{what}: {topic}: end offsets {dict(sorted(got.items()))}, expected {want}"
                           f" (differ on partitions {sorted(bad)})")
+
+
+def check_read(name, txns, isolation, got, ends, want_txns, want_ends, when, ends_what="end_offsets()"):
+    """One reader of `txns.topic` at `isolation` got exactly the records of the transactions in
+    `want_txns`, and its client reported `want_ends` as the end offsets (for read_committed, the
+    last stable offsets)."""
+    check_ends(f"{when}: {isolation} {ends_what}", txns.topic, ends, want_ends)
+    n = txns.compare(f"{when}: {isolation}", got, want_txns)
+    log(name, f"{when}: {isolation} read exactly {n} records ({'+'.join(want_txns) or 'none'}),"
+              f" {ends_what} {ends}")
+
+
+def check_ctp_input(txns, seen, want_in):
+    """The consume-transform-produce loop's read_committed group consumer read exactly the
+    committed input records."""
+    missing = sorted(set(want_in) - set(seen))
+    extra = sorted(set(seen) - set(want_in))
+    check(not missing and not extra, f"ctp: the read_committed group consumer missed {len(missing)}"
+          f" committed records (first {missing[:3]}) and read {len(extra)} others (first {extra[:3]},"
+          f" acked in {[txns.where(*pos) for pos in extra[:3]]})")

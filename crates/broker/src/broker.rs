@@ -324,15 +324,7 @@ impl Broker {
         group: &str,
         offsets: &[((String, i32), CommittedOffset)],
     ) -> Result<(), String> {
-        let records = offsets
-            .iter()
-            .map(|((topic, p), value)| {
-                (
-                    offsets_topic::offset_key(group, topic, *p),
-                    Some(offsets_topic::offset_value(value)),
-                )
-            })
-            .collect();
+        let records = offsets_topic::offset_records(group, offsets);
         self.persist_records(group, records).await
     }
 

@@ -281,6 +281,17 @@ pub fn decode(key: Option<Bytes>, value: Option<Bytes>) -> Option<OffsetsRecord>
     }
 }
 
+/// The (key, value) records of committed offsets of `group`.
+pub fn offset_records(
+    group: &str,
+    offsets: &[((String, i32), CommittedOffset)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
+        .iter()
+        .map(|((topic, p), value)| (offset_key(group, topic, *p), Some(offset_value(value))))
+        .collect()
+}
+
 /// Encodes key/value pairs as one uncompressed v2 batch, ready to append.
 pub fn batch(records: Vec<(Bytes, Option<Bytes>)>, now_ms: i64) -> Bytes {
     producer_batch(records, now_ms, None)

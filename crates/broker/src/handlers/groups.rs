@@ -45,6 +45,52 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 /// Per topic, per partition: the commit's error, if any.
 pub(crate) type CommitResults = Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)>;
 
+/// The topics of an OffsetCommit or TxnOffsetCommit request as (name, [`CommitPartition`]): the
+/// two requests have different types with the same fields.
+macro_rules! commit_request_topics {
+    ($topics:expr) => {
+        $topics.into_iter().map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.committed_metadata,
+                    )
+                })
+                .collect();
+            (t.name, partitions)
+        })
+    };
+}
+pub(crate) use commit_request_topics;
+
+/// The response topics of an OffsetCommit or TxnOffsetCommit from [`CommitResults`]; `failed`
+/// answers every partition without an error of its own.
+macro_rules! commit_response_topics {
+    ($results:expr, $failed:expr, $topic:ident, $partition:ident) => {
+        $results
+            .into_iter()
+            .map(|(name, partitions)| {
+                $topic::default().with_name(name).with_partitions(
+                    partitions
+                        .into_iter()
+                        .map(|(index, error)| {
+                            $partition::default()
+                                .with_partition_index(index)
+                                .with_error_code(error.or($failed).map_or(0, |e| e.code()))
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+}
+pub(crate) use commit_response_topics;
+
 /// Offsets to store, by (topic, partition).
 pub(crate) type ToStore = Vec<((String, i32), CommittedOffset)>;
 
@@ -383,45 +429,15 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
     };
     let group_error = broker.groups.authorize_commit(&group, &auth);
-    let (results, to_store) = validate_commits(
-        broker,
-        group_error,
-        request.topics.into_iter().map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    (
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.committed_metadata,
-                    )
-                })
-                .collect();
-            (t.name, partitions)
-        }),
-    );
+    let (results, to_store) =
+        validate_commits(broker, group_error, commit_request_topics!(request.topics));
     let respond = |results: CommitResults, failed: Option<ResponseError>| {
-        OffsetCommitResponse::default().with_topics(
-            results
-                .into_iter()
-                .map(|(name, partitions)| {
-                    OffsetCommitResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, error)| {
-                                    OffsetCommitResponsePartition::default()
-                                        .with_partition_index(index)
-                                        .with_error_code(code(error.or(failed)))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        OffsetCommitResponse::default().with_topics(commit_response_topics!(
+            results,
+            failed,
+            OffsetCommitResponseTopic,
+            OffsetCommitResponsePartition
+        ))
     };
     if to_store.is_empty() {
         return ctx.reply(&respond(results, None)).unwrap_or(Reply::Nothing);

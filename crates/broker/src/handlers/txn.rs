@@ -31,7 +31,9 @@ use tracing::warn;
 use crate::broker::{now, Broker};
 use crate::group::offsets_topic::{self, CommittedOffset, OFFSETS_TOPIC};
 use crate::group::CommitAuth;
-use crate::handlers::groups::{validate_commits, CommitResults};
+use crate::handlers::groups::{
+    commit_request_topics, commit_response_topics, validate_commits, CommitResults,
+};
 use crate::request::{Ctx, Reply};
 use crate::txn::{driver, EndStep, InitStep, TxnRecord};
 
@@ -278,45 +280,15 @@ pub(crate) fn txn_offset_commit(
             },
         );
     }
-    let (results, to_store) = validate_commits(
-        broker,
-        group_error,
-        request.topics.into_iter().map(|t| {
-            let partitions = t
-                .partitions
-                .into_iter()
-                .map(|p| {
-                    (
-                        p.partition_index,
-                        p.committed_offset,
-                        p.committed_leader_epoch,
-                        p.committed_metadata,
-                    )
-                })
-                .collect();
-            (t.name, partitions)
-        }),
-    );
+    let (results, to_store) =
+        validate_commits(broker, group_error, commit_request_topics!(request.topics));
     let respond = |results: CommitResults, failed: Option<ResponseError>| {
-        TxnOffsetCommitResponse::default().with_topics(
-            results
-                .into_iter()
-                .map(|(name, partitions)| {
-                    TxnOffsetCommitResponseTopic::default()
-                        .with_name(name)
-                        .with_partitions(
-                            partitions
-                                .into_iter()
-                                .map(|(index, error)| {
-                                    TxnOffsetCommitResponsePartition::default()
-                                        .with_partition_index(index)
-                                        .with_error_code(error.or(failed).map_or(0, |e| e.code()))
-                                })
-                                .collect(),
-                        )
-                })
-                .collect(),
-        )
+        TxnOffsetCommitResponse::default().with_topics(commit_response_topics!(
+            results,
+            failed,
+            TxnOffsetCommitResponseTopic,
+            TxnOffsetCommitResponsePartition
+        ))
     };
     if to_store.is_empty() {
         return ctx.reply(&respond(results, None)).unwrap_or(Reply::Nothing);
@@ -342,15 +314,7 @@ async fn write_txn_offsets(
         .replicas
         .partition(OFFSETS_TOPIC, index)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let records = offsets
-        .iter()
-        .map(|((topic, p), value)| {
-            (
-                offsets_topic::offset_key(group, topic, *p),
-                Some(offsets_topic::offset_value(value)),
-            )
-        })
-        .collect();
+    let records = offsets_topic::offset_records(group, &offsets);
     let now = now();
     let batch = offsets_topic::producer_batch(records, now.0, Some((producer_id, epoch)));
     let txns = &broker.txns;

@@ -446,6 +446,15 @@ mod tests {
         }
     }
 
+    /// Adds partition 0 of `topic` to transaction "t" of producer 7 epoch 0, persisted.
+    fn add(c: &TxnCoordinator, topic: &str, now_ms: i64) {
+        let added = c
+            .add_partitions("t", 7, 0, &[(topic.to_owned(), 0)], now_ms)
+            .unwrap()
+            .expect("a new partition");
+        c.install_added("t", added);
+    }
+
     #[test]
     fn a_transaction_goes_through_its_states() {
         let c = coordinator();
@@ -514,11 +523,7 @@ mod tests {
     fn a_new_instance_fences_the_old_one() {
         let c = coordinator();
         init(&c, "t");
-        let added = c
-            .add_partitions("t", 7, 0, &[("a".into(), 0)], 10)
-            .unwrap()
-            .unwrap();
-        c.install_added("t", added);
+        add(&c, "a", 10);
         let InitStep::Fence(fenced) = c.init_producer("t", 60_000, None, || Ok(8), 20).unwrap()
         else {
             panic!("an ongoing transaction is aborted first");
@@ -557,11 +562,7 @@ mod tests {
             ResponseError::InvalidTransactionTimeout
         );
         init(&c, "t");
-        let added = c
-            .add_partitions("t", 7, 0, &[("a".into(), 0)], 1_000)
-            .unwrap()
-            .unwrap();
-        c.install_added("t", added);
+        add(&c, "a", 1_000);
         assert!(c.due(2_000).is_empty());
         let due = c.due(1_000 + 60_001);
         assert_eq!(due.len(), 1);
