@@ -139,11 +139,13 @@ pub fn group(broker: &Broker, group_id: &str) -> Result<GroupDetail, InspectErro
     })
 }
 
-/// The consumer protocol's assignment: an i16 version, then the body (newer versions only append
-/// fields, so they are read as the newest this codec knows). Empty bytes: nothing assigned yet.
-fn decode_assignment(bytes: &Bytes) -> Option<Vec<AssignedPartition>> {
+/// Decodes a member's assignment as the consumer protocol's: an i16 version, then the body.
+/// Versions newer than the codec knows are read as its newest (their fields only append, as in
+/// Kafka's `ConsumerProtocol`). None when the bytes are not a consumer assignment; empty bytes are
+/// an empty assignment. Shared with the `sluice group` CLI.
+pub fn decode_consumer_assignment(bytes: &Bytes) -> Option<ConsumerProtocolAssignment> {
     if bytes.is_empty() {
-        return Some(Vec::new());
+        return Some(ConsumerProtocolAssignment::default());
     }
     let mut buf = bytes.clone();
     if buf.remaining() < 2 {
@@ -154,7 +156,12 @@ fn decode_assignment(bytes: &Bytes) -> Option<Vec<AssignedPartition>> {
         return None;
     }
     let version = version.min(ConsumerProtocolAssignment::VERSIONS.max);
-    let assignment = ConsumerProtocolAssignment::decode(&mut buf, version).ok()?;
+    ConsumerProtocolAssignment::decode(&mut buf, version).ok()
+}
+
+/// A member's assigned partitions, flattened.
+fn decode_assignment(bytes: &Bytes) -> Option<Vec<AssignedPartition>> {
+    let assignment = decode_consumer_assignment(bytes)?;
     Some(
         assignment
             .assigned_partitions
@@ -192,5 +199,19 @@ mod tests {
         assert_eq!(decoded[1].partition, 2);
         assert_eq!(decode_assignment(&Bytes::new()), Some(Vec::new()));
         assert_eq!(decode_assignment(&Bytes::from_static(&[0xff])), None);
+        for version in [0i16, 3] {
+            let mut buf = bytes::BytesMut::new();
+            buf.put_i16(version);
+            assignment.encode(&mut buf, version).unwrap();
+            assert!(decode_consumer_assignment(&buf.freeze()).is_some());
+        }
+        // A newer version is read as the newest known one.
+        let mut buf = bytes::BytesMut::new();
+        buf.put_i16(9);
+        assignment.encode(&mut buf, 3).unwrap();
+        assert!(decode_consumer_assignment(&buf.freeze()).is_some());
+        assert!(decode_consumer_assignment(&Bytes::from_static(&[0])).is_none());
+        assert!(decode_consumer_assignment(&Bytes::from_static(&[0xff, 0xff, 1])).is_none());
+        assert!(decode_consumer_assignment(&Bytes::from_static(&[0, 0, 0, 0, 0, 9])).is_none());
     }
 }

@@ -26,7 +26,7 @@ fn config(delete_retention_ms: i64) -> LogConfig {
 }
 
 /// (offset, key, value) of every record in the log, in order.
-fn records(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
+pub(crate) fn records(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
     let read = log
         .read(
             log.log_start_offset(),

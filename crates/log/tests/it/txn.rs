@@ -6,7 +6,6 @@ use std::cell::Cell;
 use std::path::Path;
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use sluice_log::testing::BatchBuilder;
 use sluice_log::{
     AbortedTxn, AppendError, LeaderEpoch, LogConfig, MarkerKind, Offset, PartitionLog,
@@ -237,40 +236,31 @@ fn truncation_forgets_aborts_above_the_cut() {
     assert!(log.last_stable_offset() <= cut);
 }
 
-/// (key, value) of every data record in the log.
+/// Small segments, compacted, cleaned whatever the dirty ratio.
+fn compacted() -> LogConfig {
+    LogConfig {
+        compact: true,
+        delete: false,
+        min_cleanable_dirty_ratio: 0.0,
+        ..small_segments()
+    }
+}
+
+/// (key, value) of every data record in the log (markers' keys start with their zero version
+/// byte; the tests' keys are text).
 fn key_values(log: &PartitionLog) -> Vec<(String, String)> {
-    let read = log
-        .read(
-            log.log_start_offset(),
-            usize::MAX / 2,
-            log.log_end_offset(),
-            true,
-        )
-        .unwrap();
-    let mut bytes = read.records;
-    RecordBatchDecoder::decode_all(&mut bytes)
-        .unwrap()
+    let text = |b: Option<Bytes>| String::from_utf8(b.unwrap_or_default().to_vec()).unwrap();
+    crate::compaction::records(log)
         .into_iter()
-        .filter(|set| !set.records.iter().any(|r| r.control))
-        .flat_map(|set| set.records)
-        .map(|r| {
-            let text =
-                |b: Option<Bytes>| String::from_utf8(b.unwrap_or_default().to_vec()).unwrap();
-            (text(r.key), text(r.value))
-        })
+        .filter(|(_, key, _)| key.as_ref().is_some_and(|k| k.first() != Some(&0)))
+        .map(|(_, key, value)| (text(key), text(value)))
         .collect()
 }
 
 #[test]
 fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        compact: true,
-        delete: false,
-        min_cleanable_dirty_ratio: 0.0,
-        ..small_segments()
-    };
-    let mut log = open(dir.path(), config, true);
+    let mut log = open(dir.path(), compacted(), true);
     append(&mut log, plain(&["k"], "committed"));
     append(&mut log, txn_batch(1, 0, 0, &["k", "m"], "aborted"));
     marker(&mut log, 1, 0, MarkerKind::Abort);
@@ -289,13 +279,7 @@ fn the_cleaner_drops_aborted_records_and_never_lets_them_shadow_committed_ones()
 #[test]
 fn the_cleaner_stops_at_the_last_stable_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        compact: true,
-        delete: false,
-        min_cleanable_dirty_ratio: 0.0,
-        ..small_segments()
-    };
-    let mut log = open(dir.path(), config, true);
+    let mut log = open(dir.path(), compacted(), true);
     append(&mut log, txn_batch(1, 0, 0, &["k"], "open"));
     for i in 0..20 {
         append(&mut log, plain(&["k"], &format!("v{i}")));

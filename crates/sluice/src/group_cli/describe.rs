@@ -5,11 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
-use bytes::{Buf, Bytes};
 use clap::Args;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::{ConsumerProtocolAssignment, DescribeGroupsRequest};
-use kafka_protocol::protocol::{Decodable, Message};
+use kafka_protocol::messages::DescribeGroupsRequest;
 use serde::Serialize;
 
 use super::{
@@ -17,6 +15,7 @@ use super::{
     LATEST_TIMESTAMP,
 };
 use crate::client::{error_name, Client};
+use sluice_broker::inspect::groups::decode_consumer_assignment as decode_assignment;
 
 /// GROUP_ID_NOT_FOUND.
 const GROUP_ID_NOT_FOUND: i16 = 69;
@@ -238,63 +237,10 @@ fn member(m: &DescribedGroupMember) -> MemberDescription {
     }
 }
 
-/// Decodes a member's assignment as the consumer protocol's: an i16 version, then the body.
-/// Versions newer than the codec knows are read as its newest (their fields only append, as in
-/// Kafka's `ConsumerProtocol`). None when the bytes are not a consumer assignment; empty bytes are
-/// an empty assignment.
-fn decode_assignment(bytes: &Bytes) -> Option<ConsumerProtocolAssignment> {
-    if bytes.is_empty() {
-        return Some(ConsumerProtocolAssignment::default());
-    }
-    let mut buf = bytes.clone();
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    let version = version.min(ConsumerProtocolAssignment::VERSIONS.max);
-    ConsumerProtocolAssignment::decode(&mut buf, version).ok()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::topic_name;
     use super::*;
-    use bytes::BufMut;
-    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-
-    #[test]
-    fn assignments_decode_best_effort() {
-        let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(vec![
-            AssignedTopic::default()
-                .with_topic(topic_name("t"))
-                .with_partitions(vec![0, 2]),
-        ]);
-        for version in [0i16, 1, 3] {
-            let mut buf = bytes::BytesMut::new();
-            buf.put_i16(version);
-            assignment.encode(&mut buf, version).unwrap();
-            let decoded = decode_assignment(&buf.freeze()).unwrap();
-            assert_eq!(decoded.assigned_partitions[0].partitions, vec![0, 2]);
-        }
-        // A newer version is read as the newest known one.
-        let mut buf = bytes::BytesMut::new();
-        buf.put_i16(9);
-        assignment.encode(&mut buf, 3).unwrap();
-        assert!(decode_assignment(&buf.freeze()).is_some());
-        assert_eq!(
-            decode_assignment(&Bytes::new())
-                .unwrap()
-                .assigned_partitions,
-            vec![]
-        );
-        assert!(decode_assignment(&Bytes::from_static(&[0])).is_none());
-        assert!(decode_assignment(&Bytes::from_static(&[0xff, 0xff, 1])).is_none());
-        assert!(decode_assignment(&Bytes::from_static(&[0, 0, 0, 0, 0, 9])).is_none());
-    }
+    use kafka_protocol::protocol::StrBytes;
 
     #[test]
     fn lag_is_end_minus_committed() {
