@@ -1,4 +1,4 @@
-//! `sluice perf produce|consume`: throughput and latency of a broker as a client sees it, in the
+//! `sluice perf produce|consume|end-to-end`: throughput and latency of a broker as a client sees it, in the
 //! spirit of Kafka's `kafka-producer-perf-test.sh` and `kafka-consumer-perf-test.sh`.
 //!
 //! The client is librdkafka (through `rdkafka`), not this crate's own kafka-protocol client: it is
@@ -8,6 +8,7 @@
 //! `sluice perf produce --discard`; see the README's "Benchmarking" section.
 
 mod consume;
+mod end_to_end;
 mod produce;
 
 use std::io::IsTerminal as _;
@@ -18,6 +19,7 @@ use rdkafka::config::ClientConfig;
 
 use crate::cli_common::{CommonArgs, Output};
 use consume::ConsumeArgs;
+use end_to_end::EndToEndArgs;
 use produce::ProduceArgs;
 
 /// Bytes in the MB of "MB/sec": 2^20, as Kafka's perf tools count, so the numbers compare.
@@ -41,6 +43,9 @@ enum PerfCommand {
     Produce(ProduceArgs),
     /// Read records from the beginning of a topic; report records/s and MB/s.
     Consume(ConsumeArgs),
+    /// Produce at a fixed rate and consume in the same process; report the latency from send to
+    /// receipt.
+    EndToEnd(EndToEndArgs),
 }
 
 /// Runs a `sluice perf` subcommand to completion and prints its report on stdout.
@@ -49,6 +54,7 @@ pub(crate) fn run(args: PerfArgs) -> anyhow::Result<()> {
     match &args.command {
         PerfCommand::Produce(produce) => produce::run(produce, &args.common, json),
         PerfCommand::Consume(consume) => consume::run(consume, &args.common, json),
+        PerfCommand::EndToEnd(end_to_end) => end_to_end::run(end_to_end, &args.common, json),
     }
 }
 
