@@ -272,6 +272,19 @@ impl GroupCoordinator {
             .add(producer_id, offsets_partition, pending);
     }
 
+    /// Takes back pending offsets whose write was refused.
+    pub fn remove_txn_offsets(
+        &self,
+        producer_id: i64,
+        offsets_partition: i32,
+        group_id: &str,
+        keys: &[(String, i32)],
+    ) {
+        self.pending_txn
+            .lock()
+            .remove(producer_id, offsets_partition, group_id, keys);
+    }
+
     /// Applies (commit) or drops (abort) what `producer_id`'s transaction committed through
     /// `offsets_partition`, once the marker is written there.
     pub fn complete_txn_offsets(&self, producer_id: i64, offsets_partition: i32, commit: bool) {

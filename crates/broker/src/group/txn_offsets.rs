@@ -35,6 +35,28 @@ impl PendingTxnOffsets {
             .unwrap_or_default()
     }
 
+    /// Removes the last pending commit of each of `keys` by `producer_id` for `group` (those of a
+    /// refused write; earlier commits of the same keys in the transaction stay).
+    pub(crate) fn remove(
+        &mut self,
+        producer_id: i64,
+        offsets_partition: i32,
+        group: &str,
+        keys: &[(String, i32)],
+    ) {
+        let Some(pending) = self.by_txn.get_mut(&(producer_id, offsets_partition)) else {
+            return;
+        };
+        for key in keys {
+            if let Some(at) = pending.iter().rposition(|(g, k, _)| g == group && k == key) {
+                pending.remove(at);
+            }
+        }
+        if pending.is_empty() {
+            self.by_txn.remove(&(producer_id, offsets_partition));
+        }
+    }
+
     /// Whether an open transaction holds a commit for this group's partition (OffsetFetch with
     /// `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
     pub(crate) fn has(&self, group: &str, key: &(String, i32)) -> bool {
@@ -42,5 +64,36 @@ impl PendingTxnOffsets {
             .values()
             .flatten()
             .any(|(g, k, _)| g == group && k == key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offset(offset: i64) -> CommittedOffset {
+        CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        }
+    }
+
+    #[test]
+    fn pending_commits_are_held_per_transaction_and_taken_back_on_refusal() {
+        let mut pending = PendingTxnOffsets::default();
+        let key = ("t".to_owned(), 0);
+        pending.add(7, 3, vec![("g".into(), key.clone(), offset(5))]);
+        pending.add(7, 3, vec![("g".into(), key.clone(), offset(9))]);
+        assert!(pending.has("g", &key));
+        assert!(!pending.has("other", &key));
+        // A refused second write takes back only its own commit.
+        pending.remove(7, 3, "g", std::slice::from_ref(&key));
+        let taken = pending.take(7, 3);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].2.offset, 5);
+        assert!(!pending.has("g", &key));
+        assert!(pending.take(7, 3).is_empty());
     }
 }

@@ -315,8 +315,14 @@ async fn write_txn_offsets(
         .partition(OFFSETS_TOPIC, index)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     let records = offsets_topic::offset_records(group, &offsets);
+    let keys: Vec<(String, i32)> = offsets.iter().map(|(key, _)| key.clone()).collect();
     let now = now();
     let batch = offsets_topic::producer_batch(records, now.0, Some((producer_id, epoch)));
+    // Held before the write: a marker that lands right after the write (an abort by timeout or
+    // fencing) must find them to drop them. Taken back if the write is refused.
+    broker
+        .groups
+        .add_txn_offsets(producer_id, index, group, offsets);
     let txns = &broker.txns;
     let info = partition
         .append_verified(batch, now, &mut |pid: LogProducerId, e: ProducerEpoch| {
@@ -324,12 +330,11 @@ async fn write_txn_offsets(
         })
         .map_err(|e| {
             warn!(%group, error = %e, "transactional offset commit refused");
+            broker
+                .groups
+                .remove_txn_offsets(producer_id, index, group, &keys);
             crate::errors::append_error(&e)
         })?;
-    // Held from now on: the marker (written after this returns) applies or drops them.
-    broker
-        .groups
-        .add_txn_offsets(producer_id, index, group, offsets);
     if broker.config.flush_on_ack {
         partition
             .wait_durable(info.last_offset)
