@@ -144,12 +144,23 @@ pub(crate) async fn list_offsets(
     partitions: &[TopicPartition],
     timestamp: i64,
 ) -> anyhow::Result<BTreeMap<TopicPartition, Result<i64, String>>> {
+    list_offsets_isolated(client, partitions, timestamp, 0).await
+}
+
+/// [`list_offsets`] at an isolation level: 1 (read_committed) answers the last stable offset as
+/// the latest.
+pub(crate) async fn list_offsets_isolated(
+    client: &mut Client,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+    isolation_level: i8,
+) -> anyhow::Result<BTreeMap<TopicPartition, Result<i64, String>>> {
     if partitions.is_empty() {
         return Ok(BTreeMap::new());
     }
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_isolation_level(0)
+        .with_isolation_level(isolation_level)
         .with_topics(
             by_topic(partitions)
                 .into_iter()

@@ -18,7 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use crate::cli_common::{
-    kafka_error, list_offsets, topic_name, CommonArgs, TopicPartition, EARLIEST_TIMESTAMP,
+    kafka_error, list_offsets_isolated, topic_name, CommonArgs, TopicPartition, EARLIEST_TIMESTAMP,
     LATEST_TIMESTAMP,
 };
 use crate::client::{error_name, Client};
@@ -66,6 +66,29 @@ pub(crate) struct ConsumeArgs {
     /// The tool does not join the group: its members, if any, must be stopped.
     #[arg(long, value_name = "G")]
     group: Option<String>,
+    /// read_committed: only records of committed transactions, up to the last stable offset
+    /// (records of aborted transactions are dropped); read_uncommitted (the default, as in
+    /// Kafka's console consumer): everything.
+    #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
+    isolation_level: Isolation,
+}
+
+/// `--isolation-level`, with Kafka's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Isolation {
+    #[value(name = "read_uncommitted")]
+    ReadUncommitted,
+    #[value(name = "read_committed")]
+    ReadCommitted,
+}
+
+impl Isolation {
+    fn level(self) -> i8 {
+        match self {
+            Isolation::ReadUncommitted => 0,
+            Isolation::ReadCommitted => 1,
+        }
+    }
 }
 
 /// Where reading starts when no committed offset applies.
@@ -200,10 +223,46 @@ impl Format {
 }
 
 /// Per partition: the next offset to print, and (with --exit-at-end) where to stop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct Position {
     next_offset: i64,
     end_offset: Option<i64>,
+    /// read_committed: the aborted transactions still to skip.
+    aborted: AbortedFilter,
+}
+
+/// Drops the records of aborted transactions, as Kafka's consumers do: the fetch response lists
+/// each aborted transaction overlapping it as (producer, first offset); a producer's
+/// transactional batches are skipped from that offset until its abort marker.
+#[derive(Debug, Default)]
+struct AbortedFilter {
+    /// Listed aborts not reached yet: (first offset, producer id).
+    upcoming: std::collections::BTreeSet<(i64, i64)>,
+    /// Producers whose batches are being skipped.
+    skipping: std::collections::HashSet<i64>,
+}
+
+impl AbortedFilter {
+    fn add(&mut self, producer_id: i64, first_offset: i64) {
+        self.upcoming.insert((first_offset, producer_id));
+    }
+
+    /// Whether a data batch is part of an aborted transaction.
+    fn skips(&mut self, producer_id: i64, transactional: bool, last_offset: i64) -> bool {
+        while let Some(&(first, pid)) = self.upcoming.first() {
+            if first > last_offset {
+                break;
+            }
+            self.upcoming.pop_first();
+            self.skipping.insert(pid);
+        }
+        transactional && self.skipping.contains(&producer_id)
+    }
+
+    /// An abort marker of `producer_id` ends its aborted transaction.
+    fn aborted(&mut self, producer_id: i64) {
+        self.skipping.remove(&producer_id);
+    }
 }
 
 impl Position {
@@ -293,7 +352,7 @@ async fn start_positions(
             Start::End | Start::Timestamp(_) | Start::Offset(_)
         );
     let latest = if needs_latest {
-        offsets(client, &tps, LATEST_TIMESTAMP).await?
+        offsets_at(client, &tps, LATEST_TIMESTAMP, args.isolation_level.level()).await?
     } else {
         BTreeMap::new()
     };
@@ -346,6 +405,7 @@ async fn start_positions(
             Position {
                 next_offset,
                 end_offset,
+                aborted: AbortedFilter::default(),
             },
         );
     }
@@ -367,8 +427,20 @@ async fn offsets(
     partitions: &[TopicPartition],
     timestamp: i64,
 ) -> anyhow::Result<BTreeMap<i32, i64>> {
+    offsets_at(client, partitions, timestamp, 0).await
+}
+
+/// [`offsets`] at an isolation level (1: the latest is the last stable offset).
+async fn offsets_at(
+    client: &mut Client,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+    isolation_level: i8,
+) -> anyhow::Result<BTreeMap<i32, i64>> {
     let mut out = BTreeMap::new();
-    for (tp, result) in list_offsets(client, partitions, timestamp).await? {
+    for (tp, result) in
+        list_offsets_isolated(client, partitions, timestamp, isolation_level).await?
+    {
         match result {
             Ok(offset) => out.insert(tp.partition, offset),
             Err(error) => bail!("cannot list offsets of {tp}: {error}"),
@@ -410,7 +482,7 @@ async fn read(
             .with_max_wait_ms(FETCH_MAX_WAIT_MS)
             .with_min_bytes(1)
             .with_max_bytes(FETCH_BYTES_MAX)
-            .with_isolation_level(0)
+            .with_isolation_level(args.isolation_level.level())
             .with_session_id(0)
             .with_session_epoch(-1)
             .with_topics(vec![FetchTopic::default()
@@ -438,6 +510,11 @@ async fn read(
                 }
                 if let Some(error) = kafka_error(data.error_code, None) {
                     bail!("cannot fetch from {}-{partition}: {error}", args.topic);
+                }
+                for aborted in data.aborted_transactions.iter().flatten() {
+                    position
+                        .aborted
+                        .add(aborted.producer_id.0, aborted.first_offset);
                 }
                 let stopped = print_records(
                     &mut out,
@@ -484,9 +561,25 @@ fn print_records(
                 args.topic
             )
         })?;
-        for record in &set.records {
-            // A batch may start before the fetch offset; control records are not data.
-            if record.offset < position.next_offset || record.control {
+        let first = set.records.first();
+        let last_offset = base_offset + i64::from(last_offset_delta);
+        let producer_id = first.map_or(-1, |r| r.producer_id);
+        let skip = match first {
+            // An abort marker (control record key: version i16, type i16 = 0).
+            Some(r) if r.control => {
+                if matches!(r.key.as_deref(), Some([_, _, 0, 0, ..])) {
+                    position.aborted.aborted(producer_id);
+                }
+                true
+            }
+            Some(r) => position
+                .aborted
+                .skips(producer_id, r.transactional, last_offset),
+            None => true,
+        };
+        for record in set.records.iter().filter(|_| !skip) {
+            // A batch may start before the fetch offset.
+            if record.offset < position.next_offset {
                 continue;
             }
             args.format.write(out, &args.topic, partition, record);

@@ -620,3 +620,49 @@ mod late_writes {
         );
     }
 }
+
+#[test]
+fn sluice_consume_reads_committed_or_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    create_topic(&broker, "cli-txn", 2);
+    let producer = txn_producer(&broker, "cli", &[]);
+    for (round, commit) in [(0, true), (1, false), (2, true)] {
+        producer.begin_transaction().unwrap();
+        for i in 0..4 {
+            send(
+                &producer,
+                "cli-txn",
+                &i.to_string(),
+                &format!("r{round}-{i}"),
+            );
+        }
+        producer.flush(T).unwrap();
+        if commit {
+            producer.commit_transaction(T).unwrap();
+        } else {
+            producer.abort_transaction(T).unwrap();
+        }
+    }
+    // One more, left open: read_committed stops before it.
+    producer.begin_transaction().unwrap();
+    send(&producer, "cli-txn", "0", "open");
+    producer.flush(T).unwrap();
+
+    let read = |extra: &[&str]| {
+        let mut args = vec!["cli-txn", "--from", "beginning", "--exit-at-end"];
+        args.extend_from_slice(extra);
+        sorted(
+            crate::harness::cli_ok("consume", &broker, &args)
+                .lines()
+                .map(str::to_owned),
+        )
+    };
+    let committed = sorted((0..4).flat_map(|i| [format!("r0-{i}"), format!("r2-{i}")]));
+    assert_eq!(read(&["--isolation-level", "read_committed"]), committed);
+    let mut everything = committed.clone();
+    everything.extend((0..4).map(|i| format!("r1-{i}")));
+    everything.push("open".to_owned());
+    assert_eq!(read(&[]), sorted(everything));
+    producer.abort_transaction(T).unwrap();
+}
