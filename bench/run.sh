@@ -44,7 +44,7 @@ if [[ $QUICK == 1 ]]; then
 else
     SMALL_RECORDS=2000000
     LARGE_RECORDS=500000
-    E2E_SECS=20
+    E2E_SECS=15
     DISCARD_RECORDS=10000000
     DD_MIB=1024
 fi
@@ -186,16 +186,28 @@ done
 consume_row "consume, librdkafka queue defaults" 100 1 "$SMALL_RECORDS" "$OUT/consume-defaults.json"
 
 # --- end-to-end latency at a fixed rate ----------------------------------------------------------
-for partitions in 1 8; do
-    log "end-to-end: $E2E_RATE records/s for $E2E_SECS s, 100 B, acks=1, $partitions partitions"
-    perf end-to-end --topic "e2e-p$partitions" --partitions "$partitions" --throughput "$E2E_RATE" \
-        --duration-secs "$E2E_SECS" --record-size 100 --acks 1 >"$OUT/e2e-$partitions.json" 2>/dev/null
-    row "end-to-end at $E2E_RATE/s" "100 B" "$partitions" "1" "1" \
-        "$(fmt '.records_per_sec | round' "$OUT/e2e-$partitions.json")" \
-        "$(fmt '.mb_per_sec * 10 | round / 10' "$OUT/e2e-$partitions.json")" \
-        "$(fmt '.p50_latency_ms' "$OUT/e2e-$partitions.json")" \
-        "$(fmt '.p99_latency_ms' "$OUT/e2e-$partitions.json")"
-done
+# librdkafka's default linger.ms (5 ms) first, on 1 and 8 partitions; then linger.ms=0, where the
+# broker's own part shows, with acks=1 and acks=all (fsync before the answer).
+e2e_row() {
+    local partitions=$1 acks=$2 linger=$3
+    local name=e2e-p$partitions-a$acks-l$linger file=$OUT/e2e-p$partitions-a$acks-l$linger.json
+    local extra=()
+    local label="end-to-end at $E2E_RATE/s"
+    if [[ $linger != default ]]; then
+        extra=(--linger-ms "$linger")
+        label="$label, linger.ms=$linger"
+    fi
+    log "end-to-end: $E2E_RATE records/s for $E2E_SECS s, 100 B, acks=$acks, $partitions partitions, linger $linger"
+    perf end-to-end --topic "$name" --partitions "$partitions" --throughput "$E2E_RATE" \
+        --duration-secs "$E2E_SECS" --record-size 100 --acks "$acks" "${extra[@]}" >"$file" 2>/dev/null
+    row "$label" "100 B" "$partitions" "$acks" "1" \
+        "$(fmt '.records_per_sec | round' "$file")" "$(fmt '.mb_per_sec * 10 | round / 10' "$file")" \
+        "$(fmt '.p50_latency_ms' "$file")" "$(fmt '.p99_latency_ms' "$file")"
+}
+e2e_row 1 1 default
+e2e_row 8 1 default
+e2e_row 1 1 0
+e2e_row 1 all 0
 
 # --- the tool's ceiling: the produce loop without a producer -----------------------------------
 log "produce --discard: $DISCARD_RECORDS records"
