@@ -139,8 +139,11 @@ for size in 100 1024; do
                 log "produce $topic: $producers x $each records"
                 PRODUCER_PIDS=()
                 for i in $(seq "$producers"); do
-                    perf produce --topic "$topic" --num-records "$each" --record-size "$size" \
-                        --acks "$acks" >"$OUT/$topic.$i.json" 2>"$OUT/$topic.$i.err" &
+                    # The binary itself, not the `perf` function: `$!` must be the client's pid
+                    # (a backgrounded function is a subshell, and killing it would orphan the client).
+                    "$SLUICE" perf produce --topic "$topic" --num-records "$each" \
+                        --record-size "$size" --acks "$acks" --bootstrap-server "$BOOTSTRAP" \
+                        --json >"$OUT/$topic.$i.json" 2>"$OUT/$topic.$i.err" &
                     PRODUCER_PIDS+=($!)
                 done
                 for pid in "${PRODUCER_PIDS[@]}"; do
