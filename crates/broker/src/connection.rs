@@ -10,13 +10,14 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::broker::Broker;
+use crate::frame::{Frame, FramePart};
 use crate::metrics::ApiMetrics;
 use crate::request::{handle_frame, Reply};
 
@@ -91,6 +92,11 @@ fn timed(reply: Reply, api: ApiMetrics, started: Instant) -> Reply {
             api.observe(started.elapsed());
             bytes
         })),
+        Reply::LaterFrame(fut) => Reply::LaterFrame(Box::pin(async move {
+            let frame = fut.await;
+            api.observe(started.elapsed());
+            frame
+        })),
         ready => {
             api.observe(started.elapsed());
             ready
@@ -126,6 +132,50 @@ async fn read_frame(
     }
 }
 
+/// Writes one frame: bytes through the buffer, file ranges with sendfile(2) straight from the
+/// page cache (after flushing what the buffer holds, to keep the order).
+async fn write_frame(out: &mut BufWriter<OwnedWriteHalf>, frame: Frame) -> std::io::Result<()> {
+    for part in frame.parts {
+        match part {
+            FramePart::Bytes(bytes) => out.write_all(&bytes).await?,
+            FramePart::File(range) => {
+                out.flush().await?;
+                send_file(out.get_ref().as_ref(), &range).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends `range` of its file to the socket with sendfile(2), waiting for the socket to drain
+/// when it is full. A file that ends early (a segment cut by recovery) is an error: the frame's
+/// length already promised the bytes, so the connection must close.
+async fn send_file(stream: &TcpStream, range: &sluice_log::FileRange) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let mut offset = range.pos;
+    let end = range.pos + range.len;
+    while offset < end {
+        stream.writable().await?;
+        let count = usize::try_from(end - offset).unwrap_or(usize::MAX);
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream, &*range.file, Some(&mut offset), count)
+                .map_err(Error::from)
+        });
+        match sent {
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedEof,
+                    "segment file ended before the range being sent",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes replies in request order, polling the waiting ones concurrently.
 async fn write_replies(
     write_half: OwnedWriteHalf,
@@ -139,14 +189,15 @@ async fn write_replies(
     loop {
         tokio::select! {
             reply = replies.recv(), if open && pending.len() < max_in_flight => match reply {
-                Some(Reply::Ready(bytes)) => pending.push_back(Box::pin(async move { Some(Some(bytes)) }) as futures::future::BoxFuture<'static, Option<Option<Bytes>>>),
-                Some(Reply::Later(fut)) => pending.push_back(Box::pin(async move { fut.await.map(Some) })),
+                Some(Reply::Ready(bytes)) => pending.push_back(Box::pin(async move { Some(Some(Frame::from(bytes))) }) as futures::future::BoxFuture<'static, Option<Option<Frame>>>),
+                Some(Reply::Later(fut)) => pending.push_back(Box::pin(async move { fut.await.map(|b| Some(Frame::from(b))) })),
+                Some(Reply::LaterFrame(fut)) => pending.push_back(Box::pin(async move { fut.await.map(Some) })),
                 Some(Reply::Nothing) => pending.push_back(Box::pin(async { Some(None) })),
                 None => open = false,
             },
             Some(done) = pending.next(), if !pending.is_empty() => match done {
-                Some(Some(bytes)) => {
-                    if let Err(e) = out.write_all(&bytes).await {
+                Some(Some(frame)) => {
+                    if let Err(e) = write_frame(&mut out, frame).await {
                         debug!(%peer, error = %e, "write failed");
                         return;
                     }

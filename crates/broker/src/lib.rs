@@ -9,6 +9,7 @@ pub mod broker;
 pub mod config;
 mod connection;
 mod errors;
+pub mod frame;
 pub mod group;
 mod handlers;
 pub mod inspect;

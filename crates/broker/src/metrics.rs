@@ -105,9 +105,9 @@ pub struct Metrics {
 pub struct TrafficTotals {
     pub bytes_in: Counter,
     pub records_in: Counter,
+    /// Record bytes sent by fetches. Fetched records are not counted: they go from the segment
+    /// files to the socket without being read (sendfile).
     pub bytes_out: Counter,
-    /// Records in fetched batches (from batch headers; a batch fetched from its middle counts whole).
-    pub records_out: Counter,
 }
 
 /// A request waiting in purgatory: a fetch long-polling for `fetch.min.bytes`, a produce waiting
@@ -302,9 +302,8 @@ impl Metrics {
     }
 
     /// Counts fetched traffic in the all-topics totals.
-    pub(crate) fn count_out(&self, bytes: u64, records: u64) {
+    pub(crate) fn count_out(&self, bytes: u64) {
         self.totals.bytes_out.inc_by(bytes);
-        self.totals.records_out.inc_by(records);
     }
 
     /// Traffic over every topic since start.

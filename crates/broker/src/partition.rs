@@ -199,37 +199,46 @@ impl Partition {
         self.log.lock().producers()
     }
 
-    /// A read_committed read: whole batches below the last stable offset, and the aborted
-    /// transactions with records among them (the consumer drops those records).
-    pub fn read_committed(
+    /// Where the bytes of a fetch are: segment file ranges from `start`, below the high watermark
+    /// (read_committed: the last stable offset), cut to `max_bytes` (see
+    /// [`PartitionLog::file_ranges`]); for read_committed also the aborted transactions with
+    /// records among them. Nothing is read but the first batch's length.
+    pub fn read_ranges(
         &self,
         start: Offset,
         max_bytes: usize,
         min_one_batch: bool,
-    ) -> Result<(ReadResult, Vec<AbortedTxn>), ReadError> {
-        let plan = self.log.lock().read_plan(
-            start,
-            max_bytes,
-            self.last_stable_offset().min(self.high_watermark()),
-            min_one_batch,
-        )?;
-        let read = plan.execute().map_err(ReadError::Io)?;
-        if read.records.is_empty() {
-            return Ok((read, Vec::new()));
-        }
-        let upper = next_offset_after(&read.records).unwrap_or(start);
-        let aborted = self.log.lock().aborted_txns(start, upper);
-        Ok((read, aborted))
+        read_committed: bool,
+    ) -> Result<(Vec<sluice_log::FileRange>, Option<Vec<AbortedTxn>>), ReadError> {
+        let limit = if read_committed {
+            self.last_stable_offset().min(self.high_watermark())
+        } else {
+            self.high_watermark()
+        };
+        let plan = self
+            .log
+            .lock()
+            .read_plan(start, max_bytes, limit, min_one_batch)?;
+        let ranges = PartitionLog::file_ranges(plan).map_err(ReadError::Io)?;
+        let aborted = match (read_committed, ranges.is_empty()) {
+            (false, _) => None,
+            (true, true) => Some(Vec::new()),
+            // Bounded by the stable offset rather than the last batch sent (which would need a
+            // read): a superset, which clients filter by producer and offset.
+            (true, false) => Some(self.log.lock().aborted_txns(start, limit)),
+        };
+        Ok((ranges, aborted))
     }
 
-    /// Reads whole batches from `start`, never past the high watermark.
+    /// Reads whole batches from `start`, never past the high watermark (into memory: replays of
+    /// internal topics and the console; fetches use [`Self::read_ranges`]).
     pub fn read(
         &self,
         start: Offset,
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult, ReadError> {
-        // Plan under the lock, read without it: a large fetch does not hold up appends.
+        // Plan under the lock, read without it: a large read does not hold up appends.
         let plan =
             self.log
                 .lock()
@@ -384,23 +393,6 @@ impl Partition {
     pub(crate) fn into_log(self: Arc<Self>) -> Option<PartitionLog> {
         Arc::into_inner(self).map(|p| p.log.into_inner())
     }
-}
-
-/// The offset after the last whole batch in `records` (stored batches, back to back).
-fn next_offset_after(mut records: &[u8]) -> Option<Offset> {
-    let mut next = None;
-    while records.len() >= 61 {
-        let base = i64::from_be_bytes(records[0..8].try_into().ok()?);
-        let length = i32::from_be_bytes(records[8..12].try_into().ok()?);
-        let last_delta = i32::from_be_bytes(records[23..27].try_into().ok()?);
-        let size = usize::try_from(length).ok()?.checked_add(12)?;
-        if size > records.len() {
-            break;
-        }
-        next = Some(Offset(base + i64::from(last_delta) + 1));
-        records = &records[size..];
-    }
-    next
 }
 
 /// Decompresses one stored batch and finds its first record at or after `ts` and not below

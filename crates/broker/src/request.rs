@@ -32,6 +32,9 @@ pub(crate) enum Reply {
     Ready(Bytes),
     /// A response that completes later; `None` closes the connection (encoding failed).
     Later(BoxFuture<'static, Option<Bytes>>),
+    /// A response frame in pieces (records sent from files), completing later; `None` closes the
+    /// connection.
+    LaterFrame(BoxFuture<'static, Option<crate::frame::Frame>>),
     /// No response at all (acks=0 produce).
     Nothing,
 }

@@ -27,7 +27,7 @@ mod txn_index;
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
 pub use dir::LogDir;
-pub use partition_log::{PartitionLog, ReadPlan};
+pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
 pub use txn_index::AbortedTxn;
 

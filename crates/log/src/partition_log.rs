@@ -771,19 +771,59 @@ impl PartitionLog {
             } else {
                 0
             };
-            if segment.size > pos {
+            // The segment holding the limit ends the read at the batch that holds it (the limit
+            // is a batch's first offset: the high watermark or a transaction's first record).
+            let holds_limit = segment.next_offset > limit;
+            let end = if holds_limit {
+                segment.find(limit)?.map_or(segment.size, |(at, _)| at)
+            } else {
+                segment.size
+            };
+            if end > pos {
                 plan.parts.push(ReadPart {
                     file: Arc::clone(&segment.file),
                     pos,
-                    end: segment.size,
+                    end,
                 });
-                planned += segment.size - pos;
+                planned += end - pos;
             }
-            if planned >= max_bytes as u64 {
+            if holds_limit || planned >= max_bytes as u64 {
                 break;
             }
         }
         Ok(plan)
+    }
+
+    /// Where the bytes of a read are, for sending them straight from the files (sendfile):
+    /// [`Self::read_plan`]'s ranges, cut to `max_bytes` as Kafka does — the last range may end
+    /// inside a batch, which clients discard and fetch again — except that with `min_one_batch`
+    /// the first batch is whole even when larger (KIP-74). Only the first batch's length is read
+    /// (12 bytes), so call it without holding the log's lock: `plan` comes from `read_plan`.
+    pub fn file_ranges(plan: ReadPlan) -> io::Result<Vec<FileRange>> {
+        use std::os::unix::fs::FileExt;
+        let mut budget = plan.max_bytes as u64;
+        let mut ranges = Vec::with_capacity(plan.parts.len());
+        for (i, part) in plan.parts.into_iter().enumerate() {
+            let avail = part.end - part.pos;
+            let mut len = avail.min(budget);
+            if i == 0 && plan.min_one_batch && avail >= LOG_OVERHEAD_BYTES {
+                let mut prefix = [0u8; LOG_OVERHEAD_BYTES as usize];
+                part.file.read_exact_at(&mut prefix, part.pos)?;
+                let length = i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+                let first = length.max(0) as u64 + LOG_OVERHEAD_BYTES;
+                len = len.max(first.min(avail));
+            }
+            if len == 0 {
+                break;
+            }
+            budget = budget.saturating_sub(len);
+            ranges.push(FileRange {
+                file: part.file,
+                pos: part.pos,
+                len,
+            });
+        }
+        Ok(ranges)
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -1254,6 +1294,14 @@ struct ReadPart {
     file: Arc<fs::File>,
     pos: u64,
     end: u64,
+}
+
+/// A byte range of a segment file, to be sent as it is.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<fs::File>,
+    pub pos: u64,
+    pub len: u64,
 }
 
 /// Where a read's bytes are, found under the log's lock by [`PartitionLog::read_plan`]; reading

@@ -127,7 +127,7 @@ async function pollOverview() {
     state.overview = o;
     state.history.push({
       t: performance.now(), in: o.bytes_in_total, out: o.bytes_out_total,
-      recs: o.records_in_total, recsOut: o.records_out_total,
+      recs: o.records_in_total,
     });
     if (state.history.length > HISTORY + 1) state.history.shift();
     document.getElementById("cluster-id").textContent = o.cluster_id;
@@ -159,7 +159,6 @@ function rates() {
       in: Math.max(0, (h[i].in - h[i - 1].in) / dt),
       out: Math.max(0, (h[i].out - h[i - 1].out) / dt),
       recs: Math.max(0, (h[i].recs - h[i - 1].recs) / dt),
-      recsOut: Math.max(0, (h[i].recsOut - h[i - 1].recsOut) / dt),
     });
   }
   return out;
@@ -210,7 +209,7 @@ pages.overview = {
     if (!o) return;
     const topics = await api("/topics");
     const r = rates();
-    const last = r[r.length - 1] || { in: 0, out: 0, recs: 0, recsOut: 0 };
+    const last = r[r.length - 1] || { in: 0, out: 0, recs: 0 };
     clear(this.cards,
       card("Brokers", fmtInt(o.brokers.length)),
       card("Topics", fmtInt(o.topic_count), null, "topic-count"),
@@ -222,8 +221,7 @@ pages.overview = {
       el("div", { class: "spark-legend" },
         el("span", {}, el("span", { class: "swatch", style: "background:#2f6fed" }), "In ", el("b", {}, fmtRate(last.in, "B"))),
         el("span", {}, el("span", { class: "swatch", style: "background:#13a3a0" }), "Out ", el("b", {}, fmtRate(last.out, "B"))),
-        el("span", { class: "muted" }, "Records in ", el("b", {}, fmtRate(last.recs, "rec")),
-          " · out ", el("b", {}, fmtRate(last.recsOut, "rec")))),
+        el("span", { class: "muted" }, "Records in ", el("b", {}, fmtRate(last.recs, "rec")))),
       sparkline(r),
       el("div", { class: "muted", style: "font-size:12px" }, "Last 2 minutes, sampled every 2 s"));
     const dl = el("dl", { class: "kv" });
@@ -240,7 +238,7 @@ pages.overview = {
       el("dt", {}, "Uptime"), el("dd", {}, fmtDuration(o.uptime_ms)),
       el("dt", {}, "Waiting requests"), el("dd", {}, `${o.purgatory.produce} produce · ${o.purgatory.fetch} fetch`),
       el("dt", {}, "Produced"), el("dd", {}, `${fmtBytes(o.bytes_in_total)} · ${fmtInt(o.records_in_total)} records`),
-      el("dt", {}, "Fetched"), el("dd", {}, `${fmtBytes(o.bytes_out_total)} · ${fmtInt(o.records_out_total)} records`));
+      el("dt", {}, "Fetched"), el("dd", {}, fmtBytes(o.bytes_out_total)));
     clear(this.brokers, dl);
     const largest = topics.filter((t) => !t.internal).sort((a, b) => b.size_bytes - a.size_bytes).slice(0, 5);
     clear(this.topics, topicTable(largest, "No topics yet."));

@@ -242,7 +242,6 @@ fn overview(broker: &Broker, started: Instant) -> serde_json::Result<Value> {
         "bytes_in_total": totals.bytes_in.get(),
         "records_in_total": totals.records_in.get(),
         "bytes_out_total": totals.bytes_out.get(),
-        "records_out_total": totals.records_out.get(),
         "purgatory": {
             "produce": broker.metrics.purgatory_size(PurgatoryOperation::Produce),
             "fetch": broker.metrics.purgatory_size(PurgatoryOperation::Fetch),

@@ -4,6 +4,10 @@
 //! `read_committed` fetches (isolation level 1) stop at the last stable offset and carry the
 //! aborted transactions among the returned records, which consumers drop.
 //!
+//! Records are not read: each partition's answer is a list of segment file ranges that the
+//! connection sends with sendfile(2) (see `crate::frame`), cut at the byte limits as Kafka does
+//! (the last batch may be partial; clients fetch it again whole).
+//!
 //! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
 //! treat as "sessions unsupported".
 
@@ -22,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::frame::{fetch_frame, FetchRecords};
 use crate::metrics::PurgatoryOperation;
 use crate::partition::Partition;
 use crate::request::{Ctx, Reply};
@@ -77,15 +82,32 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
         deadline: Instant::now() + wait,
     };
     let shutdown = broker.shutdown_signal();
-    ctx.reply_later(long_poll(broker.clone(), plan, shutdown))
+    let (correlation_id, version) = (ctx.correlation_id, ctx.version);
+    let poll = long_poll(broker.clone(), plan, shutdown);
+    Reply::LaterFrame(Box::pin(async move {
+        let (response, records) = poll.await;
+        match fetch_frame(correlation_id, version, &response, records) {
+            Ok(frame) => Some(frame),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a fetch response; dropping connection");
+                None
+            }
+        }
+    }))
 }
 
-/// Reads every partition once; returns the response and the bytes it carries.
-fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
+/// Reads every partition once; returns the response, each partition's records (file ranges,
+/// sent with sendfile) and the bytes they hold.
+///
+/// Partitions answered with an error carry empty (not null) records, as Kafka's do: librdkafka
+/// refuses null records in a flexible Fetch response.
+fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, Vec<Vec<FetchRecords>>, usize) {
     let mut total = 0usize;
     let mut responses = Vec::with_capacity(plan.topics.len());
+    let mut all_records = Vec::with_capacity(plan.topics.len());
     for (name, wanted) in &plan.topics {
         let mut partitions = Vec::with_capacity(wanted.len());
+        let mut records = Vec::with_capacity(wanted.len());
         for want in wanted {
             let data = PartitionData::default()
                 .with_partition_index(want.index)
@@ -95,10 +117,12 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
                 Ok(_) => {
                     partitions
                         .push(data.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                    records.push(FetchRecords::Bytes(Bytes::new()));
                     continue;
                 }
                 Err(e) => {
                     partitions.push(data.with_error_code(e.code()));
+                    records.push(FetchRecords::Bytes(Bytes::new()));
                     continue;
                 }
             };
@@ -113,22 +137,15 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
             // KIP-74: the first partition with data returns at least one whole batch.
             let min_one_batch = total == 0;
             if budget == 0 && !min_one_batch {
-                partitions.push(data.with_records(Some(Bytes::new())));
+                partitions.push(data);
+                records.push(FetchRecords::Bytes(Bytes::new()));
                 continue;
             }
             let start = Offset(want.fetch_offset);
-            let read = if plan.read_committed {
-                partition
-                    .read_committed(start, budget, min_one_batch)
-                    .map(|(read, aborted)| (read, Some(aborted)))
-            } else {
-                partition
-                    .read(start, budget, min_one_batch)
-                    .map(|read| (read, None))
-            };
-            match read {
-                Ok((read, aborted)) => {
-                    total += read.records.len();
+            match partition.read_ranges(start, budget, min_one_batch, plan.read_committed) {
+                Ok((ranges, aborted)) => {
+                    let read = FetchRecords::Files(ranges);
+                    total += read.len() as usize;
                     let aborted = aborted.map(|list| {
                         list.into_iter()
                             .map(|a| {
@@ -138,17 +155,17 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
                             })
                             .collect()
                     });
-                    partitions.push(
-                        data.with_records(Some(read.records))
-                            .with_aborted_transactions(aborted),
-                    );
+                    partitions.push(data.with_aborted_transactions(aborted));
+                    records.push(read);
                 }
                 Err(e @ ReadError::OffsetOutOfRange { .. }) => {
                     partitions.push(data.with_error_code(errors::read_error(&e).code()));
+                    records.push(FetchRecords::Bytes(Bytes::new()));
                 }
                 Err(e) => {
                     tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "fetch read failed");
                     partitions.push(data.with_error_code(errors::read_error(&e).code()));
+                    records.push(FetchRecords::Bytes(Bytes::new()));
                 }
             }
         }
@@ -157,30 +174,22 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, usize) {
                 .with_topic(name.clone())
                 .with_partitions(partitions),
         );
+        all_records.push(records);
     }
-    (responses, total)
+    (responses, all_records, total)
 }
 
 /// Counts the record bytes of the response being sent, one label lookup per topic with data.
-fn count_bytes_out(broker: &Broker, responses: &[FetchableTopicResponse]) {
-    for topic in responses {
-        let (bytes, records) = topic
-            .partitions
-            .iter()
-            .filter_map(|p| p.records.as_ref())
-            .fold((0usize, 0u64), |(bytes, records), batches| {
-                (
-                    bytes + batches.len(),
-                    records + crate::metrics::batch_record_count(batches),
-                )
-            });
+fn count_bytes_out(
+    broker: &Broker,
+    responses: &[FetchableTopicResponse],
+    records: &[Vec<FetchRecords>],
+) {
+    for (topic, records) in responses.iter().zip(records) {
+        let bytes: u64 = records.iter().map(FetchRecords::len).sum();
         if bytes > 0 {
-            broker
-                .metrics
-                .topic(&topic.topic.0)
-                .bytes_out
-                .inc_by(bytes as u64);
-            broker.metrics.count_out(bytes as u64, records);
+            broker.metrics.topic(&topic.topic.0).bytes_out.inc_by(bytes);
+            broker.metrics.count_out(bytes);
         }
     }
 }
@@ -189,7 +198,7 @@ async fn long_poll(
     broker: Arc<Broker>,
     plan: Plan,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> FetchResponse {
+) -> (FetchResponse, Vec<Vec<FetchRecords>>) {
     let partitions: Vec<Arc<Partition>> = plan
         .topics
         .iter()
@@ -207,7 +216,7 @@ async fn long_poll(
         for n in notified.iter_mut() {
             n.as_mut().enable();
         }
-        let (responses, total) = read_all(&plan);
+        let (responses, records, total) = read_all(&plan);
         let has_error = responses
             .iter()
             .flat_map(|t| t.partitions.iter())
@@ -218,8 +227,8 @@ async fn long_poll(
             || Instant::now() >= plan.deadline
             || *shutdown.borrow()
         {
-            count_bytes_out(&broker, &responses);
-            return FetchResponse::default().with_responses(responses);
+            count_bytes_out(&broker, &responses, &records);
+            return (FetchResponse::default().with_responses(responses), records);
         }
         if waiting.is_none() {
             waiting = Some(broker.metrics.enter_purgatory(PurgatoryOperation::Fetch));

@@ -603,3 +603,51 @@ fn compacted_logs_refuse_records_without_keys() {
     assert_eq!(log.log_end_offset(), Offset(0));
     log.append(batch(2, 1), LeaderEpoch(0), NOW).unwrap();
 }
+
+/// The bytes of file ranges, concatenated.
+fn range_bytes(ranges: &[sluice_log::FileRange]) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut out = Vec::new();
+    for r in ranges {
+        let mut buf = vec![0u8; r.len as usize];
+        r.file.read_exact_at(&mut buf, r.pos).unwrap();
+        out.extend_from_slice(&buf);
+    }
+    out
+}
+
+#[test]
+fn file_ranges_hold_the_same_bytes_as_reads_and_respect_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), small_segments(), true);
+    for i in 0..40 {
+        log.append(batch(3, i * 10), LeaderEpoch(0), NOW).unwrap();
+    }
+    assert!(files(dir.path(), "log").len() > 3, "several segments");
+    let end = log.log_end_offset();
+    for (start, limit) in [(0, end.0), (7, end.0), (0, 60), (31, 61)] {
+        let whole = log
+            .read(Offset(start), usize::MAX / 2, Offset(limit), true)
+            .unwrap();
+        let plan = log
+            .read_plan(Offset(start), usize::MAX / 2, Offset(limit), true)
+            .unwrap();
+        let ranges = PartitionLog::file_ranges(plan).unwrap();
+        assert_eq!(
+            range_bytes(&ranges),
+            whole.records.to_vec(),
+            "{start}..{limit}"
+        );
+    }
+    // A small budget: cut inside a batch, except that the first batch is whole.
+    let plan = log.read_plan(Offset(0), 10, end, true).unwrap();
+    let first = split_batches(&range_bytes(&PartitionLog::file_ranges(plan).unwrap()));
+    assert_eq!(first.len(), 1, "one whole batch");
+    let plan = log.read_plan(Offset(0), 500, end, false).unwrap();
+    assert_eq!(
+        range_bytes(&PartitionLog::file_ranges(plan).unwrap()).len(),
+        500
+    );
+    let plan = log.read_plan(Offset(0), 0, end, false).unwrap();
+    assert!(PartitionLog::file_ranges(plan).unwrap().is_empty());
+}

@@ -89,7 +89,10 @@ async fn console_api_reports_topics_messages_and_groups() {
     assert_eq!(overview["topic_count"], 1, "{overview}");
     assert_eq!(overview["partition_count"], 2);
     assert_eq!(overview["records_in_total"], 4);
-    assert_eq!(overview["records_out_total"], 0);
+    assert!(
+        overview.get("records_out_total").is_none(),
+        "fetched records are not counted"
+    );
     assert_eq!(overview["under_replicated_partitions"], 0);
     assert_eq!(overview["brokers"][0]["listener"], broker.bootstrap());
 
