@@ -175,3 +175,38 @@ mod tests {
         assert_eq!(mb_per_sec(2 * 1024 * 1024, 2.0), 1.0);
     }
 }
+
+/// CreateTopics for `--partitions`; an existing topic is used as it is.
+fn create_topic_if_missing(
+    common: &CommonArgs,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        client_config(common, &[], &[])
+            .create()
+            .context("cannot create the admin client")?;
+    let timeout = std::time::Duration::from_millis(common.timeout_ms);
+    let new_topic = rdkafka::admin::NewTopic::new(
+        topic,
+        partitions,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    );
+    let options = rdkafka::admin::AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let results = runtime
+        .block_on(admin.create_topics([&new_topic], &options))
+        .with_context(|| format!("cannot create topic {topic}"))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::error::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((_, code)) => bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}

@@ -20,8 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args};
 use hdrhistogram::Histogram;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
@@ -226,7 +225,7 @@ struct Received {
 pub(super) fn run(args: &EndToEndArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
     let timeout = Duration::from_millis(common.timeout_ms);
     if let Some(partitions) = args.partitions {
-        create_topic_if_missing(common, &args.topic, partitions)?;
+        super::create_topic_if_missing(common, &args.topic, partitions)?;
     }
     let consumer = assigned_consumer(args, common, timeout)?;
 
@@ -576,36 +575,6 @@ fn run_id() -> u64 {
 /// A value of `size` bytes whose stamp is overwritten per record; the rest is letters.
 fn padding(size: usize) -> Vec<u8> {
     (0..size).map(|i| b'a' + (i % 26) as u8).collect()
-}
-
-/// CreateTopics for `--partitions`; an existing topic is used as it is.
-fn create_topic_if_missing(
-    common: &CommonArgs,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(common, &[], &[])
-        .create()
-        .context("cannot create the admin client")?;
-    let timeout = Duration::from_millis(common.timeout_ms);
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new()
-        .operation_timeout(Some(timeout))
-        .request_timeout(Some(timeout));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let results = runtime
-        .block_on(admin.create_topics([&new_topic], &options))
-        .with_context(|| format!("cannot create topic {topic}"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => bail!("cannot create topic {topic}: {code}"),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

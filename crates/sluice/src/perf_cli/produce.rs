@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args, ValueEnum};
 use hdrhistogram::Histogram;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -242,7 +241,7 @@ impl ProducerContext for Reporting {
 /// Runs the benchmark and prints the report.
 pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
     if let (Some(partitions), false) = (args.partitions, args.discard) {
-        create_topic_if_missing(common, &args.topic, partitions)?;
+        super::create_topic_if_missing(common, &args.topic, partitions)?;
     }
     let start = Instant::now();
     let context = Reporting {
@@ -473,36 +472,6 @@ fn payload(size: usize) -> Vec<u8> {
             b'A' + (state % 26) as u8
         })
         .collect()
-}
-
-/// CreateTopics for `--partitions`; an existing topic is used as it is.
-fn create_topic_if_missing(
-    common: &CommonArgs,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(common, &[], &[])
-        .create()
-        .context("cannot create the admin client")?;
-    let timeout = Duration::from_millis(common.timeout_ms);
-    let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new()
-        .operation_timeout(Some(timeout))
-        .request_timeout(Some(timeout));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    let results = runtime
-        .block_on(admin.create_topics([&new_topic], &options))
-        .with_context(|| format!("cannot create topic {topic}"))?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((_, code)) => bail!("cannot create topic {topic}: {code}"),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
