@@ -153,29 +153,6 @@ fn print_report(report: &impl serde::Serialize, text: &str, json: bool) -> anyho
         .context("cannot write to stdout")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_are_key_value_pairs() {
-        assert_eq!(
-            parse_key_value("enable.idempotence=true").unwrap(),
-            ("enable.idempotence".to_owned(), "true".to_owned())
-        );
-        assert_eq!(parse_key_value("a=b=c").unwrap().1, "b=c");
-        assert!(parse_key_value("novalue").is_err());
-        assert!(parse_key_value("=x").is_err());
-    }
-
-    #[test]
-    fn rates_of_empty_intervals_are_zero() {
-        assert_eq!(per_sec(10, 0.0), 0.0);
-        assert_eq!(mb_per_sec(10, 0.0), 0.0);
-        assert_eq!(mb_per_sec(2 * 1024 * 1024, 2.0), 1.0);
-    }
-}
-
 /// CreateTopics for `--partitions`; an existing topic is used as it is.
 fn create_topic_if_missing(
     common: &CommonArgs,
@@ -209,4 +186,27 @@ fn create_topic_if_missing(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_are_key_value_pairs() {
+        assert_eq!(
+            parse_key_value("enable.idempotence=true").unwrap(),
+            ("enable.idempotence".to_owned(), "true".to_owned())
+        );
+        assert_eq!(parse_key_value("a=b=c").unwrap().1, "b=c");
+        assert!(parse_key_value("novalue").is_err());
+        assert!(parse_key_value("=x").is_err());
+    }
+
+    #[test]
+    fn rates_of_empty_intervals_are_zero() {
+        assert_eq!(per_sec(10, 0.0), 0.0);
+        assert_eq!(mb_per_sec(10, 0.0), 0.0);
+        assert_eq!(mb_per_sec(2 * 1024 * 1024, 2.0), 1.0);
+    }
 }
