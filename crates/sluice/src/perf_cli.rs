@@ -153,6 +153,66 @@ fn print_report(report: &impl serde::Serialize, text: &str, json: bool) -> anyho
         .context("cannot write to stdout")
 }
 
+/// Largest latency the histograms track exactly (one hour, in microseconds); longer ones are
+/// clamped to it.
+const LATENCY_US_MAX: u64 = 3_600_000_000;
+/// Significant decimal digits of each histogram value (0.1% resolution).
+const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
+
+/// A histogram of latencies in microseconds.
+fn latency_histogram() -> anyhow::Result<hdrhistogram::Histogram<u64>> {
+    use anyhow::Context as _;
+    hdrhistogram::Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
+        .context("cannot create the latency histogram")
+}
+
+/// Records one latency, clamped to what the histogram tracks.
+fn record_latency(histogram: &mut hdrhistogram::Histogram<u64>, latency_us: u64) {
+    histogram.saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+}
+
+/// The latency part of a report, in milliseconds (zeros when nothing was measured).
+#[derive(Debug, Default, serde::Serialize)]
+struct Latencies {
+    avg_latency_ms: f64,
+    p50_latency_ms: f64,
+    p95_latency_ms: f64,
+    p99_latency_ms: f64,
+    p999_latency_ms: f64,
+    max_latency_ms: f64,
+}
+
+impl Latencies {
+    fn of(histogram: &hdrhistogram::Histogram<u64>) -> Latencies {
+        if histogram.is_empty() {
+            return Latencies::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        let quantile = |q: f64| ms(histogram.value_at_quantile(q));
+        Latencies {
+            avg_latency_ms: histogram.mean() / 1000.0,
+            p50_latency_ms: quantile(0.50),
+            p95_latency_ms: quantile(0.95),
+            p99_latency_ms: quantile(0.99),
+            p999_latency_ms: quantile(0.999),
+            max_latency_ms: ms(histogram.max()),
+        }
+    }
+
+    /// `avg A ms, p50 .., p95 .., p99 .., p99.9 .., max .. ms`.
+    fn text(&self) -> String {
+        format!(
+            "avg {:.2} ms, p50 {:.2}, p95 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} ms",
+            self.avg_latency_ms,
+            self.p50_latency_ms,
+            self.p95_latency_ms,
+            self.p99_latency_ms,
+            self.p999_latency_ms,
+            self.max_latency_ms
+        )
+    }
+}
+
 /// CreateTopics for `--partitions`; an existing topic is used as it is.
 fn create_topic_if_missing(
     common: &CommonArgs,

@@ -29,16 +29,13 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::{client_config, mb_per_sec, parse_key_value, per_sec, print_report, Progress};
+use super::{
+    client_config, mb_per_sec, parse_key_value, per_sec, print_report, Latencies, Progress,
+};
 use crate::cli_common::CommonArgs;
 
 /// Bytes of the stamp at the start of every value: run id, sequence number, send time.
 const STAMP_BYTES: usize = 24;
-/// Largest latency the histogram tracks exactly (one hour, in microseconds); longer ones are
-/// clamped to it.
-const LATENCY_US_MAX: u64 = 3_600_000_000;
-/// Significant decimal digits of each histogram value (0.1% resolution).
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 /// How often the progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long one consumer poll waits before the stop conditions are checked again.
@@ -124,12 +121,8 @@ struct EndToEndReport {
     /// Records sent over `send_secs`: how close the producer came to the target.
     records_per_sec: f64,
     mb_per_sec: f64,
-    avg_latency_ms: f64,
-    p50_latency_ms: f64,
-    p95_latency_ms: f64,
-    p99_latency_ms: f64,
-    p999_latency_ms: f64,
-    max_latency_ms: f64,
+    #[serde(flatten)]
+    latency: Latencies,
 }
 
 /// The 24 bytes at the start of every value.
@@ -282,17 +275,11 @@ pub(super) fn run(args: &EndToEndArgs, common: &CommonArgs, json: bool) -> anyho
     let failed = deliveries.failed.load(Ordering::Relaxed);
     let report = report(args, &received, sent_total, failed, start, send_secs);
     let text = format!(
-        "{} records, {:.1} records/sec ({:.2} MB/sec), end-to-end latency avg {:.2} ms, \
-         p50 {:.2}, p95 {:.2}, p99 {:.2}, p99.9 {:.2}, max {:.2} ms",
+        "{} records, {:.1} records/sec ({:.2} MB/sec), end-to-end latency {}",
         report.records,
         report.records_per_sec,
         report.mb_per_sec,
-        report.avg_latency_ms,
-        report.p50_latency_ms,
-        report.p95_latency_ms,
-        report.p99_latency_ms,
-        report.p999_latency_ms,
-        report.max_latency_ms,
+        report.latency.text(),
     );
     print_report(&report, &text, json)?;
     if report.missing > 0 {
@@ -436,8 +423,7 @@ fn consume(
     drain_timeout: Duration,
 ) -> anyhow::Result<Received> {
     let mut received = Received {
-        histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
-            .context("cannot create the latency histogram")?,
+        histogram: super::latency_histogram()?,
         arrivals: Arrivals::default(),
         foreign: 0,
         finished_at: start,
@@ -471,9 +457,7 @@ fn consume(
                             let sent_at = start + Duration::from_nanos(stamp.sent_at_ns);
                             let latency_us =
                                 now.saturating_duration_since(sent_at).as_micros() as u64;
-                            received
-                                .histogram
-                                .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+                            super::record_latency(&mut received.histogram, latency_us);
                             window_records += 1;
                             window_latency_us += latency_us;
                             received.finished_at = now;
@@ -522,15 +506,6 @@ fn report(
     send_secs: f64,
 ) -> EndToEndReport {
     let histogram = &received.histogram;
-    let empty = histogram.is_empty();
-    let ms = |us: u64| us as f64 / 1000.0;
-    let quantile = |q: f64| {
-        if empty {
-            0.0
-        } else {
-            ms(histogram.value_at_quantile(q))
-        }
-    };
     let records = received.arrivals.distinct;
     EndToEndReport {
         topic: args.topic.clone(),
@@ -550,16 +525,7 @@ fn report(
             .as_secs_f64(),
         records_per_sec: per_sec(sent, send_secs),
         mb_per_sec: mb_per_sec(sent * args.record_size, send_secs),
-        avg_latency_ms: if empty {
-            0.0
-        } else {
-            histogram.mean() / 1000.0
-        },
-        p50_latency_ms: quantile(0.50),
-        p95_latency_ms: quantile(0.95),
-        p99_latency_ms: quantile(0.99),
-        p999_latency_ms: quantile(0.999),
-        max_latency_ms: if empty { 0.0 } else { ms(histogram.max()) },
+        latency: Latencies::of(histogram),
     }
 }
 

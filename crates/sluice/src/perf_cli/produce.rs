@@ -16,14 +16,11 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::util::Timeout;
 use serde::Serialize;
 
-use super::{client_config, mb_per_sec, parse_key_value, per_sec, print_report, Progress};
+use super::{
+    client_config, mb_per_sec, parse_key_value, per_sec, print_report, Latencies, Progress,
+};
 use crate::cli_common::CommonArgs;
 
-/// Largest latency the histogram tracks exactly (one hour, in microseconds); longer ones are
-/// clamped to it.
-const LATENCY_US_MAX: u64 = 3_600_000_000;
-/// Significant decimal digits of each histogram value (0.1% resolution).
-const LATENCY_SIGNIFICANT_DIGITS: u8 = 3;
 /// How often the progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to let librdkafka drain its queue when the local queue is full.
@@ -126,12 +123,8 @@ struct ProduceReport {
     elapsed_secs: f64,
     records_per_sec: f64,
     mb_per_sec: f64,
-    avg_latency_ms: f64,
-    p50_latency_ms: f64,
-    p95_latency_ms: f64,
-    p99_latency_ms: f64,
-    p999_latency_ms: f64,
-    max_latency_ms: f64,
+    #[serde(flatten)]
+    latency: Latencies,
 }
 
 /// Everything the delivery reports add up, behind one lock: reports come from librdkafka's poll
@@ -156,8 +149,7 @@ impl Stats {
         Ok(Stats {
             start,
             record_bytes,
-            histogram: Histogram::new_with_bounds(1, LATENCY_US_MAX, LATENCY_SIGNIFICANT_DIGITS)
-                .context("cannot create the latency histogram")?,
+            histogram: super::latency_histogram()?,
             delivered: 0,
             failed: 0,
             first_error: None,
@@ -173,8 +165,7 @@ impl Stats {
         let now = Instant::now();
         let sent_at = self.start + Duration::from_nanos(sent_at_ns as u64);
         let latency_us = now.saturating_duration_since(sent_at).as_micros() as u64;
-        self.histogram
-            .saturating_record(latency_us.clamp(1, LATENCY_US_MAX));
+        super::record_latency(&mut self.histogram, latency_us);
         self.delivered += 1;
         self.window_records += 1;
         self.window_latency_us += latency_us;
@@ -359,17 +350,11 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
     report.transactions = transactions;
     let verb = if args.discard { "discarded" } else { "sent" };
     let text = format!(
-        "{} records {verb}, {:.1} records/sec ({:.2} MB/sec), avg {:.2} ms, p50 {:.2}, p95 {:.2}, \
-         p99 {:.2}, p99.9 {:.2}, max {:.2} ms latency",
+        "{} records {verb}, {:.1} records/sec ({:.2} MB/sec), {} latency",
         report.records,
         report.records_per_sec,
         report.mb_per_sec,
-        report.avg_latency_ms,
-        report.p50_latency_ms,
-        report.p95_latency_ms,
-        report.p99_latency_ms,
-        report.p999_latency_ms,
-        report.max_latency_ms,
+        report.latency.text(),
     );
     let text = if report.transactions > 0 {
         format!("{text}, {} transactions", report.transactions)
@@ -426,16 +411,7 @@ fn send(
 }
 
 fn report(args: &ProduceArgs, stats: &Stats, elapsed_secs: f64) -> ProduceReport {
-    let ms = |us: u64| us as f64 / 1000.0;
     let histogram = &stats.histogram;
-    let empty = histogram.is_empty();
-    let quantile = |q: f64| {
-        if empty {
-            0.0
-        } else {
-            ms(histogram.value_at_quantile(q))
-        }
-    };
     ProduceReport {
         topic: args.topic.clone(),
         records: stats.delivered,
@@ -446,16 +422,7 @@ fn report(args: &ProduceArgs, stats: &Stats, elapsed_secs: f64) -> ProduceReport
         elapsed_secs,
         records_per_sec: per_sec(stats.delivered, elapsed_secs),
         mb_per_sec: mb_per_sec(stats.delivered * args.record_size as u64, elapsed_secs),
-        avg_latency_ms: if empty {
-            0.0
-        } else {
-            histogram.mean() / 1000.0
-        },
-        p50_latency_ms: quantile(0.50),
-        p95_latency_ms: quantile(0.95),
-        p99_latency_ms: quantile(0.99),
-        p999_latency_ms: quantile(0.999),
-        max_latency_ms: if empty { 0.0 } else { ms(histogram.max()) },
+        latency: Latencies::of(histogram),
     }
 }
 
