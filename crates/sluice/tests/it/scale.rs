@@ -120,17 +120,11 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_connections_are_served_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
-    broker.create_topic("crowd", 3, &[]).await;
-
-    // Open every connection first, then pipeline ApiVersions and Metadata on each before reading
-    // any answer: the broker holds all of them, each with two requests outstanding.
-    let mut streams: Vec<TcpStream> = (0..CONNECTIONS).map(|_| connect(&broker)).collect();
+/// Pipelines ApiVersions and Metadata on every connection before reading any answer (correlation
+/// ids from `first_id`), then checks every answer.
+fn ask_everyone(streams: &mut [TcpStream], first_id: i32, port: u16) {
     for (i, stream) in streams.iter_mut().enumerate() {
-        let id = i as i32 * 2;
+        let id = first_id + i as i32 * 2;
         let mut requests = frame(
             ApiKey::ApiVersions,
             API_VERSIONS_VERSION,
@@ -146,8 +140,20 @@ async fn a_thousand_connections_are_served_at_once() {
         stream.write_all(&requests).expect("send requests");
     }
     for (i, stream) in streams.iter_mut().enumerate() {
-        assert_answers(stream, i as i32 * 2, broker.port);
+        assert_answers(stream, first_id + i as i32 * 2, port);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_connections_are_served_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("crowd", 3, &[]).await;
+
+    // Open every connection first, then pipeline ApiVersions and Metadata on each before reading
+    // any answer: the broker holds all of them, each with two requests outstanding.
+    let mut streams: Vec<TcpStream> = (0..CONNECTIONS).map(|_| connect(&broker)).collect();
+    ask_everyone(&mut streams, 0, broker.port);
 
     // With all of them open, a normal client still produces and consumes.
     let producer = producer(&broker, &[("acks", "all")]);
@@ -163,25 +169,7 @@ async fn a_thousand_connections_are_served_at_once() {
     assert_read_back_matches(&produced, read);
 
     // And every connection is still open and served.
-    for (i, stream) in streams.iter_mut().enumerate() {
-        let id = 1_000_000 + i as i32 * 2;
-        let mut requests = frame(
-            ApiKey::ApiVersions,
-            API_VERSIONS_VERSION,
-            id,
-            &api_versions_request(),
-        );
-        requests.extend(frame(
-            ApiKey::Metadata,
-            METADATA_VERSION,
-            id + 1,
-            &metadata_request("crowd"),
-        ));
-        stream.write_all(&requests).expect("send requests again");
-    }
-    for (i, stream) in streams.iter_mut().enumerate() {
-        assert_answers(stream, 1_000_000 + i as i32 * 2, broker.port);
-    }
+    ask_everyone(&mut streams, 1_000_000, broker.port);
 }
 
 #[test]
