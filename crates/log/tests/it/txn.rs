@@ -294,3 +294,91 @@ fn the_cleaner_stops_at_the_last_stable_offset() {
     }
     assert!(log.clean_plan(NOW).is_some());
 }
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Records of producer 1..=3 in its transaction, or (0) plain records.
+    Data { producer: i64, records: usize },
+    /// A commit or abort marker for producer 1..=3 (with or without an open transaction).
+    Marker { producer: i64, commit: bool },
+    /// Close and reopen (clean), or drop without closing and reopen (a crash).
+    Reopen { clean: bool },
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0i64..4, 1usize..4).prop_map(|(producer, records)| Step::Data { producer, records }),
+        3 => (1i64..4, any::<bool>()).prop_map(|(producer, commit)| Step::Marker { producer, commit }),
+        1 => any::<bool>().prop_map(|clean| Step::Reopen { clean }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 40, ..Default::default() })]
+
+    /// Whatever the interleaving of transactions, markers, rolls, clean restarts and crashes, the
+    /// last stable offset and the aborted-transaction index are what a simple model says.
+    #[test]
+    fn transaction_state_matches_a_model_across_restarts(steps in proptest::collection::vec(step(), 1..60)) {
+        use std::collections::BTreeMap;
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Some(open(dir.path(), small_segments(), true));
+        let mut end = 0i64;
+        let mut open_txns: BTreeMap<i64, i64> = BTreeMap::new(); // producer -> first offset
+        let mut sequences: BTreeMap<i64, i32> = BTreeMap::new();
+        let mut aborted: Vec<AbortedTxn> = Vec::new();
+        for step in steps {
+            let current = log.as_mut().expect("open");
+            match step {
+                Step::Data { producer: 0, records } => {
+                    let keys: Vec<String> = (0..records).map(|i| format!("p{i}")).collect();
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    append(current, plain(&keys, "v"));
+                    end += records as i64;
+                }
+                Step::Data { producer, records } => {
+                    let seq = sequences.entry(producer).or_insert(0);
+                    let keys: Vec<String> = (0..records).map(|i| format!("t{i}")).collect();
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let at = append(current, txn_batch(producer, 0, *seq, &keys, "v"));
+                    proptest::prop_assert_eq!(at, end);
+                    *seq += records as i32;
+                    open_txns.entry(producer).or_insert(end);
+                    end += records as i64;
+                }
+                Step::Marker { producer, commit } => {
+                    let kind = if commit { MarkerKind::Commit } else { MarkerKind::Abort };
+                    let at = marker(current, producer, 0, kind);
+                    proptest::prop_assert_eq!(at, end);
+                    end += 1;
+                    if let Some(first) = open_txns.remove(&producer) {
+                        if !commit {
+                            aborted.push(AbortedTxn {
+                                producer_id: producer,
+                                first_offset: first,
+                                last_offset: at,
+                                last_stable_offset: open_txns.values().min().copied().unwrap_or(end),
+                            });
+                        }
+                    }
+                }
+                Step::Reopen { clean } => {
+                    let taken = log.take().expect("open");
+                    if clean {
+                        taken.close().unwrap();
+                    } else {
+                        drop(taken);
+                    }
+                    log = Some(open(dir.path(), small_segments(), clean));
+                }
+            }
+            let current = log.as_ref().expect("open");
+            proptest::prop_assert_eq!(current.log_end_offset(), Offset(end));
+            let stable = open_txns.values().min().copied().unwrap_or(end);
+            proptest::prop_assert_eq!(current.last_stable_offset(), Offset(stable));
+            proptest::prop_assert_eq!(current.aborted_txns(Offset(0), Offset(end)), aborted.clone());
+        }
+    }
+}
