@@ -138,6 +138,7 @@ impl Broker {
         });
         let txns = TxnCoordinator::new(TxnConfig {
             max_timeout_ms: config.txn_max_timeout_ms,
+            id_expiration_ms: config.txn_id_expiration_ms,
         });
         let broker = Broker {
             config,

@@ -61,6 +61,9 @@ pub struct BrokerConfig {
     pub txn_state_num_partitions: i32,
     /// `transaction.max.timeout.ms`: the longest transaction timeout a producer may ask for.
     pub txn_max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: a transactional id idle this long (no transaction open)
+    /// is forgotten (7 days).
+    pub txn_id_expiration_ms: i64,
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how often transactions
     /// past their timeout are looked for (and aborted).
     pub txn_abort_check_interval_ms: u64,
@@ -103,6 +106,7 @@ impl Default for BrokerConfig {
             txn_state_num_partitions: 50,
             txn_max_timeout_ms: 900_000,
             txn_abort_check_interval_ms: 10_000,
+            txn_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             cleaner_enable: true,
             cleaner_backoff_ms: 15_000,
             explicit: BTreeMap::new(),
@@ -248,6 +252,10 @@ impl BrokerConfig {
                 "transaction.state.log.num.partitions",
                 self.txn_state_num_partitions.to_string(),
             ),
+            (
+                "transactional.id.expiration.ms",
+                self.txn_id_expiration_ms.to_string(),
+            ),
         ]
     }
 
@@ -354,6 +362,12 @@ impl BrokerConfig {
             "transaction.max.timeout.ms" => {
                 self.txn_max_timeout_ms = parse(key, value)?;
                 if self.txn_max_timeout_ms < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "transactional.id.expiration.ms" => {
+                self.txn_id_expiration_ms = parse(key, value)?;
+                if self.txn_id_expiration_ms < 1 {
                     return Err(invalid(key, value, "must be at least 1"));
                 }
             }

@@ -40,18 +40,28 @@ pub async fn persist(broker: &Broker, id: &str, record: &TxnRecord) -> Result<()
     Ok(())
 }
 
-/// Appends the record; returns the partition and offset to wait on for durability.
-fn append_record(
+/// Where a record was appended: the partition and the offset to wait on for durability.
+type Appended = (
+    std::sync::Arc<crate::partition::Partition>,
+    sluice_log::Offset,
+);
+
+/// Appends the record of `id`.
+fn append_record(broker: &Broker, id: &str, record: &TxnRecord) -> Result<Appended, String> {
+    append_value(broker, id, Some(state_topic::value(record)))
+}
+
+/// Appends a tombstone for an expired transactional id (not waited for: losing it in a crash
+/// brings the idle id back until the next expiry check).
+fn append_tombstone(broker: &Broker, id: &str) -> Result<(), String> {
+    append_value(broker, id, None).map(|_| ())
+}
+
+fn append_value(
     broker: &Broker,
     id: &str,
-    record: &TxnRecord,
-) -> Result<
-    (
-        std::sync::Arc<crate::partition::Partition>,
-        sluice_log::Offset,
-    ),
-    String,
-> {
+    value: Option<bytes::Bytes>,
+) -> Result<Appended, String> {
     ensure_state_topic(broker).map_err(|e| e.to_string())?;
     let partitions = broker
         .replicas
@@ -60,10 +70,7 @@ fn append_record(
     let index = offsets_topic::partition_for(id, partitions.len() as i32);
     let partition = partitions[index as usize].clone();
     let now = now();
-    let batch = offsets_topic::batch(
-        vec![(state_topic::key(id), Some(state_topic::value(record)))],
-        now.0,
-    );
+    let batch = offsets_topic::batch(vec![(state_topic::key(id), value)], now.0);
     let info = partition.append(batch, now).map_err(|e| e.to_string())?;
     Ok((partition, info.last_offset))
 }
@@ -138,8 +145,15 @@ async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Resul
     Ok(())
 }
 
-/// Aborts transactions past their timeout and retries prepared ones nobody is completing.
+/// Aborts transactions past their timeout, retries prepared ones nobody is completing, and
+/// forgets idle transactional ids (writing their tombstones).
 pub async fn tick(broker: &Broker) {
+    for id in broker.txns.expire(now().0) {
+        info!(transactional_id = %id, "transactional id expired");
+        if let Err(e) = append_tombstone(broker, &id) {
+            warn!(transactional_id = %id, error = %e, "writing the expired id's tombstone failed");
+        }
+    }
     for (id, prepared) in broker.txns.due(now().0) {
         if prepared.state == TxnState::PrepareAbort || prepared.state == TxnState::PrepareCommit {
             info!(transactional_id = %id, state = prepared.state.name(), "completing transaction");

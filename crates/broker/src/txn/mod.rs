@@ -21,6 +21,8 @@ pub use state_topic::{TxnRecord, TxnState, TXN_STATE_TOPIC};
 pub struct TxnConfig {
     /// `transaction.max.timeout.ms`: the largest timeout a producer may ask for (15 minutes).
     pub max_timeout_ms: i32,
+    /// `transactional.id.expiration.ms`: idle transactional ids are forgotten after this long.
+    pub id_expiration_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -408,6 +410,31 @@ impl TxnCoordinator {
         due
     }
 
+    /// Forgets transactional ids idle for `transactional.id.expiration.ms`: no transaction open
+    /// or being completed, last changed that long ago. Returns them, to write their tombstones.
+    pub fn expire(&self, now_ms: i64) -> Vec<String> {
+        let mut inner = self.inner.lock();
+        let expiration = self.config.id_expiration_ms;
+        let expired: Vec<(String, i64)> = inner
+            .txns
+            .iter()
+            .filter(|(_, m)| {
+                !busy(m)
+                    && matches!(
+                        m.record.state,
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+                    )
+                    && now_ms.saturating_sub(m.record.last_update_ms) > expiration
+            })
+            .map(|(id, m)| (id.clone(), m.record.producer_id))
+            .collect();
+        for (id, producer_id) in &expired {
+            inner.txns.remove(id);
+            inner.by_producer.remove(producer_id);
+        }
+        expired.into_iter().map(|(id, _)| id).collect()
+    }
+
     /// One transactional id's metadata.
     pub fn describe(&self, id: &str) -> Option<TxnRecord> {
         self.inner.lock().txns.get(id).map(|m| m.record.clone())
@@ -433,6 +460,7 @@ mod tests {
     fn coordinator() -> TxnCoordinator {
         TxnCoordinator::new(TxnConfig {
             max_timeout_ms: 900_000,
+            id_expiration_ms: 1_000_000,
         })
     }
 
@@ -517,6 +545,27 @@ mod tests {
         assert!(c.verify(7, 0, "a", 0).is_ok());
         assert!(c.verify(7, 0, "b", 0).is_ok());
         assert_eq!(c.describe("t").unwrap().partitions.len(), 2);
+    }
+
+    #[test]
+    fn idle_ids_expire_but_open_transactions_do_not() {
+        let c = coordinator();
+        let r = init(&c, "idle");
+        assert!(
+            c.expire(r.last_update_ms + 1_000_000).is_empty(),
+            "not idle long enough"
+        );
+        assert_eq!(
+            c.expire(r.last_update_ms + 1_000_001),
+            vec!["idle".to_owned()]
+        );
+        assert!(c.describe("idle").is_none());
+        init(&c, "t");
+        add(&c, "a", 10);
+        assert!(
+            c.expire(i64::MAX).is_empty(),
+            "an ongoing transaction is never expired"
+        );
     }
 
     #[test]

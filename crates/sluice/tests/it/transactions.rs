@@ -666,3 +666,51 @@ fn sluice_consume_reads_committed_or_everything() {
     assert_eq!(read(&[]), sorted(everything));
     producer.abort_transaction(T).unwrap();
 }
+
+#[test]
+fn idle_transactional_ids_expire_and_stay_forgotten_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "\"transactional.id.expiration.ms\" = \"1000\"\n\
+                \"transaction.abort.timed.out.transaction.cleanup.interval.ms\" = \"200\"\n";
+    let mut broker = crate::harness::start_with_toml(dir.path(), toml);
+    create_topic(&broker, "idle", 1);
+    let producer = txn_producer(&broker, "idle-app", &[]);
+    producer.begin_transaction().unwrap();
+    send(&producer, "idle", "k", "v");
+    producer.commit_transaction(T).unwrap();
+    drop(producer);
+    let not_found = |broker: &Broker| {
+        let mut stream = crate::wire::connect(broker);
+        let response: DescribeTransactionsResponse = crate::wire::call(
+            &mut stream,
+            ApiKey::DescribeTransactions,
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![TransactionalId(
+                StrBytes::from_static_str("idle-app"),
+            )]),
+        );
+        response.transaction_states[0].error_code == 105 // TRANSACTIONAL_ID_NOT_FOUND
+    };
+    let deadline = Instant::now() + T;
+    while !not_found(&broker) {
+        assert!(Instant::now() < deadline, "the idle id did not expire");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The tombstone keeps it forgotten across a restart.
+    assert!(broker.stop(), "clean stop");
+    let config = dir.path().join("sluice.toml");
+    broker = Broker::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    assert!(not_found(&broker));
+    // The id can be used again: a fresh producer id.
+    let again = txn_producer(&broker, "idle-app", &[]);
+    again.begin_transaction().unwrap();
+    send(&again, "idle", "k", "again");
+    again.commit_transaction(T).unwrap();
+    assert_eq!(
+        read_all(&broker, "idle", 1, true),
+        vec!["again".to_owned(), "v".to_owned()]
+    );
+}
