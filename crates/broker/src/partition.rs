@@ -223,9 +223,13 @@ impl Partition {
         let aborted = match (read_committed, ranges.is_empty()) {
             (false, _) => None,
             (true, true) => Some(Vec::new()),
-            // Bounded by the stable offset rather than the last batch sent (which would need a
-            // read): a superset, which clients filter by producer and offset.
-            (true, false) => Some(self.log.lock().aborted_txns(start, limit)),
+            // Bounded by an offset at or after the last batch sent (from the sparse index, no
+            // read): at most a few aborts more than needed, which clients filter.
+            (true, false) => {
+                let log = self.log.lock();
+                let upper = log.offset_after(&ranges).min(limit);
+                Some(log.aborted_txns(start, upper))
+            }
         };
         Ok((ranges, aborted))
     }

@@ -849,6 +849,32 @@ impl PartitionLog {
         self.aborted.collect(start.0, upper.0)
     }
 
+    /// An offset at or after the end of the bytes in `ranges` (from [`Self::file_ranges`]): the
+    /// first indexed batch starting at or after where the last range ends, or its segment's
+    /// next offset. Bounds the aborted transactions a read_committed fetch must list.
+    pub fn offset_after(&self, ranges: &[FileRange]) -> Offset {
+        let Some(last) = ranges.last() else {
+            return Offset(self.log_end());
+        };
+        let end = last.pos + last.len;
+        let Some(segment) = self
+            .segments
+            .values()
+            .find(|s| Arc::ptr_eq(&s.file, &last.file))
+        else {
+            // The segment was replaced meanwhile (a clean): fall back to the log end.
+            return Offset(self.log_end());
+        };
+        let entries = &segment.indexes.offsets;
+        let i = entries.partition_point(|&(_, position)| u64::from(position) < end);
+        match entries.get(i) {
+            Some(&(relative, _)) if end < segment.size => {
+                Offset(segment.base + i64::from(relative))
+            }
+            _ => Offset(segment.next_offset),
+        }
+    }
+
     /// The producers this partition knows (DescribeProducers).
     pub fn producers(&self) -> Vec<ProducerInfo> {
         self.producers.describe()

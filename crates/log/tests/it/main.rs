@@ -650,4 +650,29 @@ fn file_ranges_hold_the_same_bytes_as_reads_and_respect_limits() {
     );
     let plan = log.read_plan(Offset(0), 0, end, false).unwrap();
     assert!(PartitionLog::file_ranges(plan).unwrap().is_empty());
+    // An offset at or after the end of the bytes sent, for every cut of the log.
+    for budget in [1usize, 100, 500, 1000, 3000, 100_000] {
+        let plan = log.read_plan(Offset(0), budget, end, true).unwrap();
+        let ranges = PartitionLog::file_ranges(plan).unwrap();
+        // The offset after the last whole batch sent (a cut batch is dropped by clients).
+        let bytes = range_bytes(&ranges);
+        let mut at = 0;
+        let mut after_sent = 0;
+        while bytes.len() - at >= 61 {
+            let b = &bytes[at..];
+            let size = 12 + i32::from_be_bytes(b[8..12].try_into().unwrap()) as usize;
+            if size > b.len() {
+                break;
+            }
+            let base = i64::from_be_bytes(b[..8].try_into().unwrap());
+            let delta = i32::from_be_bytes(b[23..27].try_into().unwrap());
+            after_sent = base + i64::from(delta) + 1;
+            at += size;
+        }
+        let upper = log.offset_after(&ranges);
+        assert!(
+            upper.0 >= after_sent && upper <= end,
+            "budget {budget}: {upper:?} vs {after_sent}"
+        );
+    }
 }
