@@ -19,7 +19,7 @@
 import time
 
 from common import CheckFailed, check, log, run_main, soft, unique_suffix
-from txn_common import TXN_PARTITIONS, TXN_RECORDS, Txns, check_ctp_input, check_ends, check_read, txn_records
+from txn_common import TXN_PARTITIONS, TXN_RECORDS, Txns, check_ctp_input, check_ctp_progress, log_ctp_done, check_ends, check_read, txn_records
 
 from confluent_kafka import (OFFSET_BEGINNING, OFFSET_INVALID, Consumer, KafkaError, KafkaException,
                              Producer, TopicPartition)
@@ -236,12 +236,9 @@ def consume_transform_produce(bootstrap, txns, in_ends, out_topic, group, txn_id
                 n_txns += 1
             if done and positions == sent:
                 break
-            if time.monotonic() - started > 40:
-                raise CheckFailed(f"ctp: after 40s read {len(seen)} of {len(want_in)} committed input records;"
-                                  f" positions {positions}, input end offsets {in_ends},"
-                                  f" assignment {[tp.partition for tp in consumer.assignment()]}")
-        log(NAME, f"ctp: {len(seen)} input records in {n_txns} transactions"
-                  f" ({time.monotonic() - started:.1f}s incl. joining the group)")
+            check_ctp_progress(started, seen, want_in, positions, in_ends,
+                               f", assignment {[tp.partition for tp in consumer.assignment()]}")
+        log_ctp_done(NAME, seen, n_txns, started)
         check_ctp_input(txns, seen, want_in)
         committed = {tp.partition: (None if tp.offset == OFFSET_INVALID else tp.offset)
                      for tp in consumer.committed([TopicPartition(txns.topic, p) for p in range(P)], timeout=10)}

@@ -9,6 +9,8 @@ a partition follow the previous transaction's last record after a gap of exactly
 the end offset is the last record's offset + 2.
 """
 
+import time
+
 from common import CheckFailed, check, log
 
 TXN_PARTITIONS = 3
@@ -146,3 +148,18 @@ def check_ctp_input(txns, seen, want_in):
     check(not missing and not extra, f"ctp: the read_committed group consumer missed {len(missing)}"
           f" committed records (first {missing[:3]}) and read {len(extra)} others (first {extra[:3]},"
           f" acked in {[txns.where(*pos) for pos in extra[:3]]})")
+
+
+CTP_SECONDS = 40  # the consume-transform-produce rounds must finish within this
+
+
+def check_ctp_progress(started, seen, want_in, positions, in_ends, extra=""):
+    """Fails the consume-transform-produce loop once it has run too long."""
+    if time.monotonic() - started > CTP_SECONDS:
+        raise CheckFailed(f"ctp: after {CTP_SECONDS}s read {len(seen)} of {len(want_in)} committed input"
+                          f" records; positions {positions}, input end offsets {in_ends}{extra}")
+
+
+def log_ctp_done(name, seen, n_txns, started):
+    log(name, f"ctp: {len(seen)} input records in {n_txns} transactions"
+              f" ({time.monotonic() - started:.1f}s incl. joining the group)")
