@@ -136,6 +136,13 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// How many handles to this log exist (openraft's store and readers, the node).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+}
+
 impl Inner {
     fn entry_path(&self, index: u64) -> PathBuf {
         self.dir.join("log").join(format!("{index:020}.json"))

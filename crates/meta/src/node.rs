@@ -12,7 +12,7 @@ use std::time::Duration;
 use fs2::FileExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, Config, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -22,7 +22,7 @@ use crate::network::NetworkFactory;
 use crate::raft_types::{LogIndex, NodeId, Raft};
 use crate::record::{MetadataRecord, Outcome};
 use crate::state::MetadataState;
-use crate::state_machine::{SnapshotFile, StateMachineStore};
+use crate::state_machine::{Applied, SnapshotFile, StateMachineStore};
 
 /// Tunables of a [`MetaNode`]; [`Default`] suits production, tests shrink them.
 #[derive(Debug, Clone)]
@@ -113,8 +113,11 @@ struct NodeFile {
 pub struct MetaNode {
     id: NodeId,
     raft: Raft,
-    state: watch::Receiver<Arc<MetadataState>>,
+    applied: watch::Receiver<Applied>,
     ready_timeout: Duration,
+    /// Kept to see when openraft has let go of the storage (see [`MetaNode::shutdown`]).
+    log_store: LogStore,
+    snapshots: SnapshotFile,
     /// Held for the node's lifetime: one process per metadata directory.
     _lock: File,
 }
@@ -156,8 +159,9 @@ impl MetaNode {
         check_node_id(dir, node_id)?;
 
         let log_store = LogStore::open(dir)?;
-        let (publisher, state) = watch::channel(Arc::default());
-        let state_machine = StateMachineStore::new(SnapshotFile::open(dir)?, publisher);
+        let (publisher, applied) = watch::channel(Applied::default());
+        let snapshots = SnapshotFile::open(dir)?;
+        let state_machine = StateMachineStore::new(snapshots.clone(), publisher);
         let config = Config {
             cluster_name: "sluice-metadata".to_string(),
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
@@ -170,7 +174,7 @@ impl MetaNode {
             node_id,
             Arc::new(config),
             NetworkFactory::default(),
-            log_store,
+            log_store.clone(),
             state_machine,
         )
         .await
@@ -178,8 +182,10 @@ impl MetaNode {
         let node = Self {
             id: node_id,
             raft,
-            state,
+            applied,
             ready_timeout: options.ready_timeout,
+            log_store,
+            snapshots,
             _lock: lock,
         };
         let initialized = node
@@ -206,17 +212,31 @@ impl MetaNode {
             timeout: self.ready_timeout,
             reason: e.to_string(),
         };
-        let metrics = self
-            .raft
+        self.raft
             .wait(Some(self.ready_timeout))
             .state(ServerState::Leader, "metadata node becomes leader")
             .await
             .map_err(not_ready)?;
-        self.raft
-            .wait(Some(self.ready_timeout))
-            .applied_index_at_least(metrics.last_log_index, "metadata node applies its log")
-            .await
-            .map_err(not_ready)?;
+        // A read index: the leader commits an entry of its own term (which commits whatever an
+        // earlier term left uncommitted) and waits until it is applied.
+        let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(self.ready_timeout, read).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(OpenError::NotReady {
+                    node: self.id,
+                    timeout: self.ready_timeout,
+                    reason: e.to_string(),
+                })
+            }
+            Err(_elapsed) => {
+                return Err(OpenError::NotReady {
+                    node: self.id,
+                    timeout: self.ready_timeout,
+                    reason: "the log was not applied in time".to_string(),
+                })
+            }
+        }
         Ok(())
     }
 
@@ -250,21 +270,17 @@ impl MetaNode {
 
     /// The applied metadata: an immutable view, cheap to take (an `Arc`).
     pub fn state(&self) -> Arc<MetadataState> {
-        Arc::clone(&self.state.borrow())
+        Arc::clone(&self.applied.borrow().state)
     }
 
-    /// A receiver that sees each new applied state (for readers that react to changes).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataState>> {
-        self.state.clone()
+    /// Waits until the state changes (a new batch applied); `false` once the node stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.applied.changed().await.is_ok()
     }
 
-    /// The index of the last applied log entry.
+    /// The index of the last log entry applied to [`MetaNode::state`].
     pub fn applied_index(&self) -> Option<LogIndex> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .last_applied
-            .map(|id| LogIndex(id.index))
+        self.applied.borrow().index
     }
 
     /// The last log index the current snapshot covers, if there is one.
@@ -306,12 +322,25 @@ impl MetaNode {
         Ok(metrics.snapshot.map(|id| LogIndex(id.index)))
     }
 
-    /// Stops openraft and waits for its tasks; the directory can be reopened afterwards.
+    /// Stops openraft and waits until nothing of it touches the directory any more, which can
+    /// then be reopened. (openraft builds snapshots in detached tasks that outlive
+    /// `Raft::shutdown`; we wait for them to drop their storage handles.)
     pub async fn shutdown(self) -> Result<(), OpenError> {
         self.raft
             .shutdown()
             .await
-            .map_err(|e| OpenError::Raft(format!("shutdown: {e}")))
+            .map_err(|e| OpenError::Raft(format!("shutdown: {e}")))?;
+        let deadline = tokio::time::Instant::now() + self.ready_timeout;
+        while self.log_store.handles() > 1 || self.snapshots.handles() > 1 {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(OpenError::Raft(format!(
+                    "shutdown: openraft tasks still hold the metadata storage after {:?}",
+                    self.ready_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
     }
 }
 

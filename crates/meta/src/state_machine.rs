@@ -18,11 +18,19 @@ use tokio::sync::watch;
 
 use crate::fsutil;
 use crate::node::OpenError;
-use crate::raft_types::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::raft_types::{LogId, LogIndex, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::record::Outcome;
 use crate::state::MetadataState;
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, MetadataState>;
+
+/// What readers see: the state and the last log index applied to it. (openraft's metrics lag
+/// behind `client_write` returning, so they cannot tell a proposer what it may read.)
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Applied {
+    pub(crate) index: Option<LogIndex>,
+    pub(crate) state: Arc<MetadataState>,
+}
 
 /// The snapshot document on disk.
 #[derive(Serialize, Deserialize)]
@@ -48,6 +56,11 @@ impl SnapshotFile {
             path,
             current: Arc::new(Mutex::new(current)),
         })
+    }
+
+    /// How many handles to this file exist (the state machine, snapshot builders, the node).
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.current)
     }
 
     fn read_at(path: &Path) -> Result<Option<SnapshotDocument>, OpenError> {
@@ -98,15 +111,12 @@ pub(crate) struct StateMachineStore {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     /// Readers' view: replaced after every applied batch, before any client hears back.
-    published: watch::Sender<Arc<MetadataState>>,
+    published: watch::Sender<Applied>,
     snapshots: SnapshotFile,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(
-        snapshots: SnapshotFile,
-        published: watch::Sender<Arc<MetadataState>>,
-    ) -> Self {
+    pub(crate) fn new(snapshots: SnapshotFile, published: watch::Sender<Applied>) -> Self {
         Self {
             state: Arc::default(),
             last_applied: None,
@@ -117,7 +127,10 @@ impl StateMachineStore {
     }
 
     fn publish(&self) {
-        self.published.send_replace(Arc::clone(&self.state));
+        self.published.send_replace(Applied {
+            index: self.last_applied.map(|id| LogIndex(id.index)),
+            state: Arc::clone(&self.state),
+        });
     }
 }
 
@@ -154,15 +167,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let mut responses = Vec::new();
-        let mut changed = false;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let outcome = match &entry.payload {
                 EntryPayload::Blank => Outcome::Applied,
-                EntryPayload::Normal(record) => {
-                    changed = true;
-                    Arc::make_mut(&mut self.state).apply(record)
-                }
+                EntryPayload::Normal(record) => Arc::make_mut(&mut self.state).apply(record),
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership.clone());
                     Outcome::Applied
@@ -174,9 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         // Publish first, so a proposer that hears back reads its own write.
-        if changed {
-            self.publish();
-        }
+        self.publish();
         for (responder, outcome) in responses {
             responder.send(outcome);
         }

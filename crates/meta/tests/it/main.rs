@@ -1,1 +1,3 @@
-fn main() {}
+//! Integration tests of `sluice-meta`: one binary for the crate (see STYLE.md).
+
+mod node;
