@@ -10,6 +10,8 @@
 //! [`MetaNode`], [`MetadataRecord`], [`MetadataState`] and the error types, so the alpha API
 //! can change under us without rippling into the broker.
 
+#[cfg(test)]
+mod conformance;
 mod fsutil;
 mod log_store;
 pub mod network;
