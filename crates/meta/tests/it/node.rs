@@ -194,3 +194,33 @@ async fn wait_for(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftovers_of_a_crash_are_cleaned_and_holes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = reopen(dir.path()).await;
+    let expected = propose_mix(&node, 0, 3).await;
+    node.shutdown().await.unwrap();
+
+    // A write that crashed before its rename leaves a temp file; it was never part of the log.
+    let log_dir = dir.path().join("log");
+    let torn = log_dir.join(format!("{:020}.json.tmp", 1_000));
+    std::fs::write(&torn, b"{\"torn").unwrap();
+    let node = reopen(dir.path()).await;
+    assert_eq!(*node.state(), expected);
+    assert!(!torn.exists());
+    node.shutdown().await.unwrap();
+
+    // A missing entry in the middle is corruption, not something to paper over.
+    let mut files: Vec<_> = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3);
+    std::fs::remove_file(&files[1]).unwrap();
+    assert!(matches!(
+        MetaNode::open_with(dir.path(), NODE, options()).await,
+        Err(OpenError::Corrupt { .. })
+    ));
+}
