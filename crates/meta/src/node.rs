@@ -188,20 +188,29 @@ impl MetaNode {
             snapshots,
             _lock: lock,
         };
-        let initialized = node
+        if let Err(e) = node.start(&options.address).await {
+            // Don't leave openraft's tasks running on a directory we report as not opened.
+            let _ = node.raft.shutdown().await;
+            return Err(e);
+        }
+        Ok(node)
+    }
+
+    /// Initializes the one-voter cluster on first start, then waits until ready.
+    async fn start(&self, address: &str) -> Result<(), OpenError> {
+        let initialized = self
             .raft
             .is_initialized()
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
         if !initialized {
-            let voters = BTreeMap::from([(node_id, BasicNode::new(&options.address))]);
-            node.raft
+            let voters = BTreeMap::from([(self.id, BasicNode::new(address))]);
+            self.raft
                 .initialize(voters)
                 .await
                 .map_err(|e| OpenError::Raft(e.to_string()))?;
         }
-        node.wait_ready().await?;
-        Ok(node)
+        self.wait_ready().await
     }
 
     /// Waits until this node leads and has applied every entry in its log, so `state()` shows
@@ -217,8 +226,8 @@ impl MetaNode {
             .state(ServerState::Leader, "metadata node becomes leader")
             .await
             .map_err(not_ready)?;
-        // A read index: the leader commits an entry of its own term (which commits whatever an
-        // earlier term left uncommitted) and waits until it is applied.
+        // A read index: at least the committed id and the first entry of the leader's term, so
+        // whatever an earlier run committed (or left uncommitted in this term) is applied.
         let read = self.raft.ensure_linearizable(ReadPolicy::ReadIndex);
         match tokio::time::timeout(self.ready_timeout, read).await {
             Ok(Ok(_)) => {}
