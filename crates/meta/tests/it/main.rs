@@ -1,0 +1,3 @@
+//! Integration tests of `sluice-meta`: one binary for the crate (see STYLE.md).
+
+mod node;
