@@ -71,9 +71,64 @@ pub struct BrokerConfig {
     pub cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: pause between cleaner passes over the partitions.
     pub cleaner_backoff_ms: u64,
+    /// `controller.listener` (Sluice's `--controller-listen`): where this node answers the
+    /// metadata quorum's RPCs. None: a one-voter quorum that never listens.
+    pub controller_listen: Option<SocketAddr>,
+    /// `controller.quorum.voters`: every voter's id and controller address. Empty: this node is
+    /// the only voter.
+    pub voters: Vec<Voter>,
+    /// `broker.heartbeat.interval.ms`: how often a broker tells the controller it is alive.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub broker_session_timeout_ms: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a follower's fetch waits for new data.
+    pub replica_fetch_wait_max_ms: i32,
+    /// `unclean.leader.election.enable`: elect a replica outside the ISR when none is left.
+    pub unclean_leader_election_enable: bool,
+    /// `auto.leader.rebalance.enable`: move leadership back to preferred replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `broker.rack`: the rack this broker declares for replica placement.
+    pub rack: Option<String>,
     /// The settings given explicitly (flags, environment, file), as DescribeConfigs reports them
     /// with source STATIC_BROKER_CONFIG.
     pub explicit: BTreeMap<String, String>,
+}
+
+/// One metadata quorum voter (an entry of `controller.quorum.voters`: `ID@HOST:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Voter {
+    /// `HOST:PORT`.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Parses `controller.quorum.voters` (`1@host:9093,2@host:9094`).
+pub fn parse_voters(key: &str, value: &str) -> Result<Vec<Voter>, ConfigError> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((id, addr)) = entry.split_once('@') else {
+            return Err(invalid(key, value, "each voter is ID@HOST:PORT"));
+        };
+        let id: i32 = parse(key, id)?;
+        if id < 0 {
+            return Err(invalid(key, value, "voter ids are not negative"));
+        }
+        let (host, port) = split_host_port(key, addr)?;
+        if voters.iter().any(|v| v.id == id) {
+            return Err(invalid(key, value, "a voter id appears twice"));
+        }
+        voters.push(Voter { id, host, port });
+    }
+    Ok(voters)
 }
 
 impl Default for BrokerConfig {
@@ -109,6 +164,15 @@ impl Default for BrokerConfig {
             txn_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             cleaner_enable: true,
             cleaner_backoff_ms: 15_000,
+            controller_listen: None,
+            voters: Vec::new(),
+            broker_heartbeat_interval_ms: 2_000,
+            broker_session_timeout_ms: 9_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            unclean_leader_election_enable: false,
+            auto_leader_rebalance_enable: true,
+            rack: None,
             explicit: BTreeMap::new(),
         }
     }
@@ -158,7 +222,7 @@ impl BrokerConfig {
             TimestampType::CreateTime => "CreateTime",
             TimestampType::LogAppendTime => "LogAppendTime",
         };
-        vec![
+        let mut entries = vec![
             (
                 "advertised.listeners",
                 format!(
@@ -192,6 +256,38 @@ impl BrokerConfig {
                 self.cleaner_backoff_ms.to_string(),
             ),
             ("log.cleaner.enable", self.cleaner_enable.to_string()),
+            (
+                "broker.heartbeat.interval.ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "broker.session.timeout.ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "controller.quorum.voters",
+                self.voters
+                    .iter()
+                    .map(|v| format!("{}@{}", v.id, v.address()))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
+            ),
+            (
+                "replica.fetch.wait.max.ms",
+                self.replica_fetch_wait_max_ms.to_string(),
+            ),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election_enable.to_string(),
+            ),
+            (
+                "auto.leader.rebalance.enable",
+                self.auto_leader_rebalance_enable.to_string(),
+            ),
             ("log.dirs", self.data_dir.display().to_string()),
             ("log.flush.interval.ms", self.flush_interval_ms.to_string()),
             ("log.flush.on.ack", self.flush_on_ack.to_string()),
@@ -256,7 +352,9 @@ impl BrokerConfig {
                 "transactional.id.expiration.ms",
                 self.txn_id_expiration_ms.to_string(),
             ),
-        ]
+        ];
+        entries.sort_by_key(|(key, _)| *key);
+        entries
     }
 
     /// Whether `key` (or a spelling that sets the same value, like `log.retention.hours` for
@@ -382,6 +480,23 @@ impl BrokerConfig {
             "offsets.retention.check.interval.ms" => {
                 self.offsets_retention_check_interval_ms = parse(key, value)?
             }
+            "controller.listener" | "controller.listen" => {
+                self.controller_listen = Some(parse(key, value.trim())?)
+            }
+            "controller.quorum.voters" => self.voters = parse_voters(key, value)?,
+            "broker.heartbeat.interval.ms" => {
+                self.broker_heartbeat_interval_ms = parse(key, value)?
+            }
+            "broker.session.timeout.ms" => self.broker_session_timeout_ms = parse(key, value)?,
+            "replica.lag.time.max.ms" => self.replica_lag_time_max_ms = parse(key, value)?,
+            "replica.fetch.wait.max.ms" => self.replica_fetch_wait_max_ms = parse(key, value)?,
+            "unclean.leader.election.enable" => {
+                self.unclean_leader_election_enable = parse(key, value)?
+            }
+            "auto.leader.rebalance.enable" => {
+                self.auto_leader_rebalance_enable = parse(key, value)?
+            }
+            "broker.rack" => self.rack = Some(value.trim().to_string()),
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())
