@@ -23,5 +23,6 @@ mod state_machine;
 
 pub use node::{Committed, MetaNode, MetaOptions, OpenError, ProposeError};
 pub use raft_types::{LogIndex, NodeId};
-pub use record::{Listener, MetadataRecord, Outcome, Rejection};
+pub use record::{LeaderChange, Listener, MetadataRecord, Outcome, PartitionState, Rejection};
+pub mod controller;
 pub use state::{BrokerRegistration, MetadataState, TopicMeta};

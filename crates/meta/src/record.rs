@@ -19,6 +19,50 @@ pub struct Listener {
     pub port: u16,
 }
 
+/// One partition's replicas and leadership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Assigned replicas, the preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas (a subset of `replicas`).
+    pub isr: Vec<NodeId>,
+    /// None while no eligible replica is alive.
+    pub leader: Option<NodeId>,
+    /// Bumped on every leader change; stamped into the batches the leader writes.
+    pub leader_epoch: i32,
+    /// Bumped on every change of this partition (ISR, leader, replicas).
+    pub partition_epoch: i32,
+    /// A reassignment's replicas not yet caught up.
+    #[serde(default)]
+    pub adding: Vec<NodeId>,
+    /// A reassignment's replicas to drop once `adding` are in sync.
+    #[serde(default)]
+    pub removing: Vec<NodeId>,
+}
+
+impl PartitionState {
+    /// A new partition led by its first replica, every replica in sync.
+    pub fn new(replicas: Vec<NodeId>) -> Self {
+        PartitionState {
+            leader: replicas.first().copied(),
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+}
+
+/// The leader a [`MetadataRecord::PartitionChange`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LeaderChange {
+    /// No leader (no eligible replica alive).
+    None,
+    Node(NodeId),
+}
+
 /// A change to the cluster metadata, replicated through Raft and applied in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
@@ -27,7 +71,46 @@ pub enum MetadataRecord {
     RegisterBroker {
         id: NodeId,
         listeners: Vec<Listener>,
+        /// `broker.rack`, for rack-aware replica placement.
+        #[serde(default)]
+        rack: Option<String>,
     },
+    /// The controller stopped hearing from a broker: it leads nothing and is left out of
+    /// Metadata answers until unfenced.
+    FenceBroker { id: NodeId },
+    /// A fenced broker is heartbeating again.
+    UnfenceBroker { id: NodeId },
+    /// Sets one partition's assignment and leadership whole (topic creation, added partitions,
+    /// migration of a single-node data directory).
+    Partition {
+        topic: String,
+        partition: i32,
+        state: PartitionState,
+    },
+    /// Changes a partition's ISR, leader or replicas (Kafka's PartitionChangeRecord, also how
+    /// AlterPartition lands). Refused unless the partition is still at `partition_epoch` (and,
+    /// when given, `leader_epoch`), so a change computed from stale state never applies. A new
+    /// leader bumps the leader epoch; every applied change bumps the partition epoch.
+    PartitionChange {
+        topic: String,
+        partition: i32,
+        partition_epoch: i32,
+        #[serde(default)]
+        leader_epoch: Option<i32>,
+        #[serde(default)]
+        leader: Option<LeaderChange>,
+        #[serde(default)]
+        isr: Option<Vec<NodeId>>,
+        #[serde(default)]
+        replicas: Option<Vec<NodeId>>,
+        /// Replicas a reassignment is still adding / will remove (cleared with `Some(vec![])`).
+        #[serde(default)]
+        adding: Option<Vec<NodeId>>,
+        #[serde(default)]
+        removing: Option<Vec<NodeId>>,
+    },
+    /// Several records applied together: all of them, or (when one is refused) none.
+    Batch(Vec<MetadataRecord>),
     /// Creates a topic, or updates it: the id must stay the same and the partition count may
     /// only grow. `configs` are the topic-level overrides (Kafka names), replacing earlier ones.
     Topic {
@@ -53,6 +136,28 @@ impl fmt::Display for MetadataRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::RegisterBroker { id, .. } => write!(f, "RegisterBroker({id})"),
+            Self::FenceBroker { id } => write!(f, "FenceBroker({id})"),
+            Self::UnfenceBroker { id } => write!(f, "UnfenceBroker({id})"),
+            Self::Partition {
+                topic,
+                partition,
+                state,
+            } => write!(
+                f,
+                "Partition({topic}-{partition}, leader {:?} epoch {})",
+                state.leader, state.leader_epoch
+            ),
+            Self::PartitionChange {
+                topic,
+                partition,
+                leader,
+                isr,
+                ..
+            } => write!(
+                f,
+                "PartitionChange({topic}-{partition}, {leader:?}, {isr:?})"
+            ),
+            Self::Batch(records) => write!(f, "Batch({} records)", records.len()),
             Self::Topic {
                 name, partitions, ..
             } => write!(f, "Topic({name}, {partitions} partitions)"),
@@ -94,6 +199,30 @@ pub enum Rejection {
     },
     #[error("invalid partition count {0}: must be at least 1")]
     InvalidPartitions(i32),
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("partition {topic}-{partition} is at partition epoch {current}, not {expected}")]
+    StalePartitionEpoch {
+        topic: String,
+        partition: i32,
+        current: i32,
+        expected: i32,
+    },
+    #[error("partition {topic}-{partition} is at leader epoch {current}, not {expected}")]
+    StaleLeaderEpoch {
+        topic: String,
+        partition: i32,
+        current: i32,
+        expected: i32,
+    },
+    #[error("partition {topic}-{partition}: {reason}")]
+    InvalidPartitionChange {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("broker {0} is not registered")]
+    UnknownBroker(NodeId),
     #[error("the next producer id block must start after {current}, not at {requested}")]
     ProducerIdsNotIncreasing { current: i64, requested: i64 },
 }

@@ -8,13 +8,18 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::raft_types::NodeId;
-use crate::record::{Listener, MetadataRecord, Outcome, Rejection};
+use crate::record::{LeaderChange, Listener, MetadataRecord, Outcome, PartitionState, Rejection};
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub id: NodeId,
     pub listeners: Vec<Listener>,
+    #[serde(default)]
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing and are not offered to clients.
+    #[serde(default)]
+    pub fenced: bool,
 }
 
 /// One topic as the metadata knows it.
@@ -26,6 +31,9 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Topic-level config overrides (Kafka names).
     pub configs: BTreeMap<String, String>,
+    /// Replicas and leadership per partition index.
+    #[serde(default)]
+    pub partition_states: BTreeMap<i32, PartitionState>,
 }
 
 /// The cluster metadata after applying a prefix of the log.
@@ -38,7 +46,44 @@ pub struct MetadataState {
     pub producer_id_next: i64,
 }
 
+/// The rules every partition state keeps: distinct replicas, the ISR and the leader among them,
+/// a leader in the ISR.
+fn check_partition_state(
+    topic: &str,
+    partition: i32,
+    state: &PartitionState,
+) -> Result<(), Rejection> {
+    let invalid = |reason: &str| Rejection::InvalidPartitionChange {
+        topic: topic.to_string(),
+        partition,
+        reason: reason.to_string(),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if state.replicas.is_empty() || !state.replicas.iter().all(|r| seen.insert(*r)) {
+        return Err(invalid("replicas must be distinct and not empty"));
+    }
+    if !state.isr.iter().all(|r| state.replicas.contains(r)) {
+        return Err(invalid("every ISR member must be a replica"));
+    }
+    if let Some(leader) = state.leader {
+        if !state.isr.contains(&leader) {
+            return Err(invalid("the leader must be in the ISR"));
+        }
+    }
+    Ok(())
+}
+
 impl MetadataState {
+    /// Brokers not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// One partition's state.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.partition_states.get(&partition)
+    }
+
     /// Applies one record. A record that breaks a rule changes nothing and says why.
     pub fn apply(&mut self, record: &MetadataRecord) -> Outcome {
         match self.try_apply(record) {
@@ -49,14 +94,117 @@ impl MetadataState {
 
     fn try_apply(&mut self, record: &MetadataRecord) -> Result<(), Rejection> {
         match record {
-            MetadataRecord::RegisterBroker { id, listeners } => {
+            MetadataRecord::RegisterBroker {
+                id,
+                listeners,
+                rack,
+            } => {
+                let fenced = self.brokers.get(id).is_some_and(|b| b.fenced);
                 self.brokers.insert(
                     *id,
                     BrokerRegistration {
                         id: *id,
                         listeners: listeners.clone(),
+                        rack: rack.clone(),
+                        fenced,
                     },
                 );
+            }
+            MetadataRecord::FenceBroker { id } | MetadataRecord::UnfenceBroker { id } => {
+                let fence = matches!(record, MetadataRecord::FenceBroker { .. });
+                let broker = self
+                    .brokers
+                    .get_mut(id)
+                    .ok_or(Rejection::UnknownBroker(*id))?;
+                broker.fenced = fence;
+            }
+            MetadataRecord::Partition {
+                topic,
+                partition,
+                state,
+            } => {
+                let unknown = || Rejection::UnknownPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                let meta = self.topics.get_mut(topic).ok_or_else(unknown)?;
+                if !(0..meta.partitions).contains(partition) {
+                    return Err(unknown());
+                }
+                check_partition_state(topic, *partition, state)?;
+                meta.partition_states.insert(*partition, state.clone());
+            }
+            MetadataRecord::PartitionChange {
+                topic,
+                partition,
+                partition_epoch,
+                leader_epoch,
+                leader,
+                isr,
+                replicas,
+                adding,
+                removing,
+            } => {
+                let unknown = || Rejection::UnknownPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                let current = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partition_states.get_mut(partition))
+                    .ok_or_else(unknown)?;
+                if current.partition_epoch != *partition_epoch {
+                    return Err(Rejection::StalePartitionEpoch {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        current: current.partition_epoch,
+                        expected: *partition_epoch,
+                    });
+                }
+                if let Some(expected) = leader_epoch {
+                    if current.leader_epoch != *expected {
+                        return Err(Rejection::StaleLeaderEpoch {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            current: current.leader_epoch,
+                            expected: *expected,
+                        });
+                    }
+                }
+                let mut next = current.clone();
+                if let Some(replicas) = replicas {
+                    next.replicas = replicas.clone();
+                }
+                if let Some(isr) = isr {
+                    next.isr = isr.clone();
+                }
+                if let Some(adding) = adding {
+                    next.adding = adding.clone();
+                }
+                if let Some(removing) = removing {
+                    next.removing = removing.clone();
+                }
+                if let Some(change) = leader {
+                    let new_leader = match change {
+                        LeaderChange::None => None,
+                        LeaderChange::Node(id) => Some(*id),
+                    };
+                    if new_leader != next.leader {
+                        next.leader = new_leader;
+                        next.leader_epoch += 1;
+                    }
+                }
+                next.partition_epoch += 1;
+                check_partition_state(topic, *partition, &next)?;
+                *current = next;
+            }
+            MetadataRecord::Batch(records) => {
+                let mut next = self.clone();
+                for record in records {
+                    next.try_apply(record)?;
+                }
+                *self = next;
             }
             MetadataRecord::Topic {
                 name,
@@ -83,6 +231,11 @@ impl MetadataState {
                         });
                     }
                 }
+                let partition_states = self
+                    .topics
+                    .remove(name)
+                    .map(|t| t.partition_states)
+                    .unwrap_or_default();
                 self.topics.insert(
                     name.clone(),
                     TopicMeta {
@@ -90,6 +243,7 @@ impl MetadataState {
                         id: id.clone(),
                         partitions: *partitions,
                         configs: configs.clone(),
+                        partition_states,
                     },
                 );
             }
@@ -191,6 +345,7 @@ mod tests {
                 host: "localhost".to_string(),
                 port: 9092,
             }],
+            rack: None,
         });
         let json = serde_json::to_vec(&state).unwrap();
         assert_eq!(

@@ -52,6 +52,7 @@ async fn propose_mix(node: &MetaNode, first_topic: usize, topics: usize) -> Meta
             host: "localhost".to_string(),
             port: 9092,
         }],
+        rack: None,
     };
     assert_eq!(
         node.propose(record).await.unwrap().outcome,
