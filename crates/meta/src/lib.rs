@@ -21,7 +21,7 @@ mod record;
 mod state;
 mod state_machine;
 
-pub use node::{Committed, MetaNode, MetaOptions, OpenError, ProposeError};
+pub use node::{Committed, MetaNode, MetaOptions, OpenError, ProposeError, StateWatch};
 pub use raft_types::{LogIndex, NodeId};
 pub use record::{LeaderChange, Listener, MetadataRecord, Outcome, PartitionState, Rejection};
 pub mod controller;

@@ -102,6 +102,24 @@ pub struct Committed {
     pub outcome: Outcome,
 }
 
+/// Follows the applied metadata state (see [`MetaNode::subscribe`]).
+#[derive(Clone)]
+pub struct StateWatch {
+    applied: watch::Receiver<Applied>,
+}
+
+impl StateWatch {
+    /// The applied state now (marks it seen).
+    pub fn state(&mut self) -> Arc<MetadataState> {
+        Arc::clone(&self.applied.borrow_and_update().state)
+    }
+
+    /// Waits until a newer state is applied; `false` once the node stopped.
+    pub async fn changed(&mut self) -> bool {
+        self.applied.changed().await.is_ok()
+    }
+}
+
 /// Identifies the node a metadata directory belongs to (`<dir>/node.json`).
 #[derive(Serialize, Deserialize)]
 struct NodeFile {
@@ -285,6 +303,13 @@ impl MetaNode {
     /// Waits until the state changes (a new batch applied); `false` once the node stopped.
     pub async fn changed(&mut self) -> bool {
         self.applied.changed().await.is_ok()
+    }
+
+    /// A handle that sees every newly applied state, for tasks that react to metadata changes.
+    pub fn subscribe(&self) -> StateWatch {
+        StateWatch {
+            applied: self.applied.clone(),
+        }
     }
 
     /// The index of the last log entry applied to [`MetaNode::state`].

@@ -109,6 +109,8 @@ pub enum MetadataRecord {
         #[serde(default)]
         removing: Option<Vec<NodeId>>,
     },
+    /// Names the cluster (Kafka's cluster id); only the first one applies.
+    ClusterId { id: String },
     /// Several records applied together: all of them, or (when one is refused) none.
     Batch(Vec<MetadataRecord>),
     /// Creates a topic, or updates it: the id must stay the same and the partition count may
@@ -157,6 +159,7 @@ impl fmt::Display for MetadataRecord {
                 f,
                 "PartitionChange({topic}-{partition}, {leader:?}, {isr:?})"
             ),
+            Self::ClusterId { id } => write!(f, "ClusterId({id})"),
             Self::Batch(records) => write!(f, "Batch({} records)", records.len()),
             Self::Topic {
                 name, partitions, ..

@@ -44,6 +44,9 @@ pub struct MetadataState {
     pub topics: BTreeMap<String, TopicMeta>,
     /// The first producer id not reserved yet; the next block starts here.
     pub producer_id_next: i64,
+    /// Kafka's cluster id; empty until the first controller names the cluster.
+    #[serde(default)]
+    pub cluster_id: String,
 }
 
 /// The rules every partition state keeps: distinct replicas, the ISR and the leader among them,
@@ -198,6 +201,11 @@ impl MetadataState {
                 next.partition_epoch += 1;
                 check_partition_state(topic, *partition, &next)?;
                 *current = next;
+            }
+            MetadataRecord::ClusterId { id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = id.clone();
+                }
             }
             MetadataRecord::Batch(records) => {
                 let mut next = self.clone();
