@@ -29,6 +29,8 @@ pub enum StartError {
     OffsetsLoad(String),
     #[error("cannot load transactions from __transaction_state: {0}")]
     TxnStateLoad(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     #[error("topic `{topic}` has a config Sluice cannot use: {source}")]
     TopicConfig {
         topic: String,
@@ -81,6 +83,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Transactional ids and their transactions.
     pub txns: TxnCoordinator,
+    /// Replica fetchers, pending ISR changes and other state of following the metadata.
+    pub(crate) cluster: crate::cluster::ClusterState,
     /// Request, traffic and fsync metrics (see [`crate::metrics::render`]).
     pub metrics: Metrics,
     shutdown: watch::Sender<bool>,
@@ -102,31 +106,20 @@ pub async fn stopped(signal: &mut watch::Receiver<bool>) {
 }
 
 impl Broker {
-    /// Locks the data directory, loads metadata and opens every partition's log (recovering them
-    /// when the previous process did not shut down cleanly).
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+    /// Locks the data directory, opens the metadata quorum (one voter unless
+    /// `controller.quorum.voters` names others), registers this broker, and opens the logs of
+    /// the partitions it hosts (recovering them when the previous process did not shut down
+    /// cleanly). With one voter everything is in place when this returns; in a cluster the
+    /// registration and first metadata follow in the background once a quorum forms.
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let log_dir = LogDir::open(&config.data_dir)?;
         let clean = log_dir.was_clean();
-        let metadata = MetadataStore::open(&config.data_dir, &config.cluster_id)?;
+        let node = crate::cluster::open_meta_node(&config).await?;
+        let metadata = MetadataStore::open(node, &config.data_dir, &config.cluster_id).await?;
         let metrics = Metrics::new();
-        let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration());
+        let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration(), config.node_id);
         if !clean {
             info!("previous shutdown was not clean; recovering partition logs");
-        }
-        for topic in metadata.topics() {
-            let log_config = topic_config::log_config(&config.log_defaults, &topic.configs)
-                .map_err(|source| StartError::TopicConfig {
-                    topic: topic.name.clone(),
-                    source,
-                })?;
-            replicas.open_topic(&topic, &log_config)?;
-        }
-        if let Ok(on_disk) = replicas.log_dir().partitions() {
-            for (topic, partition) in on_disk {
-                if metadata.topic(&topic).is_none() {
-                    warn!(%topic, partition, "partition directory has no topic in the metadata; ignoring it");
-                }
-            }
         }
         let (shutdown, _) = watch::channel(false);
         let groups = GroupCoordinator::new(GroupConfig {
@@ -140,7 +133,7 @@ impl Broker {
             max_timeout_ms: config.txn_max_timeout_ms,
             id_expiration_ms: config.txn_id_expiration_ms,
         });
-        let broker = Broker {
+        let broker = Arc::new(Broker {
             config,
             metadata,
             replicas,
@@ -148,10 +141,21 @@ impl Broker {
             txns,
             metrics,
             shutdown,
-        };
-        broker.load_offsets()?;
-        broker.load_txn_state()?;
-        Ok(Arc::new(broker))
+            cluster: crate::cluster::ClusterState::default(),
+        });
+        if broker.is_single_voter() {
+            broker.join_cluster().await?;
+            if let Ok(on_disk) = broker.replicas.log_dir().partitions() {
+                for (topic, partition) in on_disk {
+                    if broker.metadata.topic(&topic).is_none() {
+                        warn!(%topic, partition, "partition directory has no topic in the metadata; ignoring it");
+                    }
+                }
+            }
+            broker.load_offsets()?;
+            broker.load_txn_state()?;
+        }
+        Ok(broker)
     }
 
     /// Replays every record of an internal topic, partition by partition in offset order, into
@@ -210,7 +214,7 @@ impl Broker {
 
     /// Replays `__consumer_offsets` into the group coordinator. Offsets committed in a
     /// transaction apply at its commit marker; those of a still open transaction stay pending.
-    fn load_offsets(&self) -> Result<(), StartError> {
+    pub(crate) fn load_offsets(&self) -> Result<(), StartError> {
         let mut loaded = 0usize;
         // (partition, producer id) → records of its open transaction.
         let mut open: HashMap<(i32, i64), Vec<OffsetsRecord>> = HashMap::new();
@@ -273,7 +277,7 @@ impl Broker {
     /// Replays `__transaction_state` into the transaction coordinator. Transactions found
     /// prepared are completed by the coordinator's first tick; ongoing ones stay open until their
     /// producer ends them or their timeout aborts them (Kafka's recovery).
-    fn load_txn_state(&self) -> Result<(), StartError> {
+    pub(crate) fn load_txn_state(&self) -> Result<(), StartError> {
         let mut loaded = 0usize;
         self.replay(TXN_STATE_TOPIC, |_, record| {
             if let Some((id, value)) = crate::txn::state_topic::decode(record.key, record.value) {
@@ -289,7 +293,7 @@ impl Broker {
     }
 
     /// Creates `__consumer_offsets` on first use, as Kafka does.
-    pub fn ensure_offsets_topic(&self) -> Result<(), CreateTopicError> {
+    pub async fn ensure_offsets_topic(&self) -> Result<(), CreateTopicError> {
         let configs = BTreeMap::from([
             ("cleanup.policy".to_owned(), "compact".to_owned()),
             ("retention.ms".to_owned(), "-1".to_owned()),
@@ -298,21 +302,27 @@ impl Broker {
         self.ensure_internal_topic(
             OFFSETS_TOPIC,
             self.config.offsets_topic_num_partitions,
+            self.config.offsets_topic_replication_factor,
             configs,
         )
+        .await
     }
 
-    /// Creates an internal topic unless it exists (another connection may create it first).
-    pub fn ensure_internal_topic(
+    /// Creates an internal topic unless it exists (another connection may create it first),
+    /// with `replication_factor` replicas or as many as there are live brokers if fewer.
+    pub async fn ensure_internal_topic(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
         configs: BTreeMap<String, String>,
     ) -> Result<(), CreateTopicError> {
         if self.metadata.topic(name).is_some() {
             return Ok(());
         }
-        match self.create_topic(name, partitions, configs) {
+        let live = self.metadata.state().live_brokers().count().max(1) as i32;
+        let rf = i32::from(replication_factor).clamp(1, live);
+        match self.create_topic(name, partitions, rf, configs).await {
             Ok(_) | Err(CreateTopicError::Metadata(MetadataError::TopicExists(_))) => Ok(()),
             Err(e) => Err(e),
         }
@@ -392,43 +402,74 @@ impl Broker {
         group: &str,
         records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
     ) -> Result<(), String> {
-        self.ensure_offsets_topic().map_err(|e| e.to_string())?;
-        let partitions = self
-            .replicas
+        self.ensure_offsets_topic()
+            .await
+            .map_err(|e| e.to_string())?;
+        let count = self
+            .metadata
             .topic(OFFSETS_TOPIC)
-            .ok_or_else(|| "__consumer_offsets is not open".to_owned())?;
-        let index = offsets_topic::partition_for(group, partitions.len() as i32);
-        let partition = partitions[index as usize].clone();
+            .map_or(0, |t| t.partitions);
+        let index = offsets_topic::partition_for(group, count.max(1));
+        let partition = self
+            .replicas
+            .partition(OFFSETS_TOPIC, index)
+            .filter(|p| p.is_leader())
+            .ok_or_else(|| format!("this broker does not lead {OFFSETS_TOPIC}-{index}"))?;
         let now = now();
         let info = partition
             .append(offsets_topic::batch(records, now.0), now)
             .map_err(|e| e.to_string())?;
+        self.wait_committed(&partition, info.last_offset).await
+    }
+
+    /// Waits until a write of an internal topic is durable here (when `log.flush.on.ack`) and
+    /// on every in-sync replica, as an acks=all produce would.
+    pub(crate) async fn wait_committed(
+        &self,
+        partition: &crate::partition::Partition,
+        last: sluice_log::Offset,
+    ) -> Result<(), String> {
         if self.config.flush_on_ack {
             partition
-                .wait_durable(info.last_offset)
+                .wait_durable(last)
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        Ok(())
+        let timeout = std::time::Duration::from_millis(self.config.replica_lag_time_max_ms);
+        match tokio::time::timeout(timeout, partition.wait_replicated(last)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the in-sync replicas did not acknowledge in time".to_owned()),
+        }
     }
 
-    /// Creates a topic: metadata first, then its logs.
-    pub fn create_topic(
+    /// Creates a topic: commits it to the metadata (replicas placed over the live brokers),
+    /// then opens this broker's replicas of it at once, so the caller can use them.
+    pub async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i32,
         configs: BTreeMap<String, String>,
     ) -> Result<TopicMeta, CreateTopicError> {
-        let log_config = topic_config::log_config(&self.config.log_defaults, &configs)?;
-        let topic = self.metadata.create_topic(name, partitions, configs)?;
-        self.replicas.open_topic(&topic, &log_config)?;
-        info!(topic = name, partitions, "created topic");
+        topic_config::log_config(&self.config.log_defaults, &configs)?;
+        let topic = self
+            .metadata
+            .create_topic(name, partitions, replication_factor, configs)
+            .await?;
+        self.apply_metadata();
+        info!(topic = name, partitions, replication_factor, "created topic");
         Ok(topic)
+    }
+
+    /// The replication factor of a CreateTopics that asks for -1.
+    pub fn default_replication_factor(&self) -> i32 {
+        i32::from(self.config.default_replication_factor)
     }
 
     /// Changes a topic's config overrides to what `change` makes of the current ones: validated,
     /// persisted, then applied to every partition at once. `validate_only` stops after checking.
-    pub fn alter_topic_configs(
+    pub async fn alter_topic_configs(
         &self,
         name: &str,
         change: impl FnOnce(
@@ -447,7 +488,8 @@ impl Broker {
             return Ok(());
         }
         self.metadata
-            .set_topic_configs(name, configs.clone())?
+            .set_topic_configs(name, configs.clone())
+            .await?
             .ok_or_else(|| AlterConfigsError::UnknownTopic(name.to_owned()))?;
         if let Some(partitions) = self.replicas.topic(name) {
             for partition in partitions.iter() {
@@ -460,7 +502,7 @@ impl Broker {
 
     /// CreatePartitions: grows `name` to `count` partitions (metadata first, then the new logs).
     /// Errors carry Kafka's code and a message.
-    pub fn add_partitions(
+    pub async fn add_partitions(
         &self,
         name: &str,
         count: i32,
@@ -486,22 +528,17 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let storage = |e: String| (ResponseError::KafkaStorageError, e);
-        let log_config = topic_config::log_config(&self.config.log_defaults, &topic.configs)
-            .map_err(|e| storage(e.to_string()))?;
-        let topic = self
-            .metadata
+        self.metadata
             .add_partitions(name, count)
+            .await
             .map_err(|e| (crate::errors::metadata_error(&e), e.to_string()))?;
-        self.replicas
-            .add_partitions(&topic, &log_config)
-            .map_err(|e| storage(e.to_string()))?;
+        self.apply_metadata();
         info!(topic = name, partitions = count, "added partitions");
         Ok(())
     }
 
     /// The named topic, created with `num.partitions` when auto-creation is allowed and it is missing.
-    pub fn topic_or_create(
+    pub async fn topic_or_create(
         &self,
         name: &str,
         allow_auto_create: bool,
@@ -512,7 +549,13 @@ impl Broker {
         if !(allow_auto_create && self.config.auto_create_topics_enable) {
             return Ok(None);
         }
-        match self.create_topic(name, self.config.num_partitions, BTreeMap::new()) {
+        let rf = self
+            .default_replication_factor()
+            .min(self.metadata.state().live_brokers().count().max(1) as i32);
+        match self
+            .create_topic(name, self.config.num_partitions, rf, BTreeMap::new())
+            .await
+        {
             Ok(topic) => Ok(Some(topic)),
             // Another connection created it first.
             Err(CreateTopicError::Metadata(MetadataError::TopicExists(_))) => {
@@ -524,7 +567,7 @@ impl Broker {
 
     /// Deletes a topic's metadata and then its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<Option<TopicMeta>, MetadataError> {
-        let removed = self.metadata.delete_topic(name)?;
+        let removed = self.metadata.delete_topic(name).await?;
         if removed.is_some() {
             self.replicas.delete_topic(name).await;
             self.metrics.remove_topic(name);

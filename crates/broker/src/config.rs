@@ -71,6 +71,11 @@ pub struct BrokerConfig {
     pub cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: pause between cleaner passes over the partitions.
     pub cleaner_backoff_ms: u64,
+    /// `offsets.topic.replication.factor`: replicas of `__consumer_offsets` (fewer when fewer
+    /// brokers are live at its creation).
+    pub offsets_topic_replication_factor: i16,
+    /// `transaction.state.log.replication.factor`: replicas of `__transaction_state` (likewise).
+    pub txn_state_replication_factor: i16,
     /// `controller.listener` (Sluice's `--controller-listen`): where this node answers the
     /// metadata quorum's RPCs. None: a one-voter quorum that never listens.
     pub controller_listen: Option<SocketAddr>,
@@ -164,6 +169,8 @@ impl Default for BrokerConfig {
             txn_id_expiration_ms: 7 * 24 * 60 * 60 * 1000,
             cleaner_enable: true,
             cleaner_backoff_ms: 15_000,
+            offsets_topic_replication_factor: 3,
+            txn_state_replication_factor: 3,
             controller_listen: None,
             voters: Vec::new(),
             broker_heartbeat_interval_ms: 2_000,
@@ -271,6 +278,14 @@ impl BrokerConfig {
                     .map(|v| format!("{}@{}", v.id, v.address()))
                     .collect::<Vec<_>>()
                     .join(","),
+            ),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+            ),
+            (
+                "transaction.state.log.replication.factor",
+                self.txn_state_replication_factor.to_string(),
             ),
             (
                 "replica.lag.time.max.ms",
@@ -484,6 +499,18 @@ impl BrokerConfig {
                 self.controller_listen = Some(parse(key, value.trim())?)
             }
             "controller.quorum.voters" => self.voters = parse_voters(key, value)?,
+            "offsets.topic.replication.factor" => {
+                self.offsets_topic_replication_factor = parse(key, value)?;
+                if self.offsets_topic_replication_factor < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
+            "transaction.state.log.replication.factor" => {
+                self.txn_state_replication_factor = parse(key, value)?;
+                if self.txn_state_replication_factor < 1 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
             "broker.heartbeat.interval.ms" => {
                 self.broker_heartbeat_interval_ms = parse(key, value)?
             }

@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod broker;
+pub mod client;
+mod cluster;
 pub mod config;
 mod connection;
 mod errors;
@@ -17,6 +19,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod partition;
 pub mod replica_manager;
+pub mod replication;
 pub mod request;
 pub mod server;
 pub mod topic_config;

@@ -1,11 +1,12 @@
-//! One partition replica's state on this broker: its log, leader epoch, offsets, waiters for new data,
-//! and the group commit that makes acks=all writes durable.
+//! One partition replica's state on this broker: its log, its role (leader or follower, and as
+//! leader its followers' progress and the high watermark), leader epoch, offsets, waiters for new
+//! data and for replication, and the group commit that makes acks=all writes durable.
 //!
 //! The log sits behind a per-partition mutex that is held only for the in-memory and page-cache work
 //! of an append or read; fsync happens outside it (see [`Partition::wait_durable`]), so concurrent
 //! producers share one fsync and unrelated partitions never wait on each other.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,18 +16,47 @@ use sluice_log::{
     AbortedTxn, AppendError, AppendInfo, LeaderEpoch, LogConfig, MarkerKind, Offset, PartitionLog,
     ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp,
 };
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-/// A topic-partition this broker leads.
+use crate::replication::leader::LeaderState;
+
+/// What this broker is for a partition, as the metadata says.
+#[derive(Debug, Clone)]
+pub enum Role {
+    /// Just opened; the metadata has not been applied yet.
+    Offline,
+    Leader(LeaderState),
+    Follower { leader: Option<i32> },
+}
+
+/// Why an acks=all write was not replicated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplicationError {
+    #[error("this broker stopped leading the partition before the write was replicated")]
+    NotLeader,
+    #[error("the in-sync replicas fell below min.insync.replicas ({0}) before the write was replicated")]
+    NotEnoughReplicasAfterAppend(i32),
+}
+
+/// A topic-partition replica hosted by this broker.
 #[derive(Debug)]
 pub struct Partition {
     pub topic: String,
     pub topic_id: Uuid,
     pub index: i32,
-    /// The leader epoch stamped into appended batches. A single node never changes leader, so it is
-    /// fixed at open; the cluster layer bumps it on leadership changes.
-    leader_epoch: LeaderEpoch,
+    /// This broker's id.
+    me: i32,
+    /// The leader epoch stamped into appended batches (as leader) and sent with fetches (as
+    /// follower); set from the metadata.
+    leader_epoch: AtomicI32,
+    /// Leader or follower, and as leader the followers' progress.
+    role: Mutex<Role>,
+    /// Offsets below this are committed (replicated to the ISR); reads stop here.
+    high_watermark: AtomicI64,
+    /// (high watermark, role generation): acks=all waiters watch it; a role change fails them.
+    replicated: watch::Sender<(i64, u64)>,
+    role_generation: AtomicU64,
     log: Mutex<PartitionLog>,
     /// Cached offsets, so Metadata/ListOffsets/Fetch answers need not take the log lock.
     log_start_offset: AtomicI64,
@@ -61,6 +91,7 @@ impl Partition {
         topic: String,
         topic_id: Uuid,
         index: i32,
+        me: i32,
         log: PartitionLog,
         fsync_duration: Histogram,
     ) -> Self {
@@ -68,11 +99,20 @@ impl Partition {
         let end = log.log_end_offset().0;
         let min_insync = log.config().min_insync_replicas;
         let stable = log.last_stable_offset().0;
+        let epoch = log.latest_epoch().map_or(0, |e| e.0);
         Partition {
             topic,
             topic_id,
             index,
-            leader_epoch: LeaderEpoch(0),
+            me,
+            leader_epoch: AtomicI32::new(epoch),
+            role: Mutex::new(Role::Offline),
+            // What was committed is not known until the ISR reports (as leader) or the leader
+            // tells (as follower); start low so nothing uncommitted is ever served as committed.
+            // A sole in-sync replica raises it to its log end as soon as it leads.
+            high_watermark: AtomicI64::new(start),
+            replicated: watch::channel((start, 0)).0,
+            role_generation: AtomicU64::new(0),
             log: Mutex::new(log),
             log_start_offset: AtomicI64::new(start),
             log_end_offset: AtomicI64::new(end),
@@ -95,7 +135,159 @@ impl Partition {
     }
 
     pub fn leader_epoch(&self) -> LeaderEpoch {
-        self.leader_epoch
+        LeaderEpoch(self.leader_epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether this broker leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.lock(), Role::Leader(_))
+    }
+
+    /// The role now (a copy).
+    pub fn role(&self) -> Role {
+        self.role.lock().clone()
+    }
+
+    /// Becomes (or stays) leader at `epoch` with this assignment. A new epoch starts a fresh
+    /// view of the followers; the same epoch only updates the ISR and replicas.
+    pub fn become_leader(&self, epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) {
+        let mut role = self.role.lock();
+        match &mut *role {
+            Role::Leader(state) if state.leader_epoch == epoch => {
+                state.update_assignment(replicas, isr, now_ms);
+            }
+            _ => {
+                let leo = self.log_end_offset().0;
+                *role = Role::Leader(LeaderState::new(
+                    self.me,
+                    epoch,
+                    replicas,
+                    isr,
+                    self.high_watermark().0,
+                    leo,
+                    now_ms,
+                ));
+                self.leader_epoch.store(epoch, Ordering::Release);
+                self.role_generation.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let leo = self.log_end_offset().0;
+        if let Role::Leader(state) = &mut *role {
+            let hw = state.advance_high_watermark(leo);
+            self.publish_high_watermark(hw);
+        }
+        drop(role);
+        self.notify_replicated();
+    }
+
+    /// Becomes (or stays) a follower of `leader` at `epoch`; returns true when that is a change
+    /// (the caller then truncates and fetches from the new leader).
+    pub fn become_follower(&self, leader: Option<i32>, epoch: i32) -> bool {
+        let mut role = self.role.lock();
+        let same = matches!(&*role, Role::Follower { leader: l } if *l == leader)
+            && self.leader_epoch.load(Ordering::Acquire) == epoch;
+        if same {
+            return false;
+        }
+        *role = Role::Follower { leader };
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.role_generation.fetch_add(1, Ordering::AcqRel);
+        drop(role);
+        self.notify_replicated();
+        // Long polls of consumers end: they must go to the new leader.
+        self.appended.notify_waiters();
+        true
+    }
+
+    /// The ISR as the leader knows it (empty when not leading).
+    pub fn isr(&self) -> Vec<i32> {
+        match &*self.role.lock() {
+            Role::Leader(state) => state.isr.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// A follower fetched from `fetch_offset` (leader side). Returns the ISR to propose when the
+    /// follower should rejoin it; advances the high watermark.
+    pub fn on_follower_fetch(&self, replica: i32, fetch_offset: i64, now_ms: i64) -> Option<(Vec<i32>, i32)> {
+        let leo = self.log_end_offset().0;
+        let mut role = self.role.lock();
+        let Role::Leader(state) = &mut *role else {
+            return None;
+        };
+        let expand = state.on_fetch(replica, fetch_offset, leo, now_ms);
+        let hw = state.advance_high_watermark(leo);
+        let epoch = state.leader_epoch;
+        drop(role);
+        if self.publish_high_watermark(hw) {
+            self.notify_replicated();
+            self.appended.notify_waiters();
+        }
+        expand.map(|isr| (isr, epoch))
+    }
+
+    /// The ISR without lagging followers, when some must leave (leader side).
+    pub fn isr_to_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<(Vec<i32>, i32)> {
+        match &*self.role.lock() {
+            Role::Leader(state) => state
+                .shrink(now_ms, lag_max_ms)
+                .map(|isr| (isr, state.leader_epoch)),
+            _ => None,
+        }
+    }
+
+    /// Follower side: the leader's high watermark arrived with a fetch.
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log_end_offset().0);
+        if self.high_watermark.swap(hw, Ordering::AcqRel) != hw {
+            self.appended.notify_waiters();
+        }
+    }
+
+    /// Raises the published high watermark; true when it moved.
+    fn publish_high_watermark(&self, hw: i64) -> bool {
+        let old = self.high_watermark.fetch_max(hw, Ordering::AcqRel);
+        old < hw
+    }
+
+    fn notify_replicated(&self) {
+        let hw = self.high_watermark.load(Ordering::Acquire);
+        let generation = self.role_generation.load(Ordering::Acquire);
+        self.replicated.send_replace((hw, generation));
+    }
+
+    /// Recomputes the high watermark after the leader's own log grew.
+    fn after_leader_append(&self) {
+        let leo = self.log_end_offset().0;
+        let hw = match &mut *self.role.lock() {
+            Role::Leader(state) => state.advance_high_watermark(leo),
+            _ => return,
+        };
+        if self.publish_high_watermark(hw) {
+            self.notify_replicated();
+        }
+    }
+
+    /// Waits until the ISR has every offset up to and including `offset` (acks=all). Fails when
+    /// this broker stops leading, or the ISR is smaller than `min.insync.replicas` once the
+    /// write is replicated (NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    pub async fn wait_replicated(&self, offset: Offset) -> Result<(), ReplicationError> {
+        let mut rx = self.replicated.subscribe();
+        let generation = rx.borrow().1;
+        let waited = rx
+            .wait_for(|(hw, g)| *g != generation || *hw > offset.0)
+            .await
+            .map(|v| *v);
+        match waited {
+            Ok((hw, g)) if g == generation && hw > offset.0 => {
+                let min = self.min_insync_replicas();
+                if (self.isr().len() as i32) < min {
+                    return Err(ReplicationError::NotEnoughReplicasAfterAppend(min));
+                }
+                Ok(())
+            }
+            _ => Err(ReplicationError::NotLeader),
+        }
     }
 
     pub fn log_start_offset(&self) -> Offset {
@@ -106,9 +298,9 @@ impl Partition {
         Offset(self.log_end_offset.load(Ordering::Acquire))
     }
 
-    /// The high watermark: on a single node every appended record is committed.
+    /// The high watermark: offsets below it are on every in-sync replica.
     pub fn high_watermark(&self) -> Offset {
-        self.log_end_offset()
+        Offset(self.high_watermark.load(Ordering::Acquire))
     }
 
     /// The last stable offset: read_committed consumers read below it.
@@ -116,15 +308,24 @@ impl Partition {
         Offset(self.last_stable_offset.load(Ordering::Acquire))
     }
 
-    /// Replicas assigned to this partition: one node hosts one replica, its own.
+    /// Replicas assigned to this partition (as its leader knows them; 1 when not leading).
     pub fn replica_count(&self) -> usize {
-        1
+        match &*self.role.lock() {
+            Role::Leader(state) => state.replicas.len(),
+            _ => 1,
+        }
     }
 
     /// Replicas caught up with the leader. The leader counts while its log takes writes; a
     /// poisoned log (failed write or fsync) has fallen out of sync until restart.
     pub fn in_sync_replica_count(&self) -> usize {
-        usize::from(!self.is_deleted() && !self.log.lock().is_poisoned())
+        if self.is_deleted() || self.log.lock().is_poisoned() {
+            return 0;
+        }
+        match &*self.role.lock() {
+            Role::Leader(state) => state.isr.len(),
+            _ => 1,
+        }
     }
 
     /// Fewer replicas in sync than assigned (Kafka's UnderReplicatedPartitions).
@@ -148,11 +349,12 @@ impl Partition {
     ) -> Result<AppendInfo, AppendError> {
         let info = {
             let mut log = self.log.lock();
-            let info = log.append_verified(batches, self.leader_epoch, now, verify)?;
+            let info = log.append_verified(batches, self.leader_epoch(), now, verify)?;
             self.publish_offsets(&log);
             info
         };
         if !info.duplicate {
+            self.after_leader_append();
             self.appended.notify_waiters();
         }
         Ok(info)
@@ -174,14 +376,58 @@ impl Partition {
                 epoch,
                 kind,
                 coordinator_epoch,
-                self.leader_epoch,
+                self.leader_epoch(),
                 now,
             )?;
             self.publish_offsets(&log);
             info
         };
+        self.after_leader_append();
         self.appended.notify_waiters();
         Ok(info)
+    }
+
+    /// Follower side: appends the leader's batches as they are (offsets and epochs kept).
+    pub fn append_as_follower(&self, batches: Bytes, now: Timestamp) -> Result<AppendInfo, AppendError> {
+        let info = {
+            let mut log = self.log.lock();
+            let info = log.append_as_follower(batches, now)?;
+            self.publish_offsets(&log);
+            info
+        };
+        self.appended.notify_waiters();
+        Ok(info)
+    }
+
+    /// The latest leader epoch in the log's history.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.log.lock().latest_epoch()
+    }
+
+    /// Where `epoch` ends in this log (OffsetForLeaderEpoch): the epoch found and its end.
+    pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> (LeaderEpoch, Offset) {
+        self.log.lock().end_offset_for_epoch(epoch)
+    }
+
+    /// Follower side: drops everything at and above `offset` (divergence from the leader).
+    pub fn truncate_to(&self, offset: Offset) -> std::io::Result<()> {
+        let mut log = self.log.lock();
+        log.truncate_to(offset)?;
+        self.publish_offsets(&log);
+        let leo = log.log_end_offset().0;
+        self.high_watermark.fetch_min(leo, Ordering::AcqRel);
+        self.durable_offset.fetch_min(leo, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Follower side: the leader's log starts past ours; start over at `offset`.
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> std::io::Result<()> {
+        let mut log = self.log.lock();
+        log.truncate_fully_and_start_at(offset)?;
+        self.publish_offsets(&log);
+        self.high_watermark.store(offset.0, Ordering::Release);
+        self.durable_offset.store(offset.0, Ordering::Release);
+        Ok(())
     }
 
     /// Refreshes the cached offsets from the log (called with its lock held).
@@ -232,6 +478,20 @@ impl Partition {
             }
         };
         Ok((ranges, aborted))
+    }
+
+    /// Follower fetches: segment file ranges from `start` up to the log end (not the high
+    /// watermark: followers replicate what is not committed yet).
+    pub fn read_ranges_for_follower(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+    ) -> Result<Vec<sluice_log::FileRange>, ReadError> {
+        let plan = self
+            .log
+            .lock()
+            .read_plan(start, max_bytes, self.log_end_offset(), true)?;
+        PartitionLog::file_ranges(plan).map_err(ReadError::Io)
     }
 
     /// Reads whole batches from `start`, never past the high watermark (into memory: replays of

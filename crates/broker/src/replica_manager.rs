@@ -1,7 +1,7 @@
 //! The partitions this broker hosts: opening their logs at start, creating and deleting them with
 //! topics, looking them up for requests, background retention and flushing, and closing at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,18 +20,22 @@ const DELETE_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ReplicaManager {
     log_dir: LogDir,
-    topics: RwLock<HashMap<String, Arc<[Arc<Partition>]>>>,
+    topics: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
     /// Handed to every partition for its group-commit fsyncs.
     fsync_duration: Histogram,
+    /// This broker's id.
+    me: i32,
 }
 
 impl ReplicaManager {
-    /// Hosts the partitions of `log_dir`; their fsyncs are timed into `fsync_duration`.
-    pub fn new(log_dir: LogDir, fsync_duration: Histogram) -> Self {
+    /// Hosts the partitions of `log_dir` for broker `me`; their fsyncs are timed into
+    /// `fsync_duration`.
+    pub fn new(log_dir: LogDir, fsync_duration: Histogram, me: i32) -> Self {
         ReplicaManager {
             log_dir,
             topics: RwLock::new(HashMap::new()),
             fsync_duration,
+            me,
         }
     }
 
@@ -39,58 +43,63 @@ impl ReplicaManager {
         &self.log_dir
     }
 
-    /// Opens (creating if needed) the logs of every partition of `topic`.
-    pub fn open_topic(&self, topic: &TopicMeta, config: &LogConfig) -> Result<(), OpenError> {
-        self.topics.write().remove(&topic.name);
-        self.add_partitions(topic, config)
-    }
-
-    /// Opens the partitions `topic` does not have open yet (all of a new topic, or those a
-    /// CreatePartitions added) and publishes the longer list.
-    pub fn add_partitions(&self, topic: &TopicMeta, config: &LogConfig) -> Result<(), OpenError> {
-        let current = self
-            .topic(&topic.name)
-            .map(|p| p.to_vec())
-            .unwrap_or_default();
-        let mut partitions = current;
-        for index in partitions.len() as i32..topic.partitions {
-            let log = self
-                .log_dir
-                .open_partition(&topic.name, index, config.clone())?;
-            partitions.push(Arc::new(Partition::new(
-                topic.name.clone(),
-                topic.id,
-                index,
-                log,
-                self.fsync_duration.clone(),
-            )));
+    /// The hosted replica of `topic`'s partition `index`, opening (creating if needed) its log
+    /// first when it is not hosted yet. The bool is true when it was opened now.
+    pub fn ensure_partition(
+        &self,
+        topic: &TopicMeta,
+        index: i32,
+        config: &LogConfig,
+    ) -> Result<(Arc<Partition>, bool), OpenError> {
+        if let Some(p) = self.partition(&topic.name, index) {
+            if p.topic_id == topic.id {
+                return Ok((p, false));
+            }
         }
-        self.topics
-            .write()
-            .insert(topic.name.clone(), partitions.into());
-        Ok(())
+        let mut topics = self.topics.write();
+        let hosted = topics.entry(topic.name.clone()).or_default();
+        if let Some(p) = hosted.get(&index) {
+            if p.topic_id == topic.id {
+                return Ok((p.clone(), false));
+            }
+        }
+        let log = self
+            .log_dir
+            .open_partition(&topic.name, index, config.clone())?;
+        let partition = Arc::new(Partition::new(
+            topic.name.clone(),
+            topic.id,
+            index,
+            self.me,
+            log,
+            self.fsync_duration.clone(),
+        ));
+        hosted.insert(index, partition.clone());
+        Ok((partition, true))
     }
 
-    /// The partitions of a topic, if hosted here.
-    pub fn topic(&self, name: &str) -> Option<Arc<[Arc<Partition>]>> {
-        self.topics.read().get(name).cloned()
+    /// The hosted partitions of a topic in index order, if any are hosted here.
+    pub fn topic(&self, name: &str) -> Option<Vec<Arc<Partition>>> {
+        let topics = self.topics.read();
+        let hosted = topics.get(name)?;
+        (!hosted.is_empty()).then(|| hosted.values().cloned().collect())
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let topics = self.topics.read();
-        let partitions = topics.get(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| partitions.get(i))
-            .cloned()
+        self.topics.read().get(topic)?.get(&index).cloned()
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.topics
             .read()
             .values()
-            .flat_map(|ps| ps.iter().cloned())
+            .flat_map(|ps| ps.values().cloned())
             .collect()
+    }
+
+    /// Names of the topics with hosted partitions.
+    pub fn topic_names(&self) -> Vec<String> {
+        self.topics.read().keys().cloned().collect()
     }
 
     /// Stops serving a topic and removes its partitions' directories.
@@ -98,11 +107,10 @@ impl ReplicaManager {
         let Some(partitions) = self.topics.write().remove(name) else {
             return;
         };
-        for partition in partitions.iter() {
+        for partition in partitions.values() {
             partition.mark_deleted();
         }
-        let mut remaining: Vec<Arc<Partition>> = partitions.iter().cloned().collect();
-        drop(partitions);
+        let mut remaining: Vec<Arc<Partition>> = partitions.into_values().collect();
         let deadline = tokio::time::Instant::now() + DELETE_WAIT;
         while !remaining.is_empty() {
             let mut still_held = Vec::new();
@@ -174,16 +182,13 @@ impl ReplicaManager {
         let topics: Vec<_> = self.topics.write().drain().collect();
         let mut clean = true;
         for (_, partitions) in topics {
-            for partition in partitions.iter() {
+            for partition in partitions.values() {
                 if let Err(e) = partition.sync() {
                     warn!(topic = %partition.topic, partition = partition.index, error = %e, "sync at shutdown failed");
                     clean = false;
                 }
             }
-            let owned: Vec<Arc<Partition>> = partitions.iter().cloned().collect();
-            // The shared slice holds a reference too; let go of it so each log can be taken out.
-            drop(partitions);
-            for partition in owned {
+            for partition in partitions.into_values() {
                 let (topic, index) = (partition.topic.clone(), partition.index);
                 match partition.into_log() {
                     Some(log) => {

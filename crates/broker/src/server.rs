@@ -22,6 +22,7 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     let background = tokio::spawn(housekeeping(broker.clone()));
     let group_timers = tokio::spawn(group_ticker(broker.clone()));
     let cleaner = tokio::spawn(log_cleaner(broker.clone()));
+    let cluster_tasks = crate::cluster::spawn(&broker);
     let open_connections = Arc::new(AtomicUsize::new(0));
     let mut connections = JoinSet::new();
     loop {
@@ -77,6 +78,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     // first); wait so no log is in use when the logs close.
     let _ = background.await;
     let _ = cleaner.await;
+    for task in cluster_tasks {
+        let _ = task.await;
+    }
+    // Fetchers stop writing before the logs close; the quorum member stops last.
+    broker.leave_cluster().await;
     let broker_for_close = broker.clone();
     let clean = tokio::task::spawn_blocking(move || broker_for_close.replicas.shutdown())
         .await

@@ -359,7 +359,7 @@ impl MetaNode {
     /// Stops openraft and waits until nothing of it touches the directory any more, which can
     /// then be reopened. (openraft builds snapshots in detached tasks that outlive
     /// `Raft::shutdown`; we wait for them to drop their storage handles.)
-    pub async fn shutdown(self) -> Result<(), OpenError> {
+    pub async fn shutdown(&self) -> Result<(), OpenError> {
         self.raft
             .shutdown()
             .await

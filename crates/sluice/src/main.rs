@@ -4,7 +4,7 @@
 
 mod admin_http;
 mod cli_common;
-mod client;
+pub(crate) use sluice_broker::client;
 mod cluster_cli;
 mod console;
 mod console_api;

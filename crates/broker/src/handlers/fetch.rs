@@ -8,6 +8,12 @@
 //! connection sends with sendfile(2) (see `crate::frame`), cut at the byte limits as Kafka does
 //! (the last batch may be partial; clients fetch it again whole).
 //!
+//! Followers fetch with their broker id as `replica_id`: they read up to the log end (not the
+//! high watermark), and each fetch reports the follower's log end offset to the leader, which
+//! advances the high watermark and may return the follower to the ISR. Consumers and followers
+//! alike must fetch from the leader (NOT_LEADER_OR_FOLLOWER otherwise), at its leader epoch when
+//! they send one (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise).
+//!
 //! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
 //! treat as "sessions unsupported".
 
@@ -39,6 +45,8 @@ const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
 struct Wanted {
     index: i32,
     fetch_offset: i64,
+    /// The leader epoch the fetcher believes current; -1: not checked.
+    current_leader_epoch: i32,
     partition_max_bytes: usize,
     partition: Result<Arc<Partition>, ResponseError>,
 }
@@ -47,6 +55,8 @@ struct Plan {
     topics: Vec<(TopicName, Vec<Wanted>)>,
     /// isolation_level 1: read below the last stable offset and list aborted transactions.
     read_committed: bool,
+    /// The fetching follower's broker id; None for consumers.
+    replica_id: Option<i32>,
     max_bytes: usize,
     min_bytes: usize,
     deadline: Instant,
@@ -64,6 +74,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
                 .map(|p| Wanted {
                     index: p.partition,
                     fetch_offset: p.fetch_offset,
+                    current_leader_epoch: p.current_leader_epoch,
                     partition_max_bytes: p.partition_max_bytes.max(0) as usize,
                     partition: broker
                         .replicas
@@ -74,9 +85,28 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
             (topic.topic, wanted)
         })
         .collect();
+    let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    if let Some(replica) = replica_id {
+        let now_ms = crate::broker::now().0;
+        for (_, wanted) in &topics {
+            for want in wanted.iter() {
+                let Ok(partition) = &want.partition else {
+                    continue;
+                };
+                if check_leader(partition, want.current_leader_epoch).is_ok() {
+                    if let Some((isr, epoch)) =
+                        partition.on_follower_fetch(replica, want.fetch_offset, now_ms)
+                    {
+                        broker.request_isr_change(partition, isr, epoch);
+                    }
+                }
+            }
+        }
+    }
     let plan = Plan {
         topics,
         read_committed: request.isolation_level == 1,
+        replica_id,
         // Fetch v3+ has a response limit; a zero or negative one still lets one batch through.
         max_bytes: request.max_bytes.max(0) as usize,
         min_bytes: request.min_bytes.max(0) as usize,
@@ -187,6 +217,11 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, Vec<Vec<FetchRecords>>
                     continue;
                 }
             };
+            if let Err(e) = check_leader(partition, want.current_leader_epoch) {
+                partitions.push(data.with_error_code(e.code()));
+                records.push(FetchRecords::Bytes(Bytes::new()));
+                continue;
+            }
             let high_watermark = partition.high_watermark().0;
             let data = data
                 .with_high_watermark(high_watermark)
@@ -203,7 +238,14 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, Vec<Vec<FetchRecords>>
                 continue;
             }
             let start = Offset(want.fetch_offset);
-            match partition.read_ranges(start, budget, min_one_batch, plan.read_committed) {
+            let read = if plan.replica_id.is_some() {
+                partition
+                    .read_ranges_for_follower(start, budget)
+                    .map(|ranges| (ranges, None))
+            } else {
+                partition.read_ranges(start, budget, min_one_batch, plan.read_committed)
+            };
+            match read {
                 Ok((ranges, aborted)) => {
                     let read = FetchRecords::Files(ranges);
                     total += read.len() as usize;
@@ -238,6 +280,20 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, Vec<Vec<FetchRecords>>
         all_records.push(records);
     }
     (responses, all_records, total)
+}
+
+/// Whether this broker may serve `partition` to a fetcher that believes the leader epoch is
+/// `current_leader_epoch` (-1: it does not say).
+pub(crate) fn check_leader(partition: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    if !partition.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    let mine = partition.leader_epoch().0;
+    match current_leader_epoch {
+        e if e < 0 || e == mine => Ok(()),
+        e if e < mine => Err(ResponseError::FencedLeaderEpoch),
+        _ => Err(ResponseError::UnknownLeaderEpoch),
+    }
 }
 
 /// Counts the record bytes of the response being sent, one label lookup per topic with data.

@@ -88,24 +88,18 @@ pub(crate) fn offset_for_leader_epoch(
                         return undefined
                             .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
                     };
-                    let epoch = partition.leader_epoch().0;
-                    if wanted.current_leader_epoch > epoch {
-                        return undefined
-                            .with_error_code(errors::code(ResponseError::UnknownLeaderEpoch));
+                    if let Err(e) = crate::handlers::fetch::check_leader(
+                        &partition,
+                        wanted.current_leader_epoch,
+                    ) {
+                        return undefined.with_error_code(errors::code(e));
                     }
-                    if wanted.current_leader_epoch >= 0 && wanted.current_leader_epoch < epoch {
-                        return undefined
-                            .with_error_code(errors::code(ResponseError::FencedLeaderEpoch));
-                    }
-                    // Every batch of this log was written in the current epoch (one leader, ever),
-                    // so the current epoch ends at the log end and later epochs are unknown.
-                    if wanted.leader_epoch == epoch {
-                        answer
-                            .with_leader_epoch(epoch)
-                            .with_end_offset(partition.log_end_offset().0)
-                    } else {
-                        undefined
-                    }
+                    // Kafka's semantics: the largest epoch at or below the one asked for, and
+                    // where it ends (the log end for the current epoch); -1/-1 when the log has
+                    // no epoch that early.
+                    let (epoch, end) =
+                        partition.end_offset_for_epoch(sluice_log::LeaderEpoch(wanted.leader_epoch));
+                    answer.with_leader_epoch(epoch.0).with_end_offset(end.0)
                 })
                 .collect();
             OffsetForLeaderTopicResult::default()

@@ -1,5 +1,8 @@
 //! Produce: appends each partition's batches as they arrive (in request order on the connection),
-//! then for acks=all waits for the group-commit fsync before answering; acks=0 gets no answer.
+//! then for acks=all waits for the group-commit fsync and for the in-sync replicas to have the
+//! batch (the high watermark passing it) before answering; acks=0 gets no answer. Only the
+//! partition's leader takes writes (NOT_LEADER_OR_FOLLOWER otherwise), and acks=all needs
+//! `min.insync.replicas` in the ISR (NOT_ENOUGH_REPLICAS).
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use tracing::warn;
 use crate::broker::{now, Broker};
 use crate::errors;
 use crate::metrics::PurgatoryOperation;
-use crate::partition::Partition;
+use crate::partition::{Partition, ReplicationError};
 use crate::request::{Ctx, Reply};
 
 /// One partition's outcome, the partition to sync for acks=all, and what it appended (for
@@ -52,13 +55,17 @@ fn append_one(
     let Some(partition) = broker.replicas.partition(topic, index) else {
         return fail(ResponseError::UnknownTopicOrPartition, None);
     };
-    // acks=all needs min.insync.replicas in sync; this node is the only replica.
+    if !partition.is_leader() {
+        return fail(ResponseError::NotLeaderOrFollower, None);
+    }
+    // acks=all needs min.insync.replicas in sync.
     let min_insync = partition.min_insync_replicas();
-    if acks == -1 && min_insync > 1 {
+    let in_sync = partition.in_sync_replica_count() as i32;
+    if acks == -1 && in_sync < min_insync {
         return fail(
             ResponseError::NotEnoughReplicas,
             Some(format!(
-                "min.insync.replicas is {min_insync} but this partition has 1 in-sync replica"
+                "min.insync.replicas is {min_insync} but this partition has {in_sync} in-sync replica(s)"
             )),
         );
     }
@@ -104,8 +111,32 @@ fn append_one(
     }
 }
 
+/// acks=all: waits until `last` is fsynced here (when `sync`) and on every in-sync replica.
+async fn wait_all(
+    partition: &Partition,
+    last: Offset,
+    sync: bool,
+    timeout: std::time::Duration,
+) -> Result<(), ResponseError> {
+    if sync {
+        if let Err(e) = partition.wait_durable(last).await {
+            warn!(error = %e, "acks=all write not durable");
+            return Err(ResponseError::KafkaStorageError);
+        }
+    }
+    match tokio::time::timeout(timeout, partition.wait_replicated(last)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(ReplicationError::NotLeader)) => Err(ResponseError::NotLeaderOrFollower),
+        Ok(Err(ReplicationError::NotEnoughReplicasAfterAppend(_))) => {
+            Err(ResponseError::NotEnoughReplicasAfterAppend)
+        }
+        Err(_) => Err(ResponseError::RequestTimedOut),
+    }
+}
+
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) -> Reply {
     let acks = request.acks;
+    let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let invalid_acks = !(-1..=1).contains(&acks);
     let transactional = request.transactional_id.is_some();
     let mut topics = Vec::with_capacity(request.topic_data.len());
@@ -154,8 +185,8 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
         return Reply::Nothing;
     }
     let wait_for_sync = acks == -1 && broker.config.flush_on_ack;
-    // Counted in purgatory only when there is a sync to wait for.
-    let waiting = (wait_for_sync
+    // Counted in purgatory only when there is a sync or replication to wait for.
+    let waiting = (acks == -1
         && topics
             .iter()
             .any(|(_, outcomes)| outcomes.iter().any(|o| o.sync.is_some())))
@@ -167,12 +198,11 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
             let mut partition_responses = Vec::with_capacity(outcomes.len());
             for outcome in outcomes {
                 let mut response = outcome.response;
-                if let (true, Some((partition, last))) = (wait_for_sync, outcome.sync) {
-                    if let Err(e) = partition.wait_durable(last).await {
-                        warn!(error = %e, "acks=all write not durable");
-                        response = response
-                            .with_error_code(ResponseError::KafkaStorageError.code())
-                            .with_base_offset(-1);
+                if let (-1, Some((partition, last))) = (acks, outcome.sync) {
+                    if let Err(error) =
+                        wait_all(&partition, last, wait_for_sync, timeout).await
+                    {
+                        response = response.with_error_code(error.code()).with_base_offset(-1);
                     }
                 }
                 partition_responses.push(response);

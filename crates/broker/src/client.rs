@@ -1,5 +1,5 @@
-//! A minimal async Kafka client for the CLI: one TCP connection, one request at a time, every
-//! message encoded and decoded by `kafka-protocol`.
+//! A minimal async Kafka client for the CLI and for replica fetchers: one TCP connection, one
+//! request at a time, every message encoded and decoded by `kafka-protocol`.
 //!
 //! It learns the broker's version ranges with ApiVersions v0 on connect, so a request the broker
 //! cannot serve fails with a sentence instead of a closed connection.
@@ -14,26 +14,37 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The client id every request carries (brokers log it; DescribeGroups shows it for members).
-pub(crate) const CLIENT_ID: &str = "sluice-cli";
+pub const CLIENT_ID: &str = "sluice-cli";
 
 /// The largest response frame accepted; a longer length prefix means a confused peer.
 const RESPONSE_BYTES_MAX: usize = 100 * 1024 * 1024;
 
 /// A connection to one broker.
-pub(crate) struct Client {
+pub struct Client {
     stream: TcpStream,
     /// `HOST:PORT` as the user gave it, for messages.
     address: String,
     /// Bounds connecting and each request's round trip.
     timeout: Duration,
     correlation_id: i32,
+    /// Sent in every request header.
+    client_id: String,
     /// (API key, min, max) as the broker advertised them.
     versions: Vec<(i16, i16, i16)>,
 }
 
 impl Client {
     /// Connects to `address` (`HOST:PORT`) and asks which API versions the broker serves.
-    pub(crate) async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Client> {
+    pub async fn connect(address: &str, timeout: Duration) -> anyhow::Result<Client> {
+        Self::connect_as(address, timeout, CLIENT_ID).await
+    }
+
+    /// [`Client::connect`] with the client id the broker sees.
+    pub async fn connect_as(
+        address: &str,
+        timeout: Duration,
+        client_id: &str,
+    ) -> anyhow::Result<Client> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => bail!("cannot reach broker at {address}: {e}"),
@@ -51,6 +62,7 @@ impl Client {
             address: address.to_owned(),
             timeout,
             correlation_id: 0,
+            client_id: client_id.to_owned(),
             versions: Vec::new(),
         };
         let answer = client.round_trip(0, &ApiVersionsRequest::default()).await?;
@@ -66,7 +78,7 @@ impl Client {
     }
 
     /// Sends `request` as `version` of its API and returns the decoded response.
-    pub(crate) async fn send<R: Request>(
+    pub async fn send<R: Request>(
         &mut self,
         version: i16,
         request: &R,
@@ -88,14 +100,14 @@ impl Client {
 
     /// Sends `request` as `version` of its API without waiting for an answer: for requests the
     /// broker never answers (Produce with acks=0).
-    pub(crate) async fn send_without_response<R: Request>(
+    pub async fn send_without_response<R: Request>(
         &mut self,
         version: i16,
         request: &R,
     ) -> anyhow::Result<()> {
         let key = api_key(R::KEY)?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
-        let frame = encode_frame(key, version, self.correlation_id, request)?;
+        let frame = encode_frame(key, version, self.correlation_id, &self.client_id, request)?;
         match tokio::time::timeout(self.timeout, self.stream.write_all(&frame)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => bail!("{key:?} request to {} failed: {e}", self.address),
@@ -116,7 +128,7 @@ impl Client {
         let key = api_key(R::KEY)?;
         self.correlation_id = self.correlation_id.wrapping_add(1);
         let correlation_id = self.correlation_id;
-        let frame = encode_frame(key, version, correlation_id, request)?;
+        let frame = encode_frame(key, version, correlation_id, &self.client_id, request)?;
         let address = self.address.clone();
         let io = async {
             self.stream.write_all(&frame).await?;
@@ -157,6 +169,7 @@ fn encode_frame<R: Encodable>(
     key: ApiKey,
     version: i16,
     correlation_id: i32,
+    client_id: &str,
     request: &R,
 ) -> anyhow::Result<Bytes> {
     let mut buf = BytesMut::new();
@@ -165,7 +178,7 @@ fn encode_frame<R: Encodable>(
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)))
+        .with_client_id(Some(StrBytes::from_string(client_id.to_owned())))
         .encode(&mut buf, key.request_header_version(version))
         .with_context(|| format!("cannot encode the {key:?} request header"))?;
     request
@@ -200,7 +213,7 @@ fn decode_response<R: Request>(
 }
 
 /// Kafka's name for an error code (`UNKNOWN_MEMBER_ID (25)`), or None for 0.
-pub(crate) fn error_name(code: i16) -> Option<String> {
+pub fn error_name(code: i16) -> Option<String> {
     let error = kafka_protocol::error::ResponseError::try_from_code(code)?;
     let camel = format!("{error:?}");
     if camel.starts_with("Unknown(") {
@@ -231,7 +244,13 @@ mod tests {
 
     #[test]
     fn frames_carry_the_length_and_a_flexible_header() {
-        let frame = encode_frame(ApiKey::ListGroups, 4, 7, &ListGroupsRequest::default()).unwrap();
+        let frame = encode_frame(
+            ApiKey::ListGroups,
+            4,
+            7,
+            CLIENT_ID,
+            &ListGroupsRequest::default(),
+        ).unwrap();
         let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(length, frame.len() - 4);
         let mut rest = frame.slice(4..);

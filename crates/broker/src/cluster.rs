@@ -1,0 +1,425 @@
+//! Following the cluster: opening the metadata quorum, registering this broker and
+//! heartbeating, turning the applied metadata into local state (hosted replicas, leader or
+//! follower roles, replica fetchers, topic configs, deleted topics), proposing the ISR changes
+//! partition leaders need, and — on the node that leads the quorum — the active controller's
+//! duties (fencing silent brokers, electing leaders, restoring preferred leaders).
+//!
+//! A single `sluice serve` runs all of this too, as a one-voter quorum whose controller is itself.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use sluice_meta::controller;
+use sluice_meta::{Listener, MetaNode, MetadataRecord, MetadataState, NodeId};
+use tracing::{debug, info, warn};
+
+use crate::broker::{now, Broker, StartError};
+use crate::config::BrokerConfig;
+use crate::metadata::{node_id, TopicMeta};
+use crate::partition::Partition;
+use crate::replication::fetcher::{Assignment, Fetchers};
+use crate::topic_config;
+
+/// How often the active controller looks at heartbeats and leaderless partitions.
+const CONTROLLER_TICK: Duration = Duration::from_millis(200);
+/// How often preferred leaders are restored (`leader.imbalance.check.interval.seconds` is 300
+/// in Kafka; a cluster this size can afford faster).
+const REBALANCE_EVERY: Duration = Duration::from_secs(10);
+
+/// Cluster-following state kept by the broker.
+#[derive(Default)]
+pub(crate) struct ClusterState {
+    /// The broker itself, for tasks spawned from `&self` methods.
+    broker: OnceLock<Weak<Broker>>,
+    /// Topic configs last applied to the hosted logs.
+    applied_configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// Partitions with an ISR change proposal in flight.
+    isr_pending: Mutex<HashSet<(String, i32)>>,
+    pub(crate) fetchers: Fetchers,
+    /// Registered with the quorum.
+    joined: AtomicBool,
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("joined", &self.joined.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens this node's metadata quorum member under `<data dir>/__cluster_metadata`.
+pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, StartError> {
+    let dir = config.data_dir.join("__cluster_metadata");
+    let me = node_id(config.node_id);
+    if config.voters.len() <= 1 {
+        return MetaNode::open(&dir, me)
+            .await
+            .map_err(|e| StartError::Metadata(e.into()));
+    }
+    let voters: BTreeMap<NodeId, String> = config
+        .voters
+        .iter()
+        .map(|v| (node_id(v.id), v.address()))
+        .collect();
+    let listen = match config.controller_listen {
+        Some(addr) => addr,
+        None => {
+            let own = config
+                .voters
+                .iter()
+                .find(|v| v.id == config.node_id)
+                .ok_or_else(|| StartError::Join(format!(
+                    "node {} is not among controller.quorum.voters",
+                    config.node_id
+                )))?;
+            tokio::net::lookup_host(own.address())
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| StartError::Join(format!("cannot resolve {}", own.address())))?
+        }
+    };
+    MetaNode::open_cluster(&dir, me, voters, listen, sluice_meta::MetaOptions::cluster())
+        .await
+        .map_err(|e| StartError::Metadata(e.into()))
+}
+
+impl Broker {
+    /// No other voters: this node is the whole quorum.
+    pub fn is_single_voter(&self) -> bool {
+        self.config.voters.len() <= 1
+    }
+
+    fn me(&self) -> NodeId {
+        node_id(self.config.node_id)
+    }
+
+    /// Registers this broker (listeners, rack) unless the metadata already has it so, names the
+    /// cluster if nobody has, and applies the metadata.
+    pub(crate) async fn join_cluster(self: &Arc<Self>) -> Result<(), StartError> {
+        let _ = self.cluster.broker.set(Arc::downgrade(self));
+        let me = self.me();
+        let listeners = vec![Listener {
+            name: "PLAINTEXT".to_string(),
+            host: self.config.advertised_host.clone(),
+            port: self.config.advertised_port,
+        }];
+        let state = self.metadata.state();
+        let current = state.brokers.get(&me);
+        if current.map(|b| (&b.listeners, &b.rack)) != Some((&listeners, &self.config.rack)) {
+            self.metadata
+                .propose(MetadataRecord::RegisterBroker {
+                    id: me,
+                    listeners,
+                    rack: self.config.rack.clone(),
+                })
+                .await
+                .map_err(|e| StartError::Join(e.to_string()))?;
+        }
+        self.metadata
+            .ensure_cluster_id()
+            .await
+            .map_err(|e| StartError::Join(e.to_string()))?;
+        if self.is_single_voter() {
+            // The sole voter is its own controller: whatever an earlier run left fenced or
+            // leaderless is put right before the first client connects.
+            controller_pass(self, &BTreeMap::from([(me, Instant::now())]), false).await;
+        }
+        self.cluster.joined.store(true, Ordering::Release);
+        self.apply_metadata();
+        Ok(())
+    }
+
+    /// Makes local state match the applied metadata (see the module docs). Idempotent; called
+    /// after every metadata change and after this node's own topic changes.
+    pub fn apply_metadata(&self) {
+        let state = self.metadata.state();
+        let me = self.me();
+        let now_ms = now().0;
+        let mut configs = self.cluster.applied_configs.lock();
+        let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        for (name, topic) in &state.topics {
+            let meta = TopicMeta::from_meta(topic);
+            let log_config = match topic_config::log_config(&self.config.log_defaults, &topic.configs)
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(topic = %name, error = %e, "topic config unusable; not hosting the topic");
+                    continue;
+                }
+            };
+            let configs_changed = configs.get(name) != Some(&topic.configs);
+            for (&index, p) in &topic.partition_states {
+                if !p.replicas.contains(&me) {
+                    continue;
+                }
+                let (partition, opened) =
+                    match self.replicas.ensure_partition(&meta, index, &log_config) {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            warn!(topic = %name, partition = index, error = %e, "cannot open replica");
+                            continue;
+                        }
+                    };
+                if configs_changed && !opened {
+                    partition.set_config(log_config.clone());
+                }
+                let ids = |v: &[NodeId]| v.iter().map(|n| n.0 as i32).collect::<Vec<i32>>();
+                if p.leader == Some(me) {
+                    partition.become_leader(p.leader_epoch, ids(&p.replicas), ids(&p.isr), now_ms);
+                } else {
+                    let leader = p.leader.map(|n| n.0 as i32);
+                    partition.become_follower(leader, p.leader_epoch);
+                    if let Some(leader) = leader {
+                        follow.entry(leader).or_default().push(partition);
+                    }
+                }
+            }
+            configs.insert(name.clone(), topic.configs.clone());
+        }
+        configs.retain(|name, _| state.topics.contains_key(name));
+        drop(configs);
+        let weak = self.cluster.broker.get().cloned().unwrap_or_default();
+        // Topics deleted (or re-created under a new id) elsewhere: drop their replicas here.
+        for name in self.replicas.topic_names() {
+            let gone = match (state.topics.get(&name), self.replicas.topic(&name)) {
+                (None, _) => true,
+                (Some(t), Some(hosted)) => hosted
+                    .first()
+                    .is_some_and(|p| p.topic_id.to_string() != t.id),
+                _ => false,
+            };
+            if gone {
+                if let Some(broker) = weak.upgrade() {
+                    tokio::spawn(async move {
+                        broker.replicas.delete_topic(&name).await;
+                        broker.metrics.remove_topic(&name);
+                    });
+                }
+            }
+        }
+        let wanted = follow
+            .into_iter()
+            .filter_map(|(leader, partitions)| {
+                let address = broker_address(&state, NodeId(leader as u64))?;
+                Some((
+                    leader,
+                    Assignment {
+                        address,
+                        partitions,
+                    },
+                ))
+            })
+            .collect();
+        self.cluster.fetchers.assign(&weak, wanted);
+    }
+
+    /// A partition leader asks the controller to change the ISR to `isr` (AlterPartition), at
+    /// leader epoch `leader_epoch`. One proposal per partition at a time; the metadata's
+    /// partition-epoch check refuses a stale one.
+    pub(crate) fn request_isr_change(&self, partition: &Partition, isr: Vec<i32>, leader_epoch: i32) {
+        let key = (partition.topic.clone(), partition.index);
+        if !self.cluster.isr_pending.lock().insert(key.clone()) {
+            return;
+        }
+        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+            self.cluster.isr_pending.lock().remove(&key);
+            return;
+        };
+        tokio::spawn(async move {
+            let (topic, index) = key.clone();
+            let Some(current) = broker.metadata.partition_state(&topic, index) else {
+                broker.cluster.isr_pending.lock().remove(&key);
+                return;
+            };
+            let record = MetadataRecord::PartitionChange {
+                topic: topic.clone(),
+                partition: index,
+                partition_epoch: current.partition_epoch,
+                leader_epoch: Some(leader_epoch),
+                leader: None,
+                isr: Some(isr.iter().map(|r| NodeId(*r as u64)).collect()),
+                replicas: None,
+                adding: None,
+                removing: None,
+            };
+            match broker.metadata.propose(record).await {
+                Ok(()) => info!(%topic, partition = index, ?isr, "ISR changed"),
+                Err(e) => debug!(%topic, partition = index, error = %e, "ISR change not applied"),
+            }
+            broker.cluster.isr_pending.lock().remove(&key);
+            broker.apply_metadata();
+        });
+    }
+
+    /// Stops following the cluster (shutdown): replica fetchers end, the quorum member stops.
+    pub(crate) async fn leave_cluster(&self) {
+        self.cluster.fetchers.stop_all();
+        self.metadata.shutdown().await;
+    }
+}
+
+/// `HOST:PORT` of a broker's first listener.
+fn broker_address(state: &MetadataState, id: NodeId) -> Option<String> {
+    let broker = state.brokers.get(&id)?;
+    let listener = broker.listeners.first()?;
+    Some(format!("{}:{}", listener.host, listener.port))
+}
+
+/// The background tasks of cluster membership; each stops at shutdown.
+pub(crate) fn spawn(broker: &Arc<Broker>) -> Vec<tokio::task::JoinHandle<()>> {
+    let _ = broker.cluster.broker.set(Arc::downgrade(broker));
+    vec![
+        tokio::spawn(follow_metadata(broker.clone())),
+        tokio::spawn(heartbeats(broker.clone())),
+        tokio::spawn(controller_loop(broker.clone())),
+        tokio::spawn(isr_shrinker(broker.clone())),
+    ]
+}
+
+/// Joins (in a cluster: once a quorum has formed), then applies every metadata change.
+async fn follow_metadata(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown_signal();
+    while !broker.cluster.joined.load(Ordering::Acquire) {
+        match broker.join_cluster().await {
+            Ok(()) => {
+                info!("joined the cluster");
+                if let Err(e) = broker.load_offsets() {
+                    warn!(error = %e, "loading committed offsets failed");
+                }
+                if let Err(e) = broker.load_txn_state() {
+                    warn!(error = %e, "loading transactions failed");
+                }
+            }
+            Err(e) => {
+                debug!(error = %e, "not joined yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = crate::broker::stopped(&mut shutdown) => return,
+                }
+            }
+        }
+    }
+    let mut watch = broker.metadata.node().subscribe();
+    loop {
+        broker.apply_metadata();
+        tokio::select! {
+            more = watch.changed() => if !more { return },
+            _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+        // Let a burst of records land before the next pass.
+        let _ = watch.state();
+    }
+}
+
+/// Tells the active controller this broker is alive, every `broker.heartbeat.interval.ms`.
+async fn heartbeats(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown_signal();
+    let mut tick = tokio::time::interval(Duration::from_millis(
+        broker.config.broker_heartbeat_interval_ms.max(10),
+    ));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+        if let Err(e) = broker.metadata.node().heartbeat().await {
+            debug!(error = %e, "heartbeat not delivered");
+        }
+    }
+}
+
+/// On the quorum leader: fences brokers silent for `broker.session.timeout.ms`, unfences those
+/// heartbeating again, elects leaders for leaderless partitions, restores preferred leaders.
+async fn controller_loop(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown_signal();
+    let mut tick = tokio::time::interval(CONTROLLER_TICK);
+    let mut last_rebalance = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+        if !broker.cluster.joined.load(Ordering::Acquire) {
+            continue;
+        }
+        let Some(heartbeats) = broker.metadata.node().heartbeats() else {
+            continue;
+        };
+        let rebalance = broker.config.auto_leader_rebalance_enable
+            && last_rebalance.elapsed() >= REBALANCE_EVERY;
+        if rebalance {
+            last_rebalance = Instant::now();
+        }
+        controller_pass(&broker, &heartbeats, rebalance).await;
+    }
+}
+
+/// One round of the controller's duties (see [`controller_loop`]).
+async fn controller_pass(
+    broker: &Broker,
+    heartbeats: &BTreeMap<NodeId, Instant>,
+    rebalance: bool,
+) {
+    let session = Duration::from_millis(broker.config.broker_session_timeout_ms);
+    let unclean = broker.config.unclean_leader_election_enable;
+    let state = broker.metadata.state();
+    let alive = |id: &NodeId| heartbeats.get(id).is_some_and(|t| t.elapsed() < session);
+    let mut batches: Vec<Vec<MetadataRecord>> = Vec::new();
+    for registration in state.brokers.values() {
+        let id = registration.id;
+        if registration.fenced && alive(&id) {
+            info!(broker = %id, "unfencing broker: heartbeats resumed");
+            batches.push(controller::unfence_broker(&state, id));
+        } else if !registration.fenced && !alive(&id) {
+            warn!(broker = %id, "fencing broker: no heartbeat within broker.session.timeout.ms");
+            batches.push(controller::fence_broker(&state, id, unclean));
+        }
+    }
+    if batches.is_empty() {
+        let leaderless = controller::elect_leaderless(&state, unclean);
+        if !leaderless.is_empty() {
+            batches.push(leaderless);
+        } else if rebalance {
+            let preferred = controller::preferred_leaders(&state);
+            if !preferred.is_empty() {
+                info!(partitions = preferred.len(), "moving leadership back to preferred replicas");
+                batches.push(preferred);
+            }
+        }
+    }
+    for records in batches {
+        // One record at a time: each carries the partition epoch it was computed from, so a
+        // change that raced another is refused alone instead of taking the batch with it.
+        for record in records {
+            if let Err(e) = broker.metadata.propose(record).await {
+                debug!(error = %e, "controller change not applied");
+            }
+        }
+    }
+}
+
+/// On partition leaders: followers that stopped keeping up leave the ISR
+/// (`replica.lag.time.max.ms`).
+async fn isr_shrinker(broker: Arc<Broker>) {
+    let mut shutdown = broker.shutdown_signal();
+    let lag_max = broker.config.replica_lag_time_max_ms.max(10);
+    let mut tick = tokio::time::interval(Duration::from_millis((lag_max / 2).max(10)));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::broker::stopped(&mut shutdown) => return,
+        }
+        let now_ms = now().0;
+        for partition in broker.replicas.all_partitions() {
+            if let Some((isr, epoch)) = partition.isr_to_shrink(now_ms, lag_max as i64) {
+                info!(topic = %partition.topic, partition = partition.index, ?isr, "shrinking ISR: followers lagging");
+                broker.request_isr_change(&partition, isr, epoch);
+            }
+        }
+    }
+}
