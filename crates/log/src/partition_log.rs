@@ -1261,7 +1261,10 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Removes everything at and above `offset` (a batch holding `offset` goes whole).
+    /// Removes everything at and above `offset` (a batch holding `offset` goes whole): a follower
+    /// cutting where it diverged from the leader (see [`Self::end_offset_for_epoch`]). Epoch
+    /// entries and aborted transactions past the new end are dropped (the active segment's
+    /// `.txnindex` is rewritten) and producer state is rebuilt from a snapshot at or below it.
     pub fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
         if offset.0 >= self.log_end() {
             return Ok(());
