@@ -617,3 +617,31 @@ fn truncate_fully_and_start_at_restarts_an_empty_log() {
     assert!(log.truncate_fully_and_start_at(Offset(-1)).is_err());
     assert!(!log.is_poisoned());
 }
+
+#[test]
+fn retention_clamps_the_first_epoch_to_the_new_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: 4096,
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), config.clone(), true);
+    for epoch in [1, 2] {
+        for _ in 0..20 {
+            append(&mut log, plain(5), epoch);
+        }
+    }
+    assert_eq!(epochs(&log), vec![(1, 0), (2, 100)]);
+    assert!(log.enforce_retention(NOW).unwrap() > 0);
+    let start = log.log_start_offset().0;
+    assert!(start > 0);
+    let expected = if start < 100 {
+        vec![(1, start), (2, 100)]
+    } else {
+        vec![(2, start)]
+    };
+    assert_eq!(epochs(&log), expected);
+    drop(log);
+    let log = open(dir.path(), config, false);
+    assert_eq!(epochs(&log), expected);
+}
