@@ -316,9 +316,10 @@ pub(crate) fn marker_batch(
     b
 }
 
-/// What a control batch says: Some(kind) for a transaction marker, None for any other control
-/// record or bytes that cannot be read. `batch` starts at the batch header.
-pub(crate) fn marker_kind(batch: &[u8]) -> Option<MarkerKind> {
+/// What a control batch says: a transaction marker's kind and the coordinator epoch in its value
+/// (-1 when the value cannot be read); None for any other control record or bytes that cannot be
+/// read. `batch` starts at the batch header.
+pub(crate) fn parse_marker(batch: &[u8]) -> Option<(MarkerKind, i32)> {
     let mut pos = HEADER_LEN;
     read_varint(batch, &mut pos)?; // record length
     pos += 1; // attributes
@@ -328,11 +329,16 @@ pub(crate) fn marker_kind(batch: &[u8]) -> Option<MarkerKind> {
     if key_len < 4 || batch.len() < pos + 4 {
         return None;
     }
-    match be_i16(batch, pos + 2) {
-        0 => Some(MarkerKind::Abort),
-        1 => Some(MarkerKind::Commit),
-        _ => None,
-    }
+    let kind = match be_i16(batch, pos + 2) {
+        0 => MarkerKind::Abort,
+        1 => MarkerKind::Commit,
+        _ => return None,
+    };
+    pos = pos.checked_add(usize::try_from(key_len).ok()?)?;
+    let coordinator_epoch = read_varint(batch, &mut pos)
+        .filter(|&value_len| value_len >= 6 && batch.len() >= pos + 6)
+        .map_or(-1, |_| be_i32(batch, pos + 2));
+    Some((kind, coordinator_epoch))
 }
 
 #[cfg(test)]
@@ -401,6 +407,16 @@ mod tests {
         assert_eq!(first_record_at_or_after(&batch, 150), Some((11, 200)));
         assert_eq!(first_record_at_or_after(&batch, 50), Some((10, 100)));
         assert_eq!(first_record_at_or_after(&batch, 301), None);
+    }
+
+    #[test]
+    fn markers_parse_back_with_their_coordinator_epoch() {
+        for (kind, epoch) in [(MarkerKind::Commit, 7), (MarkerKind::Abort, 0)] {
+            let batch = marker_batch(3, 1, kind, epoch, 100);
+            assert_eq!(parse_marker(&batch), Some((kind, epoch)));
+        }
+        let data = BatchBuilder::new().record(None, b"v", 1).build();
+        assert_eq!(parse_marker(&data), None);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod batch;
 mod cleaner;
 mod dir;
 mod index;
+mod leader_epoch;
 mod partition_log;
 mod producer;
 mod segment;
@@ -27,6 +28,7 @@ mod txn_index;
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
 pub use dir::LogDir;
+pub use leader_epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
 pub use txn_index::AbortedTxn;
@@ -166,6 +168,9 @@ pub struct AppendInfo {
     /// True when the batch was a retry of one already in the log (idempotent producer): nothing was
     /// written, and the offsets are those of the original append.
     pub duplicate: bool,
+    /// Records written by this append: 0 for a duplicate, and for a follower append that held no
+    /// whole batch (then `last_offset` is `first_offset - 1`, both at the log end).
+    pub record_count: i64,
 }
 
 /// Why an append was refused. Nothing reaches disk when one of these is returned.
@@ -199,6 +204,17 @@ pub enum AppendError {
     /// called AddPartitionsToTxn.
     #[error("transactional write refused: {0}")]
     TxnNotVerified(String),
+    /// A replicated append that does not start at this log's end (the follower must truncate or
+    /// fetch from its log end).
+    #[error("replicated batches start at offset {got:?} but the log ends at {expected:?}")]
+    OffsetMismatch { expected: Offset, got: Offset },
+    /// A batch whose leader epoch is older than the latest epoch already in the log
+    /// (FENCED_LEADER_EPOCH): epochs never go back within a log.
+    #[error("leader epoch {got:?} is older than the log's latest epoch {latest:?}")]
+    StaleLeaderEpoch {
+        latest: LeaderEpoch,
+        got: LeaderEpoch,
+    },
     /// Disk error; the log is poisoned afterwards (KAFKA_STORAGE_ERROR).
     #[error("storage error: {0}")]
     Io(#[from] std::io::Error),

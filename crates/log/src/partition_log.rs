@@ -11,11 +11,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{
-    check_crc, check_header, first_record_at_or_after, marker_batch, marker_kind, stamp_header,
+    check_crc, check_header, first_record_at_or_after, marker_batch, parse_marker, stamp_header,
     BatchHeader, BatchProblem, MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
 };
 use crate::cleaner::{CleanOutput, CleanPlan};
 use crate::index::write_synced;
+use crate::leader_epoch::LeaderEpochCache;
 use crate::producer::{snapshot_path, Check, ProducerInfo, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
 use crate::txn_index::{AbortedTxn, TxnIndex};
@@ -23,6 +24,8 @@ use crate::{
     AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ProducerEpoch, ProducerId,
     ReadError, ReadResult, SyncHandle, Timestamp, TimestampMatch, TimestampType,
 };
+
+mod replication;
 
 const RECOVERY_POINT_FILE: &str = "recovery-point";
 const LOG_START_FILE: &str = "log-start-offset";
@@ -46,6 +49,8 @@ pub struct PartitionLog {
     producers: ProducerState,
     /// Aborted transactions, for read_committed fetches and the cleaner.
     aborted: TxnIndex,
+    /// Where each leader epoch starts, for OffsetForLeaderEpoch (checkpointed when it changes).
+    epochs: LeaderEpochCache,
     /// Set by a failed write or sync; appends are refused afterwards.
     poisoned: bool,
     /// Bumped whenever closed segments are removed or replaced, so a clean planned before can
@@ -180,6 +185,7 @@ impl PartitionLog {
             recovery_point_written: recovery_point,
             producers: ProducerState::default(),
             aborted: TxnIndex::default(),
+            epochs: LeaderEpochCache::empty(dir),
             poisoned: false,
             generation: 0,
             cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
@@ -192,6 +198,7 @@ impl PartitionLog {
         let first_base = log.first_segment().base;
         let end = log.log_end();
         log.log_start = log.log_start.clamp(first_base, end);
+        log.load_epochs().map_err(open_err(dir))?;
         log.load_producer_state(&listing.snapshots)
             .map_err(open_err(dir))?;
         // Everything recovered is synced now, so the recovery point is the log end.
@@ -297,6 +304,47 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Loads the leader-epoch checkpoint, or rebuilds it from the batch headers when it is missing
+    /// or damaged, and cuts it to the recovered log.
+    fn load_epochs(&mut self) -> io::Result<()> {
+        let (cache, rebuild) = match LeaderEpochCache::load(&self.dir) {
+            Ok(Some(cache)) => (cache, false),
+            Ok(None) => (LeaderEpochCache::empty(&self.dir), true),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "unusable {}; rebuilding it from the log", crate::leader_epoch::CHECKPOINT_FILE);
+                (LeaderEpochCache::empty(&self.dir), true)
+            }
+        };
+        self.epochs = cache;
+        if !rebuild {
+            return self.trim_epochs();
+        }
+        // A full header scan (16 KiB reads, no CRC checks). Only the start of each epoch is
+        // needed, so this could stop early per segment; it runs only without a usable checkpoint.
+        for segment in self.segments.values() {
+            let epochs = &mut self.epochs;
+            scan(&segment.file, 0, segment.size, false, |_, h, _| {
+                epochs.observe(h.leader_epoch, h.base_offset);
+                Ok(())
+            })?;
+        }
+        self.trim_epochs()?;
+        if !self.epochs.entries().is_empty() {
+            self.epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Cuts the epoch cache to `[log start, log end)` and checkpoints it when that changed it.
+    fn trim_epochs(&mut self) -> io::Result<()> {
+        let mut changed = self.epochs.truncate_from_start(Offset(self.log_start));
+        changed |= self.epochs.truncate_from_end(Offset(self.log_end()));
+        if changed {
+            self.epochs.persist()?;
+        }
+        Ok(())
+    }
+
     /// Loads the aborted-transaction index files and the newest usable snapshot at or below the
     /// log end, then replays later batches (which also re-adds aborts a crash left out of the
     /// active segment's index).
@@ -349,12 +397,12 @@ impl PartitionLog {
             for (at, pos, size) in markers {
                 let mut bytes = vec![0u8; size.min(4096)];
                 std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut bytes, pos)?;
-                headers[at].1 = marker_kind(&bytes);
+                headers[at].1 = parse_marker(&bytes);
             }
         }
-        for (h, kind) in &headers {
-            match kind {
-                Some(kind) => self.record_marker(h, *kind),
+        for (h, marker) in &headers {
+            match marker {
+                Some((kind, coordinator_epoch)) => self.record_marker(h, *kind, *coordinator_epoch),
                 None => self.producers.update(h, h.base_offset),
             }
         }
@@ -362,13 +410,12 @@ impl PartitionLog {
     }
 
     /// Applies a stored marker batch to producer state and the aborted-transaction index.
-    fn record_marker(&mut self, h: &BatchHeader, kind: MarkerKind) {
-        // The coordinator epoch is not needed back from the log; markers written here carry 0.
+    fn record_marker(&mut self, h: &BatchHeader, kind: MarkerKind, coordinator_epoch: i32) {
         if let Some(aborted) = self.producers.complete_txn(
             h.producer_id,
             h.producer_epoch,
             kind,
-            0,
+            coordinator_epoch,
             h.base_offset,
             h.base_offset + 1,
         ) {
@@ -453,6 +500,7 @@ impl PartitionLog {
                     log_append_time: None,
                     log_start_offset: Offset(self.log_start),
                     duplicate: true,
+                    record_count: 0,
                 });
             }
         }
@@ -483,42 +531,29 @@ impl PartitionLog {
             now.0,
         ));
         let header = BatchHeader::parse(&batch);
-        let info = self.write_batches(&[(batch, header)], leader_epoch, now)?;
-        let offset = info.first_offset.0;
-        if let Some(aborted) = self.producers.complete_txn(
-            producer_id.0,
-            epoch.0,
-            kind,
-            coordinator_epoch,
-            offset,
-            offset + 1,
-        ) {
-            self.aborted.insert(aborted);
-        }
-        Ok(info)
+        // The marker's effect on producer state and the aborted-transaction index is applied by
+        // the write itself, from the stored bytes, exactly as a follower applies it.
+        self.write_batches(&[(batch, header)], leader_epoch, now)
     }
 
-    /// Writes validated batches at the log end: offsets, epoch and append time stamped, indexes
-    /// and producer state updated, rolled back on a failed write.
+    /// Writes validated leader batches at the log end with offsets, `leader_epoch` and (for
+    /// LogAppendTime topics) the append time stamped.
     fn write_batches(
         &mut self,
         headers: &[(Bytes, BatchHeader)],
         leader_epoch: LeaderEpoch,
         now: Timestamp,
     ) -> Result<AppendInfo, AppendError> {
-        let total: u64 = headers.iter().map(|(_, h)| h.size as u64).sum();
-        let records: i64 = headers
-            .iter()
-            .map(|(_, h)| i64::from(h.last_offset_delta) + 1)
-            .sum();
-        let first_offset = self.log_end();
-        self.maybe_roll(total, first_offset + records - 1, now.0)
-            .map_err(|e| self.poison(e))?;
-
+        if let Some(latest) = self.epochs.latest().filter(|l| leader_epoch < l.epoch) {
+            return Err(AppendError::StaleLeaderEpoch {
+                latest: latest.epoch,
+                got: leader_epoch,
+            });
+        }
         let append_time =
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now.0);
         let mut stamped = Vec::with_capacity(headers.len());
-        let mut offset = first_offset;
+        let mut offset = self.log_end();
         for (batch, h) in headers {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&batch[..HEADER_LEN]);
@@ -532,10 +567,56 @@ impl PartitionLog {
             offset += i64::from(h.last_offset_delta) + 1;
             stamped.push((header, records));
         }
+        self.write_stored(&stamped, now, append_time.map(Timestamp))
+    }
+
+    /// Writes batches whose headers are final (offsets from the log end, epochs stamped) and
+    /// maintains everything derived from them: segment rolling, indexes, the epoch cache, producer
+    /// state, open transactions and aborted transactions. Leader and follower appends share it, so
+    /// a follower's state is the leader's. A failed write is rolled back.
+    fn write_stored(
+        &mut self,
+        stored: &[([u8; HEADER_LEN], &[u8])],
+        now: Timestamp,
+        log_append_time: Option<Timestamp>,
+    ) -> Result<AppendInfo, AppendError> {
+        let parsed: Vec<BatchHeader> = stored.iter().map(|(h, _)| BatchHeader::parse(h)).collect();
+        let (Some(first), Some(last)) = (parsed.first(), parsed.last()) else {
+            return Err(AppendError::Invalid(
+                "the request holds no record batch".into(),
+            ));
+        };
+        let first_offset = self.log_end();
+        let last_offset = last.last_offset();
+        assert_eq!(
+            first.base_offset, first_offset,
+            "batches are written at the log end"
+        );
+        let total: u64 = parsed.iter().map(|h| h.size as u64).sum();
+        let records: i64 = parsed.iter().map(|h| i64::from(h.record_count)).sum();
+        self.maybe_roll(total, last_offset, now.0)
+            .map_err(|e| self.poison(e))?;
+
+        // The epoch checkpoint is written before the data: after a crash it may be ahead of the
+        // log (cut at open), never behind.
+        let mut epochs_changed = false;
+        for h in &parsed {
+            epochs_changed |= self
+                .epochs
+                .assign(LeaderEpoch(h.leader_epoch), Offset(h.base_offset));
+        }
+        if epochs_changed {
+            if let Err(e) = self.epochs.persist() {
+                self.epochs.truncate_from_end(Offset(first_offset));
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the leader-epoch checkpoint; nothing was appended");
+                return Err(AppendError::Io(e));
+            }
+        }
+
         let segment = self.active_mut();
         let start = segment.size;
-        let mut positions = Vec::with_capacity(stamped.len());
-        for (header, records) in &stamped {
+        let mut positions = Vec::with_capacity(stored.len());
+        for (header, records) in stored {
             match segment.write_batch(header, records) {
                 Ok(pos) => positions.push(pos),
                 Err(e) => {
@@ -543,6 +624,7 @@ impl PartitionLog {
                     // that works (a full disk, say) the log is intact and stays writable.
                     let rolled_back = segment.file.set_len(start).is_ok();
                     segment.size = start;
+                    self.epochs.truncate_from_end(Offset(first_offset));
                     if rolled_back {
                         tracing::warn!(dir = %self.dir.display(), error = %e, "append failed; nothing was written");
                         return Err(AppendError::Io(e));
@@ -556,15 +638,23 @@ impl PartitionLog {
         if segment.first_append_ms.is_none() {
             segment.first_append_ms = Some(now.0);
         }
-        for ((header, _), pos) in stamped.iter().zip(positions) {
-            let stored = BatchHeader::parse(header);
-            segment.track(pos, &stored, interval);
+        for (h, pos) in parsed.iter().zip(positions) {
+            segment.track(pos, h, interval);
         }
-        for (header, _) in &stamped {
-            let stored = BatchHeader::parse(header);
-            self.producers.update(&stored, stored.base_offset);
+        for (h, (header, records)) in parsed.iter().zip(stored) {
+            if h.is_control() {
+                if h.has_producer_id() {
+                    let mut batch = header.to_vec();
+                    batch.extend_from_slice(records);
+                    if let Some((kind, coordinator_epoch)) = parse_marker(&batch) {
+                        self.record_marker(h, kind, coordinator_epoch);
+                    }
+                }
+            } else {
+                self.producers.update(h, h.base_offset);
+            }
         }
-        debug_assert_eq!(self.log_end(), first_offset + records);
+        debug_assert_eq!(self.log_end(), last_offset + 1);
         // flush.messages / flush.ms: Kafka's per-topic fsync policy, checked on append.
         self.unflushed += records;
         if self.unflushed >= self.config.flush_messages
@@ -574,10 +664,11 @@ impl PartitionLog {
         }
         Ok(AppendInfo {
             first_offset: Offset(first_offset),
-            last_offset: Offset(first_offset + records - 1),
-            log_append_time: append_time.map(Timestamp),
+            last_offset: Offset(last_offset),
+            log_append_time,
             log_start_offset: Offset(self.log_start),
             duplicate: false,
+            record_count: records,
         })
     }
 
@@ -1027,6 +1118,7 @@ impl PartitionLog {
         segment.remove_files()?;
         self.log_start = self.log_start.max(self.first_segment().base);
         self.aborted.remove_below(self.log_start);
+        self.trim_epochs()?;
         tracing::info!(dir = %self.dir.display(), base = segment.base, bytes = segment.size, reason, log_start = self.log_start, "deleted segment");
         Ok(())
     }
@@ -1054,7 +1146,10 @@ impl PartitionLog {
             tracing::info!(dir = %self.dir.display(), base = segment.base, "deleted segment below the log start offset");
         }
         self.aborted.remove_below(self.log_start);
+        // The log start is checkpointed first: a crash in between leaves epoch entries below it,
+        // which the next open cuts.
         self.write_checkpoints()?;
+        self.trim_epochs()?;
         Ok(Offset(self.log_start))
     }
 
@@ -1071,7 +1166,10 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Removes everything at and above `offset` (a batch holding `offset` goes whole).
+    /// Removes everything at and above `offset` (a batch holding `offset` goes whole): a follower
+    /// cutting where it diverged from the leader (see [`Self::end_offset_for_epoch`]). Epoch
+    /// entries and aborted transactions past the new end are dropped (the active segment's
+    /// `.txnindex` is rewritten) and producer state is rebuilt from a snapshot at or below it.
     pub fn truncate_to(&mut self, offset: Offset) -> io::Result<()> {
         if offset.0 >= self.log_end() {
             return Ok(());
@@ -1107,9 +1205,22 @@ impl PartitionLog {
         sync_dir(&self.dir)?;
         let end = self.log_end();
         self.recovery_point = self.recovery_point.min(end);
+        // Data first, then what is derived from it: epoch entries and .txnindex entries past the
+        // new end that survive a crash here are cut at the next open.
+        self.trim_epochs()?;
         let snapshots = list(&self.dir)?.snapshots;
         self.load_producer_state(&snapshots)?;
-        self.write_checkpoints()
+        let base = self.active().base;
+        self.aborted.persist(&self.dir, base, end)?;
+        self.write_checkpoints()?;
+        self.write_cleaner_checkpoint()
+    }
+
+    fn write_cleaner_checkpoint(&self) -> io::Result<()> {
+        write_synced(
+            &self.dir.join(CLEANER_CHECKPOINT_FILE),
+            self.cleaned_to.to_string().as_bytes(),
+        )
     }
 
     /// What a clean of this `compact` log would do now, or None when there is nothing worth

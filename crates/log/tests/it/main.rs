@@ -2,6 +2,7 @@
 
 mod compaction;
 mod model;
+mod replication;
 mod txn;
 
 use std::fs;
