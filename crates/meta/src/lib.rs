@@ -10,16 +10,20 @@
 //! [`MetaNode`], [`MetadataRecord`], [`MetadataState`] and the error types, so the alpha API
 //! can change under us without rippling into the broker.
 
+mod cluster;
 #[cfg(test)]
 mod conformance;
 mod fsutil;
+mod liveness;
 mod log_store;
-pub mod network;
+mod network;
 mod node;
 mod raft_types;
 mod record;
+mod server;
 mod state;
 mod state_machine;
+mod wire;
 
 pub use node::{Committed, MetaNode, MetaOptions, OpenError, ProposeError};
 pub use raft_types::{LogIndex, NodeId};
