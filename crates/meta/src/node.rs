@@ -55,6 +55,9 @@ pub struct MetaOptions {
     /// How long [`MetaNode::propose`] and [`MetaNode::heartbeat`] keep trying to reach a leader
     /// (and, for a proposal, to apply it locally) before giving up.
     pub propose_timeout: Duration,
+    /// How long sending a whole snapshot to a lagging follower (and its installing it) may
+    /// take. openraft's default of 200 ms is too short for a state of any size.
+    pub snapshot_send_timeout: Duration,
 }
 
 impl Default for MetaOptions {
@@ -68,6 +71,7 @@ impl Default for MetaOptions {
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
             propose_timeout: Duration::from_secs(10),
+            snapshot_send_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -83,6 +87,7 @@ impl MetaOptions {
             heartbeat_interval: millis(self.heartbeat_interval),
             election_timeout_min: millis(self.election_timeout_min),
             election_timeout_max: millis(self.election_timeout_max),
+            install_snapshot_timeout: millis(self.snapshot_send_timeout),
             // Our transport implements pre-vote: a restarted or partitioned voter asks before
             // bumping its term, so it cannot depose a healthy leader when it comes back.
             enable_pre_vote: Some(true),

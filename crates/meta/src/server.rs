@@ -33,6 +33,10 @@ pub(crate) const CONNECTIONS_MAX: usize = 256;
 /// A connection with no request for this long is closed (clients reconnect on demand).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How long serving one request may take (a proposal on a leader that lost its quorum could
+/// otherwise wait forever); the client then hears `Failed` and treats the outcome as unknown.
+const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long writing one answer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -213,7 +217,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<
                     return;
                 }
             };
-        let response = handler.handle(request).await;
+        let response = match tokio::time::timeout(SERVE_TIMEOUT, handler.handle(request)).await {
+            Ok(response) => response,
+            Err(_elapsed) => Response::Failed(format!("not served within {SERVE_TIMEOUT:?}")),
+        };
         match tokio::time::timeout(WRITE_TIMEOUT, wire::write_frame(&mut stream, &response)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
