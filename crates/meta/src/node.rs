@@ -1,26 +1,33 @@
 //! [`MetaNode`]: the crate's API. Opens (or creates) a node's metadata directory, runs openraft
 //! over it, and lets callers propose records and read the applied state.
 //!
-//! Step 1 of the cluster plan: a one-voter cluster that this node initializes on first start.
+//! [`MetaNode::open`] runs a one-voter cluster that this node initializes on first start, with no
+//! listener; [`MetaNode::open_cluster`] (in `cluster.rs`) runs one voter of a multi-voter quorum
+//! over TCP.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fs2::FileExt;
 use openraft::async_runtime::WatchReceiver;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
+use crate::cluster::Peers;
 use crate::fsutil;
+use crate::liveness::{Leadership, Liveness};
 use crate::log_store::LogStore;
 use crate::network::NetworkFactory;
 use crate::raft_types::{LogIndex, NodeId, Raft};
-use crate::record::{MetadataRecord, Outcome};
+use crate::record::Outcome;
+use crate::server::{self, Server};
 use crate::state::MetadataState;
 use crate::state_machine::{Applied, SnapshotFile, StateMachineStore};
 
@@ -33,9 +40,24 @@ pub struct MetaOptions {
     pub entries_kept_after_snapshot: u64,
     /// How long [`MetaNode::open`] waits for this node to lead and catch up.
     pub ready_timeout: Duration,
-    /// This node's controller address as stored in the Raft membership (unused until the
-    /// quorum has a transport).
+    /// This node's controller address as stored in the Raft membership by [`MetaNode::open`]
+    /// (a one-voter quorum never dials it). [`MetaNode::open_cluster`] takes the addresses from
+    /// its `voters` argument instead.
     pub address: String,
+    /// How often the leader sends heartbeats (empty append-entries) to followers.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for a random time between these two starts an election
+    /// (with pre-vote). Small values mean fast failover; they must stay well above the
+    /// heartbeat interval and the network round trip.
+    pub election_timeout_min: Duration,
+    /// See [`MetaOptions::election_timeout_min`].
+    pub election_timeout_max: Duration,
+    /// How long [`MetaNode::propose`] and [`MetaNode::heartbeat`] keep trying to reach a leader
+    /// (and, for a proposal, to apply it locally) before giving up.
+    pub propose_timeout: Duration,
+    /// How long sending a whole snapshot to a lagging follower (and its installing it) may
+    /// take. openraft's default of 200 ms is too short for a state of any size.
+    pub snapshot_send_timeout: Duration,
 }
 
 impl Default for MetaOptions {
@@ -45,7 +67,34 @@ impl Default for MetaOptions {
             entries_kept_after_snapshot: 100,
             ready_timeout: Duration::from_secs(10),
             address: String::new(),
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            propose_timeout: Duration::from_secs(10),
+            snapshot_send_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+impl MetaOptions {
+    /// openraft's config for these options.
+    fn raft_config(&self) -> Result<Config, OpenError> {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Config {
+            cluster_name: "sluice-metadata".to_string(),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: millis(self.election_timeout_min),
+            election_timeout_max: millis(self.election_timeout_max),
+            install_snapshot_timeout: millis(self.snapshot_send_timeout),
+            // Our transport implements pre-vote: a restarted or partitioned voter asks before
+            // bumping its term, so it cannot depose a healthy leader when it comes back.
+            enable_pre_vote: Some(true),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| OpenError::Raft(e.to_string()))
     }
 }
 
@@ -74,6 +123,14 @@ pub enum OpenError {
     },
     #[error("cannot start the metadata quorum: {0}")]
     Raft(String),
+    #[error("cannot listen for metadata RPCs on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("node {node} is not among the metadata voters {voters:?}")]
+    NotAVoter { node: NodeId, voters: Vec<NodeId> },
     #[error("node {node} did not become the metadata leader within {timeout:?}: {reason}")]
     NotReady {
         node: NodeId,
@@ -82,11 +139,25 @@ pub enum OpenError {
     },
 }
 
-/// Why a proposal did not commit (or may not have).
+/// Why a proposal (or a heartbeat, or [`MetaNode::wait_leader`]) did not succeed, or may not
+/// have.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
     #[error("this node is not the metadata leader; the leader is {leader:?}")]
     NotLeader { leader: Option<NodeId> },
+    #[error(
+        "no metadata leader took the request within {timeout:?} (last problem: {last_problem})"
+    )]
+    NoLeader {
+        timeout: Duration,
+        last_problem: String,
+    },
+    #[error("the proposal reached leader {leader} but its answer was lost; it may or may not commit: {reason}")]
+    Indeterminate { leader: NodeId, reason: String },
+    #[error(
+        "the proposal committed at {index:?} but this node did not apply it within {timeout:?}"
+    )]
+    NotApplied { index: LogIndex, timeout: Duration },
     #[error("a leader change discarded the proposal; it may still commit, so retry only idempotent records (leader now {leader:?})")]
     Discarded { leader: Option<NodeId> },
     #[error("the metadata quorum has stopped: {0}")]
@@ -127,12 +198,21 @@ struct NodeFile {
 }
 
 /// One node of the metadata quorum (see the module docs). Call [`MetaNode::shutdown`] before
-/// dropping it: openraft's tasks keep running otherwise.
+/// dropping it: openraft's tasks (and the listener of a cluster node) keep running otherwise.
 pub struct MetaNode {
-    id: NodeId,
-    raft: Raft,
-    applied: watch::Receiver<Applied>,
+    pub(crate) id: NodeId,
+    pub(crate) raft: Raft,
+    pub(crate) applied: watch::Receiver<Applied>,
     ready_timeout: Duration,
+    pub(crate) propose_timeout: Duration,
+    /// Heartbeats received while this node leads.
+    pub(crate) liveness: Arc<Liveness>,
+    /// Connections to other voters for forwarded proposals, heartbeats and read indexes.
+    pub(crate) peers: Peers,
+    /// The controller RPC listener; `None` for a one-voter node from [`MetaNode::open`].
+    server: parking_lot::Mutex<Option<Server>>,
+    /// Resets [`Liveness`] the moment this node becomes leader.
+    leadership_watch: parking_lot::Mutex<Option<JoinHandle<()>>>,
     /// Kept to see when openraft has let go of the storage (see [`MetaNode::shutdown`]).
     log_store: LogStore,
     snapshots: SnapshotFile,
@@ -148,6 +228,17 @@ impl std::fmt::Debug for MetaNode {
     }
 }
 
+/// How a node reaches the others, decided at open.
+pub(crate) enum Membership {
+    /// One voter at `MetaOptions::address`; no listener.
+    Single,
+    /// These voters (id to `HOST:PORT`), serving RPCs on this listener.
+    Cluster {
+        voters: BTreeMap<NodeId, String>,
+        listener: tokio::net::TcpListener,
+    },
+}
+
 impl MetaNode {
     /// Opens the metadata under `dir` as node `node_id` with default options.
     pub async fn open(dir: &Path, node_id: NodeId) -> Result<Self, OpenError> {
@@ -161,6 +252,16 @@ impl MetaNode {
         dir: &Path,
         node_id: NodeId,
         options: MetaOptions,
+    ) -> Result<Self, OpenError> {
+        Self::open_as(dir, node_id, options, Membership::Single).await
+    }
+
+    /// Opens the directory and starts openraft (and the listener of a cluster node).
+    pub(crate) async fn open_as(
+        dir: &Path,
+        node_id: NodeId,
+        options: MetaOptions,
+        membership: Membership,
     ) -> Result<Self, OpenError> {
         let io_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -180,55 +281,93 @@ impl MetaNode {
         let (publisher, applied) = watch::channel(Applied::default());
         let snapshots = SnapshotFile::open(dir)?;
         let state_machine = StateMachineStore::new(snapshots.clone(), publisher);
-        let config = Config {
-            cluster_name: "sluice-metadata".to_string(),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
-            max_in_snapshot_log_to_keep: options.entries_kept_after_snapshot,
-            ..Config::default()
-        }
-        .validate()
-        .map_err(|e| OpenError::Raft(e.to_string()))?;
+        let config = options.raft_config()?;
         let raft = Raft::new(
             node_id,
             Arc::new(config),
-            NetworkFactory::default(),
+            NetworkFactory::new(node_id),
             log_store.clone(),
             state_machine,
         )
         .await
         .map_err(|e| OpenError::Raft(e.to_string()))?;
-        let node = Self {
+        let liveness = Arc::new(Liveness::default());
+        let (voters, server) = match membership {
+            Membership::Single => (
+                BTreeMap::from([(node_id, BasicNode::new(&options.address))]),
+                None,
+            ),
+            Membership::Cluster { voters, listener } => {
+                let handler = Arc::new(server::Handler {
+                    id: node_id,
+                    raft: raft.clone(),
+                    liveness: Arc::clone(&liveness),
+                });
+                let addr = listener.local_addr().ok();
+                let server =
+                    Server::spawn(listener, handler).map_err(|source| OpenError::Bind {
+                        addr: addr.map_or_else(|| "?".to_string(), |a| a.to_string()),
+                        source,
+                    })?;
+                let voters = voters
+                    .into_iter()
+                    .map(|(id, addr)| (id, BasicNode::new(addr)))
+                    .collect();
+                (voters, Some(server))
+            }
+        };
+        let single = server.is_none();
+        let mut node = Self {
             id: node_id,
+            leadership_watch: parking_lot::Mutex::new(Some(tokio::spawn(watch_leadership(
+                raft.clone(),
+                node_id,
+                Arc::clone(&liveness),
+            )))),
             raft,
             applied,
             ready_timeout: options.ready_timeout,
+            propose_timeout: options.propose_timeout,
+            liveness,
+            peers: Peers::default(),
+            server: parking_lot::Mutex::new(server),
             log_store,
             snapshots,
             _lock: lock,
         };
-        if let Err(e) = node.start(&options.address).await {
-            // Don't leave openraft's tasks running on a directory we report as not opened.
+        let started = async {
+            node.initialize(voters).await?;
+            if single {
+                node.wait_ready().await?;
+            }
+            Ok(())
+        };
+        if let Err(e) = started.await {
+            // Don't leave tasks running on a directory we report as not opened.
+            node.stop_tasks().await;
             let _ = node.raft.shutdown().await;
             return Err(e);
         }
         Ok(node)
     }
 
-    /// Initializes the one-voter cluster on first start, then waits until ready.
-    async fn start(&self, address: &str) -> Result<(), OpenError> {
+    /// Writes the initial membership on first start (a no-op on later ones). Every voter of a new
+    /// cluster does this with the same voter set, openraft's documented pattern: whichever
+    /// initializes first, they agree, and "already initialized" is fine.
+    async fn initialize(&self, voters: BTreeMap<NodeId, BasicNode>) -> Result<(), OpenError> {
         let initialized = self
             .raft
             .is_initialized()
             .await
             .map_err(|e| OpenError::Raft(e.to_string()))?;
-        if !initialized {
-            let voters = BTreeMap::from([(self.id, BasicNode::new(address))]);
-            self.raft
-                .initialize(voters)
-                .await
-                .map_err(|e| OpenError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
         }
-        self.wait_ready().await
+        match self.raft.initialize(voters).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(OpenError::Raft(e.to_string())),
+        }
     }
 
     /// Waits until this node leads and has applied every entry in its log, so `state()` shows
@@ -270,29 +409,6 @@ impl MetaNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
-    }
-
-    /// Commits `record` through the quorum and applies it; returns once the state machine has
-    /// applied it, so [`MetaNode::state`] already reflects it.
-    pub async fn propose(&self, record: MetadataRecord) -> Result<Committed, ProposeError> {
-        match self.raft.client_write(record).await {
-            Ok(response) => Ok(Committed {
-                index: LogIndex(response.log_id.index),
-                outcome: response.data,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ProposeError::NotLeader {
-                    leader: forward.leader_id,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(forward))) => {
-                Err(ProposeError::Discarded {
-                    leader: forward.leader_id,
-                })
-            }
-            Err(RaftError::APIError(other)) => Err(ProposeError::Refused(other.to_string())),
-            Err(RaftError::Fatal(fatal)) => Err(ProposeError::Stopped(fatal.to_string())),
-        }
     }
 
     /// The applied metadata: an immutable view, cheap to take (an `Arc`).
@@ -356,10 +472,13 @@ impl MetaNode {
         Ok(metrics.snapshot.map(|id| LogIndex(id.index)))
     }
 
-    /// Stops openraft and waits until nothing of it touches the directory any more, which can
-    /// then be reopened. (openraft builds snapshots in detached tasks that outlive
-    /// `Raft::shutdown`; we wait for them to drop their storage handles.)
+    /// Stops the listener and its connections, then openraft, and waits until nothing of them
+    /// runs or touches the directory any more: the directory (and the listen port) can then be
+    /// reopened. (openraft builds snapshots in detached tasks that outlive `Raft::shutdown`; we
+    /// wait for them to drop their storage handles.) Reads of [`MetaNode::state`] keep
+    /// answering the last applied state.
     pub async fn shutdown(&self) -> Result<(), OpenError> {
+        self.stop_tasks().await;
         self.raft
             .shutdown()
             .await
@@ -375,6 +494,44 @@ impl MetaNode {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+
+    /// Stops our own tasks: the listener (first, so no request reaches a stopping `Raft`) and
+    /// the leadership watch.
+    async fn stop_tasks(&self) {
+        let server = self.server.lock().take();
+        if let Some(server) = server {
+            server.stop().await;
+        }
+        let watch = self.leadership_watch.lock().take();
+        if let Some(watch) = watch {
+            watch.abort();
+            // Aborted, or ended with the metrics channel; either way it no longer runs.
+            let _ = watch.await;
+        }
+    }
+
+    /// The address the controller listener is bound to (`None` for [`MetaNode::open`]).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.server.lock().as_ref().map(Server::local_addr)
+    }
+}
+
+/// Follows openraft's metrics and resets the heartbeat map the moment this node starts leading
+/// (and empties it when it stops). Ends when openraft stops.
+async fn watch_leadership(raft: Raft, id: NodeId, liveness: Arc<Liveness>) {
+    let mut metrics = raft.metrics();
+    loop {
+        match server::leadership(&raft, id) {
+            Some((term, voters)) => liveness.observe(Some(Leadership {
+                term,
+                voters: &voters,
+            })),
+            None => liveness.observe(None),
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

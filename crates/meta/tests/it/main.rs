@@ -1,3 +1,4 @@
 //! Integration tests of `sluice-meta`: one binary for the crate (see STYLE.md).
 
+mod cluster;
 mod node;

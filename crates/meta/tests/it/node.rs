@@ -18,6 +18,7 @@ fn options() -> MetaOptions {
         entries_kept_after_snapshot: 0,
         ready_timeout: Duration::from_secs(10),
         address: "127.0.0.1:0".to_string(),
+        ..MetaOptions::default()
     }
 }
 
