@@ -462,6 +462,24 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Creates a topic with explicit replica assignments (CreateTopics `assignments`).
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<sluice_meta::NodeId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, CreateTopicError> {
+        topic_config::log_config(&self.config.log_defaults, &configs)?;
+        let partitions = assignments.len();
+        let topic = self
+            .metadata
+            .create_topic_assigned(name, assignments, configs)
+            .await?;
+        self.apply_metadata();
+        info!(topic = name, partitions, "created topic with explicit assignments");
+        Ok(topic)
+    }
+
     /// The replication factor of a CreateTopics that asks for -1.
     pub fn default_replication_factor(&self) -> i32 {
         i32::from(self.config.default_replication_factor)

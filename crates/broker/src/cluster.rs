@@ -83,7 +83,7 @@ pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, St
                 .ok_or_else(|| StartError::Join(format!("cannot resolve {}", own.address())))?
         }
     };
-    MetaNode::open_cluster(&dir, me, voters, listen, sluice_meta::MetaOptions::cluster())
+    MetaNode::open_cluster(&dir, me, voters, listen, sluice_meta::MetaOptions::default())
         .await
         .map_err(|e| StartError::Metadata(e.into()))
 }

@@ -22,6 +22,9 @@ pub(crate) fn append_error(error: &AppendError) -> ResponseError {
         AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         AppendError::TxnNotVerified(_) => ResponseError::InvalidTxnState,
         AppendError::Io(_) | AppendError::Poisoned => ResponseError::KafkaStorageError,
+        // Follower appends only (replica fetchers handle these themselves).
+        AppendError::OffsetMismatch { .. } => ResponseError::OffsetOutOfRange,
+        AppendError::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
     }
 }
 
@@ -43,6 +46,11 @@ pub(crate) fn metadata_error(error: &MetadataError) -> ResponseError {
         MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
             ResponseError::KafkaStorageError
         }
+        MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        // The quorum could not commit the change now (no leader, stopping): retriable.
+        MetadataError::Open(_) | MetadataError::Propose(_) => ResponseError::NotController,
+        MetadataError::Refused(_) => ResponseError::InvalidRequest,
     }
 }
 

@@ -72,6 +72,8 @@ pub enum MetadataError {
     InvalidPartitions(i32),
     #[error("{0}")]
     InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     #[error("cannot persist metadata to {path}: {source}")]
     Io {
         path: PathBuf,
@@ -338,6 +340,53 @@ impl MetadataStore {
         let state = self.state();
         let placed = controller::place_replicas(&state, 0, partitions, replication_factor)
             .map_err(placement_error)?;
+        self.propose_topic(name, placed, configs).await
+    }
+
+    /// Creates a topic with the replicas given per partition (CreateTopics assignments): each
+    /// list must name distinct registered brokers.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, MetadataError> {
+        let _serial = self.topic_changes.lock().await;
+        self.check_assignments(name, &assignments)?;
+        self.propose_topic(name, assignments, configs).await
+    }
+
+    /// Checks explicit replica assignments for a new topic.
+    pub fn check_assignments(
+        &self,
+        name: &str,
+        assignments: &[Vec<NodeId>],
+    ) -> Result<(), MetadataError> {
+        self.check_new_topic(name, assignments.len() as i32, 1)?;
+        let state = self.state();
+        for (i, replicas) in assignments.iter().enumerate() {
+            let distinct: std::collections::BTreeSet<_> = replicas.iter().collect();
+            if replicas.is_empty() || distinct.len() != replicas.len() {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "partition {i}: replicas must be distinct and not empty"
+                )));
+            }
+            if let Some(unknown) = replicas.iter().find(|r| !state.brokers.contains_key(r)) {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "partition {i}: broker {unknown} is not registered"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn propose_topic(
+        &self,
+        name: &str,
+        placed: Vec<Vec<NodeId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicMeta, MetadataError> {
+        let partitions = placed.len() as i32;
         let id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::Topic {
             name: name.to_string(),

@@ -277,11 +277,19 @@ pub(crate) fn handle_frame(
     match request {
         Request::UnsupportedApiVersions => ctx.reply(&handlers::api_versions::unsupported()),
         Request::ApiVersions(r) => ctx.reply(&handlers::api_versions::handle(&r)),
-        Request::Metadata(r) => ctx.reply(&handlers::metadata::handle(broker, r, version)),
+        Request::Metadata(r) => Ok(ctx.reply_later(handlers::metadata::handle(
+            broker.clone(),
+            r,
+            version,
+        ))),
         Request::Produce(r) => Ok(handlers::produce::handle(broker, ctx, r)),
         Request::Fetch(r) => Ok(handlers::fetch::handle(broker, ctx, r)),
         Request::ListOffsets(r) => ctx.reply(&handlers::list_offsets::handle(broker, r, version)),
-        Request::CreateTopics(r) => ctx.reply(&handlers::create_topics::handle(broker, r, version)),
+        Request::CreateTopics(r) => Ok(ctx.reply_later(handlers::create_topics::handle(
+            broker.clone(),
+            r,
+            version,
+        ))),
         Request::DeleteTopics(r) => Ok(handlers::delete_topics::handle(broker, ctx, r)),
         Request::InitProducerId(r) => match r.transactional_id.clone() {
             Some(id) => Ok(handlers::txn::init_producer_id(
@@ -290,11 +298,15 @@ pub(crate) fn handle_frame(
                 r,
                 id.0.to_string(),
             )),
-            None => ctx.reply(&handlers::init_producer_id::handle(broker, r)),
+            None => Ok(ctx.reply_later(handlers::init_producer_id::handle(broker.clone(), r))),
         },
         Request::DescribeCluster(r) => ctx.reply(&handlers::describe_cluster::handle(broker, r)),
         Request::FindCoordinator(r) => {
-            ctx.reply(&handlers::groups::find_coordinator(broker, r, version))
+            let broker = broker.clone();
+            Ok(ctx.reply_later(async move {
+                handlers::groups::ensure_coordinator_topic(&broker, &r).await;
+                handlers::groups::find_coordinator(&broker, r, version)
+            }))
         }
         Request::JoinGroup(r) => Ok(handlers::groups::join_group(broker, ctx, r)),
         Request::SyncGroup(r) => Ok(handlers::groups::sync_group(broker, ctx, r)),
@@ -311,9 +323,9 @@ pub(crate) fn handle_frame(
         Request::DescribeConfigs(r) => {
             ctx.reply(&handlers::configs::describe_configs(broker, r, version))
         }
-        Request::CreatePartitions(r) => {
-            ctx.reply(&handlers::partitions_admin::create_partitions(broker, r))
-        }
+        Request::CreatePartitions(r) => Ok(ctx.reply_later(
+            handlers::partitions_admin::create_partitions(broker.clone(), r),
+        )),
         Request::DeleteRecords(r) => {
             ctx.reply(&handlers::partitions_admin::delete_records(broker, r))
         }
@@ -321,10 +333,13 @@ pub(crate) fn handle_frame(
         Request::OffsetForLeaderEpoch(r) => {
             ctx.reply(&handlers::log_dirs::offset_for_leader_epoch(broker, r))
         }
-        Request::AlterConfigs(r) => ctx.reply(&handlers::configs::alter_configs(broker, r)),
-        Request::IncrementalAlterConfigs(r) => {
-            ctx.reply(&handlers::configs::incremental_alter_configs(broker, r))
-        }
+        Request::AlterConfigs(r) => Ok(ctx.reply_later(handlers::configs::alter_configs(
+            broker.clone(),
+            r,
+        ))),
+        Request::IncrementalAlterConfigs(r) => Ok(ctx.reply_later(
+            handlers::configs::incremental_alter_configs(broker.clone(), r),
+        )),
         Request::AddPartitionsToTxn(r) => Ok(handlers::txn::add_partitions_to_txn(broker, ctx, r)),
         Request::AddOffsetsToTxn(r) => Ok(handlers::txn::add_offsets_to_txn(broker, ctx, r)),
         Request::TxnOffsetCommit(r) => Ok(handlers::txn::txn_offset_commit(broker, ctx, r)),

@@ -181,7 +181,7 @@ mod tests {
         };
         let state = AdminState::default();
         assert!(!state.ready(), "not ready before the logs are open");
-        let broker = Broker::open(config).unwrap();
+        let broker = Broker::open(config).await.unwrap();
         state.set_broker(broker.clone());
         assert!(state.ready());
         broker.begin_shutdown();

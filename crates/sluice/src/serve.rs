@@ -190,7 +190,9 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         let admin_state = Arc::new(AdminState::default());
         let admin = tokio::spawn(admin_http::serve(admin_listener, admin_state.clone()));
         let data_dir = config.data_dir.clone();
-        let broker = Broker::open(config).context("cannot start the broker")?;
+        let broker = Broker::open(config)
+            .await
+            .context("cannot start the broker")?;
         admin_state.set_broker(broker.clone());
         // The one line a person (or a test) reads to know the broker is up.
         println!(

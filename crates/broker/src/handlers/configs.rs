@@ -192,12 +192,12 @@ fn outcome(result: Result<(), AlterConfigsError>) -> (i16, Option<StrBytes>) {
 }
 
 /// Runs `alter_topic` for a topic resource; broker resources are static, others unsupported.
-fn alter_outcome(
+async fn alter_outcome(
     resource_type: i8,
-    alter_topic: impl FnOnce() -> Result<(), AlterConfigsError>,
+    alter_topic: impl std::future::Future<Output = Result<(), AlterConfigsError>>,
 ) -> (i16, Option<StrBytes>) {
     outcome(match resource_type {
-        RESOURCE_TOPIC => alter_topic(),
+        RESOURCE_TOPIC => alter_topic.await,
         RESOURCE_BROKER => Err(broker_is_static()),
         _ => Err(AlterConfigsError::Invalid(
             "unsupported resource type".into(),
@@ -212,15 +212,14 @@ fn broker_is_static() -> AlterConfigsError {
     )
 }
 
-pub(crate) fn alter_configs(
-    broker: &Arc<Broker>,
+pub(crate) async fn alter_configs(
+    broker: Arc<Broker>,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let (code, message) = alter_outcome(resource.resource_type, || {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        responses.push({
+            let (code, message) = alter_outcome(resource.resource_type, async {
                 // AlterConfigs replaces the whole set of overrides.
                 let mut configs = BTreeMap::new();
                 let mut bad = None;
@@ -239,20 +238,25 @@ pub(crate) fn alter_configs(
                 }
                 match bad {
                     Some(e) => Err(e),
-                    None => broker.alter_topic_configs(
-                        &resource.resource_name,
-                        |_| Ok(configs),
-                        request.validate_only,
-                    ),
+                    None => {
+                        broker
+                            .alter_topic_configs(
+                                &resource.resource_name,
+                                |_| Ok(configs),
+                                request.validate_only,
+                            )
+                            .await
+                    }
                 }
-            });
+            })
+            .await;
             alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name)
-        })
-        .collect();
+        });
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -320,15 +324,14 @@ fn apply_op(
     Ok(())
 }
 
-pub(crate) fn incremental_alter_configs(
-    broker: &Arc<Broker>,
+pub(crate) async fn incremental_alter_configs(
+    broker: Arc<Broker>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = request
-        .resources
-        .into_iter()
-        .map(|resource| {
-            let (code, message) = alter_outcome(resource.resource_type, || {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        responses.push({
+            let (code, message) = alter_outcome(resource.resource_type, async {
                 let ops: Vec<(String, i8, Option<String>)> = resource
                     .configs
                     .into_iter()
@@ -341,25 +344,28 @@ pub(crate) fn incremental_alter_configs(
                     })
                     .collect();
                 let defaults = broker.config.log_defaults.clone();
-                broker.alter_topic_configs(
-                    &resource.resource_name,
-                    move |current| {
-                        let mut configs = current.clone();
-                        for (name, op, value) in &ops {
-                            apply_op(&mut configs, &defaults, name, *op, value.as_deref())?;
-                        }
-                        Ok(configs)
-                    },
-                    request.validate_only,
-                )
-            });
+                broker
+                    .alter_topic_configs(
+                        &resource.resource_name,
+                        move |current| {
+                            let mut configs = current.clone();
+                            for (name, op, value) in &ops {
+                                apply_op(&mut configs, &defaults, name, *op, value.as_deref())?;
+                            }
+                            Ok(configs)
+                        },
+                        request.validate_only,
+                    )
+                    .await
+            })
+            .await;
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
                 .with_error_code(code)
                 .with_error_message(message)
                 .with_resource_type(resource.resource_type)
                 .with_resource_name(resource.resource_name)
-        })
-        .collect();
+        });
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 

@@ -28,7 +28,7 @@ fn failed(
         .with_error_message(Some(StrBytes::from_string(message)))
 }
 
-fn create_one(
+async fn create_one(
     broker: &Broker,
     topic: CreatableTopic,
     validate_only: bool,
@@ -36,8 +36,7 @@ fn create_one(
 ) -> CreatableTopicResult {
     let name = topic.name.0.to_string();
     let result = CreatableTopicResult::default().with_name(topic.name.clone());
-    let node = broker.config.node_id;
-    let partitions = if !topic.assignments.is_empty() {
+    let assignments: Option<Vec<Vec<sluice_meta::NodeId>>> = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return failed(
                 result,
@@ -46,33 +45,43 @@ fn create_one(
                     .into(),
             );
         }
-        for assignment in &topic.assignments {
-            if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node {
-                return failed(
-                    result,
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("partition {} must be assigned to broker {node} alone: this cluster has one broker", assignment.partition_index),
-                );
-            }
+        let mut sorted: Vec<_> = topic.assignments.iter().collect();
+        sorted.sort_by_key(|a| a.partition_index);
+        if sorted
+            .iter()
+            .enumerate()
+            .any(|(i, a)| a.partition_index != i as i32)
+        {
+            return failed(
+                result,
+                ResponseError::InvalidReplicaAssignment,
+                "assignments must cover partitions 0..n exactly once".into(),
+            );
         }
-        topic.assignments.len() as i32
-    } else if topic.num_partitions == -1 {
-        broker.config.num_partitions
+        Some(
+            sorted
+                .iter()
+                .map(|a| {
+                    a.broker_ids
+                        .iter()
+                        .map(|b| crate::metadata::node_id(b.0))
+                        .collect()
+                })
+                .collect(),
+        )
     } else {
-        topic.num_partitions
+        None
     };
-    let replication_factor = if topic.replication_factor == -1 {
-        broker.config.default_replication_factor
-    } else {
-        topic.replication_factor
+    let partitions = match &assignments {
+        Some(a) => a.len() as i32,
+        None if topic.num_partitions == -1 => broker.config.num_partitions,
+        None => topic.num_partitions,
     };
-    if replication_factor != 1 && topic.assignments.is_empty() {
-        return failed(
-            result,
-            ResponseError::InvalidReplicationFactor,
-            format!("replication factor {replication_factor} is not possible: this cluster has 1 broker"),
-        );
-    }
+    let replication_factor = match &assignments {
+        Some(a) => a.first().map_or(1, |r| r.len() as i16),
+        None if topic.replication_factor == -1 => broker.config.default_replication_factor,
+        None => topic.replication_factor,
+    };
     let mut configs = BTreeMap::new();
     for entry in &topic.configs {
         let Some(value) = &entry.value else {
@@ -87,17 +96,28 @@ fn create_one(
     if let Err(e) = topic_config::log_config(&broker.config.log_defaults, &configs) {
         return failed(result, ResponseError::InvalidConfig, e.to_string());
     }
-    let outcome = if validate_only {
-        broker
+    let rf = i32::from(replication_factor);
+    let outcome = match (validate_only, assignments) {
+        (true, None) => broker
             .metadata
-            .check_new_topic(&name, partitions)
+            .check_new_topic(&name, partitions, rf)
             .map(|()| None)
-            .map_err(|e| (errors::metadata_error(&e), e.to_string()))
-    } else {
-        broker
-            .create_topic(&name, partitions, configs.clone())
+            .map_err(|e| (errors::metadata_error(&e), e.to_string())),
+        (true, Some(assignments)) => broker
+            .metadata
+            .check_assignments(&name, &assignments)
+            .map(|()| None)
+            .map_err(|e| (errors::metadata_error(&e), e.to_string())),
+        (false, None) => broker
+            .create_topic(&name, partitions, rf, configs.clone())
+            .await
             .map(|topic| Some(topic.id))
-            .map_err(|e| (errors::create_topic_error(&e), e.to_string()))
+            .map_err(|e| (errors::create_topic_error(&e), e.to_string())),
+        (false, Some(assignments)) => broker
+            .create_topic_assigned(&name, assignments, configs.clone())
+            .await
+            .map(|topic| Some(topic.id))
+            .map_err(|e| (errors::create_topic_error(&e), e.to_string())),
     };
     match outcome {
         Ok(id) => {
@@ -126,8 +146,8 @@ fn create_one(
     }
 }
 
-pub(crate) fn handle(
-    broker: &Arc<Broker>,
+pub(crate) async fn handle(
+    broker: Arc<Broker>,
     request: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -136,20 +156,18 @@ pub(crate) fn handle(
     for topic in &request.topics {
         *seen.entry(topic.name.0.to_string()).or_default() += 1;
     }
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            if seen[topic.name.0.as_str()] > 1 {
-                let result = CreatableTopicResult::default().with_name(topic.name.clone());
-                return failed(
-                    result,
-                    ResponseError::InvalidRequest,
-                    "topic named more than once in the request".into(),
-                );
-            }
-            create_one(broker, topic, request.validate_only, version)
-        })
-        .collect();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        if seen[topic.name.0.as_str()] > 1 {
+            let result = CreatableTopicResult::default().with_name(topic.name.clone());
+            topics.push(failed(
+                result,
+                ResponseError::InvalidRequest,
+                "topic named more than once in the request".into(),
+            ));
+            continue;
+        }
+        topics.push(create_one(&broker, topic, request.validate_only, version).await);
+    }
     CreateTopicsResponse::default().with_topics(topics)
 }

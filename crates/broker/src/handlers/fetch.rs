@@ -84,7 +84,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
                 .collect();
             (topic.topic, wanted)
         })
-        .collect();
+        .collect::<Vec<(TopicName, Vec<Wanted>)>>();
     let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
     if let Some(replica) = replica_id {
         let now_ms = crate::broker::now().0;

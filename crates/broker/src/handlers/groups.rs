@@ -35,6 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::{now, stopped, Broker};
 use crate::errors;
+use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::group::{CommitAuth, CommittedOffset, JoinRequest, JoinResult, Pending, SyncResult};
 use crate::request::{Ctx, Reply};
 
@@ -152,80 +153,99 @@ fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// Creates the internal topic a FindCoordinator needs, as Kafka does on first use.
+pub(crate) async fn ensure_coordinator_topic(broker: &Broker, request: &FindCoordinatorRequest) {
+    let created = if request.key_type == KEY_TYPE_TRANSACTION {
+        crate::txn::driver::ensure_state_topic(broker).await
+    } else {
+        broker.ensure_offsets_topic().await
+    };
+    if let Err(e) = created {
+        tracing::warn!(error = %e, "cannot create the coordinator's internal topic");
+    }
+}
+
+/// The broker leading the internal-topic partition that `key` hashes to: its id, host and
+/// port; None while the topic or a leader is missing.
+fn coordinator_for(broker: &Broker, topic: &str, key: &str) -> Option<(i32, String, i32)> {
+    let state = broker.metadata.state();
+    let meta = state.topics.get(topic)?;
+    let index = crate::group::offsets_topic::partition_for(key, meta.partitions);
+    let leader = meta.partition_states.get(&index)?.leader?;
+    let registration = state.brokers.get(&leader)?;
+    let listener = registration.listeners.first()?;
+    Some((
+        leader.0 as i32,
+        listener.host.clone(),
+        i32::from(listener.port),
+    ))
+}
+
 pub(crate) fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
-    let config = &broker.config;
-    let node = BrokerId(config.node_id);
-    let answer = |key: &StrBytes| -> (i16, Option<StrBytes>) {
-        if request.key_type == KEY_TYPE_TRANSACTION {
-            if key.is_empty() {
-                return (errors::code(ResponseError::InvalidRequest), None);
+    type Answer = Result<(i32, String, i32), (ResponseError, Option<StrBytes>)>;
+    let answer = |key: &StrBytes| -> Answer {
+        let topic = match request.key_type {
+            KEY_TYPE_TRANSACTION => crate::txn::TXN_STATE_TOPIC,
+            KEY_TYPE_GROUP => OFFSETS_TOPIC,
+            _ => {
+                return Err((
+                    ResponseError::InvalidRequest,
+                    Some(str_bytes("key type must be 0 (group) or 1 (transaction)")),
+                ))
             }
-            return match crate::txn::driver::ensure_state_topic(broker) {
-                Ok(()) => (0, None),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot create __transaction_state");
-                    (errors::code(ResponseError::CoordinatorNotAvailable), None)
-                }
-            };
-        }
-        if request.key_type != KEY_TYPE_GROUP {
-            return (
-                errors::code(ResponseError::InvalidRequest),
-                Some(str_bytes("key type must be 0 (group) or 1 (transaction)")),
-            );
-        }
+        };
         if key.is_empty() {
-            return (errors::code(ResponseError::InvalidGroupId), None);
+            return Err(match request.key_type {
+                KEY_TYPE_TRANSACTION => (ResponseError::InvalidRequest, None),
+                _ => (ResponseError::InvalidGroupId, None),
+            });
         }
-        match broker.ensure_offsets_topic() {
-            Ok(()) => (0, None),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot create __consumer_offsets");
-                (errors::code(ResponseError::CoordinatorNotAvailable), None)
-            }
-        }
+        coordinator_for(broker, topic, key.as_str())
+            .ok_or((ResponseError::CoordinatorNotAvailable, None))
     };
-    let host = str_bytes(config.advertised_host.clone());
-    let port = i32::from(config.advertised_port);
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .iter()
             .map(|key| {
-                let (error_code, message) = answer(key);
-                Coordinator::default()
-                    .with_key(key.clone())
-                    .with_node_id(if error_code == 0 { node } else { BrokerId(-1) })
-                    .with_host(if error_code == 0 {
-                        host.clone()
-                    } else {
-                        str_bytes("")
-                    })
-                    .with_port(if error_code == 0 { port } else { -1 })
-                    .with_error_code(error_code)
-                    .with_error_message(message)
+                let coordinator = Coordinator::default().with_key(key.clone());
+                match answer(key) {
+                    Ok((node, host, port)) => coordinator
+                        .with_node_id(BrokerId(node))
+                        .with_host(str_bytes(host))
+                        .with_port(port),
+                    Err((error, message)) => coordinator
+                        .with_node_id(BrokerId(-1))
+                        .with_host(str_bytes(""))
+                        .with_port(-1)
+                        .with_error_code(errors::code(error))
+                        .with_error_message(message),
+                }
             })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (error_code, message) = answer(&request.key);
-    let response = FindCoordinatorResponse::default().with_error_code(error_code);
-    let response = if version >= 1 {
-        response.with_error_message(message)
-    } else {
-        response
-    };
-    if error_code == 0 {
-        response.with_node_id(node).with_host(host).with_port(port)
-    } else {
-        response
-            .with_node_id(BrokerId(-1))
-            .with_host(str_bytes(""))
-            .with_port(-1)
+    match answer(&request.key) {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(host))
+            .with_port(port),
+        Err((error, message)) => {
+            let response = FindCoordinatorResponse::default()
+                .with_error_code(errors::code(error))
+                .with_node_id(BrokerId(-1))
+                .with_host(str_bytes(""))
+                .with_port(-1);
+            if version >= 1 {
+                response.with_error_message(message)
+            } else {
+                response
+            }
+        }
     }
 }
 
@@ -300,7 +320,7 @@ pub(crate) fn join_group(broker: &Arc<Broker>, ctx: Ctx, request: JoinGroupReque
             .collect(),
         require_known_member_id: version >= 4,
     };
-    if broker.ensure_offsets_topic().is_err() {
+    if broker.metadata.topic(OFFSETS_TOPIC).is_none() {
         return ctx
             .reply(&join_response(
                 error_join(ResponseError::CoordinatorNotAvailable, &member_id),

@@ -3,28 +3,27 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use tracing::warn;
 
 use crate::broker::Broker;
 
-pub(crate) fn handle(
-    broker: &Arc<Broker>,
+pub(crate) async fn handle(
+    broker: Arc<Broker>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     debug_assert!(
         request.transactional_id.is_none(),
         "transactional ids go to handlers::txn"
     );
-    match broker.metadata.allocate_producer_id() {
+    match broker.metadata.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
         Err(e) => {
             warn!(error = %e, "cannot allocate a producer id");
             InitProducerIdResponse::default()
-                .with_error_code(ResponseError::KafkaStorageError.code())
+                .with_error_code(crate::errors::metadata_error(&e).code())
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1)
         }

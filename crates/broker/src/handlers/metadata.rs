@@ -1,5 +1,6 @@
-//! Metadata: brokers, the controller, and topics with their partitions and leaders; auto-creates
-//! requested topics when `auto.create.topics.enable` allows.
+//! Metadata: the live (unfenced) brokers, the controller, and topics with each partition's
+//! leader, leader epoch, replicas, ISR and offline replicas, as the metadata quorum has them;
+//! auto-creates requested topics when `auto.create.topics.enable` allows.
 
 use std::sync::Arc;
 
@@ -12,6 +13,8 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::warn;
 use uuid::Uuid;
 
+use sluice_meta::{MetadataState, NodeId};
+
 use crate::broker::Broker;
 use crate::errors;
 use crate::metadata::TopicMeta;
@@ -21,20 +24,29 @@ fn is_internal(name: &str) -> bool {
     name == "__consumer_offsets" || name == "__transaction_state"
 }
 
-fn topic_entry(broker: &Broker, topic: &TopicMeta) -> MetadataResponseTopic {
-    let node = BrokerId(broker.config.node_id);
+fn topic_entry(state: &MetadataState, topic: &TopicMeta) -> MetadataResponseTopic {
+    let ids = |v: &[NodeId]| v.iter().map(|n| BrokerId(n.0 as i32)).collect::<Vec<_>>();
+    let fenced = |n: &&NodeId| state.brokers.get(n).is_none_or(|b| b.fenced);
     let partitions = (0..topic.partitions)
         .map(|index| {
-            let epoch = broker
-                .replicas
-                .partition(&topic.name, index)
-                .map_or(0, |p| p.leader_epoch().0);
-            MetadataResponsePartition::default()
-                .with_partition_index(index)
-                .with_leader_id(node)
-                .with_leader_epoch(epoch)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+            let entry = MetadataResponsePartition::default().with_partition_index(index);
+            let Some(p) = state.partition(&topic.name, index) else {
+                return entry
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1));
+            };
+            let offline: Vec<NodeId> = p.replicas.iter().filter(fenced).copied().collect();
+            let entry = entry
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(ids(&p.replicas))
+                .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(ids(&offline));
+            match p.leader {
+                Some(leader) => entry.with_leader_id(BrokerId(leader.0 as i32)),
+                None => entry
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1)),
+            }
         })
         .collect();
     MetadataResponseTopic::default()
@@ -51,8 +63,8 @@ fn error_entry(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_topic_id(id)
 }
 
-pub(crate) fn handle(
-    broker: &Arc<Broker>,
+pub(crate) async fn handle(
+    broker: Arc<Broker>,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -63,23 +75,23 @@ pub(crate) fn handle(
     };
     // Before v4 requests could not opt out of auto-creation.
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
-    let topics = if all {
-        broker
-            .metadata
-            .topics()
-            .iter()
-            .map(|t| topic_entry(broker, t))
-            .collect()
+    let mut topics = Vec::new();
+    if all {
+        let state = broker.metadata.state();
+        topics.extend(
+            broker
+                .metadata
+                .topics()
+                .iter()
+                .map(|t| topic_entry(&state, t)),
+        );
     } else {
-        request
-            .topics
-            .unwrap_or_default()
-            .into_iter()
-            .map(|wanted| match wanted.name {
+        for wanted in request.topics.unwrap_or_default() {
+            let entry = match wanted.name {
                 Some(name) => {
                     let name = name.0.as_str();
-                    match broker.topic_or_create(name, allow_auto_create) {
-                        Ok(Some(topic)) => topic_entry(broker, &topic),
+                    match broker.topic_or_create(name, allow_auto_create).await {
+                        Ok(Some(topic)) => topic_entry(&broker.metadata.state(), &topic),
                         Ok(None) => error_entry(
                             Some(name),
                             Uuid::nil(),
@@ -100,19 +112,45 @@ pub(crate) fn handle(
                     }
                 }
                 None => match broker.metadata.topic_by_id(wanted.topic_id) {
-                    Some(topic) => topic_entry(broker, &topic),
+                    Some(topic) => topic_entry(&broker.metadata.state(), &topic),
                     None => error_entry(None, wanted.topic_id, ResponseError::UnknownTopicId),
                 },
-            })
-            .collect()
-    };
+            };
+            topics.push(entry);
+        }
+    }
+    let state = broker.metadata.state();
     let config = &broker.config;
+    let mut brokers: Vec<MetadataResponseBroker> = state
+        .live_brokers()
+        .filter_map(|b| {
+            let listener = b.listeners.first()?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.id.0 as i32))
+                    .with_host(StrBytes::from_string(listener.host.clone()))
+                    .with_port(i32::from(listener.port))
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
+    if brokers.is_empty() {
+        // Not registered yet (a quorum is still forming): name this broker so clients retry here.
+        brokers.push(
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(StrBytes::from_string(config.advertised_host.clone()))
+                .with_port(i32::from(config.advertised_port)),
+        );
+    }
+    let controller = broker
+        .metadata
+        .node()
+        .leader()
+        .map_or(-1, |n| n.0 as i32);
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(config.node_id))
-            .with_host(StrBytes::from_string(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+        .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.metadata.cluster_id())))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(controller))
         .with_topics(topics)
 }

@@ -16,40 +16,33 @@ use sluice_log::Offset;
 use crate::broker::Broker;
 use crate::errors;
 
-pub(crate) fn create_partitions(
-    broker: &Arc<Broker>,
+pub(crate) async fn create_partitions(
+    broker: Arc<Broker>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node = broker.config.node_id;
-    let results = request
-        .topics
-        .into_iter()
-        .map(|topic| {
-            let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
-            // Every replica of a new partition must be this broker, once.
-            let bad_assignment = topic.assignments.as_ref().is_some_and(|assignments| {
-                assignments
-                    .iter()
-                    .any(|a| a.broker_ids.len() != 1 || a.broker_ids[0].0 != node)
-            });
-            let outcome = if bad_assignment {
-                Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("every new partition must be assigned to broker {node} alone"),
-                ))
-            } else {
-                broker
-                    .add_partitions(&topic.name.0, topic.count, request.validate_only)
-                    .map_err(|e| (e.0, e.1))
-            };
-            match outcome {
-                Ok(()) => result,
-                Err((code, message)) => result
-                    .with_error_code(errors::code(code))
-                    .with_error_message(Some(StrBytes::from_string(message))),
-            }
-        })
-        .collect();
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        // New partitions are placed like a new topic's; explicit placement is not taken.
+        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "explicit assignments for new partitions are not supported: omit them and the \
+                 new partitions are spread over the live brokers"
+                    .to_owned(),
+            ))
+        } else {
+            broker
+                .add_partitions(&topic.name.0, topic.count, request.validate_only)
+                .await
+        };
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((code, message)) => result
+                .with_error_code(errors::code(code))
+                .with_error_message(Some(StrBytes::from_string(message))),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
 

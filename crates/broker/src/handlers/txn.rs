@@ -73,20 +73,21 @@ pub(crate) fn init_producer_id(
     }
     let expected =
         (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
-    let step = broker.txns.init_producer(
-        &id,
-        request.transaction_timeout_ms,
-        expected,
-        || {
-            broker.metadata.allocate_producer_id().map_err(|e| {
-                warn!(error = %e, "cannot allocate a producer id");
-                ResponseError::KafkaStorageError
-            })
-        },
-        now().0,
-    );
     let broker = broker.clone();
     ctx.reply_later(async move {
+        // Taken before knowing whether it is needed (an id the transactional id already has is
+        // kept): ids are plentiful, and the coordinator's step must not wait on the quorum.
+        let fresh = broker.metadata.allocate_producer_id().await.map_err(|e| {
+            warn!(error = %e, "cannot allocate a producer id");
+            crate::errors::metadata_error(&e)
+        });
+        let step = broker.txns.init_producer(
+            &id,
+            request.transaction_timeout_ms,
+            expected,
+            || fresh,
+            now().0,
+        );
         let record = match step {
             Err(e) => return init_response(Some(fenced_for(version, 4, e)), None),
             Ok(InitStep::Ready(record)) => {
@@ -208,14 +209,10 @@ async fn add_to_txn(
 
 /// The `__consumer_offsets` partition of `group`, created on first use.
 fn offsets_partition(broker: &Broker, group: &str) -> Result<i32, ResponseError> {
-    broker.ensure_offsets_topic().map_err(|e| {
-        warn!(error = %e, "cannot create __consumer_offsets");
-        ResponseError::CoordinatorNotAvailable
-    })?;
     let count = broker
-        .replicas
+        .metadata
         .topic(OFFSETS_TOPIC)
-        .map_or(0, |p| p.len() as i32);
+        .map_or(0, |t| t.partitions);
     if count == 0 {
         return Err(ResponseError::CoordinatorNotAvailable);
     }

@@ -14,16 +14,19 @@ use crate::broker::{now, Broker, CreateTopicError};
 use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
 
 /// Creates `__transaction_state` on first use, as Kafka does.
-pub fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError> {
+pub async fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError> {
     let configs = BTreeMap::from([
         ("cleanup.policy".to_owned(), "compact".to_owned()),
         ("segment.bytes".to_owned(), (100 * 1024 * 1024).to_string()),
     ]);
-    broker.ensure_internal_topic(
-        TXN_STATE_TOPIC,
-        broker.config.txn_state_num_partitions,
-        configs,
-    )
+    broker
+        .ensure_internal_topic(
+            TXN_STATE_TOPIC,
+            broker.config.txn_state_num_partitions,
+            broker.config.txn_state_replication_factor,
+            configs,
+        )
+        .await
 }
 
 /// Appends a transactional id's record to its `__transaction_state` partition and waits until
@@ -62,13 +65,18 @@ fn append_value(
     id: &str,
     value: Option<bytes::Bytes>,
 ) -> Result<Appended, String> {
-    ensure_state_topic(broker).map_err(|e| e.to_string())?;
-    let partitions = broker
-        .replicas
+    // Created by the FindCoordinator that led the producer here.
+    let count = broker
+        .metadata
         .topic(TXN_STATE_TOPIC)
-        .ok_or_else(|| format!("{TXN_STATE_TOPIC} is not open"))?;
-    let index = offsets_topic::partition_for(id, partitions.len() as i32);
-    let partition = partitions[index as usize].clone();
+        .map(|t| t.partitions)
+        .ok_or_else(|| format!("{TXN_STATE_TOPIC} does not exist"))?;
+    let index = offsets_topic::partition_for(id, count);
+    let partition = broker
+        .replicas
+        .partition(TXN_STATE_TOPIC, index)
+        .filter(|p| p.is_leader())
+        .ok_or_else(|| format!("this broker does not lead {TXN_STATE_TOPIC}-{index}"))?;
     let now = now();
     let batch = offsets_topic::batch(vec![(state_topic::key(id), value)], now.0);
     let info = partition.append(batch, now).map_err(|e| e.to_string())?;
