@@ -30,7 +30,9 @@ pub const UNDEFINED_EPOCH_OFFSET: Offset = Offset(-1);
 /// One leader epoch and the offset of its first batch in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEntry {
+    /// The leader epoch stamped into the batches.
     pub epoch: LeaderEpoch,
+    /// The base offset of the epoch's first batch (for the oldest entry, at least the log start).
     pub start_offset: Offset,
 }
 
