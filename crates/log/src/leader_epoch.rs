@@ -30,7 +30,9 @@ pub const UNDEFINED_EPOCH_OFFSET: Offset = Offset(-1);
 /// One leader epoch and the offset of its first batch in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochEntry {
+    /// The leader epoch stamped into the batches.
     pub epoch: LeaderEpoch,
+    /// The base offset of the epoch's first batch (for the oldest entry, at least the log start).
     pub start_offset: Offset,
 }
 
@@ -173,24 +175,29 @@ impl LeaderEpochCache {
     }
 
     /// Records that a batch of `epoch` starts at `offset` (the log end). Returns whether the cache
-    /// changed (a new epoch). Negative epochs (batches without one) are not recorded.
-    ///
-    /// # Panics
-    /// If `epoch` is below the latest epoch or `offset` not past the latest start offset: callers
-    /// refuse older epochs first, and appends happen at the log end, past every start offset.
+    /// changed (a new epoch). Negative epochs (batches without one) are not recorded. As in
+    /// Kafka's `assign`, entries that would break the order (an epoch at or above `epoch`, or a
+    /// start at or after `offset`) are dropped with a warning: follower appends refuse older
+    /// epochs before this, so only a leader append with an older epoch gets here, after a
+    /// confused caller or a damaged batch (the epoch field is outside the CRC) left a newer one.
     pub(crate) fn assign(&mut self, epoch: LeaderEpoch, offset: Offset) -> bool {
-        if epoch.0 < 0 {
+        if epoch.0 < 0 || self.latest().is_some_and(|l| l.epoch == epoch) {
             return false;
         }
-        if let Some(latest) = self.latest() {
-            assert!(epoch >= latest.epoch, "leader epochs only grow in a log");
-            if epoch == latest.epoch {
-                return false;
-            }
-            assert!(
-                offset > latest.start_offset,
-                "a new epoch starts past the previous one"
+        let keep = self
+            .entries
+            .iter()
+            .take_while(|e| e.epoch < epoch && e.start_offset < offset)
+            .count();
+        if keep < self.entries.len() {
+            tracing::warn!(
+                file = %self.path.display(),
+                epoch = epoch.0,
+                offset = offset.0,
+                dropped = ?&self.entries[keep..],
+                "leader epoch goes back; dropping the newer epoch entries"
             );
+            self.entries.truncate(keep);
         }
         self.entries.push(EpochEntry {
             epoch,
@@ -325,6 +332,9 @@ mod tests {
         assert!(!c.assign(LeaderEpoch(-1), Offset(6)));
         assert!(c.assign(LeaderEpoch(3), Offset(7)));
         assert_eq!(pairs(&c), vec![(0, 0), (3, 7)]);
+        // An older epoch replaces the entries at or above it (Kafka's assign).
+        assert!(c.assign(LeaderEpoch(1), Offset(9)));
+        assert_eq!(pairs(&c), vec![(0, 0), (1, 9)]);
     }
 
     #[test]

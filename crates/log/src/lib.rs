@@ -208,8 +208,8 @@ pub enum AppendError {
     /// fetch from its log end).
     #[error("replicated batches start at offset {got:?} but the log ends at {expected:?}")]
     OffsetMismatch { expected: Offset, got: Offset },
-    /// A batch whose leader epoch is older than the latest epoch already in the log
-    /// (FENCED_LEADER_EPOCH): epochs never go back within a log.
+    /// A replicated batch whose leader epoch is older than the latest epoch already in the log
+    /// (FENCED_LEADER_EPOCH): epochs never go back within a follower's log.
     #[error("leader epoch {got:?} is older than the log's latest epoch {latest:?}")]
     StaleLeaderEpoch {
         latest: LeaderEpoch,

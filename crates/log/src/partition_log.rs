@@ -317,7 +317,12 @@ impl PartitionLog {
         };
         self.epochs = cache;
         if !rebuild {
-            return self.trim_epochs();
+            self.trim_epochs()?;
+            if self.epochs_match_log()? {
+                return Ok(());
+            }
+            tracing::warn!(dir = %self.dir.display(), "{} disagrees with the epochs of the log's batches; rebuilding it from the log", crate::leader_epoch::CHECKPOINT_FILE);
+            self.epochs = LeaderEpochCache::empty(&self.dir);
         }
         // A full header scan (16 KiB reads, no CRC checks). Only the start of each epoch is
         // needed, so this could stop early per segment; it runs only without a usable checkpoint.
@@ -333,6 +338,40 @@ impl PartitionLog {
             self.epochs.persist()?;
         }
         Ok(())
+    }
+
+    /// Whether the loaded epoch entries agree with the batches they point at (one header lookup
+    /// per entry, plus the last batch): a checkpoint that parses can still be damaged or stale.
+    fn epochs_match_log(&self) -> io::Result<bool> {
+        for entry in self.epochs.entries() {
+            let start = entry.start_offset.0;
+            let matches = self.batch_holding(start)?.is_some_and(|h| {
+                h.leader_epoch == entry.epoch.0
+                    && (h.base_offset == start
+                        || (start == self.log_start && h.base_offset < start))
+            });
+            if !matches {
+                return Ok(false);
+            }
+        }
+        let end = self.log_end();
+        if end <= self.log_start {
+            return Ok(true);
+        }
+        Ok(match self.batch_holding(end - 1)? {
+            Some(last) if last.leader_epoch >= 0 => {
+                self.epochs.latest().map(|e| e.epoch.0) == Some(last.leader_epoch)
+            }
+            _ => true,
+        })
+    }
+
+    /// The header of the batch holding `offset` (or the first batch after it), if any.
+    fn batch_holding(&self, offset: i64) -> io::Result<Option<BatchHeader>> {
+        let Some((_, segment)) = self.segments.range(..=offset).next_back() else {
+            return Ok(None);
+        };
+        Ok(segment.find(offset)?.map(|(_, h)| h))
     }
 
     /// Cuts the epoch cache to `[log start, log end)` and checkpoints it when that changed it.
@@ -544,12 +583,6 @@ impl PartitionLog {
         leader_epoch: LeaderEpoch,
         now: Timestamp,
     ) -> Result<AppendInfo, AppendError> {
-        if let Some(latest) = self.epochs.latest().filter(|l| leader_epoch < l.epoch) {
-            return Err(AppendError::StaleLeaderEpoch {
-                latest: latest.epoch,
-                got: leader_epoch,
-            });
-        }
         let append_time =
             (self.config.message_timestamp_type == TimestampType::LogAppendTime).then_some(now.0);
         let mut stamped = Vec::with_capacity(headers.len());
