@@ -143,8 +143,6 @@ pub enum OpenError {
 /// have.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    #[error("this node is not the metadata leader; the leader is {leader:?}")]
-    NotLeader { leader: Option<NodeId> },
     #[error(
         "no metadata leader took the request within {timeout:?} (last problem: {last_problem})"
     )]
