@@ -247,7 +247,15 @@ impl MetaNode {
         loop {
             let leader = self.known_leader(deadline, timeout, &last_problem).await?;
             if leader == self.id {
-                match self.raft.client_write(record.clone()).await {
+                let write = self.raft.client_write(record.clone());
+                // A leader that lost its quorum would wait forever.
+                let Ok(written) = tokio::time::timeout_at(deadline, write).await else {
+                    return Err(ProposeError::Indeterminate {
+                        leader,
+                        reason: format!("not committed within {timeout:?}"),
+                    });
+                };
+                match written {
                     // Applied here before openraft answered (the state machine publishes first).
                     Ok(response) => {
                         return Ok(Committed {

@@ -27,6 +27,9 @@ use crate::wire::{self, FrameError, Request, RequestBody, Response};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, MetadataState>;
 
+/// How long establishing a connection may take (the whole call may still be shorter).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why a call to a peer failed. `sent` says whether the request may have reached it (a
 /// non-idempotent request must not be blindly retried then).
 #[derive(Debug, thiserror::Error)]
@@ -143,14 +146,23 @@ impl Connection {
         let mut stream = match self.stream.take().filter(still_open) {
             Some(stream) => stream,
             None => {
-                let stream =
-                    TcpStream::connect(&self.addr)
-                        .await
-                        .map_err(|source| CallError::Connect {
-                            target: self.target,
-                            addr: self.addr.clone(),
-                            source,
-                        })?;
+                let connect_error = |source| CallError::Connect {
+                    target: self.target,
+                    addr: self.addr.clone(),
+                    source,
+                };
+                // Bounded on its own, so a black-holed peer fails as "not sent" (retryable)
+                // rather than using up the whole call's time.
+                let connect = TcpStream::connect(&self.addr);
+                let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                    Ok(connected) => connected.map_err(connect_error)?,
+                    Err(_elapsed) => {
+                        return Err(connect_error(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("no connection within {CONNECT_TIMEOUT:?}"),
+                        )))
+                    }
+                };
                 // Lock-step RPCs are latency-bound; don't let Nagle hold back a heartbeat.
                 let _ = stream.set_nodelay(true);
                 stream

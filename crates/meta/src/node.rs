@@ -143,8 +143,6 @@ pub enum OpenError {
 /// have.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
-    #[error("this node is not the metadata leader; the leader is {leader:?}")]
-    NotLeader { leader: Option<NodeId> },
     #[error(
         "no metadata leader took the request within {timeout:?} (last problem: {last_problem})"
     )]
@@ -152,7 +150,7 @@ pub enum ProposeError {
         timeout: Duration,
         last_problem: String,
     },
-    #[error("the proposal reached leader {leader} but its answer was lost; it may or may not commit: {reason}")]
+    #[error("the proposal reached leader {leader} but no answer came back; it may or may not commit ({reason})")]
     Indeterminate { leader: NodeId, reason: String },
     #[error(
         "the proposal committed at {index:?} but this node did not apply it within {timeout:?}"

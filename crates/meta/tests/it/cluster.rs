@@ -6,7 +6,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_meta::{LogIndex, MetaNode, MetaOptions, MetadataRecord, NodeId, OpenError, Outcome};
+use sluice_meta::{
+    LogIndex, MetaNode, MetaOptions, MetadataRecord, NodeId, OpenError, Outcome, ProposeError,
+};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -465,4 +467,50 @@ async fn assert_closed(stream: &mut TcpStream) {
         matches!(read, Ok(0) | Err(_)),
         "unexpected answer: {read:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_without_a_quorum_fail_within_the_deadline() {
+    bounded(async {
+        let options = MetaOptions {
+            propose_timeout: Duration::from_secs(1),
+            ..options()
+        };
+        let mut cluster = Cluster::start(options).await;
+        let leader = cluster.leader().await;
+        let followers: Vec<NodeId> = cluster
+            .up()
+            .map(|n| n.id())
+            .filter(|&id| id != leader)
+            .collect();
+
+        // A leader alone: the entry cannot commit; whether it will later is unknown.
+        cluster.stop(followers[0]).await;
+        cluster.stop(followers[1]).await;
+        let started = Instant::now();
+        let alone = cluster.node(leader).propose(topic("lost", 1)).await;
+        assert!(
+            matches!(alone, Err(ProposeError::Indeterminate { .. })),
+            "{alone:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        // A follower alone: no leader answers.
+        cluster.restart(followers[0]).await;
+        cluster.stop(leader).await;
+        let started = Instant::now();
+        let orphan = cluster.node(followers[0]).propose(topic("lost", 1)).await;
+        assert!(
+            matches!(orphan, Err(ProposeError::NoLeader { .. })),
+            "{orphan:?}"
+        );
+        let heartbeat = cluster.node(followers[0]).heartbeat().await;
+        assert!(
+            matches!(heartbeat, Err(ProposeError::NoLeader { .. })),
+            "{heartbeat:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        cluster.shutdown().await;
+    })
+    .await;
 }
