@@ -315,7 +315,7 @@ impl MetaNode {
             }
         };
         let single = server.is_none();
-        let mut node = Self {
+        let node = Self {
             id: node_id,
             leadership_watch: parking_lot::Mutex::new(Some(tokio::spawn(watch_leadership(
                 raft.clone(),

@@ -172,8 +172,8 @@ async fn respond(state: &AdminState, request: Request<Incoming>) -> Response<Ful
 mod tests {
     use super::*;
 
-    #[test]
-    fn ready_only_between_open_and_shutdown() {
+    #[tokio::test]
+    async fn ready_only_between_open_and_shutdown() {
         let dir = tempfile::tempdir().unwrap();
         let config = sluice_broker::BrokerConfig {
             data_dir: dir.path().to_path_buf(),
@@ -187,5 +187,6 @@ mod tests {
         broker.begin_shutdown();
         assert!(!state.ready(), "not ready while shutting down");
         assert!(broker.replicas.shutdown());
+        broker.metadata.shutdown().await;
     }
 }
