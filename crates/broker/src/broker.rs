@@ -152,8 +152,9 @@ impl Broker {
                     }
                 }
             }
-            broker.load_offsets()?;
-            broker.load_txn_state()?;
+            broker.load_offsets(None)?;
+            broker.load_txn_state(None)?;
+            broker.cluster.coordinators_loaded();
         }
         Ok(broker)
     }
@@ -163,12 +164,16 @@ impl Broker {
     fn replay(
         &self,
         topic: &str,
+        only: Option<i32>,
         mut visit: impl FnMut(i32, kafka_protocol::records::Record),
     ) -> Result<(), String> {
         let Some(partitions) = self.replicas.topic(topic) else {
             return Ok(());
         };
         for partition in partitions.iter() {
+            if only.is_some_and(|i| i != partition.index) {
+                continue;
+            }
             let mut next = partition.log_start_offset();
             let end = partition.log_end_offset();
             while next < end {
@@ -214,7 +219,7 @@ impl Broker {
 
     /// Replays `__consumer_offsets` into the group coordinator. Offsets committed in a
     /// transaction apply at its commit marker; those of a still open transaction stay pending.
-    pub(crate) fn load_offsets(&self) -> Result<(), StartError> {
+    pub(crate) fn load_offsets(&self, only: Option<i32>) -> Result<(), StartError> {
         let mut loaded = 0usize;
         // (partition, producer id) → records of its open transaction.
         let mut open: HashMap<(i32, i64), Vec<OffsetsRecord>> = HashMap::new();
@@ -230,7 +235,7 @@ impl Broker {
                     .load_group(&group, value, std::time::Instant::now())
             }
         };
-        self.replay(OFFSETS_TOPIC, |index, record| {
+        self.replay(OFFSETS_TOPIC, only, |index, record| {
             if record.control {
                 let commit = marker_is_commit(record.key.as_deref());
                 let records = open.remove(&(index, record.producer_id));
@@ -277,9 +282,9 @@ impl Broker {
     /// Replays `__transaction_state` into the transaction coordinator. Transactions found
     /// prepared are completed by the coordinator's first tick; ongoing ones stay open until their
     /// producer ends them or their timeout aborts them (Kafka's recovery).
-    pub(crate) fn load_txn_state(&self) -> Result<(), StartError> {
+    pub(crate) fn load_txn_state(&self, only: Option<i32>) -> Result<(), StartError> {
         let mut loaded = 0usize;
-        self.replay(TXN_STATE_TOPIC, |_, record| {
+        self.replay(TXN_STATE_TOPIC, only, |_, record| {
             if let Some((id, value)) = crate::txn::state_topic::decode(record.key, record.value) {
                 self.txns.load(&id, value);
                 loaded += 1;

@@ -41,6 +41,15 @@ pub(crate) struct ClusterState {
     pub(crate) fetchers: Fetchers,
     /// Registered with the quorum.
     joined: AtomicBool,
+    /// The coordinators have replayed the internal topics once; from then on a partition of
+    /// them that this broker comes to lead is replayed again (its followers' copy is current).
+    loaded: AtomicBool,
+}
+
+impl ClusterState {
+    pub(crate) fn coordinators_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
 }
 
 impl std::fmt::Debug for ClusterState {
@@ -170,7 +179,15 @@ impl Broker {
                 }
                 let ids = |v: &[NodeId]| v.iter().map(|n| n.0 as i32).collect::<Vec<i32>>();
                 if p.leader == Some(me) {
-                    partition.become_leader(p.leader_epoch, ids(&p.replicas), ids(&p.isr), now_ms);
+                    let new = partition.become_leader(
+                        p.leader_epoch,
+                        ids(&p.replicas),
+                        ids(&p.isr),
+                        now_ms,
+                    );
+                    if new && self.cluster.loaded.load(Ordering::Acquire) {
+                        self.take_over_coordination(name, index);
+                    }
                 } else {
                     let leader = p.leader.map(|n| n.0 as i32);
                     partition.become_follower(leader, p.leader_epoch);
@@ -216,6 +233,35 @@ impl Broker {
             })
             .collect();
         self.cluster.fetchers.assign(&weak, wanted);
+    }
+
+    /// This broker now leads `topic`-`index`: when it is a partition of an internal topic, the
+    /// groups or transactions it holds are loaded from the replica (which has everything the
+    /// previous leader committed).
+    fn take_over_coordination(&self, topic: &str, index: i32) {
+        use crate::group::offsets_topic::OFFSETS_TOPIC;
+        use crate::txn::TXN_STATE_TOPIC;
+        let loaded = match topic {
+            OFFSETS_TOPIC => self.load_offsets(Some(index)),
+            TXN_STATE_TOPIC => self.load_txn_state(Some(index)),
+            _ => return,
+        };
+        match loaded {
+            Ok(()) => info!(%topic, partition = index, "took over coordination"),
+            Err(e) => warn!(%topic, partition = index, error = %e, "loading coordinator state failed"),
+        }
+    }
+
+    /// Whether this broker coordinates `key` (a group id or transactional id) of an internal
+    /// topic: it leads the partition the key hashes to.
+    pub(crate) fn coordinates(&self, topic: &str, key: &str) -> bool {
+        let Some(meta) = self.metadata.topic(topic) else {
+            return false;
+        };
+        let index = crate::group::offsets_topic::partition_for(key, meta.partitions);
+        self.replicas
+            .partition(topic, index)
+            .is_some_and(|p| p.is_leader())
     }
 
     /// A partition leader asks the controller to change the ISR to `isr` (AlterPartition), at
@@ -288,12 +334,13 @@ async fn follow_metadata(broker: Arc<Broker>) {
         match broker.join_cluster().await {
             Ok(()) => {
                 info!("joined the cluster");
-                if let Err(e) = broker.load_offsets() {
+                if let Err(e) = broker.load_offsets(None) {
                     warn!(error = %e, "loading committed offsets failed");
                 }
-                if let Err(e) = broker.load_txn_state() {
+                if let Err(e) = broker.load_txn_state(None) {
                     warn!(error = %e, "loading transactions failed");
                 }
+                broker.cluster.coordinators_loaded();
             }
             Err(e) => {
                 debug!(error = %e, "not joined yet");

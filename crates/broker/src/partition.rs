@@ -149,12 +149,14 @@ impl Partition {
     }
 
     /// Becomes (or stays) leader at `epoch` with this assignment. A new epoch starts a fresh
-    /// view of the followers; the same epoch only updates the ISR and replicas.
-    pub fn become_leader(&self, epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) {
+    /// view of the followers; the same epoch only updates the ISR and replicas. True when this
+    /// starts a new leadership.
+    pub fn become_leader(&self, epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) -> bool {
         let mut role = self.role.lock();
-        match &mut *role {
+        let new = match &mut *role {
             Role::Leader(state) if state.leader_epoch == epoch => {
                 state.update_assignment(replicas, isr, now_ms);
+                false
             }
             _ => {
                 let leo = self.log_end_offset().0;
@@ -169,8 +171,9 @@ impl Partition {
                 ));
                 self.leader_epoch.store(epoch, Ordering::Release);
                 self.role_generation.fetch_add(1, Ordering::AcqRel);
+                true
             }
-        }
+        };
         let leo = self.log_end_offset().0;
         if let Role::Leader(state) = &mut *role {
             let hw = state.advance_high_watermark(leo);
@@ -178,6 +181,7 @@ impl Partition {
         }
         drop(role);
         self.notify_replicated();
+        new
     }
 
     /// Becomes (or stays) a follower of `leader` at `epoch`; returns true when that is a change
@@ -612,6 +616,18 @@ impl Partition {
         let start = self.log.lock().delete_records_before(target)?;
         self.log_start_offset.store(start.0, Ordering::Release);
         Ok(start)
+    }
+
+    /// Follower side: the leader's log starts at `offset` (retention or DeleteRecords there);
+    /// records below it go here too, as far as this replica has them.
+    pub fn follow_log_start(&self, offset: Offset) -> Result<(), ReadError> {
+        if offset <= self.log_start_offset() {
+            return Ok(());
+        }
+        let target = offset.min(self.log_end_offset());
+        let start = self.log.lock().delete_records_before(target)?;
+        self.log_start_offset.store(start.0, Ordering::Release);
+        Ok(())
     }
 
     /// One cleaner pass (compaction) if the log wants one: planned and swapped in under the

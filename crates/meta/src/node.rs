@@ -215,7 +215,9 @@ pub struct MetaNode {
     log_store: LogStore,
     snapshots: SnapshotFile,
     /// Held for the node's lifetime: one process per metadata directory.
-    _lock: File,
+    /// Dropped (unlocked) by [`MetaNode::shutdown`], so the directory can be reopened while
+    /// this value is still referenced.
+    lock: parking_lot::Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for MetaNode {
@@ -331,7 +333,7 @@ impl MetaNode {
             server: parking_lot::Mutex::new(server),
             log_store,
             snapshots,
-            _lock: lock,
+            lock: parking_lot::Mutex::new(Some(lock)),
         };
         let started = async {
             node.initialize(voters).await?;
@@ -491,6 +493,7 @@ impl MetaNode {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        drop(self.lock.lock().take());
         Ok(())
     }
 

@@ -153,6 +153,12 @@ fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// Another broker coordinates `group` (it leads the group's `__consumer_offsets` partition):
+/// the client must find the coordinator again (NOT_COORDINATOR).
+fn elsewhere(broker: &Broker, group: &str) -> bool {
+    broker.metadata.topic(OFFSETS_TOPIC).is_some() && !broker.coordinates(OFFSETS_TOPIC, group)
+}
+
 /// Creates the internal topic a FindCoordinator needs, as Kafka does on first use.
 pub(crate) async fn ensure_coordinator_topic(broker: &Broker, request: &FindCoordinatorRequest) {
     let created = if request.key_type == KEY_TYPE_TRANSACTION {
@@ -328,6 +334,14 @@ pub(crate) fn join_group(broker: &Arc<Broker>, ctx: Ctx, request: JoinGroupReque
             ))
             .unwrap_or(Reply::Nothing);
     }
+    if elsewhere(broker, &join.group_id) {
+        return ctx
+            .reply(&join_response(
+                error_join(ResponseError::NotCoordinator, &member_id),
+                version,
+            ))
+            .unwrap_or(Reply::Nothing);
+    }
     match broker.groups.join(join, Instant::now()) {
         Pending::Now(result) => ctx
             .reply(&join_response(result, version))
@@ -369,6 +383,17 @@ fn sync_response(result: SyncResult, version: i16) -> SyncGroupResponse {
 
 pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupRequest) -> Reply {
     let version = ctx.version;
+    if elsewhere(broker, &request.group_id.0) {
+        let result = SyncResult {
+            error: Some(ResponseError::NotCoordinator),
+            protocol_type: None,
+            protocol_name: None,
+            assignment: bytes::Bytes::new(),
+        };
+        return ctx
+            .reply(&sync_response(result, version))
+            .unwrap_or(Reply::Nothing);
+    }
     let assignments = request
         .assignments
         .into_iter()
@@ -404,6 +429,9 @@ pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupReque
 }
 
 pub(crate) fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
+    if elsewhere(broker, &request.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(code(Some(ResponseError::NotCoordinator)));
+    }
     let error = broker.groups.heartbeat(
         &request.group_id.0,
         request.generation_id,
@@ -420,6 +448,10 @@ pub(crate) fn leave_group(
 ) -> LeaveGroupResponse {
     let group = request.group_id.0.to_string();
     let now = Instant::now();
+    if elsewhere(broker, &group) {
+        return LeaveGroupResponse::default()
+            .with_error_code(code(Some(ResponseError::NotCoordinator)));
+    }
     if version < 3 {
         let error = broker.groups.leave(&group, &request.member_id, None, now);
         return LeaveGroupResponse::default().with_error_code(code(error));
@@ -448,7 +480,11 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
     };
-    let group_error = broker.groups.authorize_commit(&group, &auth);
+    let group_error = if elsewhere(broker, &group) {
+        Some(ResponseError::NotCoordinator)
+    } else {
+        broker.groups.authorize_commit(&group, &auth)
+    };
     let (results, to_store) =
         validate_commits(broker, group_error, commit_request_topics!(request.topics));
     let respond = |results: CommitResults, failed: Option<ResponseError>| {
@@ -563,12 +599,20 @@ pub(crate) fn offset_fetch(
                                 )
                         })
                         .collect();
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id)
-                    .with_topics(topics)
+                let group = OffsetFetchResponseGroup::default();
+                if elsewhere(broker, &g.group_id.0) {
+                    return group
+                        .with_group_id(g.group_id)
+                        .with_error_code(code(Some(ResponseError::NotCoordinator)));
+                }
+                group.with_group_id(g.group_id).with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
+    }
+    if elsewhere(broker, &request.group_id.0) {
+        return OffsetFetchResponse::default()
+            .with_error_code(code(Some(ResponseError::NotCoordinator)));
     }
     let wanted = request
         .topics

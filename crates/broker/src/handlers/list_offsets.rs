@@ -42,6 +42,12 @@ pub(crate) fn handle(
                         return response
                             .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
                     };
+                    if let Err(e) = crate::handlers::fetch::check_leader(
+                        &partition,
+                        wanted.current_leader_epoch,
+                    ) {
+                        return response.with_error_code(errors::code(e));
+                    }
                     let epoch = with_epoch(partition.leader_epoch().0);
                     match wanted.timestamp {
                         // read_committed consumers see the last stable offset as the end.

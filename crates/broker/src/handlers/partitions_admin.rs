@@ -72,6 +72,11 @@ pub(crate) fn delete_records(
                             .with_low_watermark(-1)
                             .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
                     };
+                    if !partition.is_leader() {
+                        return result
+                            .with_low_watermark(-1)
+                            .with_error_code(errors::code(ResponseError::NotLeaderOrFollower));
+                    }
                     match partition.delete_records(Offset(p.offset)) {
                         Ok(start) => result.with_low_watermark(start.0),
                         Err(e) => result

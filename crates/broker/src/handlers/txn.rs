@@ -35,7 +35,7 @@ use crate::handlers::groups::{
     commit_request_topics, commit_response_topics, validate_commits, CommitResults,
 };
 use crate::request::{Ctx, Reply};
-use crate::txn::{driver, EndStep, InitStep, TxnRecord};
+use crate::txn::{driver, EndStep, InitStep, TxnRecord, TXN_STATE_TOPIC};
 
 /// The producer-facing answer to an epoch that is no longer current: clients before
 /// InitProducerId v4 / EndTxn v2 know only INVALID_PRODUCER_EPOCH (Kafka's mapping).
@@ -73,6 +73,11 @@ pub(crate) fn init_producer_id(
     }
     let expected =
         (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+    if elsewhere(broker, &id) {
+        return ctx
+            .reply(&init_response(Some(ResponseError::NotCoordinator), None))
+            .unwrap_or(Reply::Nothing);
+    }
     let broker = broker.clone();
     ctx.reply_later(async move {
         // Taken before knowing whether it is needed (an id the transactional id already has is
@@ -184,6 +189,12 @@ pub(crate) fn add_partitions_to_txn(
     })
 }
 
+/// Another broker coordinates transactional id `id` (it leads the id's `__transaction_state`
+/// partition): the producer must find the coordinator again.
+fn elsewhere(broker: &Broker, id: &str) -> bool {
+    broker.metadata.topic(TXN_STATE_TOPIC).is_some() && !broker.coordinates(TXN_STATE_TOPIC, id)
+}
+
 /// Adds partitions to a transaction: persisted before the coordinator lets writes to them in.
 async fn add_to_txn(
     broker: &Broker,
@@ -192,6 +203,9 @@ async fn add_to_txn(
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> Result<(), ResponseError> {
+    if elsewhere(broker, id) {
+        return Err(ResponseError::NotCoordinator);
+    }
     let Some(record) = broker
         .txns
         .add_partitions(id, producer_id, epoch, partitions, now().0)?
@@ -310,7 +324,8 @@ async fn write_txn_offsets(
     let partition = broker
         .replicas
         .partition(OFFSETS_TOPIC, index)
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        .filter(|p| p.is_leader())
+        .ok_or(ResponseError::NotCoordinator)?;
     let records = offsets_topic::offset_records(group, &offsets);
     let keys: Vec<(String, i32)> = offsets.iter().map(|(key, _)| key.clone()).collect();
     let now = now();
@@ -332,12 +347,10 @@ async fn write_txn_offsets(
                 .remove_txn_offsets(producer_id, index, group, &keys);
             crate::errors::append_error(&e)
         })?;
-    if broker.config.flush_on_ack {
-        partition
-            .wait_durable(info.last_offset)
-            .await
-            .map_err(|_| ResponseError::KafkaStorageError)?;
-    }
+    broker
+        .wait_committed(&partition, info.last_offset)
+        .await
+        .map_err(|_| ResponseError::KafkaStorageError)?;
     Ok(())
 }
 
@@ -345,6 +358,11 @@ async fn write_txn_offsets(
 pub(crate) fn end_txn(broker: &Arc<Broker>, ctx: Ctx, request: EndTxnRequest) -> Reply {
     let version = ctx.version;
     let id = request.transactional_id.0.to_string();
+    if elsewhere(broker, &id) {
+        return ctx
+            .reply(&EndTxnResponse::default().with_error_code(ResponseError::NotCoordinator.code()))
+            .unwrap_or(Reply::Nothing);
+    }
     let step = broker.txns.end(
         &id,
         request.producer_id.0,

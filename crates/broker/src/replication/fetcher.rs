@@ -409,6 +409,9 @@ async fn fetch(
                 }
             }
             partition.set_follower_high_watermark(data.high_watermark);
+            if let Err(e) = partition.follow_log_start(Offset(data.log_start_offset)) {
+                debug!(topic = %partition.topic, partition = partition.index, error = %e, "cannot follow the leader's log start");
+            }
         }
     }
     if back_off {

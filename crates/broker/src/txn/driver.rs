@@ -32,15 +32,8 @@ pub async fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError>
 /// Appends a transactional id's record to its `__transaction_state` partition and waits until
 /// it is durable.
 pub async fn persist(broker: &Broker, id: &str, record: &TxnRecord) -> Result<(), String> {
-    let written = append_record(broker, id, record)?;
-    if broker.config.flush_on_ack {
-        let (partition, last) = written;
-        partition
-            .wait_durable(last)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    let (partition, last) = append_record(broker, id, record)?;
+    broker.wait_committed(&partition, last).await
 }
 
 /// Where a record was appended: the partition and the offset to wait on for durability.
@@ -115,9 +108,18 @@ async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Resul
     let now = now();
     let mut written = Vec::with_capacity(prepared.partitions.len());
     for (topic, index) in &prepared.partitions {
-        let Some(partition) = broker.replicas.partition(topic, *index) else {
+        if broker.metadata.topic(topic).is_none() {
             // The topic was deleted while the transaction was open: nothing to mark.
             continue;
+        }
+        let Some(partition) = broker
+            .replicas
+            .partition(topic, *index)
+            .filter(|p| p.is_leader())
+        else {
+            return Err(format!(
+                "marker for {topic}-{index}: this broker does not lead the partition"
+            ));
         };
         match partition.append_marker(
             ProducerId(prepared.producer_id),
@@ -142,13 +144,8 @@ async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Resul
             );
         }
     }
-    if broker.config.flush_on_ack {
-        for (partition, last) in written {
-            partition
-                .wait_durable(last)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
+    for (partition, last) in written {
+        broker.wait_committed(&partition, last).await?;
     }
     Ok(())
 }
