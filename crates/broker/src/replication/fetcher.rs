@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 use crate::broker::{now, Broker};
 use crate::client::Client;
 use crate::partition::Partition;
+use crate::replication::follower::{truncation_offset, LeaderAnswer};
 
 /// Fetch version followers send (replica_id in the body, last_fetched_epoch known).
 const FETCH_VERSION: i16 = 12;
@@ -264,21 +265,17 @@ async fn truncate(
                 continue;
             }
             let own_end = partition.log_end_offset();
-            let target = if answer.leader_epoch < 0 || answer.end_offset < 0 {
-                // The leader knows no epoch at or before ours: keep only what is committed.
-                partition.high_watermark()
-            } else {
-                let asked = partition.latest_epoch().unwrap_or(LeaderEpoch(-1));
-                let leader_end = Offset(answer.end_offset);
-                if answer.leader_epoch == asked.0 {
-                    leader_end.min(own_end)
-                } else {
-                    // The leader's history has a smaller epoch there: our own end of that
-                    // epoch bounds what we share (KIP-279).
-                    let (_, ours) = partition.end_offset_for_epoch(LeaderEpoch(answer.leader_epoch));
-                    leader_end.min(ours).min(own_end)
-                }
-            };
+            let asked = partition.latest_epoch().map_or(-1, |e| e.0);
+            let target = Offset(truncation_offset(
+                asked,
+                LeaderAnswer {
+                    epoch: answer.leader_epoch,
+                    end_offset: answer.end_offset,
+                },
+                own_end.0,
+                partition.high_watermark().0,
+                |epoch| partition.end_offset_for_epoch(LeaderEpoch(epoch)).1 .0,
+            ));
             if target < own_end {
                 info!(
                     topic = %partition.topic,

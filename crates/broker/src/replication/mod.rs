@@ -2,4 +2,5 @@
 //! ([`leader`]) and the followers' fetchers ([`fetcher`]).
 
 pub mod fetcher;
+pub mod follower;
 pub mod leader;
