@@ -4,8 +4,8 @@
 //! metadata helpers over librdkafka (leader, replicas, ISR) with deadline-bounded waits.
 //!
 //! Every child is killed when the [`Cluster`] drops. When it drops during a panic (a failed
-//! assertion or a blown deadline) it prints the tail of every node's log and keeps the temp dir
-//! so the whole logs can be read.
+//! assertion or a blown deadline) it prints the tail of every node's log, and keeps the temp dir
+//! (data dirs and whole logs) when `SLUICE_TEST_KEEP_DIRS` is set.
 
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -30,6 +30,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pause between two polls of a wait helper.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Set (to anything) to keep a failed test's data dirs and node logs instead of deleting them.
+const KEEP_DIRS_VARIABLE: &str = "SLUICE_TEST_KEEP_DIRS";
 /// Lines of each node's log printed when a test fails.
 const LOG_TAIL_LINES: usize = 60;
 
@@ -606,11 +608,14 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             self.print_log_tails();
-            if let Some(dir) = self.dir.take() {
-                eprintln!(
+            match self.dir.take() {
+                Some(dir) if std::env::var_os(KEEP_DIRS_VARIABLE).is_some() => eprintln!(
                     "cluster test failed; data dirs and logs kept in {}",
                     dir.keep().display()
-                );
+                ),
+                _ => eprintln!(
+                    "cluster test failed; set {KEEP_DIRS_VARIABLE}=1 to keep its data dirs and logs"
+                ),
             }
         }
     }
