@@ -427,11 +427,14 @@ async fn paused_leader_is_fenced() {
             stale_acked.len()
         );
 
-        let rejoined = cluster.wait_in_isr(TOPIC, 0, old, REACT_TIMEOUT).await;
-        assert_eq!(
-            rejoined.leader, new,
-            "the resumed node {old} rejoins as a follower of {new}: {rejoined:?}"
-        );
+        // Every node, the resumed one included, must see it back in the ISR as a follower of
+        // the new leader (auto.leader.rebalance.enable=false: leadership stays where it is).
+        let what = format!("node {old} in the ISR as a follower of {new}");
+        cluster
+            .wait_for_partition(TOPIC, 0, &what, REACT_TIMEOUT, |s| {
+                s.leader == new && s.isr.contains(&old)
+            })
+            .await;
         workload
             .wait_acked_after(Instant::now(), 300, REACT_TIMEOUT)
             .await;

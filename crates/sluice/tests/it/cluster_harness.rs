@@ -439,32 +439,50 @@ impl Cluster {
         metadata_from(&bootstrap, topic)
     }
 
-    /// The leader of `topic`/`partition` by the live nodes' metadata; None when it has no leader
-    /// or no node answers.
+    /// The leader of `topic`/`partition` that every live node's metadata agrees on; None when
+    /// there is none, the nodes disagree or one does not answer.
     pub(crate) fn leader_of(&mut self, topic: &str, partition: i32) -> Option<i32> {
         self.partition_state(topic, partition)
             .and_then(|p| (p.leader >= 0).then_some(p.leader))
     }
 
-    /// The ISR of `topic`/`partition` by the live nodes' metadata (empty when unknown).
+    /// The ISR of `topic`/`partition` that every live node's metadata agrees on (empty when
+    /// unknown or disputed).
     pub(crate) fn isr_of(&mut self, topic: &str, partition: i32) -> Vec<i32> {
         self.partition_state(topic, partition)
             .map(|p| p.isr)
             .unwrap_or_default()
     }
 
-    /// Leader, replicas and ISR of one partition.
+    /// Each live node's own view of one partition (None: no answer, or no such partition).
+    pub(crate) fn partition_views(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Vec<(i32, Option<PartitionState>)> {
+        self.live_ids()
+            .into_iter()
+            .map(|id| {
+                let view = metadata_from(&self.listener(id), Some(topic))
+                    .and_then(|m| partition_state(&m, topic, partition));
+                (id, view)
+            })
+            .collect()
+    }
+
+    /// Leader, replicas and ISR of one partition as every live node sees it. None when a node
+    /// does not answer or they disagree: a node that just restarted or resumed may still hold
+    /// stale metadata (itself in the ISR, or itself the leader), so no single node is trusted.
     pub(crate) fn partition_state(
         &mut self,
         topic: &str,
         partition: i32,
     ) -> Option<PartitionState> {
-        let metadata = self.metadata(Some(topic))?;
-        partition_state(&metadata, topic, partition)
+        agreed(&self.partition_views(topic, partition))
     }
 
-    /// Waits until `topic`/`partition`'s state (by the live nodes' metadata) satisfies `accept`;
-    /// returns it.
+    /// Waits until every live node agrees on `topic`/`partition`'s state and it satisfies
+    /// `accept`; returns it.
     pub(crate) async fn wait_for_partition(
         &mut self,
         topic: &str,
@@ -475,10 +493,10 @@ impl Cluster {
     ) -> PartitionState {
         let what = format!("{topic}/{partition}: {what}");
         self.wait_until(&what, timeout, |c| {
-            match c.partition_state(topic, partition) {
+            let views = c.partition_views(topic, partition);
+            match agreed(&views) {
                 Some(state) if accept(&state) => Ok(state),
-                Some(state) => Err(format!("{state:?}")),
-                None => Err("no metadata for the partition".to_string()),
+                _ => Err(format!("views of the live nodes (id, view): {views:?}")),
             }
         })
         .await
@@ -626,8 +644,20 @@ impl Drop for Cluster {
 pub(crate) struct PartitionState {
     /// -1 when there is none.
     pub(crate) leader: i32,
+    /// In assignment order (the first is the preferred leader).
     pub(crate) replicas: Vec<i32>,
+    /// Sorted by id.
     pub(crate) isr: Vec<i32>,
+}
+
+/// The view all of `views` share (None when one is missing or they differ).
+fn agreed(views: &[(i32, Option<PartitionState>)]) -> Option<PartitionState> {
+    let (_, first) = views.first()?;
+    let first = first.as_ref()?;
+    views
+        .iter()
+        .all(|(_, view)| view.as_ref() == Some(first))
+        .then(|| first.clone())
 }
 
 fn partition_state(metadata: &Metadata, topic: &str, partition: i32) -> Option<PartitionState> {
@@ -642,7 +672,12 @@ fn partition_state(metadata: &Metadata, topic: &str, partition: i32) -> Option<P
     Some(PartitionState {
         leader: p.leader(),
         replicas: p.replicas().to_vec(),
-        isr: p.isr().to_vec(),
+        isr: {
+            // Sorted: nodes may list the same ISR in different orders.
+            let mut isr = p.isr().to_vec();
+            isr.sort_unstable();
+            isr
+        },
     })
 }
 
