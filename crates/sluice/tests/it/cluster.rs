@@ -300,7 +300,7 @@ async fn read_back_and_check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_kill_restart_then_another_kill() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
         three_nodes_with_topic(&mut cluster).await;
         let workload = Workload::start(&mut cluster, TOPIC);
@@ -367,7 +367,7 @@ async fn leader_kill_restart_then_another_kill() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_leader_is_fenced() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
         three_nodes_with_topic(&mut cluster).await;
         let workload = Workload::start(&mut cluster, TOPIC);
@@ -446,7 +446,7 @@ async fn paused_leader_is_fenced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_restart_under_load() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
         three_nodes_with_topic(&mut cluster).await;
         let workload = Workload::start(&mut cluster, TOPIC);
@@ -478,7 +478,7 @@ async fn rolling_restart_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metadata_lists_all_brokers() {
-    let mut cluster = Cluster::start(3);
+    let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
         cluster.wait_ready(REACT_TIMEOUT).await;
         let expected: BTreeMap<i32, (String, u16)> = cluster

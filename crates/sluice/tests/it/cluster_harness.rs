@@ -71,11 +71,17 @@ impl Node {
     }
 }
 
+/// One multi-node cluster runs at a time (see [`Cluster::start_alone`]).
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// N `sluice serve` processes, node ids 1..=N, all voters of one metadata quorum.
 pub(crate) struct Cluster {
     dir: Option<tempfile::TempDir>,
     config_path: PathBuf,
     nodes: Vec<Node>,
+    /// Held by a cluster started with [`Cluster::start_alone`]; released after the children are
+    /// killed (fields drop after `Drop::drop`).
+    _alone: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 impl Cluster {
@@ -109,7 +115,19 @@ impl Cluster {
             dir: Some(dir),
             config_path,
             nodes,
+            _alone: None,
         }
+    }
+
+    /// [`Cluster::start`] once no other cluster started this way is running. Failover tests
+    /// detect failures with 3 s broker sessions; several three-node clusters of concurrent tests
+    /// on a two-core machine would starve each other into false failovers.
+    pub(crate) async fn start_alone(n: usize) -> Cluster {
+        let alone = ALONE.lock().await;
+        let mut cluster = Cluster::new(n);
+        cluster._alone = Some(alone);
+        cluster.start_all();
+        cluster
     }
 
     /// [`Cluster::new`] then [`Cluster::start_all`].
