@@ -181,6 +181,7 @@ fn read_partition(
 ) -> Vec<(i64, String)> {
     let deadline = Instant::now() + timeout;
     let consumer: BaseConsumer = Cluster::client_config_for(bootstrap)
+        // librdkafka's assign() needs a group.id, though it never joins or commits here.
         .set("group.id", "cluster-test-read-back")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")

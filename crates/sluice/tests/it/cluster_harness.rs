@@ -209,6 +209,7 @@ impl Cluster {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(&args)
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .env_remove("SLUICE_BOOTSTRAP_SERVER")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -701,10 +702,7 @@ fn partition_state(metadata: &Metadata, topic: &str, partition: i32) -> Option<P
 
 /// Metadata from a fresh client of `bootstrap` (a fresh client has no stale cache).
 pub(crate) fn metadata_from(bootstrap: &str, topic: Option<&str>) -> Option<Metadata> {
-    let consumer: BaseConsumer = Cluster::client_config_for(bootstrap)
-        .set("group.id", "cluster-harness-metadata")
-        .create()
-        .ok()?;
+    let consumer: BaseConsumer = Cluster::client_config_for(bootstrap).create().ok()?;
     consumer.fetch_metadata(topic, METADATA_TIMEOUT).ok()
 }
 
