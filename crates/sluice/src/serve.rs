@@ -209,13 +209,14 @@ fn resolve_quorum(config: &mut BrokerConfig) -> anyhow::Result<()> {
         .join(", ");
     if !config.is_explicit("node.id") {
         bail!(
-            "--voters is given but --node-id is not: give this node's id, one of the voters ({ids})"
+            "--voters (controller.quorum.voters) is given but --node-id (node.id) is not: give \
+             this node's id, one of the voters ({ids})"
         );
     }
     let Some(me) = config.voters.iter().find(|v| v.id == config.node_id) else {
         bail!(
             "--node-id {} is not one of the voters ({ids}): every node of a cluster is a voter, \
-             so --voters must list this node too",
+             so --voters (controller.quorum.voters) must list this node too",
             config.node_id
         );
     };
@@ -232,9 +233,6 @@ fn resolve_quorum(config: &mut BrokerConfig) -> anyhow::Result<()> {
                 )
             })?;
         config.controller_listen = Some(bind);
-        config
-            .explicit
-            .insert("controller.listener".to_string(), bind.to_string());
     }
     Ok(())
 }
@@ -428,7 +426,7 @@ mod tests {
     #[test]
     fn voters_without_node_id_are_refused() {
         let error = error_for(&["--voters", VOTERS]);
-        assert!(error.contains("--node-id is not"), "{error}");
+        assert!(error.contains("--node-id (node.id) is not"), "{error}");
         assert!(error.contains("(1, 2, 3)"), "{error}");
     }
 
