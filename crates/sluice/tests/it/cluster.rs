@@ -759,3 +759,32 @@ fn check_read_back_catches_loss_duplicates_and_reordering() {
         vec![(1, "stale-0".into())]
     ));
 }
+
+/// `sluice serve` refuses a voter list without this node, before binding anything.
+#[test]
+fn voters_without_this_node_refuse_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .env_remove("SLUICE_NODE_ID")
+            .env_remove("SLUICE_VOTERS")
+            .env_remove("SLUICE_CONTROLLER_LISTEN")
+            .output()
+            .expect("run sluice serve");
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let voters = "1@127.0.0.1:19092,2@127.0.0.1:19093";
+    let stderr = run(&["--node-id", "3", "--voters", voters]);
+    assert!(
+        stderr.starts_with("error: --node-id 3 is not one of the voters (1, 2)"),
+        "{stderr}"
+    );
+    let stderr = run(&["--voters", voters]);
+    assert!(stderr.contains("--node-id (node.id) is not"), "{stderr}");
+}
