@@ -2,13 +2,13 @@
 //! [`BrokerConfig`], starts the broker, and shuts it down cleanly on SIGTERM or Ctrl-C.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use sluice_broker::config::split_host_port;
+use sluice_broker::config::{parse_voters, split_host_port};
 use sluice_broker::{server, Broker, BrokerConfig};
 use tracing::info;
 
@@ -41,6 +41,18 @@ pub(crate) struct ServeArgs {
     /// Log line format on stderr (filter with RUST_LOG, default info).
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// This node's id (`node.id`): its broker id in Metadata answers and its voter id in
+    /// `--voters`.
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "N")]
+    node_id: Option<i32>,
+    /// Address the metadata quorum's listener binds (`controller.listener`). With `--voters` it
+    /// defaults to this node's voter address.
+    #[arg(long, env = "SLUICE_CONTROLLER_LISTEN", value_name = "HOST:PORT")]
+    controller_listen: Option<SocketAddr>,
+    /// The metadata quorum (`controller.quorum.voters`): every voter's id and controller
+    /// address, this node's included, e.g. `1@10.0.0.1:19092,2@10.0.0.2:19092,3@10.0.0.3:19092`.
+    #[arg(long, env = "SLUICE_VOTERS", value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -57,6 +69,9 @@ const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_DATA_DIR",
     "SLUICE_CONFIG",
     "SLUICE_LOG_FORMAT",
+    "SLUICE_NODE_ID",
+    "SLUICE_CONTROLLER_LISTEN",
+    "SLUICE_VOTERS",
     // `sluice group --bootstrap-server`: exporting it must not break `sluice serve`.
     "SLUICE_BOOTSTRAP_SERVER",
     "SLUICE_BOOTSTRAP",
@@ -125,6 +140,14 @@ fn env_settings() -> BTreeMap<String, String> {
 }
 
 fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    build_config_with(args, &env_settings())
+}
+
+/// [`build_config`] with the `SLUICE_*` settings given (tests pass their own).
+fn build_config_with(
+    args: &ServeArgs,
+    env: &BTreeMap<String, String>,
+) -> anyhow::Result<BrokerConfig> {
     let mut config = BrokerConfig::default();
     if let Some(path) = &args.config {
         config
@@ -132,7 +155,7 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
             .with_context(|| format!("in config file {}", path.display()))?;
     }
     config
-        .apply(&env_settings())
+        .apply(env)
         .context("in a SLUICE_* environment variable")?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -151,7 +174,67 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(dir) = &args.data_dir {
         config.data_dir = dir.clone();
     }
+    let mut cluster_flags = BTreeMap::new();
+    if let Some(id) = args.node_id {
+        cluster_flags.insert("node.id".to_string(), id.to_string());
+    }
+    if let Some(addr) = args.controller_listen {
+        cluster_flags.insert("controller.listener".to_string(), addr.to_string());
+    }
+    if let Some(voters) = &args.voters {
+        // Parsed here too so a bad entry is reported against the flag, not the config key.
+        parse_voters("--voters", voters)?;
+        cluster_flags.insert("controller.quorum.voters".to_string(), voters.clone());
+    }
+    config.apply(&cluster_flags)?;
+    resolve_quorum(&mut config)?;
     Ok(config)
+}
+
+/// Checks this node's place in the metadata quorum and fills in the controller listen address.
+///
+/// With voters (from `--voters` or `controller.quorum.voters`): `node.id` must be given and be
+/// one of them, and the controller listener binds this node's voter address unless
+/// `--controller-listen` says otherwise. Without voters the node is a one-voter quorum and
+/// nothing changes.
+fn resolve_quorum(config: &mut BrokerConfig) -> anyhow::Result<()> {
+    if config.voters.is_empty() {
+        return Ok(());
+    }
+    let ids = config
+        .voters
+        .iter()
+        .map(|v| v.id.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !config.is_explicit("node.id") {
+        bail!(
+            "--voters (controller.quorum.voters) is given but --node-id (node.id) is not: give \
+             this node's id, one of the voters ({ids})"
+        );
+    }
+    let Some(me) = config.voters.iter().find(|v| v.id == config.node_id) else {
+        bail!(
+            "--node-id {} is not one of the voters ({ids}): every node of a cluster is a voter, \
+             so --voters (controller.quorum.voters) must list this node too",
+            config.node_id
+        );
+    };
+    if config.controller_listen.is_none() {
+        let address = me.address();
+        let bind = (me.host.as_str(), me.port)
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .with_context(|| {
+                format!(
+                    "cannot bind the controller listener to this node's voter address {address} \
+                     (the host does not resolve here); give --controller-listen HOST:PORT"
+                )
+            })?;
+        config.controller_listen = Some(bind);
+    }
+    Ok(())
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -240,5 +323,176 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    /// The config `sluice serve ARGS` would run with, ignoring the caller's `SLUICE_*` variables.
+    fn config_for(args: &[&str]) -> anyhow::Result<BrokerConfig> {
+        let cli = Cli::try_parse_from(std::iter::once("serve").chain(args.iter().copied()))?;
+        build_config_with(&cli.serve, &BTreeMap::new())
+    }
+
+    fn error_for(args: &[&str]) -> String {
+        format!(
+            "{:#}",
+            config_for(args).expect_err("these flags must be refused")
+        )
+    }
+
+    const VOTERS: &str = "1@127.0.0.1:19092,2@127.0.0.1:19093,3@127.0.0.1:19094";
+
+    #[test]
+    fn no_cluster_flags_is_a_one_voter_quorum() {
+        let config = config_for(&[]).unwrap();
+        assert!(config.voters.is_empty());
+        assert_eq!(config.controller_listen, None);
+        assert_eq!(config.node_id, 1);
+    }
+
+    #[test]
+    fn node_id_flag_sets_node_id() {
+        let config = config_for(&["--node-id", "7"]).unwrap();
+        assert_eq!(config.node_id, 7);
+        assert!(config.is_explicit("node.id"));
+    }
+
+    #[test]
+    fn voters_flag_binds_this_nodes_voter_address_by_default() {
+        let config = config_for(&["--node-id", "2", "--voters", VOTERS]).unwrap();
+        assert_eq!(config.voters.len(), 3);
+        assert_eq!(
+            config.voters.iter().map(|v| v.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(config.voters[2].address(), "127.0.0.1:19094");
+        assert_eq!(
+            config.controller_listen,
+            Some("127.0.0.1:19093".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn controller_listen_flag_overrides_the_voter_address() {
+        let config = config_for(&[
+            "--node-id",
+            "3",
+            "--voters",
+            VOTERS,
+            "--controller-listen",
+            "0.0.0.0:19094",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.controller_listen,
+            Some("0.0.0.0:19094".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn controller_listen_without_voters_is_accepted() {
+        let config = config_for(&["--controller-listen", "127.0.0.1:19092"]).unwrap();
+        assert_eq!(
+            config.controller_listen,
+            Some("127.0.0.1:19092".parse().unwrap())
+        );
+        assert!(config.voters.is_empty());
+    }
+
+    #[test]
+    fn voters_without_this_node_are_refused() {
+        let error = error_for(&[
+            "--node-id",
+            "4",
+            "--voters",
+            VOTERS,
+            "--controller-listen",
+            "127.0.0.1:19095",
+        ]);
+        assert!(
+            error.contains("--node-id 4 is not one of the voters (1, 2, 3)"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn voters_without_node_id_are_refused() {
+        let error = error_for(&["--voters", VOTERS]);
+        assert!(error.contains("--node-id (node.id) is not"), "{error}");
+        assert!(error.contains("(1, 2, 3)"), "{error}");
+    }
+
+    #[test]
+    fn unresolvable_voter_host_needs_controller_listen() {
+        let voters = "1@no-such-host.invalid:19092,2@127.0.0.1:19093";
+        let error = error_for(&["--node-id", "1", "--voters", voters]);
+        assert!(error.contains("give --controller-listen"), "{error}");
+        let config = config_for(&[
+            "--node-id",
+            "1",
+            "--voters",
+            voters,
+            "--controller-listen",
+            "127.0.0.1:19092",
+        ])
+        .unwrap();
+        assert_eq!(config.voters[0].host, "no-such-host.invalid");
+    }
+
+    #[test]
+    fn malformed_voters_are_refused_naming_the_flag() {
+        for bad in [
+            "1@127.0.0.1",
+            "127.0.0.1:19092",
+            "x@127.0.0.1:19092",
+            "1@127.0.0.1:19092,1@127.0.0.1:19093",
+            "-1@127.0.0.1:19092",
+        ] {
+            let flag = format!("--voters={bad}");
+            let error = error_for(&["--node-id", "1", &flag]);
+            assert!(error.contains("--voters"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn bad_controller_listen_is_a_flag_error() {
+        let error = error_for(&["--controller-listen", "localhost"]);
+        assert!(error.contains("--controller-listen"), "{error}");
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sluice.toml");
+        std::fs::write(
+            &file,
+            "\"node.id\" = 9\n\"controller.quorum.voters\" = \"9@127.0.0.1:19099\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let from_file = config_for(&["--config", path]).unwrap();
+        assert_eq!(from_file.node_id, 9);
+        assert_eq!(
+            from_file.controller_listen,
+            Some("127.0.0.1:19099".parse().unwrap())
+        );
+        let error = error_for(&["--config", path, "--node-id", "2"]);
+        assert!(
+            error.contains("--node-id 2 is not one of the voters (9)"),
+            "{error}"
+        );
+        let flags = config_for(&["--config", path, "--node-id", "2", "--voters", VOTERS]).unwrap();
+        assert_eq!(flags.node_id, 2);
+        assert_eq!(flags.voters.len(), 3);
     }
 }

@@ -3,7 +3,9 @@
 mod admin;
 mod bad_input;
 mod cli;
+mod cluster;
 mod cluster_cli;
+mod cluster_harness;
 mod compaction;
 mod configs;
 mod console;
