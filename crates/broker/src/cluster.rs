@@ -103,6 +103,11 @@ impl Broker {
         self.config.voters.len() <= 1
     }
 
+    /// Registered with the metadata quorum and serving its metadata (readiness).
+    pub fn has_joined(&self) -> bool {
+        self.cluster.joined.load(Ordering::Acquire)
+    }
+
     fn me(&self) -> NodeId {
         node_id(self.config.node_id)
     }

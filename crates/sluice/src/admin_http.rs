@@ -53,7 +53,9 @@ impl AdminState {
     }
 
     fn ready(&self) -> bool {
-        self.broker.get().is_some_and(|b| !b.is_shutting_down())
+        self.broker
+            .get()
+            .is_some_and(|b| b.has_joined() && !b.is_shutting_down())
     }
 }
 

@@ -143,11 +143,15 @@ pub(crate) async fn handle(
                 .with_port(i32::from(config.advertised_port)),
         );
     }
+    // Clients send admin requests to the controller; any broker takes them (they are
+    // proposed to the quorum from wherever they arrive), so name the quorum leader when it is a
+    // live broker and this broker otherwise, never -1 (clients would wait for a controller).
     let controller = broker
         .metadata
         .node()
         .leader()
-        .map_or(-1, |n| n.0 as i32);
+        .filter(|id| state.brokers.get(id).is_some_and(|b| !b.fenced))
+        .map_or(config.node_id, |n| n.0 as i32);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.metadata.cluster_id())))

@@ -208,9 +208,14 @@ impl Cluster {
         .expect("write node log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(&args)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .env_remove("SLUICE_BOOTSTRAP_SERVER")
+            .env_remove("SLUICE_TEST_KEEP_DIRS")
+            .env_remove("SLUICE_TEST_NODE_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
