@@ -463,7 +463,10 @@ impl Broker {
             .create_topic(name, partitions, replication_factor, configs)
             .await?;
         self.apply_metadata();
-        info!(topic = name, partitions, replication_factor, "created topic");
+        info!(
+            topic = name,
+            partitions, replication_factor, "created topic"
+        );
         Ok(topic)
     }
 
@@ -481,7 +484,10 @@ impl Broker {
             .create_topic_assigned(name, assignments, configs)
             .await?;
         self.apply_metadata();
-        info!(topic = name, partitions, "created topic with explicit assignments");
+        info!(
+            topic = name,
+            partitions, "created topic with explicit assignments"
+        );
         Ok(topic)
     }
 

@@ -250,7 +250,8 @@ mod tests {
             7,
             CLIENT_ID,
             &ListGroupsRequest::default(),
-        ).unwrap();
+        )
+        .unwrap();
         let length = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(length, frame.len() - 4);
         let mut rest = frame.slice(4..);

@@ -81,10 +81,12 @@ pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, St
                 .voters
                 .iter()
                 .find(|v| v.id == config.node_id)
-                .ok_or_else(|| StartError::Join(format!(
-                    "node {} is not among controller.quorum.voters",
-                    config.node_id
-                )))?;
+                .ok_or_else(|| {
+                    StartError::Join(format!(
+                        "node {} is not among controller.quorum.voters",
+                        config.node_id
+                    ))
+                })?;
             tokio::net::lookup_host(own.address())
                 .await
                 .ok()
@@ -92,9 +94,15 @@ pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, St
                 .ok_or_else(|| StartError::Join(format!("cannot resolve {}", own.address())))?
         }
     };
-    MetaNode::open_cluster(&dir, me, voters, listen, sluice_meta::MetaOptions::default())
-        .await
-        .map_err(|e| StartError::Metadata(e.into()))
+    MetaNode::open_cluster(
+        &dir,
+        me,
+        voters,
+        listen,
+        sluice_meta::MetaOptions::default(),
+    )
+    .await
+    .map_err(|e| StartError::Metadata(e.into()))
 }
 
 impl Broker {
@@ -158,8 +166,10 @@ impl Broker {
         let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
         for (name, topic) in &state.topics {
             let meta = TopicMeta::from_meta(topic);
-            let log_config = match topic_config::log_config(&self.config.log_defaults, &topic.configs)
-            {
+            let log_config = match topic_config::log_config(
+                &self.config.log_defaults,
+                &topic.configs,
+            ) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(topic = %name, error = %e, "topic config unusable; not hosting the topic");
@@ -171,14 +181,17 @@ impl Broker {
                 if !p.replicas.contains(&me) {
                     continue;
                 }
-                let (partition, opened) =
-                    match self.replicas.ensure_partition(&meta, index, &log_config) {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            warn!(topic = %name, partition = index, error = %e, "cannot open replica");
-                            continue;
-                        }
-                    };
+                let (partition, opened) = match self.replicas.ensure_partition(
+                    &meta,
+                    index,
+                    &log_config,
+                ) {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        warn!(topic = %name, partition = index, error = %e, "cannot open replica");
+                        continue;
+                    }
+                };
                 if configs_changed && !opened {
                     partition.set_config(log_config.clone());
                 }
@@ -253,7 +266,9 @@ impl Broker {
         };
         match loaded {
             Ok(()) => info!(%topic, partition = index, "took over coordination"),
-            Err(e) => warn!(%topic, partition = index, error = %e, "loading coordinator state failed"),
+            Err(e) => {
+                warn!(%topic, partition = index, error = %e, "loading coordinator state failed")
+            }
         }
     }
 
@@ -272,7 +287,12 @@ impl Broker {
     /// A partition leader asks the controller to change the ISR to `isr` (AlterPartition), at
     /// leader epoch `leader_epoch`. One proposal per partition at a time; the metadata's
     /// partition-epoch check refuses a stale one.
-    pub(crate) fn request_isr_change(&self, partition: &Partition, isr: Vec<i32>, leader_epoch: i32) {
+    pub(crate) fn request_isr_change(
+        &self,
+        partition: &Partition,
+        isr: Vec<i32>,
+        leader_epoch: i32,
+    ) {
         let key = (partition.topic.clone(), partition.index);
         if !self.cluster.isr_pending.lock().insert(key.clone()) {
             return;
@@ -412,15 +432,14 @@ async fn controller_loop(broker: Arc<Broker>) {
 }
 
 /// One round of the controller's duties (see [`controller_loop`]).
-async fn controller_pass(
-    broker: &Broker,
-    heartbeats: &BTreeMap<NodeId, Instant>,
-    rebalance: bool,
-) {
+async fn controller_pass(broker: &Broker, heartbeats: &BTreeMap<NodeId, Instant>, rebalance: bool) {
     let session = Duration::from_millis(broker.config.broker_session_timeout_ms);
     let unclean = broker.config.unclean_leader_election_enable;
     let state = broker.metadata.state();
-    let alive = |id: &NodeId| heartbeats.get(id).is_some_and(|t| t.elapsed() < session);
+    let me = broker.me();
+    // The controller is alive by definition: it is running this.
+    let alive =
+        |id: &NodeId| *id == me || heartbeats.get(id).is_some_and(|t| t.elapsed() < session);
     let mut batches: Vec<Vec<MetadataRecord>> = Vec::new();
     for registration in state.brokers.values() {
         let id = registration.id;
@@ -439,7 +458,10 @@ async fn controller_pass(
         } else if rebalance {
             let preferred = controller::preferred_leaders(&state);
             if !preferred.is_empty() {
-                info!(partitions = preferred.len(), "moving leadership back to preferred replicas");
+                info!(
+                    partitions = preferred.len(),
+                    "moving leadership back to preferred replicas"
+                );
                 batches.push(preferred);
             }
         }

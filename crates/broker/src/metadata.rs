@@ -394,16 +394,13 @@ impl MetadataStore {
             partitions,
             configs: configs.clone(),
         }];
-        records.extend(
-            placed
-                .into_iter()
-                .enumerate()
-                .map(|(i, replicas)| MetadataRecord::Partition {
-                    topic: name.to_string(),
-                    partition: i as i32,
-                    state: PartitionState::new(replicas),
-                }),
-        );
+        records.extend(placed.into_iter().enumerate().map(|(i, replicas)| {
+            MetadataRecord::Partition {
+                topic: name.to_string(),
+                partition: i as i32,
+                state: PartitionState::new(replicas),
+            }
+        }));
         self.propose(MetadataRecord::Batch(records)).await?;
         Ok(TopicMeta {
             name: name.to_string(),
@@ -459,8 +456,9 @@ impl MetadataStore {
             .values()
             .next()
             .map_or(1, |p| p.replicas.len() as i32);
-        let placed = controller::place_replicas(&state, topic.partitions, count - topic.partitions, rf)
-            .map_err(placement_error)?;
+        let placed =
+            controller::place_replicas(&state, topic.partitions, count - topic.partitions, rf)
+                .map_err(placement_error)?;
         let mut records = vec![MetadataRecord::Topic {
             name: name.to_string(),
             id: topic.id.clone(),
@@ -507,7 +505,10 @@ impl MetadataStore {
             loop {
                 let start = self.state().producer_id_next;
                 let end = start + PRODUCER_ID_BLOCK;
-                match self.propose(MetadataRecord::ProducerIds { next: end }).await {
+                match self
+                    .propose(MetadataRecord::ProducerIds { next: end })
+                    .await
+                {
                     Ok(()) => {
                         *ids = (start, end);
                         break;

@@ -27,7 +27,9 @@ pub enum Role {
     /// Just opened; the metadata has not been applied yet.
     Offline,
     Leader(LeaderState),
-    Follower { leader: Option<i32> },
+    Follower {
+        leader: Option<i32>,
+    },
 }
 
 /// Why an acks=all write was not replicated.
@@ -35,7 +37,9 @@ pub enum Role {
 pub enum ReplicationError {
     #[error("this broker stopped leading the partition before the write was replicated")]
     NotLeader,
-    #[error("the in-sync replicas fell below min.insync.replicas ({0}) before the write was replicated")]
+    #[error(
+        "the in-sync replicas fell below min.insync.replicas ({0}) before the write was replicated"
+    )]
     NotEnoughReplicasAfterAppend(i32),
 }
 
@@ -151,7 +155,13 @@ impl Partition {
     /// Becomes (or stays) leader at `epoch` with this assignment. A new epoch starts a fresh
     /// view of the followers; the same epoch only updates the ISR and replicas. True when this
     /// starts a new leadership.
-    pub fn become_leader(&self, epoch: i32, replicas: Vec<i32>, isr: Vec<i32>, now_ms: i64) -> bool {
+    pub fn become_leader(
+        &self,
+        epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        now_ms: i64,
+    ) -> bool {
         let mut role = self.role.lock();
         let new = match &mut *role {
             Role::Leader(state) if state.leader_epoch == epoch => {
@@ -213,7 +223,12 @@ impl Partition {
 
     /// A follower fetched from `fetch_offset` (leader side). Returns the ISR to propose when the
     /// follower should rejoin it; advances the high watermark.
-    pub fn on_follower_fetch(&self, replica: i32, fetch_offset: i64, now_ms: i64) -> Option<(Vec<i32>, i32)> {
+    pub fn on_follower_fetch(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Option<(Vec<i32>, i32)> {
         let leo = self.log_end_offset().0;
         let mut role = self.role.lock();
         let Role::Leader(state) = &mut *role else {
@@ -392,7 +407,11 @@ impl Partition {
     }
 
     /// Follower side: appends the leader's batches as they are (offsets and epochs kept).
-    pub fn append_as_follower(&self, batches: Bytes, now: Timestamp) -> Result<AppendInfo, AppendError> {
+    pub fn append_as_follower(
+        &self,
+        batches: Bytes,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
         let info = {
             let mut log = self.log.lock();
             let info = log.append_as_follower(batches, now)?;

@@ -277,19 +277,15 @@ pub(crate) fn handle_frame(
     match request {
         Request::UnsupportedApiVersions => ctx.reply(&handlers::api_versions::unsupported()),
         Request::ApiVersions(r) => ctx.reply(&handlers::api_versions::handle(&r)),
-        Request::Metadata(r) => Ok(ctx.reply_later(handlers::metadata::handle(
-            broker.clone(),
-            r,
-            version,
-        ))),
+        Request::Metadata(r) => {
+            Ok(ctx.reply_later(handlers::metadata::handle(broker.clone(), r, version)))
+        }
         Request::Produce(r) => Ok(handlers::produce::handle(broker, ctx, r)),
         Request::Fetch(r) => Ok(handlers::fetch::handle(broker, ctx, r)),
         Request::ListOffsets(r) => ctx.reply(&handlers::list_offsets::handle(broker, r, version)),
-        Request::CreateTopics(r) => Ok(ctx.reply_later(handlers::create_topics::handle(
-            broker.clone(),
-            r,
-            version,
-        ))),
+        Request::CreateTopics(r) => {
+            Ok(ctx.reply_later(handlers::create_topics::handle(broker.clone(), r, version)))
+        }
         Request::DeleteTopics(r) => Ok(handlers::delete_topics::handle(broker, ctx, r)),
         Request::InitProducerId(r) => match r.transactional_id.clone() {
             Some(id) => Ok(handlers::txn::init_producer_id(
@@ -333,10 +329,9 @@ pub(crate) fn handle_frame(
         Request::OffsetForLeaderEpoch(r) => {
             ctx.reply(&handlers::log_dirs::offset_for_leader_epoch(broker, r))
         }
-        Request::AlterConfigs(r) => Ok(ctx.reply_later(handlers::configs::alter_configs(
-            broker.clone(),
-            r,
-        ))),
+        Request::AlterConfigs(r) => {
+            Ok(ctx.reply_later(handlers::configs::alter_configs(broker.clone(), r)))
+        }
         Request::IncrementalAlterConfigs(r) => Ok(ctx.reply_later(
             handlers::configs::incremental_alter_configs(broker.clone(), r),
         )),

@@ -26,6 +26,9 @@ use crate::record::MetadataRecord;
 use crate::server;
 use crate::wire::{RequestBody, Response};
 
+/// How long one heartbeat may take to reach the leader.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_millis(1000);
+
 /// Idle connections kept per peer for forwarded requests.
 const IDLE_CONNECTIONS_PER_PEER_MAX: usize = 4;
 
@@ -325,7 +328,10 @@ impl MetaNode {
     /// the leader, forwarded elsewhere; retried through leader changes for up to
     /// [`MetaOptions::propose_timeout`]. Safe to repeat.
     pub async fn heartbeat(&self) -> Result<(), ProposeError> {
-        let timeout = self.propose_timeout;
+        // Short: a heartbeat stuck on a leader that stopped answering (paused, partitioned)
+        // would starve the new leader of heartbeats for the whole proposal timeout, and it
+        // would fence everyone. The caller sends the next one soon anyway.
+        let timeout = self.propose_timeout.min(HEARTBEAT_TIMEOUT);
         let deadline = Deadline::now() + timeout;
         let mut last_problem = String::new();
         loop {

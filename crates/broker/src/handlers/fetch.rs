@@ -284,7 +284,10 @@ fn read_all(plan: &Plan) -> (Vec<FetchableTopicResponse>, Vec<Vec<FetchRecords>>
 
 /// Whether this broker may serve `partition` to a fetcher that believes the leader epoch is
 /// `current_leader_epoch` (-1: it does not say).
-pub(crate) fn check_leader(partition: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
+pub(crate) fn check_leader(
+    partition: &Partition,
+    current_leader_epoch: i32,
+) -> Result<(), ResponseError> {
     if !partition.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower);
     }

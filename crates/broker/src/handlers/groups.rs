@@ -430,7 +430,8 @@ pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupReque
 
 pub(crate) fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
     if elsewhere(broker, &request.group_id.0) {
-        return HeartbeatResponse::default().with_error_code(code(Some(ResponseError::NotCoordinator)));
+        return HeartbeatResponse::default()
+            .with_error_code(code(Some(ResponseError::NotCoordinator)));
     }
     let error = broker.groups.heartbeat(
         &request.group_id.0,

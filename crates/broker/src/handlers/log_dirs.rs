@@ -97,8 +97,8 @@ pub(crate) fn offset_for_leader_epoch(
                     // Kafka's semantics: the largest epoch at or below the one asked for, and
                     // where it ends (the log end for the current epoch); -1/-1 when the log has
                     // no epoch that early.
-                    let (epoch, end) =
-                        partition.end_offset_for_epoch(sluice_log::LeaderEpoch(wanted.leader_epoch));
+                    let (epoch, end) = partition
+                        .end_offset_for_epoch(sluice_log::LeaderEpoch(wanted.leader_epoch));
                     answer.with_leader_epoch(epoch.0).with_end_offset(end.0)
                 })
                 .collect();

@@ -199,9 +199,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
             for outcome in outcomes {
                 let mut response = outcome.response;
                 if let (-1, Some((partition, last))) = (acks, outcome.sync) {
-                    if let Err(error) =
-                        wait_all(&partition, last, wait_for_sync, timeout).await
-                    {
+                    if let Err(error) = wait_all(&partition, last, wait_for_sync, timeout).await {
                         response = response.with_error_code(error.code()).with_base_offset(-1);
                     }
                 }

@@ -17,9 +17,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use sluice_log::{AppendError, LeaderEpoch, Offset};
@@ -122,9 +120,9 @@ impl Fetchers {
             for partition in assignment.partitions {
                 let epoch = partition.leader_epoch().0;
                 let key = (partition.topic.clone(), partition.index);
-                let fresh = followed.get(&key).is_none_or(|f| {
-                    f.epoch != epoch || !Arc::ptr_eq(&f.partition, &partition)
-                });
+                let fresh = followed
+                    .get(&key)
+                    .is_none_or(|f| f.epoch != epoch || !Arc::ptr_eq(&f.partition, &partition));
                 if fresh {
                     followed.insert(
                         key,
@@ -361,10 +359,9 @@ async fn fetch(
     let mut back_off = false;
     for topic in response.responses {
         for data in topic.partitions {
-            let Some((partition, _)) = partitions
-                .iter()
-                .find(|(p, _)| p.topic == topic.topic.0.as_str() && p.index == data.partition_index)
-            else {
+            let Some((partition, _)) = partitions.iter().find(|(p, _)| {
+                p.topic == topic.topic.0.as_str() && p.index == data.partition_index
+            }) else {
                 continue;
             };
             match ResponseError::try_from_code(data.error_code) {

@@ -100,7 +100,8 @@ impl LeaderState {
         let progress = self.followers.get_mut(&replica)?;
         if fetch_offset >= leader_leo {
             progress.last_caught_up_ms = now_ms;
-        } else if fetch_offset >= progress.last_fetch_leader_leo && progress.last_fetch_leader_leo >= 0
+        } else if fetch_offset >= progress.last_fetch_leader_leo
+            && progress.last_fetch_leader_leo >= 0
         {
             progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
         }

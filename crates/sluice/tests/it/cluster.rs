@@ -60,6 +60,9 @@ impl Workload {
             .set("linger.ms", "5")
             .set("message.timeout.ms", "60000")
             .set("request.timeout.ms", "5000")
+            // A SIGSTOPped broker keeps its connections open: without this, a metadata
+            // request that librdkafka happens to send to it waits the default 60 s.
+            .set("socket.timeout.ms", "5000")
             .set("metadata.max.age.ms", "5000")
             .set("topic.metadata.refresh.interval.ms", "1000")
             .create()
