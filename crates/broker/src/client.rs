@@ -77,6 +77,11 @@ impl Client {
         Ok(client)
     }
 
+    /// The timeout this client bounds connecting and each round trip with.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Sends `request` as `version` of its API and returns the decoded response.
     pub async fn send<R: Request>(
         &mut self,

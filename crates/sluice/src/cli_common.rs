@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, TopicName};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
 
@@ -158,6 +159,67 @@ pub(crate) async fn list_offsets_isolated(
     if partitions.is_empty() {
         return Ok(BTreeMap::new());
     }
+    // Only a partition's leader answers ListOffsets: ask each leader for its partitions (the
+    // connected broker when the cluster has one broker).
+    let metadata = client
+        .send(
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(
+                    by_topic(partitions)
+                        .into_keys()
+                        .map(|t| MetadataRequestTopic::default().with_name(Some(topic_name(t))))
+                        .collect(),
+                ))
+                .with_allow_auto_topic_creation(false),
+        )
+        .await?;
+    let mut leader_of: BTreeMap<TopicPartition, i32> = BTreeMap::new();
+    for topic in &metadata.topics {
+        let Some(name) = &topic.name else { continue };
+        for p in &topic.partitions {
+            leader_of.insert(
+                TopicPartition::new(name.0.as_str(), p.partition_index),
+                p.leader_id.0,
+            );
+        }
+    }
+    let mut by_leader: BTreeMap<i32, Vec<TopicPartition>> = BTreeMap::new();
+    for tp in partitions {
+        by_leader
+            .entry(leader_of.get(tp).copied().unwrap_or(-1))
+            .or_default()
+            .push(tp.clone());
+    }
+    let mut out = BTreeMap::new();
+    for (leader, partitions) in by_leader {
+        let address = metadata
+            .brokers
+            .iter()
+            .find(|b| b.node_id.0 == leader)
+            .map(|b| format!("{}:{}", b.host.as_str(), b.port));
+        let answers = match (metadata.brokers.len(), address) {
+            (0 | 1, _) | (_, None) => {
+                list_offsets_at(client, &partitions, timestamp, isolation_level).await?
+            }
+            (_, Some(address)) => {
+                let mut leader_client = Client::connect(&address, client.timeout()).await?;
+                list_offsets_at(&mut leader_client, &partitions, timestamp, isolation_level)
+                    .await?
+            }
+        };
+        out.extend(answers);
+    }
+    Ok(out)
+}
+
+/// One ListOffsets request to the broker `client` is connected to.
+async fn list_offsets_at(
+    client: &mut Client,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+    isolation_level: i8,
+) -> anyhow::Result<BTreeMap<TopicPartition, Result<i64, String>>> {
     let request = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_isolation_level(isolation_level)

@@ -1,4 +1,4 @@
-//! DescribeCluster: the cluster id, the controller and the brokers (one, on a single node).
+//! DescribeCluster: the cluster id, the controller and the live brokers.
 
 use std::sync::Arc;
 
@@ -7,18 +7,26 @@ use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::handlers::metadata::{controller_id, live_brokers};
 
 pub(crate) fn handle(
     broker: &Arc<Broker>,
     _request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
-    let config = &broker.config;
     DescribeClusterResponse::default()
         .with_cluster_id(StrBytes::from_string(broker.metadata.cluster_id()))
-        .with_controller_id(BrokerId(config.node_id))
+        .with_controller_id(BrokerId(controller_id(broker)))
         .with_endpoint_type(1)
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(config.node_id))
-            .with_host(StrBytes::from_string(config.advertised_host.clone()))
-            .with_port(i32::from(config.advertised_port))])
+        .with_brokers(
+            live_brokers(broker)
+                .into_iter()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.id))
+                        .with_host(StrBytes::from_string(b.host))
+                        .with_port(b.port)
+                        .with_rack(b.rack.map(StrBytes::from_string))
+                })
+                .collect(),
+        )
 }

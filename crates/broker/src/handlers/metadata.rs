@@ -56,6 +56,56 @@ fn topic_entry(state: &MetadataState, topic: &TopicMeta) -> MetadataResponseTopi
         .with_partitions(partitions)
 }
 
+/// A broker as clients are told about it.
+pub(crate) struct LiveBroker {
+    pub(crate) id: i32,
+    pub(crate) host: String,
+    pub(crate) port: i32,
+    pub(crate) rack: Option<String>,
+}
+
+/// The unfenced registered brokers; before this broker has registered (a quorum is still
+/// forming), just this broker, so clients retry here.
+pub(crate) fn live_brokers(broker: &Broker) -> Vec<LiveBroker> {
+    let state = broker.metadata.state();
+    let mut brokers: Vec<LiveBroker> = state
+        .live_brokers()
+        .filter_map(|b| {
+            let listener = b.listeners.first()?;
+            Some(LiveBroker {
+                id: b.id.0 as i32,
+                host: listener.host.clone(),
+                port: i32::from(listener.port),
+                rack: b.rack.clone(),
+            })
+        })
+        .collect();
+    if brokers.is_empty() {
+        let config = &broker.config;
+        brokers.push(LiveBroker {
+            id: config.node_id,
+            host: config.advertised_host.clone(),
+            port: i32::from(config.advertised_port),
+            rack: config.rack.clone(),
+        });
+    }
+    brokers
+}
+
+/// The controller clients are told about. Clients send admin requests to it; any broker takes
+/// them (they are proposed to the quorum from wherever they arrive), so this is the quorum
+/// leader when it is a live broker and this broker otherwise, never -1 (clients would wait for
+/// a controller).
+pub(crate) fn controller_id(broker: &Broker) -> i32 {
+    let state = broker.metadata.state();
+    broker
+        .metadata
+        .node()
+        .leader()
+        .filter(|id| state.brokers.get(id).is_some_and(|b| !b.fenced))
+        .map_or(broker.config.node_id, |n| n.0 as i32)
+}
+
 fn error_entry(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_error_code(error.code())
@@ -119,39 +169,17 @@ pub(crate) async fn handle(
             topics.push(entry);
         }
     }
-    let state = broker.metadata.state();
-    let config = &broker.config;
-    let mut brokers: Vec<MetadataResponseBroker> = state
-        .live_brokers()
-        .filter_map(|b| {
-            let listener = b.listeners.first()?;
-            Some(
-                MetadataResponseBroker::default()
-                    .with_node_id(BrokerId(b.id.0 as i32))
-                    .with_host(StrBytes::from_string(listener.host.clone()))
-                    .with_port(i32::from(listener.port))
-                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
-            )
+    let brokers = live_brokers(&broker)
+        .into_iter()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.id))
+                .with_host(StrBytes::from_string(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(StrBytes::from_string))
         })
         .collect();
-    if brokers.is_empty() {
-        // Not registered yet (a quorum is still forming): name this broker so clients retry here.
-        brokers.push(
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(StrBytes::from_string(config.advertised_host.clone()))
-                .with_port(i32::from(config.advertised_port)),
-        );
-    }
-    // Clients send admin requests to the controller; any broker takes them (they are
-    // proposed to the quorum from wherever they arrive), so name the quorum leader when it is a
-    // live broker and this broker otherwise, never -1 (clients would wait for a controller).
-    let controller = broker
-        .metadata
-        .node()
-        .leader()
-        .filter(|id| state.brokers.get(id).is_some_and(|b| !b.fenced))
-        .map_or(config.node_id, |n| n.0 as i32);
+    let controller = controller_id(&broker);
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(Some(StrBytes::from_string(broker.metadata.cluster_id())))
