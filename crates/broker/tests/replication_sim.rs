@@ -141,7 +141,7 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
     }
     let unexpected: Vec<&(u64, String)> = failures
         .iter()
-        .filter(|(s, _)| !known.contains(s))
+        .filter(|(s, text)| !(known.contains(s) && text.contains(" committed")))
         .collect();
     assert!(
         unexpected.is_empty(),
@@ -149,7 +149,29 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
         unexpected.len(),
         unexpected.iter().map(|(s, _)| s).collect::<Vec<_>>()
     );
+    let fixed: Vec<u64> = known
+        .iter()
+        .copied()
+        .filter(|k| seeds.contains(k) && !failures.iter().any(|(s, _)| s == k))
+        .collect();
+    assert!(
+        fixed.is_empty(),
+        "known-bug seeds {fixed:?} pass now: if the bug is fixed, remove them from the list"
+    );
 }
+
+/// Seeds that fail because of a known broker bug, not fixed here (this test only reports):
+/// a follower the leader is adding back to the ISR counts for the high watermark only once the
+/// AlterPartition has been committed and applied on the leader. Meanwhile `LeaderState`
+/// advances the high watermark over the old ISR, so the follower joins the ISR in the metadata
+/// with a log end below the high watermark. When it is then elected (its turn in replica order
+/// after a fencing, or preferred-leader election) it leads without committed records, which are
+/// overwritten; in seed 86 of the five-broker run an acknowledged value is lost so. Kafka avoids
+/// this with the "maximal ISR" (KIP-497 / KIP-841): while an expansion is pending the high
+/// watermark already waits for the joining follower. Every known seed must still fail with the
+/// committed-record violation; any other failure, or any other seed, fails the test.
+const KNOWN_BUG_SEEDS_3: &[u64] = &[69];
+const KNOWN_BUG_SEEDS_5: &[u64] = &[6, 70, 86, 91];
 
 #[test]
 fn three_brokers_survive_faults() {
@@ -160,7 +182,7 @@ fn three_brokers_survive_faults() {
             heal_steps: 500,
         },
         300,
-        &[],
+        KNOWN_BUG_SEEDS_3,
     );
 }
 
@@ -173,6 +195,6 @@ fn five_brokers_survive_faults() {
             heal_steps: 500,
         },
         150,
-        &[],
+        KNOWN_BUG_SEEDS_5,
     );
 }
