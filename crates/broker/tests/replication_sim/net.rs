@@ -88,7 +88,7 @@ struct Cut {
     until: u64,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct NetStats {
     pub(crate) sent: u64,
     pub(crate) dropped: u64,

@@ -32,7 +32,7 @@ pub(crate) struct SimConfig {
 }
 
 /// Faults injected, summed over runs.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Faults {
     pub(crate) crashes: u64,
     pub(crate) pauses: u64,
@@ -42,7 +42,7 @@ pub(crate) struct Faults {
 }
 
 /// What one run did, for the summary line.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RunStats {
     pub(crate) acked: u64,
     pub(crate) produced: u64,
@@ -50,6 +50,8 @@ pub(crate) struct RunStats {
     pub(crate) net: NetStats,
     pub(crate) leaderships: u64,
     pub(crate) metadata_records: u64,
+    /// A digest of the final leader's log (offsets, epochs, values), to compare replays.
+    pub(crate) final_log_digest: u64,
 }
 
 /// Per-seed fault rates (probabilities per step).
@@ -88,6 +90,26 @@ pub(crate) struct World {
     faults: Faults,
     next_metadata_push: u64,
     _dir: tempfile::TempDir,
+}
+
+/// The run's directory: under `SIM_DIR`, else in memory (`/dev/shm`) when there is one (the
+/// logs fsync their checkpoints; on a busy disk that, not the simulation, would set the pace),
+/// else the system temp dir. A simulated crash loses no written bytes either way: it models a
+/// process crash, not a power loss.
+fn sim_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("SIM_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let shm = std::path::Path::new("/dev/shm");
+            shm.is_dir().then(|| shm.to_path_buf())
+        });
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("sluice-replication-sim-");
+    match base {
+        Some(base) => builder.tempdir_in(base),
+        None => builder.tempdir(),
+    }
+    .expect("a temp dir for the simulated brokers")
 }
 
 fn setup_state(brokers: i32) -> MetadataState {
@@ -138,7 +160,7 @@ impl World {
         };
         let fetch_bytes_max = rng.between(80, 800) as usize;
         let rebalance = rng.chance(0.5);
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = sim_dir();
         let log_config = LogConfig {
             min_insync_replicas: MIN_INSYNC_REPLICAS,
             // Small segments, so recovery and truncation cross segment boundaries.
@@ -214,8 +236,9 @@ impl World {
             }
             self.step();
         }
-        self.check_final();
+        let final_log_digest = self.check_final();
         RunStats {
+            final_log_digest,
             acked: self.client.acked.len() as u64,
             produced: self.client.next_value,
             faults: self.faults,
@@ -467,7 +490,8 @@ impl World {
         }
     }
 
-    fn check_final(&mut self) {
+    /// Runs the final checks; returns a digest of the final leader's log.
+    fn check_final(&mut self) -> u64 {
         let latest = self
             .meta
             .latest()
@@ -510,5 +534,11 @@ impl World {
             &in_sync,
             &self.client.acked,
         );
+        // FNV-1a over the entries.
+        leader_log.iter().fold(0xcbf2_9ce4_8422_2325, |h, e| {
+            [e.offset as u64, e.epoch as u64, e.value]
+                .iter()
+                .fold(h, |h, x| (h ^ x).wrapping_mul(0x0100_0000_01b3))
+        })
     }
 }
