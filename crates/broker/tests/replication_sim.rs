@@ -59,6 +59,24 @@ fn seeds(default: u64) -> Vec<u64> {
     (0..count).collect()
 }
 
+thread_local! {
+    /// Set while this thread runs a seed whose panic is caught and reported in the summary.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A panic hook that stays silent for caught seed failures and prints everything else.
+fn install_quiet_hook() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Runs `default_seeds` seeds (or those `SIM_SEED` / `SIM_SEEDS` ask for), prints a summary
 /// line, and fails listing every seed that broke an invariant, except those in `known`
 /// (which must still fail: see `KNOWN_BUG_SEEDS`). A single seed asked for with `SIM_SEED` runs
@@ -69,15 +87,16 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
     let seeds = seeds(default_seeds);
     let mut total = RunStats::default();
     let mut failures: Vec<(u64, String)> = Vec::new();
-    if !single {
-        // The failures are reported together below, one line each.
-        std::panic::set_hook(Box::new(|_| {}));
-    }
+    install_quiet_hook();
     for &seed in &seeds {
         let outcome = if single {
             Ok(World::new(seed, config).run(config))
         } else {
-            std::panic::catch_unwind(|| World::new(seed, config).run(config))
+            // The failures are reported together below, one line each.
+            QUIET.with(|q| q.set(true));
+            let outcome = std::panic::catch_unwind(|| World::new(seed, config).run(config));
+            QUIET.with(|q| q.set(false));
+            outcome
         };
         let stats = match outcome {
             Ok(stats) => stats,
@@ -105,9 +124,6 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
         total.net.dropped += stats.net.dropped;
         total.net.delayed += stats.net.delayed;
         total.net.cut += stats.net.cut;
-    }
-    if !single {
-        let _ = std::panic::take_hook();
     }
     let f = total.faults;
     println!(
@@ -183,7 +199,7 @@ fn three_brokers_survive_faults() {
             fault_steps: 1500,
             heal_steps: 500,
         },
-        300,
+        400,
         KNOWN_BUG_SEEDS_3,
     );
 }
@@ -196,7 +212,7 @@ fn five_brokers_survive_faults() {
             fault_steps: 1500,
             heal_steps: 500,
         },
-        150,
+        200,
         KNOWN_BUG_SEEDS_5,
     );
 }
