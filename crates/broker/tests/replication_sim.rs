@@ -176,16 +176,18 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
     );
 }
 
-/// Seeds that fail because of a known broker bug, not fixed here (this test only reports):
-/// a follower the leader is adding back to the ISR counts for the high watermark only once the
-/// AlterPartition has been committed and applied on the leader. Meanwhile `LeaderState`
-/// advances the high watermark over the old ISR, so the follower joins the ISR in the metadata
-/// with a log end below the high watermark. When it is then elected (its turn in replica order
-/// after a fencing, or preferred-leader election) it leads without committed records, which are
-/// overwritten; in seed 86 of the five-broker run an acknowledged value is lost so. Kafka avoids
-/// this with the "maximal ISR" (KIP-497 / KIP-841): while an expansion is pending the high
-/// watermark already waits for the joining follower. Every known seed must still fail with the
-/// committed-record violation; any other failure, or any other seed, fails the test.
+/// Seeds (of the first 2000) that fail because of a known broker bug, not fixed here (this
+/// test only reports): a follower the leader is adding back to the ISR counts for the high
+/// watermark only once the AlterPartition has been committed and applied on the leader.
+/// Meanwhile `LeaderState` advances the high watermark over the old ISR, so the follower joins
+/// the ISR in the metadata with a log end below the high watermark. When it is then elected
+/// (its turn in replica order after a fencing, or preferred-leader election) it leads without
+/// committed records, which are overwritten; acknowledged values are lost so in seeds 1233
+/// (three brokers), 86 and 1608 (five brokers). Kafka avoids this with the "maximal ISR"
+/// (KIP-497 / KIP-841): while an expansion is pending the high watermark already waits for the
+/// joining follower. A known seed must fail with the committed-record violation (any other
+/// failure, or any other seed failing, fails the test) and must keep failing until the bug is
+/// fixed, when the lists go.
 const KNOWN_BUG_SEEDS_3: &[u64] = &[
     69, 331, 402, 578, 720, 1067, 1168, 1233, 1525, 1652, 1822, 1823,
 ];
