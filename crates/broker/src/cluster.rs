@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::broker::{now, Broker, StartError};
 use crate::config::BrokerConfig;
-use crate::metadata::{node_id, TopicMeta};
+use crate::metadata::{node_id, MetadataError, TopicMeta};
 use crate::partition::Partition;
 use crate::replication::fetcher::{Assignment, Fetchers};
 use crate::topic_config;
@@ -318,12 +318,36 @@ impl Broker {
                 adding: None,
                 removing: None,
             };
-            match broker.metadata.propose(record).await {
-                Ok(()) => info!(%topic, partition = index, ?isr, "ISR changed"),
-                Err(e) => debug!(%topic, partition = index, error = %e, "ISR change not applied"),
+            // Until a definite answer: a proposal whose answer was lost may still commit, so
+            // the leader must not forget it (its follower keeps counting for the HW). A retry of
+            // one that did commit is refused as stale, which is an answer too.
+            loop {
+                match broker.metadata.propose(record.clone()).await {
+                    Ok(()) => info!(%topic, partition = index, ?isr, "ISR changed"),
+                    Err(MetadataError::Propose(e)) => {
+                        let still_leading = broker
+                            .replicas
+                            .partition(&topic, index)
+                            .is_some_and(|p| p.is_leader() && p.leader_epoch().0 == leader_epoch);
+                        if still_leading && !broker.is_shutting_down() {
+                            debug!(%topic, partition = index, error = %e, "ISR change unanswered; proposing it again");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    }
+                    Err(e) => {
+                        debug!(%topic, partition = index, error = %e, "ISR change not applied")
+                    }
+                }
+                break;
+            }
+            // The ISR as committed first, then pending additions stop counting (in this order,
+            // so a follower being added holds the high watermark until it is a member).
+            broker.apply_metadata();
+            if let Some(partition) = broker.replicas.partition(&topic, index) {
+                partition.isr_change_settled();
             }
             broker.cluster.isr_pending.lock().remove(&key);
-            broker.apply_metadata();
         });
     }
 

@@ -169,6 +169,9 @@ impl Partition {
                 false
             }
             _ => {
+                if let Err(e) = self.log.lock().assign_epoch(LeaderEpoch(epoch)) {
+                    tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "cannot record the new leader epoch");
+                }
                 let leo = self.log_end_offset().0;
                 *role = Role::Leader(LeaderState::new(
                     self.me,
@@ -245,12 +248,30 @@ impl Partition {
         expand.map(|isr| (isr, epoch))
     }
 
+    /// The ISR change proposed for this partition has been answered and the metadata applied
+    /// (see [`LeaderState::isr_change_settled`]).
+    pub fn isr_change_settled(&self) {
+        let leo = self.log_end_offset().0;
+        let hw = match &mut *self.role.lock() {
+            Role::Leader(state) => {
+                state.isr_change_settled();
+                state.advance_high_watermark(leo)
+            }
+            _ => return,
+        };
+        if self.publish_high_watermark(hw) {
+            self.notify_replicated();
+            self.appended.notify_waiters();
+        }
+    }
+
     /// The ISR without lagging followers, when some must leave (leader side).
     pub fn isr_to_shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<(Vec<i32>, i32)> {
-        match &*self.role.lock() {
-            Role::Leader(state) => state
-                .shrink(now_ms, lag_max_ms)
-                .map(|isr| (isr, state.leader_epoch)),
+        match &mut *self.role.lock() {
+            Role::Leader(state) => {
+                let epoch = state.leader_epoch;
+                state.shrink(now_ms, lag_max_ms).map(|isr| (isr, epoch))
+            }
             _ => None,
         }
     }

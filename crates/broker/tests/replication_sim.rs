@@ -176,22 +176,15 @@ fn run_many(config: SimConfig, default_seeds: u64, known: &[u64]) {
     );
 }
 
-/// Seeds (of the first 2000) that fail because of a known broker bug, not fixed here (this
-/// test only reports): a follower the leader is adding back to the ISR counts for the high
-/// watermark only once the AlterPartition has been committed and applied on the leader.
-/// Meanwhile `LeaderState` advances the high watermark over the old ISR, so the follower joins
-/// the ISR in the metadata with a log end below the high watermark. When it is then elected
-/// (its turn in replica order after a fencing, or preferred-leader election) it leads without
-/// committed records, which are overwritten; acknowledged values are lost so in seeds 1233
-/// (three brokers), 86 and 1608 (five brokers). Kafka avoids this with the "maximal ISR"
-/// (KIP-497 / KIP-841): while an expansion is pending the high watermark already waits for the
-/// joining follower. A known seed must fail with the committed-record violation (any other
-/// failure, or any other seed failing, fails the test) and must keep failing until the bug is
-/// fixed, when the lists go.
-const KNOWN_BUG_SEEDS_3: &[u64] = &[
-    69, 331, 402, 578, 720, 1067, 1168, 1233, 1525, 1652, 1822, 1823,
-];
-const KNOWN_BUG_SEEDS_5: &[u64] = &[6, 70, 86, 91, 839, 942, 982, 1040, 1389, 1608, 1644, 1661];
+/// Seeds that fail because of a known broker bug (reported, not hidden: a known seed must fail
+/// with the committed-record violation and keep failing until the bug is fixed). None now.
+/// The first entries were seeds 69, 331, ... (three brokers) and 6, 70, 86, ... (five): a
+/// follower being added back to the ISR did not hold back the high watermark until the change
+/// was committed, so it could join the ISR behind acknowledged records and, once elected, lose
+/// them. Fixed by counting pending additions (Kafka's "maximal ISR", KIP-497/841) in
+/// `LeaderState::pending_additions`.
+const KNOWN_BUG_SEEDS_3: &[u64] = &[];
+const KNOWN_BUG_SEEDS_5: &[u64] = &[];
 
 #[test]
 fn three_brokers_survive_faults() {

@@ -204,8 +204,7 @@ pub(crate) async fn list_offsets_isolated(
             }
             (_, Some(address)) => {
                 let mut leader_client = Client::connect(&address, client.timeout()).await?;
-                list_offsets_at(&mut leader_client, &partitions, timestamp, isolation_level)
-                    .await?
+                list_offsets_at(&mut leader_client, &partitions, timestamp, isolation_level).await?
             }
         };
         out.extend(answers);

@@ -31,6 +31,12 @@ pub struct LeaderState {
     /// The log offset where this leader epoch began: a follower rejoins the ISR only once it
     /// has reached it (it then holds everything of earlier epochs the leader kept).
     pub epoch_start_offset: i64,
+    /// The ISR this leader has proposed and not heard back about (one proposal at a time, as
+    /// Kafka's AlterPartition). Its members already count for the high watermark (Kafka's
+    /// "maximal ISR", KIP-497/841): otherwise the HW could pass a follower the metadata is about
+    /// to call in sync, and that follower, once elected, would lead without records already
+    /// acknowledged.
+    pub in_flight: Option<Vec<i32>>,
 }
 
 impl LeaderState {
@@ -68,6 +74,7 @@ impl LeaderState {
             followers,
             high_watermark,
             epoch_start_offset,
+            in_flight: None,
         }
     }
 
@@ -86,6 +93,12 @@ impl LeaderState {
         self.followers.retain(|r, _| replicas.contains(r));
         self.replicas = replicas;
         self.isr = isr;
+    }
+
+    /// The ISR change this leader proposed has been answered (committed or refused) and the
+    /// metadata applied: the ISR alone counts again, and the next change may be proposed.
+    pub fn isr_change_settled(&mut self) {
+        self.in_flight = None;
     }
 
     /// A follower fetched from `fetch_offset` while the leader's log ended at `leader_leo`.
@@ -108,12 +121,14 @@ impl LeaderState {
         progress.last_fetch_leader_leo = leader_leo;
         progress.last_fetch_ms = now_ms;
         progress.log_end_offset = fetch_offset;
-        if !self.isr.contains(&replica)
+        if self.in_flight.is_none()
+            && !self.isr.contains(&replica)
             && fetch_offset >= self.high_watermark
             && fetch_offset >= self.epoch_start_offset
         {
             let mut isr = self.isr.clone();
             isr.push(replica);
+            self.in_flight = Some(isr.clone());
             return Some(isr);
         }
         None
@@ -123,7 +138,7 @@ impl LeaderState {
     /// `leader_leo`); returns it. It never decreases, and never passes the leader's log end.
     pub fn advance_high_watermark(&mut self, leader_leo: i64) -> i64 {
         let mut hw = leader_leo;
-        for r in &self.isr {
+        for r in self.isr.iter().chain(self.in_flight.iter().flatten()) {
             if *r == self.me {
                 continue;
             }
@@ -138,8 +153,11 @@ impl LeaderState {
     }
 
     /// The ISR without followers that have not caught up for `lag_max_ms`, when any must go
-    /// (the leader itself never leaves).
-    pub fn shrink(&self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+    /// (the leader itself never leaves) and no other change is in flight; it is then in flight.
+    pub fn shrink(&mut self, now_ms: i64, lag_max_ms: i64) -> Option<Vec<i32>> {
+        if self.in_flight.is_some() {
+            return None;
+        }
         let lagging: Vec<i32> = self
             .isr
             .iter()
@@ -154,13 +172,14 @@ impl LeaderState {
         if lagging.is_empty() {
             return None;
         }
-        Some(
-            self.isr
-                .iter()
-                .copied()
-                .filter(|r| !lagging.contains(r))
-                .collect(),
-        )
+        let isr: Vec<i32> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !lagging.contains(r))
+            .collect();
+        self.in_flight = Some(isr.clone());
+        Some(isr)
     }
 }
 
@@ -194,6 +213,7 @@ mod tests {
         }
         assert_eq!(s.shrink(40_001, 30_000), Some(vec![1, 2]));
         s.update_assignment(vec![1, 2, 3], vec![1, 2], 40_002);
+        s.isr_change_settled();
         assert_eq!(s.advance_high_watermark(400), 400);
         // 3 comes back behind the HW: not yet; at the HW: rejoin.
         assert_eq!(s.on_fetch(3, 100, 400, 41_000), None);
@@ -208,6 +228,27 @@ mod tests {
             s.on_fetch(2, (t - 1) * 10, t * 10, t * 1000);
         }
         assert_eq!(s.shrink(100_000, 30_000), None);
+    }
+
+    #[test]
+    fn a_follower_being_added_holds_the_high_watermark() {
+        let mut s = LeaderState::new(1, 0, vec![1, 2, 3], vec![1, 2], 10, 0, 0);
+        s.on_fetch(2, 20, 20, 1);
+        assert_eq!(s.advance_high_watermark(20), 20);
+        // 3 reaches the HW and is proposed; until the answer, it holds the HW back.
+        assert_eq!(s.on_fetch(3, 20, 25, 2), Some(vec![1, 2, 3]));
+        s.on_fetch(2, 25, 25, 3);
+        assert_eq!(s.advance_high_watermark(25), 20);
+        // Refused (or not yet applied) and settled: the ISR alone decides again.
+        s.isr_change_settled();
+        assert_eq!(s.advance_high_watermark(25), 25);
+        // Proposed again and committed: 3 is in the ISR and counts as a member.
+        assert_eq!(s.on_fetch(3, 25, 30, 4), Some(vec![1, 2, 3]));
+        // Only one change at a time: nothing else is proposed meanwhile.
+        assert_eq!(s.shrink(1_000_000, 10), None);
+        s.update_assignment(vec![1, 2, 3], vec![1, 2, 3], 5);
+        s.isr_change_settled();
+        assert!(s.in_flight.is_none());
     }
 
     #[test]

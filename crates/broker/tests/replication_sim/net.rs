@@ -40,7 +40,9 @@ pub(crate) enum Msg {
     /// Leader → controller: AlterPartition (an ISR change computed from the leader's view).
     AlterIsr { record: MetadataRecord },
     /// Controller → leader: the change was committed (applied or refused).
-    AlterIsrDone,
+    /// The proposal was answered; like the real `propose`, this node has applied the metadata
+    /// up to `upto` (the index the answer was given at) when it returns.
+    AlterIsrDone { upto: usize },
     /// Follower → leader: OffsetForLeaderEpoch.
     EpochQuery {
         id: u64,

@@ -98,6 +98,9 @@ pub(crate) struct Node {
     waiters: Vec<Waiter>,
     /// `isr_pending`: one AlterPartition in flight at a time (since when).
     isr_pending_since: Option<u64>,
+    /// The AlterPartition in flight, re-sent until answered (its answer may be lost while it
+    /// still commits, so giving up would let the leader forget a change that may land).
+    isr_pending_record: Option<MetadataRecord>,
     next_heartbeat: u64,
     next_shrink: u64,
     next_request_id: u64,
@@ -119,6 +122,7 @@ impl Node {
             generation: 0,
             waiters: Vec::new(),
             isr_pending_since: None,
+            isr_pending_record: None,
             next_heartbeat: 0,
             next_shrink: 0,
             next_request_id: 0,
@@ -153,6 +157,7 @@ impl Node {
         self.fetcher = None;
         self.waiters.clear();
         self.isr_pending_since = None;
+        self.isr_pending_record = None;
         self.paused_until = None;
         self.down_until = Some(until);
     }
@@ -279,6 +284,7 @@ impl Node {
             adding: None,
             removing: None,
         };
+        self.isr_pending_record = Some(record.clone());
         env.send(self.id, Addr::Controller, Msg::AlterIsr { record });
     }
 
@@ -294,9 +300,18 @@ impl Node {
                     self.apply_metadata(env);
                 }
             }
-            Msg::AlterIsrDone => {
+            Msg::AlterIsrDone { upto } => {
+                // `request_isr_change`: the ISR as committed first, then pending additions stop
+                // counting for the high watermark.
                 self.isr_pending_since = None;
+                self.isr_pending_record = None;
+                if upto > self.applied {
+                    self.applied = upto;
+                }
                 self.apply_metadata(env);
+                if let Some(partition) = &self.partition {
+                    partition.isr_change_settled();
+                }
             }
             Msg::EpochQuery {
                 id,
@@ -586,9 +601,13 @@ impl Node {
             .isr_pending_since
             .is_some_and(|since| env.now >= since + REQUEST_TIMEOUT_MS)
         {
-            // The proposal's answer was lost: the real `propose` fails after its timeout.
-            self.isr_pending_since = None;
-            self.apply_metadata(env);
+            // No answer (lost, or the controller is unreachable): the real `request_isr_change`
+            // proposes the same record again until it hears back; a retry of a change that did
+            // commit is refused as stale, which settles it too.
+            self.isr_pending_since = Some(env.now);
+            if let Some(record) = self.isr_pending_record.clone() {
+                env.send(self.id, Addr::Controller, Msg::AlterIsr { record });
+            }
         }
         if env.now >= self.next_shrink {
             self.next_shrink = env.now + LAG_MAX_MS / 2;

@@ -332,7 +332,7 @@ impl World {
                         now,
                         Addr::Controller,
                         from,
-                        Msg::AlterIsrDone,
+                        Msg::AlterIsrDone { upto: index },
                     );
                 }
                 other => unreachable!("controller got {other:?}"),

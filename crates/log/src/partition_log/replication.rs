@@ -158,7 +158,19 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// The newest leader epoch with a batch in the log.
+    /// A leader starts `epoch` at the log end (Kafka assigns the epoch when leadership begins,
+    /// before any write): OffsetForLeaderEpoch for an epoch between the previous one and this
+    /// then ends at this offset instead of being unknown, so a follower with a stale epoch
+    /// truncates to where the logs diverge, not to its high watermark. Checkpointed when new;
+    /// an entry without a batch after it is dropped again at the next open.
+    pub fn assign_epoch(&mut self, epoch: LeaderEpoch) -> io::Result<()> {
+        if self.epochs.assign(epoch, Offset(self.log_end())) {
+            self.epochs.persist()?;
+        }
+        Ok(())
+    }
+
+    /// The newest leader epoch with a batch in the log (or assigned by [`Self::assign_epoch`]).
     pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
         self.epochs.latest().map(|e| e.epoch)
     }
