@@ -165,6 +165,10 @@ fn coordinator_epoch(broker: &Broker, id: &str) -> i32 {
         .map_or(0, |p| p.leader_epoch().0)
 }
 
+/// Persists the prepared record, then writes its marker to every partition of the transaction:
+/// in-process where this broker leads, with one WriteTxnMarkers request per other leader, all
+/// waited for concurrently until committed. Obsolete markers (a newer producer epoch wrote
+/// there) are skipped; any other failure fails the whole completion, to be retried.
 async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Result<(), String> {
     persist(broker, id, prepared).await?;
     let marker = Marker {
