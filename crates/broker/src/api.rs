@@ -40,6 +40,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    // Broker to broker: v0 is gone from the codec (Kafka 4 removed it), v1 is what brokers send.
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 /// The supported range of `key`, if the API is implemented.

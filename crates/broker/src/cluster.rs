@@ -39,6 +39,8 @@ pub(crate) struct ClusterState {
     /// Partitions with an ISR change proposal in flight.
     isr_pending: Mutex<HashSet<(String, i32)>>,
     pub(crate) fetchers: Fetchers,
+    /// Connections to other partition leaders for the transaction coordinator's markers.
+    pub(crate) marker_channels: crate::txn::marker_channel::MarkerChannels,
     /// Registered with the quorum.
     joined: AtomicBool,
     /// The coordinators have replayed the internal topics once; from then on a partition of

@@ -14,3 +14,4 @@ pub(crate) mod metadata;
 pub(crate) mod partitions_admin;
 pub(crate) mod produce;
 pub(crate) mod txn;
+pub(crate) mod write_txn_markers;

@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
-    TxnOffsetCommitRequest,
+    TxnOffsetCommitRequest, WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
@@ -171,6 +171,7 @@ pub enum Request {
     DescribeTransactions(DescribeTransactionsRequest),
     ListTransactions(ListTransactionsRequest),
     DescribeProducers(DescribeProducersRequest),
+    WriteTxnMarkers(WriteTxnMarkersRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -260,6 +261,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::DescribeTransactions => Request::DescribeTransactions(decode(&ctx, body)?),
         ApiKey::ListTransactions => Request::ListTransactions(decode(&ctx, body)?),
         ApiKey::DescribeProducers => Request::DescribeProducers(decode(&ctx, body)?),
+        ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
@@ -344,6 +346,7 @@ pub(crate) fn handle_frame(
         }
         Request::ListTransactions(r) => ctx.reply(&handlers::txn::list_transactions(broker, r)),
         Request::DescribeProducers(r) => ctx.reply(&handlers::txn::describe_producers(broker, r)),
+        Request::WriteTxnMarkers(r) => Ok(handlers::write_txn_markers::handle(broker, ctx, r)),
     }
 }
 

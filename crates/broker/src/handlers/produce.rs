@@ -40,7 +40,7 @@ fn append_one(
     topic: &str,
     index: i32,
     records: Option<Bytes>,
-    transactional: bool,
+    txn_check: TxnCheck,
     acks: i16,
 ) -> Outcome {
     let response = PartitionProduceResponse::default().with_index(index);
@@ -82,11 +82,13 @@ fn append_one(
     // KIP-890: the first write of a transaction to this partition must be part of the producer's
     // ongoing transaction, as the coordinator knows it.
     let txns = &broker.txns;
-    let mut verify = |pid: sluice_log::ProducerId, epoch: sluice_log::ProducerEpoch| {
-        if !transactional {
-            return Err("a transactional batch needs a transactional id in the request".to_owned());
+    let mut verify = |pid: sluice_log::ProducerId, epoch: sluice_log::ProducerEpoch| match txn_check
+    {
+        TxnCheck::NoTransactionalId => {
+            Err("a transactional batch needs a transactional id in the request".to_owned())
         }
-        txns.verify(pid.0, epoch.0, topic, index)
+        TxnCheck::Coordinator => txns.verify(pid.0, epoch.0, topic, index),
+        TxnCheck::Unverified => Ok(()),
     };
     match partition.append_verified(records, now(), &mut verify) {
         Ok(info) => Outcome {
@@ -111,8 +113,22 @@ fn append_one(
     }
 }
 
+/// How the first transactional write of a producer to a partition is checked (KIP-890 part 1).
+#[derive(Debug, Clone, Copy)]
+enum TxnCheck {
+    /// The request names no transactional id: a transactional batch is refused.
+    NoTransactionalId,
+    /// This broker coordinates the transactional id: its coordinator is asked, under the log
+    /// lock.
+    Coordinator,
+    /// Another broker coordinates it. Asking it means AddPartitionsToTxn v4 (verify only) before
+    /// the append, which is not implemented: the write is accepted as in Kafka's classic
+    /// protocol, so the late-write hole stays open for these partitions.
+    Unverified,
+}
+
 /// acks=all: waits until `last` is fsynced here (when `sync`) and on every in-sync replica.
-async fn wait_all(
+pub(crate) async fn wait_all(
     partition: &Partition,
     last: Offset,
     sync: bool,
@@ -138,7 +154,11 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
     let acks = request.acks;
     let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let invalid_acks = !(-1..=1).contains(&acks);
-    let transactional = request.transactional_id.is_some();
+    let txn_check = match &request.transactional_id {
+        None => TxnCheck::NoTransactionalId,
+        Some(id) if broker.coordinates(crate::txn::TXN_STATE_TOPIC, &id.0) => TxnCheck::Coordinator,
+        Some(_) => TxnCheck::Unverified,
+    };
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
@@ -165,7 +185,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                         appended: Appended::default(),
                     }
                 } else {
-                    append_one(broker, &name, data.index, data.records, transactional, acks)
+                    append_one(broker, &name, data.index, data.records, txn_check, acks)
                 }
             })
             .collect();

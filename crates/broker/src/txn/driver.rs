@@ -1,17 +1,28 @@
 //! Carries out the transaction coordinator's decisions: persists transaction records to
-//! `__transaction_state`, writes commit/abort markers to every partition of a transaction (the
-//! single-node form of WriteTxnMarkers), completes transactional offset commits, and aborts
-//! timed-out transactions.
+//! `__transaction_state`, writes commit/abort markers to every partition of a transaction (in
+//! process where this broker leads the partition, with WriteTxnMarkers to the leader elsewhere),
+//! completes transactional offset commits, and aborts timed-out transactions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{ProducerId as KafkaProducerId, TopicName, WriteTxnMarkersRequest};
+use kafka_protocol::protocol::StrBytes;
 use sluice_log::{AppendError, MarkerKind, ProducerEpoch, ProducerId};
+use sluice_meta::NodeId;
 use tracing::{info, warn};
 
+use super::marker_channel::MarkerSendError;
 use super::state_topic::{self, TxnRecord, TxnState, TXN_STATE_TOPIC};
 use super::TxnCoordinator;
 use crate::broker::{now, Broker, CreateTopicError};
+use crate::client::error_name;
 use crate::group::offsets_topic::{self, OFFSETS_TOPIC};
+use crate::metadata::node_id;
 
 /// Creates `__transaction_state` on first use, as Kafka does.
 pub async fn ensure_state_topic(broker: &Broker) -> Result<(), CreateTopicError> {
@@ -98,34 +109,130 @@ pub async fn complete(broker: &Broker, id: &str, prepared: TxnRecord) -> Result<
     Ok(())
 }
 
-async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Result<(), String> {
-    persist(broker, id, prepared).await?;
-    let kind = if prepared.state == TxnState::PrepareCommit {
-        MarkerKind::Commit
-    } else {
-        MarkerKind::Abort
-    };
-    let now = now();
-    let mut written = Vec::with_capacity(prepared.partitions.len());
-    for (topic, index) in &prepared.partitions {
-        if broker.metadata.topic(topic).is_none() {
+/// The partitions of a transaction grouped by where their markers are written.
+#[derive(Default)]
+struct MarkerTargets {
+    /// Led by this broker: written in-process.
+    local: Vec<(String, i32)>,
+    /// Led by other brokers: one WriteTxnMarkers request per leader.
+    remote: BTreeMap<NodeId, Vec<(String, i32)>>,
+}
+
+/// Groups `partitions` by their current leader; partitions of deleted topics are left out (there
+/// is nothing to mark). Fails when a partition has no leader now.
+fn marker_targets(
+    broker: &Broker,
+    partitions: &std::collections::BTreeSet<(String, i32)>,
+) -> Result<MarkerTargets, String> {
+    let state = broker.metadata.state();
+    let me = node_id(broker.config.node_id);
+    let mut targets = MarkerTargets::default();
+    for (topic, index) in partitions {
+        let Some(meta) = state.topics.get(topic) else {
             // The topic was deleted while the transaction was open: nothing to mark.
             continue;
+        };
+        let Some(partition) = meta.partition_states.get(index) else {
+            return Err(format!("marker for {topic}-{index}: no such partition"));
+        };
+        match partition.leader {
+            None => {
+                return Err(format!(
+                    "marker for {topic}-{index}: the partition has no leader"
+                ))
+            }
+            Some(leader) if leader == me => targets.local.push((topic.clone(), *index)),
+            Some(leader) => targets
+                .remote
+                .entry(leader)
+                .or_default()
+                .push((topic.clone(), *index)),
         }
+    }
+    Ok(targets)
+}
+
+/// The coordinator epoch written into markers: the leader epoch of the `__transaction_state`
+/// partition this broker coordinates `id` from (Kafka's rule).
+fn coordinator_epoch(broker: &Broker, id: &str) -> i32 {
+    broker
+        .metadata
+        .topic(TXN_STATE_TOPIC)
+        .and_then(|t| {
+            let index = offsets_topic::partition_for(id, t.partitions);
+            broker.replicas.partition(TXN_STATE_TOPIC, index)
+        })
+        .map_or(0, |p| p.leader_epoch().0)
+}
+
+/// Persists the prepared record, then writes its marker to every partition of the transaction:
+/// in-process where this broker leads, with one WriteTxnMarkers request per other leader, all
+/// waited for concurrently until committed. Obsolete markers (a newer producer epoch wrote
+/// there) are skipped; any other failure fails the whole completion, to be retried.
+async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Result<(), String> {
+    persist(broker, id, prepared).await?;
+    let marker = Marker {
+        producer_id: ProducerId(prepared.producer_id),
+        epoch: ProducerEpoch(prepared.producer_epoch),
+        kind: if prepared.state == TxnState::PrepareCommit {
+            MarkerKind::Commit
+        } else {
+            MarkerKind::Abort
+        },
+        coordinator_epoch: coordinator_epoch(broker, id),
+    };
+    let targets = marker_targets(broker, &prepared.partitions)?;
+    let written = write_local_markers(broker, id, marker, &targets.local)?;
+    let local = async {
+        for (partition, last) in written {
+            broker.wait_committed(&partition, last).await?;
+        }
+        Ok::<(), String>(())
+    };
+    let remote =
+        futures::future::join_all(targets.remote.iter().map(|(leader, partitions)| {
+            write_remote_markers(broker, id, marker, *leader, partitions)
+        }));
+    let (local, remote) = futures::join!(local, remote);
+    local?;
+    remote.into_iter().collect()
+}
+
+/// What a transaction's markers write.
+#[derive(Debug, Clone, Copy)]
+struct Marker {
+    producer_id: ProducerId,
+    epoch: ProducerEpoch,
+    kind: MarkerKind,
+    coordinator_epoch: i32,
+}
+
+/// Appends the markers of the partitions this broker leads (completing pending offset commits
+/// on `__consumer_offsets`); returns what to wait on for their commit.
+fn write_local_markers(
+    broker: &Broker,
+    id: &str,
+    marker: Marker,
+    partitions: &[(String, i32)],
+) -> Result<Vec<Appended>, String> {
+    let now = now();
+    let mut written = Vec::with_capacity(partitions.len());
+    for (topic, index) in partitions {
         let Some(partition) = broker
             .replicas
             .partition(topic, *index)
             .filter(|p| p.is_leader())
         else {
+            // The metadata names this broker, but it has not taken the leadership yet.
             return Err(format!(
-                "marker for {topic}-{index}: this broker does not lead the partition"
+                "marker for {topic}-{index}: this broker does not lead the partition yet"
             ));
         };
         match partition.append_marker(
-            ProducerId(prepared.producer_id),
-            ProducerEpoch(prepared.producer_epoch),
-            kind,
-            0,
+            marker.producer_id,
+            marker.epoch,
+            marker.kind,
+            marker.coordinator_epoch,
             now,
         ) {
             Ok(info) => written.push((partition, info.last_offset)),
@@ -138,14 +245,94 @@ async fn write_markers(broker: &Broker, id: &str, prepared: &TxnRecord) -> Resul
         }
         if topic == OFFSETS_TOPIC {
             broker.groups.complete_txn_offsets(
-                prepared.producer_id,
+                marker.producer_id.0,
                 *index,
-                kind == MarkerKind::Commit,
+                marker.kind == MarkerKind::Commit,
             );
         }
     }
-    for (partition, last) in written {
-        broker.wait_committed(&partition, last).await?;
+    Ok(written)
+}
+
+/// Bounds a WriteTxnMarkers round trip beyond the leader's own wait for its ISR
+/// (`replica.lag.time.max.ms`).
+const REMOTE_MARKER_SLACK: Duration = Duration::from_secs(5);
+
+/// Sends the markers of `partitions` to their leader `leader` and checks every partition's
+/// answer: committed, or obsolete (a newer producer epoch wrote there, skipped as locally).
+async fn write_remote_markers(
+    broker: &Broker,
+    id: &str,
+    marker: Marker,
+    leader: NodeId,
+    partitions: &[(String, i32)],
+) -> Result<(), String> {
+    let address = broker
+        .metadata
+        .state()
+        .brokers
+        .get(&leader)
+        .and_then(|b| b.listeners.first())
+        .map(|l| format!("{}:{}", l.host, l.port))
+        .ok_or_else(|| MarkerSendError::NoListener(leader).to_string())?;
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in partitions {
+        by_topic.entry(topic).or_default().push(*index);
+    }
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(KafkaProducerId(marker.producer_id.0))
+            .with_producer_epoch(marker.epoch.0)
+            .with_transaction_result(marker.kind == MarkerKind::Commit)
+            .with_coordinator_epoch(marker.coordinator_epoch)
+            .with_topics(
+                by_topic
+                    .into_iter()
+                    .map(|(topic, indexes)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                            .with_partition_indexes(indexes)
+                    })
+                    .collect(),
+            )]);
+    let timeout =
+        Duration::from_millis(broker.config.replica_lag_time_max_ms) + REMOTE_MARKER_SLACK;
+    let response = broker
+        .cluster
+        .marker_channels
+        .send(leader, &address, timeout, &request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answered: BTreeMap<(String, i32), i16> = BTreeMap::new();
+    for result in response
+        .markers
+        .iter()
+        .filter(|m| m.producer_id.0 == marker.producer_id.0)
+    {
+        for topic in &result.topics {
+            for p in &topic.partitions {
+                answered.insert((topic.name.0.to_string(), p.partition_index), p.error_code);
+            }
+        }
+    }
+    for (topic, index) in partitions {
+        match answered.get(&(topic.clone(), *index)).copied() {
+            Some(0) => {}
+            Some(code) if code == ResponseError::InvalidProducerEpoch.code() => {
+                warn!(transactional_id = %id, %topic, partition = index, %leader, "skipping an obsolete marker");
+            }
+            Some(code) => {
+                return Err(format!(
+                    "marker for {topic}-{index}: broker {leader} answered {}",
+                    error_name(code).unwrap_or_default()
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "marker for {topic}-{index}: broker {leader} did not answer for the partition"
+                ))
+            }
+        }
     }
     Ok(())
 }

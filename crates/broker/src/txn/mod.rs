@@ -7,6 +7,7 @@
 //! an append), never the other way round.
 
 pub mod driver;
+pub(crate) mod marker_channel;
 pub mod state_topic;
 
 use std::collections::{BTreeSet, HashMap};

@@ -2,8 +2,9 @@
 //! producer writes sequential values to a topic with rf=3 and `min.insync.replicas=2` while nodes
 //! are killed -9, SIGSTOPped, resumed and restarted; afterwards every acknowledged value must be
 //! read back exactly once, at the offset it was acknowledged at, in the order it was sent. Plus
-//! metadata (brokers, replica placement) and the cluster flags on a single node. What each test
-//! checks is summarised in docs/design/cluster.md, "Cluster tests".
+//! metadata (brokers, replica placement) and the cluster flags on a single node; transactions
+//! across partition leaders are in [`transactions`]. What each test checks is summarised in
+//! docs/design/cluster.md, "Cluster tests".
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +18,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
+
+mod transactions;
 
 /// Upper bound of every test here.
 const TEST_LIMIT: Duration = Duration::from_secs(120);

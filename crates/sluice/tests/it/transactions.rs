@@ -445,16 +445,20 @@ fn consume_transform_produce_is_exactly_once_through_broker_crashes() {
 }
 
 mod late_writes {
-    //! The KIP-890 guard over the raw protocol: transactional writes a partition must refuse.
+    //! The KIP-890 guard over the raw protocol: transactional writes a partition must refuse;
+    //! and WriteTxnMarkers as another broker's coordinator sends it.
 
     use bytes::Bytes;
     use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::write_txn_markers_request::{
+        WritableTxnMarker, WritableTxnMarkerTopic,
+    };
     use kafka_protocol::messages::{
         AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest,
         EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
         InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
-        TransactionalId,
+        TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
     };
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::ResponseError;
@@ -617,6 +621,85 @@ mod late_writes {
         assert_eq!(
             read_all(&broker, "late", 2, false),
             vec!["in-txn".to_owned()]
+        );
+    }
+
+    /// WriteTxnMarkers v1 as a coordinator on another broker would send it: one error code per
+    /// partition, the marker of an older producer epoch refused as obsolete.
+    #[test]
+    fn write_txn_markers_answers_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(dir.path());
+        create_topic(&broker, "marked", 1);
+        let mut s = connect(&broker);
+        // The log learns producer 4242 at epoch 3 from an idempotent write.
+        let batch = sluice_log::testing::BatchBuilder::new()
+            .producer(4242, 3, 0)
+            .record(Some(b"k"), b"plain", crate::harness::now_ms())
+            .build();
+        assert_eq!(produce(&mut s, None, "marked", 0, batch), 0);
+        let markers = |epoch: i16, topics: Vec<(&str, Vec<i32>)>| {
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(4242))
+                .with_producer_epoch(epoch)
+                .with_transaction_result(true)
+                .with_coordinator_epoch(1)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, p)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(TopicName(name(t)))
+                                .with_partition_indexes(p)
+                        })
+                        .collect(),
+                )])
+        };
+        let codes = |response: WriteTxnMarkersResponse| -> Vec<(String, i32, i16)> {
+            response
+                .markers
+                .iter()
+                .flat_map(|m| &m.topics)
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (t.name.0.to_string(), p.partition_index, p.error_code))
+                })
+                .collect()
+        };
+        let answer: WriteTxnMarkersResponse = call(
+            &mut s,
+            ApiKey::WriteTxnMarkers,
+            1,
+            &markers(3, vec![("marked", vec![0, 7]), ("missing", vec![0])]),
+        );
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(
+            codes(answer),
+            vec![
+                ("marked".to_owned(), 0, 0),
+                ("marked".to_owned(), 7, unknown),
+                ("missing".to_owned(), 0, unknown),
+            ]
+        );
+        let stale: WriteTxnMarkersResponse = call(
+            &mut s,
+            ApiKey::WriteTxnMarkers,
+            1,
+            &markers(2, vec![("marked", vec![0])]),
+        );
+        assert_eq!(
+            codes(stale),
+            vec![(
+                "marked".to_owned(),
+                0,
+                ResponseError::InvalidProducerEpoch.code()
+            )]
+        );
+        // The marker is a control batch: readers see only the record.
+        assert_eq!(
+            read_all(&broker, "marked", 1, true),
+            vec!["plain".to_owned()]
         );
     }
 }
