@@ -596,12 +596,17 @@ impl Broker {
 
     /// Deletes a topic's metadata and then its logs.
     pub async fn delete_topic(&self, name: &str) -> Result<Option<TopicMeta>, MetadataError> {
-        let removed = self.metadata.delete_topic(name).await?;
-        if removed.is_some() {
-            self.replicas.delete_topic(name).await;
+        // Deleted here, before answering; the metadata follower must not race it (it would
+        // answer before the directories are gone).
+        self.cluster.deleting.lock().insert(name.to_owned());
+        let removed = self.metadata.delete_topic(name).await;
+        if matches!(removed, Ok(Some(_))) {
+            self.replicas.delete_topic(name, None).await;
             self.metrics.remove_topic(name);
         }
-        Ok(removed)
+        self.cluster.deleting.lock().remove(name);
+        self.apply_metadata();
+        removed
     }
 
     /// Asks every connection and background task to finish.

@@ -38,6 +38,8 @@ pub(crate) struct ClusterState {
     applied_configs: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// Partitions with an ISR change proposal in flight.
     isr_pending: Mutex<HashSet<(String, i32)>>,
+    /// Topics whose replicas are being deleted here (not hosted again until done).
+    pub(crate) deleting: Mutex<HashSet<String>>,
     pub(crate) fetchers: Fetchers,
     /// Connections to other partition leaders for the transaction coordinator's markers.
     pub(crate) marker_channels: crate::txn::marker_channel::MarkerChannels,
@@ -164,9 +166,16 @@ impl Broker {
         let state = self.metadata.state();
         let me = self.me();
         let now_ms = now().0;
+        // Topics deleted (or re-created under a new id) elsewhere: their replicas here go first,
+        // and a re-created topic is hosted only once the old one's directories are gone.
+        self.drop_deleted_topics(&state);
+        let deleting = self.cluster.deleting.lock().clone();
         let mut configs = self.cluster.applied_configs.lock();
         let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
         for (name, topic) in &state.topics {
+            if deleting.contains(name) {
+                continue;
+            }
             let meta = TopicMeta::from_meta(topic);
             let log_config = match topic_config::log_config(
                 &self.config.log_defaults,
@@ -221,24 +230,6 @@ impl Broker {
         configs.retain(|name, _| state.topics.contains_key(name));
         drop(configs);
         let weak = self.cluster.broker.get().cloned().unwrap_or_default();
-        // Topics deleted (or re-created under a new id) elsewhere: drop their replicas here.
-        for name in self.replicas.topic_names() {
-            let gone = match (state.topics.get(&name), self.replicas.topic(&name)) {
-                (None, _) => true,
-                (Some(t), Some(hosted)) => hosted
-                    .first()
-                    .is_some_and(|p| p.topic_id.to_string() != t.id),
-                _ => false,
-            };
-            if gone {
-                if let Some(broker) = weak.upgrade() {
-                    tokio::spawn(async move {
-                        broker.replicas.delete_topic(&name).await;
-                        broker.metrics.remove_topic(&name);
-                    });
-                }
-            }
-        }
         let wanted = follow
             .into_iter()
             .filter_map(|(leader, partitions)| {
@@ -253,6 +244,37 @@ impl Broker {
             })
             .collect();
         self.cluster.fetchers.assign(&weak, wanted);
+    }
+
+    /// Deletes (in the background) the hosted replicas of topics the metadata no longer has, or
+    /// has under another id; applies the metadata again when done.
+    fn drop_deleted_topics(&self, state: &MetadataState) {
+        for name in self.replicas.topic_names() {
+            let Some(hosted_id) = self
+                .replicas
+                .topic(&name)
+                .and_then(|ps| ps.first().map(|p| p.topic_id))
+            else {
+                continue;
+            };
+            let gone = state
+                .topics
+                .get(&name)
+                .is_none_or(|t| t.id != hosted_id.to_string());
+            if !gone || !self.cluster.deleting.lock().insert(name.clone()) {
+                continue;
+            }
+            let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+                self.cluster.deleting.lock().remove(&name);
+                continue;
+            };
+            tokio::spawn(async move {
+                broker.replicas.delete_topic(&name, Some(hosted_id)).await;
+                broker.metrics.remove_topic(&name);
+                broker.cluster.deleting.lock().remove(&name);
+                broker.apply_metadata();
+            });
+        }
     }
 
     /// This broker now leads `topic`-`index`: when it is a partition of an internal topic, the

@@ -103,8 +103,21 @@ impl ReplicaManager {
     }
 
     /// Stops serving a topic and removes its partitions' directories.
-    pub async fn delete_topic(&self, name: &str) {
-        let Some(partitions) = self.topics.write().remove(name) else {
+    /// When `id` is given, only a hosted topic with that id is deleted (a topic re-created
+    /// under the same name since is left alone).
+    pub async fn delete_topic(&self, name: &str, id: Option<uuid::Uuid>) {
+        let removed = {
+            let mut topics = self.topics.write();
+            let matches = topics.get(name).is_some_and(|hosted| {
+                id.is_none_or(|id| hosted.values().all(|p| p.topic_id == id))
+            });
+            if matches {
+                topics.remove(name)
+            } else {
+                None
+            }
+        };
+        let Some(partitions) = removed else {
             return;
         };
         for partition in partitions.values() {

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
 
+mod groups;
 mod transactions;
 
 /// Upper bound of every test here.

@@ -760,3 +760,15 @@ pub(crate) fn admin_status(port: u16, path: &str) -> Option<u16> {
         .parse()
         .ok()
 }
+
+/// The internal-topic partition (`__consumer_offsets` for a group id, `__transaction_state` for
+/// a transactional id) whose leader coordinates `key`: Java's `String.hashCode`, made
+/// non-negative as Kafka's `Utils.abs`, modulo the partitions.
+pub(crate) fn coordinator_partition(key: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in key.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    let positive = if h == i32::MIN { 0 } else { h.abs() };
+    positive % partitions
+}

@@ -13,7 +13,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{REACT_TIMEOUT, TEST_LIMIT};
-use crate::cluster_harness::Cluster;
+use crate::cluster_harness::{coordinator_partition, Cluster};
 
 const TOPIC: &str = "txn";
 const PARTITIONS: i32 = 3;
@@ -23,17 +23,6 @@ const TXN_STATE_TOPIC: &str = "__transaction_state";
 const TXN_STATE_PARTITIONS: i32 = 3;
 /// Bounds each transactional call of the producer (init, commit, abort, flush).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The `__transaction_state` partition of a transactional id, whose leader coordinates it:
-/// Java's `String.hashCode`, made non-negative as Kafka's `Utils.abs`, modulo the partitions.
-fn coordinator_partition(id: &str, partitions: i32) -> i32 {
-    let mut h: i32 = 0;
-    for unit in id.encode_utf16() {
-        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
-    }
-    let positive = if h == i32::MIN { 0 } else { h.abs() };
-    positive % partitions
-}
 
 /// A transactional producer of `bootstrap`, initialised (which fences older instances).
 fn txn_producer(bootstrap: &str) -> BaseProducer {
