@@ -85,7 +85,7 @@ stop_nodes() {
 run() {
     local label=$1 rf=$2 min=$(( $2 < 2 ? $2 : 2 ))
     "$SLUICE" topic create bench --partitions 1 --replication-factor "$rf" \
-        --config "min.insync.replicas=$min" --bootstrap-server "$BOOTSTRAP" >&2
+        --config "min.insync.replicas=$min" --bootstrap-server "${BOOTSTRAP%%,*}" >&2
     log "$label: $RECORDS records of $SIZE B, acks=all"
     "$SLUICE" perf produce --topic bench --num-records "$RECORDS" --record-size "$SIZE" \
         --acks all --bootstrap-server "$BOOTSTRAP" --json >"$WORK/$rf.json"
