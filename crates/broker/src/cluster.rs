@@ -1,8 +1,9 @@
 //! Following the cluster: opening the metadata quorum, registering this broker and
 //! heartbeating, turning the applied metadata into local state (hosted replicas, leader or
-//! follower roles, replica fetchers, topic configs, deleted topics), proposing the ISR changes
-//! partition leaders need, and — on the node that leads the quorum — the active controller's
-//! duties (fencing silent brokers, electing leaders, restoring preferred leaders).
+//! follower roles, replica fetchers, topic configs, deleted topics, replicas reassigned away),
+//! proposing the ISR changes partition leaders need, and — on the node that leads the quorum —
+//! the active controller's duties (fencing silent brokers, electing leaders, restoring preferred
+//! leaders, completing partition reassignments).
 //!
 //! A single `sluice serve` runs all of this too, as a one-voter quorum whose controller is itself.
 
@@ -219,6 +220,31 @@ impl Broker {
         configs.retain(|name, _| state.topics.contains_key(name));
         drop(configs);
         let weak = self.cluster.broker.get().cloned().unwrap_or_default();
+        // Replicas reassigned away from this broker: detached now (no longer served, and no
+        // fetcher is assigned to them below), their logs deleted in the background.
+        let mut removed = Vec::new();
+        for partition in self.replicas.all_partitions() {
+            let unassigned = state.topics.get(&partition.topic).is_some_and(|t| {
+                t.id == partition.topic_id.to_string()
+                    && t.partition_states
+                        .get(&partition.index)
+                        .is_some_and(|p| !p.replicas.contains(&me))
+            });
+            if unassigned {
+                if let Some(p) = self
+                    .replicas
+                    .detach_partition(&partition.topic, partition.index)
+                {
+                    info!(topic = %p.topic, partition = p.index, "no longer a replica; removing it");
+                    removed.push(p);
+                }
+            }
+        }
+        if !removed.is_empty() {
+            if let Some(broker) = weak.upgrade() {
+                tokio::spawn(async move { broker.replicas.delete_detached(removed).await });
+            }
+        }
         // Topics deleted (or re-created under a new id) elsewhere: drop their replicas here.
         for name in self.replicas.topic_names() {
             let gone = match (state.topics.get(&name), self.replicas.topic(&name)) {
@@ -406,7 +432,8 @@ async fn heartbeats(broker: Arc<Broker>) {
 }
 
 /// On the quorum leader: fences brokers silent for `broker.session.timeout.ms`, unfences those
-/// heartbeating again, elects leaders for leaderless partitions, restores preferred leaders.
+/// heartbeating again, completes reassignments whose new replicas are in sync, elects leaders
+/// for leaderless partitions, restores preferred leaders.
 async fn controller_loop(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
     let mut tick = tokio::time::interval(CONTROLLER_TICK);
@@ -452,6 +479,14 @@ async fn controller_pass(broker: &Broker, heartbeats: &BTreeMap<NodeId, Instant>
         }
     }
     if batches.is_empty() {
+        let reassigned = controller::complete_reassignments(&state);
+        if !reassigned.is_empty() {
+            info!(
+                partitions = reassigned.len(),
+                "completing partition reassignments: new replicas are in sync"
+            );
+            batches.push(reassigned);
+        }
         let leaderless = controller::elect_leaderless(&state, unclean);
         if !leaderless.is_empty() {
             batches.push(leaderless);
