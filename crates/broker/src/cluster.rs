@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use sluice_meta::controller;
 use sluice_meta::{Listener, MetaNode, MetadataRecord, MetadataState, NodeId};
@@ -308,6 +309,18 @@ impl Broker {
         self.replicas
             .partition(topic, index)
             .is_some_and(|p| p.is_leader())
+    }
+
+    /// The error for a request naming a partition this broker does not host: NOT_LEADER_OR_FOLLOWER
+    /// when the partition exists elsewhere (the client's metadata is stale, e.g. after a
+    /// reassignment moved it away; the client refreshes and retries), else
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) fn not_hosted_error(&self, topic: &str, index: i32) -> ResponseError {
+        if self.metadata.state().partition(topic, index).is_some() {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
     }
 
     /// A partition leader asks the controller to change the ISR to `isr` (AlterPartition), at
