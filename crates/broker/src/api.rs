@@ -42,6 +42,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     // Broker to broker: v0 is gone from the codec (Kafka 4 removed it), v1 is what brokers send.
     (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
 ];
 
 /// The supported range of `key`, if the API is implemented.

@@ -1,8 +1,9 @@
 //! Following the cluster: opening the metadata quorum, registering this broker and
 //! heartbeating, turning the applied metadata into local state (hosted replicas, leader or
-//! follower roles, replica fetchers, topic configs, deleted topics), proposing the ISR changes
-//! partition leaders need, and — on the node that leads the quorum — the active controller's
-//! duties (fencing silent brokers, electing leaders, restoring preferred leaders).
+//! follower roles, replica fetchers, topic configs, deleted topics, replicas reassigned away),
+//! proposing the ISR changes partition leaders need, and — on the node that leads the quorum —
+//! the active controller's duties (fencing silent brokers, electing leaders, restoring preferred
+//! leaders, completing partition reassignments).
 //!
 //! A single `sluice serve` runs all of this too, as a one-voter quorum whose controller is itself.
 
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use sluice_meta::controller;
 use sluice_meta::{Listener, MetaNode, MetadataRecord, MetadataState, NodeId};
@@ -128,6 +130,15 @@ impl Broker {
     /// cluster if nobody has, and applies the metadata.
     pub(crate) async fn join_cluster(self: &Arc<Self>) -> Result<(), StartError> {
         let _ = self.cluster.broker.set(Arc::downgrade(self));
+        if !self.is_single_voter() {
+            // Catch up with what the quorum has committed before acting on the local copy: a
+            // restarted node must not serve (or lead) from metadata it missed while down.
+            self.metadata
+                .node()
+                .wait_leader(Duration::from_secs(5))
+                .await
+                .map_err(|e| StartError::Join(e.to_string()))?;
+        }
         let me = self.me();
         let listeners = vec![Listener {
             name: "PLAINTEXT".to_string(),
@@ -230,6 +241,31 @@ impl Broker {
         configs.retain(|name, _| state.topics.contains_key(name));
         drop(configs);
         let weak = self.cluster.broker.get().cloned().unwrap_or_default();
+        // Replicas reassigned away from this broker: detached now (no longer served, and no
+        // fetcher is assigned to them below), their logs deleted in the background.
+        let mut removed = Vec::new();
+        for partition in self.replicas.all_partitions() {
+            let unassigned = state.topics.get(&partition.topic).is_some_and(|t| {
+                t.id == partition.topic_id.to_string()
+                    && t.partition_states
+                        .get(&partition.index)
+                        .is_some_and(|p| !p.replicas.contains(&me))
+            });
+            if unassigned {
+                if let Some(p) = self
+                    .replicas
+                    .detach_partition(&partition.topic, partition.index)
+                {
+                    info!(topic = %p.topic, partition = p.index, "no longer a replica; removing it");
+                    removed.push(p);
+                }
+            }
+        }
+        if !removed.is_empty() {
+            if let Some(broker) = weak.upgrade() {
+                tokio::spawn(async move { broker.replicas.delete_detached(removed).await });
+            }
+        }
         let wanted = follow
             .into_iter()
             .filter_map(|(leader, partitions)| {
@@ -306,6 +342,18 @@ impl Broker {
         self.replicas
             .partition(topic, index)
             .is_some_and(|p| p.is_leader())
+    }
+
+    /// The error for a request naming a partition this broker does not host: NOT_LEADER_OR_FOLLOWER
+    /// when the partition exists elsewhere (the client's metadata is stale, e.g. after a
+    /// reassignment moved it away; the client refreshes and retries), else
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub(crate) fn not_hosted_error(&self, topic: &str, index: i32) -> ResponseError {
+        if self.metadata.state().partition(topic, index).is_some() {
+            ResponseError::NotLeaderOrFollower
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        }
     }
 
     /// A partition leader asks the controller to change the ISR to `isr` (AlterPartition), at
@@ -454,7 +502,8 @@ async fn heartbeats(broker: Arc<Broker>) {
 }
 
 /// On the quorum leader: fences brokers silent for `broker.session.timeout.ms`, unfences those
-/// heartbeating again, elects leaders for leaderless partitions, restores preferred leaders.
+/// heartbeating again, completes reassignments whose new replicas are in sync, elects leaders
+/// for leaderless partitions, restores preferred leaders.
 async fn controller_loop(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
     let mut tick = tokio::time::interval(CONTROLLER_TICK);
@@ -500,6 +549,14 @@ async fn controller_pass(broker: &Broker, heartbeats: &BTreeMap<NodeId, Instant>
         }
     }
     if batches.is_empty() {
+        let reassigned = controller::complete_reassignments(&state);
+        if !reassigned.is_empty() {
+            info!(
+                partitions = reassigned.len(),
+                "completing partition reassignments: new replicas are in sync"
+            );
+            batches.push(reassigned);
+        }
         let leaderless = controller::elect_leaderless(&state, unclean);
         if !leaderless.is_empty() {
             batches.push(leaderless);

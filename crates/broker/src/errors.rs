@@ -61,3 +61,22 @@ pub(crate) fn create_topic_error(error: &CreateTopicError) -> ResponseError {
         CreateTopicError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }
+
+pub(crate) fn alter_reassignment_error(
+    error: &crate::handlers::reassignments::AlterError,
+) -> ResponseError {
+    use crate::handlers::reassignments::AlterError;
+    use sluice_meta::controller::ReassignError;
+    match error {
+        AlterError::Reassign(ReassignError::UnknownPartition { .. }) => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        AlterError::Reassign(
+            ReassignError::InvalidTarget { .. } | ReassignError::NoInSyncReplica { .. },
+        ) => ResponseError::InvalidReplicaAssignment,
+        AlterError::Reassign(ReassignError::NoReassignmentInProgress { .. }) => {
+            ResponseError::NoReassignmentInProgress
+        }
+        AlterError::Metadata(e) => metadata_error(e),
+    }
+}

@@ -13,5 +13,6 @@ pub(crate) mod log_dirs;
 pub(crate) mod metadata;
 pub(crate) mod partitions_admin;
 pub(crate) mod produce;
+pub(crate) mod reassignments;
 pub(crate) mod txn;
 pub(crate) mod write_txn_markers;

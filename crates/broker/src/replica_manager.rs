@@ -1,5 +1,5 @@
 //! The partitions this broker hosts: opening their logs at start, creating and deleting them with
-//! topics, looking them up for requests, background retention and flushing, and closing at shutdown.
+//! topics (and single replicas moved away by a reassignment), looking them up for requests, background retention and flushing, and closing at shutdown.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -120,10 +120,40 @@ impl ReplicaManager {
         let Some(partitions) = removed else {
             return;
         };
-        for partition in partitions.values() {
+        self.delete_detached(partitions.into_values().collect())
+            .await;
+        info!(topic = name, "deleted topic");
+    }
+
+    /// Stops serving one partition (this broker is no longer among its replicas after a
+    /// reassignment) and removes its directory.
+    pub async fn remove_partition(&self, topic: &str, index: i32) {
+        if let Some(partition) = self.detach_partition(topic, index) {
+            self.delete_detached(vec![partition]).await;
+            info!(topic, partition = index, "removed replica");
+        }
+    }
+
+    /// Takes one partition out of the hosted set, so lookups no longer find it and a later
+    /// metadata pass does not remove it twice; [`Self::delete_detached`] then deletes it.
+    pub fn detach_partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let mut topics = self.topics.write();
+        let hosted = topics.get_mut(topic)?;
+        let partition = hosted.remove(&index)?;
+        if hosted.is_empty() {
+            topics.remove(topic);
+        }
+        partition.mark_deleted();
+        Some(partition)
+    }
+
+    /// Deletes partitions no longer hosted: waits (up to [`DELETE_WAIT`]) for in-flight requests
+    /// to drop them, then removes their directories.
+    pub async fn delete_detached(&self, partitions: Vec<Arc<Partition>>) {
+        for partition in &partitions {
             partition.mark_deleted();
         }
-        let mut remaining: Vec<Arc<Partition>> = partitions.into_values().collect();
+        let mut remaining = partitions;
         let deadline = tokio::time::Instant::now() + DELETE_WAIT;
         while !remaining.is_empty() {
             let mut still_held = Vec::new();
@@ -156,7 +186,6 @@ impl ReplicaManager {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        info!(topic = name, "deleted topic");
     }
 
     /// Runs retention and time-based rolls on every partition.

@@ -10,13 +10,14 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterConfigsRequest, ApiKey,
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    DescribeGroupsRequest, DescribeLogDirsRequest, DescribeProducersRequest,
-    DescribeTransactionsRequest, EndTxnRequest, FetchRequest, FindCoordinatorRequest,
-    HeartbeatRequest, IncrementalAlterConfigsRequest, InitProducerIdRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest, ListTransactionsRequest,
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterConfigsRequest,
+    AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeLogDirsRequest,
+    DescribeProducersRequest, DescribeTransactionsRequest, EndTxnRequest, FetchRequest,
+    FindCoordinatorRequest, HeartbeatRequest, IncrementalAlterConfigsRequest,
+    InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    ListOffsetsRequest, ListPartitionReassignmentsRequest, ListTransactionsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
     OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
     TxnOffsetCommitRequest, WriteTxnMarkersRequest,
@@ -172,6 +173,8 @@ pub enum Request {
     ListTransactions(ListTransactionsRequest),
     DescribeProducers(DescribeProducersRequest),
     WriteTxnMarkers(WriteTxnMarkersRequest),
+    AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
+    ListPartitionReassignments(ListPartitionReassignmentsRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -262,6 +265,12 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::ListTransactions => Request::ListTransactions(decode(&ctx, body)?),
         ApiKey::DescribeProducers => Request::DescribeProducers(decode(&ctx, body)?),
         ApiKey::WriteTxnMarkers => Request::WriteTxnMarkers(decode(&ctx, body)?),
+        ApiKey::AlterPartitionReassignments => {
+            Request::AlterPartitionReassignments(decode(&ctx, body)?)
+        }
+        ApiKey::ListPartitionReassignments => {
+            Request::ListPartitionReassignments(decode(&ctx, body)?)
+        }
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
@@ -347,6 +356,12 @@ pub(crate) fn handle_frame(
         Request::ListTransactions(r) => ctx.reply(&handlers::txn::list_transactions(broker, r)),
         Request::DescribeProducers(r) => ctx.reply(&handlers::txn::describe_producers(broker, r)),
         Request::WriteTxnMarkers(r) => Ok(handlers::write_txn_markers::handle(broker, ctx, r)),
+        Request::AlterPartitionReassignments(r) => Ok(ctx.reply_later(
+            handlers::reassignments::alter_partition_reassignments(broker.clone(), r),
+        )),
+        Request::ListPartitionReassignments(r) => ctx.reply(
+            &handlers::reassignments::list_partition_reassignments(broker, r),
+        ),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The active controller's decisions, as pure functions of the metadata state: where new
 //! partitions' replicas go, who leads when a broker is fenced or returns, and which preferred
-//! leaders to restore. They return the records to propose; the caller proposes them, and the
-//! state machine's epoch checks refuse any computed from stale state.
+//! leaders to restore, and how partition reassignments (KIP-455) start, are cancelled and
+//! complete. They return the records to propose; the caller proposes them, and the state
+//! machine's epoch checks refuse any computed from stale state.
 //!
 //! Kept free of I/O and clocks so the deterministic simulation drives exactly this code.
 
@@ -236,6 +237,199 @@ pub fn preferred_leaders(state: &MetadataState) -> Vec<MetadataRecord> {
     records
 }
 
+/// Why a reassignment could not be started or cancelled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReassignError {
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("invalid target replicas for {topic}-{partition}: {reason}")]
+    InvalidTarget {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("no reassignment of {topic}-{partition} is in progress")]
+    NoReassignmentInProgress { topic: String, partition: i32 },
+    #[error("{topic}-{partition} would have no in-sync replica left")]
+    NoInSyncReplica { topic: String, partition: i32 },
+}
+
+/// Whether a reassignment of `p` is under way.
+pub fn is_reassigning(p: &PartitionState) -> bool {
+    !p.adding.is_empty() || !p.removing.is_empty()
+}
+
+/// The replica list a partition is being reassigned to (its replicas when none is under way).
+///
+/// While a reassignment runs, `replicas` holds the target in the target's order followed by the
+/// `removing` replicas (Kafka's `target ++ (original - target)`), so the target is `replicas`
+/// without `removing`, in order, and the preferred leader during the move is the target's first.
+pub fn reassignment_target(p: &PartitionState) -> Vec<NodeId> {
+    p.replicas
+        .iter()
+        .filter(|r| !p.removing.contains(r))
+        .copied()
+        .collect()
+}
+
+/// The replicas a partition had before its reassignment started: `replicas` without `adding`.
+/// (The original order is not kept: the target's members come first, as in Kafka.)
+pub fn reassignment_original(p: &PartitionState) -> Vec<NodeId> {
+    p.replicas
+        .iter()
+        .filter(|r| !p.adding.contains(r))
+        .copied()
+        .collect()
+}
+
+/// The record that starts moving `topic`-`partition` to the replicas `target` (in order, the
+/// first preferred): `replicas` becomes `target ++ (current - target)`, `adding` the target's
+/// new members, `removing` the current members not in the target. The ISR and leader stay until
+/// [`complete_reassignments`] finishes the move. A reassignment already under way is replaced:
+/// its replicas not in the new target are dropped right away (Kafka does the same). No record
+/// when the target is the current assignment and nothing is under way.
+pub fn start_reassignment(
+    state: &MetadataState,
+    topic: &str,
+    partition: i32,
+    target: &[NodeId],
+) -> Result<Vec<MetadataRecord>, ReassignError> {
+    let p = state
+        .partition(topic, partition)
+        .ok_or_else(|| ReassignError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })?;
+    let invalid = |reason: String| ReassignError::InvalidTarget {
+        topic: topic.to_string(),
+        partition,
+        reason,
+    };
+    if target.is_empty() {
+        return Err(invalid("the target replica list is empty".to_string()));
+    }
+    let distinct: BTreeSet<&NodeId> = target.iter().collect();
+    if distinct.len() != target.len() {
+        return Err(invalid("the target replicas are not distinct".to_string()));
+    }
+    if let Some(unknown) = target.iter().find(|r| !state.brokers.contains_key(r)) {
+        return Err(invalid(format!("broker {unknown} is not registered")));
+    }
+    if !is_reassigning(p) && p.replicas == target {
+        return Ok(Vec::new());
+    }
+    let original = reassignment_original(p);
+    let adding: Vec<NodeId> = target
+        .iter()
+        .filter(|r| !original.contains(r))
+        .copied()
+        .collect();
+    let removing: Vec<NodeId> = original
+        .iter()
+        .filter(|r| !target.contains(r))
+        .copied()
+        .collect();
+    let mut replicas = target.to_vec();
+    replicas.extend(removing.iter().copied());
+    reshape(state, topic, partition, p, replicas, adding, removing).map(|r| vec![r])
+}
+
+/// The record that cancels `topic`-`partition`'s reassignment: the replicas go back to the
+/// original ones (without `adding`), and a leader among the dropped replicas is replaced.
+pub fn cancel_reassignment(
+    state: &MetadataState,
+    topic: &str,
+    partition: i32,
+) -> Result<Vec<MetadataRecord>, ReassignError> {
+    let p = state
+        .partition(topic, partition)
+        .ok_or_else(|| ReassignError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })?;
+    if !is_reassigning(p) {
+        return Err(ReassignError::NoReassignmentInProgress {
+            topic: topic.to_string(),
+            partition,
+        });
+    }
+    let original = reassignment_original(p);
+    reshape(state, topic, partition, p, original, Vec::new(), Vec::new()).map(|r| vec![r])
+}
+
+/// The records that finish reassignments whose new replicas have all joined the ISR: the
+/// replicas become the target, the ISR keeps only target members, `adding` and `removing` are
+/// cleared, and a leader being removed hands over to the first live in-sync target replica.
+/// A partition whose ISR holds no target replica yet waits.
+pub fn complete_reassignments(state: &MetadataState) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for (topic, meta) in &state.topics {
+        for (&partition, p) in &meta.partition_states {
+            if !is_reassigning(p) || !p.adding.iter().all(|r| p.isr.contains(r)) {
+                continue;
+            }
+            let target = reassignment_target(p);
+            if let Ok(record) = reshape(state, topic, partition, p, target, Vec::new(), Vec::new())
+            {
+                records.push(record);
+            }
+        }
+    }
+    records
+}
+
+/// A change of `p` to `replicas` with the given `adding` and `removing`: the ISR is cut down to
+/// the new replicas (it may not become empty), and a leader that is no longer in it is replaced
+/// by the first live in-sync replica in the new order, or none.
+fn reshape(
+    state: &MetadataState,
+    topic: &str,
+    partition: i32,
+    p: &PartitionState,
+    replicas: Vec<NodeId>,
+    adding: Vec<NodeId>,
+    removing: Vec<NodeId>,
+) -> Result<MetadataRecord, ReassignError> {
+    let isr: Vec<NodeId> = p
+        .isr
+        .iter()
+        .filter(|r| replicas.contains(r))
+        .copied()
+        .collect();
+    if isr.is_empty() {
+        return Err(ReassignError::NoInSyncReplica {
+            topic: topic.to_string(),
+            partition,
+        });
+    }
+    let leader = match p.leader {
+        Some(l) if isr.contains(&l) => None,
+        _ => {
+            let live: BTreeSet<NodeId> = state.live_brokers().map(|b| b.id).collect();
+            let next = replicas
+                .iter()
+                .find(|r| isr.contains(r) && live.contains(r))
+                .map(|n| LeaderChange::Node(*n));
+            match (next, p.leader) {
+                (Some(n), _) => Some(n),
+                (None, Some(_)) => Some(LeaderChange::None),
+                (None, None) => None,
+            }
+        }
+    };
+    Ok(MetadataRecord::PartitionChange {
+        topic: topic.to_string(),
+        partition,
+        partition_epoch: p.partition_epoch,
+        leader_epoch: None,
+        leader,
+        isr: (isr != p.isr).then_some(isr),
+        replicas: Some(replicas),
+        adding: Some(adding),
+        removing: Some(removing),
+    })
+}
+
 /// The new leader among `isr` (in replica order, so the preferred replica wins ties), else with
 /// `unclean` any live replica; None when nobody is eligible.
 fn elect(
@@ -443,6 +637,155 @@ mod tests {
         for p in state.topics["t"].partition_states.values() {
             assert_eq!(p.leader, p.replicas.first().copied());
         }
+    }
+
+    fn node_ids(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().map(|i| NodeId(*i)).collect()
+    }
+
+    /// A one-partition topic on exactly `replicas`.
+    fn create_on(state: &mut MetadataState, name: &str, replicas: &[u64]) {
+        let records = vec![
+            MetadataRecord::Topic {
+                name: name.into(),
+                id: format!("id-{name}"),
+                partitions: 1,
+                configs: BTreeMap::new(),
+            },
+            MetadataRecord::Partition {
+                topic: name.into(),
+                partition: 0,
+                state: PartitionState::new(node_ids(replicas)),
+            },
+        ];
+        assert_eq!(
+            state.apply(&MetadataRecord::Batch(records)),
+            crate::Outcome::Applied
+        );
+    }
+
+    /// The partition leader adds `replica` to the ISR (it caught up).
+    fn join_isr(state: &mut MetadataState, replica: u64) {
+        let p = state.topics["t"].partition_states[&0].clone();
+        let mut isr = p.isr.clone();
+        isr.push(NodeId(replica));
+        assert_eq!(
+            state.apply(&change("t", 0, &p, None, Some(isr))),
+            crate::Outcome::Applied
+        );
+    }
+
+    #[test]
+    fn reassignment_replaces_a_node_and_moves_leadership() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None)]);
+        create_on(&mut state, "t", &[1, 2]);
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[2, 3])).unwrap();
+        apply_all(&mut state, records);
+        let p = state.topics["t"].partition_states[&0].clone();
+        assert_eq!(p.replicas, node_ids(&[2, 3, 1]));
+        assert_eq!(p.adding, node_ids(&[3]));
+        assert_eq!(p.removing, node_ids(&[1]));
+        assert_eq!(p.isr, node_ids(&[1, 2]));
+        assert_eq!(p.leader, Some(NodeId(1)));
+        assert_eq!(reassignment_target(&p), node_ids(&[2, 3]));
+        // 3 has not caught up: nothing completes.
+        assert!(complete_reassignments(&state).is_empty());
+        join_isr(&mut state, 3);
+        let records = complete_reassignments(&state);
+        assert_eq!(records.len(), 1);
+        apply_all(&mut state, records);
+        let done = &state.topics["t"].partition_states[&0];
+        assert_eq!(done.replicas, node_ids(&[2, 3]));
+        assert_eq!(done.isr, node_ids(&[2, 3]));
+        assert_eq!(done.leader, Some(NodeId(2)));
+        assert_eq!(done.leader_epoch, p.leader_epoch + 1);
+        assert!(done.adding.is_empty() && done.removing.is_empty());
+        assert!(complete_reassignments(&state).is_empty());
+    }
+
+    #[test]
+    fn reassignment_keeps_a_leader_in_the_target() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None)]);
+        create_on(&mut state, "t", &[1, 2]);
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[3, 1])).unwrap();
+        apply_all(&mut state, records);
+        join_isr(&mut state, 3);
+        let epoch = state.topics["t"].partition_states[&0].leader_epoch;
+        let records = complete_reassignments(&state);
+        apply_all(&mut state, records);
+        let done = &state.topics["t"].partition_states[&0];
+        assert_eq!(done.replicas, node_ids(&[3, 1]));
+        assert_eq!(done.isr, node_ids(&[1, 3]));
+        assert_eq!(done.leader, Some(NodeId(1)));
+        assert_eq!(done.leader_epoch, epoch);
+    }
+
+    #[test]
+    fn pure_removal_completes_at_once_and_a_reorder_applies() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None)]);
+        create_on(&mut state, "t", &[1, 2, 3]);
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[3, 2])).unwrap();
+        apply_all(&mut state, records);
+        let records = complete_reassignments(&state);
+        apply_all(&mut state, records);
+        let p = &state.topics["t"].partition_states[&0];
+        assert_eq!(p.replicas, node_ids(&[3, 2]));
+        assert_eq!(p.leader, Some(NodeId(3)));
+        let same = start_reassignment(&state, "t", 0, &node_ids(&[3, 2])).unwrap();
+        assert!(same.is_empty(), "the target is the current assignment");
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[2, 3])).unwrap();
+        apply_all(&mut state, records);
+        let p = &state.topics["t"].partition_states[&0];
+        assert_eq!(p.replicas, node_ids(&[2, 3]));
+        assert!(!is_reassigning(p));
+    }
+
+    #[test]
+    fn reassignment_targets_are_validated() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None)]);
+        create_on(&mut state, "t", &[1, 2]);
+        for bad in [vec![], node_ids(&[2, 2]), node_ids(&[2, 9])] {
+            assert!(matches!(
+                start_reassignment(&state, "t", 0, &bad),
+                Err(ReassignError::InvalidTarget { .. })
+            ));
+        }
+        assert!(matches!(
+            start_reassignment(&state, "t", 1, &node_ids(&[1])),
+            Err(ReassignError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
+            start_reassignment(&state, "nope", 0, &node_ids(&[1])),
+            Err(ReassignError::UnknownPartition { .. })
+        ));
+        assert!(matches!(
+            cancel_reassignment(&state, "t", 0),
+            Err(ReassignError::NoReassignmentInProgress { .. })
+        ));
+    }
+
+    #[test]
+    fn cancel_and_replace_go_back_to_the_original_replicas() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None), (4, None)]);
+        create_on(&mut state, "t", &[1, 2]);
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[3, 4])).unwrap();
+        apply_all(&mut state, records);
+        join_isr(&mut state, 3);
+        // A new target replaces the running one: 4 is no longer added, 3 stays (and in sync).
+        let records = start_reassignment(&state, "t", 0, &node_ids(&[1, 3])).unwrap();
+        apply_all(&mut state, records);
+        let p = state.topics["t"].partition_states[&0].clone();
+        assert_eq!(p.replicas, node_ids(&[1, 3, 2]));
+        assert_eq!(p.adding, node_ids(&[3]));
+        assert_eq!(p.removing, node_ids(&[2]));
+        assert_eq!(p.isr, node_ids(&[1, 2, 3]));
+        let records = cancel_reassignment(&state, "t", 0).unwrap();
+        apply_all(&mut state, records);
+        let p = &state.topics["t"].partition_states[&0];
+        assert_eq!(p.replicas, node_ids(&[1, 2]));
+        assert_eq!(p.isr, node_ids(&[1, 2]));
+        assert_eq!(p.leader, Some(NodeId(1)));
+        assert!(!is_reassigning(p));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|alter|delete`: topic administration over the Kafka wire
+//! `sluice topic create|list|describe|alter|delete|reassign|reassignments`: topic administration over the Kafka wire
 //! protocol, shaped after Kafka's `kafka-topics.sh` and `kafka-configs.sh`. This module holds the
 //! subcommands' dispatch and what they share (`KEY=VALUE` flags, Metadata for one topic, config
 //! source names, error sentences); each subcommand has its own file.
@@ -11,6 +11,7 @@ mod create;
 mod delete;
 mod describe;
 mod list;
+mod reassign;
 
 use std::collections::BTreeSet;
 
@@ -28,6 +29,7 @@ use create::CreateArgs;
 use delete::DeleteArgs;
 use describe::DescribeArgs;
 use list::ListArgs;
+use reassign::{ReassignArgs, ReassignmentsArgs};
 
 /// UNKNOWN_TOPIC_OR_PARTITION.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -55,6 +57,11 @@ enum TopicCommand {
     Alter(AlterArgs),
     /// Delete a topic and its data.
     Delete(DeleteArgs),
+    /// Move a partition to other brokers (or cancel the move); the controller finishes it once
+    /// the new replicas are in sync.
+    Reassign(ReassignArgs),
+    /// List the partition reassignments in progress.
+    Reassignments(ReassignmentsArgs),
 }
 
 /// Runs a `sluice topic` subcommand to completion.
@@ -68,6 +75,12 @@ pub(crate) fn run(args: TopicArgs) -> anyhow::Result<()> {
             TopicCommand::Describe(describe) => describe::run(&mut client, describe, common).await,
             TopicCommand::Alter(alter) => alter::run(&mut client, alter, common).await,
             TopicCommand::Delete(delete) => delete::run(&mut client, delete, common).await,
+            TopicCommand::Reassign(reassign) => {
+                reassign::run_reassign(&mut client, reassign, common).await
+            }
+            TopicCommand::Reassignments(list) => {
+                reassign::run_list(&mut client, list, common).await
+            }
         }
     })
 }

@@ -79,7 +79,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
                     partition: broker
                         .replicas
                         .partition(&topic.topic.0, p.partition)
-                        .ok_or(ResponseError::UnknownTopicOrPartition),
+                        .ok_or_else(|| broker.not_hosted_error(&topic.topic.0, p.partition)),
                 })
                 .collect();
             (topic.topic, wanted)

@@ -53,7 +53,7 @@ fn append_one(
         appended: Appended::default(),
     };
     let Some(partition) = broker.replicas.partition(topic, index) else {
-        return fail(ResponseError::UnknownTopicOrPartition, None);
+        return fail(broker.not_hosted_error(topic, index), None);
     };
     if !partition.is_leader() {
         return fail(ResponseError::NotLeaderOrFollower, None);

@@ -2,9 +2,10 @@
 //! producer writes sequential values to a topic with rf=3 and `min.insync.replicas=2` while nodes
 //! are killed -9, SIGSTOPped, resumed and restarted; afterwards every acknowledged value must be
 //! read back exactly once, at the offset it was acknowledged at, in the order it was sent. Plus
-//! metadata (brokers, replica placement) and the cluster flags on a single node; transactions
-//! across partition leaders are in [`transactions`]. What each test checks is summarised in
-//! docs/design/cluster.md, "Cluster tests".
+//! metadata (brokers, replica placement), the cluster flags on a single node, and a partition
+//! reassignment that replaces a node; transactions across partition leaders are in
+//! [`transactions`], consumer groups across a coordinator kill in [`groups`]. What each test
+//! checks is summarised in docs/design/cluster.md, "Cluster tests".
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
+use crate::harness::sluice_cli;
 
 mod groups;
 mod transactions;
@@ -558,6 +560,130 @@ async fn metadata_lists_all_brokers() {
             leaders,
             BTreeMap::from([(1, 2), (2, 2), (3, 2)]),
             "each broker leads two of the six partitions: {states:?}"
+        );
+    })
+    .await;
+}
+
+/// Runs `sluice topic ARGS --output json` against `bootstrap`, asserting success; the parsed
+/// output.
+fn topic_cli_json(bootstrap: &str, args: &[&str]) -> serde_json::Value {
+    let mut args = args.to_vec();
+    args.extend(["--output", "json"]);
+    let out = sluice_cli("topic", bootstrap, &args);
+    assert!(
+        out.status.success(),
+        "sluice topic {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+/// "Replace node 1": a partition on nodes {1, 2} with acknowledged records is reassigned to
+/// {2, 3}. Node 3 catches up and joins the ISR, the controller completes the move (node 1 led,
+/// so leadership moves to 2), node 1 deletes its copy, no reassignment is listed any more, and
+/// every record is read back from the new replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reassignment_replaces_a_node() {
+    const MOVED: &str = "moved";
+    const RECORDS: usize = 200;
+    let mut cluster = Cluster::start_alone(3).await;
+    Cluster::bounded(Duration::from_secs(60), async {
+        cluster.wait_ready(REACT_TIMEOUT).await;
+        cluster.create_topic_assigned(MOVED, &[&[1, 2]]).await;
+        cluster
+            .wait_for_partition(
+                MOVED,
+                0,
+                "led by 1, replicas 1 and 2 in sync",
+                REACT_TIMEOUT,
+                |s| s.leader == 1 && s.replicas == [1, 2] && s.isr == [1, 2],
+            )
+            .await;
+        let producer: FutureProducer = Cluster::client_config_for(&cluster.bootstrap())
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        // Sent together (pipelined), acknowledged by both replicas.
+        let sends: Vec<_> = (0..RECORDS)
+            .map(|i| {
+                let producer = producer.clone();
+                tokio::spawn(async move {
+                    let value = i.to_string();
+                    producer
+                        .send(
+                            FutureRecord::<(), _>::to(MOVED)
+                                .partition(0)
+                                .payload(&value),
+                            Duration::from_secs(10),
+                        )
+                        .await
+                        .map(|delivery| (delivery.offset, value.clone()))
+                        .map_err(|(e, _)| e.to_string())
+                })
+            })
+            .collect();
+        let mut acked: Vec<(i64, String)> = Vec::with_capacity(RECORDS);
+        for send in sends {
+            acked.push(send.await.expect("send task").expect("acks=all produce"));
+        }
+        acked.sort_unstable();
+        assert_eq!(
+            acked.iter().map(|(o, _)| *o).collect::<Vec<_>>(),
+            (0..RECORDS as i64).collect::<Vec<_>>()
+        );
+        let node1_copy = cluster.data_dir(1).join(format!("{MOVED}-0"));
+        assert!(
+            node1_copy.is_dir(),
+            "{} before the move",
+            node1_copy.display()
+        );
+
+        // The CLI takes one broker; any broker takes reassignments (node 3 is not a replica yet).
+        let bootstrap = cluster.listener(3);
+        let started = tokio::task::block_in_place(|| {
+            topic_cli_json(
+                &bootstrap,
+                &["reassign", MOVED, "--partition", "0", "--replicas", "2,3"],
+            )
+        });
+        assert_eq!(started["replicas"], serde_json::json!([2, 3]), "{started}");
+        let done = cluster
+            .wait_for_partition(
+                MOVED,
+                0,
+                "replicas 2 and 3, both in sync",
+                REACT_TIMEOUT,
+                |s| s.replicas == [2, 3] && s.isr == [2, 3] && s.leader >= 0,
+            )
+            .await;
+        assert_eq!(done.leader, 2, "the first target replica leads: {done:?}");
+        cluster
+            .wait_until("node 1 to delete its copy", REACT_TIMEOUT, |_| {
+                if node1_copy.exists() {
+                    Err(format!("{} still exists", node1_copy.display()))
+                } else {
+                    Ok(())
+                }
+            })
+            .await;
+        let listed = tokio::task::block_in_place(|| topic_cli_json(&bootstrap, &["reassignments"]));
+        assert_eq!(
+            listed,
+            serde_json::json!([]),
+            "nothing in progress after the move"
+        );
+
+        let new_replicas = cluster.bootstrap_of(&[2, 3]);
+        let read = tokio::task::spawn_blocking(move || {
+            read_partition(&new_replicas, MOVED, 0, Duration::from_secs(20))
+        })
+        .await
+        .expect("read back");
+        assert_eq!(
+            read, acked,
+            "every acknowledged record, at its offset, from the new replicas"
         );
     })
     .await;

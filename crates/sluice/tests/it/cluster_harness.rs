@@ -609,6 +609,35 @@ impl Cluster {
         }
     }
 
+    /// Creates a topic with explicit replicas per partition (CreateTopics assignments),
+    /// asserting success.
+    pub(crate) async fn create_topic_assigned(&mut self, name: &str, assignments: &[&[i32]]) {
+        let topic = NewTopic::new(
+            name,
+            assignments.len() as i32,
+            TopicReplication::Variable(assignments),
+        );
+        let admin = self.admin();
+        let results = tokio::time::timeout(
+            Duration::from_secs(30),
+            admin.create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            ),
+        )
+        .await
+        .expect("create_topics answered within 30 s")
+        .expect("create_topics request");
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+        }
+    }
+
+    /// Node `id`'s data directory (its partitions' logs are `<topic>-<index>` in it).
+    pub(crate) fn data_dir(&self, id: i32) -> PathBuf {
+        self.node(id).data_dir.clone()
+    }
+
     /// The last `lines` lines of node `id`'s log.
     pub(crate) fn log_tail(&self, id: i32, lines: usize) -> String {
         let mut text = String::new();

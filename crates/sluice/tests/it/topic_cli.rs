@@ -1,4 +1,4 @@
-//! `sluice topic create|list|describe|alter|delete` as a user runs them: the real binary against a
+//! `sluice topic create|list|describe|alter|delete|reassign|reassignments` as a user runs them: the real binary against a
 //! real broker, with records produced (and deleted) by librdkafka.
 
 use std::collections::HashMap;
@@ -428,4 +428,60 @@ async fn bootstrap_flag_alias_and_environment_variables() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("aliased"));
+}
+
+/// `sluice topic reassign` and `reassignments` on one node: the errors Kafka answers with, a
+/// no-op target, and an empty listing. (Moving replicas between nodes is tested in
+/// `cluster::reassignment_replaces_a_node`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reassignment_errors_and_an_empty_listing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path());
+    broker.create_topic("moving", 1, &[]).await;
+    let bootstrap = broker.bootstrap();
+
+    let error = fails(
+        &bootstrap,
+        &["reassign", "nope", "--partition", "0", "--replicas", "1"],
+    );
+    assert!(error.contains("UNKNOWN_TOPIC_OR_PARTITION (3)"), "{error}");
+    let error = fails(
+        &bootstrap,
+        &[
+            "reassign",
+            "moving",
+            "--partition",
+            "0",
+            "--replicas",
+            "1,7",
+        ],
+    );
+    assert!(error.contains("INVALID_REPLICA_ASSIGNMENT (39)"), "{error}");
+    assert!(error.contains("broker 7 is not registered"), "{error}");
+    let error = fails(
+        &bootstrap,
+        &["reassign", "moving", "--partition", "0", "--cancel"],
+    );
+    assert!(
+        error.contains("NO_REASSIGNMENT_IN_PROGRESS (85)"),
+        "{error}"
+    );
+
+    // The current assignment as target: nothing to move.
+    let text = ok(
+        &broker,
+        &["reassign", "moving", "--partition", "0", "--replicas", "1"],
+    );
+    assert!(
+        text.contains("Reassigning partition 0 of 'moving' to replicas 1"),
+        "{text}"
+    );
+    assert_eq!(
+        ok(&broker, &["reassignments"]),
+        "No partition reassignments in progress.\n"
+    );
+    assert_eq!(
+        json(&ok(&broker, &["reassignments", "--output", "json"])),
+        serde_json::json!([])
+    );
 }
