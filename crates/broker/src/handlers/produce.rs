@@ -60,8 +60,12 @@ fn append_one(
     }
     // acks=all needs min.insync.replicas in sync.
     let min_insync = partition.min_insync_replicas();
-    let in_sync = partition.in_sync_replica_count() as i32;
-    if acks == -1 && in_sync < min_insync {
+    let in_sync = if acks == -1 {
+        partition.in_sync_replica_count() as i32
+    } else {
+        i32::MAX
+    };
+    if in_sync < min_insync {
         return fail(
             ResponseError::NotEnoughReplicas,
             Some(format!(
