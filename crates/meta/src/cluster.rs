@@ -220,6 +220,23 @@ impl MetaNode {
         tokio::time::sleep_until(deadline.min(Deadline::now() + RETRY_PAUSE)).await;
     }
 
+    /// Ends a round that did not succeed: past `deadline` the call fails with what went wrong
+    /// last, otherwise a short pause before the next round.
+    async fn next_round(
+        deadline: Deadline,
+        timeout: Duration,
+        last_problem: &str,
+    ) -> Result<(), ProposeError> {
+        if Deadline::now() >= deadline {
+            return Err(ProposeError::NoLeader {
+                timeout,
+                last_problem: last_problem.to_string(),
+            });
+        }
+        Self::pause(deadline).await;
+        Ok(())
+    }
+
     /// Waits (until `deadline`) for this node's state machine to apply `index`.
     async fn wait_applied(
         &self,
@@ -293,9 +310,8 @@ impl MetaNode {
                         self.wait_applied(index, apply_deadline, timeout).await?;
                         return Ok(Committed { index, outcome });
                     }
-                    Ok(Response::NotLeader { leader: next }) => {
-                        last_problem =
-                            format!("node {leader} is no longer the leader (it names {next:?})");
+                    answer @ Ok(Response::NotLeader { .. }) => {
+                        last_problem = unexpected(leader, answer);
                     }
                     Ok(Response::Discarded { leader }) => {
                         return Err(ProposeError::Discarded { leader })
@@ -314,13 +330,7 @@ impl MetaNode {
                     Err(e) => last_problem = e.to_string(),
                 }
             }
-            if Deadline::now() >= deadline {
-                return Err(ProposeError::NoLeader {
-                    timeout,
-                    last_problem,
-                });
-            }
-            Self::pause(deadline).await;
+            Self::next_round(deadline, timeout, last_problem.as_str()).await?;
         }
     }
 
@@ -349,21 +359,10 @@ impl MetaNode {
                 let body = RequestBody::Heartbeat { from: self.id };
                 match self.call_leader(leader, body, deadline).await {
                     Ok(Response::HeartbeatRecorded) => return Ok(()),
-                    Ok(Response::NotLeader { leader: next }) => {
-                        last_problem =
-                            format!("node {leader} is no longer the leader (it names {next:?})");
-                    }
-                    Ok(other) => last_problem = format!("leader {leader} answered {other:?}"),
-                    Err(e) => last_problem = e.to_string(),
+                    answer => last_problem = unexpected(leader, answer),
                 }
             }
-            if Deadline::now() >= deadline {
-                return Err(ProposeError::NoLeader {
-                    timeout,
-                    last_problem,
-                });
-            }
-            Self::pause(deadline).await;
+            Self::next_round(deadline, timeout, last_problem.as_str()).await?;
         }
     }
 
@@ -406,21 +405,21 @@ impl MetaNode {
                         }
                         return Ok(leader);
                     }
-                    Ok(Response::NotLeader { leader: next }) => {
-                        last_problem =
-                            format!("node {leader} is no longer the leader (it names {next:?})");
-                    }
-                    Ok(other) => last_problem = format!("leader {leader} answered {other:?}"),
-                    Err(e) => last_problem = e.to_string(),
+                    answer => last_problem = unexpected(leader, answer),
                 }
             }
-            if Deadline::now() >= deadline {
-                return Err(ProposeError::NoLeader {
-                    timeout,
-                    last_problem,
-                });
-            }
-            Self::pause(deadline).await;
+            Self::next_round(deadline, timeout, last_problem.as_str()).await?;
         }
+    }
+}
+
+/// Why `leader`'s answer was not the one wanted, for the error after the last retry.
+fn unexpected(leader: NodeId, answer: Result<Response, CallError>) -> String {
+    match answer {
+        Ok(Response::NotLeader { leader: next }) => {
+            format!("node {leader} is no longer the leader (it names {next:?})")
+        }
+        Ok(other) => format!("leader {leader} answered {other:?}"),
+        Err(e) => e.to_string(),
     }
 }
