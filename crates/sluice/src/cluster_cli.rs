@@ -1,6 +1,8 @@
-//! `sluice cluster status`: the cluster id, the controller, the brokers, topic and partition counts,
-//! and partitions that are under-replicated (fewer in-sync replicas than replicas) or offline (no
-//! leader). DescribeCluster gives the cluster and its brokers; Metadata v12 the partitions.
+//! `sluice cluster status`: the cluster id, the controller, the brokers (fenced ones flagged: the
+//! controller stopped hearing from them), topic and partition counts, and partitions that are
+//! under-replicated (fewer in-sync replicas than replicas) or offline (no leader).
+//! DescribeCluster gives the cluster and its brokers (v2 with fenced brokers when the broker
+//! serves it); Metadata v12 the partitions.
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
@@ -52,10 +54,23 @@ struct BrokerStatus {
     host: String,
     port: i32,
     rack: Option<String>,
+    /// Fenced by the controller (missed its heartbeats): it leads nothing and clients are not
+    /// sent to it.
+    fenced: bool,
 }
 
 async fn status(client: &mut Client, output: Output) -> anyhow::Result<String> {
-    let cluster = client.send(0, &DescribeClusterRequest::default()).await?;
+    // v2 lists fenced brokers too; an older broker answers v0 with the live ones.
+    let cluster = match client
+        .send(
+            2,
+            &DescribeClusterRequest::default().with_include_fenced_brokers(true),
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(_) => client.send(0, &DescribeClusterRequest::default()).await?,
+    };
     if let Some(error) = kafka_error(cluster.error_code, cluster.error_message.as_ref()) {
         bail!("cannot describe the cluster: {error}");
     }
@@ -78,6 +93,7 @@ async fn status(client: &mut Client, output: Output) -> anyhow::Result<String> {
                 host: b.host.to_string(),
                 port: b.port,
                 rack: b.rack.as_ref().map(|r| r.to_string()),
+                fenced: b.is_fenced,
             })
             .collect(),
         topics: 0,
@@ -136,10 +152,10 @@ fn status_text(status: &ClusterStatus) -> String {
                 b.node_id.to_string(),
                 format!("{}:{}", b.host, b.port),
                 or_dash(b.rack.clone().unwrap_or_default()),
-                if b.node_id == status.controller_id {
-                    "controller".to_owned()
-                } else {
-                    String::new()
+                match (b.node_id == status.controller_id, b.fenced) {
+                    (true, _) => "controller".to_owned(),
+                    (false, true) => "fenced".to_owned(),
+                    (false, false) => String::new(),
                 },
             ]
         })
@@ -157,12 +173,22 @@ mod tests {
         let status = ClusterStatus {
             cluster_id: "c1".to_owned(),
             controller_id: 1,
-            brokers: vec![BrokerStatus {
-                node_id: 1,
-                host: "127.0.0.1".to_owned(),
-                port: 9092,
-                rack: None,
-            }],
+            brokers: vec![
+                BrokerStatus {
+                    node_id: 1,
+                    host: "127.0.0.1".to_owned(),
+                    port: 9092,
+                    rack: None,
+                    fenced: false,
+                },
+                BrokerStatus {
+                    node_id: 2,
+                    host: "127.0.0.1".to_owned(),
+                    port: 9093,
+                    rack: None,
+                    fenced: true,
+                },
+            ],
             topics: 2,
             partitions: 5,
             under_replicated_partitions: vec![],
@@ -176,6 +202,10 @@ mod tests {
         );
         assert!(
             text.contains("1       127.0.0.1:9092  -     controller"),
+            "{text}"
+        );
+        assert!(
+            text.contains("2       127.0.0.1:9093  -     fenced"),
             "{text}"
         );
     }

@@ -329,6 +329,21 @@ async fn leader_kill_restart_then_another_kill() {
         let second = cluster
             .wait_for_leader(TOPIC, 0, REACT_TIMEOUT, |l| l != first)
             .await;
+        // `sluice cluster status` shows the dead node fenced and the partition under-replicated.
+        let status = cluster_status_json(&cluster.listener(second));
+        let fenced: Vec<i64> = status["brokers"]
+            .as_array()
+            .expect("brokers")
+            .iter()
+            .filter(|b| b["fenced"] == true)
+            .filter_map(|b| b["node_id"].as_i64())
+            .collect();
+        assert_eq!(fenced, vec![i64::from(first)], "{status}");
+        assert_eq!(
+            status["under_replicated_partitions"],
+            serde_json::json!([format!("{TOPIC}-0")]),
+            "{status}"
+        );
         workload
             .wait_acked_after(Instant::now(), 500, REACT_TIMEOUT)
             .await;
@@ -563,6 +578,18 @@ async fn metadata_lists_all_brokers() {
         );
     })
     .await;
+}
+
+/// `sluice cluster status --output json` against `bootstrap`, asserting success; the parsed
+/// output.
+fn cluster_status_json(bootstrap: &str) -> serde_json::Value {
+    let out = sluice_cli("cluster", bootstrap, &["status", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "sluice cluster status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
 }
 
 /// Runs `sluice topic ARGS --output json` against `bootstrap`, asserting success; the parsed
