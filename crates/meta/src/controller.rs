@@ -294,12 +294,7 @@ pub fn start_reassignment(
     partition: i32,
     target: &[NodeId],
 ) -> Result<Vec<MetadataRecord>, ReassignError> {
-    let p = state
-        .partition(topic, partition)
-        .ok_or_else(|| ReassignError::UnknownPartition {
-            topic: topic.to_string(),
-            partition,
-        })?;
+    let p = partition_of(state, topic, partition)?;
     let invalid = |reason: String| ReassignError::InvalidTarget {
         topic: topic.to_string(),
         partition,
@@ -334,6 +329,20 @@ pub fn start_reassignment(
     reshape(state, topic, partition, p, replicas, adding, removing).map(|r| vec![r])
 }
 
+/// The partition a reassignment is about, or why there is none.
+fn partition_of<'a>(
+    state: &'a MetadataState,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a PartitionState, ReassignError> {
+    state
+        .partition(topic, partition)
+        .ok_or_else(|| ReassignError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })
+}
+
 /// The record that cancels `topic`-`partition`'s reassignment: the replicas go back to the
 /// original ones (without `adding`), and a leader among the dropped replicas is replaced.
 pub fn cancel_reassignment(
@@ -341,12 +350,7 @@ pub fn cancel_reassignment(
     topic: &str,
     partition: i32,
 ) -> Result<Vec<MetadataRecord>, ReassignError> {
-    let p = state
-        .partition(topic, partition)
-        .ok_or_else(|| ReassignError::UnknownPartition {
-            topic: topic.to_string(),
-            partition,
-        })?;
+    let p = partition_of(state, topic, partition)?;
     if !is_reassigning(p) {
         return Err(ReassignError::NoReassignmentInProgress {
             topic: topic.to_string(),

@@ -283,6 +283,16 @@ fn check_read_back(test: &str, read: &[(i64, String)], log: &WorkloadLog, extra:
     );
 }
 
+/// [`three_nodes_with_topic`], then the workload, once 500 records are acknowledged.
+async fn three_nodes_under_load(cluster: &mut Cluster) -> Workload {
+    three_nodes_with_topic(cluster).await;
+    let workload = Workload::start(cluster, TOPIC);
+    workload
+        .wait_acked_after(Instant::now(), 500, REACT_TIMEOUT)
+        .await;
+    workload
+}
+
 /// Starts three nodes and creates the one-partition rf=3 `min.insync.replicas=2` topic, waiting
 /// until all three replicas are in sync.
 async fn three_nodes_with_topic(cluster: &mut Cluster) {
@@ -312,11 +322,7 @@ async fn read_back_and_check(
 async fn leader_kill_restart_then_another_kill() {
     let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
-        three_nodes_with_topic(&mut cluster).await;
-        let workload = Workload::start(&mut cluster, TOPIC);
-        workload
-            .wait_acked_after(Instant::now(), 500, REACT_TIMEOUT)
-            .await;
+        let workload = three_nodes_under_load(&mut cluster).await;
 
         let first = cluster.leader_of(TOPIC, 0).expect("a leader");
         let killed_at = Instant::now();
@@ -394,11 +400,7 @@ async fn leader_kill_restart_then_another_kill() {
 async fn paused_leader_is_fenced() {
     let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
-        three_nodes_with_topic(&mut cluster).await;
-        let workload = Workload::start(&mut cluster, TOPIC);
-        workload
-            .wait_acked_after(Instant::now(), 500, REACT_TIMEOUT)
-            .await;
+        let workload = three_nodes_under_load(&mut cluster).await;
 
         let old = cluster.leader_of(TOPIC, 0).expect("a leader");
         let paused_at = Instant::now();
@@ -473,11 +475,7 @@ async fn paused_leader_is_fenced() {
 async fn rolling_restart_under_load() {
     let mut cluster = Cluster::start_alone(3).await;
     Cluster::bounded(TEST_LIMIT, async {
-        three_nodes_with_topic(&mut cluster).await;
-        let workload = Workload::start(&mut cluster, TOPIC);
-        workload
-            .wait_acked_after(Instant::now(), 500, REACT_TIMEOUT)
-            .await;
+        let workload = three_nodes_under_load(&mut cluster).await;
         for id in cluster.ids() {
             let stopped_at = Instant::now();
             assert!(cluster.stop(id), "node {id} stops cleanly on SIGTERM");

@@ -318,20 +318,7 @@ impl Cluster {
             node.paused = false;
         }
         signal(&child, "TERM");
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
+        crate::harness::wait_for_exit(&mut child, STOP_TIMEOUT)
     }
 
     /// SIGSTOP: the process freezes with its sockets open (a long GC pause, a stalled VM).
@@ -593,11 +580,16 @@ impl Cluster {
         for (k, v) in configs {
             topic = topic.set(k, v);
         }
+        self.submit_topic(&topic).await;
+    }
+
+    /// Sends one CreateTopics for `topic` (bounded), asserting success.
+    async fn submit_topic(&mut self, topic: &NewTopic<'_>) {
         let admin = self.admin();
         let results = tokio::time::timeout(
             Duration::from_secs(30),
             admin.create_topics(
-                [&topic],
+                [topic],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
             ),
         )
@@ -617,20 +609,7 @@ impl Cluster {
             assignments.len() as i32,
             TopicReplication::Variable(assignments),
         );
-        let admin = self.admin();
-        let results = tokio::time::timeout(
-            Duration::from_secs(30),
-            admin.create_topics(
-                [&topic],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            ),
-        )
-        .await
-        .expect("create_topics answered within 30 s")
-        .expect("create_topics request");
-        for result in results {
-            result.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
-        }
+        self.submit_topic(&topic).await;
     }
 
     /// Node `id`'s data directory (its partitions' logs are `<topic>-<index>` in it).

@@ -129,20 +129,7 @@ impl Broker {
             .arg("-TERM")
             .arg(child.id().to_string())
             .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match child.try_wait() {
-                Ok(Some(status)) => return status.success(),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return false;
-                }
-            }
-        }
+        wait_for_exit(&mut child, Duration::from_secs(20))
     }
 
     pub(crate) fn client_config(&self) -> ClientConfig {
@@ -357,4 +344,21 @@ pub(crate) fn assert_unreachable_broker_is_a_clear_error_for(subcommand: &str, a
         stderr.contains(&format!("cannot reach broker at {address}")),
         "{stderr}"
     );
+}
+
+/// Waits (bounded) for `child` to exit after a SIGTERM; kills it when it does not in time.
+/// Whether it exited successfully.
+pub(crate) fn wait_for_exit(child: &mut std::process::Child, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+        }
+    }
 }
