@@ -357,7 +357,7 @@ mod tests {
         }"#;
         let m = message(json).unwrap();
         assert_eq!(m.api_key, Some(0));
-        assert_eq!(m.header, vec![(1, Versions::Range(3, 8)), (2, Versions::Range(9, i16::MAX))]);
+        assert_eq!(m.header, vec![(1, Versions::Range(3, 8)), (2, Versions::Range(9, 13))]);
         assert_eq!(m.fields[0].default.as_deref(), Some("null"));
         assert_eq!(m.fields[1].tag, Some(0));
         assert_eq!(m.fields[1].default.as_deref(), Some("-1"));

@@ -118,3 +118,49 @@ pub fn stale_files(
     }
     Ok(stale)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checked_in_code_is_what_the_schema_generates() {
+        let protocol = protocol_dir();
+        let files = generated_files(&protocol).unwrap();
+        for (path, text) in &files {
+            let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(
+                on_disk == *text,
+                "{} is not what the schema generates: run `cargo run -p sluice-protocol-gen`",
+                path.display()
+            );
+        }
+        assert_eq!(stale_files(&protocol, &files).unwrap(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn schema_files_are_in_canonical_form() {
+        let dir = protocol_dir().join("schema");
+        for sub in ["", "apis"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_none_or(|e| e != "schema") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let preamble: Vec<&str> = text
+                    .lines()
+                    .take_while(|l| l.starts_with('#'))
+                    .map(|l| l.trim_start_matches('#').trim_start())
+                    .collect();
+                let file = schema::parse(&text).unwrap();
+                assert_eq!(
+                    schema::write(&file, &preamble.join("\n")),
+                    text,
+                    "{} is not in the layout the importer writes",
+                    path.display()
+                );
+            }
+        }
+    }
+}

@@ -54,24 +54,24 @@ impl AddOffsetsToTxnRequest {
 impl Struct for AddOffsetsToTxnRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("AddOffsetsToTxnRequest.transactional_id", version >= 3)
             .map(TransactionalId)?;
-        let producer_id = r
+        let f_producer_id = r
             .i64("AddOffsetsToTxnRequest.producer_id")
             .map(ProducerId)?;
-        let producer_epoch = r.i16("AddOffsetsToTxnRequest.producer_epoch")?;
-        let group_id = r
+        let f_producer_epoch = r.i16("AddOffsetsToTxnRequest.producer_epoch")?;
+        let f_group_id = r
             .string("AddOffsetsToTxnRequest.group_id", version >= 3)
             .map(GroupId)?;
         if flexible {
             r.tagged_fields("AddOffsetsToTxnRequest", |_, _| Ok(false))?;
         }
         Ok(AddOffsetsToTxnRequest {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            group_id,
+            transactional_id: f_transactional_id,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            group_id: f_group_id,
         })
     }
 

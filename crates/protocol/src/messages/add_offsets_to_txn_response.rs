@@ -42,14 +42,14 @@ impl AddOffsetsToTxnResponse {
 impl Struct for AddOffsetsToTxnResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = r.i32("AddOffsetsToTxnResponse.throttle_time_ms")?;
-        let error_code = r.i16("AddOffsetsToTxnResponse.error_code")?;
+        let f_throttle_time_ms = r.i32("AddOffsetsToTxnResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AddOffsetsToTxnResponse.error_code")?;
         if flexible {
             r.tagged_fields("AddOffsetsToTxnResponse", |_, _| Ok(false))?;
         }
         Ok(AddOffsetsToTxnResponse {
-            throttle_time_ms,
-            error_code,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
         })
     }
 

@@ -60,7 +60,7 @@ impl AddPartitionsToTxnRequest {
 impl Struct for AddPartitionsToTxnRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactions = if version >= 4 {
+        let f_transactions = if version >= 4 {
             r.array(
                 "AddPartitionsToTxnRequest.transactions",
                 version >= 3,
@@ -69,7 +69,7 @@ impl Struct for AddPartitionsToTxnRequest {
         } else {
             Vec::new()
         };
-        let v3_and_below_transactional_id = if version <= 3 {
+        let f_v3_and_below_transactional_id = if version <= 3 {
             r.string(
                 "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
                 version >= 3,
@@ -78,18 +78,18 @@ impl Struct for AddPartitionsToTxnRequest {
         } else {
             TransactionalId(StrBytes::new())
         };
-        let v3_and_below_producer_id = if version <= 3 {
+        let f_v3_and_below_producer_id = if version <= 3 {
             r.i64("AddPartitionsToTxnRequest.v3_and_below_producer_id")
                 .map(ProducerId)?
         } else {
             ProducerId(0)
         };
-        let v3_and_below_producer_epoch = if version <= 3 {
+        let f_v3_and_below_producer_epoch = if version <= 3 {
             r.i16("AddPartitionsToTxnRequest.v3_and_below_producer_epoch")?
         } else {
             0
         };
-        let v3_and_below_topics = if version <= 3 {
+        let f_v3_and_below_topics = if version <= 3 {
             r.array(
                 "AddPartitionsToTxnRequest.v3_and_below_topics",
                 version >= 3,
@@ -102,11 +102,11 @@ impl Struct for AddPartitionsToTxnRequest {
             r.tagged_fields("AddPartitionsToTxnRequest", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnRequest {
-            transactions,
-            v3_and_below_transactional_id,
-            v3_and_below_producer_id,
-            v3_and_below_producer_epoch,
-            v3_and_below_topics,
+            transactions: f_transactions,
+            v3_and_below_transactional_id: f_v3_and_below_transactional_id,
+            v3_and_below_producer_id: f_v3_and_below_producer_id,
+            v3_and_below_producer_epoch: f_v3_and_below_producer_epoch,
+            v3_and_below_topics: f_v3_and_below_topics,
         })
     }
 
@@ -123,15 +123,11 @@ impl Struct for AddPartitionsToTxnRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 4) {
-                if !self.transactions.is_empty() {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnRequest.transactions",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.transactions.is_empty() {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnRequest.transactions",
+                version,
+            ));
         }
         if version <= 3 {
             codec::put_string(
@@ -140,39 +136,27 @@ impl Struct for AddPartitionsToTxnRequest {
                 &self.v3_and_below_transactional_id.0.as_str(),
                 version >= 3,
             )?;
-        } else {
-            if !(version <= 3) {
-                if self.v3_and_below_transactional_id != TransactionalId(StrBytes::new()) {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.v3_and_below_transactional_id != TransactionalId(StrBytes::new()) {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
+                version,
+            ));
         }
         if version <= 3 {
             buf.put_i64(self.v3_and_below_producer_id.0);
-        } else {
-            if !(version <= 3) {
-                if self.v3_and_below_producer_id != ProducerId(0) {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnRequest.v3_and_below_producer_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.v3_and_below_producer_id != ProducerId(0) {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnRequest.v3_and_below_producer_id",
+                version,
+            ));
         }
         if version <= 3 {
             buf.put_i16(self.v3_and_below_producer_epoch);
-        } else {
-            if !(version <= 3) {
-                if self.v3_and_below_producer_epoch != 0 {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnRequest.v3_and_below_producer_epoch",
-                        version,
-                    ));
-                }
-            }
+        } else if self.v3_and_below_producer_epoch != 0 {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnRequest.v3_and_below_producer_epoch",
+                version,
+            ));
         }
         if version <= 3 {
             codec::put_array(
@@ -185,15 +169,11 @@ impl Struct for AddPartitionsToTxnRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version <= 3) {
-                if !self.v3_and_below_topics.is_empty() {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnRequest.v3_and_below_topics",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.v3_and_below_topics.is_empty() {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnRequest.v3_and_below_topics",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -276,26 +256,26 @@ impl AddPartitionsToTxnTransaction {
 impl Struct for AddPartitionsToTxnTransaction {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("AddPartitionsToTxnTransaction.transactional_id", true)
             .map(TransactionalId)?;
-        let producer_id = r
+        let f_producer_id = r
             .i64("AddPartitionsToTxnTransaction.producer_id")
             .map(ProducerId)?;
-        let producer_epoch = r.i16("AddPartitionsToTxnTransaction.producer_epoch")?;
-        let verify_only = r.bool("AddPartitionsToTxnTransaction.verify_only")?;
-        let topics = r.array("AddPartitionsToTxnTransaction.topics", true, |r| {
+        let f_producer_epoch = r.i16("AddPartitionsToTxnTransaction.producer_epoch")?;
+        let f_verify_only = r.bool("AddPartitionsToTxnTransaction.verify_only")?;
+        let f_topics = r.array("AddPartitionsToTxnTransaction.topics", true, |r| {
             AddPartitionsToTxnTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AddPartitionsToTxnTransaction", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnTransaction {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            verify_only,
-            topics,
+            transactional_id: f_transactional_id,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            verify_only: f_verify_only,
+            topics: f_topics,
         })
     }
 
@@ -371,16 +351,19 @@ impl AddPartitionsToTxnTopic {
 impl Struct for AddPartitionsToTxnTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = r
+        let f_name = r
             .string("AddPartitionsToTxnTopic.name", version >= 3)
             .map(TopicName)?;
-        let partitions = r.array("AddPartitionsToTxnTopic.partitions", version >= 3, |r| {
+        let f_partitions = r.array("AddPartitionsToTxnTopic.partitions", version >= 3, |r| {
             r.i32("AddPartitionsToTxnTopic.partitions")
         })?;
         if flexible {
             r.tagged_fields("AddPartitionsToTxnTopic", |_, _| Ok(false))?;
         }
-        Ok(AddPartitionsToTxnTopic { name, partitions })
+        Ok(AddPartitionsToTxnTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

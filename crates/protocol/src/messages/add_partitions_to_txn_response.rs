@@ -57,13 +57,13 @@ impl AddPartitionsToTxnResponse {
 impl Struct for AddPartitionsToTxnResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = r.i32("AddPartitionsToTxnResponse.throttle_time_ms")?;
-        let error_code = if version >= 4 {
+        let f_throttle_time_ms = r.i32("AddPartitionsToTxnResponse.throttle_time_ms")?;
+        let f_error_code = if version >= 4 {
             r.i16("AddPartitionsToTxnResponse.error_code")?
         } else {
             0
         };
-        let results_by_transaction = if version >= 4 {
+        let f_results_by_transaction = if version >= 4 {
             r.array(
                 "AddPartitionsToTxnResponse.results_by_transaction",
                 version >= 3,
@@ -72,7 +72,7 @@ impl Struct for AddPartitionsToTxnResponse {
         } else {
             Vec::new()
         };
-        let results_by_topic_v3_and_below = if version <= 3 {
+        let f_results_by_topic_v3_and_below = if version <= 3 {
             r.array(
                 "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
                 version >= 3,
@@ -85,10 +85,10 @@ impl Struct for AddPartitionsToTxnResponse {
             r.tagged_fields("AddPartitionsToTxnResponse", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnResponse {
-            throttle_time_ms,
-            error_code,
-            results_by_transaction,
-            results_by_topic_v3_and_below,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            results_by_transaction: f_results_by_transaction,
+            results_by_topic_v3_and_below: f_results_by_topic_v3_and_below,
         })
     }
 
@@ -109,15 +109,11 @@ impl Struct for AddPartitionsToTxnResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 4) {
-                if !self.results_by_transaction.is_empty() {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnResponse.results_by_transaction",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.results_by_transaction.is_empty() {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnResponse.results_by_transaction",
+                version,
+            ));
         }
         if version <= 3 {
             codec::put_array(
@@ -130,15 +126,11 @@ impl Struct for AddPartitionsToTxnResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version <= 3) {
-                if !self.results_by_topic_v3_and_below.is_empty() {
-                    return Err(codec::not_in_version(
-                        "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.results_by_topic_v3_and_below.is_empty() {
+            return Err(codec::not_in_version(
+                "AddPartitionsToTxnResponse.results_by_topic_v3_and_below",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -198,18 +190,18 @@ impl AddPartitionsToTxnResult {
 impl Struct for AddPartitionsToTxnResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("AddPartitionsToTxnResult.transactional_id", true)
             .map(TransactionalId)?;
-        let topic_results = r.array("AddPartitionsToTxnResult.topic_results", true, |r| {
+        let f_topic_results = r.array("AddPartitionsToTxnResult.topic_results", true, |r| {
             AddPartitionsToTxnTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AddPartitionsToTxnResult", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnResult {
-            transactional_id,
-            topic_results,
+            transactional_id: f_transactional_id,
+            topic_results: f_topic_results,
         })
     }
 
@@ -282,10 +274,10 @@ impl AddPartitionsToTxnTopicResult {
 impl Struct for AddPartitionsToTxnTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = r
+        let f_name = r
             .string("AddPartitionsToTxnTopicResult.name", version >= 3)
             .map(TopicName)?;
-        let results_by_partition = r.array(
+        let f_results_by_partition = r.array(
             "AddPartitionsToTxnTopicResult.results_by_partition",
             version >= 3,
             |r| AddPartitionsToTxnPartitionResult::read(r, version),
@@ -294,8 +286,8 @@ impl Struct for AddPartitionsToTxnTopicResult {
             r.tagged_fields("AddPartitionsToTxnTopicResult", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnTopicResult {
-            name,
-            results_by_partition,
+            name: f_name,
+            results_by_partition: f_results_by_partition,
         })
     }
 
@@ -366,15 +358,15 @@ impl AddPartitionsToTxnPartitionResult {
 impl Struct for AddPartitionsToTxnPartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index = r.i32("AddPartitionsToTxnPartitionResult.partition_index")?;
-        let partition_error_code =
+        let f_partition_index = r.i32("AddPartitionsToTxnPartitionResult.partition_index")?;
+        let f_partition_error_code =
             r.i16("AddPartitionsToTxnPartitionResult.partition_error_code")?;
         if flexible {
             r.tagged_fields("AddPartitionsToTxnPartitionResult", |_, _| Ok(false))?;
         }
         Ok(AddPartitionsToTxnPartitionResult {
-            partition_index,
-            partition_error_code,
+            partition_index: f_partition_index,
+            partition_error_code: f_partition_error_code,
         })
     }
 

@@ -66,14 +66,14 @@ impl AddRaftVoterRequest {
 impl Struct for AddRaftVoterRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = r.nullable_string("AddRaftVoterRequest.cluster_id", true)?;
-        let timeout_ms = r.i32("AddRaftVoterRequest.timeout_ms")?;
-        let voter_id = r.i32("AddRaftVoterRequest.voter_id")?;
-        let voter_directory_id = r.uuid("AddRaftVoterRequest.voter_directory_id")?;
-        let listeners = r.array("AddRaftVoterRequest.listeners", true, |r| {
+        let f_cluster_id = r.nullable_string("AddRaftVoterRequest.cluster_id", true)?;
+        let f_timeout_ms = r.i32("AddRaftVoterRequest.timeout_ms")?;
+        let f_voter_id = r.i32("AddRaftVoterRequest.voter_id")?;
+        let f_voter_directory_id = r.uuid("AddRaftVoterRequest.voter_directory_id")?;
+        let f_listeners = r.array("AddRaftVoterRequest.listeners", true, |r| {
             Listener::read(r, version)
         })?;
-        let ack_when_committed = if version >= 1 {
+        let f_ack_when_committed = if version >= 1 {
             r.bool("AddRaftVoterRequest.ack_when_committed")?
         } else {
             true
@@ -82,12 +82,12 @@ impl Struct for AddRaftVoterRequest {
             r.tagged_fields("AddRaftVoterRequest", |_, _| Ok(false))?;
         }
         Ok(AddRaftVoterRequest {
-            cluster_id,
-            timeout_ms,
-            voter_id,
-            voter_directory_id,
-            listeners,
-            ack_when_committed,
+            cluster_id: f_cluster_id,
+            timeout_ms: f_timeout_ms,
+            voter_id: f_voter_id,
+            voter_directory_id: f_voter_directory_id,
+            listeners: f_listeners,
+            ack_when_committed: f_ack_when_committed,
         })
     }
 
@@ -116,15 +116,11 @@ impl Struct for AddRaftVoterRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.ack_when_committed));
-        } else {
-            if !(version >= 1) {
-                if self.ack_when_committed != true {
-                    return Err(codec::not_in_version(
-                        "AddRaftVoterRequest.ack_when_committed",
-                        version,
-                    ));
-                }
-            }
+        } else if self.ack_when_committed != true {
+            return Err(codec::not_in_version(
+                "AddRaftVoterRequest.ack_when_committed",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -189,13 +185,17 @@ impl Listener {
 impl Struct for Listener {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Listener.name", true)?;
-        let host = r.string("Listener.host", true)?;
-        let port = r.u16("Listener.port")?;
+        let f_name = r.string("Listener.name", true)?;
+        let f_host = r.string("Listener.host", true)?;
+        let f_port = r.u16("Listener.port")?;
         if flexible {
             r.tagged_fields("Listener", |_, _| Ok(false))?;
         }
-        Ok(Listener { name, host, port })
+        Ok(Listener {
+            name: f_name,
+            host: f_host,
+            port: f_port,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

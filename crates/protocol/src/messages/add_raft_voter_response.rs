@@ -48,16 +48,16 @@ impl AddRaftVoterResponse {
 impl Struct for AddRaftVoterResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AddRaftVoterResponse.throttle_time_ms")?;
-        let error_code = r.i16("AddRaftVoterResponse.error_code")?;
-        let error_message = r.nullable_string("AddRaftVoterResponse.error_message", true)?;
+        let f_throttle_time_ms = r.i32("AddRaftVoterResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AddRaftVoterResponse.error_code")?;
+        let f_error_message = r.nullable_string("AddRaftVoterResponse.error_message", true)?;
         if flexible {
             r.tagged_fields("AddRaftVoterResponse", |_, _| Ok(false))?;
         }
         Ok(AddRaftVoterResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -42,16 +42,16 @@ impl AllocateProducerIdsRequest {
 impl Struct for AllocateProducerIdsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r
+        let f_broker_id = r
             .i32("AllocateProducerIdsRequest.broker_id")
             .map(BrokerId)?;
-        let broker_epoch = r.i64("AllocateProducerIdsRequest.broker_epoch")?;
+        let f_broker_epoch = r.i64("AllocateProducerIdsRequest.broker_epoch")?;
         if flexible {
             r.tagged_fields("AllocateProducerIdsRequest", |_, _| Ok(false))?;
         }
         Ok(AllocateProducerIdsRequest {
-            broker_id,
-            broker_epoch,
+            broker_id: f_broker_id,
+            broker_epoch: f_broker_epoch,
         })
     }
 

@@ -54,20 +54,20 @@ impl AllocateProducerIdsResponse {
 impl Struct for AllocateProducerIdsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AllocateProducerIdsResponse.throttle_time_ms")?;
-        let error_code = r.i16("AllocateProducerIdsResponse.error_code")?;
-        let producer_id_start = r
+        let f_throttle_time_ms = r.i32("AllocateProducerIdsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AllocateProducerIdsResponse.error_code")?;
+        let f_producer_id_start = r
             .i64("AllocateProducerIdsResponse.producer_id_start")
             .map(ProducerId)?;
-        let producer_id_len = r.i32("AllocateProducerIdsResponse.producer_id_len")?;
+        let f_producer_id_len = r.i32("AllocateProducerIdsResponse.producer_id_len")?;
         if flexible {
             r.tagged_fields("AllocateProducerIdsResponse", |_, _| Ok(false))?;
         }
         Ok(AllocateProducerIdsResponse {
-            throttle_time_ms,
-            error_code,
-            producer_id_start,
-            producer_id_len,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            producer_id_start: f_producer_id_start,
+            producer_id_len: f_producer_id_len,
         })
     }
 

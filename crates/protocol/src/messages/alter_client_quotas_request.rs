@@ -42,16 +42,16 @@ impl AlterClientQuotasRequest {
 impl Struct for AlterClientQuotasRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entries = r.array("AlterClientQuotasRequest.entries", version >= 1, |r| {
+        let f_entries = r.array("AlterClientQuotasRequest.entries", version >= 1, |r| {
             EntryData::read(r, version)
         })?;
-        let validate_only = r.bool("AlterClientQuotasRequest.validate_only")?;
+        let f_validate_only = r.bool("AlterClientQuotasRequest.validate_only")?;
         if flexible {
             r.tagged_fields("AlterClientQuotasRequest", |_, _| Ok(false))?;
         }
         Ok(AlterClientQuotasRequest {
-            entries,
-            validate_only,
+            entries: f_entries,
+            validate_only: f_validate_only,
         })
     }
 
@@ -115,14 +115,17 @@ impl EntryData {
 impl Struct for EntryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity = r.array("EntryData.entity", version >= 1, |r| {
+        let f_entity = r.array("EntryData.entity", version >= 1, |r| {
             EntityData::read(r, version)
         })?;
-        let ops = r.array("EntryData.ops", version >= 1, |r| OpData::read(r, version))?;
+        let f_ops = r.array("EntryData.ops", version >= 1, |r| OpData::read(r, version))?;
         if flexible {
             r.tagged_fields("EntryData", |_, _| Ok(false))?;
         }
-        Ok(EntryData { entity, ops })
+        Ok(EntryData {
+            entity: f_entity,
+            ops: f_ops,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -194,14 +197,14 @@ impl EntityData {
 impl Struct for EntityData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity_type = r.string("EntityData.entity_type", version >= 1)?;
-        let entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
+        let f_entity_type = r.string("EntityData.entity_type", version >= 1)?;
+        let f_entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
         if flexible {
             r.tagged_fields("EntityData", |_, _| Ok(false))?;
         }
         Ok(EntityData {
-            entity_type,
-            entity_name,
+            entity_type: f_entity_type,
+            entity_name: f_entity_name,
         })
     }
 
@@ -278,13 +281,17 @@ impl OpData {
 impl Struct for OpData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let key = r.string("OpData.key", version >= 1)?;
-        let value = r.f64("OpData.value")?;
-        let remove = r.bool("OpData.remove")?;
+        let f_key = r.string("OpData.key", version >= 1)?;
+        let f_value = r.f64("OpData.value")?;
+        let f_remove = r.bool("OpData.remove")?;
         if flexible {
             r.tagged_fields("OpData", |_, _| Ok(false))?;
         }
-        Ok(OpData { key, value, remove })
+        Ok(OpData {
+            key: f_key,
+            value: f_value,
+            remove: f_remove,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

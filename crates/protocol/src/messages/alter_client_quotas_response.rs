@@ -42,16 +42,16 @@ impl AlterClientQuotasResponse {
 impl Struct for AlterClientQuotasResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let throttle_time_ms = r.i32("AlterClientQuotasResponse.throttle_time_ms")?;
-        let entries = r.array("AlterClientQuotasResponse.entries", version >= 1, |r| {
+        let f_throttle_time_ms = r.i32("AlterClientQuotasResponse.throttle_time_ms")?;
+        let f_entries = r.array("AlterClientQuotasResponse.entries", version >= 1, |r| {
             EntryData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterClientQuotasResponse", |_, _| Ok(false))?;
         }
         Ok(AlterClientQuotasResponse {
-            throttle_time_ms,
-            entries,
+            throttle_time_ms: f_throttle_time_ms,
+            entries: f_entries,
         })
     }
 
@@ -121,18 +121,18 @@ impl EntryData {
 impl Struct for EntryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let error_code = r.i16("EntryData.error_code")?;
-        let error_message = r.nullable_string("EntryData.error_message", version >= 1)?;
-        let entity = r.array("EntryData.entity", version >= 1, |r| {
+        let f_error_code = r.i16("EntryData.error_code")?;
+        let f_error_message = r.nullable_string("EntryData.error_message", version >= 1)?;
+        let f_entity = r.array("EntryData.entity", version >= 1, |r| {
             EntityData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("EntryData", |_, _| Ok(false))?;
         }
         Ok(EntryData {
-            error_code,
-            error_message,
-            entity,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            entity: f_entity,
         })
     }
 
@@ -209,14 +209,14 @@ impl EntityData {
 impl Struct for EntityData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity_type = r.string("EntityData.entity_type", version >= 1)?;
-        let entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
+        let f_entity_type = r.string("EntityData.entity_type", version >= 1)?;
+        let f_entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
         if flexible {
             r.tagged_fields("EntityData", |_, _| Ok(false))?;
         }
         Ok(EntityData {
-            entity_type,
-            entity_name,
+            entity_type: f_entity_type,
+            entity_name: f_entity_name,
         })
     }
 

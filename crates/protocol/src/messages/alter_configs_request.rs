@@ -42,16 +42,16 @@ impl AlterConfigsRequest {
 impl Struct for AlterConfigsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resources = r.array("AlterConfigsRequest.resources", version >= 2, |r| {
+        let f_resources = r.array("AlterConfigsRequest.resources", version >= 2, |r| {
             AlterConfigsResource::read(r, version)
         })?;
-        let validate_only = r.bool("AlterConfigsRequest.validate_only")?;
+        let f_validate_only = r.bool("AlterConfigsRequest.validate_only")?;
         if flexible {
             r.tagged_fields("AlterConfigsRequest", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsRequest {
-            resources,
-            validate_only,
+            resources: f_resources,
+            validate_only: f_validate_only,
         })
     }
 
@@ -122,18 +122,18 @@ impl AlterConfigsResource {
 impl Struct for AlterConfigsResource {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type = r.i8("AlterConfigsResource.resource_type")?;
-        let resource_name = r.string("AlterConfigsResource.resource_name", version >= 2)?;
-        let configs = r.array("AlterConfigsResource.configs", version >= 2, |r| {
+        let f_resource_type = r.i8("AlterConfigsResource.resource_type")?;
+        let f_resource_name = r.string("AlterConfigsResource.resource_name", version >= 2)?;
+        let f_configs = r.array("AlterConfigsResource.configs", version >= 2, |r| {
             AlterableConfig::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterConfigsResource", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsResource {
-            resource_type,
-            resource_name,
-            configs,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            configs: f_configs,
         })
     }
 
@@ -204,12 +204,15 @@ impl AlterableConfig {
 impl Struct for AlterableConfig {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r.string("AlterableConfig.name", version >= 2)?;
-        let value = r.nullable_string("AlterableConfig.value", version >= 2)?;
+        let f_name = r.string("AlterableConfig.name", version >= 2)?;
+        let f_value = r.nullable_string("AlterableConfig.value", version >= 2)?;
         if flexible {
             r.tagged_fields("AlterableConfig", |_, _| Ok(false))?;
         }
-        Ok(AlterableConfig { name, value })
+        Ok(AlterableConfig {
+            name: f_name,
+            value: f_value,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

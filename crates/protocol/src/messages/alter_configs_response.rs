@@ -42,16 +42,16 @@ impl AlterConfigsResponse {
 impl Struct for AlterConfigsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("AlterConfigsResponse.throttle_time_ms")?;
-        let responses = r.array("AlterConfigsResponse.responses", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("AlterConfigsResponse.throttle_time_ms")?;
+        let f_responses = r.array("AlterConfigsResponse.responses", version >= 2, |r| {
             AlterConfigsResourceResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterConfigsResponse", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsResponse {
-            throttle_time_ms,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            responses: f_responses,
         })
     }
 
@@ -128,19 +128,20 @@ impl AlterConfigsResourceResponse {
 impl Struct for AlterConfigsResourceResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("AlterConfigsResourceResponse.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("AlterConfigsResourceResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("AlterConfigsResourceResponse.error_message", version >= 2)?;
-        let resource_type = r.i8("AlterConfigsResourceResponse.resource_type")?;
-        let resource_name = r.string("AlterConfigsResourceResponse.resource_name", version >= 2)?;
+        let f_resource_type = r.i8("AlterConfigsResourceResponse.resource_type")?;
+        let f_resource_name =
+            r.string("AlterConfigsResourceResponse.resource_name", version >= 2)?;
         if flexible {
             r.tagged_fields("AlterConfigsResourceResponse", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsResourceResponse {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
         })
     }
 

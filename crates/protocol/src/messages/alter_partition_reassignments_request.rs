@@ -48,22 +48,22 @@ impl AlterPartitionReassignmentsRequest {
 impl Struct for AlterPartitionReassignmentsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = r.i32("AlterPartitionReassignmentsRequest.timeout_ms")?;
-        let allow_replication_factor_change = if version >= 1 {
+        let f_timeout_ms = r.i32("AlterPartitionReassignmentsRequest.timeout_ms")?;
+        let f_allow_replication_factor_change = if version >= 1 {
             r.bool("AlterPartitionReassignmentsRequest.allow_replication_factor_change")?
         } else {
             true
         };
-        let topics = r.array("AlterPartitionReassignmentsRequest.topics", true, |r| {
+        let f_topics = r.array("AlterPartitionReassignmentsRequest.topics", true, |r| {
             ReassignableTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterPartitionReassignmentsRequest", |_, _| Ok(false))?;
         }
         Ok(AlterPartitionReassignmentsRequest {
-            timeout_ms,
-            allow_replication_factor_change,
-            topics,
+            timeout_ms: f_timeout_ms,
+            allow_replication_factor_change: f_allow_replication_factor_change,
+            topics: f_topics,
         })
     }
 
@@ -72,15 +72,11 @@ impl Struct for AlterPartitionReassignmentsRequest {
         buf.put_i32(self.timeout_ms);
         if version >= 1 {
             buf.put_u8(u8::from(self.allow_replication_factor_change));
-        } else {
-            if !(version >= 1) {
-                if self.allow_replication_factor_change != true {
-                    return Err(codec::not_in_version(
-                        "AlterPartitionReassignmentsRequest.allow_replication_factor_change",
-                        version,
-                    ));
-                }
-            }
+        } else if self.allow_replication_factor_change != true {
+            return Err(codec::not_in_version(
+                "AlterPartitionReassignmentsRequest.allow_replication_factor_change",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -142,14 +138,17 @@ impl ReassignableTopic {
 impl Struct for ReassignableTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("ReassignableTopic.name", true).map(TopicName)?;
-        let partitions = r.array("ReassignableTopic.partitions", true, |r| {
+        let f_name = r.string("ReassignableTopic.name", true).map(TopicName)?;
+        let f_partitions = r.array("ReassignableTopic.partitions", true, |r| {
             ReassignablePartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReassignableTopic", |_, _| Ok(false))?;
         }
-        Ok(ReassignableTopic { name, partitions })
+        Ok(ReassignableTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -213,16 +212,16 @@ impl ReassignablePartition {
 impl Struct for ReassignablePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("ReassignablePartition.partition_index")?;
-        let replicas = r.nullable_array("ReassignablePartition.replicas", true, |r| {
+        let f_partition_index = r.i32("ReassignablePartition.partition_index")?;
+        let f_replicas = r.nullable_array("ReassignablePartition.replicas", true, |r| {
             r.i32("ReassignablePartition.replicas").map(BrokerId)
         })?;
         if flexible {
             r.tagged_fields("ReassignablePartition", |_, _| Ok(false))?;
         }
         Ok(ReassignablePartition {
-            partition_index,
-            replicas,
+            partition_index: f_partition_index,
+            replicas: f_replicas,
         })
     }
 

@@ -60,27 +60,27 @@ impl AlterPartitionReassignmentsResponse {
 impl Struct for AlterPartitionReassignmentsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AlterPartitionReassignmentsResponse.throttle_time_ms")?;
-        let allow_replication_factor_change = if version >= 1 {
+        let f_throttle_time_ms = r.i32("AlterPartitionReassignmentsResponse.throttle_time_ms")?;
+        let f_allow_replication_factor_change = if version >= 1 {
             r.bool("AlterPartitionReassignmentsResponse.allow_replication_factor_change")?
         } else {
             true
         };
-        let error_code = r.i16("AlterPartitionReassignmentsResponse.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("AlterPartitionReassignmentsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("AlterPartitionReassignmentsResponse.error_message", true)?;
-        let responses = r.array("AlterPartitionReassignmentsResponse.responses", true, |r| {
+        let f_responses = r.array("AlterPartitionReassignmentsResponse.responses", true, |r| {
             ReassignableTopicResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterPartitionReassignmentsResponse", |_, _| Ok(false))?;
         }
         Ok(AlterPartitionReassignmentsResponse {
-            throttle_time_ms,
-            allow_replication_factor_change,
-            error_code,
-            error_message,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            allow_replication_factor_change: f_allow_replication_factor_change,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            responses: f_responses,
         })
     }
 
@@ -166,16 +166,19 @@ impl ReassignableTopicResponse {
 impl Struct for ReassignableTopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .string("ReassignableTopicResponse.name", true)
             .map(TopicName)?;
-        let partitions = r.array("ReassignableTopicResponse.partitions", true, |r| {
+        let f_partitions = r.array("ReassignableTopicResponse.partitions", true, |r| {
             ReassignablePartitionResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReassignableTopicResponse", |_, _| Ok(false))?;
         }
-        Ok(ReassignableTopicResponse { name, partitions })
+        Ok(ReassignableTopicResponse {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -250,17 +253,17 @@ impl ReassignablePartitionResponse {
 impl Struct for ReassignablePartitionResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("ReassignablePartitionResponse.partition_index")?;
-        let error_code = r.i16("ReassignablePartitionResponse.error_code")?;
-        let error_message =
+        let f_partition_index = r.i32("ReassignablePartitionResponse.partition_index")?;
+        let f_error_code = r.i16("ReassignablePartitionResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("ReassignablePartitionResponse.error_message", true)?;
         if flexible {
             r.tagged_fields("ReassignablePartitionResponse", |_, _| Ok(false))?;
         }
         Ok(ReassignablePartitionResponse {
-            partition_index,
-            error_code,
-            error_message,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -48,18 +48,18 @@ impl AlterPartitionRequest {
 impl Struct for AlterPartitionRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("AlterPartitionRequest.broker_id").map(BrokerId)?;
-        let broker_epoch = r.i64("AlterPartitionRequest.broker_epoch")?;
-        let topics = r.array("AlterPartitionRequest.topics", true, |r| {
+        let f_broker_id = r.i32("AlterPartitionRequest.broker_id").map(BrokerId)?;
+        let f_broker_epoch = r.i64("AlterPartitionRequest.broker_epoch")?;
+        let f_topics = r.array("AlterPartitionRequest.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterPartitionRequest", |_, _| Ok(false))?;
         }
         Ok(AlterPartitionRequest {
-            broker_id,
-            broker_epoch,
-            topics,
+            broker_id: f_broker_id,
+            broker_epoch: f_broker_epoch,
+            topics: f_topics,
         })
     }
 
@@ -125,16 +125,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicData.topic_id")?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicData.topic_id")?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -222,34 +222,34 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
-        let new_isr = if version <= 2 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_new_isr = if version <= 2 {
             r.array("PartitionData.new_isr", true, |r| {
                 r.i32("PartitionData.new_isr").map(BrokerId)
             })?
         } else {
             Vec::new()
         };
-        let new_isr_with_epochs = if version >= 3 {
+        let f_new_isr_with_epochs = if version >= 3 {
             r.array("PartitionData.new_isr_with_epochs", true, |r| {
                 BrokerState::read(r, version)
             })?
         } else {
             Vec::new()
         };
-        let leader_recovery_state = r.i8("PartitionData.leader_recovery_state")?;
-        let partition_epoch = r.i32("PartitionData.partition_epoch")?;
+        let f_leader_recovery_state = r.i8("PartitionData.leader_recovery_state")?;
+        let f_partition_epoch = r.i32("PartitionData.partition_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            leader_epoch,
-            new_isr,
-            new_isr_with_epochs,
-            leader_recovery_state,
-            partition_epoch,
+            partition_index: f_partition_index,
+            leader_epoch: f_leader_epoch,
+            new_isr: f_new_isr,
+            new_isr_with_epochs: f_new_isr_with_epochs,
+            leader_recovery_state: f_leader_recovery_state,
+            partition_epoch: f_partition_epoch,
         })
     }
 
@@ -268,12 +268,8 @@ impl Struct for PartitionData {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version <= 2) {
-                if !self.new_isr.is_empty() {
-                    return Err(codec::not_in_version("PartitionData.new_isr", version));
-                }
-            }
+        } else if !self.new_isr.is_empty() {
+            return Err(codec::not_in_version("PartitionData.new_isr", version));
         }
         if version >= 3 {
             codec::put_array(
@@ -286,15 +282,11 @@ impl Struct for PartitionData {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 3) {
-                if !self.new_isr_with_epochs.is_empty() {
-                    return Err(codec::not_in_version(
-                        "PartitionData.new_isr_with_epochs",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.new_isr_with_epochs.is_empty() {
+            return Err(codec::not_in_version(
+                "PartitionData.new_isr_with_epochs",
+                version,
+            ));
         }
         buf.put_i8(self.leader_recovery_state);
         buf.put_i32(self.partition_epoch);
@@ -354,14 +346,14 @@ impl BrokerState {
 impl Struct for BrokerState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("BrokerState.broker_id").map(BrokerId)?;
-        let broker_epoch = r.i64("BrokerState.broker_epoch")?;
+        let f_broker_id = r.i32("BrokerState.broker_id").map(BrokerId)?;
+        let f_broker_epoch = r.i64("BrokerState.broker_epoch")?;
         if flexible {
             r.tagged_fields("BrokerState", |_, _| Ok(false))?;
         }
         Ok(BrokerState {
-            broker_id,
-            broker_epoch,
+            broker_id: f_broker_id,
+            broker_epoch: f_broker_epoch,
         })
     }
 

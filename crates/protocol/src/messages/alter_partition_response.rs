@@ -48,18 +48,18 @@ impl AlterPartitionResponse {
 impl Struct for AlterPartitionResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AlterPartitionResponse.throttle_time_ms")?;
-        let error_code = r.i16("AlterPartitionResponse.error_code")?;
-        let topics = r.array("AlterPartitionResponse.topics", true, |r| {
+        let f_throttle_time_ms = r.i32("AlterPartitionResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AlterPartitionResponse.error_code")?;
+        let f_topics = r.array("AlterPartitionResponse.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterPartitionResponse", |_, _| Ok(false))?;
         }
         Ok(AlterPartitionResponse {
-            throttle_time_ms,
-            error_code,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            topics: f_topics,
         })
     }
 
@@ -125,16 +125,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicData.topic_id")?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicData.topic_id")?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -228,26 +228,26 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
-        let isr = r.array("PartitionData.isr", true, |r| {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_isr = r.array("PartitionData.isr", true, |r| {
             r.i32("PartitionData.isr").map(BrokerId)
         })?;
-        let leader_recovery_state = r.i8("PartitionData.leader_recovery_state")?;
-        let partition_epoch = r.i32("PartitionData.partition_epoch")?;
+        let f_leader_recovery_state = r.i8("PartitionData.leader_recovery_state")?;
+        let f_partition_epoch = r.i32("PartitionData.partition_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            leader_id,
-            leader_epoch,
-            isr,
-            leader_recovery_state,
-            partition_epoch,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            isr: f_isr,
+            leader_recovery_state: f_leader_recovery_state,
+            partition_epoch: f_partition_epoch,
         })
     }
 

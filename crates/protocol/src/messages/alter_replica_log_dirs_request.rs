@@ -34,13 +34,13 @@ impl AlterReplicaLogDirsRequest {
 impl Struct for AlterReplicaLogDirsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let dirs = r.array("AlterReplicaLogDirsRequest.dirs", version >= 2, |r| {
+        let f_dirs = r.array("AlterReplicaLogDirsRequest.dirs", version >= 2, |r| {
             AlterReplicaLogDir::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterReplicaLogDirsRequest", |_, _| Ok(false))?;
         }
-        Ok(AlterReplicaLogDirsRequest { dirs })
+        Ok(AlterReplicaLogDirsRequest { dirs: f_dirs })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -101,14 +101,17 @@ impl AlterReplicaLogDir {
 impl Struct for AlterReplicaLogDir {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let path = r.string("AlterReplicaLogDir.path", version >= 2)?;
-        let topics = r.array("AlterReplicaLogDir.topics", version >= 2, |r| {
+        let f_path = r.string("AlterReplicaLogDir.path", version >= 2)?;
+        let f_topics = r.array("AlterReplicaLogDir.topics", version >= 2, |r| {
             AlterReplicaLogDirTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterReplicaLogDir", |_, _| Ok(false))?;
         }
-        Ok(AlterReplicaLogDir { path, topics })
+        Ok(AlterReplicaLogDir {
+            path: f_path,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -177,16 +180,19 @@ impl AlterReplicaLogDirTopic {
 impl Struct for AlterReplicaLogDirTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("AlterReplicaLogDirTopic.name", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("AlterReplicaLogDirTopic.partitions", version >= 2, |r| {
+        let f_partitions = r.array("AlterReplicaLogDirTopic.partitions", version >= 2, |r| {
             r.i32("AlterReplicaLogDirTopic.partitions")
         })?;
         if flexible {
             r.tagged_fields("AlterReplicaLogDirTopic", |_, _| Ok(false))?;
         }
-        Ok(AlterReplicaLogDirTopic { name, partitions })
+        Ok(AlterReplicaLogDirTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

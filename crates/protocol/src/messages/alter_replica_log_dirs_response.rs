@@ -42,16 +42,16 @@ impl AlterReplicaLogDirsResponse {
 impl Struct for AlterReplicaLogDirsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("AlterReplicaLogDirsResponse.throttle_time_ms")?;
-        let results = r.array("AlterReplicaLogDirsResponse.results", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("AlterReplicaLogDirsResponse.throttle_time_ms")?;
+        let f_results = r.array("AlterReplicaLogDirsResponse.results", version >= 2, |r| {
             AlterReplicaLogDirTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterReplicaLogDirsResponse", |_, _| Ok(false))?;
         }
         Ok(AlterReplicaLogDirsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -116,10 +116,10 @@ impl AlterReplicaLogDirTopicResult {
 impl Struct for AlterReplicaLogDirTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic_name = r
+        let f_topic_name = r
             .string("AlterReplicaLogDirTopicResult.topic_name", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array(
+        let f_partitions = r.array(
             "AlterReplicaLogDirTopicResult.partitions",
             version >= 2,
             |r| AlterReplicaLogDirPartitionResult::read(r, version),
@@ -128,8 +128,8 @@ impl Struct for AlterReplicaLogDirTopicResult {
             r.tagged_fields("AlterReplicaLogDirTopicResult", |_, _| Ok(false))?;
         }
         Ok(AlterReplicaLogDirTopicResult {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -200,14 +200,14 @@ impl AlterReplicaLogDirPartitionResult {
 impl Struct for AlterReplicaLogDirPartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = r.i32("AlterReplicaLogDirPartitionResult.partition_index")?;
-        let error_code = r.i16("AlterReplicaLogDirPartitionResult.error_code")?;
+        let f_partition_index = r.i32("AlterReplicaLogDirPartitionResult.partition_index")?;
+        let f_error_code = r.i16("AlterReplicaLogDirPartitionResult.error_code")?;
         if flexible {
             r.tagged_fields("AlterReplicaLogDirPartitionResult", |_, _| Ok(false))?;
         }
         Ok(AlterReplicaLogDirPartitionResult {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 

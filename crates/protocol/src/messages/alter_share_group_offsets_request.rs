@@ -42,16 +42,19 @@ impl AlterShareGroupOffsetsRequest {
 impl Struct for AlterShareGroupOffsetsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("AlterShareGroupOffsetsRequest.group_id", true)
             .map(GroupId)?;
-        let topics = r.array("AlterShareGroupOffsetsRequest.topics", true, |r| {
+        let f_topics = r.array("AlterShareGroupOffsetsRequest.topics", true, |r| {
             AlterShareGroupOffsetsRequestTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterShareGroupOffsetsRequest", |_, _| Ok(false))?;
         }
-        Ok(AlterShareGroupOffsetsRequest { group_id, topics })
+        Ok(AlterShareGroupOffsetsRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -121,18 +124,18 @@ impl AlterShareGroupOffsetsRequestTopic {
 impl Struct for AlterShareGroupOffsetsRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("AlterShareGroupOffsetsRequestTopic.topic_name", true)
             .map(TopicName)?;
-        let partitions = r.array("AlterShareGroupOffsetsRequestTopic.partitions", true, |r| {
+        let f_partitions = r.array("AlterShareGroupOffsetsRequestTopic.partitions", true, |r| {
             AlterShareGroupOffsetsRequestPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterShareGroupOffsetsRequestTopic", |_, _| Ok(false))?;
         }
         Ok(AlterShareGroupOffsetsRequestTopic {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -203,14 +206,14 @@ impl AlterShareGroupOffsetsRequestPartition {
 impl Struct for AlterShareGroupOffsetsRequestPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("AlterShareGroupOffsetsRequestPartition.partition_index")?;
-        let start_offset = r.i64("AlterShareGroupOffsetsRequestPartition.start_offset")?;
+        let f_partition_index = r.i32("AlterShareGroupOffsetsRequestPartition.partition_index")?;
+        let f_start_offset = r.i64("AlterShareGroupOffsetsRequestPartition.start_offset")?;
         if flexible {
             r.tagged_fields("AlterShareGroupOffsetsRequestPartition", |_, _| Ok(false))?;
         }
         Ok(AlterShareGroupOffsetsRequestPartition {
-            partition_index,
-            start_offset,
+            partition_index: f_partition_index,
+            start_offset: f_start_offset,
         })
     }
 

@@ -54,21 +54,21 @@ impl AlterShareGroupOffsetsResponse {
 impl Struct for AlterShareGroupOffsetsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AlterShareGroupOffsetsResponse.throttle_time_ms")?;
-        let error_code = r.i16("AlterShareGroupOffsetsResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("AlterShareGroupOffsetsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AlterShareGroupOffsetsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("AlterShareGroupOffsetsResponse.error_message", true)?;
-        let responses = r.array("AlterShareGroupOffsetsResponse.responses", true, |r| {
+        let f_responses = r.array("AlterShareGroupOffsetsResponse.responses", true, |r| {
             AlterShareGroupOffsetsResponseTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterShareGroupOffsetsResponse", |_, _| Ok(false))?;
         }
         Ok(AlterShareGroupOffsetsResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            responses: f_responses,
         })
     }
 
@@ -155,11 +155,11 @@ impl AlterShareGroupOffsetsResponseTopic {
 impl Struct for AlterShareGroupOffsetsResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("AlterShareGroupOffsetsResponseTopic.topic_name", true)
             .map(TopicName)?;
-        let topic_id = r.uuid("AlterShareGroupOffsetsResponseTopic.topic_id")?;
-        let partitions = r.array(
+        let f_topic_id = r.uuid("AlterShareGroupOffsetsResponseTopic.topic_id")?;
+        let f_partitions = r.array(
             "AlterShareGroupOffsetsResponseTopic.partitions",
             true,
             |r| AlterShareGroupOffsetsResponsePartition::read(r, version),
@@ -168,9 +168,9 @@ impl Struct for AlterShareGroupOffsetsResponseTopic {
             r.tagged_fields("AlterShareGroupOffsetsResponseTopic", |_, _| Ok(false))?;
         }
         Ok(AlterShareGroupOffsetsResponseTopic {
-            topic_name,
-            topic_id,
-            partitions,
+            topic_name: f_topic_name,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -249,9 +249,9 @@ impl AlterShareGroupOffsetsResponsePartition {
 impl Struct for AlterShareGroupOffsetsResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("AlterShareGroupOffsetsResponsePartition.partition_index")?;
-        let error_code = r.i16("AlterShareGroupOffsetsResponsePartition.error_code")?;
-        let error_message = r.nullable_string(
+        let f_partition_index = r.i32("AlterShareGroupOffsetsResponsePartition.partition_index")?;
+        let f_error_code = r.i16("AlterShareGroupOffsetsResponsePartition.error_code")?;
+        let f_error_message = r.nullable_string(
             "AlterShareGroupOffsetsResponsePartition.error_message",
             true,
         )?;
@@ -259,9 +259,9 @@ impl Struct for AlterShareGroupOffsetsResponsePartition {
             r.tagged_fields("AlterShareGroupOffsetsResponsePartition", |_, _| Ok(false))?;
         }
         Ok(AlterShareGroupOffsetsResponsePartition {
-            partition_index,
-            error_code,
-            error_message,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -42,18 +42,18 @@ impl AlterUserScramCredentialsRequest {
 impl Struct for AlterUserScramCredentialsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let deletions = r.array("AlterUserScramCredentialsRequest.deletions", true, |r| {
+        let f_deletions = r.array("AlterUserScramCredentialsRequest.deletions", true, |r| {
             ScramCredentialDeletion::read(r, version)
         })?;
-        let upsertions = r.array("AlterUserScramCredentialsRequest.upsertions", true, |r| {
+        let f_upsertions = r.array("AlterUserScramCredentialsRequest.upsertions", true, |r| {
             ScramCredentialUpsertion::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterUserScramCredentialsRequest", |_, _| Ok(false))?;
         }
         Ok(AlterUserScramCredentialsRequest {
-            deletions,
-            upsertions,
+            deletions: f_deletions,
+            upsertions: f_upsertions,
         })
     }
 
@@ -128,12 +128,15 @@ impl ScramCredentialDeletion {
 impl Struct for ScramCredentialDeletion {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("ScramCredentialDeletion.name", true)?;
-        let mechanism = r.i8("ScramCredentialDeletion.mechanism")?;
+        let f_name = r.string("ScramCredentialDeletion.name", true)?;
+        let f_mechanism = r.i8("ScramCredentialDeletion.mechanism")?;
         if flexible {
             r.tagged_fields("ScramCredentialDeletion", |_, _| Ok(false))?;
         }
-        Ok(ScramCredentialDeletion { name, mechanism })
+        Ok(ScramCredentialDeletion {
+            name: f_name,
+            mechanism: f_mechanism,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -210,20 +213,20 @@ impl ScramCredentialUpsertion {
 impl Struct for ScramCredentialUpsertion {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("ScramCredentialUpsertion.name", true)?;
-        let mechanism = r.i8("ScramCredentialUpsertion.mechanism")?;
-        let iterations = r.i32("ScramCredentialUpsertion.iterations")?;
-        let salt = r.bytes("ScramCredentialUpsertion.salt", true)?;
-        let salted_password = r.bytes("ScramCredentialUpsertion.salted_password", true)?;
+        let f_name = r.string("ScramCredentialUpsertion.name", true)?;
+        let f_mechanism = r.i8("ScramCredentialUpsertion.mechanism")?;
+        let f_iterations = r.i32("ScramCredentialUpsertion.iterations")?;
+        let f_salt = r.bytes("ScramCredentialUpsertion.salt", true)?;
+        let f_salted_password = r.bytes("ScramCredentialUpsertion.salted_password", true)?;
         if flexible {
             r.tagged_fields("ScramCredentialUpsertion", |_, _| Ok(false))?;
         }
         Ok(ScramCredentialUpsertion {
-            name,
-            mechanism,
-            iterations,
-            salt,
-            salted_password,
+            name: f_name,
+            mechanism: f_mechanism,
+            iterations: f_iterations,
+            salt: f_salt,
+            salted_password: f_salted_password,
         })
     }
 

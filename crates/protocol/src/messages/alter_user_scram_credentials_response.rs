@@ -42,16 +42,16 @@ impl AlterUserScramCredentialsResponse {
 impl Struct for AlterUserScramCredentialsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AlterUserScramCredentialsResponse.throttle_time_ms")?;
-        let results = r.array("AlterUserScramCredentialsResponse.results", true, |r| {
+        let f_throttle_time_ms = r.i32("AlterUserScramCredentialsResponse.throttle_time_ms")?;
+        let f_results = r.array("AlterUserScramCredentialsResponse.results", true, |r| {
             AlterUserScramCredentialsResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterUserScramCredentialsResponse", |_, _| Ok(false))?;
         }
         Ok(AlterUserScramCredentialsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -123,17 +123,17 @@ impl AlterUserScramCredentialsResult {
 impl Struct for AlterUserScramCredentialsResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let user = r.string("AlterUserScramCredentialsResult.user", true)?;
-        let error_code = r.i16("AlterUserScramCredentialsResult.error_code")?;
-        let error_message =
+        let f_user = r.string("AlterUserScramCredentialsResult.user", true)?;
+        let f_error_code = r.i16("AlterUserScramCredentialsResult.error_code")?;
+        let f_error_message =
             r.nullable_string("AlterUserScramCredentialsResult.error_message", true)?;
         if flexible {
             r.tagged_fields("AlterUserScramCredentialsResult", |_, _| Ok(false))?;
         }
         Ok(AlterUserScramCredentialsResult {
-            user,
-            error_code,
-            error_message,
+            user: f_user,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

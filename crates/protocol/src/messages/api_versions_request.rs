@@ -42,12 +42,12 @@ impl ApiVersionsRequest {
 impl Struct for ApiVersionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let client_software_name = if version >= 3 {
+        let f_client_software_name = if version >= 3 {
             r.string("ApiVersionsRequest.client_software_name", version >= 3)?
         } else {
             StrBytes::new()
         };
-        let client_software_version = if version >= 3 {
+        let f_client_software_version = if version >= 3 {
             r.string("ApiVersionsRequest.client_software_version", version >= 3)?
         } else {
             StrBytes::new()
@@ -56,8 +56,8 @@ impl Struct for ApiVersionsRequest {
             r.tagged_fields("ApiVersionsRequest", |_, _| Ok(false))?;
         }
         Ok(ApiVersionsRequest {
-            client_software_name,
-            client_software_version,
+            client_software_name: f_client_software_name,
+            client_software_version: f_client_software_version,
         })
     }
 

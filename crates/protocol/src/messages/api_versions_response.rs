@@ -72,23 +72,23 @@ impl ApiVersionsResponse {
 impl Struct for ApiVersionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let error_code = r.i16("ApiVersionsResponse.error_code")?;
-        let api_keys = r.array("ApiVersionsResponse.api_keys", version >= 3, |r| {
+        let f_error_code = r.i16("ApiVersionsResponse.error_code")?;
+        let f_api_keys = r.array("ApiVersionsResponse.api_keys", version >= 3, |r| {
             ApiVersion::read(r, version)
         })?;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("ApiVersionsResponse.throttle_time_ms")?
         } else {
             0
         };
-        let mut supported_features = Vec::new();
-        let mut finalized_features_epoch = -1;
-        let mut finalized_features = Vec::new();
-        let mut zk_migration_ready = false;
+        let mut f_supported_features = Vec::new();
+        let mut f_finalized_features_epoch = -1;
+        let mut f_finalized_features = Vec::new();
+        let mut f_zk_migration_ready = false;
         if flexible {
             r.tagged_fields("ApiVersionsResponse", |tag, r| match tag {
                 0 if version >= 3 => {
-                    supported_features = r.array(
+                    f_supported_features = r.array(
                         "ApiVersionsResponse.supported_features",
                         version >= 3,
                         |r| SupportedFeatureKey::read(r, version),
@@ -96,12 +96,12 @@ impl Struct for ApiVersionsResponse {
                     Ok(true)
                 }
                 1 if version >= 3 => {
-                    finalized_features_epoch =
+                    f_finalized_features_epoch =
                         r.i64("ApiVersionsResponse.finalized_features_epoch")?;
                     Ok(true)
                 }
                 2 if version >= 3 => {
-                    finalized_features = r.array(
+                    f_finalized_features = r.array(
                         "ApiVersionsResponse.finalized_features",
                         version >= 3,
                         |r| FinalizedFeatureKey::read(r, version),
@@ -109,20 +109,20 @@ impl Struct for ApiVersionsResponse {
                     Ok(true)
                 }
                 3 if version >= 3 => {
-                    zk_migration_ready = r.bool("ApiVersionsResponse.zk_migration_ready")?;
+                    f_zk_migration_ready = r.bool("ApiVersionsResponse.zk_migration_ready")?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(ApiVersionsResponse {
-            error_code,
-            api_keys,
-            throttle_time_ms,
-            supported_features,
-            finalized_features_epoch,
-            finalized_features,
-            zk_migration_ready,
+            error_code: f_error_code,
+            api_keys: f_api_keys,
+            throttle_time_ms: f_throttle_time_ms,
+            supported_features: f_supported_features,
+            finalized_features_epoch: f_finalized_features_epoch,
+            finalized_features: f_finalized_features,
+            zk_migration_ready: f_zk_migration_ready,
         })
     }
 
@@ -263,16 +263,16 @@ impl ApiVersion {
 impl Struct for ApiVersion {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let api_key = r.i16("ApiVersion.api_key")?;
-        let min_version = r.i16("ApiVersion.min_version")?;
-        let max_version = r.i16("ApiVersion.max_version")?;
+        let f_api_key = r.i16("ApiVersion.api_key")?;
+        let f_min_version = r.i16("ApiVersion.min_version")?;
+        let f_max_version = r.i16("ApiVersion.max_version")?;
         if flexible {
             r.tagged_fields("ApiVersion", |_, _| Ok(false))?;
         }
         Ok(ApiVersion {
-            api_key,
-            min_version,
-            max_version,
+            api_key: f_api_key,
+            min_version: f_min_version,
+            max_version: f_max_version,
         })
     }
 
@@ -335,16 +335,16 @@ impl SupportedFeatureKey {
 impl Struct for SupportedFeatureKey {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("SupportedFeatureKey.name", true)?;
-        let min_version = r.i16("SupportedFeatureKey.min_version")?;
-        let max_version = r.i16("SupportedFeatureKey.max_version")?;
+        let f_name = r.string("SupportedFeatureKey.name", true)?;
+        let f_min_version = r.i16("SupportedFeatureKey.min_version")?;
+        let f_max_version = r.i16("SupportedFeatureKey.max_version")?;
         if flexible {
             r.tagged_fields("SupportedFeatureKey", |_, _| Ok(false))?;
         }
         Ok(SupportedFeatureKey {
-            name,
-            min_version,
-            max_version,
+            name: f_name,
+            min_version: f_min_version,
+            max_version: f_max_version,
         })
     }
 
@@ -407,16 +407,16 @@ impl FinalizedFeatureKey {
 impl Struct for FinalizedFeatureKey {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("FinalizedFeatureKey.name", true)?;
-        let max_version_level = r.i16("FinalizedFeatureKey.max_version_level")?;
-        let min_version_level = r.i16("FinalizedFeatureKey.min_version_level")?;
+        let f_name = r.string("FinalizedFeatureKey.name", true)?;
+        let f_max_version_level = r.i16("FinalizedFeatureKey.max_version_level")?;
+        let f_min_version_level = r.i16("FinalizedFeatureKey.min_version_level")?;
         if flexible {
             r.tagged_fields("FinalizedFeatureKey", |_, _| Ok(false))?;
         }
         Ok(FinalizedFeatureKey {
-            name,
-            max_version_level,
-            min_version_level,
+            name: f_name,
+            max_version_level: f_max_version_level,
+            min_version_level: f_min_version_level,
         })
     }
 

@@ -48,20 +48,20 @@ impl AssignReplicasToDirsRequest {
 impl Struct for AssignReplicasToDirsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r
+        let f_broker_id = r
             .i32("AssignReplicasToDirsRequest.broker_id")
             .map(BrokerId)?;
-        let broker_epoch = r.i64("AssignReplicasToDirsRequest.broker_epoch")?;
-        let directories = r.array("AssignReplicasToDirsRequest.directories", true, |r| {
+        let f_broker_epoch = r.i64("AssignReplicasToDirsRequest.broker_epoch")?;
+        let f_directories = r.array("AssignReplicasToDirsRequest.directories", true, |r| {
             DirectoryData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AssignReplicasToDirsRequest", |_, _| Ok(false))?;
         }
         Ok(AssignReplicasToDirsRequest {
-            broker_id,
-            broker_epoch,
-            directories,
+            broker_id: f_broker_id,
+            broker_epoch: f_broker_epoch,
+            directories: f_directories,
         })
     }
 
@@ -128,14 +128,17 @@ impl DirectoryData {
 impl Struct for DirectoryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let id = r.uuid("DirectoryData.id")?;
-        let topics = r.array("DirectoryData.topics", true, |r| {
+        let f_id = r.uuid("DirectoryData.id")?;
+        let f_topics = r.array("DirectoryData.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DirectoryData", |_, _| Ok(false))?;
         }
-        Ok(DirectoryData { id, topics })
+        Ok(DirectoryData {
+            id: f_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -198,16 +201,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicData.topic_id")?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicData.topic_id")?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -263,11 +266,13 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
-        Ok(PartitionData { partition_index })
+        Ok(PartitionData {
+            partition_index: f_partition_index,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -48,18 +48,18 @@ impl AssignReplicasToDirsResponse {
 impl Struct for AssignReplicasToDirsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("AssignReplicasToDirsResponse.throttle_time_ms")?;
-        let error_code = r.i16("AssignReplicasToDirsResponse.error_code")?;
-        let directories = r.array("AssignReplicasToDirsResponse.directories", true, |r| {
+        let f_throttle_time_ms = r.i32("AssignReplicasToDirsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("AssignReplicasToDirsResponse.error_code")?;
+        let f_directories = r.array("AssignReplicasToDirsResponse.directories", true, |r| {
             DirectoryData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AssignReplicasToDirsResponse", |_, _| Ok(false))?;
         }
         Ok(AssignReplicasToDirsResponse {
-            throttle_time_ms,
-            error_code,
-            directories,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            directories: f_directories,
         })
     }
 
@@ -126,14 +126,17 @@ impl DirectoryData {
 impl Struct for DirectoryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let id = r.uuid("DirectoryData.id")?;
-        let topics = r.array("DirectoryData.topics", true, |r| {
+        let f_id = r.uuid("DirectoryData.id")?;
+        let f_topics = r.array("DirectoryData.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DirectoryData", |_, _| Ok(false))?;
         }
-        Ok(DirectoryData { id, topics })
+        Ok(DirectoryData {
+            id: f_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -196,16 +199,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicData.topic_id")?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicData.topic_id")?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -269,14 +272,14 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 

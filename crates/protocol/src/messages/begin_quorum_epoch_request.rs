@@ -54,16 +54,16 @@ impl BeginQuorumEpochRequest {
 impl Struct for BeginQuorumEpochRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let cluster_id = r.nullable_string("BeginQuorumEpochRequest.cluster_id", version >= 1)?;
-        let voter_id = if version >= 1 {
+        let f_cluster_id = r.nullable_string("BeginQuorumEpochRequest.cluster_id", version >= 1)?;
+        let f_voter_id = if version >= 1 {
             r.i32("BeginQuorumEpochRequest.voter_id").map(BrokerId)?
         } else {
             BrokerId(-1)
         };
-        let topics = r.array("BeginQuorumEpochRequest.topics", version >= 1, |r| {
+        let f_topics = r.array("BeginQuorumEpochRequest.topics", version >= 1, |r| {
             TopicData::read(r, version)
         })?;
-        let leader_endpoints = if version >= 1 {
+        let f_leader_endpoints = if version >= 1 {
             r.array(
                 "BeginQuorumEpochRequest.leader_endpoints",
                 version >= 1,
@@ -76,10 +76,10 @@ impl Struct for BeginQuorumEpochRequest {
             r.tagged_fields("BeginQuorumEpochRequest", |_, _| Ok(false))?;
         }
         Ok(BeginQuorumEpochRequest {
-            cluster_id,
-            voter_id,
-            topics,
-            leader_endpoints,
+            cluster_id: f_cluster_id,
+            voter_id: f_voter_id,
+            topics: f_topics,
+            leader_endpoints: f_leader_endpoints,
         })
     }
 
@@ -176,18 +176,18 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let topic_name = r
+        let f_topic_name = r
             .string("TopicData.topic_name", version >= 1)
             .map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", version >= 1, |r| {
+        let f_partitions = r.array("TopicData.partitions", version >= 1, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -268,22 +268,22 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let voter_directory_id = if version >= 1 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_voter_directory_id = if version >= 1 {
             r.uuid("PartitionData.voter_directory_id")?
         } else {
             Uuid::nil()
         };
-        let leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            voter_directory_id,
-            leader_id,
-            leader_epoch,
+            partition_index: f_partition_index,
+            voter_directory_id: f_voter_directory_id,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -352,13 +352,17 @@ impl LeaderEndpoint {
 impl Struct for LeaderEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("LeaderEndpoint.name", true)?;
-        let host = r.string("LeaderEndpoint.host", true)?;
-        let port = r.u16("LeaderEndpoint.port")?;
+        let f_name = r.string("LeaderEndpoint.name", true)?;
+        let f_host = r.string("LeaderEndpoint.host", true)?;
+        let f_port = r.u16("LeaderEndpoint.port")?;
         if flexible {
             r.tagged_fields("LeaderEndpoint", |_, _| Ok(false))?;
         }
-        Ok(LeaderEndpoint { name, host, port })
+        Ok(LeaderEndpoint {
+            name: f_name,
+            host: f_host,
+            port: f_port,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

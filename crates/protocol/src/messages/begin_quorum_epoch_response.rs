@@ -48,15 +48,15 @@ impl BeginQuorumEpochResponse {
 impl Struct for BeginQuorumEpochResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let error_code = r.i16("BeginQuorumEpochResponse.error_code")?;
-        let topics = r.array("BeginQuorumEpochResponse.topics", version >= 1, |r| {
+        let f_error_code = r.i16("BeginQuorumEpochResponse.error_code")?;
+        let f_topics = r.array("BeginQuorumEpochResponse.topics", version >= 1, |r| {
             TopicData::read(r, version)
         })?;
-        let mut node_endpoints = Vec::new();
+        let mut f_node_endpoints = Vec::new();
         if flexible {
             r.tagged_fields("BeginQuorumEpochResponse", |tag, r| match tag {
                 0 if version >= 1 => {
-                    node_endpoints = r.array(
+                    f_node_endpoints = r.array(
                         "BeginQuorumEpochResponse.node_endpoints",
                         version >= 1,
                         |r| NodeEndpoint::read(r, version),
@@ -67,9 +67,9 @@ impl Struct for BeginQuorumEpochResponse {
             })?;
         }
         Ok(BeginQuorumEpochResponse {
-            error_code,
-            topics,
-            node_endpoints,
+            error_code: f_error_code,
+            topics: f_topics,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -161,18 +161,18 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let topic_name = r
+        let f_topic_name = r
             .string("TopicData.topic_name", version >= 1)
             .map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", version >= 1, |r| {
+        let f_partitions = r.array("TopicData.partitions", version >= 1, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -253,18 +253,18 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            leader_id,
-            leader_epoch,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -329,16 +329,16 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.u16("NodeEndpoint.port")?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.u16("NodeEndpoint.port")?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
         })
     }
 

@@ -66,16 +66,16 @@ impl BrokerHeartbeatRequest {
 impl Struct for BrokerHeartbeatRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("BrokerHeartbeatRequest.broker_id").map(BrokerId)?;
-        let broker_epoch = r.i64("BrokerHeartbeatRequest.broker_epoch")?;
-        let current_metadata_offset = r.i64("BrokerHeartbeatRequest.current_metadata_offset")?;
-        let want_fence = r.bool("BrokerHeartbeatRequest.want_fence")?;
-        let want_shut_down = r.bool("BrokerHeartbeatRequest.want_shut_down")?;
-        let mut offline_log_dirs = Vec::new();
+        let f_broker_id = r.i32("BrokerHeartbeatRequest.broker_id").map(BrokerId)?;
+        let f_broker_epoch = r.i64("BrokerHeartbeatRequest.broker_epoch")?;
+        let f_current_metadata_offset = r.i64("BrokerHeartbeatRequest.current_metadata_offset")?;
+        let f_want_fence = r.bool("BrokerHeartbeatRequest.want_fence")?;
+        let f_want_shut_down = r.bool("BrokerHeartbeatRequest.want_shut_down")?;
+        let mut f_offline_log_dirs = Vec::new();
         if flexible {
             r.tagged_fields("BrokerHeartbeatRequest", |tag, r| match tag {
                 0 if version >= 1 => {
-                    offline_log_dirs =
+                    f_offline_log_dirs =
                         r.array("BrokerHeartbeatRequest.offline_log_dirs", true, |r| {
                             r.uuid("BrokerHeartbeatRequest.offline_log_dirs")
                         })?;
@@ -85,12 +85,12 @@ impl Struct for BrokerHeartbeatRequest {
             })?;
         }
         Ok(BrokerHeartbeatRequest {
-            broker_id,
-            broker_epoch,
-            current_metadata_offset,
-            want_fence,
-            want_shut_down,
-            offline_log_dirs,
+            broker_id: f_broker_id,
+            broker_epoch: f_broker_epoch,
+            current_metadata_offset: f_current_metadata_offset,
+            want_fence: f_want_fence,
+            want_shut_down: f_want_shut_down,
+            offline_log_dirs: f_offline_log_dirs,
         })
     }
 

@@ -60,20 +60,20 @@ impl BrokerHeartbeatResponse {
 impl Struct for BrokerHeartbeatResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("BrokerHeartbeatResponse.throttle_time_ms")?;
-        let error_code = r.i16("BrokerHeartbeatResponse.error_code")?;
-        let is_caught_up = r.bool("BrokerHeartbeatResponse.is_caught_up")?;
-        let is_fenced = r.bool("BrokerHeartbeatResponse.is_fenced")?;
-        let should_shut_down = r.bool("BrokerHeartbeatResponse.should_shut_down")?;
+        let f_throttle_time_ms = r.i32("BrokerHeartbeatResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("BrokerHeartbeatResponse.error_code")?;
+        let f_is_caught_up = r.bool("BrokerHeartbeatResponse.is_caught_up")?;
+        let f_is_fenced = r.bool("BrokerHeartbeatResponse.is_fenced")?;
+        let f_should_shut_down = r.bool("BrokerHeartbeatResponse.should_shut_down")?;
         if flexible {
             r.tagged_fields("BrokerHeartbeatResponse", |_, _| Ok(false))?;
         }
         Ok(BrokerHeartbeatResponse {
-            throttle_time_ms,
-            error_code,
-            is_caught_up,
-            is_fenced,
-            should_shut_down,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            is_caught_up: f_is_caught_up,
+            is_fenced: f_is_fenced,
+            should_shut_down: f_should_shut_down,
         })
     }
 

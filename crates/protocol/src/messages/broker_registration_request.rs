@@ -84,29 +84,29 @@ impl BrokerRegistrationRequest {
 impl Struct for BrokerRegistrationRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("BrokerRegistrationRequest.broker_id").map(BrokerId)?;
-        let cluster_id = r.string("BrokerRegistrationRequest.cluster_id", true)?;
-        let incarnation_id = r.uuid("BrokerRegistrationRequest.incarnation_id")?;
-        let listeners = r.array("BrokerRegistrationRequest.listeners", true, |r| {
+        let f_broker_id = r.i32("BrokerRegistrationRequest.broker_id").map(BrokerId)?;
+        let f_cluster_id = r.string("BrokerRegistrationRequest.cluster_id", true)?;
+        let f_incarnation_id = r.uuid("BrokerRegistrationRequest.incarnation_id")?;
+        let f_listeners = r.array("BrokerRegistrationRequest.listeners", true, |r| {
             Listener::read(r, version)
         })?;
-        let features = r.array("BrokerRegistrationRequest.features", true, |r| {
+        let f_features = r.array("BrokerRegistrationRequest.features", true, |r| {
             Feature::read(r, version)
         })?;
-        let rack = r.nullable_string("BrokerRegistrationRequest.rack", true)?;
-        let is_migrating_zk_broker = if version >= 1 {
+        let f_rack = r.nullable_string("BrokerRegistrationRequest.rack", true)?;
+        let f_is_migrating_zk_broker = if version >= 1 {
             r.bool("BrokerRegistrationRequest.is_migrating_zk_broker")?
         } else {
             false
         };
-        let log_dirs = if version >= 2 {
+        let f_log_dirs = if version >= 2 {
             r.array("BrokerRegistrationRequest.log_dirs", true, |r| {
                 r.uuid("BrokerRegistrationRequest.log_dirs")
             })?
         } else {
             Vec::new()
         };
-        let previous_broker_epoch = if version >= 3 {
+        let f_previous_broker_epoch = if version >= 3 {
             r.i64("BrokerRegistrationRequest.previous_broker_epoch")?
         } else {
             -1
@@ -115,15 +115,15 @@ impl Struct for BrokerRegistrationRequest {
             r.tagged_fields("BrokerRegistrationRequest", |_, _| Ok(false))?;
         }
         Ok(BrokerRegistrationRequest {
-            broker_id,
-            cluster_id,
-            incarnation_id,
-            listeners,
-            features,
-            rack,
-            is_migrating_zk_broker,
-            log_dirs,
-            previous_broker_epoch,
+            broker_id: f_broker_id,
+            cluster_id: f_cluster_id,
+            incarnation_id: f_incarnation_id,
+            listeners: f_listeners,
+            features: f_features,
+            rack: f_rack,
+            is_migrating_zk_broker: f_is_migrating_zk_broker,
+            log_dirs: f_log_dirs,
+            previous_broker_epoch: f_previous_broker_epoch,
         })
     }
 
@@ -167,15 +167,11 @@ impl Struct for BrokerRegistrationRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.is_migrating_zk_broker));
-        } else {
-            if !(version >= 1) {
-                if self.is_migrating_zk_broker != false {
-                    return Err(codec::not_in_version(
-                        "BrokerRegistrationRequest.is_migrating_zk_broker",
-                        version,
-                    ));
-                }
-            }
+        } else if self.is_migrating_zk_broker != false {
+            return Err(codec::not_in_version(
+                "BrokerRegistrationRequest.is_migrating_zk_broker",
+                version,
+            ));
         }
         if version >= 2 {
             codec::put_array(
@@ -268,18 +264,18 @@ impl Listener {
 impl Struct for Listener {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Listener.name", true)?;
-        let host = r.string("Listener.host", true)?;
-        let port = r.u16("Listener.port")?;
-        let security_protocol = r.i16("Listener.security_protocol")?;
+        let f_name = r.string("Listener.name", true)?;
+        let f_host = r.string("Listener.host", true)?;
+        let f_port = r.u16("Listener.port")?;
+        let f_security_protocol = r.i16("Listener.security_protocol")?;
         if flexible {
             r.tagged_fields("Listener", |_, _| Ok(false))?;
         }
         Ok(Listener {
-            name,
-            host,
-            port,
-            security_protocol,
+            name: f_name,
+            host: f_host,
+            port: f_port,
+            security_protocol: f_security_protocol,
         })
     }
 
@@ -344,16 +340,16 @@ impl Feature {
 impl Struct for Feature {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Feature.name", true)?;
-        let min_supported_version = r.i16("Feature.min_supported_version")?;
-        let max_supported_version = r.i16("Feature.max_supported_version")?;
+        let f_name = r.string("Feature.name", true)?;
+        let f_min_supported_version = r.i16("Feature.min_supported_version")?;
+        let f_max_supported_version = r.i16("Feature.max_supported_version")?;
         if flexible {
             r.tagged_fields("Feature", |_, _| Ok(false))?;
         }
         Ok(Feature {
-            name,
-            min_supported_version,
-            max_supported_version,
+            name: f_name,
+            min_supported_version: f_min_supported_version,
+            max_supported_version: f_max_supported_version,
         })
     }
 

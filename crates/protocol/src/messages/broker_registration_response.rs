@@ -48,16 +48,16 @@ impl BrokerRegistrationResponse {
 impl Struct for BrokerRegistrationResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("BrokerRegistrationResponse.throttle_time_ms")?;
-        let error_code = r.i16("BrokerRegistrationResponse.error_code")?;
-        let broker_epoch = r.i64("BrokerRegistrationResponse.broker_epoch")?;
+        let f_throttle_time_ms = r.i32("BrokerRegistrationResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("BrokerRegistrationResponse.error_code")?;
+        let f_broker_epoch = r.i64("BrokerRegistrationResponse.broker_epoch")?;
         if flexible {
             r.tagged_fields("BrokerRegistrationResponse", |_, _| Ok(false))?;
         }
         Ok(BrokerRegistrationResponse {
-            throttle_time_ms,
-            error_code,
-            broker_epoch,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            broker_epoch: f_broker_epoch,
         })
     }
 

@@ -42,18 +42,18 @@ impl ConsumerGroupDescribeRequest {
 impl Struct for ConsumerGroupDescribeRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_ids = r.array("ConsumerGroupDescribeRequest.group_ids", true, |r| {
+        let f_group_ids = r.array("ConsumerGroupDescribeRequest.group_ids", true, |r| {
             r.string("ConsumerGroupDescribeRequest.group_ids", true)
                 .map(GroupId)
         })?;
-        let include_authorized_operations =
+        let f_include_authorized_operations =
             r.bool("ConsumerGroupDescribeRequest.include_authorized_operations")?;
         if flexible {
             r.tagged_fields("ConsumerGroupDescribeRequest", |_, _| Ok(false))?;
         }
         Ok(ConsumerGroupDescribeRequest {
-            group_ids,
-            include_authorized_operations,
+            group_ids: f_group_ids,
+            include_authorized_operations: f_include_authorized_operations,
         })
     }
 

@@ -42,16 +42,16 @@ impl ConsumerGroupDescribeResponse {
 impl Struct for ConsumerGroupDescribeResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ConsumerGroupDescribeResponse.throttle_time_ms")?;
-        let groups = r.array("ConsumerGroupDescribeResponse.groups", true, |r| {
+        let f_throttle_time_ms = r.i32("ConsumerGroupDescribeResponse.throttle_time_ms")?;
+        let f_groups = r.array("ConsumerGroupDescribeResponse.groups", true, |r| {
             DescribedGroup::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ConsumerGroupDescribeResponse", |_, _| Ok(false))?;
         }
         Ok(ConsumerGroupDescribeResponse {
-            throttle_time_ms,
-            groups,
+            throttle_time_ms: f_throttle_time_ms,
+            groups: f_groups,
         })
     }
 
@@ -157,28 +157,28 @@ impl DescribedGroup {
 impl Struct for DescribedGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = r.i16("DescribedGroup.error_code")?;
-        let error_message = r.nullable_string("DescribedGroup.error_message", true)?;
-        let group_id = r.string("DescribedGroup.group_id", true).map(GroupId)?;
-        let group_state = r.string("DescribedGroup.group_state", true)?;
-        let group_epoch = r.i32("DescribedGroup.group_epoch")?;
-        let assignment_epoch = r.i32("DescribedGroup.assignment_epoch")?;
-        let assignor_name = r.string("DescribedGroup.assignor_name", true)?;
-        let members = r.array("DescribedGroup.members", true, |r| Member::read(r, version))?;
-        let authorized_operations = r.i32("DescribedGroup.authorized_operations")?;
+        let f_error_code = r.i16("DescribedGroup.error_code")?;
+        let f_error_message = r.nullable_string("DescribedGroup.error_message", true)?;
+        let f_group_id = r.string("DescribedGroup.group_id", true).map(GroupId)?;
+        let f_group_state = r.string("DescribedGroup.group_state", true)?;
+        let f_group_epoch = r.i32("DescribedGroup.group_epoch")?;
+        let f_assignment_epoch = r.i32("DescribedGroup.assignment_epoch")?;
+        let f_assignor_name = r.string("DescribedGroup.assignor_name", true)?;
+        let f_members = r.array("DescribedGroup.members", true, |r| Member::read(r, version))?;
+        let f_authorized_operations = r.i32("DescribedGroup.authorized_operations")?;
         if flexible {
             r.tagged_fields("DescribedGroup", |_, _| Ok(false))?;
         }
         Ok(DescribedGroup {
-            error_code,
-            error_message,
-            group_id,
-            group_state,
-            group_epoch,
-            assignment_epoch,
-            assignor_name,
-            members,
-            authorized_operations,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            group_id: f_group_id,
+            group_state: f_group_state,
+            group_epoch: f_group_epoch,
+            assignment_epoch: f_assignment_epoch,
+            assignor_name: f_assignor_name,
+            members: f_members,
+            authorized_operations: f_authorized_operations,
         })
     }
 
@@ -336,20 +336,20 @@ impl Member {
 impl Struct for Member {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let member_id = r.string("Member.member_id", true)?;
-        let instance_id = r.nullable_string("Member.instance_id", true)?;
-        let rack_id = r.nullable_string("Member.rack_id", true)?;
-        let member_epoch = r.i32("Member.member_epoch")?;
-        let client_id = r.string("Member.client_id", true)?;
-        let client_host = r.string("Member.client_host", true)?;
-        let subscribed_topic_names = r.array("Member.subscribed_topic_names", true, |r| {
+        let f_member_id = r.string("Member.member_id", true)?;
+        let f_instance_id = r.nullable_string("Member.instance_id", true)?;
+        let f_rack_id = r.nullable_string("Member.rack_id", true)?;
+        let f_member_epoch = r.i32("Member.member_epoch")?;
+        let f_client_id = r.string("Member.client_id", true)?;
+        let f_client_host = r.string("Member.client_host", true)?;
+        let f_subscribed_topic_names = r.array("Member.subscribed_topic_names", true, |r| {
             r.string("Member.subscribed_topic_names", true)
                 .map(TopicName)
         })?;
-        let subscribed_topic_regex = r.nullable_string("Member.subscribed_topic_regex", true)?;
-        let assignment = Assignment::read(r, version)?;
-        let target_assignment = Assignment::read(r, version)?;
-        let member_type = if version >= 1 {
+        let f_subscribed_topic_regex = r.nullable_string("Member.subscribed_topic_regex", true)?;
+        let f_assignment = Assignment::read(r, version)?;
+        let f_target_assignment = Assignment::read(r, version)?;
+        let f_member_type = if version >= 1 {
             r.i8("Member.member_type")?
         } else {
             -1
@@ -358,17 +358,17 @@ impl Struct for Member {
             r.tagged_fields("Member", |_, _| Ok(false))?;
         }
         Ok(Member {
-            member_id,
-            instance_id,
-            rack_id,
-            member_epoch,
-            client_id,
-            client_host,
-            subscribed_topic_names,
-            subscribed_topic_regex,
-            assignment,
-            target_assignment,
-            member_type,
+            member_id: f_member_id,
+            instance_id: f_instance_id,
+            rack_id: f_rack_id,
+            member_epoch: f_member_epoch,
+            client_id: f_client_id,
+            client_host: f_client_host,
+            subscribed_topic_names: f_subscribed_topic_names,
+            subscribed_topic_regex: f_subscribed_topic_regex,
+            assignment: f_assignment,
+            target_assignment: f_target_assignment,
+            member_type: f_member_type,
         })
     }
 
@@ -481,13 +481,15 @@ impl Assignment {
 impl Struct for Assignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_partitions = r.array("Assignment.topic_partitions", true, |r| {
+        let f_topic_partitions = r.array("Assignment.topic_partitions", true, |r| {
             TopicPartitions::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("Assignment", |_, _| Ok(false))?;
         }
-        Ok(Assignment { topic_partitions })
+        Ok(Assignment {
+            topic_partitions: f_topic_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -555,20 +557,20 @@ impl TopicPartitions {
 impl Struct for TopicPartitions {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicPartitions.topic_id")?;
-        let topic_name = r
+        let f_topic_id = r.uuid("TopicPartitions.topic_id")?;
+        let f_topic_name = r
             .string("TopicPartitions.topic_name", true)
             .map(TopicName)?;
-        let partitions = r.array("TopicPartitions.partitions", true, |r| {
+        let f_partitions = r.array("TopicPartitions.partitions", true, |r| {
             r.i32("TopicPartitions.partitions")
         })?;
         if flexible {
             r.tagged_fields("TopicPartitions", |_, _| Ok(false))?;
         }
         Ok(TopicPartitions {
-            topic_id,
-            topic_name,
-            partitions,
+            topic_id: f_topic_id,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 

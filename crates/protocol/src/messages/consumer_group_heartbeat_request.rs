@@ -90,15 +90,15 @@ impl ConsumerGroupHeartbeatRequest {
 impl Struct for ConsumerGroupHeartbeatRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("ConsumerGroupHeartbeatRequest.group_id", true)
             .map(GroupId)?;
-        let member_id = r.string("ConsumerGroupHeartbeatRequest.member_id", true)?;
-        let member_epoch = r.i32("ConsumerGroupHeartbeatRequest.member_epoch")?;
-        let instance_id = r.nullable_string("ConsumerGroupHeartbeatRequest.instance_id", true)?;
-        let rack_id = r.nullable_string("ConsumerGroupHeartbeatRequest.rack_id", true)?;
-        let rebalance_timeout_ms = r.i32("ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
-        let subscribed_topic_names = r.nullable_array(
+        let f_member_id = r.string("ConsumerGroupHeartbeatRequest.member_id", true)?;
+        let f_member_epoch = r.i32("ConsumerGroupHeartbeatRequest.member_epoch")?;
+        let f_instance_id = r.nullable_string("ConsumerGroupHeartbeatRequest.instance_id", true)?;
+        let f_rack_id = r.nullable_string("ConsumerGroupHeartbeatRequest.rack_id", true)?;
+        let f_rebalance_timeout_ms = r.i32("ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
+        let f_subscribed_topic_names = r.nullable_array(
             "ConsumerGroupHeartbeatRequest.subscribed_topic_names",
             true,
             |r| {
@@ -106,7 +106,7 @@ impl Struct for ConsumerGroupHeartbeatRequest {
                     .map(TopicName)
             },
         )?;
-        let subscribed_topic_regex = if version >= 1 {
+        let f_subscribed_topic_regex = if version >= 1 {
             if version >= 1 {
                 r.nullable_string("ConsumerGroupHeartbeatRequest.subscribed_topic_regex", true)?
             } else {
@@ -115,9 +115,9 @@ impl Struct for ConsumerGroupHeartbeatRequest {
         } else {
             None
         };
-        let server_assignor =
+        let f_server_assignor =
             r.nullable_string("ConsumerGroupHeartbeatRequest.server_assignor", true)?;
-        let topic_partitions = r.nullable_array(
+        let f_topic_partitions = r.nullable_array(
             "ConsumerGroupHeartbeatRequest.topic_partitions",
             true,
             |r| TopicPartitions::read(r, version),
@@ -126,16 +126,16 @@ impl Struct for ConsumerGroupHeartbeatRequest {
             r.tagged_fields("ConsumerGroupHeartbeatRequest", |_, _| Ok(false))?;
         }
         Ok(ConsumerGroupHeartbeatRequest {
-            group_id,
-            member_id,
-            member_epoch,
-            instance_id,
-            rack_id,
-            rebalance_timeout_ms,
-            subscribed_topic_names,
-            subscribed_topic_regex,
-            server_assignor,
-            topic_partitions,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            member_epoch: f_member_epoch,
+            instance_id: f_instance_id,
+            rack_id: f_rack_id,
+            rebalance_timeout_ms: f_rebalance_timeout_ms,
+            subscribed_topic_names: f_subscribed_topic_names,
+            subscribed_topic_regex: f_subscribed_topic_regex,
+            server_assignor: f_server_assignor,
+            topic_partitions: f_topic_partitions,
         })
     }
 
@@ -197,15 +197,11 @@ impl Struct for ConsumerGroupHeartbeatRequest {
                 version >= 1,
                 version,
             )?;
-        } else {
-            if !(version >= 1) {
-                if self.subscribed_topic_regex != None {
-                    return Err(codec::not_in_version(
-                        "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
-                        version,
-                    ));
-                }
-            }
+        } else if self.subscribed_topic_regex != None {
+            return Err(codec::not_in_version(
+                "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
+                version,
+            ));
         }
         codec::put_nullable_string(
             buf,
@@ -308,16 +304,16 @@ impl TopicPartitions {
 impl Struct for TopicPartitions {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicPartitions.topic_id")?;
-        let partitions = r.array("TopicPartitions.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicPartitions.topic_id")?;
+        let f_partitions = r.array("TopicPartitions.partitions", true, |r| {
             r.i32("TopicPartitions.partitions")
         })?;
         if flexible {
             r.tagged_fields("TopicPartitions", |_, _| Ok(false))?;
         }
         Ok(TopicPartitions {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 

@@ -41,15 +41,15 @@ impl ConsumerProtocolAssignment {
 
 impl Struct for ConsumerProtocolAssignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let assigned_partitions = r.array(
+        let f_assigned_partitions = r.array(
             "ConsumerProtocolAssignment.assigned_partitions",
             false,
             |r| TopicPartition::read(r, version),
         )?;
-        let user_data = r.nullable_bytes("ConsumerProtocolAssignment.user_data", false)?;
+        let f_user_data = r.nullable_bytes("ConsumerProtocolAssignment.user_data", false)?;
         Ok(ConsumerProtocolAssignment {
-            assigned_partitions,
-            user_data,
+            assigned_partitions: f_assigned_partitions,
+            user_data: f_user_data,
         })
     }
 
@@ -120,11 +120,14 @@ impl TopicPartition {
 
 impl Struct for TopicPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let topic = r.string("TopicPartition.topic", false).map(TopicName)?;
-        let partitions = r.array("TopicPartition.partitions", false, |r| {
+        let f_topic = r.string("TopicPartition.topic", false).map(TopicName)?;
+        let f_partitions = r.array("TopicPartition.partitions", false, |r| {
             r.i32("TopicPartition.partitions")
         })?;
-        Ok(TopicPartition { topic, partitions })
+        Ok(TopicPartition {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

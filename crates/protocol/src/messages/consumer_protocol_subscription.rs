@@ -59,11 +59,11 @@ impl ConsumerProtocolSubscription {
 
 impl Struct for ConsumerProtocolSubscription {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let topics = r.array("ConsumerProtocolSubscription.topics", false, |r| {
+        let f_topics = r.array("ConsumerProtocolSubscription.topics", false, |r| {
             r.string("ConsumerProtocolSubscription.topics", false)
         })?;
-        let user_data = r.nullable_bytes("ConsumerProtocolSubscription.user_data", false)?;
-        let owned_partitions = if version >= 1 {
+        let f_user_data = r.nullable_bytes("ConsumerProtocolSubscription.user_data", false)?;
+        let f_owned_partitions = if version >= 1 {
             r.array(
                 "ConsumerProtocolSubscription.owned_partitions",
                 false,
@@ -72,12 +72,12 @@ impl Struct for ConsumerProtocolSubscription {
         } else {
             Vec::new()
         };
-        let generation_id = if version >= 2 {
+        let f_generation_id = if version >= 2 {
             r.i32("ConsumerProtocolSubscription.generation_id")?
         } else {
             -1
         };
-        let rack_id = if version >= 3 {
+        let f_rack_id = if version >= 3 {
             if version >= 3 {
                 r.nullable_string("ConsumerProtocolSubscription.rack_id", false)?
             } else {
@@ -87,11 +87,11 @@ impl Struct for ConsumerProtocolSubscription {
             None
         };
         Ok(ConsumerProtocolSubscription {
-            topics,
-            user_data,
-            owned_partitions,
-            generation_id,
-            rack_id,
+            topics: f_topics,
+            user_data: f_user_data,
+            owned_partitions: f_owned_partitions,
+            generation_id: f_generation_id,
+            rack_id: f_rack_id,
         })
     }
 
@@ -205,11 +205,14 @@ impl TopicPartition {
 
 impl Struct for TopicPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let topic = r.string("TopicPartition.topic", false).map(TopicName)?;
-        let partitions = r.array("TopicPartition.partitions", false, |r| {
+        let f_topic = r.string("TopicPartition.topic", false).map(TopicName)?;
+        let f_partitions = r.array("TopicPartition.partitions", false, |r| {
             r.i32("TopicPartition.partitions")
         })?;
-        Ok(TopicPartition { topic, partitions })
+        Ok(TopicPartition {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

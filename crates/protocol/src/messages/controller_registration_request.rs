@@ -60,24 +60,24 @@ impl ControllerRegistrationRequest {
 impl Struct for ControllerRegistrationRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let controller_id = r.i32("ControllerRegistrationRequest.controller_id")?;
-        let incarnation_id = r.uuid("ControllerRegistrationRequest.incarnation_id")?;
-        let zk_migration_ready = r.bool("ControllerRegistrationRequest.zk_migration_ready")?;
-        let listeners = r.array("ControllerRegistrationRequest.listeners", true, |r| {
+        let f_controller_id = r.i32("ControllerRegistrationRequest.controller_id")?;
+        let f_incarnation_id = r.uuid("ControllerRegistrationRequest.incarnation_id")?;
+        let f_zk_migration_ready = r.bool("ControllerRegistrationRequest.zk_migration_ready")?;
+        let f_listeners = r.array("ControllerRegistrationRequest.listeners", true, |r| {
             Listener::read(r, version)
         })?;
-        let features = r.array("ControllerRegistrationRequest.features", true, |r| {
+        let f_features = r.array("ControllerRegistrationRequest.features", true, |r| {
             Feature::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ControllerRegistrationRequest", |_, _| Ok(false))?;
         }
         Ok(ControllerRegistrationRequest {
-            controller_id,
-            incarnation_id,
-            zk_migration_ready,
-            listeners,
-            features,
+            controller_id: f_controller_id,
+            incarnation_id: f_incarnation_id,
+            zk_migration_ready: f_zk_migration_ready,
+            listeners: f_listeners,
+            features: f_features,
         })
     }
 
@@ -168,18 +168,18 @@ impl Listener {
 impl Struct for Listener {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Listener.name", true)?;
-        let host = r.string("Listener.host", true)?;
-        let port = r.u16("Listener.port")?;
-        let security_protocol = r.i16("Listener.security_protocol")?;
+        let f_name = r.string("Listener.name", true)?;
+        let f_host = r.string("Listener.host", true)?;
+        let f_port = r.u16("Listener.port")?;
+        let f_security_protocol = r.i16("Listener.security_protocol")?;
         if flexible {
             r.tagged_fields("Listener", |_, _| Ok(false))?;
         }
         Ok(Listener {
-            name,
-            host,
-            port,
-            security_protocol,
+            name: f_name,
+            host: f_host,
+            port: f_port,
+            security_protocol: f_security_protocol,
         })
     }
 
@@ -244,16 +244,16 @@ impl Feature {
 impl Struct for Feature {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Feature.name", true)?;
-        let min_supported_version = r.i16("Feature.min_supported_version")?;
-        let max_supported_version = r.i16("Feature.max_supported_version")?;
+        let f_name = r.string("Feature.name", true)?;
+        let f_min_supported_version = r.i16("Feature.min_supported_version")?;
+        let f_max_supported_version = r.i16("Feature.max_supported_version")?;
         if flexible {
             r.tagged_fields("Feature", |_, _| Ok(false))?;
         }
         Ok(Feature {
-            name,
-            min_supported_version,
-            max_supported_version,
+            name: f_name,
+            min_supported_version: f_min_supported_version,
+            max_supported_version: f_max_supported_version,
         })
     }
 

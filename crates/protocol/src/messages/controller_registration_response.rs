@@ -48,17 +48,17 @@ impl ControllerRegistrationResponse {
 impl Struct for ControllerRegistrationResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ControllerRegistrationResponse.throttle_time_ms")?;
-        let error_code = r.i16("ControllerRegistrationResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("ControllerRegistrationResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ControllerRegistrationResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("ControllerRegistrationResponse.error_message", true)?;
         if flexible {
             r.tagged_fields("ControllerRegistrationResponse", |_, _| Ok(false))?;
         }
         Ok(ControllerRegistrationResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

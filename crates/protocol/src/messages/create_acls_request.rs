@@ -36,13 +36,15 @@ impl CreateAclsRequest {
 impl Struct for CreateAclsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let creations = r.array("CreateAclsRequest.creations", version >= 2, |r| {
+        let f_creations = r.array("CreateAclsRequest.creations", version >= 2, |r| {
             AclCreation::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("CreateAclsRequest", |_, _| Ok(false))?;
         }
-        Ok(CreateAclsRequest { creations })
+        Ok(CreateAclsRequest {
+            creations: f_creations,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -133,24 +135,24 @@ impl AclCreation {
 impl Struct for AclCreation {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type = r.i8("AclCreation.resource_type")?;
-        let resource_name = r.string("AclCreation.resource_name", version >= 2)?;
-        let resource_pattern_type = r.i8("AclCreation.resource_pattern_type")?;
-        let principal = r.string("AclCreation.principal", version >= 2)?;
-        let host = r.string("AclCreation.host", version >= 2)?;
-        let operation = r.i8("AclCreation.operation")?;
-        let permission_type = r.i8("AclCreation.permission_type")?;
+        let f_resource_type = r.i8("AclCreation.resource_type")?;
+        let f_resource_name = r.string("AclCreation.resource_name", version >= 2)?;
+        let f_resource_pattern_type = r.i8("AclCreation.resource_pattern_type")?;
+        let f_principal = r.string("AclCreation.principal", version >= 2)?;
+        let f_host = r.string("AclCreation.host", version >= 2)?;
+        let f_operation = r.i8("AclCreation.operation")?;
+        let f_permission_type = r.i8("AclCreation.permission_type")?;
         if flexible {
             r.tagged_fields("AclCreation", |_, _| Ok(false))?;
         }
         Ok(AclCreation {
-            resource_type,
-            resource_name,
-            resource_pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            resource_pattern_type: f_resource_pattern_type,
+            principal: f_principal,
+            host: f_host,
+            operation: f_operation,
+            permission_type: f_permission_type,
         })
     }
 

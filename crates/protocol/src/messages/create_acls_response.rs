@@ -42,16 +42,16 @@ impl CreateAclsResponse {
 impl Struct for CreateAclsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("CreateAclsResponse.throttle_time_ms")?;
-        let results = r.array("CreateAclsResponse.results", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("CreateAclsResponse.throttle_time_ms")?;
+        let f_results = r.array("CreateAclsResponse.results", version >= 2, |r| {
             AclCreationResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("CreateAclsResponse", |_, _| Ok(false))?;
         }
         Ok(CreateAclsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -116,14 +116,14 @@ impl AclCreationResult {
 impl Struct for AclCreationResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("AclCreationResult.error_code")?;
-        let error_message = r.nullable_string("AclCreationResult.error_message", version >= 2)?;
+        let f_error_code = r.i16("AclCreationResult.error_code")?;
+        let f_error_message = r.nullable_string("AclCreationResult.error_message", version >= 2)?;
         if flexible {
             r.tagged_fields("AclCreationResult", |_, _| Ok(false))?;
         }
         Ok(AclCreationResult {
-            error_code,
-            error_message,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -54,7 +54,7 @@ impl CreateDelegationTokenRequest {
 impl Struct for CreateDelegationTokenRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let owner_principal_type = if version >= 3 {
+        let f_owner_principal_type = if version >= 3 {
             if version >= 3 {
                 r.nullable_string(
                     "CreateDelegationTokenRequest.owner_principal_type",
@@ -69,7 +69,7 @@ impl Struct for CreateDelegationTokenRequest {
         } else {
             Some(StrBytes::new())
         };
-        let owner_principal_name = if version >= 3 {
+        let f_owner_principal_name = if version >= 3 {
             if version >= 3 {
                 r.nullable_string(
                     "CreateDelegationTokenRequest.owner_principal_name",
@@ -84,18 +84,18 @@ impl Struct for CreateDelegationTokenRequest {
         } else {
             Some(StrBytes::new())
         };
-        let renewers = r.array("CreateDelegationTokenRequest.renewers", version >= 2, |r| {
+        let f_renewers = r.array("CreateDelegationTokenRequest.renewers", version >= 2, |r| {
             CreatableRenewers::read(r, version)
         })?;
-        let max_lifetime_ms = r.i64("CreateDelegationTokenRequest.max_lifetime_ms")?;
+        let f_max_lifetime_ms = r.i64("CreateDelegationTokenRequest.max_lifetime_ms")?;
         if flexible {
             r.tagged_fields("CreateDelegationTokenRequest", |_, _| Ok(false))?;
         }
         Ok(CreateDelegationTokenRequest {
-            owner_principal_type,
-            owner_principal_name,
-            renewers,
-            max_lifetime_ms,
+            owner_principal_type: f_owner_principal_type,
+            owner_principal_name: f_owner_principal_name,
+            renewers: f_renewers,
+            max_lifetime_ms: f_max_lifetime_ms,
         })
     }
 
@@ -110,15 +110,11 @@ impl Struct for CreateDelegationTokenRequest {
                 version >= 3,
                 version,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.owner_principal_type != Some(StrBytes::new()) {
-                    return Err(codec::not_in_version(
-                        "CreateDelegationTokenRequest.owner_principal_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.owner_principal_type != Some(StrBytes::new()) {
+            return Err(codec::not_in_version(
+                "CreateDelegationTokenRequest.owner_principal_type",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_nullable_string(
@@ -129,15 +125,11 @@ impl Struct for CreateDelegationTokenRequest {
                 version >= 3,
                 version,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.owner_principal_name != Some(StrBytes::new()) {
-                    return Err(codec::not_in_version(
-                        "CreateDelegationTokenRequest.owner_principal_name",
-                        version,
-                    ));
-                }
-            }
+        } else if self.owner_principal_name != Some(StrBytes::new()) {
+            return Err(codec::not_in_version(
+                "CreateDelegationTokenRequest.owner_principal_name",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -212,14 +204,14 @@ impl CreatableRenewers {
 impl Struct for CreatableRenewers {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = r.string("CreatableRenewers.principal_type", version >= 2)?;
-        let principal_name = r.string("CreatableRenewers.principal_name", version >= 2)?;
+        let f_principal_type = r.string("CreatableRenewers.principal_type", version >= 2)?;
+        let f_principal_name = r.string("CreatableRenewers.principal_name", version >= 2)?;
         if flexible {
             r.tagged_fields("CreatableRenewers", |_, _| Ok(false))?;
         }
         Ok(CreatableRenewers {
-            principal_type,
-            principal_name,
+            principal_type: f_principal_type,
+            principal_name: f_principal_name,
         })
     }
 

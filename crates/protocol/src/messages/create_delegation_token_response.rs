@@ -96,12 +96,12 @@ impl CreateDelegationTokenResponse {
 impl Struct for CreateDelegationTokenResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("CreateDelegationTokenResponse.error_code")?;
-        let principal_type =
+        let f_error_code = r.i16("CreateDelegationTokenResponse.error_code")?;
+        let f_principal_type =
             r.string("CreateDelegationTokenResponse.principal_type", version >= 2)?;
-        let principal_name =
+        let f_principal_name =
             r.string("CreateDelegationTokenResponse.principal_name", version >= 2)?;
-        let token_requester_principal_type = if version >= 3 {
+        let f_token_requester_principal_type = if version >= 3 {
             r.string(
                 "CreateDelegationTokenResponse.token_requester_principal_type",
                 version >= 2,
@@ -109,7 +109,7 @@ impl Struct for CreateDelegationTokenResponse {
         } else {
             StrBytes::new()
         };
-        let token_requester_principal_name = if version >= 3 {
+        let f_token_requester_principal_name = if version >= 3 {
             r.string(
                 "CreateDelegationTokenResponse.token_requester_principal_name",
                 version >= 2,
@@ -117,27 +117,27 @@ impl Struct for CreateDelegationTokenResponse {
         } else {
             StrBytes::new()
         };
-        let issue_timestamp_ms = r.i64("CreateDelegationTokenResponse.issue_timestamp_ms")?;
-        let expiry_timestamp_ms = r.i64("CreateDelegationTokenResponse.expiry_timestamp_ms")?;
-        let max_timestamp_ms = r.i64("CreateDelegationTokenResponse.max_timestamp_ms")?;
-        let token_id = r.string("CreateDelegationTokenResponse.token_id", version >= 2)?;
-        let hmac = r.bytes("CreateDelegationTokenResponse.hmac", version >= 2)?;
-        let throttle_time_ms = r.i32("CreateDelegationTokenResponse.throttle_time_ms")?;
+        let f_issue_timestamp_ms = r.i64("CreateDelegationTokenResponse.issue_timestamp_ms")?;
+        let f_expiry_timestamp_ms = r.i64("CreateDelegationTokenResponse.expiry_timestamp_ms")?;
+        let f_max_timestamp_ms = r.i64("CreateDelegationTokenResponse.max_timestamp_ms")?;
+        let f_token_id = r.string("CreateDelegationTokenResponse.token_id", version >= 2)?;
+        let f_hmac = r.bytes("CreateDelegationTokenResponse.hmac", version >= 2)?;
+        let f_throttle_time_ms = r.i32("CreateDelegationTokenResponse.throttle_time_ms")?;
         if flexible {
             r.tagged_fields("CreateDelegationTokenResponse", |_, _| Ok(false))?;
         }
         Ok(CreateDelegationTokenResponse {
-            error_code,
-            principal_type,
-            principal_name,
-            token_requester_principal_type,
-            token_requester_principal_name,
-            issue_timestamp_ms,
-            expiry_timestamp_ms,
-            max_timestamp_ms,
-            token_id,
-            hmac,
-            throttle_time_ms,
+            error_code: f_error_code,
+            principal_type: f_principal_type,
+            principal_name: f_principal_name,
+            token_requester_principal_type: f_token_requester_principal_type,
+            token_requester_principal_name: f_token_requester_principal_name,
+            issue_timestamp_ms: f_issue_timestamp_ms,
+            expiry_timestamp_ms: f_expiry_timestamp_ms,
+            max_timestamp_ms: f_max_timestamp_ms,
+            token_id: f_token_id,
+            hmac: f_hmac,
+            throttle_time_ms: f_throttle_time_ms,
         })
     }
 
@@ -163,15 +163,11 @@ impl Struct for CreateDelegationTokenResponse {
                 &self.token_requester_principal_type.as_str(),
                 version >= 2,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.token_requester_principal_type != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "CreateDelegationTokenResponse.token_requester_principal_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.token_requester_principal_type != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "CreateDelegationTokenResponse.token_requester_principal_type",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_string(
@@ -180,15 +176,11 @@ impl Struct for CreateDelegationTokenResponse {
                 &self.token_requester_principal_name.as_str(),
                 version >= 2,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.token_requester_principal_name != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "CreateDelegationTokenResponse.token_requester_principal_name",
-                        version,
-                    ));
-                }
-            }
+        } else if self.token_requester_principal_name != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "CreateDelegationTokenResponse.token_requester_principal_name",
+                version,
+            ));
         }
         buf.put_i64(self.issue_timestamp_ms);
         buf.put_i64(self.expiry_timestamp_ms);

@@ -48,18 +48,18 @@ impl CreatePartitionsRequest {
 impl Struct for CreatePartitionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topics = r.array("CreatePartitionsRequest.topics", version >= 2, |r| {
+        let f_topics = r.array("CreatePartitionsRequest.topics", version >= 2, |r| {
             CreatePartitionsTopic::read(r, version)
         })?;
-        let timeout_ms = r.i32("CreatePartitionsRequest.timeout_ms")?;
-        let validate_only = r.bool("CreatePartitionsRequest.validate_only")?;
+        let f_timeout_ms = r.i32("CreatePartitionsRequest.timeout_ms")?;
+        let f_validate_only = r.bool("CreatePartitionsRequest.validate_only")?;
         if flexible {
             r.tagged_fields("CreatePartitionsRequest", |_, _| Ok(false))?;
         }
         Ok(CreatePartitionsRequest {
-            topics,
-            timeout_ms,
-            validate_only,
+            topics: f_topics,
+            timeout_ms: f_timeout_ms,
+            validate_only: f_validate_only,
         })
     }
 
@@ -132,11 +132,11 @@ impl CreatePartitionsTopic {
 impl Struct for CreatePartitionsTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("CreatePartitionsTopic.name", version >= 2)
             .map(TopicName)?;
-        let count = r.i32("CreatePartitionsTopic.count")?;
-        let assignments =
+        let f_count = r.i32("CreatePartitionsTopic.count")?;
+        let f_assignments =
             r.nullable_array("CreatePartitionsTopic.assignments", version >= 2, |r| {
                 CreatePartitionsAssignment::read(r, version)
             })?;
@@ -144,9 +144,9 @@ impl Struct for CreatePartitionsTopic {
             r.tagged_fields("CreatePartitionsTopic", |_, _| Ok(false))?;
         }
         Ok(CreatePartitionsTopic {
-            name,
-            count,
-            assignments,
+            name: f_name,
+            count: f_count,
+            assignments: f_assignments,
         })
     }
 
@@ -219,13 +219,15 @@ impl CreatePartitionsAssignment {
 impl Struct for CreatePartitionsAssignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let broker_ids = r.array("CreatePartitionsAssignment.broker_ids", version >= 2, |r| {
+        let f_broker_ids = r.array("CreatePartitionsAssignment.broker_ids", version >= 2, |r| {
             r.i32("CreatePartitionsAssignment.broker_ids").map(BrokerId)
         })?;
         if flexible {
             r.tagged_fields("CreatePartitionsAssignment", |_, _| Ok(false))?;
         }
-        Ok(CreatePartitionsAssignment { broker_ids })
+        Ok(CreatePartitionsAssignment {
+            broker_ids: f_broker_ids,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

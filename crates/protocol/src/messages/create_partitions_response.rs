@@ -42,16 +42,16 @@ impl CreatePartitionsResponse {
 impl Struct for CreatePartitionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("CreatePartitionsResponse.throttle_time_ms")?;
-        let results = r.array("CreatePartitionsResponse.results", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("CreatePartitionsResponse.throttle_time_ms")?;
+        let f_results = r.array("CreatePartitionsResponse.results", version >= 2, |r| {
             CreatePartitionsTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("CreatePartitionsResponse", |_, _| Ok(false))?;
         }
         Ok(CreatePartitionsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -122,19 +122,19 @@ impl CreatePartitionsTopicResult {
 impl Struct for CreatePartitionsTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("CreatePartitionsTopicResult.name", version >= 2)
             .map(TopicName)?;
-        let error_code = r.i16("CreatePartitionsTopicResult.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("CreatePartitionsTopicResult.error_code")?;
+        let f_error_message =
             r.nullable_string("CreatePartitionsTopicResult.error_message", version >= 2)?;
         if flexible {
             r.tagged_fields("CreatePartitionsTopicResult", |_, _| Ok(false))?;
         }
         Ok(CreatePartitionsTopicResult {
-            name,
-            error_code,
-            error_message,
+            name: f_name,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -48,18 +48,18 @@ impl CreateTopicsRequest {
 impl Struct for CreateTopicsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let topics = r.array("CreateTopicsRequest.topics", version >= 5, |r| {
+        let f_topics = r.array("CreateTopicsRequest.topics", version >= 5, |r| {
             CreatableTopic::read(r, version)
         })?;
-        let timeout_ms = r.i32("CreateTopicsRequest.timeout_ms")?;
-        let validate_only = r.bool("CreateTopicsRequest.validate_only")?;
+        let f_timeout_ms = r.i32("CreateTopicsRequest.timeout_ms")?;
+        let f_validate_only = r.bool("CreateTopicsRequest.validate_only")?;
         if flexible {
             r.tagged_fields("CreateTopicsRequest", |_, _| Ok(false))?;
         }
         Ok(CreateTopicsRequest {
-            topics,
-            timeout_ms,
-            validate_only,
+            topics: f_topics,
+            timeout_ms: f_timeout_ms,
+            validate_only: f_validate_only,
         })
     }
 
@@ -143,26 +143,26 @@ impl CreatableTopic {
 impl Struct for CreatableTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = r
+        let f_name = r
             .string("CreatableTopic.name", version >= 5)
             .map(TopicName)?;
-        let num_partitions = r.i32("CreatableTopic.num_partitions")?;
-        let replication_factor = r.i16("CreatableTopic.replication_factor")?;
-        let assignments = r.array("CreatableTopic.assignments", version >= 5, |r| {
+        let f_num_partitions = r.i32("CreatableTopic.num_partitions")?;
+        let f_replication_factor = r.i16("CreatableTopic.replication_factor")?;
+        let f_assignments = r.array("CreatableTopic.assignments", version >= 5, |r| {
             CreatableReplicaAssignment::read(r, version)
         })?;
-        let configs = r.array("CreatableTopic.configs", version >= 5, |r| {
+        let f_configs = r.array("CreatableTopic.configs", version >= 5, |r| {
             CreatableTopicConfig::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("CreatableTopic", |_, _| Ok(false))?;
         }
         Ok(CreatableTopic {
-            name,
-            num_partitions,
-            replication_factor,
-            assignments,
-            configs,
+            name: f_name,
+            num_partitions: f_num_partitions,
+            replication_factor: f_replication_factor,
+            assignments: f_assignments,
+            configs: f_configs,
         })
     }
 
@@ -248,16 +248,16 @@ impl CreatableReplicaAssignment {
 impl Struct for CreatableReplicaAssignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let partition_index = r.i32("CreatableReplicaAssignment.partition_index")?;
-        let broker_ids = r.array("CreatableReplicaAssignment.broker_ids", version >= 5, |r| {
+        let f_partition_index = r.i32("CreatableReplicaAssignment.partition_index")?;
+        let f_broker_ids = r.array("CreatableReplicaAssignment.broker_ids", version >= 5, |r| {
             r.i32("CreatableReplicaAssignment.broker_ids").map(BrokerId)
         })?;
         if flexible {
             r.tagged_fields("CreatableReplicaAssignment", |_, _| Ok(false))?;
         }
         Ok(CreatableReplicaAssignment {
-            partition_index,
-            broker_ids,
+            partition_index: f_partition_index,
+            broker_ids: f_broker_ids,
         })
     }
 
@@ -321,12 +321,15 @@ impl CreatableTopicConfig {
 impl Struct for CreatableTopicConfig {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = r.string("CreatableTopicConfig.name", version >= 5)?;
-        let value = r.nullable_string("CreatableTopicConfig.value", version >= 5)?;
+        let f_name = r.string("CreatableTopicConfig.name", version >= 5)?;
+        let f_value = r.nullable_string("CreatableTopicConfig.value", version >= 5)?;
         if flexible {
             r.tagged_fields("CreatableTopicConfig", |_, _| Ok(false))?;
         }
-        Ok(CreatableTopicConfig { name, value })
+        Ok(CreatableTopicConfig {
+            name: f_name,
+            value: f_value,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -42,16 +42,16 @@ impl CreateTopicsResponse {
 impl Struct for CreateTopicsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let throttle_time_ms = r.i32("CreateTopicsResponse.throttle_time_ms")?;
-        let topics = r.array("CreateTopicsResponse.topics", version >= 5, |r| {
+        let f_throttle_time_ms = r.i32("CreateTopicsResponse.throttle_time_ms")?;
+        let f_topics = r.array("CreateTopicsResponse.topics", version >= 5, |r| {
             CreatableTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("CreateTopicsResponse", |_, _| Ok(false))?;
         }
         Ok(CreateTopicsResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -152,29 +152,29 @@ impl CreatableTopicResult {
 impl Struct for CreatableTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = r
+        let f_name = r
             .string("CreatableTopicResult.name", version >= 5)
             .map(TopicName)?;
-        let topic_id = if version >= 7 {
+        let f_topic_id = if version >= 7 {
             r.uuid("CreatableTopicResult.topic_id")?
         } else {
             Uuid::nil()
         };
-        let error_code = r.i16("CreatableTopicResult.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("CreatableTopicResult.error_code")?;
+        let f_error_message =
             r.nullable_string("CreatableTopicResult.error_message", version >= 5)?;
-        let mut topic_config_error_code = 0;
-        let num_partitions = if version >= 5 {
+        let mut f_topic_config_error_code = 0;
+        let f_num_partitions = if version >= 5 {
             r.i32("CreatableTopicResult.num_partitions")?
         } else {
             -1
         };
-        let replication_factor = if version >= 5 {
+        let f_replication_factor = if version >= 5 {
             r.i16("CreatableTopicResult.replication_factor")?
         } else {
             -1
         };
-        let configs = if version >= 5 {
+        let f_configs = if version >= 5 {
             if version >= 5 {
                 r.nullable_array("CreatableTopicResult.configs", version >= 5, |r| {
                     CreatableTopicConfigs::read(r, version)
@@ -190,7 +190,7 @@ impl Struct for CreatableTopicResult {
         if flexible {
             r.tagged_fields("CreatableTopicResult", |tag, r| match tag {
                 0 if version >= 5 => {
-                    topic_config_error_code =
+                    f_topic_config_error_code =
                         r.i16("CreatableTopicResult.topic_config_error_code")?;
                     Ok(true)
                 }
@@ -198,14 +198,14 @@ impl Struct for CreatableTopicResult {
             })?;
         }
         Ok(CreatableTopicResult {
-            name,
-            topic_id,
-            error_code,
-            error_message,
-            topic_config_error_code,
-            num_partitions,
-            replication_factor,
-            configs,
+            name: f_name,
+            topic_id: f_topic_id,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            topic_config_error_code: f_topic_config_error_code,
+            num_partitions: f_num_partitions,
+            replication_factor: f_replication_factor,
+            configs: f_configs,
         })
     }
 
@@ -353,20 +353,20 @@ impl CreatableTopicConfigs {
 impl Struct for CreatableTopicConfigs {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("CreatableTopicConfigs.name", true)?;
-        let value = r.nullable_string("CreatableTopicConfigs.value", true)?;
-        let read_only = r.bool("CreatableTopicConfigs.read_only")?;
-        let config_source = r.i8("CreatableTopicConfigs.config_source")?;
-        let is_sensitive = r.bool("CreatableTopicConfigs.is_sensitive")?;
+        let f_name = r.string("CreatableTopicConfigs.name", true)?;
+        let f_value = r.nullable_string("CreatableTopicConfigs.value", true)?;
+        let f_read_only = r.bool("CreatableTopicConfigs.read_only")?;
+        let f_config_source = r.i8("CreatableTopicConfigs.config_source")?;
+        let f_is_sensitive = r.bool("CreatableTopicConfigs.is_sensitive")?;
         if flexible {
             r.tagged_fields("CreatableTopicConfigs", |_, _| Ok(false))?;
         }
         Ok(CreatableTopicConfigs {
-            name,
-            value,
-            read_only,
-            config_source,
-            is_sensitive,
+            name: f_name,
+            value: f_value,
+            read_only: f_read_only,
+            config_source: f_config_source,
+            is_sensitive: f_is_sensitive,
         })
     }
 

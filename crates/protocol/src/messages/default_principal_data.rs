@@ -48,16 +48,16 @@ impl DefaultPrincipalData {
 impl Struct for DefaultPrincipalData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let r#type = r.string("DefaultPrincipalData.type", true)?;
-        let name = r.string("DefaultPrincipalData.name", true)?;
-        let token_authenticated = r.bool("DefaultPrincipalData.token_authenticated")?;
+        let f_type = r.string("DefaultPrincipalData.type", true)?;
+        let f_name = r.string("DefaultPrincipalData.name", true)?;
+        let f_token_authenticated = r.bool("DefaultPrincipalData.token_authenticated")?;
         if flexible {
             r.tagged_fields("DefaultPrincipalData", |_, _| Ok(false))?;
         }
         Ok(DefaultPrincipalData {
-            r#type,
-            name,
-            token_authenticated,
+            r#type: f_type,
+            name: f_name,
+            token_authenticated: f_token_authenticated,
         })
     }
 

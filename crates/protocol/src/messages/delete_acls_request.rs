@@ -36,13 +36,13 @@ impl DeleteAclsRequest {
 impl Struct for DeleteAclsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let filters = r.array("DeleteAclsRequest.filters", version >= 2, |r| {
+        let f_filters = r.array("DeleteAclsRequest.filters", version >= 2, |r| {
             DeleteAclsFilter::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteAclsRequest", |_, _| Ok(false))?;
         }
-        Ok(DeleteAclsRequest { filters })
+        Ok(DeleteAclsRequest { filters: f_filters })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -133,26 +133,26 @@ impl DeleteAclsFilter {
 impl Struct for DeleteAclsFilter {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type_filter = r.i8("DeleteAclsFilter.resource_type_filter")?;
-        let resource_name_filter =
+        let f_resource_type_filter = r.i8("DeleteAclsFilter.resource_type_filter")?;
+        let f_resource_name_filter =
             r.nullable_string("DeleteAclsFilter.resource_name_filter", version >= 2)?;
-        let pattern_type_filter = r.i8("DeleteAclsFilter.pattern_type_filter")?;
-        let principal_filter =
+        let f_pattern_type_filter = r.i8("DeleteAclsFilter.pattern_type_filter")?;
+        let f_principal_filter =
             r.nullable_string("DeleteAclsFilter.principal_filter", version >= 2)?;
-        let host_filter = r.nullable_string("DeleteAclsFilter.host_filter", version >= 2)?;
-        let operation = r.i8("DeleteAclsFilter.operation")?;
-        let permission_type = r.i8("DeleteAclsFilter.permission_type")?;
+        let f_host_filter = r.nullable_string("DeleteAclsFilter.host_filter", version >= 2)?;
+        let f_operation = r.i8("DeleteAclsFilter.operation")?;
+        let f_permission_type = r.i8("DeleteAclsFilter.permission_type")?;
         if flexible {
             r.tagged_fields("DeleteAclsFilter", |_, _| Ok(false))?;
         }
         Ok(DeleteAclsFilter {
-            resource_type_filter,
-            resource_name_filter,
-            pattern_type_filter,
-            principal_filter,
-            host_filter,
-            operation,
-            permission_type,
+            resource_type_filter: f_resource_type_filter,
+            resource_name_filter: f_resource_name_filter,
+            pattern_type_filter: f_pattern_type_filter,
+            principal_filter: f_principal_filter,
+            host_filter: f_host_filter,
+            operation: f_operation,
+            permission_type: f_permission_type,
         })
     }
 

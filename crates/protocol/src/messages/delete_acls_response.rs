@@ -42,16 +42,16 @@ impl DeleteAclsResponse {
 impl Struct for DeleteAclsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("DeleteAclsResponse.throttle_time_ms")?;
-        let filter_results = r.array("DeleteAclsResponse.filter_results", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("DeleteAclsResponse.throttle_time_ms")?;
+        let f_filter_results = r.array("DeleteAclsResponse.filter_results", version >= 2, |r| {
             DeleteAclsFilterResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteAclsResponse", |_, _| Ok(false))?;
         }
         Ok(DeleteAclsResponse {
-            throttle_time_ms,
-            filter_results,
+            throttle_time_ms: f_throttle_time_ms,
+            filter_results: f_filter_results,
         })
     }
 
@@ -122,19 +122,20 @@ impl DeleteAclsFilterResult {
 impl Struct for DeleteAclsFilterResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("DeleteAclsFilterResult.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("DeleteAclsFilterResult.error_code")?;
+        let f_error_message =
             r.nullable_string("DeleteAclsFilterResult.error_message", version >= 2)?;
-        let matching_acls = r.array("DeleteAclsFilterResult.matching_acls", version >= 2, |r| {
-            DeleteAclsMatchingAcl::read(r, version)
-        })?;
+        let f_matching_acls =
+            r.array("DeleteAclsFilterResult.matching_acls", version >= 2, |r| {
+                DeleteAclsMatchingAcl::read(r, version)
+            })?;
         if flexible {
             r.tagged_fields("DeleteAclsFilterResult", |_, _| Ok(false))?;
         }
         Ok(DeleteAclsFilterResult {
-            error_code,
-            error_message,
-            matching_acls,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            matching_acls: f_matching_acls,
         })
     }
 
@@ -254,29 +255,29 @@ impl DeleteAclsMatchingAcl {
 impl Struct for DeleteAclsMatchingAcl {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("DeleteAclsMatchingAcl.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("DeleteAclsMatchingAcl.error_code")?;
+        let f_error_message =
             r.nullable_string("DeleteAclsMatchingAcl.error_message", version >= 2)?;
-        let resource_type = r.i8("DeleteAclsMatchingAcl.resource_type")?;
-        let resource_name = r.string("DeleteAclsMatchingAcl.resource_name", version >= 2)?;
-        let pattern_type = r.i8("DeleteAclsMatchingAcl.pattern_type")?;
-        let principal = r.string("DeleteAclsMatchingAcl.principal", version >= 2)?;
-        let host = r.string("DeleteAclsMatchingAcl.host", version >= 2)?;
-        let operation = r.i8("DeleteAclsMatchingAcl.operation")?;
-        let permission_type = r.i8("DeleteAclsMatchingAcl.permission_type")?;
+        let f_resource_type = r.i8("DeleteAclsMatchingAcl.resource_type")?;
+        let f_resource_name = r.string("DeleteAclsMatchingAcl.resource_name", version >= 2)?;
+        let f_pattern_type = r.i8("DeleteAclsMatchingAcl.pattern_type")?;
+        let f_principal = r.string("DeleteAclsMatchingAcl.principal", version >= 2)?;
+        let f_host = r.string("DeleteAclsMatchingAcl.host", version >= 2)?;
+        let f_operation = r.i8("DeleteAclsMatchingAcl.operation")?;
+        let f_permission_type = r.i8("DeleteAclsMatchingAcl.permission_type")?;
         if flexible {
             r.tagged_fields("DeleteAclsMatchingAcl", |_, _| Ok(false))?;
         }
         Ok(DeleteAclsMatchingAcl {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            pattern_type: f_pattern_type,
+            principal: f_principal,
+            host: f_host,
+            operation: f_operation,
+            permission_type: f_permission_type,
         })
     }
 

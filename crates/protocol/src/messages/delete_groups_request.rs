@@ -36,14 +36,16 @@ impl DeleteGroupsRequest {
 impl Struct for DeleteGroupsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let groups_names = r.array("DeleteGroupsRequest.groups_names", version >= 2, |r| {
+        let f_groups_names = r.array("DeleteGroupsRequest.groups_names", version >= 2, |r| {
             r.string("DeleteGroupsRequest.groups_names", version >= 2)
                 .map(GroupId)
         })?;
         if flexible {
             r.tagged_fields("DeleteGroupsRequest", |_, _| Ok(false))?;
         }
-        Ok(DeleteGroupsRequest { groups_names })
+        Ok(DeleteGroupsRequest {
+            groups_names: f_groups_names,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

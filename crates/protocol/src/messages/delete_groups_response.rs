@@ -42,16 +42,16 @@ impl DeleteGroupsResponse {
 impl Struct for DeleteGroupsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("DeleteGroupsResponse.throttle_time_ms")?;
-        let results = r.array("DeleteGroupsResponse.results", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("DeleteGroupsResponse.throttle_time_ms")?;
+        let f_results = r.array("DeleteGroupsResponse.results", version >= 2, |r| {
             DeletableGroupResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteGroupsResponse", |_, _| Ok(false))?;
         }
         Ok(DeleteGroupsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -116,16 +116,16 @@ impl DeletableGroupResult {
 impl Struct for DeletableGroupResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let group_id = r
+        let f_group_id = r
             .string("DeletableGroupResult.group_id", version >= 2)
             .map(GroupId)?;
-        let error_code = r.i16("DeletableGroupResult.error_code")?;
+        let f_error_code = r.i16("DeletableGroupResult.error_code")?;
         if flexible {
             r.tagged_fields("DeletableGroupResult", |_, _| Ok(false))?;
         }
         Ok(DeletableGroupResult {
-            group_id,
-            error_code,
+            group_id: f_group_id,
+            error_code: f_error_code,
         })
     }
 

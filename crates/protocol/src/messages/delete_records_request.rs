@@ -42,14 +42,17 @@ impl DeleteRecordsRequest {
 impl Struct for DeleteRecordsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topics = r.array("DeleteRecordsRequest.topics", version >= 2, |r| {
+        let f_topics = r.array("DeleteRecordsRequest.topics", version >= 2, |r| {
             DeleteRecordsTopic::read(r, version)
         })?;
-        let timeout_ms = r.i32("DeleteRecordsRequest.timeout_ms")?;
+        let f_timeout_ms = r.i32("DeleteRecordsRequest.timeout_ms")?;
         if flexible {
             r.tagged_fields("DeleteRecordsRequest", |_, _| Ok(false))?;
         }
-        Ok(DeleteRecordsRequest { topics, timeout_ms })
+        Ok(DeleteRecordsRequest {
+            topics: f_topics,
+            timeout_ms: f_timeout_ms,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -113,16 +116,19 @@ impl DeleteRecordsTopic {
 impl Struct for DeleteRecordsTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("DeleteRecordsTopic.name", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("DeleteRecordsTopic.partitions", version >= 2, |r| {
+        let f_partitions = r.array("DeleteRecordsTopic.partitions", version >= 2, |r| {
             DeleteRecordsPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteRecordsTopic", |_, _| Ok(false))?;
         }
-        Ok(DeleteRecordsTopic { name, partitions })
+        Ok(DeleteRecordsTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -191,14 +197,14 @@ impl DeleteRecordsPartition {
 impl Struct for DeleteRecordsPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = r.i32("DeleteRecordsPartition.partition_index")?;
-        let offset = r.i64("DeleteRecordsPartition.offset")?;
+        let f_partition_index = r.i32("DeleteRecordsPartition.partition_index")?;
+        let f_offset = r.i64("DeleteRecordsPartition.offset")?;
         if flexible {
             r.tagged_fields("DeleteRecordsPartition", |_, _| Ok(false))?;
         }
         Ok(DeleteRecordsPartition {
-            partition_index,
-            offset,
+            partition_index: f_partition_index,
+            offset: f_offset,
         })
     }
 

@@ -42,16 +42,16 @@ impl DeleteRecordsResponse {
 impl Struct for DeleteRecordsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("DeleteRecordsResponse.throttle_time_ms")?;
-        let topics = r.array("DeleteRecordsResponse.topics", version >= 2, |r| {
+        let f_throttle_time_ms = r.i32("DeleteRecordsResponse.throttle_time_ms")?;
+        let f_topics = r.array("DeleteRecordsResponse.topics", version >= 2, |r| {
             DeleteRecordsTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteRecordsResponse", |_, _| Ok(false))?;
         }
         Ok(DeleteRecordsResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -116,16 +116,19 @@ impl DeleteRecordsTopicResult {
 impl Struct for DeleteRecordsTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("DeleteRecordsTopicResult.name", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("DeleteRecordsTopicResult.partitions", version >= 2, |r| {
+        let f_partitions = r.array("DeleteRecordsTopicResult.partitions", version >= 2, |r| {
             DeleteRecordsPartitionResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteRecordsTopicResult", |_, _| Ok(false))?;
         }
-        Ok(DeleteRecordsTopicResult { name, partitions })
+        Ok(DeleteRecordsTopicResult {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -200,16 +203,16 @@ impl DeleteRecordsPartitionResult {
 impl Struct for DeleteRecordsPartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = r.i32("DeleteRecordsPartitionResult.partition_index")?;
-        let low_watermark = r.i64("DeleteRecordsPartitionResult.low_watermark")?;
-        let error_code = r.i16("DeleteRecordsPartitionResult.error_code")?;
+        let f_partition_index = r.i32("DeleteRecordsPartitionResult.partition_index")?;
+        let f_low_watermark = r.i64("DeleteRecordsPartitionResult.low_watermark")?;
+        let f_error_code = r.i16("DeleteRecordsPartitionResult.error_code")?;
         if flexible {
             r.tagged_fields("DeleteRecordsPartitionResult", |_, _| Ok(false))?;
         }
         Ok(DeleteRecordsPartitionResult {
-            partition_index,
-            low_watermark,
-            error_code,
+            partition_index: f_partition_index,
+            low_watermark: f_low_watermark,
+            error_code: f_error_code,
         })
     }
 

@@ -42,16 +42,19 @@ impl DeleteShareGroupOffsetsRequest {
 impl Struct for DeleteShareGroupOffsetsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("DeleteShareGroupOffsetsRequest.group_id", true)
             .map(GroupId)?;
-        let topics = r.array("DeleteShareGroupOffsetsRequest.topics", true, |r| {
+        let f_topics = r.array("DeleteShareGroupOffsetsRequest.topics", true, |r| {
             DeleteShareGroupOffsetsRequestTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteShareGroupOffsetsRequest", |_, _| Ok(false))?;
         }
-        Ok(DeleteShareGroupOffsetsRequest { group_id, topics })
+        Ok(DeleteShareGroupOffsetsRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -115,13 +118,15 @@ impl DeleteShareGroupOffsetsRequestTopic {
 impl Struct for DeleteShareGroupOffsetsRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("DeleteShareGroupOffsetsRequestTopic.topic_name", true)
             .map(TopicName)?;
         if flexible {
             r.tagged_fields("DeleteShareGroupOffsetsRequestTopic", |_, _| Ok(false))?;
         }
-        Ok(DeleteShareGroupOffsetsRequestTopic { topic_name })
+        Ok(DeleteShareGroupOffsetsRequestTopic {
+            topic_name: f_topic_name,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

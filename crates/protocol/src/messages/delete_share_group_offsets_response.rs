@@ -54,21 +54,21 @@ impl DeleteShareGroupOffsetsResponse {
 impl Struct for DeleteShareGroupOffsetsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DeleteShareGroupOffsetsResponse.throttle_time_ms")?;
-        let error_code = r.i16("DeleteShareGroupOffsetsResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("DeleteShareGroupOffsetsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("DeleteShareGroupOffsetsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("DeleteShareGroupOffsetsResponse.error_message", true)?;
-        let responses = r.array("DeleteShareGroupOffsetsResponse.responses", true, |r| {
+        let f_responses = r.array("DeleteShareGroupOffsetsResponse.responses", true, |r| {
             DeleteShareGroupOffsetsResponseTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteShareGroupOffsetsResponse", |_, _| Ok(false))?;
         }
         Ok(DeleteShareGroupOffsetsResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            responses: f_responses,
         })
     }
 
@@ -161,21 +161,21 @@ impl DeleteShareGroupOffsetsResponseTopic {
 impl Struct for DeleteShareGroupOffsetsResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("DeleteShareGroupOffsetsResponseTopic.topic_name", true)
             .map(TopicName)?;
-        let topic_id = r.uuid("DeleteShareGroupOffsetsResponseTopic.topic_id")?;
-        let error_code = r.i16("DeleteShareGroupOffsetsResponseTopic.error_code")?;
-        let error_message =
+        let f_topic_id = r.uuid("DeleteShareGroupOffsetsResponseTopic.topic_id")?;
+        let f_error_code = r.i16("DeleteShareGroupOffsetsResponseTopic.error_code")?;
+        let f_error_message =
             r.nullable_string("DeleteShareGroupOffsetsResponseTopic.error_message", true)?;
         if flexible {
             r.tagged_fields("DeleteShareGroupOffsetsResponseTopic", |_, _| Ok(false))?;
         }
         Ok(DeleteShareGroupOffsetsResponseTopic {
-            topic_name,
-            topic_id,
-            error_code,
-            error_message,
+            topic_name: f_topic_name,
+            topic_id: f_topic_id,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -42,14 +42,17 @@ impl DeleteShareGroupStateRequest {
 impl Struct for DeleteShareGroupStateRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r.string("DeleteShareGroupStateRequest.group_id", true)?;
-        let topics = r.array("DeleteShareGroupStateRequest.topics", true, |r| {
+        let f_group_id = r.string("DeleteShareGroupStateRequest.group_id", true)?;
+        let f_topics = r.array("DeleteShareGroupStateRequest.topics", true, |r| {
             DeleteStateData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteShareGroupStateRequest", |_, _| Ok(false))?;
         }
-        Ok(DeleteShareGroupStateRequest { group_id, topics })
+        Ok(DeleteShareGroupStateRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -117,16 +120,16 @@ impl DeleteStateData {
 impl Struct for DeleteStateData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("DeleteStateData.topic_id")?;
-        let partitions = r.array("DeleteStateData.partitions", true, |r| {
+        let f_topic_id = r.uuid("DeleteStateData.topic_id")?;
+        let f_partitions = r.array("DeleteStateData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteStateData", |_, _| Ok(false))?;
         }
         Ok(DeleteStateData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -182,11 +185,13 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionData.partition")?;
+        let f_partition = r.i32("PartitionData.partition")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
-        Ok(PartitionData { partition })
+        Ok(PartitionData {
+            partition: f_partition,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

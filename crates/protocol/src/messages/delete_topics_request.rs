@@ -48,14 +48,14 @@ impl DeleteTopicsRequest {
 impl Struct for DeleteTopicsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topics = if version >= 6 {
+        let f_topics = if version >= 6 {
             r.array("DeleteTopicsRequest.topics", version >= 4, |r| {
                 DeleteTopicState::read(r, version)
             })?
         } else {
             Vec::new()
         };
-        let topic_names = if version <= 5 {
+        let f_topic_names = if version <= 5 {
             r.array("DeleteTopicsRequest.topic_names", version >= 4, |r| {
                 r.string("DeleteTopicsRequest.topic_names", version >= 4)
                     .map(TopicName)
@@ -63,14 +63,14 @@ impl Struct for DeleteTopicsRequest {
         } else {
             Vec::new()
         };
-        let timeout_ms = r.i32("DeleteTopicsRequest.timeout_ms")?;
+        let f_timeout_ms = r.i32("DeleteTopicsRequest.timeout_ms")?;
         if flexible {
             r.tagged_fields("DeleteTopicsRequest", |_, _| Ok(false))?;
         }
         Ok(DeleteTopicsRequest {
-            topics,
-            topic_names,
-            timeout_ms,
+            topics: f_topics,
+            topic_names: f_topic_names,
+            timeout_ms: f_timeout_ms,
         })
     }
 
@@ -87,12 +87,8 @@ impl Struct for DeleteTopicsRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 6) {
-                if !self.topics.is_empty() {
-                    return Err(codec::not_in_version("DeleteTopicsRequest.topics", version));
-                }
-            }
+        } else if !self.topics.is_empty() {
+            return Err(codec::not_in_version("DeleteTopicsRequest.topics", version));
         }
         if version <= 5 {
             codec::put_array(
@@ -165,14 +161,17 @@ impl DeleteTopicState {
 impl Struct for DeleteTopicState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .nullable_string("DeleteTopicState.name", true)?
             .map(TopicName);
-        let topic_id = r.uuid("DeleteTopicState.topic_id")?;
+        let f_topic_id = r.uuid("DeleteTopicState.topic_id")?;
         if flexible {
             r.tagged_fields("DeleteTopicState", |_, _| Ok(false))?;
         }
-        Ok(DeleteTopicState { name, topic_id })
+        Ok(DeleteTopicState {
+            name: f_name,
+            topic_id: f_topic_id,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

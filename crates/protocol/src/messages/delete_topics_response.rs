@@ -42,16 +42,16 @@ impl DeleteTopicsResponse {
 impl Struct for DeleteTopicsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = r.i32("DeleteTopicsResponse.throttle_time_ms")?;
-        let responses = r.array("DeleteTopicsResponse.responses", version >= 4, |r| {
+        let f_throttle_time_ms = r.i32("DeleteTopicsResponse.throttle_time_ms")?;
+        let f_responses = r.array("DeleteTopicsResponse.responses", version >= 4, |r| {
             DeletableTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DeleteTopicsResponse", |_, _| Ok(false))?;
         }
         Ok(DeleteTopicsResponse {
-            throttle_time_ms,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            responses: f_responses,
         })
     }
 
@@ -128,7 +128,7 @@ impl DeletableTopicResult {
 impl Struct for DeletableTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let name = if version >= 6 {
+        let f_name = if version >= 6 {
             r.nullable_string("DeletableTopicResult.name", version >= 4)?
                 .map(TopicName)
         } else {
@@ -137,13 +137,13 @@ impl Struct for DeletableTopicResult {
                     .map(TopicName)?,
             )
         };
-        let topic_id = if version >= 6 {
+        let f_topic_id = if version >= 6 {
             r.uuid("DeletableTopicResult.topic_id")?
         } else {
             Uuid::nil()
         };
-        let error_code = r.i16("DeletableTopicResult.error_code")?;
-        let error_message = if version >= 5 {
+        let f_error_code = r.i16("DeletableTopicResult.error_code")?;
+        let f_error_message = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("DeletableTopicResult.error_message", version >= 4)?
             } else {
@@ -156,10 +156,10 @@ impl Struct for DeletableTopicResult {
             r.tagged_fields("DeletableTopicResult", |_, _| Ok(false))?;
         }
         Ok(DeletableTopicResult {
-            name,
-            topic_id,
-            error_code,
-            error_message,
+            name: f_name,
+            topic_id: f_topic_id,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

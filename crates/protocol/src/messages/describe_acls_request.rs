@@ -72,26 +72,26 @@ impl DescribeAclsRequest {
 impl Struct for DescribeAclsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type_filter = r.i8("DescribeAclsRequest.resource_type_filter")?;
-        let resource_name_filter =
+        let f_resource_type_filter = r.i8("DescribeAclsRequest.resource_type_filter")?;
+        let f_resource_name_filter =
             r.nullable_string("DescribeAclsRequest.resource_name_filter", version >= 2)?;
-        let pattern_type_filter = r.i8("DescribeAclsRequest.pattern_type_filter")?;
-        let principal_filter =
+        let f_pattern_type_filter = r.i8("DescribeAclsRequest.pattern_type_filter")?;
+        let f_principal_filter =
             r.nullable_string("DescribeAclsRequest.principal_filter", version >= 2)?;
-        let host_filter = r.nullable_string("DescribeAclsRequest.host_filter", version >= 2)?;
-        let operation = r.i8("DescribeAclsRequest.operation")?;
-        let permission_type = r.i8("DescribeAclsRequest.permission_type")?;
+        let f_host_filter = r.nullable_string("DescribeAclsRequest.host_filter", version >= 2)?;
+        let f_operation = r.i8("DescribeAclsRequest.operation")?;
+        let f_permission_type = r.i8("DescribeAclsRequest.permission_type")?;
         if flexible {
             r.tagged_fields("DescribeAclsRequest", |_, _| Ok(false))?;
         }
         Ok(DescribeAclsRequest {
-            resource_type_filter,
-            resource_name_filter,
-            pattern_type_filter,
-            principal_filter,
-            host_filter,
-            operation,
-            permission_type,
+            resource_type_filter: f_resource_type_filter,
+            resource_name_filter: f_resource_name_filter,
+            pattern_type_filter: f_pattern_type_filter,
+            principal_filter: f_principal_filter,
+            host_filter: f_host_filter,
+            operation: f_operation,
+            permission_type: f_permission_type,
         })
     }
 

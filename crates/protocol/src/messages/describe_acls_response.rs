@@ -54,21 +54,21 @@ impl DescribeAclsResponse {
 impl Struct for DescribeAclsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("DescribeAclsResponse.throttle_time_ms")?;
-        let error_code = r.i16("DescribeAclsResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("DescribeAclsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("DescribeAclsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeAclsResponse.error_message", version >= 2)?;
-        let resources = r.array("DescribeAclsResponse.resources", version >= 2, |r| {
+        let f_resources = r.array("DescribeAclsResponse.resources", version >= 2, |r| {
             DescribeAclsResource::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeAclsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeAclsResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            resources,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            resources: f_resources,
         })
     }
 
@@ -160,20 +160,20 @@ impl DescribeAclsResource {
 impl Struct for DescribeAclsResource {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type = r.i8("DescribeAclsResource.resource_type")?;
-        let resource_name = r.string("DescribeAclsResource.resource_name", version >= 2)?;
-        let pattern_type = r.i8("DescribeAclsResource.pattern_type")?;
-        let acls = r.array("DescribeAclsResource.acls", version >= 2, |r| {
+        let f_resource_type = r.i8("DescribeAclsResource.resource_type")?;
+        let f_resource_name = r.string("DescribeAclsResource.resource_name", version >= 2)?;
+        let f_pattern_type = r.i8("DescribeAclsResource.pattern_type")?;
+        let f_acls = r.array("DescribeAclsResource.acls", version >= 2, |r| {
             AclDescription::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeAclsResource", |_, _| Ok(false))?;
         }
         Ok(DescribeAclsResource {
-            resource_type,
-            resource_name,
-            pattern_type,
-            acls,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            pattern_type: f_pattern_type,
+            acls: f_acls,
         })
     }
 
@@ -258,18 +258,18 @@ impl AclDescription {
 impl Struct for AclDescription {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal = r.string("AclDescription.principal", version >= 2)?;
-        let host = r.string("AclDescription.host", version >= 2)?;
-        let operation = r.i8("AclDescription.operation")?;
-        let permission_type = r.i8("AclDescription.permission_type")?;
+        let f_principal = r.string("AclDescription.principal", version >= 2)?;
+        let f_host = r.string("AclDescription.host", version >= 2)?;
+        let f_operation = r.i8("AclDescription.operation")?;
+        let f_permission_type = r.i8("AclDescription.permission_type")?;
         if flexible {
             r.tagged_fields("AclDescription", |_, _| Ok(false))?;
         }
         Ok(AclDescription {
-            principal,
-            host,
-            operation,
-            permission_type,
+            principal: f_principal,
+            host: f_host,
+            operation: f_operation,
+            permission_type: f_permission_type,
         })
     }
 

@@ -42,16 +42,19 @@ impl DescribeClientQuotasRequest {
 impl Struct for DescribeClientQuotasRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let components = r.array(
+        let f_components = r.array(
             "DescribeClientQuotasRequest.components",
             version >= 1,
             |r| ComponentData::read(r, version),
         )?;
-        let strict = r.bool("DescribeClientQuotasRequest.strict")?;
+        let f_strict = r.bool("DescribeClientQuotasRequest.strict")?;
         if flexible {
             r.tagged_fields("DescribeClientQuotasRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeClientQuotasRequest { components, strict })
+        Ok(DescribeClientQuotasRequest {
+            components: f_components,
+            strict: f_strict,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -120,16 +123,16 @@ impl ComponentData {
 impl Struct for ComponentData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity_type = r.string("ComponentData.entity_type", version >= 1)?;
-        let match_type = r.i8("ComponentData.match_type")?;
-        let r#match = r.nullable_string("ComponentData.match", version >= 1)?;
+        let f_entity_type = r.string("ComponentData.entity_type", version >= 1)?;
+        let f_match_type = r.i8("ComponentData.match_type")?;
+        let f_match = r.nullable_string("ComponentData.match", version >= 1)?;
         if flexible {
             r.tagged_fields("ComponentData", |_, _| Ok(false))?;
         }
         Ok(ComponentData {
-            entity_type,
-            match_type,
-            r#match,
+            entity_type: f_entity_type,
+            match_type: f_match_type,
+            r#match: f_match,
         })
     }
 

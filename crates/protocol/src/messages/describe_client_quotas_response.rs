@@ -54,11 +54,11 @@ impl DescribeClientQuotasResponse {
 impl Struct for DescribeClientQuotasResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let throttle_time_ms = r.i32("DescribeClientQuotasResponse.throttle_time_ms")?;
-        let error_code = r.i16("DescribeClientQuotasResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("DescribeClientQuotasResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("DescribeClientQuotasResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeClientQuotasResponse.error_message", version >= 1)?;
-        let entries =
+        let f_entries =
             r.nullable_array("DescribeClientQuotasResponse.entries", version >= 1, |r| {
                 EntryData::read(r, version)
             })?;
@@ -66,10 +66,10 @@ impl Struct for DescribeClientQuotasResponse {
             r.tagged_fields("DescribeClientQuotasResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeClientQuotasResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            entries,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            entries: f_entries,
         })
     }
 
@@ -154,16 +154,19 @@ impl EntryData {
 impl Struct for EntryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity = r.array("EntryData.entity", version >= 1, |r| {
+        let f_entity = r.array("EntryData.entity", version >= 1, |r| {
             EntityData::read(r, version)
         })?;
-        let values = r.array("EntryData.values", version >= 1, |r| {
+        let f_values = r.array("EntryData.values", version >= 1, |r| {
             ValueData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("EntryData", |_, _| Ok(false))?;
         }
-        Ok(EntryData { entity, values })
+        Ok(EntryData {
+            entity: f_entity,
+            values: f_values,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -235,14 +238,14 @@ impl EntityData {
 impl Struct for EntityData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let entity_type = r.string("EntityData.entity_type", version >= 1)?;
-        let entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
+        let f_entity_type = r.string("EntityData.entity_type", version >= 1)?;
+        let f_entity_name = r.nullable_string("EntityData.entity_name", version >= 1)?;
         if flexible {
             r.tagged_fields("EntityData", |_, _| Ok(false))?;
         }
         Ok(EntityData {
-            entity_type,
-            entity_name,
+            entity_type: f_entity_type,
+            entity_name: f_entity_name,
         })
     }
 
@@ -313,12 +316,15 @@ impl ValueData {
 impl Struct for ValueData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let key = r.string("ValueData.key", version >= 1)?;
-        let value = r.f64("ValueData.value")?;
+        let f_key = r.string("ValueData.key", version >= 1)?;
+        let f_value = r.f64("ValueData.value")?;
         if flexible {
             r.tagged_fields("ValueData", |_, _| Ok(false))?;
         }
-        Ok(ValueData { key, value })
+        Ok(ValueData {
+            key: f_key,
+            value: f_value,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

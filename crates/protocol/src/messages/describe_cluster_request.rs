@@ -48,14 +48,14 @@ impl DescribeClusterRequest {
 impl Struct for DescribeClusterRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let include_cluster_authorized_operations =
+        let f_include_cluster_authorized_operations =
             r.bool("DescribeClusterRequest.include_cluster_authorized_operations")?;
-        let endpoint_type = if version >= 1 {
+        let f_endpoint_type = if version >= 1 {
             r.i8("DescribeClusterRequest.endpoint_type")?
         } else {
             1
         };
-        let include_fenced_brokers = if version >= 2 {
+        let f_include_fenced_brokers = if version >= 2 {
             r.bool("DescribeClusterRequest.include_fenced_brokers")?
         } else {
             false
@@ -64,9 +64,9 @@ impl Struct for DescribeClusterRequest {
             r.tagged_fields("DescribeClusterRequest", |_, _| Ok(false))?;
         }
         Ok(DescribeClusterRequest {
-            include_cluster_authorized_operations,
-            endpoint_type,
-            include_fenced_brokers,
+            include_cluster_authorized_operations: f_include_cluster_authorized_operations,
+            endpoint_type: f_endpoint_type,
+            include_fenced_brokers: f_include_fenced_brokers,
         })
     }
 
@@ -75,27 +75,19 @@ impl Struct for DescribeClusterRequest {
         buf.put_u8(u8::from(self.include_cluster_authorized_operations));
         if version >= 1 {
             buf.put_i8(self.endpoint_type);
-        } else {
-            if !(version >= 1) {
-                if self.endpoint_type != 1 {
-                    return Err(codec::not_in_version(
-                        "DescribeClusterRequest.endpoint_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.endpoint_type != 1 {
+            return Err(codec::not_in_version(
+                "DescribeClusterRequest.endpoint_type",
+                version,
+            ));
         }
         if version >= 2 {
             buf.put_u8(u8::from(self.include_fenced_brokers));
-        } else {
-            if !(version >= 2) {
-                if self.include_fenced_brokers != false {
-                    return Err(codec::not_in_version(
-                        "DescribeClusterRequest.include_fenced_brokers",
-                        version,
-                    ));
-                }
-            }
+        } else if self.include_fenced_brokers != false {
+            return Err(codec::not_in_version(
+                "DescribeClusterRequest.include_fenced_brokers",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

@@ -78,35 +78,35 @@ impl DescribeClusterResponse {
 impl Struct for DescribeClusterResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeClusterResponse.throttle_time_ms")?;
-        let error_code = r.i16("DescribeClusterResponse.error_code")?;
-        let error_message = r.nullable_string("DescribeClusterResponse.error_message", true)?;
-        let endpoint_type = if version >= 1 {
+        let f_throttle_time_ms = r.i32("DescribeClusterResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("DescribeClusterResponse.error_code")?;
+        let f_error_message = r.nullable_string("DescribeClusterResponse.error_message", true)?;
+        let f_endpoint_type = if version >= 1 {
             r.i8("DescribeClusterResponse.endpoint_type")?
         } else {
             1
         };
-        let cluster_id = r.string("DescribeClusterResponse.cluster_id", true)?;
-        let controller_id = r
+        let f_cluster_id = r.string("DescribeClusterResponse.cluster_id", true)?;
+        let f_controller_id = r
             .i32("DescribeClusterResponse.controller_id")
             .map(BrokerId)?;
-        let brokers = r.array("DescribeClusterResponse.brokers", true, |r| {
+        let f_brokers = r.array("DescribeClusterResponse.brokers", true, |r| {
             DescribeClusterBroker::read(r, version)
         })?;
-        let cluster_authorized_operations =
+        let f_cluster_authorized_operations =
             r.i32("DescribeClusterResponse.cluster_authorized_operations")?;
         if flexible {
             r.tagged_fields("DescribeClusterResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeClusterResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            endpoint_type,
-            cluster_id,
-            controller_id,
-            brokers,
-            cluster_authorized_operations,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            endpoint_type: f_endpoint_type,
+            cluster_id: f_cluster_id,
+            controller_id: f_controller_id,
+            brokers: f_brokers,
+            cluster_authorized_operations: f_cluster_authorized_operations,
         })
     }
 
@@ -124,15 +124,11 @@ impl Struct for DescribeClusterResponse {
         )?;
         if version >= 1 {
             buf.put_i8(self.endpoint_type);
-        } else {
-            if !(version >= 1) {
-                if self.endpoint_type != 1 {
-                    return Err(codec::not_in_version(
-                        "DescribeClusterResponse.endpoint_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.endpoint_type != 1 {
+            return Err(codec::not_in_version(
+                "DescribeClusterResponse.endpoint_type",
+                version,
+            ));
         }
         codec::put_string(
             buf,
@@ -230,11 +226,11 @@ impl DescribeClusterBroker {
 impl Struct for DescribeClusterBroker {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("DescribeClusterBroker.broker_id").map(BrokerId)?;
-        let host = r.string("DescribeClusterBroker.host", true)?;
-        let port = r.i32("DescribeClusterBroker.port")?;
-        let rack = r.nullable_string("DescribeClusterBroker.rack", true)?;
-        let is_fenced = if version >= 2 {
+        let f_broker_id = r.i32("DescribeClusterBroker.broker_id").map(BrokerId)?;
+        let f_host = r.string("DescribeClusterBroker.host", true)?;
+        let f_port = r.i32("DescribeClusterBroker.port")?;
+        let f_rack = r.nullable_string("DescribeClusterBroker.rack", true)?;
+        let f_is_fenced = if version >= 2 {
             r.bool("DescribeClusterBroker.is_fenced")?
         } else {
             false
@@ -243,11 +239,11 @@ impl Struct for DescribeClusterBroker {
             r.tagged_fields("DescribeClusterBroker", |_, _| Ok(false))?;
         }
         Ok(DescribeClusterBroker {
-            broker_id,
-            host,
-            port,
-            rack,
-            is_fenced,
+            broker_id: f_broker_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
+            is_fenced: f_is_fenced,
         })
     }
 
@@ -266,15 +262,11 @@ impl Struct for DescribeClusterBroker {
         )?;
         if version >= 2 {
             buf.put_u8(u8::from(self.is_fenced));
-        } else {
-            if !(version >= 2) {
-                if self.is_fenced != false {
-                    return Err(codec::not_in_version(
-                        "DescribeClusterBroker.is_fenced",
-                        version,
-                    ));
-                }
-            }
+        } else if self.is_fenced != false {
+            return Err(codec::not_in_version(
+                "DescribeClusterBroker.is_fenced",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

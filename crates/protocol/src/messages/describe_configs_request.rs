@@ -48,11 +48,11 @@ impl DescribeConfigsRequest {
 impl Struct for DescribeConfigsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let resources = r.array("DescribeConfigsRequest.resources", version >= 4, |r| {
+        let f_resources = r.array("DescribeConfigsRequest.resources", version >= 4, |r| {
             DescribeConfigsResource::read(r, version)
         })?;
-        let include_synonyms = r.bool("DescribeConfigsRequest.include_synonyms")?;
-        let include_documentation = if version >= 3 {
+        let f_include_synonyms = r.bool("DescribeConfigsRequest.include_synonyms")?;
+        let f_include_documentation = if version >= 3 {
             r.bool("DescribeConfigsRequest.include_documentation")?
         } else {
             false
@@ -61,9 +61,9 @@ impl Struct for DescribeConfigsRequest {
             r.tagged_fields("DescribeConfigsRequest", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsRequest {
-            resources,
-            include_synonyms,
-            include_documentation,
+            resources: f_resources,
+            include_synonyms: f_include_synonyms,
+            include_documentation: f_include_documentation,
         })
     }
 
@@ -82,15 +82,11 @@ impl Struct for DescribeConfigsRequest {
         buf.put_u8(u8::from(self.include_synonyms));
         if version >= 3 {
             buf.put_u8(u8::from(self.include_documentation));
-        } else {
-            if !(version >= 3) {
-                if self.include_documentation != false {
-                    return Err(codec::not_in_version(
-                        "DescribeConfigsRequest.include_documentation",
-                        version,
-                    ));
-                }
-            }
+        } else if self.include_documentation != false {
+            return Err(codec::not_in_version(
+                "DescribeConfigsRequest.include_documentation",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -149,9 +145,9 @@ impl DescribeConfigsResource {
 impl Struct for DescribeConfigsResource {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let resource_type = r.i8("DescribeConfigsResource.resource_type")?;
-        let resource_name = r.string("DescribeConfigsResource.resource_name", version >= 4)?;
-        let configuration_keys = r.nullable_array(
+        let f_resource_type = r.i8("DescribeConfigsResource.resource_type")?;
+        let f_resource_name = r.string("DescribeConfigsResource.resource_name", version >= 4)?;
+        let f_configuration_keys = r.nullable_array(
             "DescribeConfigsResource.configuration_keys",
             version >= 4,
             |r| r.string("DescribeConfigsResource.configuration_keys", version >= 4),
@@ -160,9 +156,9 @@ impl Struct for DescribeConfigsResource {
             r.tagged_fields("DescribeConfigsResource", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsResource {
-            resource_type,
-            resource_name,
-            configuration_keys,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            configuration_keys: f_configuration_keys,
         })
     }
 

@@ -42,16 +42,16 @@ impl DescribeConfigsResponse {
 impl Struct for DescribeConfigsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = r.i32("DescribeConfigsResponse.throttle_time_ms")?;
-        let results = r.array("DescribeConfigsResponse.results", version >= 4, |r| {
+        let f_throttle_time_ms = r.i32("DescribeConfigsResponse.throttle_time_ms")?;
+        let f_results = r.array("DescribeConfigsResponse.results", version >= 4, |r| {
             DescribeConfigsResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeConfigsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsResponse {
-            throttle_time_ms,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            results: f_results,
         })
     }
 
@@ -134,23 +134,23 @@ impl DescribeConfigsResult {
 impl Struct for DescribeConfigsResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let error_code = r.i16("DescribeConfigsResult.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("DescribeConfigsResult.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeConfigsResult.error_message", version >= 4)?;
-        let resource_type = r.i8("DescribeConfigsResult.resource_type")?;
-        let resource_name = r.string("DescribeConfigsResult.resource_name", version >= 4)?;
-        let configs = r.array("DescribeConfigsResult.configs", version >= 4, |r| {
+        let f_resource_type = r.i8("DescribeConfigsResult.resource_type")?;
+        let f_resource_name = r.string("DescribeConfigsResult.resource_name", version >= 4)?;
+        let f_configs = r.array("DescribeConfigsResult.configs", version >= 4, |r| {
             DescribeConfigsResourceResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeConfigsResult", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsResult {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            configs,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            configs: f_configs,
         })
     }
 
@@ -273,22 +273,22 @@ impl DescribeConfigsResourceResult {
 impl Struct for DescribeConfigsResourceResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let name = r.string("DescribeConfigsResourceResult.name", version >= 4)?;
-        let value = r.nullable_string("DescribeConfigsResourceResult.value", version >= 4)?;
-        let read_only = r.bool("DescribeConfigsResourceResult.read_only")?;
-        let config_source = r.i8("DescribeConfigsResourceResult.config_source")?;
-        let is_sensitive = r.bool("DescribeConfigsResourceResult.is_sensitive")?;
-        let synonyms = r.array(
+        let f_name = r.string("DescribeConfigsResourceResult.name", version >= 4)?;
+        let f_value = r.nullable_string("DescribeConfigsResourceResult.value", version >= 4)?;
+        let f_read_only = r.bool("DescribeConfigsResourceResult.read_only")?;
+        let f_config_source = r.i8("DescribeConfigsResourceResult.config_source")?;
+        let f_is_sensitive = r.bool("DescribeConfigsResourceResult.is_sensitive")?;
+        let f_synonyms = r.array(
             "DescribeConfigsResourceResult.synonyms",
             version >= 4,
             |r| DescribeConfigsSynonym::read(r, version),
         )?;
-        let config_type = if version >= 3 {
+        let f_config_type = if version >= 3 {
             r.i8("DescribeConfigsResourceResult.config_type")?
         } else {
             0
         };
-        let documentation = if version >= 3 {
+        let f_documentation = if version >= 3 {
             r.nullable_string("DescribeConfigsResourceResult.documentation", version >= 4)?
         } else {
             Some(StrBytes::new())
@@ -297,14 +297,14 @@ impl Struct for DescribeConfigsResourceResult {
             r.tagged_fields("DescribeConfigsResourceResult", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsResourceResult {
-            name,
-            value,
-            read_only,
-            config_source,
-            is_sensitive,
-            synonyms,
-            config_type,
-            documentation,
+            name: f_name,
+            value: f_value,
+            read_only: f_read_only,
+            config_source: f_config_source,
+            is_sensitive: f_is_sensitive,
+            synonyms: f_synonyms,
+            config_type: f_config_type,
+            documentation: f_documentation,
         })
     }
 
@@ -422,16 +422,16 @@ impl DescribeConfigsSynonym {
 impl Struct for DescribeConfigsSynonym {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let name = r.string("DescribeConfigsSynonym.name", version >= 4)?;
-        let value = r.nullable_string("DescribeConfigsSynonym.value", version >= 4)?;
-        let source = r.i8("DescribeConfigsSynonym.source")?;
+        let f_name = r.string("DescribeConfigsSynonym.name", version >= 4)?;
+        let f_value = r.nullable_string("DescribeConfigsSynonym.value", version >= 4)?;
+        let f_source = r.i8("DescribeConfigsSynonym.source")?;
         if flexible {
             r.tagged_fields("DescribeConfigsSynonym", |_, _| Ok(false))?;
         }
         Ok(DescribeConfigsSynonym {
-            name,
-            value,
-            source,
+            name: f_name,
+            value: f_value,
+            source: f_source,
         })
     }
 

@@ -36,14 +36,14 @@ impl DescribeDelegationTokenRequest {
 impl Struct for DescribeDelegationTokenRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let owners =
+        let f_owners =
             r.nullable_array("DescribeDelegationTokenRequest.owners", version >= 2, |r| {
                 DescribeDelegationTokenOwner::read(r, version)
             })?;
         if flexible {
             r.tagged_fields("DescribeDelegationTokenRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeDelegationTokenRequest { owners })
+        Ok(DescribeDelegationTokenRequest { owners: f_owners })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -112,16 +112,16 @@ impl DescribeDelegationTokenOwner {
 impl Struct for DescribeDelegationTokenOwner {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type =
+        let f_principal_type =
             r.string("DescribeDelegationTokenOwner.principal_type", version >= 2)?;
-        let principal_name =
+        let f_principal_name =
             r.string("DescribeDelegationTokenOwner.principal_name", version >= 2)?;
         if flexible {
             r.tagged_fields("DescribeDelegationTokenOwner", |_, _| Ok(false))?;
         }
         Ok(DescribeDelegationTokenOwner {
-            principal_type,
-            principal_name,
+            principal_type: f_principal_type,
+            principal_name: f_principal_name,
         })
     }
 

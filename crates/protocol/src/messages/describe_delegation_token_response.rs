@@ -48,20 +48,20 @@ impl DescribeDelegationTokenResponse {
 impl Struct for DescribeDelegationTokenResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("DescribeDelegationTokenResponse.error_code")?;
-        let tokens = r.array(
+        let f_error_code = r.i16("DescribeDelegationTokenResponse.error_code")?;
+        let f_tokens = r.array(
             "DescribeDelegationTokenResponse.tokens",
             version >= 2,
             |r| DescribedDelegationToken::read(r, version),
         )?;
-        let throttle_time_ms = r.i32("DescribeDelegationTokenResponse.throttle_time_ms")?;
+        let f_throttle_time_ms = r.i32("DescribeDelegationTokenResponse.throttle_time_ms")?;
         if flexible {
             r.tagged_fields("DescribeDelegationTokenResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeDelegationTokenResponse {
-            error_code,
-            tokens,
-            throttle_time_ms,
+            error_code: f_error_code,
+            tokens: f_tokens,
+            throttle_time_ms: f_throttle_time_ms,
         })
     }
 
@@ -176,9 +176,9 @@ impl DescribedDelegationToken {
 impl Struct for DescribedDelegationToken {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = r.string("DescribedDelegationToken.principal_type", version >= 2)?;
-        let principal_name = r.string("DescribedDelegationToken.principal_name", version >= 2)?;
-        let token_requester_principal_type = if version >= 3 {
+        let f_principal_type = r.string("DescribedDelegationToken.principal_type", version >= 2)?;
+        let f_principal_name = r.string("DescribedDelegationToken.principal_name", version >= 2)?;
+        let f_token_requester_principal_type = if version >= 3 {
             r.string(
                 "DescribedDelegationToken.token_requester_principal_type",
                 version >= 2,
@@ -186,7 +186,7 @@ impl Struct for DescribedDelegationToken {
         } else {
             StrBytes::new()
         };
-        let token_requester_principal_name = if version >= 3 {
+        let f_token_requester_principal_name = if version >= 3 {
             r.string(
                 "DescribedDelegationToken.token_requester_principal_name",
                 version >= 2,
@@ -194,28 +194,28 @@ impl Struct for DescribedDelegationToken {
         } else {
             StrBytes::new()
         };
-        let issue_timestamp = r.i64("DescribedDelegationToken.issue_timestamp")?;
-        let expiry_timestamp = r.i64("DescribedDelegationToken.expiry_timestamp")?;
-        let max_timestamp = r.i64("DescribedDelegationToken.max_timestamp")?;
-        let token_id = r.string("DescribedDelegationToken.token_id", version >= 2)?;
-        let hmac = r.bytes("DescribedDelegationToken.hmac", version >= 2)?;
-        let renewers = r.array("DescribedDelegationToken.renewers", version >= 2, |r| {
+        let f_issue_timestamp = r.i64("DescribedDelegationToken.issue_timestamp")?;
+        let f_expiry_timestamp = r.i64("DescribedDelegationToken.expiry_timestamp")?;
+        let f_max_timestamp = r.i64("DescribedDelegationToken.max_timestamp")?;
+        let f_token_id = r.string("DescribedDelegationToken.token_id", version >= 2)?;
+        let f_hmac = r.bytes("DescribedDelegationToken.hmac", version >= 2)?;
+        let f_renewers = r.array("DescribedDelegationToken.renewers", version >= 2, |r| {
             DescribedDelegationTokenRenewer::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribedDelegationToken", |_, _| Ok(false))?;
         }
         Ok(DescribedDelegationToken {
-            principal_type,
-            principal_name,
-            token_requester_principal_type,
-            token_requester_principal_name,
-            issue_timestamp,
-            expiry_timestamp,
-            max_timestamp,
-            token_id,
-            hmac,
-            renewers,
+            principal_type: f_principal_type,
+            principal_name: f_principal_name,
+            token_requester_principal_type: f_token_requester_principal_type,
+            token_requester_principal_name: f_token_requester_principal_name,
+            issue_timestamp: f_issue_timestamp,
+            expiry_timestamp: f_expiry_timestamp,
+            max_timestamp: f_max_timestamp,
+            token_id: f_token_id,
+            hmac: f_hmac,
+            renewers: f_renewers,
         })
     }
 
@@ -240,15 +240,11 @@ impl Struct for DescribedDelegationToken {
                 &self.token_requester_principal_type.as_str(),
                 version >= 2,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.token_requester_principal_type != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "DescribedDelegationToken.token_requester_principal_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.token_requester_principal_type != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "DescribedDelegationToken.token_requester_principal_type",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_string(
@@ -257,15 +253,11 @@ impl Struct for DescribedDelegationToken {
                 &self.token_requester_principal_name.as_str(),
                 version >= 2,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.token_requester_principal_name != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "DescribedDelegationToken.token_requester_principal_name",
-                        version,
-                    ));
-                }
-            }
+        } else if self.token_requester_principal_name != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "DescribedDelegationToken.token_requester_principal_name",
+                version,
+            ));
         }
         buf.put_i64(self.issue_timestamp);
         buf.put_i64(self.expiry_timestamp);
@@ -353,11 +345,11 @@ impl DescribedDelegationTokenRenewer {
 impl Struct for DescribedDelegationTokenRenewer {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = r.string(
+        let f_principal_type = r.string(
             "DescribedDelegationTokenRenewer.principal_type",
             version >= 2,
         )?;
-        let principal_name = r.string(
+        let f_principal_name = r.string(
             "DescribedDelegationTokenRenewer.principal_name",
             version >= 2,
         )?;
@@ -365,8 +357,8 @@ impl Struct for DescribedDelegationTokenRenewer {
             r.tagged_fields("DescribedDelegationTokenRenewer", |_, _| Ok(false))?;
         }
         Ok(DescribedDelegationTokenRenewer {
-            principal_type,
-            principal_name,
+            principal_type: f_principal_type,
+            principal_name: f_principal_name,
         })
     }
 

@@ -42,11 +42,11 @@ impl DescribeGroupsRequest {
 impl Struct for DescribeGroupsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let groups = r.array("DescribeGroupsRequest.groups", version >= 5, |r| {
+        let f_groups = r.array("DescribeGroupsRequest.groups", version >= 5, |r| {
             r.string("DescribeGroupsRequest.groups", version >= 5)
                 .map(GroupId)
         })?;
-        let include_authorized_operations = if version >= 3 {
+        let f_include_authorized_operations = if version >= 3 {
             r.bool("DescribeGroupsRequest.include_authorized_operations")?
         } else {
             false
@@ -55,8 +55,8 @@ impl Struct for DescribeGroupsRequest {
             r.tagged_fields("DescribeGroupsRequest", |_, _| Ok(false))?;
         }
         Ok(DescribeGroupsRequest {
-            groups,
-            include_authorized_operations,
+            groups: f_groups,
+            include_authorized_operations: f_include_authorized_operations,
         })
     }
 
@@ -79,15 +79,11 @@ impl Struct for DescribeGroupsRequest {
         )?;
         if version >= 3 {
             buf.put_u8(u8::from(self.include_authorized_operations));
-        } else {
-            if !(version >= 3) {
-                if self.include_authorized_operations != false {
-                    return Err(codec::not_in_version(
-                        "DescribeGroupsRequest.include_authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.include_authorized_operations != false {
+            return Err(codec::not_in_version(
+                "DescribeGroupsRequest.include_authorized_operations",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

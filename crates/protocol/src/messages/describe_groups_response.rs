@@ -42,20 +42,20 @@ impl DescribeGroupsResponse {
 impl Struct for DescribeGroupsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("DescribeGroupsResponse.throttle_time_ms")?
         } else {
             0
         };
-        let groups = r.array("DescribeGroupsResponse.groups", version >= 5, |r| {
+        let f_groups = r.array("DescribeGroupsResponse.groups", version >= 5, |r| {
             DescribedGroup::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeGroupsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeGroupsResponse {
-            throttle_time_ms,
-            groups,
+            throttle_time_ms: f_throttle_time_ms,
+            groups: f_groups,
         })
     }
 
@@ -159,8 +159,8 @@ impl DescribedGroup {
 impl Struct for DescribedGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let error_code = r.i16("DescribedGroup.error_code")?;
-        let error_message = if version >= 6 {
+        let f_error_code = r.i16("DescribedGroup.error_code")?;
+        let f_error_message = if version >= 6 {
             if version >= 6 {
                 r.nullable_string("DescribedGroup.error_message", version >= 5)?
             } else {
@@ -169,16 +169,16 @@ impl Struct for DescribedGroup {
         } else {
             None
         };
-        let group_id = r
+        let f_group_id = r
             .string("DescribedGroup.group_id", version >= 5)
             .map(GroupId)?;
-        let group_state = r.string("DescribedGroup.group_state", version >= 5)?;
-        let protocol_type = r.string("DescribedGroup.protocol_type", version >= 5)?;
-        let protocol_data = r.string("DescribedGroup.protocol_data", version >= 5)?;
-        let members = r.array("DescribedGroup.members", version >= 5, |r| {
+        let f_group_state = r.string("DescribedGroup.group_state", version >= 5)?;
+        let f_protocol_type = r.string("DescribedGroup.protocol_type", version >= 5)?;
+        let f_protocol_data = r.string("DescribedGroup.protocol_data", version >= 5)?;
+        let f_members = r.array("DescribedGroup.members", version >= 5, |r| {
             DescribedGroupMember::read(r, version)
         })?;
-        let authorized_operations = if version >= 3 {
+        let f_authorized_operations = if version >= 3 {
             r.i32("DescribedGroup.authorized_operations")?
         } else {
             -2147483648
@@ -187,14 +187,14 @@ impl Struct for DescribedGroup {
             r.tagged_fields("DescribedGroup", |_, _| Ok(false))?;
         }
         Ok(DescribedGroup {
-            error_code,
-            error_message,
-            group_id,
-            group_state,
-            protocol_type,
-            protocol_data,
-            members,
-            authorized_operations,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            group_id: f_group_id,
+            group_state: f_group_state,
+            protocol_type: f_protocol_type,
+            protocol_data: f_protocol_data,
+            members: f_members,
+            authorized_operations: f_authorized_operations,
         })
     }
 
@@ -210,15 +210,11 @@ impl Struct for DescribedGroup {
                 version >= 6,
                 version,
             )?;
-        } else {
-            if !(version >= 6) {
-                if self.error_message != None {
-                    return Err(codec::not_in_version(
-                        "DescribedGroup.error_message",
-                        version,
-                    ));
-                }
-            }
+        } else if self.error_message != None {
+            return Err(codec::not_in_version(
+                "DescribedGroup.error_message",
+                version,
+            ));
         }
         codec::put_string(
             buf,
@@ -256,15 +252,11 @@ impl Struct for DescribedGroup {
         )?;
         if version >= 3 {
             buf.put_i32(self.authorized_operations);
-        } else {
-            if !(version >= 3) {
-                if self.authorized_operations != -2147483648 {
-                    return Err(codec::not_in_version(
-                        "DescribedGroup.authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.authorized_operations != -2147483648 {
+            return Err(codec::not_in_version(
+                "DescribedGroup.authorized_operations",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -352,8 +344,8 @@ impl DescribedGroupMember {
 impl Struct for DescribedGroupMember {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let member_id = r.string("DescribedGroupMember.member_id", version >= 5)?;
-        let group_instance_id = if version >= 4 {
+        let f_member_id = r.string("DescribedGroupMember.member_id", version >= 5)?;
+        let f_group_instance_id = if version >= 4 {
             if version >= 4 {
                 r.nullable_string("DescribedGroupMember.group_instance_id", version >= 5)?
             } else {
@@ -362,20 +354,21 @@ impl Struct for DescribedGroupMember {
         } else {
             None
         };
-        let client_id = r.string("DescribedGroupMember.client_id", version >= 5)?;
-        let client_host = r.string("DescribedGroupMember.client_host", version >= 5)?;
-        let member_metadata = r.bytes("DescribedGroupMember.member_metadata", version >= 5)?;
-        let member_assignment = r.bytes("DescribedGroupMember.member_assignment", version >= 5)?;
+        let f_client_id = r.string("DescribedGroupMember.client_id", version >= 5)?;
+        let f_client_host = r.string("DescribedGroupMember.client_host", version >= 5)?;
+        let f_member_metadata = r.bytes("DescribedGroupMember.member_metadata", version >= 5)?;
+        let f_member_assignment =
+            r.bytes("DescribedGroupMember.member_assignment", version >= 5)?;
         if flexible {
             r.tagged_fields("DescribedGroupMember", |_, _| Ok(false))?;
         }
         Ok(DescribedGroupMember {
-            member_id,
-            group_instance_id,
-            client_id,
-            client_host,
-            member_metadata,
-            member_assignment,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            client_id: f_client_id,
+            client_host: f_client_host,
+            member_metadata: f_member_metadata,
+            member_assignment: f_member_assignment,
         })
     }
 

@@ -36,13 +36,13 @@ impl DescribeLogDirsRequest {
 impl Struct for DescribeLogDirsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topics = r.nullable_array("DescribeLogDirsRequest.topics", version >= 2, |r| {
+        let f_topics = r.nullable_array("DescribeLogDirsRequest.topics", version >= 2, |r| {
             DescribableLogDirTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeLogDirsRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeLogDirsRequest { topics })
+        Ok(DescribeLogDirsRequest { topics: f_topics })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -109,16 +109,19 @@ impl DescribableLogDirTopic {
 impl Struct for DescribableLogDirTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic = r
+        let f_topic = r
             .string("DescribableLogDirTopic.topic", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("DescribableLogDirTopic.partitions", version >= 2, |r| {
+        let f_partitions = r.array("DescribableLogDirTopic.partitions", version >= 2, |r| {
             r.i32("DescribableLogDirTopic.partitions")
         })?;
         if flexible {
             r.tagged_fields("DescribableLogDirTopic", |_, _| Ok(false))?;
         }
-        Ok(DescribableLogDirTopic { topic, partitions })
+        Ok(DescribableLogDirTopic {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

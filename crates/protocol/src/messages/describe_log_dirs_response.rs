@@ -48,22 +48,22 @@ impl DescribeLogDirsResponse {
 impl Struct for DescribeLogDirsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("DescribeLogDirsResponse.throttle_time_ms")?;
-        let error_code = if version >= 3 {
+        let f_throttle_time_ms = r.i32("DescribeLogDirsResponse.throttle_time_ms")?;
+        let f_error_code = if version >= 3 {
             r.i16("DescribeLogDirsResponse.error_code")?
         } else {
             0
         };
-        let results = r.array("DescribeLogDirsResponse.results", version >= 2, |r| {
+        let f_results = r.array("DescribeLogDirsResponse.results", version >= 2, |r| {
             DescribeLogDirsResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeLogDirsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeLogDirsResponse {
-            throttle_time_ms,
-            error_code,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            results: f_results,
         })
     }
 
@@ -152,17 +152,17 @@ impl DescribeLogDirsResult {
 impl Struct for DescribeLogDirsResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("DescribeLogDirsResult.error_code")?;
-        let log_dir = r.string("DescribeLogDirsResult.log_dir", version >= 2)?;
-        let topics = r.array("DescribeLogDirsResult.topics", version >= 2, |r| {
+        let f_error_code = r.i16("DescribeLogDirsResult.error_code")?;
+        let f_log_dir = r.string("DescribeLogDirsResult.log_dir", version >= 2)?;
+        let f_topics = r.array("DescribeLogDirsResult.topics", version >= 2, |r| {
             DescribeLogDirsTopic::read(r, version)
         })?;
-        let total_bytes = if version >= 4 {
+        let f_total_bytes = if version >= 4 {
             r.i64("DescribeLogDirsResult.total_bytes")?
         } else {
             -1
         };
-        let usable_bytes = if version >= 4 {
+        let f_usable_bytes = if version >= 4 {
             r.i64("DescribeLogDirsResult.usable_bytes")?
         } else {
             -1
@@ -171,11 +171,11 @@ impl Struct for DescribeLogDirsResult {
             r.tagged_fields("DescribeLogDirsResult", |_, _| Ok(false))?;
         }
         Ok(DescribeLogDirsResult {
-            error_code,
-            log_dir,
-            topics,
-            total_bytes,
-            usable_bytes,
+            error_code: f_error_code,
+            log_dir: f_log_dir,
+            topics: f_topics,
+            total_bytes: f_total_bytes,
+            usable_bytes: f_usable_bytes,
         })
     }
 
@@ -259,16 +259,19 @@ impl DescribeLogDirsTopic {
 impl Struct for DescribeLogDirsTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = r
+        let f_name = r
             .string("DescribeLogDirsTopic.name", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("DescribeLogDirsTopic.partitions", version >= 2, |r| {
+        let f_partitions = r.array("DescribeLogDirsTopic.partitions", version >= 2, |r| {
             DescribeLogDirsPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeLogDirsTopic", |_, _| Ok(false))?;
         }
-        Ok(DescribeLogDirsTopic { name, partitions })
+        Ok(DescribeLogDirsTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -349,18 +352,18 @@ impl DescribeLogDirsPartition {
 impl Struct for DescribeLogDirsPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = r.i32("DescribeLogDirsPartition.partition_index")?;
-        let partition_size = r.i64("DescribeLogDirsPartition.partition_size")?;
-        let offset_lag = r.i64("DescribeLogDirsPartition.offset_lag")?;
-        let is_future_key = r.bool("DescribeLogDirsPartition.is_future_key")?;
+        let f_partition_index = r.i32("DescribeLogDirsPartition.partition_index")?;
+        let f_partition_size = r.i64("DescribeLogDirsPartition.partition_size")?;
+        let f_offset_lag = r.i64("DescribeLogDirsPartition.offset_lag")?;
+        let f_is_future_key = r.bool("DescribeLogDirsPartition.is_future_key")?;
         if flexible {
             r.tagged_fields("DescribeLogDirsPartition", |_, _| Ok(false))?;
         }
         Ok(DescribeLogDirsPartition {
-            partition_index,
-            partition_size,
-            offset_lag,
-            is_future_key,
+            partition_index: f_partition_index,
+            partition_size: f_partition_size,
+            offset_lag: f_offset_lag,
+            is_future_key: f_is_future_key,
         })
     }
 

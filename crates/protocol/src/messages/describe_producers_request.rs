@@ -34,13 +34,13 @@ impl DescribeProducersRequest {
 impl Struct for DescribeProducersRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = r.array("DescribeProducersRequest.topics", true, |r| {
+        let f_topics = r.array("DescribeProducersRequest.topics", true, |r| {
             TopicRequest::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeProducersRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeProducersRequest { topics })
+        Ok(DescribeProducersRequest { topics: f_topics })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -101,16 +101,16 @@ impl TopicRequest {
 impl Struct for TopicRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("TopicRequest.name", true).map(TopicName)?;
-        let partition_indexes = r.array("TopicRequest.partition_indexes", true, |r| {
+        let f_name = r.string("TopicRequest.name", true).map(TopicName)?;
+        let f_partition_indexes = r.array("TopicRequest.partition_indexes", true, |r| {
             r.i32("TopicRequest.partition_indexes")
         })?;
         if flexible {
             r.tagged_fields("TopicRequest", |_, _| Ok(false))?;
         }
         Ok(TopicRequest {
-            name,
-            partition_indexes,
+            name: f_name,
+            partition_indexes: f_partition_indexes,
         })
     }
 

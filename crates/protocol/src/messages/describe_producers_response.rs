@@ -42,16 +42,16 @@ impl DescribeProducersResponse {
 impl Struct for DescribeProducersResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeProducersResponse.throttle_time_ms")?;
-        let topics = r.array("DescribeProducersResponse.topics", true, |r| {
+        let f_throttle_time_ms = r.i32("DescribeProducersResponse.throttle_time_ms")?;
+        let f_topics = r.array("DescribeProducersResponse.topics", true, |r| {
             TopicResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeProducersResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeProducersResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -115,14 +115,17 @@ impl TopicResponse {
 impl Struct for TopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("TopicResponse.name", true).map(TopicName)?;
-        let partitions = r.array("TopicResponse.partitions", true, |r| {
+        let f_name = r.string("TopicResponse.name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicResponse.partitions", true, |r| {
             PartitionResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicResponse", |_, _| Ok(false))?;
         }
-        Ok(TopicResponse { name, partitions })
+        Ok(TopicResponse {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -198,20 +201,20 @@ impl PartitionResponse {
 impl Struct for PartitionResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionResponse.partition_index")?;
-        let error_code = r.i16("PartitionResponse.error_code")?;
-        let error_message = r.nullable_string("PartitionResponse.error_message", true)?;
-        let active_producers = r.array("PartitionResponse.active_producers", true, |r| {
+        let f_partition_index = r.i32("PartitionResponse.partition_index")?;
+        let f_error_code = r.i16("PartitionResponse.error_code")?;
+        let f_error_message = r.nullable_string("PartitionResponse.error_message", true)?;
+        let f_active_producers = r.array("PartitionResponse.active_producers", true, |r| {
             ProducerState::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("PartitionResponse", |_, _| Ok(false))?;
         }
         Ok(PartitionResponse {
-            partition_index,
-            error_code,
-            error_message,
-            active_producers,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            active_producers: f_active_producers,
         })
     }
 
@@ -315,22 +318,22 @@ impl ProducerState {
 impl Struct for ProducerState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let producer_id = r.i64("ProducerState.producer_id").map(ProducerId)?;
-        let producer_epoch = r.i32("ProducerState.producer_epoch")?;
-        let last_sequence = r.i32("ProducerState.last_sequence")?;
-        let last_timestamp = r.i64("ProducerState.last_timestamp")?;
-        let coordinator_epoch = r.i32("ProducerState.coordinator_epoch")?;
-        let current_txn_start_offset = r.i64("ProducerState.current_txn_start_offset")?;
+        let f_producer_id = r.i64("ProducerState.producer_id").map(ProducerId)?;
+        let f_producer_epoch = r.i32("ProducerState.producer_epoch")?;
+        let f_last_sequence = r.i32("ProducerState.last_sequence")?;
+        let f_last_timestamp = r.i64("ProducerState.last_timestamp")?;
+        let f_coordinator_epoch = r.i32("ProducerState.coordinator_epoch")?;
+        let f_current_txn_start_offset = r.i64("ProducerState.current_txn_start_offset")?;
         if flexible {
             r.tagged_fields("ProducerState", |_, _| Ok(false))?;
         }
         Ok(ProducerState {
-            producer_id,
-            producer_epoch,
-            last_sequence,
-            last_timestamp,
-            coordinator_epoch,
-            current_txn_start_offset,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            last_sequence: f_last_sequence,
+            last_timestamp: f_last_timestamp,
+            coordinator_epoch: f_coordinator_epoch,
+            current_txn_start_offset: f_current_txn_start_offset,
         })
     }
 

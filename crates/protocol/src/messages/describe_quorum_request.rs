@@ -34,13 +34,13 @@ impl DescribeQuorumRequest {
 impl Struct for DescribeQuorumRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = r.array("DescribeQuorumRequest.topics", true, |r| {
+        let f_topics = r.array("DescribeQuorumRequest.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeQuorumRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeQuorumRequest { topics })
+        Ok(DescribeQuorumRequest { topics: f_topics })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -101,16 +101,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -171,11 +171,13 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
-        Ok(PartitionData { partition_index })
+        Ok(PartitionData {
+            partition_index: f_partition_index,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

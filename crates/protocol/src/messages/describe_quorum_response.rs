@@ -54,8 +54,8 @@ impl DescribeQuorumResponse {
 impl Struct for DescribeQuorumResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = r.i16("DescribeQuorumResponse.error_code")?;
-        let error_message = if version >= 2 {
+        let f_error_code = r.i16("DescribeQuorumResponse.error_code")?;
+        let f_error_message = if version >= 2 {
             if version >= 2 {
                 r.nullable_string("DescribeQuorumResponse.error_message", true)?
             } else {
@@ -64,10 +64,10 @@ impl Struct for DescribeQuorumResponse {
         } else {
             Some(StrBytes::new())
         };
-        let topics = r.array("DescribeQuorumResponse.topics", true, |r| {
+        let f_topics = r.array("DescribeQuorumResponse.topics", true, |r| {
             TopicData::read(r, version)
         })?;
-        let nodes = if version >= 2 {
+        let f_nodes = if version >= 2 {
             r.array("DescribeQuorumResponse.nodes", true, |r| {
                 Node::read(r, version)
             })?
@@ -78,10 +78,10 @@ impl Struct for DescribeQuorumResponse {
             r.tagged_fields("DescribeQuorumResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeQuorumResponse {
-            error_code,
-            error_message,
-            topics,
-            nodes,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            topics: f_topics,
+            nodes: f_nodes,
         })
     }
 
@@ -119,15 +119,11 @@ impl Struct for DescribeQuorumResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 2) {
-                if !self.nodes.is_empty() {
-                    return Err(codec::not_in_version(
-                        "DescribeQuorumResponse.nodes",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.nodes.is_empty() {
+            return Err(codec::not_in_version(
+                "DescribeQuorumResponse.nodes",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -186,16 +182,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -300,9 +296,9 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let error_message = if version >= 2 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_error_message = if version >= 2 {
             if version >= 2 {
                 r.nullable_string("PartitionData.error_message", true)?
             } else {
@@ -311,27 +307,27 @@ impl Struct for PartitionData {
         } else {
             Some(StrBytes::new())
         };
-        let leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
-        let high_watermark = r.i64("PartitionData.high_watermark")?;
-        let current_voters = r.array("PartitionData.current_voters", true, |r| {
+        let f_leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_high_watermark = r.i64("PartitionData.high_watermark")?;
+        let f_current_voters = r.array("PartitionData.current_voters", true, |r| {
             ReplicaState::read(r, version)
         })?;
-        let observers = r.array("PartitionData.observers", true, |r| {
+        let f_observers = r.array("PartitionData.observers", true, |r| {
             ReplicaState::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            error_message,
-            leader_id,
-            leader_epoch,
-            high_watermark,
-            current_voters,
-            observers,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            high_watermark: f_high_watermark,
+            current_voters: f_current_voters,
+            observers: f_observers,
         })
     }
 
@@ -450,19 +446,19 @@ impl ReplicaState {
 impl Struct for ReplicaState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let replica_id = r.i32("ReplicaState.replica_id").map(BrokerId)?;
-        let replica_directory_id = if version >= 2 {
+        let f_replica_id = r.i32("ReplicaState.replica_id").map(BrokerId)?;
+        let f_replica_directory_id = if version >= 2 {
             r.uuid("ReplicaState.replica_directory_id")?
         } else {
             Uuid::nil()
         };
-        let log_end_offset = r.i64("ReplicaState.log_end_offset")?;
-        let last_fetch_timestamp = if version >= 1 {
+        let f_log_end_offset = r.i64("ReplicaState.log_end_offset")?;
+        let f_last_fetch_timestamp = if version >= 1 {
             r.i64("ReplicaState.last_fetch_timestamp")?
         } else {
             -1
         };
-        let last_caught_up_timestamp = if version >= 1 {
+        let f_last_caught_up_timestamp = if version >= 1 {
             r.i64("ReplicaState.last_caught_up_timestamp")?
         } else {
             -1
@@ -471,11 +467,11 @@ impl Struct for ReplicaState {
             r.tagged_fields("ReplicaState", |_, _| Ok(false))?;
         }
         Ok(ReplicaState {
-            replica_id,
-            replica_directory_id,
-            log_end_offset,
-            last_fetch_timestamp,
-            last_caught_up_timestamp,
+            replica_id: f_replica_id,
+            replica_directory_id: f_replica_directory_id,
+            log_end_offset: f_log_end_offset,
+            last_fetch_timestamp: f_last_fetch_timestamp,
+            last_caught_up_timestamp: f_last_caught_up_timestamp,
         })
     }
 
@@ -484,15 +480,11 @@ impl Struct for ReplicaState {
         buf.put_i32(self.replica_id.0);
         if version >= 2 {
             buf.put_slice(self.replica_directory_id.as_bytes());
-        } else {
-            if !(version >= 2) {
-                if self.replica_directory_id != Uuid::nil() {
-                    return Err(codec::not_in_version(
-                        "ReplicaState.replica_directory_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.replica_directory_id != Uuid::nil() {
+            return Err(codec::not_in_version(
+                "ReplicaState.replica_directory_id",
+                version,
+            ));
         }
         buf.put_i64(self.log_end_offset);
         if version >= 1 {
@@ -557,12 +549,15 @@ impl Node {
 impl Struct for Node {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("Node.node_id").map(BrokerId)?;
-        let listeners = r.array("Node.listeners", true, |r| Listener::read(r, version))?;
+        let f_node_id = r.i32("Node.node_id").map(BrokerId)?;
+        let f_listeners = r.array("Node.listeners", true, |r| Listener::read(r, version))?;
         if flexible {
             r.tagged_fields("Node", |_, _| Ok(false))?;
         }
-        Ok(Node { node_id, listeners })
+        Ok(Node {
+            node_id: f_node_id,
+            listeners: f_listeners,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -625,13 +620,17 @@ impl Listener {
 impl Struct for Listener {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Listener.name", true)?;
-        let host = r.string("Listener.host", true)?;
-        let port = r.u16("Listener.port")?;
+        let f_name = r.string("Listener.name", true)?;
+        let f_host = r.string("Listener.host", true)?;
+        let f_port = r.u16("Listener.port")?;
         if flexible {
             r.tagged_fields("Listener", |_, _| Ok(false))?;
         }
-        Ok(Listener { name, host, port })
+        Ok(Listener {
+            name: f_name,
+            host: f_host,
+            port: f_port,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

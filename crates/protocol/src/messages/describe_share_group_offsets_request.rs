@@ -34,13 +34,13 @@ impl DescribeShareGroupOffsetsRequest {
 impl Struct for DescribeShareGroupOffsetsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let groups = r.array("DescribeShareGroupOffsetsRequest.groups", true, |r| {
+        let f_groups = r.array("DescribeShareGroupOffsetsRequest.groups", true, |r| {
             DescribeShareGroupOffsetsRequestGroup::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeShareGroupOffsetsRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeShareGroupOffsetsRequest { groups })
+        Ok(DescribeShareGroupOffsetsRequest { groups: f_groups })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -106,17 +106,20 @@ impl DescribeShareGroupOffsetsRequestGroup {
 impl Struct for DescribeShareGroupOffsetsRequestGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("DescribeShareGroupOffsetsRequestGroup.group_id", true)
             .map(GroupId)?;
-        let topics =
+        let f_topics =
             r.nullable_array("DescribeShareGroupOffsetsRequestGroup.topics", true, |r| {
                 DescribeShareGroupOffsetsRequestTopic::read(r, version)
             })?;
         if flexible {
             r.tagged_fields("DescribeShareGroupOffsetsRequestGroup", |_, _| Ok(false))?;
         }
-        Ok(DescribeShareGroupOffsetsRequestGroup { group_id, topics })
+        Ok(DescribeShareGroupOffsetsRequestGroup {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -194,10 +197,10 @@ impl DescribeShareGroupOffsetsRequestTopic {
 impl Struct for DescribeShareGroupOffsetsRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("DescribeShareGroupOffsetsRequestTopic.topic_name", true)
             .map(TopicName)?;
-        let partitions = r.array(
+        let f_partitions = r.array(
             "DescribeShareGroupOffsetsRequestTopic.partitions",
             true,
             |r| r.i32("DescribeShareGroupOffsetsRequestTopic.partitions"),
@@ -206,8 +209,8 @@ impl Struct for DescribeShareGroupOffsetsRequestTopic {
             r.tagged_fields("DescribeShareGroupOffsetsRequestTopic", |_, _| Ok(false))?;
         }
         Ok(DescribeShareGroupOffsetsRequestTopic {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 

@@ -42,16 +42,16 @@ impl DescribeShareGroupOffsetsResponse {
 impl Struct for DescribeShareGroupOffsetsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeShareGroupOffsetsResponse.throttle_time_ms")?;
-        let groups = r.array("DescribeShareGroupOffsetsResponse.groups", true, |r| {
+        let f_throttle_time_ms = r.i32("DescribeShareGroupOffsetsResponse.throttle_time_ms")?;
+        let f_groups = r.array("DescribeShareGroupOffsetsResponse.groups", true, |r| {
             DescribeShareGroupOffsetsResponseGroup::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeShareGroupOffsetsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeShareGroupOffsetsResponse {
-            throttle_time_ms,
-            groups,
+            throttle_time_ms: f_throttle_time_ms,
+            groups: f_groups,
         })
     }
 
@@ -129,23 +129,23 @@ impl DescribeShareGroupOffsetsResponseGroup {
 impl Struct for DescribeShareGroupOffsetsResponseGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("DescribeShareGroupOffsetsResponseGroup.group_id", true)
             .map(GroupId)?;
-        let topics = r.array("DescribeShareGroupOffsetsResponseGroup.topics", true, |r| {
+        let f_topics = r.array("DescribeShareGroupOffsetsResponseGroup.topics", true, |r| {
             DescribeShareGroupOffsetsResponseTopic::read(r, version)
         })?;
-        let error_code = r.i16("DescribeShareGroupOffsetsResponseGroup.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("DescribeShareGroupOffsetsResponseGroup.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeShareGroupOffsetsResponseGroup.error_message", true)?;
         if flexible {
             r.tagged_fields("DescribeShareGroupOffsetsResponseGroup", |_, _| Ok(false))?;
         }
         Ok(DescribeShareGroupOffsetsResponseGroup {
-            group_id,
-            topics,
-            error_code,
-            error_message,
+            group_id: f_group_id,
+            topics: f_topics,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 
@@ -240,11 +240,11 @@ impl DescribeShareGroupOffsetsResponseTopic {
 impl Struct for DescribeShareGroupOffsetsResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r
+        let f_topic_name = r
             .string("DescribeShareGroupOffsetsResponseTopic.topic_name", true)
             .map(TopicName)?;
-        let topic_id = r.uuid("DescribeShareGroupOffsetsResponseTopic.topic_id")?;
-        let partitions = r.array(
+        let f_topic_id = r.uuid("DescribeShareGroupOffsetsResponseTopic.topic_id")?;
+        let f_partitions = r.array(
             "DescribeShareGroupOffsetsResponseTopic.partitions",
             true,
             |r| DescribeShareGroupOffsetsResponsePartition::read(r, version),
@@ -253,9 +253,9 @@ impl Struct for DescribeShareGroupOffsetsResponseTopic {
             r.tagged_fields("DescribeShareGroupOffsetsResponseTopic", |_, _| Ok(false))?;
         }
         Ok(DescribeShareGroupOffsetsResponseTopic {
-            topic_name,
-            topic_id,
-            partitions,
+            topic_name: f_topic_name,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -354,17 +354,17 @@ impl DescribeShareGroupOffsetsResponsePartition {
 impl Struct for DescribeShareGroupOffsetsResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index =
+        let f_partition_index =
             r.i32("DescribeShareGroupOffsetsResponsePartition.partition_index")?;
-        let start_offset = r.i64("DescribeShareGroupOffsetsResponsePartition.start_offset")?;
-        let leader_epoch = r.i32("DescribeShareGroupOffsetsResponsePartition.leader_epoch")?;
-        let lag = if version >= 1 {
+        let f_start_offset = r.i64("DescribeShareGroupOffsetsResponsePartition.start_offset")?;
+        let f_leader_epoch = r.i32("DescribeShareGroupOffsetsResponsePartition.leader_epoch")?;
+        let f_lag = if version >= 1 {
             r.i64("DescribeShareGroupOffsetsResponsePartition.lag")?
         } else {
             -1
         };
-        let error_code = r.i16("DescribeShareGroupOffsetsResponsePartition.error_code")?;
-        let error_message = r.nullable_string(
+        let f_error_code = r.i16("DescribeShareGroupOffsetsResponsePartition.error_code")?;
+        let f_error_message = r.nullable_string(
             "DescribeShareGroupOffsetsResponsePartition.error_message",
             true,
         )?;
@@ -374,12 +374,12 @@ impl Struct for DescribeShareGroupOffsetsResponsePartition {
             })?;
         }
         Ok(DescribeShareGroupOffsetsResponsePartition {
-            partition_index,
-            start_offset,
-            leader_epoch,
-            lag,
-            error_code,
-            error_message,
+            partition_index: f_partition_index,
+            start_offset: f_start_offset,
+            leader_epoch: f_leader_epoch,
+            lag: f_lag,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 
@@ -390,15 +390,11 @@ impl Struct for DescribeShareGroupOffsetsResponsePartition {
         buf.put_i32(self.leader_epoch);
         if version >= 1 {
             buf.put_i64(self.lag);
-        } else {
-            if !(version >= 1) {
-                if self.lag != -1 {
-                    return Err(codec::not_in_version(
-                        "DescribeShareGroupOffsetsResponsePartition.lag",
-                        version,
-                    ));
-                }
-            }
+        } else if self.lag != -1 {
+            return Err(codec::not_in_version(
+                "DescribeShareGroupOffsetsResponsePartition.lag",
+                version,
+            ));
         }
         buf.put_i16(self.error_code);
         codec::put_nullable_string(

@@ -48,12 +48,12 @@ impl DescribeTopicPartitionsRequest {
 impl Struct for DescribeTopicPartitionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = r.array("DescribeTopicPartitionsRequest.topics", true, |r| {
+        let f_topics = r.array("DescribeTopicPartitionsRequest.topics", true, |r| {
             TopicRequest::read(r, version)
         })?;
-        let response_partition_limit =
+        let f_response_partition_limit =
             r.i32("DescribeTopicPartitionsRequest.response_partition_limit")?;
-        let cursor = if r.present("DescribeTopicPartitionsRequest.cursor")? {
+        let f_cursor = if r.present("DescribeTopicPartitionsRequest.cursor")? {
             Some(Cursor::read(r, version)?)
         } else {
             None
@@ -62,9 +62,9 @@ impl Struct for DescribeTopicPartitionsRequest {
             r.tagged_fields("DescribeTopicPartitionsRequest", |_, _| Ok(false))?;
         }
         Ok(DescribeTopicPartitionsRequest {
-            topics,
-            response_partition_limit,
-            cursor,
+            topics: f_topics,
+            response_partition_limit: f_response_partition_limit,
+            cursor: f_cursor,
         })
     }
 
@@ -135,11 +135,11 @@ impl TopicRequest {
 impl Struct for TopicRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("TopicRequest.name", true).map(TopicName)?;
+        let f_name = r.string("TopicRequest.name", true).map(TopicName)?;
         if flexible {
             r.tagged_fields("TopicRequest", |_, _| Ok(false))?;
         }
-        Ok(TopicRequest { name })
+        Ok(TopicRequest { name: f_name })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -191,14 +191,14 @@ impl Cursor {
 impl Struct for Cursor {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r.string("Cursor.topic_name", true).map(TopicName)?;
-        let partition_index = r.i32("Cursor.partition_index")?;
+        let f_topic_name = r.string("Cursor.topic_name", true).map(TopicName)?;
+        let f_partition_index = r.i32("Cursor.partition_index")?;
         if flexible {
             r.tagged_fields("Cursor", |_, _| Ok(false))?;
         }
         Ok(Cursor {
-            topic_name,
-            partition_index,
+            topic_name: f_topic_name,
+            partition_index: f_partition_index,
         })
     }
 

@@ -48,11 +48,11 @@ impl DescribeTopicPartitionsResponse {
 impl Struct for DescribeTopicPartitionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeTopicPartitionsResponse.throttle_time_ms")?;
-        let topics = r.array("DescribeTopicPartitionsResponse.topics", true, |r| {
+        let f_throttle_time_ms = r.i32("DescribeTopicPartitionsResponse.throttle_time_ms")?;
+        let f_topics = r.array("DescribeTopicPartitionsResponse.topics", true, |r| {
             DescribeTopicPartitionsResponseTopic::read(r, version)
         })?;
-        let next_cursor = if r.present("DescribeTopicPartitionsResponse.next_cursor")? {
+        let f_next_cursor = if r.present("DescribeTopicPartitionsResponse.next_cursor")? {
             Some(Cursor::read(r, version)?)
         } else {
             None
@@ -61,9 +61,9 @@ impl Struct for DescribeTopicPartitionsResponse {
             r.tagged_fields("DescribeTopicPartitionsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeTopicPartitionsResponse {
-            throttle_time_ms,
-            topics,
-            next_cursor,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
+            next_cursor: f_next_cursor,
         })
     }
 
@@ -166,29 +166,29 @@ impl DescribeTopicPartitionsResponseTopic {
 impl Struct for DescribeTopicPartitionsResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = r.i16("DescribeTopicPartitionsResponseTopic.error_code")?;
-        let name = r
+        let f_error_code = r.i16("DescribeTopicPartitionsResponseTopic.error_code")?;
+        let f_name = r
             .nullable_string("DescribeTopicPartitionsResponseTopic.name", true)?
             .map(TopicName);
-        let topic_id = r.uuid("DescribeTopicPartitionsResponseTopic.topic_id")?;
-        let is_internal = r.bool("DescribeTopicPartitionsResponseTopic.is_internal")?;
-        let partitions = r.array(
+        let f_topic_id = r.uuid("DescribeTopicPartitionsResponseTopic.topic_id")?;
+        let f_is_internal = r.bool("DescribeTopicPartitionsResponseTopic.is_internal")?;
+        let f_partitions = r.array(
             "DescribeTopicPartitionsResponseTopic.partitions",
             true,
             |r| DescribeTopicPartitionsResponsePartition::read(r, version),
         )?;
-        let topic_authorized_operations =
+        let f_topic_authorized_operations =
             r.i32("DescribeTopicPartitionsResponseTopic.topic_authorized_operations")?;
         if flexible {
             r.tagged_fields("DescribeTopicPartitionsResponseTopic", |_, _| Ok(false))?;
         }
         Ok(DescribeTopicPartitionsResponseTopic {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
+            error_code: f_error_code,
+            name: f_name,
+            topic_id: f_topic_id,
+            is_internal: f_is_internal,
+            partitions: f_partitions,
+            topic_authorized_operations: f_topic_authorized_operations,
         })
     }
 
@@ -315,13 +315,14 @@ impl DescribeTopicPartitionsResponsePartition {
 impl Struct for DescribeTopicPartitionsResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = r.i16("DescribeTopicPartitionsResponsePartition.error_code")?;
-        let partition_index = r.i32("DescribeTopicPartitionsResponsePartition.partition_index")?;
-        let leader_id = r
+        let f_error_code = r.i16("DescribeTopicPartitionsResponsePartition.error_code")?;
+        let f_partition_index =
+            r.i32("DescribeTopicPartitionsResponsePartition.partition_index")?;
+        let f_leader_id = r
             .i32("DescribeTopicPartitionsResponsePartition.leader_id")
             .map(BrokerId)?;
-        let leader_epoch = r.i32("DescribeTopicPartitionsResponsePartition.leader_epoch")?;
-        let replica_nodes = r.array(
+        let f_leader_epoch = r.i32("DescribeTopicPartitionsResponsePartition.leader_epoch")?;
+        let f_replica_nodes = r.array(
             "DescribeTopicPartitionsResponsePartition.replica_nodes",
             true,
             |r| {
@@ -329,7 +330,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
                     .map(BrokerId)
             },
         )?;
-        let isr_nodes = r.array(
+        let f_isr_nodes = r.array(
             "DescribeTopicPartitionsResponsePartition.isr_nodes",
             true,
             |r| {
@@ -337,7 +338,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
                     .map(BrokerId)
             },
         )?;
-        let eligible_leader_replicas = r.nullable_array(
+        let f_eligible_leader_replicas = r.nullable_array(
             "DescribeTopicPartitionsResponsePartition.eligible_leader_replicas",
             true,
             |r| {
@@ -345,7 +346,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
                     .map(BrokerId)
             },
         )?;
-        let last_known_elr = r.nullable_array(
+        let f_last_known_elr = r.nullable_array(
             "DescribeTopicPartitionsResponsePartition.last_known_elr",
             true,
             |r| {
@@ -353,7 +354,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
                     .map(BrokerId)
             },
         )?;
-        let offline_replicas = r.array(
+        let f_offline_replicas = r.array(
             "DescribeTopicPartitionsResponsePartition.offline_replicas",
             true,
             |r| {
@@ -365,15 +366,15 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             r.tagged_fields("DescribeTopicPartitionsResponsePartition", |_, _| Ok(false))?;
         }
         Ok(DescribeTopicPartitionsResponsePartition {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            eligible_leader_replicas,
-            last_known_elr,
-            offline_replicas,
+            error_code: f_error_code,
+            partition_index: f_partition_index,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            replica_nodes: f_replica_nodes,
+            isr_nodes: f_isr_nodes,
+            eligible_leader_replicas: f_eligible_leader_replicas,
+            last_known_elr: f_last_known_elr,
+            offline_replicas: f_offline_replicas,
         })
     }
 
@@ -499,14 +500,14 @@ impl Cursor {
 impl Struct for Cursor {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r.string("Cursor.topic_name", true).map(TopicName)?;
-        let partition_index = r.i32("Cursor.partition_index")?;
+        let f_topic_name = r.string("Cursor.topic_name", true).map(TopicName)?;
+        let f_partition_index = r.i32("Cursor.partition_index")?;
         if flexible {
             r.tagged_fields("Cursor", |_, _| Ok(false))?;
         }
         Ok(Cursor {
-            topic_name,
-            partition_index,
+            topic_name: f_topic_name,
+            partition_index: f_partition_index,
         })
     }
 

@@ -36,7 +36,7 @@ impl DescribeTransactionsRequest {
 impl Struct for DescribeTransactionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_ids =
+        let f_transactional_ids =
             r.array("DescribeTransactionsRequest.transactional_ids", true, |r| {
                 r.string("DescribeTransactionsRequest.transactional_ids", true)
                     .map(TransactionalId)
@@ -44,7 +44,9 @@ impl Struct for DescribeTransactionsRequest {
         if flexible {
             r.tagged_fields("DescribeTransactionsRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeTransactionsRequest { transactional_ids })
+        Ok(DescribeTransactionsRequest {
+            transactional_ids: f_transactional_ids,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -42,8 +42,8 @@ impl DescribeTransactionsResponse {
 impl Struct for DescribeTransactionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeTransactionsResponse.throttle_time_ms")?;
-        let transaction_states = r.array(
+        let f_throttle_time_ms = r.i32("DescribeTransactionsResponse.throttle_time_ms")?;
+        let f_transaction_states = r.array(
             "DescribeTransactionsResponse.transaction_states",
             true,
             |r| TransactionState::read(r, version),
@@ -52,8 +52,8 @@ impl Struct for DescribeTransactionsResponse {
             r.tagged_fields("DescribeTransactionsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeTransactionsResponse {
-            throttle_time_ms,
-            transaction_states,
+            throttle_time_ms: f_throttle_time_ms,
+            transaction_states: f_transaction_states,
         })
     }
 
@@ -154,30 +154,30 @@ impl TransactionState {
 impl Struct for TransactionState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = r.i16("TransactionState.error_code")?;
-        let transactional_id = r
+        let f_error_code = r.i16("TransactionState.error_code")?;
+        let f_transactional_id = r
             .string("TransactionState.transactional_id", true)
             .map(TransactionalId)?;
-        let transaction_state = r.string("TransactionState.transaction_state", true)?;
-        let transaction_timeout_ms = r.i32("TransactionState.transaction_timeout_ms")?;
-        let transaction_start_time_ms = r.i64("TransactionState.transaction_start_time_ms")?;
-        let producer_id = r.i64("TransactionState.producer_id").map(ProducerId)?;
-        let producer_epoch = r.i16("TransactionState.producer_epoch")?;
-        let topics = r.array("TransactionState.topics", true, |r| {
+        let f_transaction_state = r.string("TransactionState.transaction_state", true)?;
+        let f_transaction_timeout_ms = r.i32("TransactionState.transaction_timeout_ms")?;
+        let f_transaction_start_time_ms = r.i64("TransactionState.transaction_start_time_ms")?;
+        let f_producer_id = r.i64("TransactionState.producer_id").map(ProducerId)?;
+        let f_producer_epoch = r.i16("TransactionState.producer_epoch")?;
+        let f_topics = r.array("TransactionState.topics", true, |r| {
             TopicData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TransactionState", |_, _| Ok(false))?;
         }
         Ok(TransactionState {
-            error_code,
-            transactional_id,
-            transaction_state,
-            transaction_timeout_ms,
-            transaction_start_time_ms,
-            producer_id,
-            producer_epoch,
-            topics,
+            error_code: f_error_code,
+            transactional_id: f_transactional_id,
+            transaction_state: f_transaction_state,
+            transaction_timeout_ms: f_transaction_timeout_ms,
+            transaction_start_time_ms: f_transaction_start_time_ms,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            topics: f_topics,
         })
     }
 
@@ -263,14 +263,17 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic = r.string("TopicData.topic", true).map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic = r.string("TopicData.topic", true).map(TopicName)?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             r.i32("TopicData.partitions")
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
-        Ok(TopicData { topic, partitions })
+        Ok(TopicData {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -36,13 +36,13 @@ impl DescribeUserScramCredentialsRequest {
 impl Struct for DescribeUserScramCredentialsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let users = r.nullable_array("DescribeUserScramCredentialsRequest.users", true, |r| {
+        let f_users = r.nullable_array("DescribeUserScramCredentialsRequest.users", true, |r| {
             UserName::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeUserScramCredentialsRequest", |_, _| Ok(false))?;
         }
-        Ok(DescribeUserScramCredentialsRequest { users })
+        Ok(DescribeUserScramCredentialsRequest { users: f_users })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -103,11 +103,11 @@ impl UserName {
 impl Struct for UserName {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("UserName.name", true)?;
+        let f_name = r.string("UserName.name", true)?;
         if flexible {
             r.tagged_fields("UserName", |_, _| Ok(false))?;
         }
-        Ok(UserName { name })
+        Ok(UserName { name: f_name })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

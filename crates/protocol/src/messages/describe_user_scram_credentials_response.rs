@@ -54,21 +54,21 @@ impl DescribeUserScramCredentialsResponse {
 impl Struct for DescribeUserScramCredentialsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("DescribeUserScramCredentialsResponse.throttle_time_ms")?;
-        let error_code = r.i16("DescribeUserScramCredentialsResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("DescribeUserScramCredentialsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("DescribeUserScramCredentialsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeUserScramCredentialsResponse.error_message", true)?;
-        let results = r.array("DescribeUserScramCredentialsResponse.results", true, |r| {
+        let f_results = r.array("DescribeUserScramCredentialsResponse.results", true, |r| {
             DescribeUserScramCredentialsResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("DescribeUserScramCredentialsResponse", |_, _| Ok(false))?;
         }
         Ok(DescribeUserScramCredentialsResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            results: f_results,
         })
     }
 
@@ -161,11 +161,11 @@ impl DescribeUserScramCredentialsResult {
 impl Struct for DescribeUserScramCredentialsResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let user = r.string("DescribeUserScramCredentialsResult.user", true)?;
-        let error_code = r.i16("DescribeUserScramCredentialsResult.error_code")?;
-        let error_message =
+        let f_user = r.string("DescribeUserScramCredentialsResult.user", true)?;
+        let f_error_code = r.i16("DescribeUserScramCredentialsResult.error_code")?;
+        let f_error_message =
             r.nullable_string("DescribeUserScramCredentialsResult.error_message", true)?;
-        let credential_infos = r.array(
+        let f_credential_infos = r.array(
             "DescribeUserScramCredentialsResult.credential_infos",
             true,
             |r| CredentialInfo::read(r, version),
@@ -174,10 +174,10 @@ impl Struct for DescribeUserScramCredentialsResult {
             r.tagged_fields("DescribeUserScramCredentialsResult", |_, _| Ok(false))?;
         }
         Ok(DescribeUserScramCredentialsResult {
-            user,
-            error_code,
-            error_message,
-            credential_infos,
+            user: f_user,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            credential_infos: f_credential_infos,
         })
     }
 
@@ -262,14 +262,14 @@ impl CredentialInfo {
 impl Struct for CredentialInfo {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let mechanism = r.i8("CredentialInfo.mechanism")?;
-        let iterations = r.i32("CredentialInfo.iterations")?;
+        let f_mechanism = r.i8("CredentialInfo.mechanism")?;
+        let f_iterations = r.i32("CredentialInfo.iterations")?;
         if flexible {
             r.tagged_fields("CredentialInfo", |_, _| Ok(false))?;
         }
         Ok(CredentialInfo {
-            mechanism,
-            iterations,
+            mechanism: f_mechanism,
+            iterations: f_iterations,
         })
     }
 

@@ -48,23 +48,23 @@ impl ElectLeadersRequest {
 impl Struct for ElectLeadersRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let election_type = if version >= 1 {
+        let f_election_type = if version >= 1 {
             r.i8("ElectLeadersRequest.election_type")?
         } else {
             0
         };
-        let topic_partitions =
+        let f_topic_partitions =
             r.nullable_array("ElectLeadersRequest.topic_partitions", version >= 2, |r| {
                 TopicPartitions::read(r, version)
             })?;
-        let timeout_ms = r.i32("ElectLeadersRequest.timeout_ms")?;
+        let f_timeout_ms = r.i32("ElectLeadersRequest.timeout_ms")?;
         if flexible {
             r.tagged_fields("ElectLeadersRequest", |_, _| Ok(false))?;
         }
         Ok(ElectLeadersRequest {
-            election_type,
-            topic_partitions,
-            timeout_ms,
+            election_type: f_election_type,
+            topic_partitions: f_topic_partitions,
+            timeout_ms: f_timeout_ms,
         })
     }
 
@@ -72,15 +72,11 @@ impl Struct for ElectLeadersRequest {
         let flexible = version >= 2;
         if version >= 1 {
             buf.put_i8(self.election_type);
-        } else {
-            if !(version >= 1) {
-                if self.election_type != 0 {
-                    return Err(codec::not_in_version(
-                        "ElectLeadersRequest.election_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.election_type != 0 {
+            return Err(codec::not_in_version(
+                "ElectLeadersRequest.election_type",
+                version,
+            ));
         }
         codec::put_nullable_array(
             buf,
@@ -149,16 +145,19 @@ impl TopicPartitions {
 impl Struct for TopicPartitions {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic = r
+        let f_topic = r
             .string("TopicPartitions.topic", version >= 2)
             .map(TopicName)?;
-        let partitions = r.array("TopicPartitions.partitions", version >= 2, |r| {
+        let f_partitions = r.array("TopicPartitions.partitions", version >= 2, |r| {
             r.i32("TopicPartitions.partitions")
         })?;
         if flexible {
             r.tagged_fields("TopicPartitions", |_, _| Ok(false))?;
         }
-        Ok(TopicPartitions { topic, partitions })
+        Ok(TopicPartitions {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

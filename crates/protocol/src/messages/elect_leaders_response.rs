@@ -48,13 +48,13 @@ impl ElectLeadersResponse {
 impl Struct for ElectLeadersResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("ElectLeadersResponse.throttle_time_ms")?;
-        let error_code = if version >= 1 {
+        let f_throttle_time_ms = r.i32("ElectLeadersResponse.throttle_time_ms")?;
+        let f_error_code = if version >= 1 {
             r.i16("ElectLeadersResponse.error_code")?
         } else {
             0
         };
-        let replica_election_results = r.array(
+        let f_replica_election_results = r.array(
             "ElectLeadersResponse.replica_election_results",
             version >= 2,
             |r| ReplicaElectionResult::read(r, version),
@@ -63,9 +63,9 @@ impl Struct for ElectLeadersResponse {
             r.tagged_fields("ElectLeadersResponse", |_, _| Ok(false))?;
         }
         Ok(ElectLeadersResponse {
-            throttle_time_ms,
-            error_code,
-            replica_election_results,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            replica_election_results: f_replica_election_results,
         })
     }
 
@@ -74,15 +74,11 @@ impl Struct for ElectLeadersResponse {
         buf.put_i32(self.throttle_time_ms);
         if version >= 1 {
             buf.put_i16(self.error_code);
-        } else {
-            if !(version >= 1) {
-                if self.error_code != 0 {
-                    return Err(codec::not_in_version(
-                        "ElectLeadersResponse.error_code",
-                        version,
-                    ));
-                }
-            }
+        } else if self.error_code != 0 {
+            return Err(codec::not_in_version(
+                "ElectLeadersResponse.error_code",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -145,10 +141,10 @@ impl ReplicaElectionResult {
 impl Struct for ReplicaElectionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic = r
+        let f_topic = r
             .string("ReplicaElectionResult.topic", version >= 2)
             .map(TopicName)?;
-        let partition_result = r.array(
+        let f_partition_result = r.array(
             "ReplicaElectionResult.partition_result",
             version >= 2,
             |r| PartitionResult::read(r, version),
@@ -157,8 +153,8 @@ impl Struct for ReplicaElectionResult {
             r.tagged_fields("ReplicaElectionResult", |_, _| Ok(false))?;
         }
         Ok(ReplicaElectionResult {
-            topic,
-            partition_result,
+            topic: f_topic,
+            partition_result: f_partition_result,
         })
     }
 
@@ -234,16 +230,16 @@ impl PartitionResult {
 impl Struct for PartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_id = r.i32("PartitionResult.partition_id")?;
-        let error_code = r.i16("PartitionResult.error_code")?;
-        let error_message = r.nullable_string("PartitionResult.error_message", version >= 2)?;
+        let f_partition_id = r.i32("PartitionResult.partition_id")?;
+        let f_error_code = r.i16("PartitionResult.error_code")?;
+        let f_error_message = r.nullable_string("PartitionResult.error_message", version >= 2)?;
         if flexible {
             r.tagged_fields("PartitionResult", |_, _| Ok(false))?;
         }
         Ok(PartitionResult {
-            partition_id,
-            error_code,
-            error_message,
+            partition_id: f_partition_id,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -48,11 +48,11 @@ impl EndQuorumEpochRequest {
 impl Struct for EndQuorumEpochRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let cluster_id = r.nullable_string("EndQuorumEpochRequest.cluster_id", version >= 1)?;
-        let topics = r.array("EndQuorumEpochRequest.topics", version >= 1, |r| {
+        let f_cluster_id = r.nullable_string("EndQuorumEpochRequest.cluster_id", version >= 1)?;
+        let f_topics = r.array("EndQuorumEpochRequest.topics", version >= 1, |r| {
             TopicData::read(r, version)
         })?;
-        let leader_endpoints = if version >= 1 {
+        let f_leader_endpoints = if version >= 1 {
             r.array(
                 "EndQuorumEpochRequest.leader_endpoints",
                 version >= 1,
@@ -65,9 +65,9 @@ impl Struct for EndQuorumEpochRequest {
             r.tagged_fields("EndQuorumEpochRequest", |_, _| Ok(false))?;
         }
         Ok(EndQuorumEpochRequest {
-            cluster_id,
-            topics,
-            leader_endpoints,
+            cluster_id: f_cluster_id,
+            topics: f_topics,
+            leader_endpoints: f_leader_endpoints,
         })
     }
 
@@ -158,18 +158,18 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let topic_name = r
+        let f_topic_name = r
             .string("TopicData.topic_name", version >= 1)
             .map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", version >= 1, |r| {
+        let f_partitions = r.array("TopicData.partitions", version >= 1, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -256,17 +256,17 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
-        let preferred_successors = if version <= 0 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_leader_id = r.i32("PartitionData.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_preferred_successors = if version <= 0 {
             r.array("PartitionData.preferred_successors", version >= 1, |r| {
                 r.i32("PartitionData.preferred_successors")
             })?
         } else {
             Vec::new()
         };
-        let preferred_candidates = if version >= 1 {
+        let f_preferred_candidates = if version >= 1 {
             r.array("PartitionData.preferred_candidates", version >= 1, |r| {
                 ReplicaInfo::read(r, version)
             })?
@@ -277,11 +277,11 @@ impl Struct for PartitionData {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            leader_id,
-            leader_epoch,
-            preferred_successors,
-            preferred_candidates,
+            partition_index: f_partition_index,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            preferred_successors: f_preferred_successors,
+            preferred_candidates: f_preferred_candidates,
         })
     }
 
@@ -369,14 +369,14 @@ impl ReplicaInfo {
 impl Struct for ReplicaInfo {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let candidate_id = r.i32("ReplicaInfo.candidate_id").map(BrokerId)?;
-        let candidate_directory_id = r.uuid("ReplicaInfo.candidate_directory_id")?;
+        let f_candidate_id = r.i32("ReplicaInfo.candidate_id").map(BrokerId)?;
+        let f_candidate_directory_id = r.uuid("ReplicaInfo.candidate_directory_id")?;
         if flexible {
             r.tagged_fields("ReplicaInfo", |_, _| Ok(false))?;
         }
         Ok(ReplicaInfo {
-            candidate_id,
-            candidate_directory_id,
+            candidate_id: f_candidate_id,
+            candidate_directory_id: f_candidate_directory_id,
         })
     }
 
@@ -437,13 +437,17 @@ impl LeaderEndpoint {
 impl Struct for LeaderEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("LeaderEndpoint.name", true)?;
-        let host = r.string("LeaderEndpoint.host", true)?;
-        let port = r.u16("LeaderEndpoint.port")?;
+        let f_name = r.string("LeaderEndpoint.name", true)?;
+        let f_host = r.string("LeaderEndpoint.host", true)?;
+        let f_port = r.u16("LeaderEndpoint.port")?;
         if flexible {
             r.tagged_fields("LeaderEndpoint", |_, _| Ok(false))?;
         }
-        Ok(LeaderEndpoint { name, host, port })
+        Ok(LeaderEndpoint {
+            name: f_name,
+            host: f_host,
+            port: f_port,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

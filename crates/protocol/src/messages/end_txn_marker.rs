@@ -35,8 +35,10 @@ impl EndTxnMarker {
 
 impl Struct for EndTxnMarker {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let coordinator_epoch = r.i32("EndTxnMarker.coordinator_epoch")?;
-        Ok(EndTxnMarker { coordinator_epoch })
+        let f_coordinator_epoch = r.i32("EndTxnMarker.coordinator_epoch")?;
+        Ok(EndTxnMarker {
+            coordinator_epoch: f_coordinator_epoch,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -54,20 +54,20 @@ impl EndTxnRequest {
 impl Struct for EndTxnRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("EndTxnRequest.transactional_id", version >= 3)
             .map(TransactionalId)?;
-        let producer_id = r.i64("EndTxnRequest.producer_id").map(ProducerId)?;
-        let producer_epoch = r.i16("EndTxnRequest.producer_epoch")?;
-        let committed = r.bool("EndTxnRequest.committed")?;
+        let f_producer_id = r.i64("EndTxnRequest.producer_id").map(ProducerId)?;
+        let f_producer_epoch = r.i16("EndTxnRequest.producer_epoch")?;
+        let f_committed = r.bool("EndTxnRequest.committed")?;
         if flexible {
             r.tagged_fields("EndTxnRequest", |_, _| Ok(false))?;
         }
         Ok(EndTxnRequest {
-            transactional_id,
-            producer_id,
-            producer_epoch,
-            committed,
+            transactional_id: f_transactional_id,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            committed: f_committed,
         })
     }
 

@@ -54,14 +54,14 @@ impl EndTxnResponse {
 impl Struct for EndTxnResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = r.i32("EndTxnResponse.throttle_time_ms")?;
-        let error_code = r.i16("EndTxnResponse.error_code")?;
-        let producer_id = if version >= 5 {
+        let f_throttle_time_ms = r.i32("EndTxnResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("EndTxnResponse.error_code")?;
+        let f_producer_id = if version >= 5 {
             r.i64("EndTxnResponse.producer_id").map(ProducerId)?
         } else {
             ProducerId(-1)
         };
-        let producer_epoch = if version >= 5 {
+        let f_producer_epoch = if version >= 5 {
             r.i16("EndTxnResponse.producer_epoch")?
         } else {
             -1
@@ -70,10 +70,10 @@ impl Struct for EndTxnResponse {
             r.tagged_fields("EndTxnResponse", |_, _| Ok(false))?;
         }
         Ok(EndTxnResponse {
-            throttle_time_ms,
-            error_code,
-            producer_id,
-            producer_epoch,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
         })
     }
 

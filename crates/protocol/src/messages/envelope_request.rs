@@ -48,16 +48,16 @@ impl EnvelopeRequest {
 impl Struct for EnvelopeRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let request_data = r.bytes("EnvelopeRequest.request_data", true)?;
-        let request_principal = r.nullable_bytes("EnvelopeRequest.request_principal", true)?;
-        let client_host_address = r.bytes("EnvelopeRequest.client_host_address", true)?;
+        let f_request_data = r.bytes("EnvelopeRequest.request_data", true)?;
+        let f_request_principal = r.nullable_bytes("EnvelopeRequest.request_principal", true)?;
+        let f_client_host_address = r.bytes("EnvelopeRequest.client_host_address", true)?;
         if flexible {
             r.tagged_fields("EnvelopeRequest", |_, _| Ok(false))?;
         }
         Ok(EnvelopeRequest {
-            request_data,
-            request_principal,
-            client_host_address,
+            request_data: f_request_data,
+            request_principal: f_request_principal,
+            client_host_address: f_client_host_address,
         })
     }
 

@@ -42,14 +42,14 @@ impl EnvelopeResponse {
 impl Struct for EnvelopeResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let response_data = r.nullable_bytes("EnvelopeResponse.response_data", true)?;
-        let error_code = r.i16("EnvelopeResponse.error_code")?;
+        let f_response_data = r.nullable_bytes("EnvelopeResponse.response_data", true)?;
+        let f_error_code = r.i16("EnvelopeResponse.error_code")?;
         if flexible {
             r.tagged_fields("EnvelopeResponse", |_, _| Ok(false))?;
         }
         Ok(EnvelopeResponse {
-            response_data,
-            error_code,
+            response_data: f_response_data,
+            error_code: f_error_code,
         })
     }
 

@@ -42,14 +42,15 @@ impl ExpireDelegationTokenRequest {
 impl Struct for ExpireDelegationTokenRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let hmac = r.bytes("ExpireDelegationTokenRequest.hmac", version >= 2)?;
-        let expiry_time_period_ms = r.i64("ExpireDelegationTokenRequest.expiry_time_period_ms")?;
+        let f_hmac = r.bytes("ExpireDelegationTokenRequest.hmac", version >= 2)?;
+        let f_expiry_time_period_ms =
+            r.i64("ExpireDelegationTokenRequest.expiry_time_period_ms")?;
         if flexible {
             r.tagged_fields("ExpireDelegationTokenRequest", |_, _| Ok(false))?;
         }
         Ok(ExpireDelegationTokenRequest {
-            hmac,
-            expiry_time_period_ms,
+            hmac: f_hmac,
+            expiry_time_period_ms: f_expiry_time_period_ms,
         })
     }
 

@@ -48,16 +48,16 @@ impl ExpireDelegationTokenResponse {
 impl Struct for ExpireDelegationTokenResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("ExpireDelegationTokenResponse.error_code")?;
-        let expiry_timestamp_ms = r.i64("ExpireDelegationTokenResponse.expiry_timestamp_ms")?;
-        let throttle_time_ms = r.i32("ExpireDelegationTokenResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ExpireDelegationTokenResponse.error_code")?;
+        let f_expiry_timestamp_ms = r.i64("ExpireDelegationTokenResponse.expiry_timestamp_ms")?;
+        let f_throttle_time_ms = r.i32("ExpireDelegationTokenResponse.throttle_time_ms")?;
         if flexible {
             r.tagged_fields("ExpireDelegationTokenResponse", |_, _| Ok(false))?;
         }
         Ok(ExpireDelegationTokenResponse {
-            error_code,
-            expiry_timestamp_ms,
-            throttle_time_ms,
+            error_code: f_error_code,
+            expiry_timestamp_ms: f_expiry_timestamp_ms,
+            throttle_time_ms: f_throttle_time_ms,
         })
     }
 

@@ -102,38 +102,38 @@ impl FetchRequest {
 impl Struct for FetchRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let mut cluster_id = None;
-        let replica_id = if version <= 14 {
+        let mut f_cluster_id = None;
+        let f_replica_id = if version <= 14 {
             r.i32("FetchRequest.replica_id").map(BrokerId)?
         } else {
             BrokerId(-1)
         };
-        let mut replica_state = ReplicaState::default();
-        let max_wait_ms = r.i32("FetchRequest.max_wait_ms")?;
-        let min_bytes = r.i32("FetchRequest.min_bytes")?;
-        let max_bytes = r.i32("FetchRequest.max_bytes")?;
-        let isolation_level = r.i8("FetchRequest.isolation_level")?;
-        let session_id = if version >= 7 {
+        let mut f_replica_state = ReplicaState::default();
+        let f_max_wait_ms = r.i32("FetchRequest.max_wait_ms")?;
+        let f_min_bytes = r.i32("FetchRequest.min_bytes")?;
+        let f_max_bytes = r.i32("FetchRequest.max_bytes")?;
+        let f_isolation_level = r.i8("FetchRequest.isolation_level")?;
+        let f_session_id = if version >= 7 {
             r.i32("FetchRequest.session_id")?
         } else {
             0
         };
-        let session_epoch = if version >= 7 {
+        let f_session_epoch = if version >= 7 {
             r.i32("FetchRequest.session_epoch")?
         } else {
             -1
         };
-        let topics = r.array("FetchRequest.topics", version >= 12, |r| {
+        let f_topics = r.array("FetchRequest.topics", version >= 12, |r| {
             FetchTopic::read(r, version)
         })?;
-        let forgotten_topics_data = if version >= 7 {
+        let f_forgotten_topics_data = if version >= 7 {
             r.array("FetchRequest.forgotten_topics_data", version >= 12, |r| {
                 ForgottenTopic::read(r, version)
             })?
         } else {
             Vec::new()
         };
-        let rack_id = if version >= 11 {
+        let f_rack_id = if version >= 11 {
             r.string("FetchRequest.rack_id", version >= 12)?
         } else {
             StrBytes::new()
@@ -141,7 +141,7 @@ impl Struct for FetchRequest {
         if flexible {
             r.tagged_fields("FetchRequest", |tag, r| match tag {
                 0 if version >= 12 => {
-                    cluster_id = if version >= 12 {
+                    f_cluster_id = if version >= 12 {
                         r.nullable_string("FetchRequest.cluster_id", version >= 12)?
                     } else {
                         Some(r.string("FetchRequest.cluster_id", version >= 12)?)
@@ -149,25 +149,25 @@ impl Struct for FetchRequest {
                     Ok(true)
                 }
                 1 if version >= 15 => {
-                    replica_state = ReplicaState::read(r, version)?;
+                    f_replica_state = ReplicaState::read(r, version)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(FetchRequest {
-            cluster_id,
-            replica_id,
-            replica_state,
-            max_wait_ms,
-            min_bytes,
-            max_bytes,
-            isolation_level,
-            session_id,
-            session_epoch,
-            topics,
-            forgotten_topics_data,
-            rack_id,
+            cluster_id: f_cluster_id,
+            replica_id: f_replica_id,
+            replica_state: f_replica_state,
+            max_wait_ms: f_max_wait_ms,
+            min_bytes: f_min_bytes,
+            max_bytes: f_max_bytes,
+            isolation_level: f_isolation_level,
+            session_id: f_session_id,
+            session_epoch: f_session_epoch,
+            topics: f_topics,
+            forgotten_topics_data: f_forgotten_topics_data,
+            rack_id: f_rack_id,
         })
     }
 
@@ -175,12 +175,8 @@ impl Struct for FetchRequest {
         let flexible = version >= 12;
         if version <= 14 {
             buf.put_i32(self.replica_id.0);
-        } else {
-            if !(version <= 14) {
-                if self.replica_id != BrokerId(-1) {
-                    return Err(codec::not_in_version("FetchRequest.replica_id", version));
-                }
-            }
+        } else if self.replica_id != BrokerId(-1) {
+            return Err(codec::not_in_version("FetchRequest.replica_id", version));
         }
         if !(version >= 15) {
             if self.replica_state != ReplicaState::default() {
@@ -218,15 +214,11 @@ impl Struct for FetchRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 7) {
-                if !self.forgotten_topics_data.is_empty() {
-                    return Err(codec::not_in_version(
-                        "FetchRequest.forgotten_topics_data",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.forgotten_topics_data.is_empty() {
+            return Err(codec::not_in_version(
+                "FetchRequest.forgotten_topics_data",
+                version,
+            ));
         }
         if version >= 11 {
             codec::put_string(
@@ -333,14 +325,14 @@ impl ReplicaState {
 impl Struct for ReplicaState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let replica_id = r.i32("ReplicaState.replica_id").map(BrokerId)?;
-        let replica_epoch = r.i64("ReplicaState.replica_epoch")?;
+        let f_replica_id = r.i32("ReplicaState.replica_id").map(BrokerId)?;
+        let f_replica_epoch = r.i64("ReplicaState.replica_epoch")?;
         if flexible {
             r.tagged_fields("ReplicaState", |_, _| Ok(false))?;
         }
         Ok(ReplicaState {
-            replica_id,
-            replica_epoch,
+            replica_id: f_replica_id,
+            replica_epoch: f_replica_epoch,
         })
     }
 
@@ -401,26 +393,26 @@ impl FetchTopic {
 impl Struct for FetchTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if version <= 12 {
+        let f_topic = if version <= 12 {
             r.string("FetchTopic.topic", version >= 12).map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 13 {
+        let f_topic_id = if version >= 13 {
             r.uuid("FetchTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("FetchTopic.partitions", version >= 12, |r| {
+        let f_partitions = r.array("FetchTopic.partitions", version >= 12, |r| {
             FetchPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("FetchTopic", |_, _| Ok(false))?;
         }
         Ok(FetchTopic {
-            topic,
-            topic_id,
-            partitions,
+            topic: f_topic,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -536,48 +528,48 @@ impl FetchPartition {
 impl Struct for FetchPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let partition = r.i32("FetchPartition.partition")?;
-        let current_leader_epoch = if version >= 9 {
+        let f_partition = r.i32("FetchPartition.partition")?;
+        let f_current_leader_epoch = if version >= 9 {
             r.i32("FetchPartition.current_leader_epoch")?
         } else {
             -1
         };
-        let fetch_offset = r.i64("FetchPartition.fetch_offset")?;
-        let last_fetched_epoch = if version >= 12 {
+        let f_fetch_offset = r.i64("FetchPartition.fetch_offset")?;
+        let f_last_fetched_epoch = if version >= 12 {
             r.i32("FetchPartition.last_fetched_epoch")?
         } else {
             -1
         };
-        let log_start_offset = if version >= 5 {
+        let f_log_start_offset = if version >= 5 {
             r.i64("FetchPartition.log_start_offset")?
         } else {
             -1
         };
-        let partition_max_bytes = r.i32("FetchPartition.partition_max_bytes")?;
-        let mut replica_directory_id = Uuid::nil();
-        let mut high_watermark = 9223372036854775807;
+        let f_partition_max_bytes = r.i32("FetchPartition.partition_max_bytes")?;
+        let mut f_replica_directory_id = Uuid::nil();
+        let mut f_high_watermark = 9223372036854775807;
         if flexible {
             r.tagged_fields("FetchPartition", |tag, r| match tag {
                 0 if version >= 17 => {
-                    replica_directory_id = r.uuid("FetchPartition.replica_directory_id")?;
+                    f_replica_directory_id = r.uuid("FetchPartition.replica_directory_id")?;
                     Ok(true)
                 }
                 1 if version >= 18 => {
-                    high_watermark = r.i64("FetchPartition.high_watermark")?;
+                    f_high_watermark = r.i64("FetchPartition.high_watermark")?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(FetchPartition {
-            partition,
-            current_leader_epoch,
-            fetch_offset,
-            last_fetched_epoch,
-            log_start_offset,
-            partition_max_bytes,
-            replica_directory_id,
-            high_watermark,
+            partition: f_partition,
+            current_leader_epoch: f_current_leader_epoch,
+            fetch_offset: f_fetch_offset,
+            last_fetched_epoch: f_last_fetched_epoch,
+            log_start_offset: f_log_start_offset,
+            partition_max_bytes: f_partition_max_bytes,
+            replica_directory_id: f_replica_directory_id,
+            high_watermark: f_high_watermark,
         })
     }
 
@@ -590,15 +582,11 @@ impl Struct for FetchPartition {
         buf.put_i64(self.fetch_offset);
         if version >= 12 {
             buf.put_i32(self.last_fetched_epoch);
-        } else {
-            if !(version >= 12) {
-                if self.last_fetched_epoch != -1 {
-                    return Err(codec::not_in_version(
-                        "FetchPartition.last_fetched_epoch",
-                        version,
-                    ));
-                }
-            }
+        } else if self.last_fetched_epoch != -1 {
+            return Err(codec::not_in_version(
+                "FetchPartition.last_fetched_epoch",
+                version,
+            ));
         }
         if version >= 5 {
             buf.put_i64(self.log_start_offset);
@@ -687,27 +675,27 @@ impl ForgottenTopic {
 impl Struct for ForgottenTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if version <= 12 {
+        let f_topic = if version <= 12 {
             r.string("ForgottenTopic.topic", version >= 12)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 13 {
+        let f_topic_id = if version >= 13 {
             r.uuid("ForgottenTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("ForgottenTopic.partitions", version >= 12, |r| {
+        let f_partitions = r.array("ForgottenTopic.partitions", version >= 12, |r| {
             r.i32("ForgottenTopic.partitions")
         })?;
         if flexible {
             r.tagged_fields("ForgottenTopic", |_, _| Ok(false))?;
         }
         Ok(ForgottenTopic {
-            topic,
-            topic_id,
-            partitions,
+            topic: f_topic,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 

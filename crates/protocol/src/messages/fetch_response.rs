@@ -60,25 +60,25 @@ impl FetchResponse {
 impl Struct for FetchResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let throttle_time_ms = r.i32("FetchResponse.throttle_time_ms")?;
-        let error_code = if version >= 7 {
+        let f_throttle_time_ms = r.i32("FetchResponse.throttle_time_ms")?;
+        let f_error_code = if version >= 7 {
             r.i16("FetchResponse.error_code")?
         } else {
             0
         };
-        let session_id = if version >= 7 {
+        let f_session_id = if version >= 7 {
             r.i32("FetchResponse.session_id")?
         } else {
             0
         };
-        let responses = r.array("FetchResponse.responses", version >= 12, |r| {
+        let f_responses = r.array("FetchResponse.responses", version >= 12, |r| {
             FetchableTopicResponse::read(r, version)
         })?;
-        let mut node_endpoints = Vec::new();
+        let mut f_node_endpoints = Vec::new();
         if flexible {
             r.tagged_fields("FetchResponse", |tag, r| match tag {
                 0 if version >= 16 => {
-                    node_endpoints =
+                    f_node_endpoints =
                         r.array("FetchResponse.node_endpoints", version >= 12, |r| {
                             NodeEndpoint::read(r, version)
                         })?;
@@ -88,11 +88,11 @@ impl Struct for FetchResponse {
             })?;
         }
         Ok(FetchResponse {
-            throttle_time_ms,
-            error_code,
-            session_id,
-            responses,
-            node_endpoints,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            session_id: f_session_id,
+            responses: f_responses,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -104,12 +104,8 @@ impl Struct for FetchResponse {
         }
         if version >= 7 {
             buf.put_i32(self.session_id);
-        } else {
-            if !(version >= 7) {
-                if self.session_id != 0 {
-                    return Err(codec::not_in_version("FetchResponse.session_id", version));
-                }
-            }
+        } else if self.session_id != 0 {
+            return Err(codec::not_in_version("FetchResponse.session_id", version));
         }
         codec::put_array(
             buf,
@@ -209,27 +205,27 @@ impl FetchableTopicResponse {
 impl Struct for FetchableTopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if version <= 12 {
+        let f_topic = if version <= 12 {
             r.string("FetchableTopicResponse.topic", version >= 12)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 13 {
+        let f_topic_id = if version >= 13 {
             r.uuid("FetchableTopicResponse.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("FetchableTopicResponse.partitions", version >= 12, |r| {
+        let f_partitions = r.array("FetchableTopicResponse.partitions", version >= 12, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("FetchableTopicResponse", |_, _| Ok(false))?;
         }
         Ok(FetchableTopicResponse {
-            topic,
-            topic_id,
-            partitions,
+            topic: f_topic,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -362,58 +358,58 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let high_watermark = r.i64("PartitionData.high_watermark")?;
-        let last_stable_offset = r.i64("PartitionData.last_stable_offset")?;
-        let log_start_offset = if version >= 5 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_high_watermark = r.i64("PartitionData.high_watermark")?;
+        let f_last_stable_offset = r.i64("PartitionData.last_stable_offset")?;
+        let f_log_start_offset = if version >= 5 {
             r.i64("PartitionData.log_start_offset")?
         } else {
             -1
         };
-        let mut diverging_epoch = EpochEndOffset::default();
-        let mut current_leader = LeaderIdAndEpoch::default();
-        let mut snapshot_id = SnapshotId::default();
-        let aborted_transactions =
+        let mut f_diverging_epoch = EpochEndOffset::default();
+        let mut f_current_leader = LeaderIdAndEpoch::default();
+        let mut f_snapshot_id = SnapshotId::default();
+        let f_aborted_transactions =
             r.nullable_array("PartitionData.aborted_transactions", version >= 12, |r| {
                 AbortedTransaction::read(r, version)
             })?;
-        let preferred_read_replica = if version >= 11 {
+        let f_preferred_read_replica = if version >= 11 {
             r.i32("PartitionData.preferred_read_replica")
                 .map(BrokerId)?
         } else {
             BrokerId(-1)
         };
-        let records = r.nullable_bytes("PartitionData.records", version >= 12)?;
+        let f_records = r.nullable_bytes("PartitionData.records", version >= 12)?;
         if flexible {
             r.tagged_fields("PartitionData", |tag, r| match tag {
                 0 if version >= 12 => {
-                    diverging_epoch = EpochEndOffset::read(r, version)?;
+                    f_diverging_epoch = EpochEndOffset::read(r, version)?;
                     Ok(true)
                 }
                 1 if version >= 12 => {
-                    current_leader = LeaderIdAndEpoch::read(r, version)?;
+                    f_current_leader = LeaderIdAndEpoch::read(r, version)?;
                     Ok(true)
                 }
                 2 if version >= 12 => {
-                    snapshot_id = SnapshotId::read(r, version)?;
+                    f_snapshot_id = SnapshotId::read(r, version)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            high_watermark,
-            last_stable_offset,
-            log_start_offset,
-            diverging_epoch,
-            current_leader,
-            snapshot_id,
-            aborted_transactions,
-            preferred_read_replica,
-            records,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            high_watermark: f_high_watermark,
+            last_stable_offset: f_last_stable_offset,
+            log_start_offset: f_log_start_offset,
+            diverging_epoch: f_diverging_epoch,
+            current_leader: f_current_leader,
+            snapshot_id: f_snapshot_id,
+            aborted_transactions: f_aborted_transactions,
+            preferred_read_replica: f_preferred_read_replica,
+            records: f_records,
         })
     }
 
@@ -461,15 +457,11 @@ impl Struct for PartitionData {
         )?;
         if version >= 11 {
             buf.put_i32(self.preferred_read_replica.0);
-        } else {
-            if !(version >= 11) {
-                if self.preferred_read_replica != BrokerId(-1) {
-                    return Err(codec::not_in_version(
-                        "PartitionData.preferred_read_replica",
-                        version,
-                    ));
-                }
-            }
+        } else if self.preferred_read_replica != BrokerId(-1) {
+            return Err(codec::not_in_version(
+                "PartitionData.preferred_read_replica",
+                version,
+            ));
         }
         codec::put_nullable_bytes(
             buf,
@@ -577,12 +569,15 @@ impl EpochEndOffset {
 impl Struct for EpochEndOffset {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let epoch = r.i32("EpochEndOffset.epoch")?;
-        let end_offset = r.i64("EpochEndOffset.end_offset")?;
+        let f_epoch = r.i32("EpochEndOffset.epoch")?;
+        let f_end_offset = r.i64("EpochEndOffset.end_offset")?;
         if flexible {
             r.tagged_fields("EpochEndOffset", |_, _| Ok(false))?;
         }
-        Ok(EpochEndOffset { epoch, end_offset })
+        Ok(EpochEndOffset {
+            epoch: f_epoch,
+            end_offset: f_end_offset,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -636,14 +631,14 @@ impl LeaderIdAndEpoch {
 impl Struct for LeaderIdAndEpoch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
+        let f_leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
         if flexible {
             r.tagged_fields("LeaderIdAndEpoch", |_, _| Ok(false))?;
         }
         Ok(LeaderIdAndEpoch {
-            leader_id,
-            leader_epoch,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -698,12 +693,15 @@ impl SnapshotId {
 impl Struct for SnapshotId {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let end_offset = r.i64("SnapshotId.end_offset")?;
-        let epoch = r.i32("SnapshotId.epoch")?;
+        let f_end_offset = r.i64("SnapshotId.end_offset")?;
+        let f_epoch = r.i32("SnapshotId.epoch")?;
         if flexible {
             r.tagged_fields("SnapshotId", |_, _| Ok(false))?;
         }
-        Ok(SnapshotId { end_offset, epoch })
+        Ok(SnapshotId {
+            end_offset: f_end_offset,
+            epoch: f_epoch,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -757,14 +755,14 @@ impl AbortedTransaction {
 impl Struct for AbortedTransaction {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let producer_id = r.i64("AbortedTransaction.producer_id").map(ProducerId)?;
-        let first_offset = r.i64("AbortedTransaction.first_offset")?;
+        let f_producer_id = r.i64("AbortedTransaction.producer_id").map(ProducerId)?;
+        let f_first_offset = r.i64("AbortedTransaction.first_offset")?;
         if flexible {
             r.tagged_fields("AbortedTransaction", |_, _| Ok(false))?;
         }
         Ok(AbortedTransaction {
-            producer_id,
-            first_offset,
+            producer_id: f_producer_id,
+            first_offset: f_first_offset,
         })
     }
 
@@ -831,18 +829,18 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.i32("NodeEndpoint.port")?;
-        let rack = r.nullable_string("NodeEndpoint.rack", true)?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.i32("NodeEndpoint.port")?;
+        let f_rack = r.nullable_string("NodeEndpoint.rack", true)?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
-            rack,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
         })
     }
 

@@ -54,26 +54,26 @@ impl FetchSnapshotRequest {
 impl Struct for FetchSnapshotRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let mut cluster_id = None;
-        let replica_id = r.i32("FetchSnapshotRequest.replica_id").map(BrokerId)?;
-        let max_bytes = r.i32("FetchSnapshotRequest.max_bytes")?;
-        let topics = r.array("FetchSnapshotRequest.topics", true, |r| {
+        let mut f_cluster_id = None;
+        let f_replica_id = r.i32("FetchSnapshotRequest.replica_id").map(BrokerId)?;
+        let f_max_bytes = r.i32("FetchSnapshotRequest.max_bytes")?;
+        let f_topics = r.array("FetchSnapshotRequest.topics", true, |r| {
             TopicSnapshot::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("FetchSnapshotRequest", |tag, r| match tag {
                 0 => {
-                    cluster_id = r.nullable_string("FetchSnapshotRequest.cluster_id", true)?;
+                    f_cluster_id = r.nullable_string("FetchSnapshotRequest.cluster_id", true)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(FetchSnapshotRequest {
-            cluster_id,
-            replica_id,
-            max_bytes,
-            topics,
+            cluster_id: f_cluster_id,
+            replica_id: f_replica_id,
+            max_bytes: f_max_bytes,
+            topics: f_topics,
         })
     }
 
@@ -158,14 +158,17 @@ impl TopicSnapshot {
 impl Struct for TopicSnapshot {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("TopicSnapshot.name", true).map(TopicName)?;
-        let partitions = r.array("TopicSnapshot.partitions", true, |r| {
+        let f_name = r.string("TopicSnapshot.name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicSnapshot.partitions", true, |r| {
             PartitionSnapshot::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicSnapshot", |_, _| Ok(false))?;
         }
-        Ok(TopicSnapshot { name, partitions })
+        Ok(TopicSnapshot {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -247,26 +250,26 @@ impl PartitionSnapshot {
 impl Struct for PartitionSnapshot {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionSnapshot.partition")?;
-        let current_leader_epoch = r.i32("PartitionSnapshot.current_leader_epoch")?;
-        let snapshot_id = SnapshotId::read(r, version)?;
-        let position = r.i64("PartitionSnapshot.position")?;
-        let mut replica_directory_id = Uuid::nil();
+        let f_partition = r.i32("PartitionSnapshot.partition")?;
+        let f_current_leader_epoch = r.i32("PartitionSnapshot.current_leader_epoch")?;
+        let f_snapshot_id = SnapshotId::read(r, version)?;
+        let f_position = r.i64("PartitionSnapshot.position")?;
+        let mut f_replica_directory_id = Uuid::nil();
         if flexible {
             r.tagged_fields("PartitionSnapshot", |tag, r| match tag {
                 0 if version >= 1 => {
-                    replica_directory_id = r.uuid("PartitionSnapshot.replica_directory_id")?;
+                    f_replica_directory_id = r.uuid("PartitionSnapshot.replica_directory_id")?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(PartitionSnapshot {
-            partition,
-            current_leader_epoch,
-            snapshot_id,
-            position,
-            replica_directory_id,
+            partition: f_partition,
+            current_leader_epoch: f_current_leader_epoch,
+            snapshot_id: f_snapshot_id,
+            position: f_position,
+            replica_directory_id: f_replica_directory_id,
         })
     }
 
@@ -335,12 +338,15 @@ impl SnapshotId {
 impl Struct for SnapshotId {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let end_offset = r.i64("SnapshotId.end_offset")?;
-        let epoch = r.i32("SnapshotId.epoch")?;
+        let f_end_offset = r.i64("SnapshotId.end_offset")?;
+        let f_epoch = r.i32("SnapshotId.epoch")?;
         if flexible {
             r.tagged_fields("SnapshotId", |_, _| Ok(false))?;
         }
-        Ok(SnapshotId { end_offset, epoch })
+        Ok(SnapshotId {
+            end_offset: f_end_offset,
+            epoch: f_epoch,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

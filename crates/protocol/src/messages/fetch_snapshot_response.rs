@@ -54,16 +54,16 @@ impl FetchSnapshotResponse {
 impl Struct for FetchSnapshotResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("FetchSnapshotResponse.throttle_time_ms")?;
-        let error_code = r.i16("FetchSnapshotResponse.error_code")?;
-        let topics = r.array("FetchSnapshotResponse.topics", true, |r| {
+        let f_throttle_time_ms = r.i32("FetchSnapshotResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("FetchSnapshotResponse.error_code")?;
+        let f_topics = r.array("FetchSnapshotResponse.topics", true, |r| {
             TopicSnapshot::read(r, version)
         })?;
-        let mut node_endpoints = Vec::new();
+        let mut f_node_endpoints = Vec::new();
         if flexible {
             r.tagged_fields("FetchSnapshotResponse", |tag, r| match tag {
                 0 if version >= 1 => {
-                    node_endpoints =
+                    f_node_endpoints =
                         r.array("FetchSnapshotResponse.node_endpoints", true, |r| {
                             NodeEndpoint::read(r, version)
                         })?;
@@ -73,10 +73,10 @@ impl Struct for FetchSnapshotResponse {
             })?;
         }
         Ok(FetchSnapshotResponse {
-            throttle_time_ms,
-            error_code,
-            topics,
-            node_endpoints,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            topics: f_topics,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -170,14 +170,17 @@ impl TopicSnapshot {
 impl Struct for TopicSnapshot {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("TopicSnapshot.name", true).map(TopicName)?;
-        let partitions = r.array("TopicSnapshot.partitions", true, |r| {
+        let f_name = r.string("TopicSnapshot.name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicSnapshot.partitions", true, |r| {
             PartitionSnapshot::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicSnapshot", |_, _| Ok(false))?;
         }
-        Ok(TopicSnapshot { name, partitions })
+        Ok(TopicSnapshot {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -271,30 +274,30 @@ impl PartitionSnapshot {
 impl Struct for PartitionSnapshot {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let index = r.i32("PartitionSnapshot.index")?;
-        let error_code = r.i16("PartitionSnapshot.error_code")?;
-        let snapshot_id = SnapshotId::read(r, version)?;
-        let mut current_leader = LeaderIdAndEpoch::default();
-        let size = r.i64("PartitionSnapshot.size")?;
-        let position = r.i64("PartitionSnapshot.position")?;
-        let unaligned_records = r.bytes("PartitionSnapshot.unaligned_records", true)?;
+        let f_index = r.i32("PartitionSnapshot.index")?;
+        let f_error_code = r.i16("PartitionSnapshot.error_code")?;
+        let f_snapshot_id = SnapshotId::read(r, version)?;
+        let mut f_current_leader = LeaderIdAndEpoch::default();
+        let f_size = r.i64("PartitionSnapshot.size")?;
+        let f_position = r.i64("PartitionSnapshot.position")?;
+        let f_unaligned_records = r.bytes("PartitionSnapshot.unaligned_records", true)?;
         if flexible {
             r.tagged_fields("PartitionSnapshot", |tag, r| match tag {
                 0 => {
-                    current_leader = LeaderIdAndEpoch::read(r, version)?;
+                    f_current_leader = LeaderIdAndEpoch::read(r, version)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(PartitionSnapshot {
-            index,
-            error_code,
-            snapshot_id,
-            current_leader,
-            size,
-            position,
-            unaligned_records,
+            index: f_index,
+            error_code: f_error_code,
+            snapshot_id: f_snapshot_id,
+            current_leader: f_current_leader,
+            size: f_size,
+            position: f_position,
+            unaligned_records: f_unaligned_records,
         })
     }
 
@@ -370,12 +373,15 @@ impl SnapshotId {
 impl Struct for SnapshotId {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let end_offset = r.i64("SnapshotId.end_offset")?;
-        let epoch = r.i32("SnapshotId.epoch")?;
+        let f_end_offset = r.i64("SnapshotId.end_offset")?;
+        let f_epoch = r.i32("SnapshotId.epoch")?;
         if flexible {
             r.tagged_fields("SnapshotId", |_, _| Ok(false))?;
         }
-        Ok(SnapshotId { end_offset, epoch })
+        Ok(SnapshotId {
+            end_offset: f_end_offset,
+            epoch: f_epoch,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -429,14 +435,14 @@ impl LeaderIdAndEpoch {
 impl Struct for LeaderIdAndEpoch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
+        let f_leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
         if flexible {
             r.tagged_fields("LeaderIdAndEpoch", |_, _| Ok(false))?;
         }
         Ok(LeaderIdAndEpoch {
-            leader_id,
-            leader_epoch,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -497,16 +503,16 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.u16("NodeEndpoint.port")?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.u16("NodeEndpoint.port")?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
         })
     }
 

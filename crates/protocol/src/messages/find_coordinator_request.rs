@@ -48,17 +48,17 @@ impl FindCoordinatorRequest {
 impl Struct for FindCoordinatorRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let key = if version <= 3 {
+        let f_key = if version <= 3 {
             r.string("FindCoordinatorRequest.key", version >= 3)?
         } else {
             StrBytes::new()
         };
-        let key_type = if version >= 1 {
+        let f_key_type = if version >= 1 {
             r.i8("FindCoordinatorRequest.key_type")?
         } else {
             0
         };
-        let coordinator_keys = if version >= 4 {
+        let f_coordinator_keys = if version >= 4 {
             r.array(
                 "FindCoordinatorRequest.coordinator_keys",
                 version >= 3,
@@ -71,9 +71,9 @@ impl Struct for FindCoordinatorRequest {
             r.tagged_fields("FindCoordinatorRequest", |_, _| Ok(false))?;
         }
         Ok(FindCoordinatorRequest {
-            key,
-            key_type,
-            coordinator_keys,
+            key: f_key,
+            key_type: f_key_type,
+            coordinator_keys: f_coordinator_keys,
         })
     }
 
@@ -86,24 +86,16 @@ impl Struct for FindCoordinatorRequest {
                 &self.key.as_str(),
                 version >= 3,
             )?;
-        } else {
-            if !(version <= 3) {
-                if self.key != StrBytes::new() {
-                    return Err(codec::not_in_version("FindCoordinatorRequest.key", version));
-                }
-            }
+        } else if self.key != StrBytes::new() {
+            return Err(codec::not_in_version("FindCoordinatorRequest.key", version));
         }
         if version >= 1 {
             buf.put_i8(self.key_type);
-        } else {
-            if !(version >= 1) {
-                if self.key_type != 0 {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorRequest.key_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.key_type != 0 {
+            return Err(codec::not_in_version(
+                "FindCoordinatorRequest.key_type",
+                version,
+            ));
         }
         if version >= 4 {
             codec::put_array(
@@ -121,15 +113,11 @@ impl Struct for FindCoordinatorRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 4) {
-                if !self.coordinator_keys.is_empty() {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorRequest.coordinator_keys",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.coordinator_keys.is_empty() {
+            return Err(codec::not_in_version(
+                "FindCoordinatorRequest.coordinator_keys",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

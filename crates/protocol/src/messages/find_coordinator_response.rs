@@ -72,17 +72,17 @@ impl FindCoordinatorResponse {
 impl Struct for FindCoordinatorResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("FindCoordinatorResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = if version <= 3 {
+        let f_error_code = if version <= 3 {
             r.i16("FindCoordinatorResponse.error_code")?
         } else {
             0
         };
-        let error_message = if version >= 1 && version <= 3 {
+        let f_error_message = if version >= 1 && version <= 3 {
             if version >= 1 && version <= 3 {
                 r.nullable_string("FindCoordinatorResponse.error_message", version >= 3)?
             } else {
@@ -91,22 +91,22 @@ impl Struct for FindCoordinatorResponse {
         } else {
             Some(StrBytes::new())
         };
-        let node_id = if version <= 3 {
+        let f_node_id = if version <= 3 {
             r.i32("FindCoordinatorResponse.node_id").map(BrokerId)?
         } else {
             BrokerId(0)
         };
-        let host = if version <= 3 {
+        let f_host = if version <= 3 {
             r.string("FindCoordinatorResponse.host", version >= 3)?
         } else {
             StrBytes::new()
         };
-        let port = if version <= 3 {
+        let f_port = if version <= 3 {
             r.i32("FindCoordinatorResponse.port")?
         } else {
             0
         };
-        let coordinators = if version >= 4 {
+        let f_coordinators = if version >= 4 {
             r.array("FindCoordinatorResponse.coordinators", version >= 3, |r| {
                 Coordinator::read(r, version)
             })?
@@ -117,13 +117,13 @@ impl Struct for FindCoordinatorResponse {
             r.tagged_fields("FindCoordinatorResponse", |_, _| Ok(false))?;
         }
         Ok(FindCoordinatorResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            node_id,
-            host,
-            port,
-            coordinators,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            coordinators: f_coordinators,
         })
     }
 
@@ -134,15 +134,11 @@ impl Struct for FindCoordinatorResponse {
         }
         if version <= 3 {
             buf.put_i16(self.error_code);
-        } else {
-            if !(version <= 3) {
-                if self.error_code != 0 {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorResponse.error_code",
-                        version,
-                    ));
-                }
-            }
+        } else if self.error_code != 0 {
+            return Err(codec::not_in_version(
+                "FindCoordinatorResponse.error_code",
+                version,
+            ));
         }
         if version >= 1 && version <= 3 {
             codec::put_nullable_string(
@@ -156,15 +152,11 @@ impl Struct for FindCoordinatorResponse {
         }
         if version <= 3 {
             buf.put_i32(self.node_id.0);
-        } else {
-            if !(version <= 3) {
-                if self.node_id != BrokerId(0) {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorResponse.node_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.node_id != BrokerId(0) {
+            return Err(codec::not_in_version(
+                "FindCoordinatorResponse.node_id",
+                version,
+            ));
         }
         if version <= 3 {
             codec::put_string(
@@ -173,27 +165,19 @@ impl Struct for FindCoordinatorResponse {
                 &self.host.as_str(),
                 version >= 3,
             )?;
-        } else {
-            if !(version <= 3) {
-                if self.host != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorResponse.host",
-                        version,
-                    ));
-                }
-            }
+        } else if self.host != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "FindCoordinatorResponse.host",
+                version,
+            ));
         }
         if version <= 3 {
             buf.put_i32(self.port);
-        } else {
-            if !(version <= 3) {
-                if self.port != 0 {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorResponse.port",
-                        version,
-                    ));
-                }
-            }
+        } else if self.port != 0 {
+            return Err(codec::not_in_version(
+                "FindCoordinatorResponse.port",
+                version,
+            ));
         }
         if version >= 4 {
             codec::put_array(
@@ -206,15 +190,11 @@ impl Struct for FindCoordinatorResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 4) {
-                if !self.coordinators.is_empty() {
-                    return Err(codec::not_in_version(
-                        "FindCoordinatorResponse.coordinators",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.coordinators.is_empty() {
+            return Err(codec::not_in_version(
+                "FindCoordinatorResponse.coordinators",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -311,22 +291,22 @@ impl Coordinator {
 impl Struct for Coordinator {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let key = r.string("Coordinator.key", true)?;
-        let node_id = r.i32("Coordinator.node_id").map(BrokerId)?;
-        let host = r.string("Coordinator.host", true)?;
-        let port = r.i32("Coordinator.port")?;
-        let error_code = r.i16("Coordinator.error_code")?;
-        let error_message = r.nullable_string("Coordinator.error_message", true)?;
+        let f_key = r.string("Coordinator.key", true)?;
+        let f_node_id = r.i32("Coordinator.node_id").map(BrokerId)?;
+        let f_host = r.string("Coordinator.host", true)?;
+        let f_port = r.i32("Coordinator.port")?;
+        let f_error_code = r.i16("Coordinator.error_code")?;
+        let f_error_message = r.nullable_string("Coordinator.error_message", true)?;
         if flexible {
             r.tagged_fields("Coordinator", |_, _| Ok(false))?;
         }
         Ok(Coordinator {
-            key,
-            node_id,
-            host,
-            port,
-            error_code,
-            error_message,
+            key: f_key,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -36,11 +36,13 @@ impl GetTelemetrySubscriptionsRequest {
 impl Struct for GetTelemetrySubscriptionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let client_instance_id = r.uuid("GetTelemetrySubscriptionsRequest.client_instance_id")?;
+        let f_client_instance_id = r.uuid("GetTelemetrySubscriptionsRequest.client_instance_id")?;
         if flexible {
             r.tagged_fields("GetTelemetrySubscriptionsRequest", |_, _| Ok(false))?;
         }
-        Ok(GetTelemetrySubscriptionsRequest { client_instance_id })
+        Ok(GetTelemetrySubscriptionsRequest {
+            client_instance_id: f_client_instance_id,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

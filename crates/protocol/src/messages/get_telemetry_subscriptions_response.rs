@@ -84,19 +84,21 @@ impl GetTelemetrySubscriptionsResponse {
 impl Struct for GetTelemetrySubscriptionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("GetTelemetrySubscriptionsResponse.throttle_time_ms")?;
-        let error_code = r.i16("GetTelemetrySubscriptionsResponse.error_code")?;
-        let client_instance_id = r.uuid("GetTelemetrySubscriptionsResponse.client_instance_id")?;
-        let subscription_id = r.i32("GetTelemetrySubscriptionsResponse.subscription_id")?;
-        let accepted_compression_types = r.array(
+        let f_throttle_time_ms = r.i32("GetTelemetrySubscriptionsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("GetTelemetrySubscriptionsResponse.error_code")?;
+        let f_client_instance_id =
+            r.uuid("GetTelemetrySubscriptionsResponse.client_instance_id")?;
+        let f_subscription_id = r.i32("GetTelemetrySubscriptionsResponse.subscription_id")?;
+        let f_accepted_compression_types = r.array(
             "GetTelemetrySubscriptionsResponse.accepted_compression_types",
             true,
             |r| r.i8("GetTelemetrySubscriptionsResponse.accepted_compression_types"),
         )?;
-        let push_interval_ms = r.i32("GetTelemetrySubscriptionsResponse.push_interval_ms")?;
-        let telemetry_max_bytes = r.i32("GetTelemetrySubscriptionsResponse.telemetry_max_bytes")?;
-        let delta_temporality = r.bool("GetTelemetrySubscriptionsResponse.delta_temporality")?;
-        let requested_metrics = r.array(
+        let f_push_interval_ms = r.i32("GetTelemetrySubscriptionsResponse.push_interval_ms")?;
+        let f_telemetry_max_bytes =
+            r.i32("GetTelemetrySubscriptionsResponse.telemetry_max_bytes")?;
+        let f_delta_temporality = r.bool("GetTelemetrySubscriptionsResponse.delta_temporality")?;
+        let f_requested_metrics = r.array(
             "GetTelemetrySubscriptionsResponse.requested_metrics",
             true,
             |r| r.string("GetTelemetrySubscriptionsResponse.requested_metrics", true),
@@ -105,15 +107,15 @@ impl Struct for GetTelemetrySubscriptionsResponse {
             r.tagged_fields("GetTelemetrySubscriptionsResponse", |_, _| Ok(false))?;
         }
         Ok(GetTelemetrySubscriptionsResponse {
-            throttle_time_ms,
-            error_code,
-            client_instance_id,
-            subscription_id,
-            accepted_compression_types,
-            push_interval_ms,
-            telemetry_max_bytes,
-            delta_temporality,
-            requested_metrics,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            client_instance_id: f_client_instance_id,
+            subscription_id: f_subscription_id,
+            accepted_compression_types: f_accepted_compression_types,
+            push_interval_ms: f_push_interval_ms,
+            telemetry_max_bytes: f_telemetry_max_bytes,
+            delta_temporality: f_delta_temporality,
+            requested_metrics: f_requested_metrics,
         })
     }
 

@@ -54,12 +54,12 @@ impl HeartbeatRequest {
 impl Struct for HeartbeatRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let group_id = r
+        let f_group_id = r
             .string("HeartbeatRequest.group_id", version >= 4)
             .map(GroupId)?;
-        let generation_id = r.i32("HeartbeatRequest.generation_id")?;
-        let member_id = r.string("HeartbeatRequest.member_id", version >= 4)?;
-        let group_instance_id = if version >= 3 {
+        let f_generation_id = r.i32("HeartbeatRequest.generation_id")?;
+        let f_member_id = r.string("HeartbeatRequest.member_id", version >= 4)?;
+        let f_group_instance_id = if version >= 3 {
             if version >= 3 {
                 r.nullable_string("HeartbeatRequest.group_instance_id", version >= 4)?
             } else {
@@ -72,10 +72,10 @@ impl Struct for HeartbeatRequest {
             r.tagged_fields("HeartbeatRequest", |_, _| Ok(false))?;
         }
         Ok(HeartbeatRequest {
-            group_id,
-            generation_id,
-            member_id,
-            group_instance_id,
+            group_id: f_group_id,
+            generation_id: f_generation_id,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
         })
     }
 
@@ -103,15 +103,11 @@ impl Struct for HeartbeatRequest {
                 version >= 3,
                 version,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.group_instance_id != None {
-                    return Err(codec::not_in_version(
-                        "HeartbeatRequest.group_instance_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_instance_id != None {
+            return Err(codec::not_in_version(
+                "HeartbeatRequest.group_instance_id",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

@@ -42,18 +42,18 @@ impl HeartbeatResponse {
 impl Struct for HeartbeatResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("HeartbeatResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = r.i16("HeartbeatResponse.error_code")?;
+        let f_error_code = r.i16("HeartbeatResponse.error_code")?;
         if flexible {
             r.tagged_fields("HeartbeatResponse", |_, _| Ok(false))?;
         }
         Ok(HeartbeatResponse {
-            throttle_time_ms,
-            error_code,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
         })
     }
 

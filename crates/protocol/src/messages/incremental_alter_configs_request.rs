@@ -42,18 +42,18 @@ impl IncrementalAlterConfigsRequest {
 impl Struct for IncrementalAlterConfigsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let resources = r.array(
+        let f_resources = r.array(
             "IncrementalAlterConfigsRequest.resources",
             version >= 1,
             |r| AlterConfigsResource::read(r, version),
         )?;
-        let validate_only = r.bool("IncrementalAlterConfigsRequest.validate_only")?;
+        let f_validate_only = r.bool("IncrementalAlterConfigsRequest.validate_only")?;
         if flexible {
             r.tagged_fields("IncrementalAlterConfigsRequest", |_, _| Ok(false))?;
         }
         Ok(IncrementalAlterConfigsRequest {
-            resources,
-            validate_only,
+            resources: f_resources,
+            validate_only: f_validate_only,
         })
     }
 
@@ -124,18 +124,18 @@ impl AlterConfigsResource {
 impl Struct for AlterConfigsResource {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let resource_type = r.i8("AlterConfigsResource.resource_type")?;
-        let resource_name = r.string("AlterConfigsResource.resource_name", version >= 1)?;
-        let configs = r.array("AlterConfigsResource.configs", version >= 1, |r| {
+        let f_resource_type = r.i8("AlterConfigsResource.resource_type")?;
+        let f_resource_name = r.string("AlterConfigsResource.resource_name", version >= 1)?;
+        let f_configs = r.array("AlterConfigsResource.configs", version >= 1, |r| {
             AlterableConfig::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AlterConfigsResource", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsResource {
-            resource_type,
-            resource_name,
-            configs,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
+            configs: f_configs,
         })
     }
 
@@ -212,16 +212,16 @@ impl AlterableConfig {
 impl Struct for AlterableConfig {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let name = r.string("AlterableConfig.name", version >= 1)?;
-        let config_operation = r.i8("AlterableConfig.config_operation")?;
-        let value = r.nullable_string("AlterableConfig.value", version >= 1)?;
+        let f_name = r.string("AlterableConfig.name", version >= 1)?;
+        let f_config_operation = r.i8("AlterableConfig.config_operation")?;
+        let f_value = r.nullable_string("AlterableConfig.value", version >= 1)?;
         if flexible {
             r.tagged_fields("AlterableConfig", |_, _| Ok(false))?;
         }
         Ok(AlterableConfig {
-            name,
-            config_operation,
-            value,
+            name: f_name,
+            config_operation: f_config_operation,
+            value: f_value,
         })
     }
 

@@ -42,8 +42,8 @@ impl IncrementalAlterConfigsResponse {
 impl Struct for IncrementalAlterConfigsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let throttle_time_ms = r.i32("IncrementalAlterConfigsResponse.throttle_time_ms")?;
-        let responses = r.array(
+        let f_throttle_time_ms = r.i32("IncrementalAlterConfigsResponse.throttle_time_ms")?;
+        let f_responses = r.array(
             "IncrementalAlterConfigsResponse.responses",
             version >= 1,
             |r| AlterConfigsResourceResponse::read(r, version),
@@ -52,8 +52,8 @@ impl Struct for IncrementalAlterConfigsResponse {
             r.tagged_fields("IncrementalAlterConfigsResponse", |_, _| Ok(false))?;
         }
         Ok(IncrementalAlterConfigsResponse {
-            throttle_time_ms,
-            responses,
+            throttle_time_ms: f_throttle_time_ms,
+            responses: f_responses,
         })
     }
 
@@ -130,19 +130,20 @@ impl AlterConfigsResourceResponse {
 impl Struct for AlterConfigsResourceResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let error_code = r.i16("AlterConfigsResourceResponse.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("AlterConfigsResourceResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("AlterConfigsResourceResponse.error_message", version >= 1)?;
-        let resource_type = r.i8("AlterConfigsResourceResponse.resource_type")?;
-        let resource_name = r.string("AlterConfigsResourceResponse.resource_name", version >= 1)?;
+        let f_resource_type = r.i8("AlterConfigsResourceResponse.resource_type")?;
+        let f_resource_name =
+            r.string("AlterConfigsResourceResponse.resource_name", version >= 1)?;
         if flexible {
             r.tagged_fields("AlterConfigsResourceResponse", |_, _| Ok(false))?;
         }
         Ok(AlterConfigsResourceResponse {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            resource_type: f_resource_type,
+            resource_name: f_resource_name,
         })
     }
 

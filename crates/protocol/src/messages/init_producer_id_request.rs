@@ -66,26 +66,26 @@ impl InitProducerIdRequest {
 impl Struct for InitProducerIdRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let transactional_id = r
+        let f_transactional_id = r
             .nullable_string("InitProducerIdRequest.transactional_id", version >= 2)?
             .map(TransactionalId);
-        let transaction_timeout_ms = r.i32("InitProducerIdRequest.transaction_timeout_ms")?;
-        let producer_id = if version >= 3 {
+        let f_transaction_timeout_ms = r.i32("InitProducerIdRequest.transaction_timeout_ms")?;
+        let f_producer_id = if version >= 3 {
             r.i64("InitProducerIdRequest.producer_id").map(ProducerId)?
         } else {
             ProducerId(-1)
         };
-        let producer_epoch = if version >= 3 {
+        let f_producer_epoch = if version >= 3 {
             r.i16("InitProducerIdRequest.producer_epoch")?
         } else {
             -1
         };
-        let enable2_pc = if version >= 6 {
+        let f_enable2_pc = if version >= 6 {
             r.bool("InitProducerIdRequest.enable2_pc")?
         } else {
             false
         };
-        let keep_prepared_txn = if version >= 6 {
+        let f_keep_prepared_txn = if version >= 6 {
             r.bool("InitProducerIdRequest.keep_prepared_txn")?
         } else {
             false
@@ -94,12 +94,12 @@ impl Struct for InitProducerIdRequest {
             r.tagged_fields("InitProducerIdRequest", |_, _| Ok(false))?;
         }
         Ok(InitProducerIdRequest {
-            transactional_id,
-            transaction_timeout_ms,
-            producer_id,
-            producer_epoch,
-            enable2_pc,
-            keep_prepared_txn,
+            transactional_id: f_transactional_id,
+            transaction_timeout_ms: f_transaction_timeout_ms,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            enable2_pc: f_enable2_pc,
+            keep_prepared_txn: f_keep_prepared_txn,
         })
     }
 
@@ -116,51 +116,35 @@ impl Struct for InitProducerIdRequest {
         buf.put_i32(self.transaction_timeout_ms);
         if version >= 3 {
             buf.put_i64(self.producer_id.0);
-        } else {
-            if !(version >= 3) {
-                if self.producer_id != ProducerId(-1) {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdRequest.producer_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.producer_id != ProducerId(-1) {
+            return Err(codec::not_in_version(
+                "InitProducerIdRequest.producer_id",
+                version,
+            ));
         }
         if version >= 3 {
             buf.put_i16(self.producer_epoch);
-        } else {
-            if !(version >= 3) {
-                if self.producer_epoch != -1 {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdRequest.producer_epoch",
-                        version,
-                    ));
-                }
-            }
+        } else if self.producer_epoch != -1 {
+            return Err(codec::not_in_version(
+                "InitProducerIdRequest.producer_epoch",
+                version,
+            ));
         }
         if version >= 6 {
             buf.put_u8(u8::from(self.enable2_pc));
-        } else {
-            if !(version >= 6) {
-                if self.enable2_pc != false {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdRequest.enable2_pc",
-                        version,
-                    ));
-                }
-            }
+        } else if self.enable2_pc != false {
+            return Err(codec::not_in_version(
+                "InitProducerIdRequest.enable2_pc",
+                version,
+            ));
         }
         if version >= 6 {
             buf.put_u8(u8::from(self.keep_prepared_txn));
-        } else {
-            if !(version >= 6) {
-                if self.keep_prepared_txn != false {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdRequest.keep_prepared_txn",
-                        version,
-                    ));
-                }
-            }
+        } else if self.keep_prepared_txn != false {
+            return Err(codec::not_in_version(
+                "InitProducerIdRequest.keep_prepared_txn",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

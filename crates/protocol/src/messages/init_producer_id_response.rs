@@ -66,19 +66,19 @@ impl InitProducerIdResponse {
 impl Struct for InitProducerIdResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = r.i32("InitProducerIdResponse.throttle_time_ms")?;
-        let error_code = r.i16("InitProducerIdResponse.error_code")?;
-        let producer_id = r
+        let f_throttle_time_ms = r.i32("InitProducerIdResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("InitProducerIdResponse.error_code")?;
+        let f_producer_id = r
             .i64("InitProducerIdResponse.producer_id")
             .map(ProducerId)?;
-        let producer_epoch = r.i16("InitProducerIdResponse.producer_epoch")?;
-        let ongoing_txn_producer_id = if version >= 6 {
+        let f_producer_epoch = r.i16("InitProducerIdResponse.producer_epoch")?;
+        let f_ongoing_txn_producer_id = if version >= 6 {
             r.i64("InitProducerIdResponse.ongoing_txn_producer_id")
                 .map(ProducerId)?
         } else {
             ProducerId(-1)
         };
-        let ongoing_txn_producer_epoch = if version >= 6 {
+        let f_ongoing_txn_producer_epoch = if version >= 6 {
             r.i16("InitProducerIdResponse.ongoing_txn_producer_epoch")?
         } else {
             -1
@@ -87,12 +87,12 @@ impl Struct for InitProducerIdResponse {
             r.tagged_fields("InitProducerIdResponse", |_, _| Ok(false))?;
         }
         Ok(InitProducerIdResponse {
-            throttle_time_ms,
-            error_code,
-            producer_id,
-            producer_epoch,
-            ongoing_txn_producer_id,
-            ongoing_txn_producer_epoch,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            ongoing_txn_producer_id: f_ongoing_txn_producer_id,
+            ongoing_txn_producer_epoch: f_ongoing_txn_producer_epoch,
         })
     }
 
@@ -104,27 +104,19 @@ impl Struct for InitProducerIdResponse {
         buf.put_i16(self.producer_epoch);
         if version >= 6 {
             buf.put_i64(self.ongoing_txn_producer_id.0);
-        } else {
-            if !(version >= 6) {
-                if self.ongoing_txn_producer_id != ProducerId(-1) {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdResponse.ongoing_txn_producer_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.ongoing_txn_producer_id != ProducerId(-1) {
+            return Err(codec::not_in_version(
+                "InitProducerIdResponse.ongoing_txn_producer_id",
+                version,
+            ));
         }
         if version >= 6 {
             buf.put_i16(self.ongoing_txn_producer_epoch);
-        } else {
-            if !(version >= 6) {
-                if self.ongoing_txn_producer_epoch != -1 {
-                    return Err(codec::not_in_version(
-                        "InitProducerIdResponse.ongoing_txn_producer_epoch",
-                        version,
-                    ));
-                }
-            }
+        } else if self.ongoing_txn_producer_epoch != -1 {
+            return Err(codec::not_in_version(
+                "InitProducerIdResponse.ongoing_txn_producer_epoch",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

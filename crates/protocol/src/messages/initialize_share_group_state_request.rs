@@ -42,14 +42,17 @@ impl InitializeShareGroupStateRequest {
 impl Struct for InitializeShareGroupStateRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r.string("InitializeShareGroupStateRequest.group_id", true)?;
-        let topics = r.array("InitializeShareGroupStateRequest.topics", true, |r| {
+        let f_group_id = r.string("InitializeShareGroupStateRequest.group_id", true)?;
+        let f_topics = r.array("InitializeShareGroupStateRequest.topics", true, |r| {
             InitializeStateData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("InitializeShareGroupStateRequest", |_, _| Ok(false))?;
         }
-        Ok(InitializeShareGroupStateRequest { group_id, topics })
+        Ok(InitializeShareGroupStateRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -118,16 +121,16 @@ impl InitializeStateData {
 impl Struct for InitializeStateData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("InitializeStateData.topic_id")?;
-        let partitions = r.array("InitializeStateData.partitions", true, |r| {
+        let f_topic_id = r.uuid("InitializeStateData.topic_id")?;
+        let f_partitions = r.array("InitializeStateData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("InitializeStateData", |_, _| Ok(false))?;
         }
         Ok(InitializeStateData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -197,16 +200,16 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionData.partition")?;
-        let state_epoch = r.i32("PartitionData.state_epoch")?;
-        let start_offset = r.i64("PartitionData.start_offset")?;
+        let f_partition = r.i32("PartitionData.partition")?;
+        let f_state_epoch = r.i32("PartitionData.state_epoch")?;
+        let f_start_offset = r.i64("PartitionData.start_offset")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition,
-            state_epoch,
-            start_offset,
+            partition: f_partition,
+            state_epoch: f_state_epoch,
+            start_offset: f_start_offset,
         })
     }
 

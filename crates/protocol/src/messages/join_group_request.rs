@@ -78,17 +78,17 @@ impl JoinGroupRequest {
 impl Struct for JoinGroupRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id = r
+        let f_group_id = r
             .string("JoinGroupRequest.group_id", version >= 6)
             .map(GroupId)?;
-        let session_timeout_ms = r.i32("JoinGroupRequest.session_timeout_ms")?;
-        let rebalance_timeout_ms = if version >= 1 {
+        let f_session_timeout_ms = r.i32("JoinGroupRequest.session_timeout_ms")?;
+        let f_rebalance_timeout_ms = if version >= 1 {
             r.i32("JoinGroupRequest.rebalance_timeout_ms")?
         } else {
             -1
         };
-        let member_id = r.string("JoinGroupRequest.member_id", version >= 6)?;
-        let group_instance_id = if version >= 5 {
+        let f_member_id = r.string("JoinGroupRequest.member_id", version >= 6)?;
+        let f_group_instance_id = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("JoinGroupRequest.group_instance_id", version >= 6)?
             } else {
@@ -97,11 +97,11 @@ impl Struct for JoinGroupRequest {
         } else {
             None
         };
-        let protocol_type = r.string("JoinGroupRequest.protocol_type", version >= 6)?;
-        let protocols = r.array("JoinGroupRequest.protocols", version >= 6, |r| {
+        let f_protocol_type = r.string("JoinGroupRequest.protocol_type", version >= 6)?;
+        let f_protocols = r.array("JoinGroupRequest.protocols", version >= 6, |r| {
             JoinGroupRequestProtocol::read(r, version)
         })?;
-        let reason = if version >= 8 {
+        let f_reason = if version >= 8 {
             if version >= 8 {
                 r.nullable_string("JoinGroupRequest.reason", version >= 6)?
             } else {
@@ -114,14 +114,14 @@ impl Struct for JoinGroupRequest {
             r.tagged_fields("JoinGroupRequest", |_, _| Ok(false))?;
         }
         Ok(JoinGroupRequest {
-            group_id,
-            session_timeout_ms,
-            rebalance_timeout_ms,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocols,
-            reason,
+            group_id: f_group_id,
+            session_timeout_ms: f_session_timeout_ms,
+            rebalance_timeout_ms: f_rebalance_timeout_ms,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            protocol_type: f_protocol_type,
+            protocols: f_protocols,
+            reason: f_reason,
         })
     }
 
@@ -152,15 +152,11 @@ impl Struct for JoinGroupRequest {
                 version >= 5,
                 version,
             )?;
-        } else {
-            if !(version >= 5) {
-                if self.group_instance_id != None {
-                    return Err(codec::not_in_version(
-                        "JoinGroupRequest.group_instance_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_instance_id != None {
+            return Err(codec::not_in_version(
+                "JoinGroupRequest.group_instance_id",
+                version,
+            ));
         }
         codec::put_string(
             buf,
@@ -256,12 +252,15 @@ impl JoinGroupRequestProtocol {
 impl Struct for JoinGroupRequestProtocol {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = r.string("JoinGroupRequestProtocol.name", version >= 6)?;
-        let metadata = r.bytes("JoinGroupRequestProtocol.metadata", version >= 6)?;
+        let f_name = r.string("JoinGroupRequestProtocol.name", version >= 6)?;
+        let f_metadata = r.bytes("JoinGroupRequestProtocol.metadata", version >= 6)?;
         if flexible {
             r.tagged_fields("JoinGroupRequestProtocol", |_, _| Ok(false))?;
         }
-        Ok(JoinGroupRequestProtocol { name, metadata })
+        Ok(JoinGroupRequestProtocol {
+            name: f_name,
+            metadata: f_metadata,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

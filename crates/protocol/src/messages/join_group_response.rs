@@ -84,14 +84,14 @@ impl JoinGroupResponse {
 impl Struct for JoinGroupResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms = if version >= 2 {
+        let f_throttle_time_ms = if version >= 2 {
             r.i32("JoinGroupResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = r.i16("JoinGroupResponse.error_code")?;
-        let generation_id = r.i32("JoinGroupResponse.generation_id")?;
-        let protocol_type = if version >= 7 {
+        let f_error_code = r.i16("JoinGroupResponse.error_code")?;
+        let f_generation_id = r.i32("JoinGroupResponse.generation_id")?;
+        let f_protocol_type = if version >= 7 {
             if version >= 7 {
                 r.nullable_string("JoinGroupResponse.protocol_type", version >= 6)?
             } else {
@@ -100,34 +100,34 @@ impl Struct for JoinGroupResponse {
         } else {
             None
         };
-        let protocol_name = if version >= 7 {
+        let f_protocol_name = if version >= 7 {
             r.nullable_string("JoinGroupResponse.protocol_name", version >= 6)?
         } else {
             Some(r.string("JoinGroupResponse.protocol_name", version >= 6)?)
         };
-        let leader = r.string("JoinGroupResponse.leader", version >= 6)?;
-        let skip_assignment = if version >= 9 {
+        let f_leader = r.string("JoinGroupResponse.leader", version >= 6)?;
+        let f_skip_assignment = if version >= 9 {
             r.bool("JoinGroupResponse.skip_assignment")?
         } else {
             false
         };
-        let member_id = r.string("JoinGroupResponse.member_id", version >= 6)?;
-        let members = r.array("JoinGroupResponse.members", version >= 6, |r| {
+        let f_member_id = r.string("JoinGroupResponse.member_id", version >= 6)?;
+        let f_members = r.array("JoinGroupResponse.members", version >= 6, |r| {
             JoinGroupResponseMember::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("JoinGroupResponse", |_, _| Ok(false))?;
         }
         Ok(JoinGroupResponse {
-            throttle_time_ms,
-            error_code,
-            generation_id,
-            protocol_type,
-            protocol_name,
-            leader,
-            skip_assignment,
-            member_id,
-            members,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            generation_id: f_generation_id,
+            protocol_type: f_protocol_type,
+            protocol_name: f_protocol_name,
+            leader: f_leader,
+            skip_assignment: f_skip_assignment,
+            member_id: f_member_id,
+            members: f_members,
         })
     }
 
@@ -164,15 +164,11 @@ impl Struct for JoinGroupResponse {
         )?;
         if version >= 9 {
             buf.put_u8(u8::from(self.skip_assignment));
-        } else {
-            if !(version >= 9) {
-                if self.skip_assignment != false {
-                    return Err(codec::not_in_version(
-                        "JoinGroupResponse.skip_assignment",
-                        version,
-                    ));
-                }
-            }
+        } else if self.skip_assignment != false {
+            return Err(codec::not_in_version(
+                "JoinGroupResponse.skip_assignment",
+                version,
+            ));
         }
         codec::put_string(
             buf,
@@ -265,8 +261,8 @@ impl JoinGroupResponseMember {
 impl Struct for JoinGroupResponseMember {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let member_id = r.string("JoinGroupResponseMember.member_id", version >= 6)?;
-        let group_instance_id = if version >= 5 {
+        let f_member_id = r.string("JoinGroupResponseMember.member_id", version >= 6)?;
+        let f_group_instance_id = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("JoinGroupResponseMember.group_instance_id", version >= 6)?
             } else {
@@ -275,14 +271,14 @@ impl Struct for JoinGroupResponseMember {
         } else {
             None
         };
-        let metadata = r.bytes("JoinGroupResponseMember.metadata", version >= 6)?;
+        let f_metadata = r.bytes("JoinGroupResponseMember.metadata", version >= 6)?;
         if flexible {
             r.tagged_fields("JoinGroupResponseMember", |_, _| Ok(false))?;
         }
         Ok(JoinGroupResponseMember {
-            member_id,
-            group_instance_id,
-            metadata,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            metadata: f_metadata,
         })
     }
 

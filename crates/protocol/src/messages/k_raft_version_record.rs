@@ -42,14 +42,14 @@ impl KRaftVersionRecord {
 impl Struct for KRaftVersionRecord {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = r.i16("KRaftVersionRecord.version")?;
-        let k_raft_version = r.i16("KRaftVersionRecord.k_raft_version")?;
+        let f_version = r.i16("KRaftVersionRecord.version")?;
+        let f_k_raft_version = r.i16("KRaftVersionRecord.k_raft_version")?;
         if flexible {
             r.tagged_fields("KRaftVersionRecord", |_, _| Ok(false))?;
         }
         Ok(KRaftVersionRecord {
-            version,
-            k_raft_version,
+            version: f_version,
+            k_raft_version: f_k_raft_version,
         })
     }
 

@@ -48,15 +48,15 @@ impl LeaveGroupRequest {
 impl Struct for LeaveGroupRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let group_id = r
+        let f_group_id = r
             .string("LeaveGroupRequest.group_id", version >= 4)
             .map(GroupId)?;
-        let member_id = if version <= 2 {
+        let f_member_id = if version <= 2 {
             r.string("LeaveGroupRequest.member_id", version >= 4)?
         } else {
             StrBytes::new()
         };
-        let members = if version >= 3 {
+        let f_members = if version >= 3 {
             r.array("LeaveGroupRequest.members", version >= 4, |r| {
                 MemberIdentity::read(r, version)
             })?
@@ -67,9 +67,9 @@ impl Struct for LeaveGroupRequest {
             r.tagged_fields("LeaveGroupRequest", |_, _| Ok(false))?;
         }
         Ok(LeaveGroupRequest {
-            group_id,
-            member_id,
-            members,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            members: f_members,
         })
     }
 
@@ -88,15 +88,11 @@ impl Struct for LeaveGroupRequest {
                 &self.member_id.as_str(),
                 version >= 4,
             )?;
-        } else {
-            if !(version <= 2) {
-                if self.member_id != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "LeaveGroupRequest.member_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.member_id != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "LeaveGroupRequest.member_id",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_array(
@@ -109,12 +105,8 @@ impl Struct for LeaveGroupRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 3) {
-                if !self.members.is_empty() {
-                    return Err(codec::not_in_version("LeaveGroupRequest.members", version));
-                }
-            }
+        } else if !self.members.is_empty() {
+            return Err(codec::not_in_version("LeaveGroupRequest.members", version));
         }
         if flexible {
             buf.put_u8(0);
@@ -175,10 +167,10 @@ impl MemberIdentity {
 impl Struct for MemberIdentity {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = r.string("MemberIdentity.member_id", version >= 4)?;
-        let group_instance_id =
+        let f_member_id = r.string("MemberIdentity.member_id", version >= 4)?;
+        let f_group_instance_id =
             r.nullable_string("MemberIdentity.group_instance_id", version >= 4)?;
-        let reason = if version >= 5 {
+        let f_reason = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("MemberIdentity.reason", version >= 4)?
             } else {
@@ -191,9 +183,9 @@ impl Struct for MemberIdentity {
             r.tagged_fields("MemberIdentity", |_, _| Ok(false))?;
         }
         Ok(MemberIdentity {
-            member_id,
-            group_instance_id,
-            reason,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            reason: f_reason,
         })
     }
 

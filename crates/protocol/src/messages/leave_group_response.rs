@@ -48,13 +48,13 @@ impl LeaveGroupResponse {
 impl Struct for LeaveGroupResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("LeaveGroupResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = r.i16("LeaveGroupResponse.error_code")?;
-        let members = if version >= 3 {
+        let f_error_code = r.i16("LeaveGroupResponse.error_code")?;
+        let f_members = if version >= 3 {
             r.array("LeaveGroupResponse.members", version >= 4, |r| {
                 MemberResponse::read(r, version)
             })?
@@ -65,9 +65,9 @@ impl Struct for LeaveGroupResponse {
             r.tagged_fields("LeaveGroupResponse", |_, _| Ok(false))?;
         }
         Ok(LeaveGroupResponse {
-            throttle_time_ms,
-            error_code,
-            members,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            members: f_members,
         })
     }
 
@@ -88,12 +88,8 @@ impl Struct for LeaveGroupResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 3) {
-                if !self.members.is_empty() {
-                    return Err(codec::not_in_version("LeaveGroupResponse.members", version));
-                }
-            }
+        } else if !self.members.is_empty() {
+            return Err(codec::not_in_version("LeaveGroupResponse.members", version));
         }
         if flexible {
             buf.put_u8(0);
@@ -154,17 +150,17 @@ impl MemberResponse {
 impl Struct for MemberResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = r.string("MemberResponse.member_id", version >= 4)?;
-        let group_instance_id =
+        let f_member_id = r.string("MemberResponse.member_id", version >= 4)?;
+        let f_group_instance_id =
             r.nullable_string("MemberResponse.group_instance_id", version >= 4)?;
-        let error_code = r.i16("MemberResponse.error_code")?;
+        let f_error_code = r.i16("MemberResponse.error_code")?;
         if flexible {
             r.tagged_fields("MemberResponse", |_, _| Ok(false))?;
         }
         Ok(MemberResponse {
-            member_id,
-            group_instance_id,
-            error_code,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            error_code: f_error_code,
         })
     }
 

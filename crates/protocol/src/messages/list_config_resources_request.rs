@@ -36,7 +36,7 @@ impl ListConfigResourcesRequest {
 impl Struct for ListConfigResourcesRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let resource_types = if version >= 1 {
+        let f_resource_types = if version >= 1 {
             r.array("ListConfigResourcesRequest.resource_types", true, |r| {
                 r.i8("ListConfigResourcesRequest.resource_types")
             })?
@@ -46,7 +46,9 @@ impl Struct for ListConfigResourcesRequest {
         if flexible {
             r.tagged_fields("ListConfigResourcesRequest", |_, _| Ok(false))?;
         }
-        Ok(ListConfigResourcesRequest { resource_types })
+        Ok(ListConfigResourcesRequest {
+            resource_types: f_resource_types,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -62,15 +64,11 @@ impl Struct for ListConfigResourcesRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 1) {
-                if !self.resource_types.is_empty() {
-                    return Err(codec::not_in_version(
-                        "ListConfigResourcesRequest.resource_types",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.resource_types.is_empty() {
+            return Err(codec::not_in_version(
+                "ListConfigResourcesRequest.resource_types",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

@@ -48,9 +48,9 @@ impl ListConfigResourcesResponse {
 impl Struct for ListConfigResourcesResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ListConfigResourcesResponse.throttle_time_ms")?;
-        let error_code = r.i16("ListConfigResourcesResponse.error_code")?;
-        let config_resources =
+        let f_throttle_time_ms = r.i32("ListConfigResourcesResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ListConfigResourcesResponse.error_code")?;
+        let f_config_resources =
             r.array("ListConfigResourcesResponse.config_resources", true, |r| {
                 ConfigResource::read(r, version)
             })?;
@@ -58,9 +58,9 @@ impl Struct for ListConfigResourcesResponse {
             r.tagged_fields("ListConfigResourcesResponse", |_, _| Ok(false))?;
         }
         Ok(ListConfigResourcesResponse {
-            throttle_time_ms,
-            error_code,
-            config_resources,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            config_resources: f_config_resources,
         })
     }
 
@@ -127,8 +127,8 @@ impl ConfigResource {
 impl Struct for ConfigResource {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let resource_name = r.string("ConfigResource.resource_name", true)?;
-        let resource_type = if version >= 1 {
+        let f_resource_name = r.string("ConfigResource.resource_name", true)?;
+        let f_resource_type = if version >= 1 {
             r.i8("ConfigResource.resource_type")?
         } else {
             16
@@ -137,8 +137,8 @@ impl Struct for ConfigResource {
             r.tagged_fields("ConfigResource", |_, _| Ok(false))?;
         }
         Ok(ConfigResource {
-            resource_name,
-            resource_type,
+            resource_name: f_resource_name,
+            resource_type: f_resource_type,
         })
     }
 

@@ -42,14 +42,14 @@ impl ListGroupsRequest {
 impl Struct for ListGroupsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let states_filter = if version >= 4 {
+        let f_states_filter = if version >= 4 {
             r.array("ListGroupsRequest.states_filter", version >= 3, |r| {
                 r.string("ListGroupsRequest.states_filter", version >= 3)
             })?
         } else {
             Vec::new()
         };
-        let types_filter = if version >= 5 {
+        let f_types_filter = if version >= 5 {
             r.array("ListGroupsRequest.types_filter", version >= 3, |r| {
                 r.string("ListGroupsRequest.types_filter", version >= 3)
             })?
@@ -60,8 +60,8 @@ impl Struct for ListGroupsRequest {
             r.tagged_fields("ListGroupsRequest", |_, _| Ok(false))?;
         }
         Ok(ListGroupsRequest {
-            states_filter,
-            types_filter,
+            states_filter: f_states_filter,
+            types_filter: f_types_filter,
         })
     }
 
@@ -83,15 +83,11 @@ impl Struct for ListGroupsRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 4) {
-                if !self.states_filter.is_empty() {
-                    return Err(codec::not_in_version(
-                        "ListGroupsRequest.states_filter",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.states_filter.is_empty() {
+            return Err(codec::not_in_version(
+                "ListGroupsRequest.states_filter",
+                version,
+            ));
         }
         if version >= 5 {
             codec::put_array(
@@ -109,15 +105,11 @@ impl Struct for ListGroupsRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 5) {
-                if !self.types_filter.is_empty() {
-                    return Err(codec::not_in_version(
-                        "ListGroupsRequest.types_filter",
-                        version,
-                    ));
-                }
-            }
+        } else if !self.types_filter.is_empty() {
+            return Err(codec::not_in_version(
+                "ListGroupsRequest.types_filter",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

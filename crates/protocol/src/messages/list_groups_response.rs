@@ -48,22 +48,22 @@ impl ListGroupsResponse {
 impl Struct for ListGroupsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("ListGroupsResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = r.i16("ListGroupsResponse.error_code")?;
-        let groups = r.array("ListGroupsResponse.groups", version >= 3, |r| {
+        let f_error_code = r.i16("ListGroupsResponse.error_code")?;
+        let f_groups = r.array("ListGroupsResponse.groups", version >= 3, |r| {
             ListedGroup::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListGroupsResponse", |_, _| Ok(false))?;
         }
         Ok(ListGroupsResponse {
-            throttle_time_ms,
-            error_code,
-            groups,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            groups: f_groups,
         })
     }
 
@@ -145,16 +145,16 @@ impl ListedGroup {
 impl Struct for ListedGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let group_id = r
+        let f_group_id = r
             .string("ListedGroup.group_id", version >= 3)
             .map(GroupId)?;
-        let protocol_type = r.string("ListedGroup.protocol_type", version >= 3)?;
-        let group_state = if version >= 4 {
+        let f_protocol_type = r.string("ListedGroup.protocol_type", version >= 3)?;
+        let f_group_state = if version >= 4 {
             r.string("ListedGroup.group_state", version >= 3)?
         } else {
             StrBytes::new()
         };
-        let group_type = if version >= 5 {
+        let f_group_type = if version >= 5 {
             r.string("ListedGroup.group_type", version >= 3)?
         } else {
             StrBytes::new()
@@ -163,10 +163,10 @@ impl Struct for ListedGroup {
             r.tagged_fields("ListedGroup", |_, _| Ok(false))?;
         }
         Ok(ListedGroup {
-            group_id,
-            protocol_type,
-            group_state,
-            group_type,
+            group_id: f_group_id,
+            protocol_type: f_protocol_type,
+            group_state: f_group_state,
+            group_type: f_group_type,
         })
     }
 

@@ -54,16 +54,16 @@ impl ListOffsetsRequest {
 impl Struct for ListOffsetsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let replica_id = r.i32("ListOffsetsRequest.replica_id").map(BrokerId)?;
-        let isolation_level = if version >= 2 {
+        let f_replica_id = r.i32("ListOffsetsRequest.replica_id").map(BrokerId)?;
+        let f_isolation_level = if version >= 2 {
             r.i8("ListOffsetsRequest.isolation_level")?
         } else {
             0
         };
-        let topics = r.array("ListOffsetsRequest.topics", version >= 6, |r| {
+        let f_topics = r.array("ListOffsetsRequest.topics", version >= 6, |r| {
             ListOffsetsTopic::read(r, version)
         })?;
-        let timeout_ms = if version >= 10 {
+        let f_timeout_ms = if version >= 10 {
             r.i32("ListOffsetsRequest.timeout_ms")?
         } else {
             0
@@ -72,10 +72,10 @@ impl Struct for ListOffsetsRequest {
             r.tagged_fields("ListOffsetsRequest", |_, _| Ok(false))?;
         }
         Ok(ListOffsetsRequest {
-            replica_id,
-            isolation_level,
-            topics,
-            timeout_ms,
+            replica_id: f_replica_id,
+            isolation_level: f_isolation_level,
+            topics: f_topics,
+            timeout_ms: f_timeout_ms,
         })
     }
 
@@ -84,15 +84,11 @@ impl Struct for ListOffsetsRequest {
         buf.put_i32(self.replica_id.0);
         if version >= 2 {
             buf.put_i8(self.isolation_level);
-        } else {
-            if !(version >= 2) {
-                if self.isolation_level != 0 {
-                    return Err(codec::not_in_version(
-                        "ListOffsetsRequest.isolation_level",
-                        version,
-                    ));
-                }
-            }
+        } else if self.isolation_level != 0 {
+            return Err(codec::not_in_version(
+                "ListOffsetsRequest.isolation_level",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -160,16 +156,19 @@ impl ListOffsetsTopic {
 impl Struct for ListOffsetsTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = r
+        let f_name = r
             .string("ListOffsetsTopic.name", version >= 6)
             .map(TopicName)?;
-        let partitions = r.array("ListOffsetsTopic.partitions", version >= 6, |r| {
+        let f_partitions = r.array("ListOffsetsTopic.partitions", version >= 6, |r| {
             ListOffsetsPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListOffsetsTopic", |_, _| Ok(false))?;
         }
-        Ok(ListOffsetsTopic { name, partitions })
+        Ok(ListOffsetsTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -244,20 +243,20 @@ impl ListOffsetsPartition {
 impl Struct for ListOffsetsPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = r.i32("ListOffsetsPartition.partition_index")?;
-        let current_leader_epoch = if version >= 4 {
+        let f_partition_index = r.i32("ListOffsetsPartition.partition_index")?;
+        let f_current_leader_epoch = if version >= 4 {
             r.i32("ListOffsetsPartition.current_leader_epoch")?
         } else {
             -1
         };
-        let timestamp = r.i64("ListOffsetsPartition.timestamp")?;
+        let f_timestamp = r.i64("ListOffsetsPartition.timestamp")?;
         if flexible {
             r.tagged_fields("ListOffsetsPartition", |_, _| Ok(false))?;
         }
         Ok(ListOffsetsPartition {
-            partition_index,
-            current_leader_epoch,
-            timestamp,
+            partition_index: f_partition_index,
+            current_leader_epoch: f_current_leader_epoch,
+            timestamp: f_timestamp,
         })
     }
 

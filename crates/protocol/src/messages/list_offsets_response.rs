@@ -42,20 +42,20 @@ impl ListOffsetsResponse {
 impl Struct for ListOffsetsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms = if version >= 2 {
+        let f_throttle_time_ms = if version >= 2 {
             r.i32("ListOffsetsResponse.throttle_time_ms")?
         } else {
             0
         };
-        let topics = r.array("ListOffsetsResponse.topics", version >= 6, |r| {
+        let f_topics = r.array("ListOffsetsResponse.topics", version >= 6, |r| {
             ListOffsetsTopicResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListOffsetsResponse", |_, _| Ok(false))?;
         }
         Ok(ListOffsetsResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -124,16 +124,19 @@ impl ListOffsetsTopicResponse {
 impl Struct for ListOffsetsTopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = r
+        let f_name = r
             .string("ListOffsetsTopicResponse.name", version >= 6)
             .map(TopicName)?;
-        let partitions = r.array("ListOffsetsTopicResponse.partitions", version >= 6, |r| {
+        let f_partitions = r.array("ListOffsetsTopicResponse.partitions", version >= 6, |r| {
             ListOffsetsPartitionResponse::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListOffsetsTopicResponse", |_, _| Ok(false))?;
         }
-        Ok(ListOffsetsTopicResponse { name, partitions })
+        Ok(ListOffsetsTopicResponse {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -220,11 +223,11 @@ impl ListOffsetsPartitionResponse {
 impl Struct for ListOffsetsPartitionResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = r.i32("ListOffsetsPartitionResponse.partition_index")?;
-        let error_code = r.i16("ListOffsetsPartitionResponse.error_code")?;
-        let timestamp = r.i64("ListOffsetsPartitionResponse.timestamp")?;
-        let offset = r.i64("ListOffsetsPartitionResponse.offset")?;
-        let leader_epoch = if version >= 4 {
+        let f_partition_index = r.i32("ListOffsetsPartitionResponse.partition_index")?;
+        let f_error_code = r.i16("ListOffsetsPartitionResponse.error_code")?;
+        let f_timestamp = r.i64("ListOffsetsPartitionResponse.timestamp")?;
+        let f_offset = r.i64("ListOffsetsPartitionResponse.offset")?;
+        let f_leader_epoch = if version >= 4 {
             r.i32("ListOffsetsPartitionResponse.leader_epoch")?
         } else {
             -1
@@ -233,11 +236,11 @@ impl Struct for ListOffsetsPartitionResponse {
             r.tagged_fields("ListOffsetsPartitionResponse", |_, _| Ok(false))?;
         }
         Ok(ListOffsetsPartitionResponse {
-            partition_index,
-            error_code,
-            timestamp,
-            offset,
-            leader_epoch,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            timestamp: f_timestamp,
+            offset: f_offset,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -249,15 +252,11 @@ impl Struct for ListOffsetsPartitionResponse {
         buf.put_i64(self.offset);
         if version >= 4 {
             buf.put_i32(self.leader_epoch);
-        } else {
-            if !(version >= 4) {
-                if self.leader_epoch != -1 {
-                    return Err(codec::not_in_version(
-                        "ListOffsetsPartitionResponse.leader_epoch",
-                        version,
-                    ));
-                }
-            }
+        } else if self.leader_epoch != -1 {
+            return Err(codec::not_in_version(
+                "ListOffsetsPartitionResponse.leader_epoch",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

@@ -42,14 +42,17 @@ impl ListPartitionReassignmentsRequest {
 impl Struct for ListPartitionReassignmentsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = r.i32("ListPartitionReassignmentsRequest.timeout_ms")?;
-        let topics = r.nullable_array("ListPartitionReassignmentsRequest.topics", true, |r| {
+        let f_timeout_ms = r.i32("ListPartitionReassignmentsRequest.timeout_ms")?;
+        let f_topics = r.nullable_array("ListPartitionReassignmentsRequest.topics", true, |r| {
             ListPartitionReassignmentsTopics::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListPartitionReassignmentsRequest", |_, _| Ok(false))?;
         }
-        Ok(ListPartitionReassignmentsRequest { timeout_ms, topics })
+        Ok(ListPartitionReassignmentsRequest {
+            timeout_ms: f_timeout_ms,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -120,10 +123,10 @@ impl ListPartitionReassignmentsTopics {
 impl Struct for ListPartitionReassignmentsTopics {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .string("ListPartitionReassignmentsTopics.name", true)
             .map(TopicName)?;
-        let partition_indexes = r.array(
+        let f_partition_indexes = r.array(
             "ListPartitionReassignmentsTopics.partition_indexes",
             true,
             |r| r.i32("ListPartitionReassignmentsTopics.partition_indexes"),
@@ -132,8 +135,8 @@ impl Struct for ListPartitionReassignmentsTopics {
             r.tagged_fields("ListPartitionReassignmentsTopics", |_, _| Ok(false))?;
         }
         Ok(ListPartitionReassignmentsTopics {
-            name,
-            partition_indexes,
+            name: f_name,
+            partition_indexes: f_partition_indexes,
         })
     }
 

@@ -54,21 +54,21 @@ impl ListPartitionReassignmentsResponse {
 impl Struct for ListPartitionReassignmentsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ListPartitionReassignmentsResponse.throttle_time_ms")?;
-        let error_code = r.i16("ListPartitionReassignmentsResponse.error_code")?;
-        let error_message =
+        let f_throttle_time_ms = r.i32("ListPartitionReassignmentsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ListPartitionReassignmentsResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("ListPartitionReassignmentsResponse.error_message", true)?;
-        let topics = r.array("ListPartitionReassignmentsResponse.topics", true, |r| {
+        let f_topics = r.array("ListPartitionReassignmentsResponse.topics", true, |r| {
             OngoingTopicReassignment::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ListPartitionReassignmentsResponse", |_, _| Ok(false))?;
         }
         Ok(ListPartitionReassignmentsResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            topics: f_topics,
         })
     }
 
@@ -148,16 +148,19 @@ impl OngoingTopicReassignment {
 impl Struct for OngoingTopicReassignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .string("OngoingTopicReassignment.name", true)
             .map(TopicName)?;
-        let partitions = r.array("OngoingTopicReassignment.partitions", true, |r| {
+        let f_partitions = r.array("OngoingTopicReassignment.partitions", true, |r| {
             OngoingPartitionReassignment::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OngoingTopicReassignment", |_, _| Ok(false))?;
         }
-        Ok(OngoingTopicReassignment { name, partitions })
+        Ok(OngoingTopicReassignment {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -238,16 +241,16 @@ impl OngoingPartitionReassignment {
 impl Struct for OngoingPartitionReassignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("OngoingPartitionReassignment.partition_index")?;
-        let replicas = r.array("OngoingPartitionReassignment.replicas", true, |r| {
+        let f_partition_index = r.i32("OngoingPartitionReassignment.partition_index")?;
+        let f_replicas = r.array("OngoingPartitionReassignment.replicas", true, |r| {
             r.i32("OngoingPartitionReassignment.replicas").map(BrokerId)
         })?;
-        let adding_replicas =
+        let f_adding_replicas =
             r.array("OngoingPartitionReassignment.adding_replicas", true, |r| {
                 r.i32("OngoingPartitionReassignment.adding_replicas")
                     .map(BrokerId)
             })?;
-        let removing_replicas = r.array(
+        let f_removing_replicas = r.array(
             "OngoingPartitionReassignment.removing_replicas",
             true,
             |r| {
@@ -259,10 +262,10 @@ impl Struct for OngoingPartitionReassignment {
             r.tagged_fields("OngoingPartitionReassignment", |_, _| Ok(false))?;
         }
         Ok(OngoingPartitionReassignment {
-            partition_index,
-            replicas,
-            adding_replicas,
-            removing_replicas,
+            partition_index: f_partition_index,
+            replicas: f_replicas,
+            adding_replicas: f_adding_replicas,
+            removing_replicas: f_removing_replicas,
         })
     }
 

@@ -54,20 +54,20 @@ impl ListTransactionsRequest {
 impl Struct for ListTransactionsRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let state_filters = r.array("ListTransactionsRequest.state_filters", true, |r| {
+        let f_state_filters = r.array("ListTransactionsRequest.state_filters", true, |r| {
             r.string("ListTransactionsRequest.state_filters", true)
         })?;
-        let producer_id_filters =
+        let f_producer_id_filters =
             r.array("ListTransactionsRequest.producer_id_filters", true, |r| {
                 r.i64("ListTransactionsRequest.producer_id_filters")
                     .map(ProducerId)
             })?;
-        let duration_filter = if version >= 1 {
+        let f_duration_filter = if version >= 1 {
             r.i64("ListTransactionsRequest.duration_filter")?
         } else {
             -1
         };
-        let transactional_id_pattern = if version >= 2 {
+        let f_transactional_id_pattern = if version >= 2 {
             if version >= 2 {
                 r.nullable_string("ListTransactionsRequest.transactional_id_pattern", true)?
             } else {
@@ -80,10 +80,10 @@ impl Struct for ListTransactionsRequest {
             r.tagged_fields("ListTransactionsRequest", |_, _| Ok(false))?;
         }
         Ok(ListTransactionsRequest {
-            state_filters,
-            producer_id_filters,
-            duration_filter,
-            transactional_id_pattern,
+            state_filters: f_state_filters,
+            producer_id_filters: f_producer_id_filters,
+            duration_filter: f_duration_filter,
+            transactional_id_pattern: f_transactional_id_pattern,
         })
     }
 
@@ -116,15 +116,11 @@ impl Struct for ListTransactionsRequest {
         )?;
         if version >= 1 {
             buf.put_i64(self.duration_filter);
-        } else {
-            if !(version >= 1) {
-                if self.duration_filter != -1 {
-                    return Err(codec::not_in_version(
-                        "ListTransactionsRequest.duration_filter",
-                        version,
-                    ));
-                }
-            }
+        } else if self.duration_filter != -1 {
+            return Err(codec::not_in_version(
+                "ListTransactionsRequest.duration_filter",
+                version,
+            ));
         }
         if version >= 2 {
             codec::put_nullable_string(
@@ -135,15 +131,11 @@ impl Struct for ListTransactionsRequest {
                 version >= 2,
                 version,
             )?;
-        } else {
-            if !(version >= 2) {
-                if self.transactional_id_pattern != None {
-                    return Err(codec::not_in_version(
-                        "ListTransactionsRequest.transactional_id_pattern",
-                        version,
-                    ));
-                }
-            }
+        } else if self.transactional_id_pattern != None {
+            return Err(codec::not_in_version(
+                "ListTransactionsRequest.transactional_id_pattern",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

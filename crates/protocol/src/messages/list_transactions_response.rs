@@ -54,14 +54,14 @@ impl ListTransactionsResponse {
 impl Struct for ListTransactionsResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ListTransactionsResponse.throttle_time_ms")?;
-        let error_code = r.i16("ListTransactionsResponse.error_code")?;
-        let unknown_state_filters = r.array(
+        let f_throttle_time_ms = r.i32("ListTransactionsResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ListTransactionsResponse.error_code")?;
+        let f_unknown_state_filters = r.array(
             "ListTransactionsResponse.unknown_state_filters",
             true,
             |r| r.string("ListTransactionsResponse.unknown_state_filters", true),
         )?;
-        let transaction_states =
+        let f_transaction_states =
             r.array("ListTransactionsResponse.transaction_states", true, |r| {
                 TransactionState::read(r, version)
             })?;
@@ -69,10 +69,10 @@ impl Struct for ListTransactionsResponse {
             r.tagged_fields("ListTransactionsResponse", |_, _| Ok(false))?;
         }
         Ok(ListTransactionsResponse {
-            throttle_time_ms,
-            error_code,
-            unknown_state_filters,
-            transaction_states,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            unknown_state_filters: f_unknown_state_filters,
+            transaction_states: f_transaction_states,
         })
     }
 
@@ -161,18 +161,18 @@ impl TransactionState {
 impl Struct for TransactionState {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("TransactionState.transactional_id", true)
             .map(TransactionalId)?;
-        let producer_id = r.i64("TransactionState.producer_id").map(ProducerId)?;
-        let transaction_state = r.string("TransactionState.transaction_state", true)?;
+        let f_producer_id = r.i64("TransactionState.producer_id").map(ProducerId)?;
+        let f_transaction_state = r.string("TransactionState.transaction_state", true)?;
         if flexible {
             r.tagged_fields("TransactionState", |_, _| Ok(false))?;
         }
         Ok(TransactionState {
-            transactional_id,
-            producer_id,
-            transaction_state,
+            transactional_id: f_transactional_id,
+            producer_id: f_producer_id,
+            transaction_state: f_transaction_state,
         })
     }
 

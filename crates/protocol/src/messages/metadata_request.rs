@@ -54,7 +54,7 @@ impl MetadataRequest {
 impl Struct for MetadataRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let topics = if version >= 1 {
+        let f_topics = if version >= 1 {
             r.nullable_array("MetadataRequest.topics", version >= 9, |r| {
                 MetadataRequestTopic::read(r, version)
             })?
@@ -63,17 +63,17 @@ impl Struct for MetadataRequest {
                 MetadataRequestTopic::read(r, version)
             })?)
         };
-        let allow_auto_topic_creation = if version >= 4 {
+        let f_allow_auto_topic_creation = if version >= 4 {
             r.bool("MetadataRequest.allow_auto_topic_creation")?
         } else {
             true
         };
-        let include_cluster_authorized_operations = if version >= 8 && version <= 10 {
+        let f_include_cluster_authorized_operations = if version >= 8 && version <= 10 {
             r.bool("MetadataRequest.include_cluster_authorized_operations")?
         } else {
             false
         };
-        let include_topic_authorized_operations = if version >= 8 {
+        let f_include_topic_authorized_operations = if version >= 8 {
             r.bool("MetadataRequest.include_topic_authorized_operations")?
         } else {
             false
@@ -82,10 +82,10 @@ impl Struct for MetadataRequest {
             r.tagged_fields("MetadataRequest", |_, _| Ok(false))?;
         }
         Ok(MetadataRequest {
-            topics,
-            allow_auto_topic_creation,
-            include_cluster_authorized_operations,
-            include_topic_authorized_operations,
+            topics: f_topics,
+            allow_auto_topic_creation: f_allow_auto_topic_creation,
+            include_cluster_authorized_operations: f_include_cluster_authorized_operations,
+            include_topic_authorized_operations: f_include_topic_authorized_operations,
         })
     }
 
@@ -105,39 +105,27 @@ impl Struct for MetadataRequest {
         )?;
         if version >= 4 {
             buf.put_u8(u8::from(self.allow_auto_topic_creation));
-        } else {
-            if !(version >= 4) {
-                if self.allow_auto_topic_creation != true {
-                    return Err(codec::not_in_version(
-                        "MetadataRequest.allow_auto_topic_creation",
-                        version,
-                    ));
-                }
-            }
+        } else if self.allow_auto_topic_creation != true {
+            return Err(codec::not_in_version(
+                "MetadataRequest.allow_auto_topic_creation",
+                version,
+            ));
         }
         if version >= 8 && version <= 10 {
             buf.put_u8(u8::from(self.include_cluster_authorized_operations));
-        } else {
-            if !(version >= 8 && version <= 10) {
-                if self.include_cluster_authorized_operations != false {
-                    return Err(codec::not_in_version(
-                        "MetadataRequest.include_cluster_authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.include_cluster_authorized_operations != false {
+            return Err(codec::not_in_version(
+                "MetadataRequest.include_cluster_authorized_operations",
+                version,
+            ));
         }
         if version >= 8 {
             buf.put_u8(u8::from(self.include_topic_authorized_operations));
-        } else {
-            if !(version >= 8) {
-                if self.include_topic_authorized_operations != false {
-                    return Err(codec::not_in_version(
-                        "MetadataRequest.include_topic_authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.include_topic_authorized_operations != false {
+            return Err(codec::not_in_version(
+                "MetadataRequest.include_topic_authorized_operations",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -198,12 +186,12 @@ impl MetadataRequestTopic {
 impl Struct for MetadataRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("MetadataRequestTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let name = if version >= 10 {
+        let f_name = if version >= 10 {
             r.nullable_string("MetadataRequestTopic.name", version >= 9)?
                 .map(TopicName)
         } else {
@@ -215,7 +203,10 @@ impl Struct for MetadataRequestTopic {
         if flexible {
             r.tagged_fields("MetadataRequestTopic", |_, _| Ok(false))?;
         }
-        Ok(MetadataRequestTopic { topic_id, name })
+        Ok(MetadataRequestTopic {
+            topic_id: f_topic_id,
+            name: f_name,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -72,15 +72,15 @@ impl MetadataResponse {
 impl Struct for MetadataResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let throttle_time_ms = if version >= 3 {
+        let f_throttle_time_ms = if version >= 3 {
             r.i32("MetadataResponse.throttle_time_ms")?
         } else {
             0
         };
-        let brokers = r.array("MetadataResponse.brokers", version >= 9, |r| {
+        let f_brokers = r.array("MetadataResponse.brokers", version >= 9, |r| {
             MetadataResponseBroker::read(r, version)
         })?;
-        let cluster_id = if version >= 2 {
+        let f_cluster_id = if version >= 2 {
             if version >= 2 {
                 r.nullable_string("MetadataResponse.cluster_id", version >= 9)?
             } else {
@@ -89,20 +89,20 @@ impl Struct for MetadataResponse {
         } else {
             None
         };
-        let controller_id = if version >= 1 {
+        let f_controller_id = if version >= 1 {
             r.i32("MetadataResponse.controller_id").map(BrokerId)?
         } else {
             BrokerId(-1)
         };
-        let topics = r.array("MetadataResponse.topics", version >= 9, |r| {
+        let f_topics = r.array("MetadataResponse.topics", version >= 9, |r| {
             MetadataResponseTopic::read(r, version)
         })?;
-        let cluster_authorized_operations = if version >= 8 && version <= 10 {
+        let f_cluster_authorized_operations = if version >= 8 && version <= 10 {
             r.i32("MetadataResponse.cluster_authorized_operations")?
         } else {
             -2147483648
         };
-        let error_code = if version >= 13 {
+        let f_error_code = if version >= 13 {
             r.i16("MetadataResponse.error_code")?
         } else {
             0
@@ -111,13 +111,13 @@ impl Struct for MetadataResponse {
             r.tagged_fields("MetadataResponse", |_, _| Ok(false))?;
         }
         Ok(MetadataResponse {
-            throttle_time_ms,
-            brokers,
-            cluster_id,
-            controller_id,
-            topics,
-            cluster_authorized_operations,
-            error_code,
+            throttle_time_ms: f_throttle_time_ms,
+            brokers: f_brokers,
+            cluster_id: f_cluster_id,
+            controller_id: f_controller_id,
+            topics: f_topics,
+            cluster_authorized_operations: f_cluster_authorized_operations,
+            error_code: f_error_code,
         })
     }
 
@@ -161,15 +161,11 @@ impl Struct for MetadataResponse {
         )?;
         if version >= 8 && version <= 10 {
             buf.put_i32(self.cluster_authorized_operations);
-        } else {
-            if !(version >= 8 && version <= 10) {
-                if self.cluster_authorized_operations != -2147483648 {
-                    return Err(codec::not_in_version(
-                        "MetadataResponse.cluster_authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.cluster_authorized_operations != -2147483648 {
+            return Err(codec::not_in_version(
+                "MetadataResponse.cluster_authorized_operations",
+                version,
+            ));
         }
         if version >= 13 {
             buf.put_i16(self.error_code);
@@ -254,10 +250,10 @@ impl MetadataResponseBroker {
 impl Struct for MetadataResponseBroker {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let node_id = r.i32("MetadataResponseBroker.node_id").map(BrokerId)?;
-        let host = r.string("MetadataResponseBroker.host", version >= 9)?;
-        let port = r.i32("MetadataResponseBroker.port")?;
-        let rack = if version >= 1 {
+        let f_node_id = r.i32("MetadataResponseBroker.node_id").map(BrokerId)?;
+        let f_host = r.string("MetadataResponseBroker.host", version >= 9)?;
+        let f_port = r.i32("MetadataResponseBroker.port")?;
+        let f_rack = if version >= 1 {
             if version >= 1 {
                 r.nullable_string("MetadataResponseBroker.rack", version >= 9)?
             } else {
@@ -270,10 +266,10 @@ impl Struct for MetadataResponseBroker {
             r.tagged_fields("MetadataResponseBroker", |_, _| Ok(false))?;
         }
         Ok(MetadataResponseBroker {
-            node_id,
-            host,
-            port,
-            rack,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
         })
     }
 
@@ -376,8 +372,8 @@ impl MetadataResponseTopic {
 impl Struct for MetadataResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let error_code = r.i16("MetadataResponseTopic.error_code")?;
-        let name = if version >= 12 {
+        let f_error_code = r.i16("MetadataResponseTopic.error_code")?;
+        let f_name = if version >= 12 {
             r.nullable_string("MetadataResponseTopic.name", version >= 9)?
                 .map(TopicName)
         } else {
@@ -386,20 +382,20 @@ impl Struct for MetadataResponseTopic {
                     .map(TopicName)?,
             )
         };
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("MetadataResponseTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let is_internal = if version >= 1 {
+        let f_is_internal = if version >= 1 {
             r.bool("MetadataResponseTopic.is_internal")?
         } else {
             false
         };
-        let partitions = r.array("MetadataResponseTopic.partitions", version >= 9, |r| {
+        let f_partitions = r.array("MetadataResponseTopic.partitions", version >= 9, |r| {
             MetadataResponsePartition::read(r, version)
         })?;
-        let topic_authorized_operations = if version >= 8 {
+        let f_topic_authorized_operations = if version >= 8 {
             r.i32("MetadataResponseTopic.topic_authorized_operations")?
         } else {
             -2147483648
@@ -408,12 +404,12 @@ impl Struct for MetadataResponseTopic {
             r.tagged_fields("MetadataResponseTopic", |_, _| Ok(false))?;
         }
         Ok(MetadataResponseTopic {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
+            error_code: f_error_code,
+            name: f_name,
+            topic_id: f_topic_id,
+            is_internal: f_is_internal,
+            partitions: f_partitions,
+            topic_authorized_operations: f_topic_authorized_operations,
         })
     }
 
@@ -446,15 +442,11 @@ impl Struct for MetadataResponseTopic {
         )?;
         if version >= 8 {
             buf.put_i32(self.topic_authorized_operations);
-        } else {
-            if !(version >= 8) {
-                if self.topic_authorized_operations != -2147483648 {
-                    return Err(codec::not_in_version(
-                        "MetadataResponseTopic.topic_authorized_operations",
-                        version,
-                    ));
-                }
-            }
+        } else if self.topic_authorized_operations != -2147483648 {
+            return Err(codec::not_in_version(
+                "MetadataResponseTopic.topic_authorized_operations",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -548,15 +540,15 @@ impl MetadataResponsePartition {
 impl Struct for MetadataResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let error_code = r.i16("MetadataResponsePartition.error_code")?;
-        let partition_index = r.i32("MetadataResponsePartition.partition_index")?;
-        let leader_id = r.i32("MetadataResponsePartition.leader_id").map(BrokerId)?;
-        let leader_epoch = if version >= 7 {
+        let f_error_code = r.i16("MetadataResponsePartition.error_code")?;
+        let f_partition_index = r.i32("MetadataResponsePartition.partition_index")?;
+        let f_leader_id = r.i32("MetadataResponsePartition.leader_id").map(BrokerId)?;
+        let f_leader_epoch = if version >= 7 {
             r.i32("MetadataResponsePartition.leader_epoch")?
         } else {
             -1
         };
-        let replica_nodes = r.array(
+        let f_replica_nodes = r.array(
             "MetadataResponsePartition.replica_nodes",
             version >= 9,
             |r| {
@@ -564,10 +556,10 @@ impl Struct for MetadataResponsePartition {
                     .map(BrokerId)
             },
         )?;
-        let isr_nodes = r.array("MetadataResponsePartition.isr_nodes", version >= 9, |r| {
+        let f_isr_nodes = r.array("MetadataResponsePartition.isr_nodes", version >= 9, |r| {
             r.i32("MetadataResponsePartition.isr_nodes").map(BrokerId)
         })?;
-        let offline_replicas = if version >= 5 {
+        let f_offline_replicas = if version >= 5 {
             r.array(
                 "MetadataResponsePartition.offline_replicas",
                 version >= 9,
@@ -583,13 +575,13 @@ impl Struct for MetadataResponsePartition {
             r.tagged_fields("MetadataResponsePartition", |_, _| Ok(false))?;
         }
         Ok(MetadataResponsePartition {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            offline_replicas,
+            error_code: f_error_code,
+            partition_index: f_partition_index,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            replica_nodes: f_replica_nodes,
+            isr_nodes: f_isr_nodes,
+            offline_replicas: f_offline_replicas,
         })
     }
 

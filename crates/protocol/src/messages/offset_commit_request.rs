@@ -66,13 +66,13 @@ impl OffsetCommitRequest {
 impl Struct for OffsetCommitRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let group_id = r
+        let f_group_id = r
             .string("OffsetCommitRequest.group_id", version >= 8)
             .map(GroupId)?;
-        let generation_id_or_member_epoch =
+        let f_generation_id_or_member_epoch =
             r.i32("OffsetCommitRequest.generation_id_or_member_epoch")?;
-        let member_id = r.string("OffsetCommitRequest.member_id", version >= 8)?;
-        let group_instance_id = if version >= 7 {
+        let f_member_id = r.string("OffsetCommitRequest.member_id", version >= 8)?;
+        let f_group_instance_id = if version >= 7 {
             if version >= 7 {
                 r.nullable_string("OffsetCommitRequest.group_instance_id", version >= 8)?
             } else {
@@ -81,24 +81,24 @@ impl Struct for OffsetCommitRequest {
         } else {
             None
         };
-        let retention_time_ms = if version <= 4 {
+        let f_retention_time_ms = if version <= 4 {
             r.i64("OffsetCommitRequest.retention_time_ms")?
         } else {
             -1
         };
-        let topics = r.array("OffsetCommitRequest.topics", version >= 8, |r| {
+        let f_topics = r.array("OffsetCommitRequest.topics", version >= 8, |r| {
             OffsetCommitRequestTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetCommitRequest", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitRequest {
-            group_id,
-            generation_id_or_member_epoch,
-            member_id,
-            group_instance_id,
-            retention_time_ms,
-            topics,
+            group_id: f_group_id,
+            generation_id_or_member_epoch: f_generation_id_or_member_epoch,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            retention_time_ms: f_retention_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -126,15 +126,11 @@ impl Struct for OffsetCommitRequest {
                 version >= 7,
                 version,
             )?;
-        } else {
-            if !(version >= 7) {
-                if self.group_instance_id != None {
-                    return Err(codec::not_in_version(
-                        "OffsetCommitRequest.group_instance_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_instance_id != None {
+            return Err(codec::not_in_version(
+                "OffsetCommitRequest.group_instance_id",
+                version,
+            ));
         }
         if version <= 4 {
             buf.put_i64(self.retention_time_ms);
@@ -215,27 +211,27 @@ impl OffsetCommitRequestTopic {
 impl Struct for OffsetCommitRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let name = if version <= 9 {
+        let f_name = if version <= 9 {
             r.string("OffsetCommitRequestTopic.name", version >= 8)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("OffsetCommitRequestTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("OffsetCommitRequestTopic.partitions", version >= 8, |r| {
+        let f_partitions = r.array("OffsetCommitRequestTopic.partitions", version >= 8, |r| {
             OffsetCommitRequestPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetCommitRequestTopic", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitRequestTopic {
-            name,
-            topic_id,
-            partitions,
+            name: f_name,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -327,14 +323,14 @@ impl OffsetCommitRequestPartition {
 impl Struct for OffsetCommitRequestPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let partition_index = r.i32("OffsetCommitRequestPartition.partition_index")?;
-        let committed_offset = r.i64("OffsetCommitRequestPartition.committed_offset")?;
-        let committed_leader_epoch = if version >= 6 {
+        let f_partition_index = r.i32("OffsetCommitRequestPartition.partition_index")?;
+        let f_committed_offset = r.i64("OffsetCommitRequestPartition.committed_offset")?;
+        let f_committed_leader_epoch = if version >= 6 {
             r.i32("OffsetCommitRequestPartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let committed_metadata = r.nullable_string(
+        let f_committed_metadata = r.nullable_string(
             "OffsetCommitRequestPartition.committed_metadata",
             version >= 8,
         )?;
@@ -342,10 +338,10 @@ impl Struct for OffsetCommitRequestPartition {
             r.tagged_fields("OffsetCommitRequestPartition", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitRequestPartition {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            committed_metadata,
+            partition_index: f_partition_index,
+            committed_offset: f_committed_offset,
+            committed_leader_epoch: f_committed_leader_epoch,
+            committed_metadata: f_committed_metadata,
         })
     }
 

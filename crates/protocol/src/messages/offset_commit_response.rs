@@ -42,20 +42,20 @@ impl OffsetCommitResponse {
 impl Struct for OffsetCommitResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let throttle_time_ms = if version >= 3 {
+        let f_throttle_time_ms = if version >= 3 {
             r.i32("OffsetCommitResponse.throttle_time_ms")?
         } else {
             0
         };
-        let topics = r.array("OffsetCommitResponse.topics", version >= 8, |r| {
+        let f_topics = r.array("OffsetCommitResponse.topics", version >= 8, |r| {
             OffsetCommitResponseTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetCommitResponse", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -130,27 +130,27 @@ impl OffsetCommitResponseTopic {
 impl Struct for OffsetCommitResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let name = if version <= 9 {
+        let f_name = if version <= 9 {
             r.string("OffsetCommitResponseTopic.name", version >= 8)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("OffsetCommitResponseTopic.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("OffsetCommitResponseTopic.partitions", version >= 8, |r| {
+        let f_partitions = r.array("OffsetCommitResponseTopic.partitions", version >= 8, |r| {
             OffsetCommitResponsePartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetCommitResponseTopic", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitResponseTopic {
-            name,
-            topic_id,
-            partitions,
+            name: f_name,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -230,14 +230,14 @@ impl OffsetCommitResponsePartition {
 impl Struct for OffsetCommitResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let partition_index = r.i32("OffsetCommitResponsePartition.partition_index")?;
-        let error_code = r.i16("OffsetCommitResponsePartition.error_code")?;
+        let f_partition_index = r.i32("OffsetCommitResponsePartition.partition_index")?;
+        let f_error_code = r.i16("OffsetCommitResponsePartition.error_code")?;
         if flexible {
             r.tagged_fields("OffsetCommitResponsePartition", |_, _| Ok(false))?;
         }
         Ok(OffsetCommitResponsePartition {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 

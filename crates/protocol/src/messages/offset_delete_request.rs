@@ -41,13 +41,16 @@ impl OffsetDeleteRequest {
 
 impl Struct for OffsetDeleteRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let group_id = r
+        let f_group_id = r
             .string("OffsetDeleteRequest.group_id", false)
             .map(GroupId)?;
-        let topics = r.array("OffsetDeleteRequest.topics", false, |r| {
+        let f_topics = r.array("OffsetDeleteRequest.topics", false, |r| {
             OffsetDeleteRequestTopic::read(r, version)
         })?;
-        Ok(OffsetDeleteRequest { group_id, topics })
+        Ok(OffsetDeleteRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -111,13 +114,16 @@ impl OffsetDeleteRequestTopic {
 
 impl Struct for OffsetDeleteRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let name = r
+        let f_name = r
             .string("OffsetDeleteRequestTopic.name", false)
             .map(TopicName)?;
-        let partitions = r.array("OffsetDeleteRequestTopic.partitions", false, |r| {
+        let f_partitions = r.array("OffsetDeleteRequestTopic.partitions", false, |r| {
             OffsetDeleteRequestPartition::read(r, version)
         })?;
-        Ok(OffsetDeleteRequestTopic { name, partitions })
+        Ok(OffsetDeleteRequestTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -173,8 +179,10 @@ impl OffsetDeleteRequestPartition {
 
 impl Struct for OffsetDeleteRequestPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let partition_index = r.i32("OffsetDeleteRequestPartition.partition_index")?;
-        Ok(OffsetDeleteRequestPartition { partition_index })
+        let f_partition_index = r.i32("OffsetDeleteRequestPartition.partition_index")?;
+        Ok(OffsetDeleteRequestPartition {
+            partition_index: f_partition_index,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

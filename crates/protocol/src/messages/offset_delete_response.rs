@@ -47,15 +47,15 @@ impl OffsetDeleteResponse {
 
 impl Struct for OffsetDeleteResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let error_code = r.i16("OffsetDeleteResponse.error_code")?;
-        let throttle_time_ms = r.i32("OffsetDeleteResponse.throttle_time_ms")?;
-        let topics = r.array("OffsetDeleteResponse.topics", false, |r| {
+        let f_error_code = r.i16("OffsetDeleteResponse.error_code")?;
+        let f_throttle_time_ms = r.i32("OffsetDeleteResponse.throttle_time_ms")?;
+        let f_topics = r.array("OffsetDeleteResponse.topics", false, |r| {
             OffsetDeleteResponseTopic::read(r, version)
         })?;
         Ok(OffsetDeleteResponse {
-            error_code,
-            throttle_time_ms,
-            topics,
+            error_code: f_error_code,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -117,13 +117,16 @@ impl OffsetDeleteResponseTopic {
 
 impl Struct for OffsetDeleteResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let name = r
+        let f_name = r
             .string("OffsetDeleteResponseTopic.name", false)
             .map(TopicName)?;
-        let partitions = r.array("OffsetDeleteResponseTopic.partitions", false, |r| {
+        let f_partitions = r.array("OffsetDeleteResponseTopic.partitions", false, |r| {
             OffsetDeleteResponsePartition::read(r, version)
         })?;
-        Ok(OffsetDeleteResponseTopic { name, partitions })
+        Ok(OffsetDeleteResponseTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -187,11 +190,11 @@ impl OffsetDeleteResponsePartition {
 
 impl Struct for OffsetDeleteResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let partition_index = r.i32("OffsetDeleteResponsePartition.partition_index")?;
-        let error_code = r.i16("OffsetDeleteResponsePartition.error_code")?;
+        let f_partition_index = r.i32("OffsetDeleteResponsePartition.partition_index")?;
+        let f_error_code = r.i16("OffsetDeleteResponsePartition.error_code")?;
         Ok(OffsetDeleteResponsePartition {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 

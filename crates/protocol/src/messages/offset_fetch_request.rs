@@ -54,13 +54,13 @@ impl OffsetFetchRequest {
 impl Struct for OffsetFetchRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id = if version <= 7 {
+        let f_group_id = if version <= 7 {
             r.string("OffsetFetchRequest.group_id", version >= 6)
                 .map(GroupId)?
         } else {
             GroupId(StrBytes::new())
         };
-        let topics = if version <= 7 {
+        let f_topics = if version <= 7 {
             if version >= 2 && version <= 7 {
                 r.nullable_array("OffsetFetchRequest.topics", version >= 6, |r| {
                     OffsetFetchRequestTopic::read(r, version)
@@ -73,14 +73,14 @@ impl Struct for OffsetFetchRequest {
         } else {
             Some(Vec::new())
         };
-        let groups = if version >= 8 {
+        let f_groups = if version >= 8 {
             r.array("OffsetFetchRequest.groups", version >= 6, |r| {
                 OffsetFetchRequestGroup::read(r, version)
             })?
         } else {
             Vec::new()
         };
-        let require_stable = if version >= 7 {
+        let f_require_stable = if version >= 7 {
             r.bool("OffsetFetchRequest.require_stable")?
         } else {
             false
@@ -89,10 +89,10 @@ impl Struct for OffsetFetchRequest {
             r.tagged_fields("OffsetFetchRequest", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchRequest {
-            group_id,
-            topics,
-            groups,
-            require_stable,
+            group_id: f_group_id,
+            topics: f_topics,
+            groups: f_groups,
+            require_stable: f_require_stable,
         })
     }
 
@@ -105,15 +105,11 @@ impl Struct for OffsetFetchRequest {
                 &self.group_id.0.as_str(),
                 version >= 6,
             )?;
-        } else {
-            if !(version <= 7) {
-                if self.group_id != GroupId(StrBytes::new()) {
-                    return Err(codec::not_in_version(
-                        "OffsetFetchRequest.group_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_id != GroupId(StrBytes::new()) {
+            return Err(codec::not_in_version(
+                "OffsetFetchRequest.group_id",
+                version,
+            ));
         }
         if version <= 7 {
             codec::put_nullable_array(
@@ -128,12 +124,8 @@ impl Struct for OffsetFetchRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version <= 7) {
-                if self.topics != Some(Vec::new()) {
-                    return Err(codec::not_in_version("OffsetFetchRequest.topics", version));
-                }
-            }
+        } else if self.topics != Some(Vec::new()) {
+            return Err(codec::not_in_version("OffsetFetchRequest.topics", version));
         }
         if version >= 8 {
             codec::put_array(
@@ -146,24 +138,16 @@ impl Struct for OffsetFetchRequest {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 8) {
-                if !self.groups.is_empty() {
-                    return Err(codec::not_in_version("OffsetFetchRequest.groups", version));
-                }
-            }
+        } else if !self.groups.is_empty() {
+            return Err(codec::not_in_version("OffsetFetchRequest.groups", version));
         }
         if version >= 7 {
             buf.put_u8(u8::from(self.require_stable));
-        } else {
-            if !(version >= 7) {
-                if self.require_stable != false {
-                    return Err(codec::not_in_version(
-                        "OffsetFetchRequest.require_stable",
-                        version,
-                    ));
-                }
-            }
+        } else if self.require_stable != false {
+            return Err(codec::not_in_version(
+                "OffsetFetchRequest.require_stable",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -229,10 +213,10 @@ impl OffsetFetchRequestTopic {
 impl Struct for OffsetFetchRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = r
+        let f_name = r
             .string("OffsetFetchRequestTopic.name", version >= 6)
             .map(TopicName)?;
-        let partition_indexes = r.array(
+        let f_partition_indexes = r.array(
             "OffsetFetchRequestTopic.partition_indexes",
             version >= 6,
             |r| r.i32("OffsetFetchRequestTopic.partition_indexes"),
@@ -241,8 +225,8 @@ impl Struct for OffsetFetchRequestTopic {
             r.tagged_fields("OffsetFetchRequestTopic", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchRequestTopic {
-            name,
-            partition_indexes,
+            name: f_name,
+            partition_indexes: f_partition_indexes,
         })
     }
 
@@ -323,10 +307,10 @@ impl OffsetFetchRequestGroup {
 impl Struct for OffsetFetchRequestGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("OffsetFetchRequestGroup.group_id", true)
             .map(GroupId)?;
-        let member_id = if version >= 9 {
+        let f_member_id = if version >= 9 {
             if version >= 9 {
                 r.nullable_string("OffsetFetchRequestGroup.member_id", true)?
             } else {
@@ -335,22 +319,22 @@ impl Struct for OffsetFetchRequestGroup {
         } else {
             None
         };
-        let member_epoch = if version >= 9 {
+        let f_member_epoch = if version >= 9 {
             r.i32("OffsetFetchRequestGroup.member_epoch")?
         } else {
             -1
         };
-        let topics = r.nullable_array("OffsetFetchRequestGroup.topics", true, |r| {
+        let f_topics = r.nullable_array("OffsetFetchRequestGroup.topics", true, |r| {
             OffsetFetchRequestTopics::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetFetchRequestGroup", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchRequestGroup {
-            group_id,
-            member_id,
-            member_epoch,
-            topics,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            member_epoch: f_member_epoch,
+            topics: f_topics,
         })
     }
 
@@ -456,18 +440,18 @@ impl OffsetFetchRequestTopics {
 impl Struct for OffsetFetchRequestTopics {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = if version <= 9 {
+        let f_name = if version <= 9 {
             r.string("OffsetFetchRequestTopics.name", true)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("OffsetFetchRequestTopics.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partition_indexes =
+        let f_partition_indexes =
             r.array("OffsetFetchRequestTopics.partition_indexes", true, |r| {
                 r.i32("OffsetFetchRequestTopics.partition_indexes")
             })?;
@@ -475,9 +459,9 @@ impl Struct for OffsetFetchRequestTopics {
             r.tagged_fields("OffsetFetchRequestTopics", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchRequestTopics {
-            name,
-            topic_id,
-            partition_indexes,
+            name: f_name,
+            topic_id: f_topic_id,
+            partition_indexes: f_partition_indexes,
         })
     }
 

@@ -54,24 +54,24 @@ impl OffsetFetchResponse {
 impl Struct for OffsetFetchResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms = if version >= 3 {
+        let f_throttle_time_ms = if version >= 3 {
             r.i32("OffsetFetchResponse.throttle_time_ms")?
         } else {
             0
         };
-        let topics = if version <= 7 {
+        let f_topics = if version <= 7 {
             r.array("OffsetFetchResponse.topics", version >= 6, |r| {
                 OffsetFetchResponseTopic::read(r, version)
             })?
         } else {
             Vec::new()
         };
-        let error_code = if version >= 2 && version <= 7 {
+        let f_error_code = if version >= 2 && version <= 7 {
             r.i16("OffsetFetchResponse.error_code")?
         } else {
             0
         };
-        let groups = if version >= 8 {
+        let f_groups = if version >= 8 {
             r.array("OffsetFetchResponse.groups", version >= 6, |r| {
                 OffsetFetchResponseGroup::read(r, version)
             })?
@@ -82,10 +82,10 @@ impl Struct for OffsetFetchResponse {
             r.tagged_fields("OffsetFetchResponse", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchResponse {
-            throttle_time_ms,
-            topics,
-            error_code,
-            groups,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
+            error_code: f_error_code,
+            groups: f_groups,
         })
     }
 
@@ -105,12 +105,8 @@ impl Struct for OffsetFetchResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version <= 7) {
-                if !self.topics.is_empty() {
-                    return Err(codec::not_in_version("OffsetFetchResponse.topics", version));
-                }
-            }
+        } else if !self.topics.is_empty() {
+            return Err(codec::not_in_version("OffsetFetchResponse.topics", version));
         }
         if version >= 2 && version <= 7 {
             buf.put_i16(self.error_code);
@@ -126,12 +122,8 @@ impl Struct for OffsetFetchResponse {
                     Ok(())
                 },
             )?;
-        } else {
-            if !(version >= 8) {
-                if !self.groups.is_empty() {
-                    return Err(codec::not_in_version("OffsetFetchResponse.groups", version));
-                }
-            }
+        } else if !self.groups.is_empty() {
+            return Err(codec::not_in_version("OffsetFetchResponse.groups", version));
         }
         if flexible {
             buf.put_u8(0);
@@ -192,16 +184,19 @@ impl OffsetFetchResponseTopic {
 impl Struct for OffsetFetchResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = r
+        let f_name = r
             .string("OffsetFetchResponseTopic.name", version >= 6)
             .map(TopicName)?;
-        let partitions = r.array("OffsetFetchResponseTopic.partitions", version >= 6, |r| {
+        let f_partitions = r.array("OffsetFetchResponseTopic.partitions", version >= 6, |r| {
             OffsetFetchResponsePartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetFetchResponseTopic", |_, _| Ok(false))?;
         }
-        Ok(OffsetFetchResponseTopic { name, partitions })
+        Ok(OffsetFetchResponseTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -288,24 +283,25 @@ impl OffsetFetchResponsePartition {
 impl Struct for OffsetFetchResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = r.i32("OffsetFetchResponsePartition.partition_index")?;
-        let committed_offset = r.i64("OffsetFetchResponsePartition.committed_offset")?;
-        let committed_leader_epoch = if version >= 5 {
+        let f_partition_index = r.i32("OffsetFetchResponsePartition.partition_index")?;
+        let f_committed_offset = r.i64("OffsetFetchResponsePartition.committed_offset")?;
+        let f_committed_leader_epoch = if version >= 5 {
             r.i32("OffsetFetchResponsePartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let metadata = r.nullable_string("OffsetFetchResponsePartition.metadata", version >= 6)?;
-        let error_code = r.i16("OffsetFetchResponsePartition.error_code")?;
+        let f_metadata =
+            r.nullable_string("OffsetFetchResponsePartition.metadata", version >= 6)?;
+        let f_error_code = r.i16("OffsetFetchResponsePartition.error_code")?;
         if flexible {
             r.tagged_fields("OffsetFetchResponsePartition", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchResponsePartition {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
+            partition_index: f_partition_index,
+            committed_offset: f_committed_offset,
+            committed_leader_epoch: f_committed_leader_epoch,
+            metadata: f_metadata,
+            error_code: f_error_code,
         })
     }
 
@@ -387,20 +383,20 @@ impl OffsetFetchResponseGroup {
 impl Struct for OffsetFetchResponseGroup {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("OffsetFetchResponseGroup.group_id", true)
             .map(GroupId)?;
-        let topics = r.array("OffsetFetchResponseGroup.topics", true, |r| {
+        let f_topics = r.array("OffsetFetchResponseGroup.topics", true, |r| {
             OffsetFetchResponseTopics::read(r, version)
         })?;
-        let error_code = r.i16("OffsetFetchResponseGroup.error_code")?;
+        let f_error_code = r.i16("OffsetFetchResponseGroup.error_code")?;
         if flexible {
             r.tagged_fields("OffsetFetchResponseGroup", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchResponseGroup {
-            group_id,
-            topics,
-            error_code,
+            group_id: f_group_id,
+            topics: f_topics,
+            error_code: f_error_code,
         })
     }
 
@@ -478,27 +474,27 @@ impl OffsetFetchResponseTopics {
 impl Struct for OffsetFetchResponseTopics {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = if version <= 9 {
+        let f_name = if version <= 9 {
             r.string("OffsetFetchResponseTopics.name", true)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 10 {
+        let f_topic_id = if version >= 10 {
             r.uuid("OffsetFetchResponseTopics.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partitions = r.array("OffsetFetchResponseTopics.partitions", true, |r| {
+        let f_partitions = r.array("OffsetFetchResponseTopics.partitions", true, |r| {
             OffsetFetchResponsePartitions::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetFetchResponseTopics", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchResponseTopics {
-            name,
-            topic_id,
-            partitions,
+            name: f_name,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -596,21 +592,21 @@ impl OffsetFetchResponsePartitions {
 impl Struct for OffsetFetchResponsePartitions {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("OffsetFetchResponsePartitions.partition_index")?;
-        let committed_offset = r.i64("OffsetFetchResponsePartitions.committed_offset")?;
-        let committed_leader_epoch =
+        let f_partition_index = r.i32("OffsetFetchResponsePartitions.partition_index")?;
+        let f_committed_offset = r.i64("OffsetFetchResponsePartitions.committed_offset")?;
+        let f_committed_leader_epoch =
             r.i32("OffsetFetchResponsePartitions.committed_leader_epoch")?;
-        let metadata = r.nullable_string("OffsetFetchResponsePartitions.metadata", true)?;
-        let error_code = r.i16("OffsetFetchResponsePartitions.error_code")?;
+        let f_metadata = r.nullable_string("OffsetFetchResponsePartitions.metadata", true)?;
+        let f_error_code = r.i16("OffsetFetchResponsePartitions.error_code")?;
         if flexible {
             r.tagged_fields("OffsetFetchResponsePartitions", |_, _| Ok(false))?;
         }
         Ok(OffsetFetchResponsePartitions {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
+            partition_index: f_partition_index,
+            committed_offset: f_committed_offset,
+            committed_leader_epoch: f_committed_leader_epoch,
+            metadata: f_metadata,
+            error_code: f_error_code,
         })
     }
 

@@ -42,19 +42,22 @@ impl OffsetForLeaderEpochRequest {
 impl Struct for OffsetForLeaderEpochRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let replica_id = if version >= 3 {
+        let f_replica_id = if version >= 3 {
             r.i32("OffsetForLeaderEpochRequest.replica_id")
                 .map(BrokerId)?
         } else {
             BrokerId(-2)
         };
-        let topics = r.array("OffsetForLeaderEpochRequest.topics", version >= 4, |r| {
+        let f_topics = r.array("OffsetForLeaderEpochRequest.topics", version >= 4, |r| {
             OffsetForLeaderTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetForLeaderEpochRequest", |_, _| Ok(false))?;
         }
-        Ok(OffsetForLeaderEpochRequest { replica_id, topics })
+        Ok(OffsetForLeaderEpochRequest {
+            replica_id: f_replica_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -122,16 +125,19 @@ impl OffsetForLeaderTopic {
 impl Struct for OffsetForLeaderTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic = r
+        let f_topic = r
             .string("OffsetForLeaderTopic.topic", version >= 4)
             .map(TopicName)?;
-        let partitions = r.array("OffsetForLeaderTopic.partitions", version >= 4, |r| {
+        let f_partitions = r.array("OffsetForLeaderTopic.partitions", version >= 4, |r| {
             OffsetForLeaderPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetForLeaderTopic", |_, _| Ok(false))?;
         }
-        Ok(OffsetForLeaderTopic { topic, partitions })
+        Ok(OffsetForLeaderTopic {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -206,16 +212,16 @@ impl OffsetForLeaderPartition {
 impl Struct for OffsetForLeaderPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let partition = r.i32("OffsetForLeaderPartition.partition")?;
-        let current_leader_epoch = r.i32("OffsetForLeaderPartition.current_leader_epoch")?;
-        let leader_epoch = r.i32("OffsetForLeaderPartition.leader_epoch")?;
+        let f_partition = r.i32("OffsetForLeaderPartition.partition")?;
+        let f_current_leader_epoch = r.i32("OffsetForLeaderPartition.current_leader_epoch")?;
+        let f_leader_epoch = r.i32("OffsetForLeaderPartition.leader_epoch")?;
         if flexible {
             r.tagged_fields("OffsetForLeaderPartition", |_, _| Ok(false))?;
         }
         Ok(OffsetForLeaderPartition {
-            partition,
-            current_leader_epoch,
-            leader_epoch,
+            partition: f_partition,
+            current_leader_epoch: f_current_leader_epoch,
+            leader_epoch: f_leader_epoch,
         })
     }
 

@@ -42,16 +42,16 @@ impl OffsetForLeaderEpochResponse {
 impl Struct for OffsetForLeaderEpochResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = r.i32("OffsetForLeaderEpochResponse.throttle_time_ms")?;
-        let topics = r.array("OffsetForLeaderEpochResponse.topics", version >= 4, |r| {
+        let f_throttle_time_ms = r.i32("OffsetForLeaderEpochResponse.throttle_time_ms")?;
+        let f_topics = r.array("OffsetForLeaderEpochResponse.topics", version >= 4, |r| {
             OffsetForLeaderTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetForLeaderEpochResponse", |_, _| Ok(false))?;
         }
         Ok(OffsetForLeaderEpochResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -116,16 +116,19 @@ impl OffsetForLeaderTopicResult {
 impl Struct for OffsetForLeaderTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic = r
+        let f_topic = r
             .string("OffsetForLeaderTopicResult.topic", version >= 4)
             .map(TopicName)?;
-        let partitions = r.array("OffsetForLeaderTopicResult.partitions", version >= 4, |r| {
+        let f_partitions = r.array("OffsetForLeaderTopicResult.partitions", version >= 4, |r| {
             EpochEndOffset::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("OffsetForLeaderTopicResult", |_, _| Ok(false))?;
         }
-        Ok(OffsetForLeaderTopicResult { topic, partitions })
+        Ok(OffsetForLeaderTopicResult {
+            topic: f_topic,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -206,18 +209,18 @@ impl EpochEndOffset {
 impl Struct for EpochEndOffset {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let error_code = r.i16("EpochEndOffset.error_code")?;
-        let partition = r.i32("EpochEndOffset.partition")?;
-        let leader_epoch = r.i32("EpochEndOffset.leader_epoch")?;
-        let end_offset = r.i64("EpochEndOffset.end_offset")?;
+        let f_error_code = r.i16("EpochEndOffset.error_code")?;
+        let f_partition = r.i32("EpochEndOffset.partition")?;
+        let f_leader_epoch = r.i32("EpochEndOffset.leader_epoch")?;
+        let f_end_offset = r.i64("EpochEndOffset.end_offset")?;
         if flexible {
             r.tagged_fields("EpochEndOffset", |_, _| Ok(false))?;
         }
         Ok(EpochEndOffset {
-            error_code,
-            partition,
-            leader_epoch,
-            end_offset,
+            error_code: f_error_code,
+            partition: f_partition,
+            leader_epoch: f_leader_epoch,
+            end_offset: f_end_offset,
         })
     }
 

@@ -54,22 +54,22 @@ impl ProduceRequest {
 impl Struct for ProduceRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let transactional_id = r
+        let f_transactional_id = r
             .nullable_string("ProduceRequest.transactional_id", version >= 9)?
             .map(TransactionalId);
-        let acks = r.i16("ProduceRequest.acks")?;
-        let timeout_ms = r.i32("ProduceRequest.timeout_ms")?;
-        let topic_data = r.array("ProduceRequest.topic_data", version >= 9, |r| {
+        let f_acks = r.i16("ProduceRequest.acks")?;
+        let f_timeout_ms = r.i32("ProduceRequest.timeout_ms")?;
+        let f_topic_data = r.array("ProduceRequest.topic_data", version >= 9, |r| {
             TopicProduceData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ProduceRequest", |_, _| Ok(false))?;
         }
         Ok(ProduceRequest {
-            transactional_id,
-            acks,
-            timeout_ms,
-            topic_data,
+            transactional_id: f_transactional_id,
+            acks: f_acks,
+            timeout_ms: f_timeout_ms,
+            topic_data: f_topic_data,
         })
     }
 
@@ -155,27 +155,27 @@ impl TopicProduceData {
 impl Struct for TopicProduceData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let name = if version <= 12 {
+        let f_name = if version <= 12 {
             r.string("TopicProduceData.name", version >= 9)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 13 {
+        let f_topic_id = if version >= 13 {
             r.uuid("TopicProduceData.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partition_data = r.array("TopicProduceData.partition_data", version >= 9, |r| {
+        let f_partition_data = r.array("TopicProduceData.partition_data", version >= 9, |r| {
             PartitionProduceData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicProduceData", |_, _| Ok(false))?;
         }
         Ok(TopicProduceData {
-            name,
-            topic_id,
-            partition_data,
+            name: f_name,
+            topic_id: f_topic_id,
+            partition_data: f_partition_data,
         })
     }
 
@@ -255,12 +255,15 @@ impl PartitionProduceData {
 impl Struct for PartitionProduceData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let index = r.i32("PartitionProduceData.index")?;
-        let records = r.nullable_bytes("PartitionProduceData.records", version >= 9)?;
+        let f_index = r.i32("PartitionProduceData.index")?;
+        let f_records = r.nullable_bytes("PartitionProduceData.records", version >= 9)?;
         if flexible {
             r.tagged_fields("PartitionProduceData", |_, _| Ok(false))?;
         }
-        Ok(PartitionProduceData { index, records })
+        Ok(PartitionProduceData {
+            index: f_index,
+            records: f_records,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

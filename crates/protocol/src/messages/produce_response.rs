@@ -48,15 +48,15 @@ impl ProduceResponse {
 impl Struct for ProduceResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let responses = r.array("ProduceResponse.responses", version >= 9, |r| {
+        let f_responses = r.array("ProduceResponse.responses", version >= 9, |r| {
             TopicProduceResponse::read(r, version)
         })?;
-        let throttle_time_ms = r.i32("ProduceResponse.throttle_time_ms")?;
-        let mut node_endpoints = Vec::new();
+        let f_throttle_time_ms = r.i32("ProduceResponse.throttle_time_ms")?;
+        let mut f_node_endpoints = Vec::new();
         if flexible {
             r.tagged_fields("ProduceResponse", |tag, r| match tag {
                 0 if version >= 10 => {
-                    node_endpoints =
+                    f_node_endpoints =
                         r.array("ProduceResponse.node_endpoints", version >= 9, |r| {
                             NodeEndpoint::read(r, version)
                         })?;
@@ -66,9 +66,9 @@ impl Struct for ProduceResponse {
             })?;
         }
         Ok(ProduceResponse {
-            responses,
-            throttle_time_ms,
-            node_endpoints,
+            responses: f_responses,
+            throttle_time_ms: f_throttle_time_ms,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -167,18 +167,18 @@ impl TopicProduceResponse {
 impl Struct for TopicProduceResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let name = if version <= 12 {
+        let f_name = if version <= 12 {
             r.string("TopicProduceResponse.name", version >= 9)
                 .map(TopicName)?
         } else {
             TopicName(StrBytes::new())
         };
-        let topic_id = if version >= 13 {
+        let f_topic_id = if version >= 13 {
             r.uuid("TopicProduceResponse.topic_id")?
         } else {
             Uuid::nil()
         };
-        let partition_responses = r.array(
+        let f_partition_responses = r.array(
             "TopicProduceResponse.partition_responses",
             version >= 9,
             |r| PartitionProduceResponse::read(r, version),
@@ -187,9 +187,9 @@ impl Struct for TopicProduceResponse {
             r.tagged_fields("TopicProduceResponse", |_, _| Ok(false))?;
         }
         Ok(TopicProduceResponse {
-            name,
-            topic_id,
-            partition_responses,
+            name: f_name,
+            topic_id: f_topic_id,
+            partition_responses: f_partition_responses,
         })
     }
 
@@ -305,16 +305,16 @@ impl PartitionProduceResponse {
 impl Struct for PartitionProduceResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let index = r.i32("PartitionProduceResponse.index")?;
-        let error_code = r.i16("PartitionProduceResponse.error_code")?;
-        let base_offset = r.i64("PartitionProduceResponse.base_offset")?;
-        let log_append_time_ms = r.i64("PartitionProduceResponse.log_append_time_ms")?;
-        let log_start_offset = if version >= 5 {
+        let f_index = r.i32("PartitionProduceResponse.index")?;
+        let f_error_code = r.i16("PartitionProduceResponse.error_code")?;
+        let f_base_offset = r.i64("PartitionProduceResponse.base_offset")?;
+        let f_log_append_time_ms = r.i64("PartitionProduceResponse.log_append_time_ms")?;
+        let f_log_start_offset = if version >= 5 {
             r.i64("PartitionProduceResponse.log_start_offset")?
         } else {
             -1
         };
-        let record_errors = if version >= 8 {
+        let f_record_errors = if version >= 8 {
             r.array(
                 "PartitionProduceResponse.record_errors",
                 version >= 9,
@@ -323,7 +323,7 @@ impl Struct for PartitionProduceResponse {
         } else {
             Vec::new()
         };
-        let error_message = if version >= 8 {
+        let f_error_message = if version >= 8 {
             if version >= 8 {
                 r.nullable_string("PartitionProduceResponse.error_message", version >= 9)?
             } else {
@@ -332,25 +332,25 @@ impl Struct for PartitionProduceResponse {
         } else {
             None
         };
-        let mut current_leader = LeaderIdAndEpoch::default();
+        let mut f_current_leader = LeaderIdAndEpoch::default();
         if flexible {
             r.tagged_fields("PartitionProduceResponse", |tag, r| match tag {
                 0 if version >= 10 => {
-                    current_leader = LeaderIdAndEpoch::read(r, version)?;
+                    f_current_leader = LeaderIdAndEpoch::read(r, version)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(PartitionProduceResponse {
-            index,
-            error_code,
-            base_offset,
-            log_append_time_ms,
-            log_start_offset,
-            record_errors,
-            error_message,
-            current_leader,
+            index: f_index,
+            error_code: f_error_code,
+            base_offset: f_base_offset,
+            log_append_time_ms: f_log_append_time_ms,
+            log_start_offset: f_log_start_offset,
+            record_errors: f_record_errors,
+            error_message: f_error_message,
+            current_leader: f_current_leader,
         })
     }
 
@@ -467,8 +467,8 @@ impl BatchIndexAndErrorMessage {
 impl Struct for BatchIndexAndErrorMessage {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let batch_index = r.i32("BatchIndexAndErrorMessage.batch_index")?;
-        let batch_index_error_message = r.nullable_string(
+        let f_batch_index = r.i32("BatchIndexAndErrorMessage.batch_index")?;
+        let f_batch_index_error_message = r.nullable_string(
             "BatchIndexAndErrorMessage.batch_index_error_message",
             version >= 9,
         )?;
@@ -476,8 +476,8 @@ impl Struct for BatchIndexAndErrorMessage {
             r.tagged_fields("BatchIndexAndErrorMessage", |_, _| Ok(false))?;
         }
         Ok(BatchIndexAndErrorMessage {
-            batch_index,
-            batch_index_error_message,
+            batch_index: f_batch_index,
+            batch_index_error_message: f_batch_index_error_message,
         })
     }
 
@@ -543,14 +543,14 @@ impl LeaderIdAndEpoch {
 impl Struct for LeaderIdAndEpoch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
+        let f_leader_id = r.i32("LeaderIdAndEpoch.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
         if flexible {
             r.tagged_fields("LeaderIdAndEpoch", |_, _| Ok(false))?;
         }
         Ok(LeaderIdAndEpoch {
-            leader_id,
-            leader_epoch,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -617,18 +617,18 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.i32("NodeEndpoint.port")?;
-        let rack = r.nullable_string("NodeEndpoint.rack", true)?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.i32("NodeEndpoint.port")?;
+        let f_rack = r.nullable_string("NodeEndpoint.rack", true)?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
-            rack,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
         })
     }
 

@@ -60,20 +60,20 @@ impl PushTelemetryRequest {
 impl Struct for PushTelemetryRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let client_instance_id = r.uuid("PushTelemetryRequest.client_instance_id")?;
-        let subscription_id = r.i32("PushTelemetryRequest.subscription_id")?;
-        let terminating = r.bool("PushTelemetryRequest.terminating")?;
-        let compression_type = r.i8("PushTelemetryRequest.compression_type")?;
-        let metrics = r.bytes("PushTelemetryRequest.metrics", true)?;
+        let f_client_instance_id = r.uuid("PushTelemetryRequest.client_instance_id")?;
+        let f_subscription_id = r.i32("PushTelemetryRequest.subscription_id")?;
+        let f_terminating = r.bool("PushTelemetryRequest.terminating")?;
+        let f_compression_type = r.i8("PushTelemetryRequest.compression_type")?;
+        let f_metrics = r.bytes("PushTelemetryRequest.metrics", true)?;
         if flexible {
             r.tagged_fields("PushTelemetryRequest", |_, _| Ok(false))?;
         }
         Ok(PushTelemetryRequest {
-            client_instance_id,
-            subscription_id,
-            terminating,
-            compression_type,
-            metrics,
+            client_instance_id: f_client_instance_id,
+            subscription_id: f_subscription_id,
+            terminating: f_terminating,
+            compression_type: f_compression_type,
+            metrics: f_metrics,
         })
     }
 

@@ -42,14 +42,14 @@ impl PushTelemetryResponse {
 impl Struct for PushTelemetryResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("PushTelemetryResponse.throttle_time_ms")?;
-        let error_code = r.i16("PushTelemetryResponse.error_code")?;
+        let f_throttle_time_ms = r.i32("PushTelemetryResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("PushTelemetryResponse.error_code")?;
         if flexible {
             r.tagged_fields("PushTelemetryResponse", |_, _| Ok(false))?;
         }
         Ok(PushTelemetryResponse {
-            throttle_time_ms,
-            error_code,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
         })
     }
 

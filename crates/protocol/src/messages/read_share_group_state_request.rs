@@ -42,14 +42,17 @@ impl ReadShareGroupStateRequest {
 impl Struct for ReadShareGroupStateRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r.string("ReadShareGroupStateRequest.group_id", true)?;
-        let topics = r.array("ReadShareGroupStateRequest.topics", true, |r| {
+        let f_group_id = r.string("ReadShareGroupStateRequest.group_id", true)?;
+        let f_topics = r.array("ReadShareGroupStateRequest.topics", true, |r| {
             ReadStateData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadShareGroupStateRequest", |_, _| Ok(false))?;
         }
-        Ok(ReadShareGroupStateRequest { group_id, topics })
+        Ok(ReadShareGroupStateRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -117,16 +120,16 @@ impl ReadStateData {
 impl Struct for ReadStateData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ReadStateData.topic_id")?;
-        let partitions = r.array("ReadStateData.partitions", true, |r| {
+        let f_topic_id = r.uuid("ReadStateData.topic_id")?;
+        let f_partitions = r.array("ReadStateData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadStateData", |_, _| Ok(false))?;
         }
         Ok(ReadStateData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -190,14 +193,14 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionData.partition")?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_partition = r.i32("PartitionData.partition")?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition,
-            leader_epoch,
+            partition: f_partition,
+            leader_epoch: f_leader_epoch,
         })
     }
 

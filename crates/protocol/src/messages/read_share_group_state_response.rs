@@ -36,13 +36,13 @@ impl ReadShareGroupStateResponse {
 impl Struct for ReadShareGroupStateResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = r.array("ReadShareGroupStateResponse.results", true, |r| {
+        let f_results = r.array("ReadShareGroupStateResponse.results", true, |r| {
             ReadStateResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadShareGroupStateResponse", |_, _| Ok(false))?;
         }
-        Ok(ReadShareGroupStateResponse { results })
+        Ok(ReadShareGroupStateResponse { results: f_results })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -103,16 +103,16 @@ impl ReadStateResult {
 impl Struct for ReadStateResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ReadStateResult.topic_id")?;
-        let partitions = r.array("ReadStateResult.partitions", true, |r| {
+        let f_topic_id = r.uuid("ReadStateResult.topic_id")?;
+        let f_partitions = r.array("ReadStateResult.partitions", true, |r| {
             PartitionResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadStateResult", |_, _| Ok(false))?;
         }
         Ok(ReadStateResult {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -201,24 +201,24 @@ impl PartitionResult {
 impl Struct for PartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionResult.partition")?;
-        let error_code = r.i16("PartitionResult.error_code")?;
-        let error_message = r.nullable_string("PartitionResult.error_message", true)?;
-        let state_epoch = r.i32("PartitionResult.state_epoch")?;
-        let start_offset = r.i64("PartitionResult.start_offset")?;
-        let state_batches = r.array("PartitionResult.state_batches", true, |r| {
+        let f_partition = r.i32("PartitionResult.partition")?;
+        let f_error_code = r.i16("PartitionResult.error_code")?;
+        let f_error_message = r.nullable_string("PartitionResult.error_message", true)?;
+        let f_state_epoch = r.i32("PartitionResult.state_epoch")?;
+        let f_start_offset = r.i64("PartitionResult.start_offset")?;
+        let f_state_batches = r.array("PartitionResult.state_batches", true, |r| {
             StateBatch::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("PartitionResult", |_, _| Ok(false))?;
         }
         Ok(PartitionResult {
-            partition,
-            error_code,
-            error_message,
-            state_epoch,
-            start_offset,
-            state_batches,
+            partition: f_partition,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            state_epoch: f_state_epoch,
+            start_offset: f_start_offset,
+            state_batches: f_state_batches,
         })
     }
 
@@ -313,18 +313,18 @@ impl StateBatch {
 impl Struct for StateBatch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = r.i64("StateBatch.first_offset")?;
-        let last_offset = r.i64("StateBatch.last_offset")?;
-        let delivery_state = r.i8("StateBatch.delivery_state")?;
-        let delivery_count = r.i16("StateBatch.delivery_count")?;
+        let f_first_offset = r.i64("StateBatch.first_offset")?;
+        let f_last_offset = r.i64("StateBatch.last_offset")?;
+        let f_delivery_state = r.i8("StateBatch.delivery_state")?;
+        let f_delivery_count = r.i16("StateBatch.delivery_count")?;
         if flexible {
             r.tagged_fields("StateBatch", |_, _| Ok(false))?;
         }
         Ok(StateBatch {
-            first_offset,
-            last_offset,
-            delivery_state,
-            delivery_count,
+            first_offset: f_first_offset,
+            last_offset: f_last_offset,
+            delivery_state: f_delivery_state,
+            delivery_count: f_delivery_count,
         })
     }
 

@@ -42,14 +42,17 @@ impl ReadShareGroupStateSummaryRequest {
 impl Struct for ReadShareGroupStateSummaryRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r.string("ReadShareGroupStateSummaryRequest.group_id", true)?;
-        let topics = r.array("ReadShareGroupStateSummaryRequest.topics", true, |r| {
+        let f_group_id = r.string("ReadShareGroupStateSummaryRequest.group_id", true)?;
+        let f_topics = r.array("ReadShareGroupStateSummaryRequest.topics", true, |r| {
             ReadStateSummaryData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadShareGroupStateSummaryRequest", |_, _| Ok(false))?;
         }
-        Ok(ReadShareGroupStateSummaryRequest { group_id, topics })
+        Ok(ReadShareGroupStateSummaryRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -118,16 +121,16 @@ impl ReadStateSummaryData {
 impl Struct for ReadStateSummaryData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ReadStateSummaryData.topic_id")?;
-        let partitions = r.array("ReadStateSummaryData.partitions", true, |r| {
+        let f_topic_id = r.uuid("ReadStateSummaryData.topic_id")?;
+        let f_partitions = r.array("ReadStateSummaryData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadStateSummaryData", |_, _| Ok(false))?;
         }
         Ok(ReadStateSummaryData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -191,14 +194,14 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionData.partition")?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_partition = r.i32("PartitionData.partition")?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition,
-            leader_epoch,
+            partition: f_partition,
+            leader_epoch: f_leader_epoch,
         })
     }
 

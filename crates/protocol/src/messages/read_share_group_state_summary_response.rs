@@ -36,13 +36,13 @@ impl ReadShareGroupStateSummaryResponse {
 impl Struct for ReadShareGroupStateSummaryResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = r.array("ReadShareGroupStateSummaryResponse.results", true, |r| {
+        let f_results = r.array("ReadShareGroupStateSummaryResponse.results", true, |r| {
             ReadStateSummaryResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadShareGroupStateSummaryResponse", |_, _| Ok(false))?;
         }
-        Ok(ReadShareGroupStateSummaryResponse { results })
+        Ok(ReadShareGroupStateSummaryResponse { results: f_results })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -104,16 +104,16 @@ impl ReadStateSummaryResult {
 impl Struct for ReadStateSummaryResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ReadStateSummaryResult.topic_id")?;
-        let partitions = r.array("ReadStateSummaryResult.partitions", true, |r| {
+        let f_topic_id = r.uuid("ReadStateSummaryResult.topic_id")?;
+        let f_partitions = r.array("ReadStateSummaryResult.partitions", true, |r| {
             PartitionResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ReadStateSummaryResult", |_, _| Ok(false))?;
         }
         Ok(ReadStateSummaryResult {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -208,13 +208,13 @@ impl PartitionResult {
 impl Struct for PartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionResult.partition")?;
-        let error_code = r.i16("PartitionResult.error_code")?;
-        let error_message = r.nullable_string("PartitionResult.error_message", true)?;
-        let state_epoch = r.i32("PartitionResult.state_epoch")?;
-        let leader_epoch = r.i32("PartitionResult.leader_epoch")?;
-        let start_offset = r.i64("PartitionResult.start_offset")?;
-        let delivery_complete_count = if version >= 1 {
+        let f_partition = r.i32("PartitionResult.partition")?;
+        let f_error_code = r.i16("PartitionResult.error_code")?;
+        let f_error_message = r.nullable_string("PartitionResult.error_message", true)?;
+        let f_state_epoch = r.i32("PartitionResult.state_epoch")?;
+        let f_leader_epoch = r.i32("PartitionResult.leader_epoch")?;
+        let f_start_offset = r.i64("PartitionResult.start_offset")?;
+        let f_delivery_complete_count = if version >= 1 {
             r.i32("PartitionResult.delivery_complete_count")?
         } else {
             -1
@@ -223,13 +223,13 @@ impl Struct for PartitionResult {
             r.tagged_fields("PartitionResult", |_, _| Ok(false))?;
         }
         Ok(PartitionResult {
-            partition,
-            error_code,
-            error_message,
-            state_epoch,
-            leader_epoch,
-            start_offset,
-            delivery_complete_count,
+            partition: f_partition,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            state_epoch: f_state_epoch,
+            leader_epoch: f_leader_epoch,
+            start_offset: f_start_offset,
+            delivery_complete_count: f_delivery_complete_count,
         })
     }
 
@@ -250,15 +250,11 @@ impl Struct for PartitionResult {
         buf.put_i64(self.start_offset);
         if version >= 1 {
             buf.put_i32(self.delivery_complete_count);
-        } else {
-            if !(version >= 1) {
-                if self.delivery_complete_count != -1 {
-                    return Err(codec::not_in_version(
-                        "PartitionResult.delivery_complete_count",
-                        version,
-                    ));
-                }
-            }
+        } else if self.delivery_complete_count != -1 {
+            return Err(codec::not_in_version(
+                "PartitionResult.delivery_complete_count",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

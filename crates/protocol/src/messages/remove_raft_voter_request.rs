@@ -48,16 +48,16 @@ impl RemoveRaftVoterRequest {
 impl Struct for RemoveRaftVoterRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = r.nullable_string("RemoveRaftVoterRequest.cluster_id", true)?;
-        let voter_id = r.i32("RemoveRaftVoterRequest.voter_id")?;
-        let voter_directory_id = r.uuid("RemoveRaftVoterRequest.voter_directory_id")?;
+        let f_cluster_id = r.nullable_string("RemoveRaftVoterRequest.cluster_id", true)?;
+        let f_voter_id = r.i32("RemoveRaftVoterRequest.voter_id")?;
+        let f_voter_directory_id = r.uuid("RemoveRaftVoterRequest.voter_directory_id")?;
         if flexible {
             r.tagged_fields("RemoveRaftVoterRequest", |_, _| Ok(false))?;
         }
         Ok(RemoveRaftVoterRequest {
-            cluster_id,
-            voter_id,
-            voter_directory_id,
+            cluster_id: f_cluster_id,
+            voter_id: f_voter_id,
+            voter_directory_id: f_voter_directory_id,
         })
     }
 

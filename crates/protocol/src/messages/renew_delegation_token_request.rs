@@ -42,14 +42,14 @@ impl RenewDelegationTokenRequest {
 impl Struct for RenewDelegationTokenRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let hmac = r.bytes("RenewDelegationTokenRequest.hmac", version >= 2)?;
-        let renew_period_ms = r.i64("RenewDelegationTokenRequest.renew_period_ms")?;
+        let f_hmac = r.bytes("RenewDelegationTokenRequest.hmac", version >= 2)?;
+        let f_renew_period_ms = r.i64("RenewDelegationTokenRequest.renew_period_ms")?;
         if flexible {
             r.tagged_fields("RenewDelegationTokenRequest", |_, _| Ok(false))?;
         }
         Ok(RenewDelegationTokenRequest {
-            hmac,
-            renew_period_ms,
+            hmac: f_hmac,
+            renew_period_ms: f_renew_period_ms,
         })
     }
 

@@ -54,18 +54,18 @@ impl RequestHeader {
 impl Struct for RequestHeader {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let request_api_key = r.i16("RequestHeader.request_api_key")?;
-        let request_api_version = r.i16("RequestHeader.request_api_version")?;
-        let correlation_id = r.i32("RequestHeader.correlation_id")?;
-        let client_id = r.nullable_string("RequestHeader.client_id", false)?;
+        let f_request_api_key = r.i16("RequestHeader.request_api_key")?;
+        let f_request_api_version = r.i16("RequestHeader.request_api_version")?;
+        let f_correlation_id = r.i32("RequestHeader.correlation_id")?;
+        let f_client_id = r.nullable_string("RequestHeader.client_id", false)?;
         if flexible {
             r.tagged_fields("RequestHeader", |_, _| Ok(false))?;
         }
         Ok(RequestHeader {
-            request_api_key,
-            request_api_version,
-            correlation_id,
-            client_id,
+            request_api_key: f_request_api_key,
+            request_api_version: f_request_api_version,
+            correlation_id: f_correlation_id,
+            client_id: f_client_id,
         })
     }
 

@@ -34,11 +34,13 @@ impl ResponseHeader {
 impl Struct for ResponseHeader {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 1;
-        let correlation_id = r.i32("ResponseHeader.correlation_id")?;
+        let f_correlation_id = r.i32("ResponseHeader.correlation_id")?;
         if flexible {
             r.tagged_fields("ResponseHeader", |_, _| Ok(false))?;
         }
-        Ok(ResponseHeader { correlation_id })
+        Ok(ResponseHeader {
+            correlation_id: f_correlation_id,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -36,11 +36,13 @@ impl SaslAuthenticateRequest {
 impl Struct for SaslAuthenticateRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let auth_bytes = r.bytes("SaslAuthenticateRequest.auth_bytes", version >= 2)?;
+        let f_auth_bytes = r.bytes("SaslAuthenticateRequest.auth_bytes", version >= 2)?;
         if flexible {
             r.tagged_fields("SaslAuthenticateRequest", |_, _| Ok(false))?;
         }
-        Ok(SaslAuthenticateRequest { auth_bytes })
+        Ok(SaslAuthenticateRequest {
+            auth_bytes: f_auth_bytes,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -54,11 +54,11 @@ impl SaslAuthenticateResponse {
 impl Struct for SaslAuthenticateResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = r.i16("SaslAuthenticateResponse.error_code")?;
-        let error_message =
+        let f_error_code = r.i16("SaslAuthenticateResponse.error_code")?;
+        let f_error_message =
             r.nullable_string("SaslAuthenticateResponse.error_message", version >= 2)?;
-        let auth_bytes = r.bytes("SaslAuthenticateResponse.auth_bytes", version >= 2)?;
-        let session_lifetime_ms = if version >= 1 {
+        let f_auth_bytes = r.bytes("SaslAuthenticateResponse.auth_bytes", version >= 2)?;
+        let f_session_lifetime_ms = if version >= 1 {
             r.i64("SaslAuthenticateResponse.session_lifetime_ms")?
         } else {
             0
@@ -67,10 +67,10 @@ impl Struct for SaslAuthenticateResponse {
             r.tagged_fields("SaslAuthenticateResponse", |_, _| Ok(false))?;
         }
         Ok(SaslAuthenticateResponse {
-            error_code,
-            error_message,
-            auth_bytes,
-            session_lifetime_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            auth_bytes: f_auth_bytes,
+            session_lifetime_ms: f_session_lifetime_ms,
         })
     }
 

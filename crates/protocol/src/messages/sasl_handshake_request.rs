@@ -35,8 +35,10 @@ impl SaslHandshakeRequest {
 
 impl Struct for SaslHandshakeRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let mechanism = r.string("SaslHandshakeRequest.mechanism", false)?;
-        Ok(SaslHandshakeRequest { mechanism })
+        let f_mechanism = r.string("SaslHandshakeRequest.mechanism", false)?;
+        Ok(SaslHandshakeRequest {
+            mechanism: f_mechanism,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

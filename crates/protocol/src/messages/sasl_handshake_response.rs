@@ -41,13 +41,13 @@ impl SaslHandshakeResponse {
 
 impl Struct for SaslHandshakeResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
-        let error_code = r.i16("SaslHandshakeResponse.error_code")?;
-        let mechanisms = r.array("SaslHandshakeResponse.mechanisms", false, |r| {
+        let f_error_code = r.i16("SaslHandshakeResponse.error_code")?;
+        let f_mechanisms = r.array("SaslHandshakeResponse.mechanisms", false, |r| {
             r.string("SaslHandshakeResponse.mechanisms", false)
         })?;
         Ok(SaslHandshakeResponse {
-            error_code,
-            mechanisms,
+            error_code: f_error_code,
+            mechanisms: f_mechanisms,
         })
     }
 

@@ -60,28 +60,28 @@ impl ShareAcknowledgeRequest {
 impl Struct for ShareAcknowledgeRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .nullable_string("ShareAcknowledgeRequest.group_id", true)?
             .map(GroupId);
-        let member_id = r.nullable_string("ShareAcknowledgeRequest.member_id", true)?;
-        let share_session_epoch = r.i32("ShareAcknowledgeRequest.share_session_epoch")?;
-        let is_renew_ack = if version >= 2 {
+        let f_member_id = r.nullable_string("ShareAcknowledgeRequest.member_id", true)?;
+        let f_share_session_epoch = r.i32("ShareAcknowledgeRequest.share_session_epoch")?;
+        let f_is_renew_ack = if version >= 2 {
             r.bool("ShareAcknowledgeRequest.is_renew_ack")?
         } else {
             false
         };
-        let topics = r.array("ShareAcknowledgeRequest.topics", true, |r| {
+        let f_topics = r.array("ShareAcknowledgeRequest.topics", true, |r| {
             AcknowledgeTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ShareAcknowledgeRequest", |_, _| Ok(false))?;
         }
         Ok(ShareAcknowledgeRequest {
-            group_id,
-            member_id,
-            share_session_epoch,
-            is_renew_ack,
-            topics,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            share_session_epoch: f_share_session_epoch,
+            is_renew_ack: f_is_renew_ack,
+            topics: f_topics,
         })
     }
 
@@ -106,15 +106,11 @@ impl Struct for ShareAcknowledgeRequest {
         buf.put_i32(self.share_session_epoch);
         if version >= 2 {
             buf.put_u8(u8::from(self.is_renew_ack));
-        } else {
-            if !(version >= 2) {
-                if self.is_renew_ack != false {
-                    return Err(codec::not_in_version(
-                        "ShareAcknowledgeRequest.is_renew_ack",
-                        version,
-                    ));
-                }
-            }
+        } else if self.is_renew_ack != false {
+            return Err(codec::not_in_version(
+                "ShareAcknowledgeRequest.is_renew_ack",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -186,16 +182,16 @@ impl AcknowledgeTopic {
 impl Struct for AcknowledgeTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("AcknowledgeTopic.topic_id")?;
-        let partitions = r.array("AcknowledgeTopic.partitions", true, |r| {
+        let f_topic_id = r.uuid("AcknowledgeTopic.topic_id")?;
+        let f_partitions = r.array("AcknowledgeTopic.partitions", true, |r| {
             AcknowledgePartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("AcknowledgeTopic", |_, _| Ok(false))?;
         }
         Ok(AcknowledgeTopic {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -260,8 +256,8 @@ impl AcknowledgePartition {
 impl Struct for AcknowledgePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("AcknowledgePartition.partition_index")?;
-        let acknowledgement_batches =
+        let f_partition_index = r.i32("AcknowledgePartition.partition_index")?;
+        let f_acknowledgement_batches =
             r.array("AcknowledgePartition.acknowledgement_batches", true, |r| {
                 AcknowledgementBatch::read(r, version)
             })?;
@@ -269,8 +265,8 @@ impl Struct for AcknowledgePartition {
             r.tagged_fields("AcknowledgePartition", |_, _| Ok(false))?;
         }
         Ok(AcknowledgePartition {
-            partition_index,
-            acknowledgement_batches,
+            partition_index: f_partition_index,
+            acknowledgement_batches: f_acknowledgement_batches,
         })
     }
 
@@ -341,18 +337,18 @@ impl AcknowledgementBatch {
 impl Struct for AcknowledgementBatch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = r.i64("AcknowledgementBatch.first_offset")?;
-        let last_offset = r.i64("AcknowledgementBatch.last_offset")?;
-        let acknowledge_types = r.array("AcknowledgementBatch.acknowledge_types", true, |r| {
+        let f_first_offset = r.i64("AcknowledgementBatch.first_offset")?;
+        let f_last_offset = r.i64("AcknowledgementBatch.last_offset")?;
+        let f_acknowledge_types = r.array("AcknowledgementBatch.acknowledge_types", true, |r| {
             r.i8("AcknowledgementBatch.acknowledge_types")
         })?;
         if flexible {
             r.tagged_fields("AcknowledgementBatch", |_, _| Ok(false))?;
         }
         Ok(AcknowledgementBatch {
-            first_offset,
-            last_offset,
-            acknowledge_types,
+            first_offset: f_first_offset,
+            last_offset: f_last_offset,
+            acknowledge_types: f_acknowledge_types,
         })
     }
 

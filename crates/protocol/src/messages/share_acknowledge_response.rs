@@ -66,30 +66,30 @@ impl ShareAcknowledgeResponse {
 impl Struct for ShareAcknowledgeResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ShareAcknowledgeResponse.throttle_time_ms")?;
-        let error_code = r.i16("ShareAcknowledgeResponse.error_code")?;
-        let error_message = r.nullable_string("ShareAcknowledgeResponse.error_message", true)?;
-        let acquisition_lock_timeout_ms = if version >= 2 {
+        let f_throttle_time_ms = r.i32("ShareAcknowledgeResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ShareAcknowledgeResponse.error_code")?;
+        let f_error_message = r.nullable_string("ShareAcknowledgeResponse.error_message", true)?;
+        let f_acquisition_lock_timeout_ms = if version >= 2 {
             r.i32("ShareAcknowledgeResponse.acquisition_lock_timeout_ms")?
         } else {
             0
         };
-        let responses = r.array("ShareAcknowledgeResponse.responses", true, |r| {
+        let f_responses = r.array("ShareAcknowledgeResponse.responses", true, |r| {
             ShareAcknowledgeTopicResponse::read(r, version)
         })?;
-        let node_endpoints = r.array("ShareAcknowledgeResponse.node_endpoints", true, |r| {
+        let f_node_endpoints = r.array("ShareAcknowledgeResponse.node_endpoints", true, |r| {
             NodeEndpoint::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ShareAcknowledgeResponse", |_, _| Ok(false))?;
         }
         Ok(ShareAcknowledgeResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            acquisition_lock_timeout_ms,
-            responses,
-            node_endpoints,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            acquisition_lock_timeout_ms: f_acquisition_lock_timeout_ms,
+            responses: f_responses,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -187,16 +187,16 @@ impl ShareAcknowledgeTopicResponse {
 impl Struct for ShareAcknowledgeTopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ShareAcknowledgeTopicResponse.topic_id")?;
-        let partitions = r.array("ShareAcknowledgeTopicResponse.partitions", true, |r| {
+        let f_topic_id = r.uuid("ShareAcknowledgeTopicResponse.topic_id")?;
+        let f_partitions = r.array("ShareAcknowledgeTopicResponse.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ShareAcknowledgeTopicResponse", |_, _| Ok(false))?;
         }
         Ok(ShareAcknowledgeTopicResponse {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -272,18 +272,18 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let error_message = r.nullable_string("PartitionData.error_message", true)?;
-        let current_leader = LeaderIdAndEpoch::read(r, version)?;
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_error_message = r.nullable_string("PartitionData.error_message", true)?;
+        let f_current_leader = LeaderIdAndEpoch::read(r, version)?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            error_message,
-            current_leader,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            current_leader: f_current_leader,
         })
     }
 
@@ -353,14 +353,14 @@ impl LeaderIdAndEpoch {
 impl Struct for LeaderIdAndEpoch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("LeaderIdAndEpoch.leader_id")?;
-        let leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
+        let f_leader_id = r.i32("LeaderIdAndEpoch.leader_id")?;
+        let f_leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
         if flexible {
             r.tagged_fields("LeaderIdAndEpoch", |_, _| Ok(false))?;
         }
         Ok(LeaderIdAndEpoch {
-            leader_id,
-            leader_epoch,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -427,18 +427,18 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.i32("NodeEndpoint.port")?;
-        let rack = r.nullable_string("NodeEndpoint.rack", true)?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.i32("NodeEndpoint.port")?;
+        let f_rack = r.nullable_string("NodeEndpoint.rack", true)?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
-            rack,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
         })
     }
 

@@ -102,30 +102,30 @@ impl ShareFetchRequest {
 impl Struct for ShareFetchRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .nullable_string("ShareFetchRequest.group_id", true)?
             .map(GroupId);
-        let member_id = r.nullable_string("ShareFetchRequest.member_id", true)?;
-        let share_session_epoch = r.i32("ShareFetchRequest.share_session_epoch")?;
-        let max_wait_ms = r.i32("ShareFetchRequest.max_wait_ms")?;
-        let min_bytes = r.i32("ShareFetchRequest.min_bytes")?;
-        let max_bytes = r.i32("ShareFetchRequest.max_bytes")?;
-        let max_records = r.i32("ShareFetchRequest.max_records")?;
-        let batch_size = r.i32("ShareFetchRequest.batch_size")?;
-        let share_acquire_mode = if version >= 2 {
+        let f_member_id = r.nullable_string("ShareFetchRequest.member_id", true)?;
+        let f_share_session_epoch = r.i32("ShareFetchRequest.share_session_epoch")?;
+        let f_max_wait_ms = r.i32("ShareFetchRequest.max_wait_ms")?;
+        let f_min_bytes = r.i32("ShareFetchRequest.min_bytes")?;
+        let f_max_bytes = r.i32("ShareFetchRequest.max_bytes")?;
+        let f_max_records = r.i32("ShareFetchRequest.max_records")?;
+        let f_batch_size = r.i32("ShareFetchRequest.batch_size")?;
+        let f_share_acquire_mode = if version >= 2 {
             r.i8("ShareFetchRequest.share_acquire_mode")?
         } else {
             0
         };
-        let is_renew_ack = if version >= 2 {
+        let f_is_renew_ack = if version >= 2 {
             r.bool("ShareFetchRequest.is_renew_ack")?
         } else {
             false
         };
-        let topics = r.array("ShareFetchRequest.topics", true, |r| {
+        let f_topics = r.array("ShareFetchRequest.topics", true, |r| {
             FetchTopic::read(r, version)
         })?;
-        let forgotten_topics_data =
+        let f_forgotten_topics_data =
             r.array("ShareFetchRequest.forgotten_topics_data", true, |r| {
                 ForgottenTopic::read(r, version)
             })?;
@@ -133,18 +133,18 @@ impl Struct for ShareFetchRequest {
             r.tagged_fields("ShareFetchRequest", |_, _| Ok(false))?;
         }
         Ok(ShareFetchRequest {
-            group_id,
-            member_id,
-            share_session_epoch,
-            max_wait_ms,
-            min_bytes,
-            max_bytes,
-            max_records,
-            batch_size,
-            share_acquire_mode,
-            is_renew_ack,
-            topics,
-            forgotten_topics_data,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            share_session_epoch: f_share_session_epoch,
+            max_wait_ms: f_max_wait_ms,
+            min_bytes: f_min_bytes,
+            max_bytes: f_max_bytes,
+            max_records: f_max_records,
+            batch_size: f_batch_size,
+            share_acquire_mode: f_share_acquire_mode,
+            is_renew_ack: f_is_renew_ack,
+            topics: f_topics,
+            forgotten_topics_data: f_forgotten_topics_data,
         })
     }
 
@@ -177,15 +177,11 @@ impl Struct for ShareFetchRequest {
         }
         if version >= 2 {
             buf.put_u8(u8::from(self.is_renew_ack));
-        } else {
-            if !(version >= 2) {
-                if self.is_renew_ack != false {
-                    return Err(codec::not_in_version(
-                        "ShareFetchRequest.is_renew_ack",
-                        version,
-                    ));
-                }
-            }
+        } else if self.is_renew_ack != false {
+            return Err(codec::not_in_version(
+                "ShareFetchRequest.is_renew_ack",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -277,16 +273,16 @@ impl FetchTopic {
 impl Struct for FetchTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("FetchTopic.topic_id")?;
-        let partitions = r.array("FetchTopic.partitions", true, |r| {
+        let f_topic_id = r.uuid("FetchTopic.topic_id")?;
+        let f_partitions = r.array("FetchTopic.partitions", true, |r| {
             FetchPartition::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("FetchTopic", |_, _| Ok(false))?;
         }
         Ok(FetchTopic {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -357,9 +353,9 @@ impl FetchPartition {
 impl Struct for FetchPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("FetchPartition.partition_index")?;
-        let partition_max_bytes = 0;
-        let acknowledgement_batches =
+        let f_partition_index = r.i32("FetchPartition.partition_index")?;
+        let f_partition_max_bytes = 0;
+        let f_acknowledgement_batches =
             r.array("FetchPartition.acknowledgement_batches", true, |r| {
                 AcknowledgementBatch::read(r, version)
             })?;
@@ -367,9 +363,9 @@ impl Struct for FetchPartition {
             r.tagged_fields("FetchPartition", |_, _| Ok(false))?;
         }
         Ok(FetchPartition {
-            partition_index,
-            partition_max_bytes,
-            acknowledgement_batches,
+            partition_index: f_partition_index,
+            partition_max_bytes: f_partition_max_bytes,
+            acknowledgement_batches: f_acknowledgement_batches,
         })
     }
 
@@ -446,18 +442,18 @@ impl AcknowledgementBatch {
 impl Struct for AcknowledgementBatch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = r.i64("AcknowledgementBatch.first_offset")?;
-        let last_offset = r.i64("AcknowledgementBatch.last_offset")?;
-        let acknowledge_types = r.array("AcknowledgementBatch.acknowledge_types", true, |r| {
+        let f_first_offset = r.i64("AcknowledgementBatch.first_offset")?;
+        let f_last_offset = r.i64("AcknowledgementBatch.last_offset")?;
+        let f_acknowledge_types = r.array("AcknowledgementBatch.acknowledge_types", true, |r| {
             r.i8("AcknowledgementBatch.acknowledge_types")
         })?;
         if flexible {
             r.tagged_fields("AcknowledgementBatch", |_, _| Ok(false))?;
         }
         Ok(AcknowledgementBatch {
-            first_offset,
-            last_offset,
-            acknowledge_types,
+            first_offset: f_first_offset,
+            last_offset: f_last_offset,
+            acknowledge_types: f_acknowledge_types,
         })
     }
 
@@ -523,16 +519,16 @@ impl ForgottenTopic {
 impl Struct for ForgottenTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ForgottenTopic.topic_id")?;
-        let partitions = r.array("ForgottenTopic.partitions", true, |r| {
+        let f_topic_id = r.uuid("ForgottenTopic.topic_id")?;
+        let f_partitions = r.array("ForgottenTopic.partitions", true, |r| {
             r.i32("ForgottenTopic.partitions")
         })?;
         if flexible {
             r.tagged_fields("ForgottenTopic", |_, _| Ok(false))?;
         }
         Ok(ForgottenTopic {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 

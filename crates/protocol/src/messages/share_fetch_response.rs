@@ -66,27 +66,27 @@ impl ShareFetchResponse {
 impl Struct for ShareFetchResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ShareFetchResponse.throttle_time_ms")?;
-        let error_code = r.i16("ShareFetchResponse.error_code")?;
-        let error_message = r.nullable_string("ShareFetchResponse.error_message", true)?;
-        let acquisition_lock_timeout_ms =
+        let f_throttle_time_ms = r.i32("ShareFetchResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ShareFetchResponse.error_code")?;
+        let f_error_message = r.nullable_string("ShareFetchResponse.error_message", true)?;
+        let f_acquisition_lock_timeout_ms =
             r.i32("ShareFetchResponse.acquisition_lock_timeout_ms")?;
-        let responses = r.array("ShareFetchResponse.responses", true, |r| {
+        let f_responses = r.array("ShareFetchResponse.responses", true, |r| {
             ShareFetchableTopicResponse::read(r, version)
         })?;
-        let node_endpoints = r.array("ShareFetchResponse.node_endpoints", true, |r| {
+        let f_node_endpoints = r.array("ShareFetchResponse.node_endpoints", true, |r| {
             NodeEndpoint::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ShareFetchResponse", |_, _| Ok(false))?;
         }
         Ok(ShareFetchResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            acquisition_lock_timeout_ms,
-            responses,
-            node_endpoints,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            acquisition_lock_timeout_ms: f_acquisition_lock_timeout_ms,
+            responses: f_responses,
+            node_endpoints: f_node_endpoints,
         })
     }
 
@@ -180,16 +180,16 @@ impl ShareFetchableTopicResponse {
 impl Struct for ShareFetchableTopicResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("ShareFetchableTopicResponse.topic_id")?;
-        let partitions = r.array("ShareFetchableTopicResponse.partitions", true, |r| {
+        let f_topic_id = r.uuid("ShareFetchableTopicResponse.topic_id")?;
+        let f_partitions = r.array("ShareFetchableTopicResponse.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("ShareFetchableTopicResponse", |_, _| Ok(false))?;
         }
         Ok(ShareFetchableTopicResponse {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -289,33 +289,33 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let error_code = r.i16("PartitionData.error_code")?;
-        let error_message = r.nullable_string("PartitionData.error_message", true)?;
-        let acknowledge_error_code = r.i16("PartitionData.acknowledge_error_code")?;
-        let acknowledge_error_message =
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_error_code = r.i16("PartitionData.error_code")?;
+        let f_error_message = r.nullable_string("PartitionData.error_message", true)?;
+        let f_acknowledge_error_code = r.i16("PartitionData.acknowledge_error_code")?;
+        let f_acknowledge_error_message =
             r.nullable_string("PartitionData.acknowledge_error_message", true)?;
-        let current_leader = LeaderIdAndEpoch::read(r, version)?;
-        let records = if false {
+        let f_current_leader = LeaderIdAndEpoch::read(r, version)?;
+        let f_records = if false {
             r.nullable_bytes("PartitionData.records", true)?
         } else {
             Some(r.bytes("PartitionData.records", true)?)
         };
-        let acquired_records = r.array("PartitionData.acquired_records", true, |r| {
+        let f_acquired_records = r.array("PartitionData.acquired_records", true, |r| {
             AcquiredRecords::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            error_code,
-            error_message,
-            acknowledge_error_code,
-            acknowledge_error_message,
-            current_leader,
-            records,
-            acquired_records,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            acknowledge_error_code: f_acknowledge_error_code,
+            acknowledge_error_message: f_acknowledge_error_message,
+            current_leader: f_current_leader,
+            records: f_records,
+            acquired_records: f_acquired_records,
         })
     }
 
@@ -425,14 +425,14 @@ impl LeaderIdAndEpoch {
 impl Struct for LeaderIdAndEpoch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("LeaderIdAndEpoch.leader_id")?;
-        let leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
+        let f_leader_id = r.i32("LeaderIdAndEpoch.leader_id")?;
+        let f_leader_epoch = r.i32("LeaderIdAndEpoch.leader_epoch")?;
         if flexible {
             r.tagged_fields("LeaderIdAndEpoch", |_, _| Ok(false))?;
         }
         Ok(LeaderIdAndEpoch {
-            leader_id,
-            leader_epoch,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
         })
     }
 
@@ -493,16 +493,16 @@ impl AcquiredRecords {
 impl Struct for AcquiredRecords {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = r.i64("AcquiredRecords.first_offset")?;
-        let last_offset = r.i64("AcquiredRecords.last_offset")?;
-        let delivery_count = r.i16("AcquiredRecords.delivery_count")?;
+        let f_first_offset = r.i64("AcquiredRecords.first_offset")?;
+        let f_last_offset = r.i64("AcquiredRecords.last_offset")?;
+        let f_delivery_count = r.i16("AcquiredRecords.delivery_count")?;
         if flexible {
             r.tagged_fields("AcquiredRecords", |_, _| Ok(false))?;
         }
         Ok(AcquiredRecords {
-            first_offset,
-            last_offset,
-            delivery_count,
+            first_offset: f_first_offset,
+            last_offset: f_last_offset,
+            delivery_count: f_delivery_count,
         })
     }
 
@@ -571,18 +571,18 @@ impl NodeEndpoint {
 impl Struct for NodeEndpoint {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
-        let host = r.string("NodeEndpoint.host", true)?;
-        let port = r.i32("NodeEndpoint.port")?;
-        let rack = r.nullable_string("NodeEndpoint.rack", true)?;
+        let f_node_id = r.i32("NodeEndpoint.node_id").map(BrokerId)?;
+        let f_host = r.string("NodeEndpoint.host", true)?;
+        let f_port = r.i32("NodeEndpoint.port")?;
+        let f_rack = r.nullable_string("NodeEndpoint.rack", true)?;
         if flexible {
             r.tagged_fields("NodeEndpoint", |_, _| Ok(false))?;
         }
         Ok(NodeEndpoint {
-            node_id,
-            host,
-            port,
-            rack,
+            node_id: f_node_id,
+            host: f_host,
+            port: f_port,
+            rack: f_rack,
         })
     }
 

@@ -42,18 +42,18 @@ impl ShareGroupDescribeRequest {
 impl Struct for ShareGroupDescribeRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_ids = r.array("ShareGroupDescribeRequest.group_ids", true, |r| {
+        let f_group_ids = r.array("ShareGroupDescribeRequest.group_ids", true, |r| {
             r.string("ShareGroupDescribeRequest.group_ids", true)
                 .map(GroupId)
         })?;
-        let include_authorized_operations =
+        let f_include_authorized_operations =
             r.bool("ShareGroupDescribeRequest.include_authorized_operations")?;
         if flexible {
             r.tagged_fields("ShareGroupDescribeRequest", |_, _| Ok(false))?;
         }
         Ok(ShareGroupDescribeRequest {
-            group_ids,
-            include_authorized_operations,
+            group_ids: f_group_ids,
+            include_authorized_operations: f_include_authorized_operations,
         })
     }
 

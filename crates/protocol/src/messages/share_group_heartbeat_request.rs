@@ -60,13 +60,13 @@ impl ShareGroupHeartbeatRequest {
 impl Struct for ShareGroupHeartbeatRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r
+        let f_group_id = r
             .string("ShareGroupHeartbeatRequest.group_id", true)
             .map(GroupId)?;
-        let member_id = r.string("ShareGroupHeartbeatRequest.member_id", true)?;
-        let member_epoch = r.i32("ShareGroupHeartbeatRequest.member_epoch")?;
-        let rack_id = r.nullable_string("ShareGroupHeartbeatRequest.rack_id", true)?;
-        let subscribed_topic_names = r.nullable_array(
+        let f_member_id = r.string("ShareGroupHeartbeatRequest.member_id", true)?;
+        let f_member_epoch = r.i32("ShareGroupHeartbeatRequest.member_epoch")?;
+        let f_rack_id = r.nullable_string("ShareGroupHeartbeatRequest.rack_id", true)?;
+        let f_subscribed_topic_names = r.nullable_array(
             "ShareGroupHeartbeatRequest.subscribed_topic_names",
             true,
             |r| {
@@ -78,11 +78,11 @@ impl Struct for ShareGroupHeartbeatRequest {
             r.tagged_fields("ShareGroupHeartbeatRequest", |_, _| Ok(false))?;
         }
         Ok(ShareGroupHeartbeatRequest {
-            group_id,
-            member_id,
-            member_epoch,
-            rack_id,
-            subscribed_topic_names,
+            group_id: f_group_id,
+            member_id: f_member_id,
+            member_epoch: f_member_epoch,
+            rack_id: f_rack_id,
+            subscribed_topic_names: f_subscribed_topic_names,
         })
     }
 

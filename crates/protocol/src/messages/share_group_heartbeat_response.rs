@@ -72,13 +72,14 @@ impl ShareGroupHeartbeatResponse {
 impl Struct for ShareGroupHeartbeatResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("ShareGroupHeartbeatResponse.throttle_time_ms")?;
-        let error_code = r.i16("ShareGroupHeartbeatResponse.error_code")?;
-        let error_message = r.nullable_string("ShareGroupHeartbeatResponse.error_message", true)?;
-        let member_id = r.nullable_string("ShareGroupHeartbeatResponse.member_id", true)?;
-        let member_epoch = r.i32("ShareGroupHeartbeatResponse.member_epoch")?;
-        let heartbeat_interval_ms = r.i32("ShareGroupHeartbeatResponse.heartbeat_interval_ms")?;
-        let assignment = if r.present("ShareGroupHeartbeatResponse.assignment")? {
+        let f_throttle_time_ms = r.i32("ShareGroupHeartbeatResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("ShareGroupHeartbeatResponse.error_code")?;
+        let f_error_message =
+            r.nullable_string("ShareGroupHeartbeatResponse.error_message", true)?;
+        let f_member_id = r.nullable_string("ShareGroupHeartbeatResponse.member_id", true)?;
+        let f_member_epoch = r.i32("ShareGroupHeartbeatResponse.member_epoch")?;
+        let f_heartbeat_interval_ms = r.i32("ShareGroupHeartbeatResponse.heartbeat_interval_ms")?;
+        let f_assignment = if r.present("ShareGroupHeartbeatResponse.assignment")? {
             Some(Assignment::read(r, version)?)
         } else {
             None
@@ -87,13 +88,13 @@ impl Struct for ShareGroupHeartbeatResponse {
             r.tagged_fields("ShareGroupHeartbeatResponse", |_, _| Ok(false))?;
         }
         Ok(ShareGroupHeartbeatResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            member_id,
-            member_epoch,
-            heartbeat_interval_ms,
-            assignment,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            member_id: f_member_id,
+            member_epoch: f_member_epoch,
+            heartbeat_interval_ms: f_heartbeat_interval_ms,
+            assignment: f_assignment,
         })
     }
 
@@ -185,13 +186,15 @@ impl Assignment {
 impl Struct for Assignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_partitions = r.array("Assignment.topic_partitions", true, |r| {
+        let f_topic_partitions = r.array("Assignment.topic_partitions", true, |r| {
             TopicPartitions::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("Assignment", |_, _| Ok(false))?;
         }
-        Ok(Assignment { topic_partitions })
+        Ok(Assignment {
+            topic_partitions: f_topic_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -253,16 +256,16 @@ impl TopicPartitions {
 impl Struct for TopicPartitions {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("TopicPartitions.topic_id")?;
-        let partitions = r.array("TopicPartitions.partitions", true, |r| {
+        let f_topic_id = r.uuid("TopicPartitions.topic_id")?;
+        let f_partitions = r.array("TopicPartitions.partitions", true, |r| {
             r.i32("TopicPartitions.partitions")
         })?;
         if flexible {
             r.tagged_fields("TopicPartitions", |_, _| Ok(false))?;
         }
         Ok(TopicPartitions {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 

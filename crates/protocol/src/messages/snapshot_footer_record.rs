@@ -34,11 +34,11 @@ impl SnapshotFooterRecord {
 impl Struct for SnapshotFooterRecord {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = r.i16("SnapshotFooterRecord.version")?;
+        let f_version = r.i16("SnapshotFooterRecord.version")?;
         if flexible {
             r.tagged_fields("SnapshotFooterRecord", |_, _| Ok(false))?;
         }
-        Ok(SnapshotFooterRecord { version })
+        Ok(SnapshotFooterRecord { version: f_version })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

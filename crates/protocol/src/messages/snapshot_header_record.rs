@@ -42,15 +42,15 @@ impl SnapshotHeaderRecord {
 impl Struct for SnapshotHeaderRecord {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = r.i16("SnapshotHeaderRecord.version")?;
-        let last_contained_log_timestamp =
+        let f_version = r.i16("SnapshotHeaderRecord.version")?;
+        let f_last_contained_log_timestamp =
             r.i64("SnapshotHeaderRecord.last_contained_log_timestamp")?;
         if flexible {
             r.tagged_fields("SnapshotHeaderRecord", |_, _| Ok(false))?;
         }
         Ok(SnapshotHeaderRecord {
-            version,
-            last_contained_log_timestamp,
+            version: f_version,
+            last_contained_log_timestamp: f_last_contained_log_timestamp,
         })
     }
 

@@ -72,12 +72,12 @@ impl SyncGroupRequest {
 impl Struct for SyncGroupRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let group_id = r
+        let f_group_id = r
             .string("SyncGroupRequest.group_id", version >= 4)
             .map(GroupId)?;
-        let generation_id = r.i32("SyncGroupRequest.generation_id")?;
-        let member_id = r.string("SyncGroupRequest.member_id", version >= 4)?;
-        let group_instance_id = if version >= 3 {
+        let f_generation_id = r.i32("SyncGroupRequest.generation_id")?;
+        let f_member_id = r.string("SyncGroupRequest.member_id", version >= 4)?;
+        let f_group_instance_id = if version >= 3 {
             if version >= 3 {
                 r.nullable_string("SyncGroupRequest.group_instance_id", version >= 4)?
             } else {
@@ -86,7 +86,7 @@ impl Struct for SyncGroupRequest {
         } else {
             None
         };
-        let protocol_type = if version >= 5 {
+        let f_protocol_type = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("SyncGroupRequest.protocol_type", version >= 4)?
             } else {
@@ -95,7 +95,7 @@ impl Struct for SyncGroupRequest {
         } else {
             None
         };
-        let protocol_name = if version >= 5 {
+        let f_protocol_name = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("SyncGroupRequest.protocol_name", version >= 4)?
             } else {
@@ -104,20 +104,20 @@ impl Struct for SyncGroupRequest {
         } else {
             None
         };
-        let assignments = r.array("SyncGroupRequest.assignments", version >= 4, |r| {
+        let f_assignments = r.array("SyncGroupRequest.assignments", version >= 4, |r| {
             SyncGroupRequestAssignment::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("SyncGroupRequest", |_, _| Ok(false))?;
         }
         Ok(SyncGroupRequest {
-            group_id,
-            generation_id,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocol_name,
-            assignments,
+            group_id: f_group_id,
+            generation_id: f_generation_id,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            protocol_type: f_protocol_type,
+            protocol_name: f_protocol_name,
+            assignments: f_assignments,
         })
     }
 
@@ -145,15 +145,11 @@ impl Struct for SyncGroupRequest {
                 version >= 3,
                 version,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.group_instance_id != None {
-                    return Err(codec::not_in_version(
-                        "SyncGroupRequest.group_instance_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_instance_id != None {
+            return Err(codec::not_in_version(
+                "SyncGroupRequest.group_instance_id",
+                version,
+            ));
         }
         if version >= 5 {
             codec::put_nullable_string(
@@ -256,14 +252,14 @@ impl SyncGroupRequestAssignment {
 impl Struct for SyncGroupRequestAssignment {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = r.string("SyncGroupRequestAssignment.member_id", version >= 4)?;
-        let assignment = r.bytes("SyncGroupRequestAssignment.assignment", version >= 4)?;
+        let f_member_id = r.string("SyncGroupRequestAssignment.member_id", version >= 4)?;
+        let f_assignment = r.bytes("SyncGroupRequestAssignment.assignment", version >= 4)?;
         if flexible {
             r.tagged_fields("SyncGroupRequestAssignment", |_, _| Ok(false))?;
         }
         Ok(SyncGroupRequestAssignment {
-            member_id,
-            assignment,
+            member_id: f_member_id,
+            assignment: f_assignment,
         })
     }
 

@@ -60,13 +60,13 @@ impl SyncGroupResponse {
 impl Struct for SyncGroupResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = if version >= 1 {
+        let f_throttle_time_ms = if version >= 1 {
             r.i32("SyncGroupResponse.throttle_time_ms")?
         } else {
             0
         };
-        let error_code = r.i16("SyncGroupResponse.error_code")?;
-        let protocol_type = if version >= 5 {
+        let f_error_code = r.i16("SyncGroupResponse.error_code")?;
+        let f_protocol_type = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("SyncGroupResponse.protocol_type", version >= 4)?
             } else {
@@ -75,7 +75,7 @@ impl Struct for SyncGroupResponse {
         } else {
             None
         };
-        let protocol_name = if version >= 5 {
+        let f_protocol_name = if version >= 5 {
             if version >= 5 {
                 r.nullable_string("SyncGroupResponse.protocol_name", version >= 4)?
             } else {
@@ -84,16 +84,16 @@ impl Struct for SyncGroupResponse {
         } else {
             None
         };
-        let assignment = r.bytes("SyncGroupResponse.assignment", version >= 4)?;
+        let f_assignment = r.bytes("SyncGroupResponse.assignment", version >= 4)?;
         if flexible {
             r.tagged_fields("SyncGroupResponse", |_, _| Ok(false))?;
         }
         Ok(SyncGroupResponse {
-            throttle_time_ms,
-            error_code,
-            protocol_type,
-            protocol_name,
-            assignment,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            protocol_type: f_protocol_type,
+            protocol_name: f_protocol_name,
+            assignment: f_assignment,
         })
     }
 

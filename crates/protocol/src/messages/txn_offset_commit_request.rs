@@ -78,27 +78,27 @@ impl TxnOffsetCommitRequest {
 impl Struct for TxnOffsetCommitRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = r
+        let f_transactional_id = r
             .string("TxnOffsetCommitRequest.transactional_id", version >= 3)
             .map(TransactionalId)?;
-        let group_id = r
+        let f_group_id = r
             .string("TxnOffsetCommitRequest.group_id", version >= 3)
             .map(GroupId)?;
-        let producer_id = r
+        let f_producer_id = r
             .i64("TxnOffsetCommitRequest.producer_id")
             .map(ProducerId)?;
-        let producer_epoch = r.i16("TxnOffsetCommitRequest.producer_epoch")?;
-        let generation_id = if version >= 3 {
+        let f_producer_epoch = r.i16("TxnOffsetCommitRequest.producer_epoch")?;
+        let f_generation_id = if version >= 3 {
             r.i32("TxnOffsetCommitRequest.generation_id")?
         } else {
             -1
         };
-        let member_id = if version >= 3 {
+        let f_member_id = if version >= 3 {
             r.string("TxnOffsetCommitRequest.member_id", version >= 3)?
         } else {
             StrBytes::new()
         };
-        let group_instance_id = if version >= 3 {
+        let f_group_instance_id = if version >= 3 {
             if version >= 3 {
                 r.nullable_string("TxnOffsetCommitRequest.group_instance_id", version >= 3)?
             } else {
@@ -107,21 +107,21 @@ impl Struct for TxnOffsetCommitRequest {
         } else {
             None
         };
-        let topics = r.array("TxnOffsetCommitRequest.topics", version >= 3, |r| {
+        let f_topics = r.array("TxnOffsetCommitRequest.topics", version >= 3, |r| {
             TxnOffsetCommitRequestTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TxnOffsetCommitRequest", |_, _| Ok(false))?;
         }
         Ok(TxnOffsetCommitRequest {
-            transactional_id,
-            group_id,
-            producer_id,
-            producer_epoch,
-            generation_id,
-            member_id,
-            group_instance_id,
-            topics,
+            transactional_id: f_transactional_id,
+            group_id: f_group_id,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            generation_id: f_generation_id,
+            member_id: f_member_id,
+            group_instance_id: f_group_instance_id,
+            topics: f_topics,
         })
     }
 
@@ -143,15 +143,11 @@ impl Struct for TxnOffsetCommitRequest {
         buf.put_i16(self.producer_epoch);
         if version >= 3 {
             buf.put_i32(self.generation_id);
-        } else {
-            if !(version >= 3) {
-                if self.generation_id != -1 {
-                    return Err(codec::not_in_version(
-                        "TxnOffsetCommitRequest.generation_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.generation_id != -1 {
+            return Err(codec::not_in_version(
+                "TxnOffsetCommitRequest.generation_id",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_string(
@@ -160,15 +156,11 @@ impl Struct for TxnOffsetCommitRequest {
                 &self.member_id.as_str(),
                 version >= 3,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.member_id != StrBytes::new() {
-                    return Err(codec::not_in_version(
-                        "TxnOffsetCommitRequest.member_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.member_id != StrBytes::new() {
+            return Err(codec::not_in_version(
+                "TxnOffsetCommitRequest.member_id",
+                version,
+            ));
         }
         if version >= 3 {
             codec::put_nullable_string(
@@ -179,15 +171,11 @@ impl Struct for TxnOffsetCommitRequest {
                 version >= 3,
                 version,
             )?;
-        } else {
-            if !(version >= 3) {
-                if self.group_instance_id != None {
-                    return Err(codec::not_in_version(
-                        "TxnOffsetCommitRequest.group_instance_id",
-                        version,
-                    ));
-                }
-            }
+        } else if self.group_instance_id != None {
+            return Err(codec::not_in_version(
+                "TxnOffsetCommitRequest.group_instance_id",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -263,10 +251,10 @@ impl TxnOffsetCommitRequestTopic {
 impl Struct for TxnOffsetCommitRequestTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = r
+        let f_name = r
             .string("TxnOffsetCommitRequestTopic.name", version >= 3)
             .map(TopicName)?;
-        let partitions = r.array(
+        let f_partitions = r.array(
             "TxnOffsetCommitRequestTopic.partitions",
             version >= 3,
             |r| TxnOffsetCommitRequestPartition::read(r, version),
@@ -274,7 +262,10 @@ impl Struct for TxnOffsetCommitRequestTopic {
         if flexible {
             r.tagged_fields("TxnOffsetCommitRequestTopic", |_, _| Ok(false))?;
         }
-        Ok(TxnOffsetCommitRequestTopic { name, partitions })
+        Ok(TxnOffsetCommitRequestTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -356,14 +347,14 @@ impl TxnOffsetCommitRequestPartition {
 impl Struct for TxnOffsetCommitRequestPartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index = r.i32("TxnOffsetCommitRequestPartition.partition_index")?;
-        let committed_offset = r.i64("TxnOffsetCommitRequestPartition.committed_offset")?;
-        let committed_leader_epoch = if version >= 2 {
+        let f_partition_index = r.i32("TxnOffsetCommitRequestPartition.partition_index")?;
+        let f_committed_offset = r.i64("TxnOffsetCommitRequestPartition.committed_offset")?;
+        let f_committed_leader_epoch = if version >= 2 {
             r.i32("TxnOffsetCommitRequestPartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let committed_metadata = r.nullable_string(
+        let f_committed_metadata = r.nullable_string(
             "TxnOffsetCommitRequestPartition.committed_metadata",
             version >= 3,
         )?;
@@ -371,10 +362,10 @@ impl Struct for TxnOffsetCommitRequestPartition {
             r.tagged_fields("TxnOffsetCommitRequestPartition", |_, _| Ok(false))?;
         }
         Ok(TxnOffsetCommitRequestPartition {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            committed_metadata,
+            partition_index: f_partition_index,
+            committed_offset: f_committed_offset,
+            committed_leader_epoch: f_committed_leader_epoch,
+            committed_metadata: f_committed_metadata,
         })
     }
 

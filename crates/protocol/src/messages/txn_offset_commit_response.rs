@@ -42,16 +42,16 @@ impl TxnOffsetCommitResponse {
 impl Struct for TxnOffsetCommitResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = r.i32("TxnOffsetCommitResponse.throttle_time_ms")?;
-        let topics = r.array("TxnOffsetCommitResponse.topics", version >= 3, |r| {
+        let f_throttle_time_ms = r.i32("TxnOffsetCommitResponse.throttle_time_ms")?;
+        let f_topics = r.array("TxnOffsetCommitResponse.topics", version >= 3, |r| {
             TxnOffsetCommitResponseTopic::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TxnOffsetCommitResponse", |_, _| Ok(false))?;
         }
         Ok(TxnOffsetCommitResponse {
-            throttle_time_ms,
-            topics,
+            throttle_time_ms: f_throttle_time_ms,
+            topics: f_topics,
         })
     }
 
@@ -116,10 +116,10 @@ impl TxnOffsetCommitResponseTopic {
 impl Struct for TxnOffsetCommitResponseTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = r
+        let f_name = r
             .string("TxnOffsetCommitResponseTopic.name", version >= 3)
             .map(TopicName)?;
-        let partitions = r.array(
+        let f_partitions = r.array(
             "TxnOffsetCommitResponseTopic.partitions",
             version >= 3,
             |r| TxnOffsetCommitResponsePartition::read(r, version),
@@ -127,7 +127,10 @@ impl Struct for TxnOffsetCommitResponseTopic {
         if flexible {
             r.tagged_fields("TxnOffsetCommitResponseTopic", |_, _| Ok(false))?;
         }
-        Ok(TxnOffsetCommitResponseTopic { name, partitions })
+        Ok(TxnOffsetCommitResponseTopic {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -197,14 +200,14 @@ impl TxnOffsetCommitResponsePartition {
 impl Struct for TxnOffsetCommitResponsePartition {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index = r.i32("TxnOffsetCommitResponsePartition.partition_index")?;
-        let error_code = r.i16("TxnOffsetCommitResponsePartition.error_code")?;
+        let f_partition_index = r.i32("TxnOffsetCommitResponsePartition.partition_index")?;
+        let f_error_code = r.i16("TxnOffsetCommitResponsePartition.error_code")?;
         if flexible {
             r.tagged_fields("TxnOffsetCommitResponsePartition", |_, _| Ok(false))?;
         }
         Ok(TxnOffsetCommitResponsePartition {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 

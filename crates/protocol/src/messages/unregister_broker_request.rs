@@ -36,11 +36,13 @@ impl UnregisterBrokerRequest {
 impl Struct for UnregisterBrokerRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = r.i32("UnregisterBrokerRequest.broker_id").map(BrokerId)?;
+        let f_broker_id = r.i32("UnregisterBrokerRequest.broker_id").map(BrokerId)?;
         if flexible {
             r.tagged_fields("UnregisterBrokerRequest", |_, _| Ok(false))?;
         }
-        Ok(UnregisterBrokerRequest { broker_id })
+        Ok(UnregisterBrokerRequest {
+            broker_id: f_broker_id,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {

@@ -48,16 +48,16 @@ impl UnregisterBrokerResponse {
 impl Struct for UnregisterBrokerResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("UnregisterBrokerResponse.throttle_time_ms")?;
-        let error_code = r.i16("UnregisterBrokerResponse.error_code")?;
-        let error_message = r.nullable_string("UnregisterBrokerResponse.error_message", true)?;
+        let f_throttle_time_ms = r.i32("UnregisterBrokerResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("UnregisterBrokerResponse.error_code")?;
+        let f_error_message = r.nullable_string("UnregisterBrokerResponse.error_message", true)?;
         if flexible {
             r.tagged_fields("UnregisterBrokerResponse", |_, _| Ok(false))?;
         }
         Ok(UnregisterBrokerResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -48,11 +48,11 @@ impl UpdateFeaturesRequest {
 impl Struct for UpdateFeaturesRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = r.i32("UpdateFeaturesRequest.timeout_ms")?;
-        let feature_updates = r.array("UpdateFeaturesRequest.feature_updates", true, |r| {
+        let f_timeout_ms = r.i32("UpdateFeaturesRequest.timeout_ms")?;
+        let f_feature_updates = r.array("UpdateFeaturesRequest.feature_updates", true, |r| {
             FeatureUpdateKey::read(r, version)
         })?;
-        let validate_only = if version >= 1 {
+        let f_validate_only = if version >= 1 {
             r.bool("UpdateFeaturesRequest.validate_only")?
         } else {
             false
@@ -61,9 +61,9 @@ impl Struct for UpdateFeaturesRequest {
             r.tagged_fields("UpdateFeaturesRequest", |_, _| Ok(false))?;
         }
         Ok(UpdateFeaturesRequest {
-            timeout_ms,
-            feature_updates,
-            validate_only,
+            timeout_ms: f_timeout_ms,
+            feature_updates: f_feature_updates,
+            validate_only: f_validate_only,
         })
     }
 
@@ -82,15 +82,11 @@ impl Struct for UpdateFeaturesRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.validate_only));
-        } else {
-            if !(version >= 1) {
-                if self.validate_only != false {
-                    return Err(codec::not_in_version(
-                        "UpdateFeaturesRequest.validate_only",
-                        version,
-                    ));
-                }
-            }
+        } else if self.validate_only != false {
+            return Err(codec::not_in_version(
+                "UpdateFeaturesRequest.validate_only",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);
@@ -155,14 +151,14 @@ impl FeatureUpdateKey {
 impl Struct for FeatureUpdateKey {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let feature = r.string("FeatureUpdateKey.feature", true)?;
-        let max_version_level = r.i16("FeatureUpdateKey.max_version_level")?;
-        let allow_downgrade = if version <= 0 {
+        let f_feature = r.string("FeatureUpdateKey.feature", true)?;
+        let f_max_version_level = r.i16("FeatureUpdateKey.max_version_level")?;
+        let f_allow_downgrade = if version <= 0 {
             r.bool("FeatureUpdateKey.allow_downgrade")?
         } else {
             false
         };
-        let upgrade_type = if version >= 1 {
+        let f_upgrade_type = if version >= 1 {
             r.i8("FeatureUpdateKey.upgrade_type")?
         } else {
             1
@@ -171,10 +167,10 @@ impl Struct for FeatureUpdateKey {
             r.tagged_fields("FeatureUpdateKey", |_, _| Ok(false))?;
         }
         Ok(FeatureUpdateKey {
-            feature,
-            max_version_level,
-            allow_downgrade,
-            upgrade_type,
+            feature: f_feature,
+            max_version_level: f_max_version_level,
+            allow_downgrade: f_allow_downgrade,
+            upgrade_type: f_upgrade_type,
         })
     }
 
@@ -189,27 +185,19 @@ impl Struct for FeatureUpdateKey {
         buf.put_i16(self.max_version_level);
         if version <= 0 {
             buf.put_u8(u8::from(self.allow_downgrade));
-        } else {
-            if !(version <= 0) {
-                if self.allow_downgrade != false {
-                    return Err(codec::not_in_version(
-                        "FeatureUpdateKey.allow_downgrade",
-                        version,
-                    ));
-                }
-            }
+        } else if self.allow_downgrade != false {
+            return Err(codec::not_in_version(
+                "FeatureUpdateKey.allow_downgrade",
+                version,
+            ));
         }
         if version >= 1 {
             buf.put_i8(self.upgrade_type);
-        } else {
-            if !(version >= 1) {
-                if self.upgrade_type != 1 {
-                    return Err(codec::not_in_version(
-                        "FeatureUpdateKey.upgrade_type",
-                        version,
-                    ));
-                }
-            }
+        } else if self.upgrade_type != 1 {
+            return Err(codec::not_in_version(
+                "FeatureUpdateKey.upgrade_type",
+                version,
+            ));
         }
         if flexible {
             buf.put_u8(0);

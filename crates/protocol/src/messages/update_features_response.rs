@@ -54,10 +54,10 @@ impl UpdateFeaturesResponse {
 impl Struct for UpdateFeaturesResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("UpdateFeaturesResponse.throttle_time_ms")?;
-        let error_code = r.i16("UpdateFeaturesResponse.error_code")?;
-        let error_message = r.nullable_string("UpdateFeaturesResponse.error_message", true)?;
-        let results = if version <= 1 {
+        let f_throttle_time_ms = r.i32("UpdateFeaturesResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("UpdateFeaturesResponse.error_code")?;
+        let f_error_message = r.nullable_string("UpdateFeaturesResponse.error_message", true)?;
+        let f_results = if version <= 1 {
             r.array("UpdateFeaturesResponse.results", true, |r| {
                 UpdatableFeatureResult::read(r, version)
             })?
@@ -68,10 +68,10 @@ impl Struct for UpdateFeaturesResponse {
             r.tagged_fields("UpdateFeaturesResponse", |_, _| Ok(false))?;
         }
         Ok(UpdateFeaturesResponse {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            results,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            error_message: f_error_message,
+            results: f_results,
         })
     }
 
@@ -161,16 +161,16 @@ impl UpdatableFeatureResult {
 impl Struct for UpdatableFeatureResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let feature = r.string("UpdatableFeatureResult.feature", true)?;
-        let error_code = r.i16("UpdatableFeatureResult.error_code")?;
-        let error_message = r.nullable_string("UpdatableFeatureResult.error_message", true)?;
+        let f_feature = r.string("UpdatableFeatureResult.feature", true)?;
+        let f_error_code = r.i16("UpdatableFeatureResult.error_code")?;
+        let f_error_message = r.nullable_string("UpdatableFeatureResult.error_message", true)?;
         if flexible {
             r.tagged_fields("UpdatableFeatureResult", |_, _| Ok(false))?;
         }
         Ok(UpdatableFeatureResult {
-            feature,
-            error_code,
-            error_message,
+            feature: f_feature,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -66,24 +66,24 @@ impl UpdateRaftVoterRequest {
 impl Struct for UpdateRaftVoterRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = r.nullable_string("UpdateRaftVoterRequest.cluster_id", true)?;
-        let current_leader_epoch = r.i32("UpdateRaftVoterRequest.current_leader_epoch")?;
-        let voter_id = r.i32("UpdateRaftVoterRequest.voter_id")?;
-        let voter_directory_id = r.uuid("UpdateRaftVoterRequest.voter_directory_id")?;
-        let listeners = r.array("UpdateRaftVoterRequest.listeners", true, |r| {
+        let f_cluster_id = r.nullable_string("UpdateRaftVoterRequest.cluster_id", true)?;
+        let f_current_leader_epoch = r.i32("UpdateRaftVoterRequest.current_leader_epoch")?;
+        let f_voter_id = r.i32("UpdateRaftVoterRequest.voter_id")?;
+        let f_voter_directory_id = r.uuid("UpdateRaftVoterRequest.voter_directory_id")?;
+        let f_listeners = r.array("UpdateRaftVoterRequest.listeners", true, |r| {
             Listener::read(r, version)
         })?;
-        let k_raft_version_feature = KRaftVersionFeature::read(r, version)?;
+        let f_k_raft_version_feature = KRaftVersionFeature::read(r, version)?;
         if flexible {
             r.tagged_fields("UpdateRaftVoterRequest", |_, _| Ok(false))?;
         }
         Ok(UpdateRaftVoterRequest {
-            cluster_id,
-            current_leader_epoch,
-            voter_id,
-            voter_directory_id,
-            listeners,
-            k_raft_version_feature,
+            cluster_id: f_cluster_id,
+            current_leader_epoch: f_current_leader_epoch,
+            voter_id: f_voter_id,
+            voter_directory_id: f_voter_directory_id,
+            listeners: f_listeners,
+            k_raft_version_feature: f_k_raft_version_feature,
         })
     }
 
@@ -173,13 +173,17 @@ impl Listener {
 impl Struct for Listener {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r.string("Listener.name", true)?;
-        let host = r.string("Listener.host", true)?;
-        let port = r.u16("Listener.port")?;
+        let f_name = r.string("Listener.name", true)?;
+        let f_host = r.string("Listener.host", true)?;
+        let f_port = r.u16("Listener.port")?;
         if flexible {
             r.tagged_fields("Listener", |_, _| Ok(false))?;
         }
-        Ok(Listener { name, host, port })
+        Ok(Listener {
+            name: f_name,
+            host: f_host,
+            port: f_port,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -235,14 +239,14 @@ impl KRaftVersionFeature {
 impl Struct for KRaftVersionFeature {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let min_supported_version = r.i16("KRaftVersionFeature.min_supported_version")?;
-        let max_supported_version = r.i16("KRaftVersionFeature.max_supported_version")?;
+        let f_min_supported_version = r.i16("KRaftVersionFeature.min_supported_version")?;
+        let f_max_supported_version = r.i16("KRaftVersionFeature.max_supported_version")?;
         if flexible {
             r.tagged_fields("KRaftVersionFeature", |_, _| Ok(false))?;
         }
         Ok(KRaftVersionFeature {
-            min_supported_version,
-            max_supported_version,
+            min_supported_version: f_min_supported_version,
+            max_supported_version: f_max_supported_version,
         })
     }
 

@@ -48,22 +48,22 @@ impl UpdateRaftVoterResponse {
 impl Struct for UpdateRaftVoterResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = r.i32("UpdateRaftVoterResponse.throttle_time_ms")?;
-        let error_code = r.i16("UpdateRaftVoterResponse.error_code")?;
-        let mut current_leader = CurrentLeader::default();
+        let f_throttle_time_ms = r.i32("UpdateRaftVoterResponse.throttle_time_ms")?;
+        let f_error_code = r.i16("UpdateRaftVoterResponse.error_code")?;
+        let mut f_current_leader = CurrentLeader::default();
         if flexible {
             r.tagged_fields("UpdateRaftVoterResponse", |tag, r| match tag {
                 0 => {
-                    current_leader = CurrentLeader::read(r, version)?;
+                    f_current_leader = CurrentLeader::read(r, version)?;
                     Ok(true)
                 }
                 _ => Ok(false),
             })?;
         }
         Ok(UpdateRaftVoterResponse {
-            throttle_time_ms,
-            error_code,
-            current_leader,
+            throttle_time_ms: f_throttle_time_ms,
+            error_code: f_error_code,
+            current_leader: f_current_leader,
         })
     }
 
@@ -138,18 +138,18 @@ impl CurrentLeader {
 impl Struct for CurrentLeader {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = r.i32("CurrentLeader.leader_id").map(BrokerId)?;
-        let leader_epoch = r.i32("CurrentLeader.leader_epoch")?;
-        let host = r.string("CurrentLeader.host", true)?;
-        let port = r.i32("CurrentLeader.port")?;
+        let f_leader_id = r.i32("CurrentLeader.leader_id").map(BrokerId)?;
+        let f_leader_epoch = r.i32("CurrentLeader.leader_epoch")?;
+        let f_host = r.string("CurrentLeader.host", true)?;
+        let f_port = r.i32("CurrentLeader.port")?;
         if flexible {
             r.tagged_fields("CurrentLeader", |_, _| Ok(false))?;
         }
         Ok(CurrentLeader {
-            leader_id,
-            leader_epoch,
-            host,
-            port,
+            leader_id: f_leader_id,
+            leader_epoch: f_leader_epoch,
+            host: f_host,
+            port: f_port,
         })
     }
 

@@ -48,20 +48,20 @@ impl VoteRequest {
 impl Struct for VoteRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = r.nullable_string("VoteRequest.cluster_id", true)?;
-        let voter_id = if version >= 1 {
+        let f_cluster_id = r.nullable_string("VoteRequest.cluster_id", true)?;
+        let f_voter_id = if version >= 1 {
             r.i32("VoteRequest.voter_id").map(BrokerId)?
         } else {
             BrokerId(-1)
         };
-        let topics = r.array("VoteRequest.topics", true, |r| TopicData::read(r, version))?;
+        let f_topics = r.array("VoteRequest.topics", true, |r| TopicData::read(r, version))?;
         if flexible {
             r.tagged_fields("VoteRequest", |_, _| Ok(false))?;
         }
         Ok(VoteRequest {
-            cluster_id,
-            voter_id,
-            topics,
+            cluster_id: f_cluster_id,
+            voter_id: f_voter_id,
+            topics: f_topics,
         })
     }
 
@@ -142,16 +142,16 @@ impl TopicData {
 impl Struct for TopicData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
-        let partitions = r.array("TopicData.partitions", true, |r| {
+        let f_topic_name = r.string("TopicData.topic_name", true).map(TopicName)?;
+        let f_partitions = r.array("TopicData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("TopicData", |_, _| Ok(false))?;
         }
         Ok(TopicData {
-            topic_name,
-            partitions,
+            topic_name: f_topic_name,
+            partitions: f_partitions,
         })
     }
 
@@ -256,22 +256,22 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("PartitionData.partition_index")?;
-        let replica_epoch = r.i32("PartitionData.replica_epoch")?;
-        let replica_id = r.i32("PartitionData.replica_id").map(BrokerId)?;
-        let replica_directory_id = if version >= 1 {
+        let f_partition_index = r.i32("PartitionData.partition_index")?;
+        let f_replica_epoch = r.i32("PartitionData.replica_epoch")?;
+        let f_replica_id = r.i32("PartitionData.replica_id").map(BrokerId)?;
+        let f_replica_directory_id = if version >= 1 {
             r.uuid("PartitionData.replica_directory_id")?
         } else {
             Uuid::nil()
         };
-        let voter_directory_id = if version >= 1 {
+        let f_voter_directory_id = if version >= 1 {
             r.uuid("PartitionData.voter_directory_id")?
         } else {
             Uuid::nil()
         };
-        let last_offset_epoch = r.i32("PartitionData.last_offset_epoch")?;
-        let last_offset = r.i64("PartitionData.last_offset")?;
-        let pre_vote = if version >= 2 {
+        let f_last_offset_epoch = r.i32("PartitionData.last_offset_epoch")?;
+        let f_last_offset = r.i64("PartitionData.last_offset")?;
+        let f_pre_vote = if version >= 2 {
             r.bool("PartitionData.pre_vote")?
         } else {
             false
@@ -280,14 +280,14 @@ impl Struct for PartitionData {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition_index,
-            replica_epoch,
-            replica_id,
-            replica_directory_id,
-            voter_directory_id,
-            last_offset_epoch,
-            last_offset,
-            pre_vote,
+            partition_index: f_partition_index,
+            replica_epoch: f_replica_epoch,
+            replica_id: f_replica_id,
+            replica_directory_id: f_replica_directory_id,
+            voter_directory_id: f_voter_directory_id,
+            last_offset_epoch: f_last_offset_epoch,
+            last_offset: f_last_offset,
+            pre_vote: f_pre_vote,
         })
     }
 
@@ -306,12 +306,8 @@ impl Struct for PartitionData {
         buf.put_i64(self.last_offset);
         if version >= 2 {
             buf.put_u8(u8::from(self.pre_vote));
-        } else {
-            if !(version >= 2) {
-                if self.pre_vote != false {
-                    return Err(codec::not_in_version("PartitionData.pre_vote", version));
-                }
-            }
+        } else if self.pre_vote != false {
+            return Err(codec::not_in_version("PartitionData.pre_vote", version));
         }
         if flexible {
             buf.put_u8(0);

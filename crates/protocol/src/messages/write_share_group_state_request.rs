@@ -42,14 +42,17 @@ impl WriteShareGroupStateRequest {
 impl Struct for WriteShareGroupStateRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = r.string("WriteShareGroupStateRequest.group_id", true)?;
-        let topics = r.array("WriteShareGroupStateRequest.topics", true, |r| {
+        let f_group_id = r.string("WriteShareGroupStateRequest.group_id", true)?;
+        let f_topics = r.array("WriteShareGroupStateRequest.topics", true, |r| {
             WriteStateData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteShareGroupStateRequest", |_, _| Ok(false))?;
         }
-        Ok(WriteShareGroupStateRequest { group_id, topics })
+        Ok(WriteShareGroupStateRequest {
+            group_id: f_group_id,
+            topics: f_topics,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -117,16 +120,16 @@ impl WriteStateData {
 impl Struct for WriteStateData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("WriteStateData.topic_id")?;
-        let partitions = r.array("WriteStateData.partitions", true, |r| {
+        let f_topic_id = r.uuid("WriteStateData.topic_id")?;
+        let f_partitions = r.array("WriteStateData.partitions", true, |r| {
             PartitionData::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteStateData", |_, _| Ok(false))?;
         }
         Ok(WriteStateData {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -214,28 +217,28 @@ impl PartitionData {
 impl Struct for PartitionData {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionData.partition")?;
-        let state_epoch = r.i32("PartitionData.state_epoch")?;
-        let leader_epoch = r.i32("PartitionData.leader_epoch")?;
-        let start_offset = r.i64("PartitionData.start_offset")?;
-        let delivery_complete_count = if version >= 1 {
+        let f_partition = r.i32("PartitionData.partition")?;
+        let f_state_epoch = r.i32("PartitionData.state_epoch")?;
+        let f_leader_epoch = r.i32("PartitionData.leader_epoch")?;
+        let f_start_offset = r.i64("PartitionData.start_offset")?;
+        let f_delivery_complete_count = if version >= 1 {
             r.i32("PartitionData.delivery_complete_count")?
         } else {
             -1
         };
-        let state_batches = r.array("PartitionData.state_batches", true, |r| {
+        let f_state_batches = r.array("PartitionData.state_batches", true, |r| {
             StateBatch::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("PartitionData", |_, _| Ok(false))?;
         }
         Ok(PartitionData {
-            partition,
-            state_epoch,
-            leader_epoch,
-            start_offset,
-            delivery_complete_count,
-            state_batches,
+            partition: f_partition,
+            state_epoch: f_state_epoch,
+            leader_epoch: f_leader_epoch,
+            start_offset: f_start_offset,
+            delivery_complete_count: f_delivery_complete_count,
+            state_batches: f_state_batches,
         })
     }
 
@@ -247,15 +250,11 @@ impl Struct for PartitionData {
         buf.put_i64(self.start_offset);
         if version >= 1 {
             buf.put_i32(self.delivery_complete_count);
-        } else {
-            if !(version >= 1) {
-                if self.delivery_complete_count != -1 {
-                    return Err(codec::not_in_version(
-                        "PartitionData.delivery_complete_count",
-                        version,
-                    ));
-                }
-            }
+        } else if self.delivery_complete_count != -1 {
+            return Err(codec::not_in_version(
+                "PartitionData.delivery_complete_count",
+                version,
+            ));
         }
         codec::put_array(
             buf,
@@ -332,18 +331,18 @@ impl StateBatch {
 impl Struct for StateBatch {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = r.i64("StateBatch.first_offset")?;
-        let last_offset = r.i64("StateBatch.last_offset")?;
-        let delivery_state = r.i8("StateBatch.delivery_state")?;
-        let delivery_count = r.i16("StateBatch.delivery_count")?;
+        let f_first_offset = r.i64("StateBatch.first_offset")?;
+        let f_last_offset = r.i64("StateBatch.last_offset")?;
+        let f_delivery_state = r.i8("StateBatch.delivery_state")?;
+        let f_delivery_count = r.i16("StateBatch.delivery_count")?;
         if flexible {
             r.tagged_fields("StateBatch", |_, _| Ok(false))?;
         }
         Ok(StateBatch {
-            first_offset,
-            last_offset,
-            delivery_state,
-            delivery_count,
+            first_offset: f_first_offset,
+            last_offset: f_last_offset,
+            delivery_state: f_delivery_state,
+            delivery_count: f_delivery_count,
         })
     }
 

@@ -36,13 +36,13 @@ impl WriteShareGroupStateResponse {
 impl Struct for WriteShareGroupStateResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = r.array("WriteShareGroupStateResponse.results", true, |r| {
+        let f_results = r.array("WriteShareGroupStateResponse.results", true, |r| {
             WriteStateResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteShareGroupStateResponse", |_, _| Ok(false))?;
         }
-        Ok(WriteShareGroupStateResponse { results })
+        Ok(WriteShareGroupStateResponse { results: f_results })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -103,16 +103,16 @@ impl WriteStateResult {
 impl Struct for WriteStateResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = r.uuid("WriteStateResult.topic_id")?;
-        let partitions = r.array("WriteStateResult.partitions", true, |r| {
+        let f_topic_id = r.uuid("WriteStateResult.topic_id")?;
+        let f_partitions = r.array("WriteStateResult.partitions", true, |r| {
             PartitionResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteStateResult", |_, _| Ok(false))?;
         }
         Ok(WriteStateResult {
-            topic_id,
-            partitions,
+            topic_id: f_topic_id,
+            partitions: f_partitions,
         })
     }
 
@@ -183,16 +183,16 @@ impl PartitionResult {
 impl Struct for PartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = r.i32("PartitionResult.partition")?;
-        let error_code = r.i16("PartitionResult.error_code")?;
-        let error_message = r.nullable_string("PartitionResult.error_message", true)?;
+        let f_partition = r.i32("PartitionResult.partition")?;
+        let f_error_code = r.i16("PartitionResult.error_code")?;
+        let f_error_message = r.nullable_string("PartitionResult.error_message", true)?;
         if flexible {
             r.tagged_fields("PartitionResult", |_, _| Ok(false))?;
         }
         Ok(PartitionResult {
-            partition,
-            error_code,
-            error_message,
+            partition: f_partition,
+            error_code: f_error_code,
+            error_message: f_error_message,
         })
     }
 

@@ -36,13 +36,13 @@ impl WriteTxnMarkersRequest {
 impl Struct for WriteTxnMarkersRequest {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let markers = r.array("WriteTxnMarkersRequest.markers", true, |r| {
+        let f_markers = r.array("WriteTxnMarkersRequest.markers", true, |r| {
             WritableTxnMarker::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteTxnMarkersRequest", |_, _| Ok(false))?;
         }
-        Ok(WriteTxnMarkersRequest { markers })
+        Ok(WriteTxnMarkersRequest { markers: f_markers })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -128,14 +128,14 @@ impl WritableTxnMarker {
 impl Struct for WritableTxnMarker {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let producer_id = r.i64("WritableTxnMarker.producer_id").map(ProducerId)?;
-        let producer_epoch = r.i16("WritableTxnMarker.producer_epoch")?;
-        let transaction_result = r.bool("WritableTxnMarker.transaction_result")?;
-        let topics = r.array("WritableTxnMarker.topics", true, |r| {
+        let f_producer_id = r.i64("WritableTxnMarker.producer_id").map(ProducerId)?;
+        let f_producer_epoch = r.i16("WritableTxnMarker.producer_epoch")?;
+        let f_transaction_result = r.bool("WritableTxnMarker.transaction_result")?;
+        let f_topics = r.array("WritableTxnMarker.topics", true, |r| {
             WritableTxnMarkerTopic::read(r, version)
         })?;
-        let coordinator_epoch = r.i32("WritableTxnMarker.coordinator_epoch")?;
-        let transaction_version = if version >= 2 {
+        let f_coordinator_epoch = r.i32("WritableTxnMarker.coordinator_epoch")?;
+        let f_transaction_version = if version >= 2 {
             r.i8("WritableTxnMarker.transaction_version")?
         } else {
             0
@@ -144,12 +144,12 @@ impl Struct for WritableTxnMarker {
             r.tagged_fields("WritableTxnMarker", |_, _| Ok(false))?;
         }
         Ok(WritableTxnMarker {
-            producer_id,
-            producer_epoch,
-            transaction_result,
-            topics,
-            coordinator_epoch,
-            transaction_version,
+            producer_id: f_producer_id,
+            producer_epoch: f_producer_epoch,
+            transaction_result: f_transaction_result,
+            topics: f_topics,
+            coordinator_epoch: f_coordinator_epoch,
+            transaction_version: f_transaction_version,
         })
     }
 
@@ -226,18 +226,19 @@ impl WritableTxnMarkerTopic {
 impl Struct for WritableTxnMarkerTopic {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .string("WritableTxnMarkerTopic.name", true)
             .map(TopicName)?;
-        let partition_indexes = r.array("WritableTxnMarkerTopic.partition_indexes", true, |r| {
-            r.i32("WritableTxnMarkerTopic.partition_indexes")
-        })?;
+        let f_partition_indexes =
+            r.array("WritableTxnMarkerTopic.partition_indexes", true, |r| {
+                r.i32("WritableTxnMarkerTopic.partition_indexes")
+            })?;
         if flexible {
             r.tagged_fields("WritableTxnMarkerTopic", |_, _| Ok(false))?;
         }
         Ok(WritableTxnMarkerTopic {
-            name,
-            partition_indexes,
+            name: f_name,
+            partition_indexes: f_partition_indexes,
         })
     }
 

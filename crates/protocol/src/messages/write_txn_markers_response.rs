@@ -36,13 +36,13 @@ impl WriteTxnMarkersResponse {
 impl Struct for WriteTxnMarkersResponse {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let markers = r.array("WriteTxnMarkersResponse.markers", true, |r| {
+        let f_markers = r.array("WriteTxnMarkersResponse.markers", true, |r| {
             WritableTxnMarkerResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WriteTxnMarkersResponse", |_, _| Ok(false))?;
         }
-        Ok(WriteTxnMarkersResponse { markers })
+        Ok(WriteTxnMarkersResponse { markers: f_markers })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -104,18 +104,18 @@ impl WritableTxnMarkerResult {
 impl Struct for WritableTxnMarkerResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let producer_id = r
+        let f_producer_id = r
             .i64("WritableTxnMarkerResult.producer_id")
             .map(ProducerId)?;
-        let topics = r.array("WritableTxnMarkerResult.topics", true, |r| {
+        let f_topics = r.array("WritableTxnMarkerResult.topics", true, |r| {
             WritableTxnMarkerTopicResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WritableTxnMarkerResult", |_, _| Ok(false))?;
         }
         Ok(WritableTxnMarkerResult {
-            producer_id,
-            topics,
+            producer_id: f_producer_id,
+            topics: f_topics,
         })
     }
 
@@ -180,16 +180,19 @@ impl WritableTxnMarkerTopicResult {
 impl Struct for WritableTxnMarkerTopicResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = r
+        let f_name = r
             .string("WritableTxnMarkerTopicResult.name", true)
             .map(TopicName)?;
-        let partitions = r.array("WritableTxnMarkerTopicResult.partitions", true, |r| {
+        let f_partitions = r.array("WritableTxnMarkerTopicResult.partitions", true, |r| {
             WritableTxnMarkerPartitionResult::read(r, version)
         })?;
         if flexible {
             r.tagged_fields("WritableTxnMarkerTopicResult", |_, _| Ok(false))?;
         }
-        Ok(WritableTxnMarkerTopicResult { name, partitions })
+        Ok(WritableTxnMarkerTopicResult {
+            name: f_name,
+            partitions: f_partitions,
+        })
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
@@ -259,14 +262,14 @@ impl WritableTxnMarkerPartitionResult {
 impl Struct for WritableTxnMarkerPartitionResult {
     fn read(r: &mut Reader<'_>, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = r.i32("WritableTxnMarkerPartitionResult.partition_index")?;
-        let error_code = r.i16("WritableTxnMarkerPartitionResult.error_code")?;
+        let f_partition_index = r.i32("WritableTxnMarkerPartitionResult.partition_index")?;
+        let f_error_code = r.i16("WritableTxnMarkerPartitionResult.error_code")?;
         if flexible {
             r.tagged_fields("WritableTxnMarkerPartitionResult", |_, _| Ok(false))?;
         }
         Ok(WritableTxnMarkerPartitionResult {
-            partition_index,
-            error_code,
+            partition_index: f_partition_index,
+            error_code: f_error_code,
         })
     }
 
