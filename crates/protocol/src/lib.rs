@@ -9,11 +9,13 @@
 //! - [`messages`] — every request, response, header and data message of Kafka 4.2, generated
 //!   from `schema/` by `sluice-protocol-gen`, and the API table ([`messages::ApiKey`]).
 //! - [`error`] — Kafka's error codes ([`error::ResponseError`]), generated likewise.
+//! - [`request`] — a request frame to its header and body, for any API and version.
 //! - [`str_bytes`] — [`StrBytes`], strings that share the buffer they were decoded from.
 
 pub mod codec;
 pub mod error;
 pub mod messages;
+pub mod request;
 pub mod str_bytes;
 #[cfg(test)]
 mod testing;
