@@ -13,12 +13,29 @@ use crate::str_bytes::StrBytes;
 use crate::varint::{self, VarintError};
 
 /// Why bytes could not be decoded as a message, and which field they broke in.
+///
+/// Boxed: every field read returns a `Result`, and a pointer-sized error keeps those results in
+/// registers on the hot path; the box is only allocated when decoding fails.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {kind}")]
-pub struct DecodeError {
+#[error("{}: {}", .0.field, .0.kind)]
+pub struct DecodeError(Box<DecodeErrorInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DecodeErrorInner {
+    field: &'static str,
+    kind: DecodeErrorKind,
+}
+
+impl DecodeError {
     /// `Struct.field` of the field being read (`Struct` alone for the message framing).
-    pub field: &'static str,
-    pub kind: DecodeErrorKind,
+    pub fn field(&self) -> &'static str {
+        self.0.field
+    }
+
+    /// What was wrong.
+    pub fn kind(&self) -> &DecodeErrorKind {
+        &self.0.kind
+    }
 }
 
 /// What was wrong with the bytes.
@@ -46,13 +63,27 @@ pub enum DecodeErrorKind {
     UnsupportedVersion(i16),
 }
 
-/// Why a message could not be encoded at the requested version.
+/// Why a message could not be encoded at the requested version (boxed like [`DecodeError`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {kind}")]
-pub struct EncodeError {
+#[error("{}: {}", .0.field, .0.kind)]
+pub struct EncodeError(Box<EncodeErrorInner>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EncodeErrorInner {
+    field: &'static str,
+    kind: EncodeErrorKind,
+}
+
+impl EncodeError {
     /// `Struct.field` of the field being written.
-    pub field: &'static str,
-    pub kind: EncodeErrorKind,
+    pub fn field(&self) -> &'static str {
+        self.0.field
+    }
+
+    /// What could not be encoded.
+    pub fn kind(&self) -> &EncodeErrorKind {
+        &self.0.kind
+    }
 }
 
 /// What could not be encoded.
@@ -68,12 +99,14 @@ pub enum EncodeErrorKind {
     UnsupportedVersion(i16),
 }
 
+#[cold]
 fn decode_error(field: &'static str, kind: DecodeErrorKind) -> DecodeError {
-    DecodeError { field, kind }
+    DecodeError(Box::new(DecodeErrorInner { field, kind }))
 }
 
+#[cold]
 fn encode_error(field: &'static str, kind: EncodeErrorKind) -> EncodeError {
-    EncodeError { field, kind }
+    EncodeError(Box::new(EncodeErrorInner { field, kind }))
 }
 
 /// A cursor over a received buffer that cannot read past its end.
@@ -616,20 +649,20 @@ mod tests {
         let bytes = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0x00]);
         let mut r = Reader::new(&bytes);
         let err = r.array("T.items", false, |r| r.i8("T.item")).unwrap_err();
-        assert_eq!(err.field, "T.items");
-        assert!(matches!(err.kind, DecodeErrorKind::TooLong { .. }));
+        assert_eq!(err.field(), "T.items");
+        assert!(matches!(err.kind(), DecodeErrorKind::TooLong { .. }));
         // A compact string one byte longer than what is left.
         let bytes = Bytes::from_static(&[0x04, b'a', b'b']);
         let err = Reader::new(&bytes).string("T.name", true).unwrap_err();
-        assert!(matches!(err.kind, DecodeErrorKind::TooLong { length: 3, .. }));
+        assert!(matches!(err.kind(), DecodeErrorKind::TooLong { length: 3, .. }));
         // Lengths below -1 are malformed, -1 is null.
         let bytes = Bytes::from_static(&[0xff, 0xfe]);
         let err = Reader::new(&bytes).nullable_string("T.s", false).unwrap_err();
-        assert_eq!(err.kind, DecodeErrorKind::InvalidLength(-2));
+        assert_eq!(*err.kind(), DecodeErrorKind::InvalidLength(-2));
         let bytes = Bytes::from_static(&[0xff, 0xff]);
         assert_eq!(Reader::new(&bytes).nullable_string("T.s", false), Ok(None));
         let err = Reader::new(&bytes).string("T.s", false).unwrap_err();
-        assert_eq!(err.kind, DecodeErrorKind::UnexpectedNull);
+        assert_eq!(*err.kind(), DecodeErrorKind::UnexpectedNull);
     }
 
     #[test]
@@ -640,7 +673,7 @@ mod tests {
         assert_eq!(s, "hi");
         assert_eq!(s.as_bytes().as_ptr(), bytes[2..].as_ptr());
         let err = r.string("T.b", false).unwrap_err();
-        assert_eq!(err.kind, DecodeErrorKind::NotUtf8);
+        assert_eq!(*err.kind(), DecodeErrorKind::NotUtf8);
     }
 
     #[test]
@@ -663,13 +696,13 @@ mod tests {
         let err = Reader::new(&bytes)
             .tagged_fields("T", |_, r| r.i16("T.x").map(|_| true))
             .unwrap_err();
-        assert!(matches!(err.kind, DecodeErrorKind::TaggedFieldSize { .. }));
+        assert!(matches!(err.kind(), DecodeErrorKind::TaggedFieldSize { .. }));
         // A value cannot be read past its declared size.
         let bytes = Bytes::from_static(&[0x01, 0x00, 0x01, 0x01, 0x02]);
         let err = Reader::new(&bytes)
             .tagged_fields("T", |_, r| r.i16("T.x").map(|_| true))
             .unwrap_err();
-        assert!(matches!(err.kind, DecodeErrorKind::Truncated { .. }));
+        assert!(matches!(err.kind(), DecodeErrorKind::Truncated { .. }));
     }
 
     #[test]
@@ -681,9 +714,9 @@ mod tests {
         put_bytes(&mut buf, "T.c", b"yz", false).unwrap();
         assert_eq!(&buf[..], &[0xff, 0xff, 0x00, 0x02, b'x', 0, 0, 0, 2, b'y', b'z']);
         let err = put_nullable_string(&mut buf, "T.a", None, false, false, 3).unwrap_err();
-        assert_eq!(err.kind, EncodeErrorKind::UnexpectedNull(3));
+        assert_eq!(*err.kind(), EncodeErrorKind::UnexpectedNull(3));
         let long = "x".repeat(40_000);
         let err = put_string(&mut buf, "T.a", &long, false).unwrap_err();
-        assert_eq!(err.kind, EncodeErrorKind::TooLong(40_000));
+        assert_eq!(*err.kind(), EncodeErrorKind::TooLong(40_000));
     }
 }

@@ -129,8 +129,8 @@ mod tests {
         let RequestError::Body { error, .. } = err else {
             panic!("{err:?}")
         };
-        assert_eq!(error.field, "ProduceRequest.topic_data");
-        assert!(matches!(error.kind, DecodeErrorKind::TooLong { .. }));
+        assert_eq!(error.field(), "ProduceRequest.topic_data");
+        assert!(matches!(error.kind(), DecodeErrorKind::TooLong { .. }));
     }
 
     #[test]
