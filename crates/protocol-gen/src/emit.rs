@@ -96,7 +96,10 @@ fn parse_int(s: &str) -> Result<i128, String> {
         Some(d) => (true, d),
         None => (false, s),
     };
-    let value = match digits.strip_prefix("0x").or_else(|| digits.strip_prefix("0X")) {
+    let value = match digits
+        .strip_prefix("0x")
+        .or_else(|| digits.strip_prefix("0X"))
+    {
         Some(hex) => i128::from_str_radix(hex, 16),
         None => digits.parse::<i128>(),
     }
@@ -111,7 +114,10 @@ fn default_expr(f: &Field) -> Result<String, String> {
     let wrap = |v: String| if nullable { format!("Some({v})") } else { v };
     if d == Some("null") {
         if !nullable {
-            return Err(format!("{}: default null on a field that is never nullable", f.name));
+            return Err(format!(
+                "{}: default null on a field that is never nullable",
+                f.name
+            ));
         }
         return Ok("None".into());
     }
@@ -166,6 +172,28 @@ fn default_expr(f: &Field) -> Result<String, String> {
     Ok(wrap(lit))
 }
 
+/// A default expression equal to its type's `Default::default()`.
+fn is_type_default(expr: &str) -> bool {
+    let inner = expr
+        .split_once('(')
+        .filter(|(head, _)| {
+            *head != "Some"
+                && head.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && !head.contains("::")
+        })
+        .map_or(expr, |(_, rest)| rest.strip_suffix(')').unwrap_or(rest));
+    matches!(
+        inner,
+        "0" | "0.0"
+            | "false"
+            | "None"
+            | "Vec::new()"
+            | "StrBytes::new()"
+            | "Bytes::new()"
+            | "Uuid::nil()"
+    ) || (inner.ends_with("::default()") && !expr.starts_with("Some("))
+}
+
 /// A boolean expression for "`version` is in `set`", given that the code only runs for
 /// versions in `context`; `None` when it is always true.
 fn cond(set: Versions, context: Versions) -> Option<String> {
@@ -176,14 +204,23 @@ fn cond(set: Versions, context: Versions) -> Option<String> {
         return Some("false".into());
     };
     let (lo, hi) = context.bounds().unwrap_or((0, i16::MAX));
-    let mut parts = Vec::new();
-    if a > lo {
-        parts.push(format!("version >= {a}"));
+    Some(match (a > lo, b < hi) {
+        (true, true) => format!("({a}..={b}).contains(&version)"),
+        (true, false) => format!("version >= {a}"),
+        (false, true) => format!("version <= {b}"),
+        (false, false) => "true".into(),
+    })
+}
+
+/// The negation of a [`cond`] expression, written as clippy prefers.
+fn negate(cond: &str) -> String {
+    if let Some(a) = cond.strip_prefix("version >= ") {
+        return format!("version < {a}");
     }
-    if b < hi {
-        parts.push(format!("version <= {b}"));
+    if let Some(b) = cond.strip_prefix("version <= ") {
+        return format!("version > {b}");
     }
-    Some(parts.join(" && "))
+    format!("!{cond}")
 }
 
 fn cond_or_true(set: Versions, context: Versions) -> String {
@@ -204,7 +241,10 @@ fn regular_versions(f: &Field, context: Versions) -> Result<Versions, String> {
         (Some((a, _)), Some((t, tmax))) if tmax == i16::MAX && t > a => {
             Ok(present.intersect(Versions::Range(a, t - 1)))
         }
-        _ => Err(format!("{}: tagged versions {} unsupported", f.name, f.tagged)),
+        _ => Err(format!(
+            "{}: tagged versions {} unsupported",
+            f.name, f.tagged
+        )),
     }
 }
 
@@ -328,10 +368,12 @@ fn read_element(c: &Ctx<'_>, f: &Field, base: &str) -> Result<String, String> {
         "bytes" | "records" => format!("r.bytes(\"{p}\", {compact})"),
         other => return Err(format!("unknown type {other:?}")),
     };
-    Ok(match f.entity.as_deref().and_then(|e| entity_newtype(e, base)) {
-        Some((name, _)) => format!("{raw}.map({name})"),
-        None => raw,
-    })
+    Ok(
+        match f.entity.as_deref().and_then(|e| entity_newtype(e, base)) {
+            Some((name, _)) => format!("{raw}.map({name})"),
+            None => raw,
+        },
+    )
 }
 
 /// An expression (of the field's Rust type) reading the field.
@@ -401,6 +443,11 @@ fn local(f: &Field) -> String {
     format!("f_{}", snake(&f.name))
 }
 
+/// `value` as the receiver of a method call (auto-deref does the rest).
+fn receiver(value: &str) -> &str {
+    value.strip_prefix('&').unwrap_or(value)
+}
+
 /// `self.{id}` holds something other than the field's default.
 fn differs_from_default(f: &Field) -> Result<String, String> {
     let id = field_ident(&f.name);
@@ -408,7 +455,13 @@ fn differs_from_default(f: &Field) -> Result<String, String> {
     if array && f.nullable == Versions::None {
         return Ok(format!("!self.{id}.is_empty()"));
     }
-    Ok(format!("self.{id} != {}", default_expr(f)?))
+    let default = default_expr(f)?;
+    Ok(match default.as_str() {
+        "None" => format!("self.{id}.is_some()"),
+        "false" => format!("self.{id}"),
+        "true" => format!("!self.{id}"),
+        _ => format!("self.{id} != {default}"),
+    })
 }
 
 /// Statements writing one element held in `value` (a reference).
@@ -418,10 +471,14 @@ fn write_element(c: &Ctx<'_>, f: &Field, base: &str, value: &str) -> Result<Stri
     if is_struct_type(base) {
         return Ok(format!("{value}.write(buf, version)?;"));
     }
-    let entity = f.entity.as_deref().and_then(|e| entity_newtype(e, base)).is_some();
+    let entity = f
+        .entity
+        .as_deref()
+        .and_then(|e| entity_newtype(e, base))
+        .is_some();
     let place = place_of(value);
     let inner = if entity {
-        format!("{place}.0")
+        format!("{}.0", receiver(value))
     } else if let Some(bare) = place.strip_prefix("(*").and_then(|p| p.strip_suffix(')')) {
         format!("*{bare}")
     } else {
@@ -436,15 +493,13 @@ fn write_element(c: &Ctx<'_>, f: &Field, base: &str, value: &str) -> Result<Stri
         "uint32" => format!("buf.put_u32({inner});"),
         "int64" => format!("buf.put_i64({inner});"),
         "float64" => format!("buf.put_f64({inner});"),
-        "uuid" => {
-            let place = place_of(value);
-            format!("buf.put_slice({place}.as_bytes());")
-        }
+        "uuid" => format!("buf.put_slice({}.as_bytes());", receiver(value)),
         "string" => {
+            let r = receiver(value);
             let s = if entity {
-                format!("{value}.0.as_str()")
+                format!("{r}.0.as_str()")
             } else {
-                format!("{value}.as_str()")
+                format!("{r}.as_str()")
             };
             format!("codec::put_string(buf, \"{p}\", {s}, {compact})?;")
         }
@@ -489,7 +544,11 @@ fn write_field(c: &Ctx<'_>, f: &Field) -> Result<String, String> {
         });
     }
     if nullable_type {
-        let entity = f.entity.as_deref().and_then(|e| entity_newtype(e, base)).is_some();
+        let entity = f
+            .entity
+            .as_deref()
+            .and_then(|e| entity_newtype(e, base))
+            .is_some();
         return Ok(match base {
             "string" => {
                 let view = if entity { ".map(|s| s.0.as_str())" } else { ".map(|s| s.as_str())" };
@@ -511,7 +570,9 @@ fn random_field(c: &Ctx<'_>, f: &Field) -> Result<String, String> {
     let (base, array) = element(&f.ty);
     let elem = |_: ()| -> Result<String, String> {
         if is_struct_type(base) {
-            return Ok(format!("<{base} as crate::testing::Random>::random(g, version)"));
+            return Ok(format!(
+                "<{base} as crate::testing::Random>::random(g, version)"
+            ));
         }
         let raw = match base {
             "bool" => "g.bool()",
@@ -527,10 +588,12 @@ fn random_field(c: &Ctx<'_>, f: &Field) -> Result<String, String> {
             "bytes" | "records" => "g.bytes()",
             other => return Err(format!("unknown type {other:?}")),
         };
-        Ok(match f.entity.as_deref().and_then(|e| entity_newtype(e, base)) {
-            Some((name, _)) => format!("{name}({raw})"),
-            None => raw.to_owned(),
-        })
+        Ok(
+            match f.entity.as_deref().and_then(|e| entity_newtype(e, base)) {
+                Some((name, _)) => format!("{name}({raw})"),
+                None => raw.to_owned(),
+            },
+        )
     };
     let value = if array {
         format!("g.vec(|g| {})", elem(())?)
@@ -541,7 +604,12 @@ fn random_field(c: &Ctx<'_>, f: &Field) -> Result<String, String> {
         return Ok(value);
     }
     let nullable_now = c.nullable_now(f);
-    Ok(format!("if {nullable_now} && g.null() {{ None }} else {{ Some({value}) }}"))
+    let null = match nullable_now.as_str() {
+        "true" => "g.null()".to_owned(),
+        "false" => return Ok(format!("Some({value})")),
+        _ => format!("{nullable_now} && g.null()"),
+    };
+    Ok(format!("if {null} {{ None }} else {{ Some({value}) }}"))
 }
 
 fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(), String> {
@@ -552,18 +620,39 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
     };
     let name = &def.name;
     // Definition.
-    out.push_str("#[derive(Debug, Clone, PartialEq)]\n");
+    let derive_default = def
+        .fields
+        .iter()
+        .map(|f| Ok(is_type_default(&default_expr(f)?)))
+        .collect::<Result<Vec<bool>, String>>()?
+        .into_iter()
+        .all(|d| d);
+    if derive_default {
+        out.push_str("#[derive(Debug, Clone, PartialEq, Default)]\n");
+    } else {
+        out.push_str("#[derive(Debug, Clone, PartialEq)]\n");
+    }
     let _ = writeln!(out, "pub struct {name} {{");
     for f in def.fields {
         let _ = writeln!(out, "    pub {}: {},", field_ident(&f.name), rust_type(f)?);
     }
     out.push_str("}\n\n");
-    // Default.
-    let _ = writeln!(out, "impl Default for {name} {{\n    fn default() -> Self {{\n        {name} {{");
-    for f in def.fields {
-        let _ = writeln!(out, "            {}: {},", field_ident(&f.name), default_expr(f)?);
+    // Default (Kafka's defaults), unless derived.
+    if !derive_default {
+        let _ = writeln!(
+            out,
+            "impl Default for {name} {{\n    fn default() -> Self {{\n        {name} {{"
+        );
+        for f in def.fields {
+            let _ = writeln!(
+                out,
+                "            {}: {},",
+                field_ident(&f.name),
+                default_expr(f)?
+            );
+        }
+        out.push_str("        }\n    }\n}\n\n");
     }
-    out.push_str("        }\n    }\n}\n\n");
     // Builders.
     if !def.fields.is_empty() {
         let _ = writeln!(out, "impl {name} {{");
@@ -586,7 +675,10 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
         let mut t: Vec<&Field> = def
             .fields
             .iter()
-            .filter(|f| f.tag.is_some() && f.tagged.intersect(f.versions).intersect(def.context) != Versions::None)
+            .filter(|f| {
+                f.tag.is_some()
+                    && f.tagged.intersect(f.versions).intersect(def.context) != Versions::None
+            })
             .collect();
         t.sort_by_key(|f| f.tag);
         t
@@ -597,11 +689,19 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
     }
     for f in def.fields {
         let regular = regular_versions(f, def.context)?;
-        let mutable = if tagged.iter().any(|t| t.name == f.name) { "mut " } else { "" };
+        let mutable = if tagged.iter().any(|t| t.name == f.name) {
+            "mut "
+        } else {
+            ""
+        };
         let expr = match cond(regular, def.context) {
             None => read_field(&c, f)?,
             Some(cnd) if cnd == "false" => default_expr(f)?,
-            Some(cnd) => format!("if {cnd} {{ {} }} else {{ {} }}", read_field(&c, f)?, default_expr(f)?),
+            Some(cnd) => format!(
+                "if {cnd} {{ {} }} else {{ {} }}",
+                read_field(&c, f)?,
+                default_expr(f)?
+            ),
         };
         let _ = writeln!(out, "        let {mutable}{} = {expr};", local(f));
     }
@@ -638,7 +738,9 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
         let _ = write!(out, " {} }})\n    }}\n\n", inits.join(", "));
     }
     // Write.
-    out.push_str("    fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {\n");
+    out.push_str(
+        "    fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {\n",
+    );
     if uses_flexible {
         let _ = writeln!(out, "        let flexible = {flexible};");
     }
@@ -646,46 +748,41 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
         let regular = regular_versions(f, def.context)?;
         let present = f.versions.intersect(def.context);
         let write = write_field(&c, f)?;
-        let default_check = if f.ignorable {
-            None
-        } else {
-            Some(format!(
-                "if {} {{\n            return Err(codec::not_in_version(\"{}\", version));\n        }}",
-                differs_from_default(f)?,
-                c.path(f)
-            ))
+        // Where the field is absent, only its default may be written (unless ignorable).
+        let fail = format!(
+            "return Err(codec::not_in_version(\"{}\", version));",
+            c.path(f)
+        );
+        let differs = differs_from_default(f)?;
+        let absent_check = |outside_regular: bool| -> Option<String> {
+            if f.ignorable {
+                return None;
+            }
+            match cond(present, def.context) {
+                None => None,
+                Some(p) if p == "false" => Some(differs.clone()),
+                // Outside its regular versions an untagged field is absent.
+                Some(_) if outside_regular && f.tag.is_none() => Some(differs.clone()),
+                Some(p) => Some(format!("{} && {differs}", negate(&p))),
+            }
         };
         match cond(regular, def.context) {
             None => {
                 let _ = writeln!(out, "        {write}");
             }
+            Some(cnd) if cnd == "false" => {
+                if let Some(check) = absent_check(false) {
+                    let _ = writeln!(out, "        if {check} {{\n            {fail}\n        }}");
+                }
+            }
             Some(cnd) => {
-                // Outside the regular versions: tagged (written below), or absent (default only).
-                let absent = cond(present, def.context);
-                // Outside the regular versions the field is absent where it is not tagged; when it
-                // is never tagged, "not regular" already means "absent".
-                let never_tagged = f.tag.is_none();
-                let check = match (&default_check, absent) {
-                    (Some(check), Some(a)) if a == "false" || never_tagged => Some(check.clone()),
-                    (Some(check), Some(a)) => Some(format!("if !({a}) {{\n            {check}\n        }}")),
-                    _ => None,
-                };
-                if cnd == "false" {
-                    if let Some(check) = check {
-                        let _ = writeln!(out, "        {check}");
+                let _ = write!(out, "        if {cnd} {{\n            {write}\n        }}");
+                match absent_check(true) {
+                    Some(check) => {
+                        let _ =
+                            writeln!(out, " else if {check} {{\n            {fail}\n        }}");
                     }
-                } else {
-                    let _ = write!(out, "        if {cnd} {{\n            {write}\n        }}");
-                    match check {
-                        // The check is one `if`: chain it as `else if`.
-                        Some(check) if check.starts_with("if ") && check.matches("\n        }").count() == 1 => {
-                            let _ = writeln!(out, " else {check}");
-                        }
-                        Some(check) => {
-                            let _ = writeln!(out, " else {{\n            {check}\n        }}");
-                        }
-                        None => out.push('\n'),
-                    }
+                    None => out.push('\n'),
                 }
             }
         }
@@ -708,7 +805,10 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
             let _ = writeln!(
                 out,
                 "            let tagged: u32 = {};",
-                sets.iter().map(|s| format!("u32::from({s})")).collect::<Vec<_>>().join(" + ")
+                sets.iter()
+                    .map(|s| format!("u32::from({s})"))
+                    .collect::<Vec<_>>()
+                    .join(" + ")
             );
             out.push_str("            codec::put_unsigned_varint(buf, tagged);\n");
             for (f, set) in tagged.iter().zip(&sets) {
@@ -728,22 +828,19 @@ fn emit_struct(out: &mut String, m: &Message, def: &StructDef<'_>) -> Result<(),
     out.push_str("#[cfg(test)]\n");
     let _ = writeln!(out, "impl crate::testing::Random for {name} {{");
     out.push_str("    fn random(g: &mut crate::testing::Gen, version: i16) -> Self {\n");
-    let _ = writeln!(out, "        let mut value = {name}::default();");
+    let _ = writeln!(out, "        {name} {{");
     for f in def.fields {
         let id = field_ident(&f.name);
         let present = f.versions.intersect(def.context);
         let value = random_field(&c, f)?;
-        match cond(present, def.context) {
-            None => {
-                let _ = writeln!(out, "        value.{id} = {value};");
-            }
-            Some(c) if c == "false" => {}
-            Some(c) => {
-                let _ = writeln!(out, "        if {c} {{\n            value.{id} = {value};\n        }}");
-            }
-        }
+        let value = match cond(present, def.context) {
+            None => value,
+            Some(c) if c == "false" => default_expr(f)?,
+            Some(c) => format!("if {c} {{ {value} }} else {{ {} }}", default_expr(f)?),
+        };
+        let _ = writeln!(out, "            {id}: {value},");
     }
-    out.push_str("        let _ = (g, version);\n        value\n    }\n}\n\n");
+    out.push_str("        }\n    }\n}\n\n");
     Ok(())
 }
 
@@ -756,11 +853,17 @@ fn versions_const(v: Versions) -> String {
 
 fn emit_message(m: &Message, kp_has: bool) -> Result<String, String> {
     let mut out = String::new();
-    let _ = writeln!(out, "//! {} (generated from the schema; see the crate README).", m.name);
+    let _ = writeln!(
+        out,
+        "//! {} (generated from the schema; see the crate README).",
+        m.name
+    );
     out.push_str(HEADER);
     out.push_str("\n// Not every message needs every import, and a struct with one layout in all its versions\n// never looks at `version`.\n#![allow(unused_imports, unused_variables)]\n\n");
     out.push_str("use bytes::{BufMut, Bytes, BytesMut};\nuse uuid::Uuid;\n\n");
-    out.push_str("use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange};\n");
+    out.push_str(
+        "use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange};\n",
+    );
     out.push_str("use crate::messages::*;\nuse crate::str_bytes::StrBytes;\n\n");
     let defs = collect_structs(m)?;
     for def in &defs {
@@ -789,10 +892,14 @@ fn emit_message(m: &Message, kp_has: bool) -> Result<String, String> {
     );
     if matches!(m.kind, Kind::Request | Kind::Response) {
         let mut arms = String::new();
-        let last = m.header.last().map(|(h, _)| *h).ok_or_else(|| format!("{name} has no header versions"))?;
+        let last = m
+            .header
+            .last()
+            .map(|(h, _)| *h)
+            .ok_or_else(|| format!("{name} has no header versions"))?;
         for (h, v) in &m.header[..m.header.len() - 1] {
             let (a, b) = v.bounds().ok_or("empty header range")?;
-            let _ = write!(arms, "            {a}..={b} => {h},\n");
+            let _ = writeln!(arms, "            {a}..={b} => {h},");
         }
         let body = if arms.is_empty() {
             format!("        let _ = version;\n        {last}")
@@ -813,8 +920,13 @@ fn emit_message(m: &Message, kp_has: bool) -> Result<String, String> {
             "impl crate::codec::Request for {name} {{\n    const KEY: i16 = {key};\n    const API_KEY: ApiKey = ApiKey::{api};\n    type Response = {response};\n}}\n"
         );
     }
-    out.push_str("#[cfg(test)]\nmod tests {\n    #[test]\n    fn round_trips_in_every_version() {\n");
-    let _ = writeln!(out, "        crate::testing::round_trip::<super::{name}>();\n    }}");
+    out.push_str(
+        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn round_trips_in_every_version() {\n",
+    );
+    let _ = writeln!(
+        out,
+        "        crate::testing::round_trip::<super::{name}>();\n    }}"
+    );
     if kp_has {
         let _ = writeln!(
             out,
@@ -898,7 +1010,10 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
     for (name, inner) in entities(messages)? {
         emit_newtype(&mut out, &name, inner);
     }
-    let requests: Vec<&&Message> = messages.iter().filter(|m| m.kind == Kind::Request).collect();
+    let requests: Vec<&&Message> = messages
+        .iter()
+        .filter(|m| m.kind == Kind::Request)
+        .collect();
     let mut by_key: Vec<(i16, &Message)> = requests
         .iter()
         .map(|m| Ok((m.api_key.ok_or("request without key")?, **m)))
@@ -913,7 +1028,11 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
     out.push_str("/// An API key no API has.\n#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]\n#[error(\"unknown API key {0}\")]\npub struct UnknownApiKey(pub i16);\n\n");
     out.push_str("impl TryFrom<i16> for ApiKey {\n    type Error = UnknownApiKey;\n\n    fn try_from(key: i16) -> Result<ApiKey, UnknownApiKey> {\n        match key {\n");
     for (k, m) in &by_key {
-        let _ = writeln!(out, "            {k} => Ok(ApiKey::{}),", api_variant(&m.name));
+        let _ = writeln!(
+            out,
+            "            {k} => Ok(ApiKey::{}),",
+            api_variant(&m.name)
+        );
     }
     out.push_str("            _ => Err(UnknownApiKey(key)),\n        }\n    }\n}\n\n");
     // The table.
@@ -921,7 +1040,10 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
     out.push_str("/// The APIs in key order.\npub const APIS: &[ApiInfo] = &[\n");
     for (_, m) in &by_key {
         let (a, b) = m.versions.bounds().ok_or("no versions")?;
-        let flex = m.flexible.bounds().map_or("None".to_owned(), |(f, _)| format!("Some({f})"));
+        let flex = m
+            .flexible
+            .bounds()
+            .map_or("None".to_owned(), |(f, _)| format!("Some({f})"));
         let listeners: Vec<String> = m.listeners.iter().map(|l| format!("{l:?}")).collect();
         let _ = writeln!(
             out,
@@ -940,7 +1062,11 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
     out.push_str("    ];\n\n");
     out.push_str("    /// The API's row of [`APIS`].\n    pub fn info(self) -> &'static ApiInfo {\n        match self {\n");
     for (i, (_, m)) in by_key.iter().enumerate() {
-        let _ = writeln!(out, "            ApiKey::{} => &APIS[{i}],", api_variant(&m.name));
+        let _ = writeln!(
+            out,
+            "            ApiKey::{} => &APIS[{i}],",
+            api_variant(&m.name)
+        );
     }
     out.push_str("        }\n    }\n\n");
     out.push_str("    /// Kafka's name of the API.\n    pub fn name(self) -> &'static str {\n        self.info().name\n    }\n\n");
@@ -948,13 +1074,21 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
     out.push_str("    /// The versions Kafka releases advertise: without a latest version still under development.\n    pub fn stable_versions(self) -> VersionRange {\n        let info = self.info();\n        let mut range = info.versions;\n        if info.latest_version_unstable {\n            range.max -= 1;\n        }\n        range\n    }\n\n");
     out.push_str("    /// The request header version that goes with `version` of this API.\n    pub fn request_header_version(self, version: i16) -> i16 {\n        match self {\n");
     for (_, m) in &by_key {
-        let _ = writeln!(out, "            ApiKey::{} => {}::header_version(version),", api_variant(&m.name), m.name);
+        let _ = writeln!(
+            out,
+            "            ApiKey::{} => {}::header_version(version),",
+            api_variant(&m.name),
+            m.name
+        );
     }
     out.push_str("        }\n    }\n\n");
     out.push_str("    /// The response header version that goes with `version` of this API.\n    pub fn response_header_version(self, version: i16) -> i16 {\n        match self {\n");
     for (_, m) in &by_key {
         let api = api_variant(&m.name);
-        let _ = writeln!(out, "            ApiKey::{api} => {api}Response::header_version(version),");
+        let _ = writeln!(
+            out,
+            "            ApiKey::{api} => {api}Response::header_version(version),"
+        );
     }
     out.push_str("        }\n    }\n}\n\n");
     // RequestKind / ResponseKind.
@@ -983,7 +1117,10 @@ fn emit_messages_root(messages: &[&Message]) -> Result<String, String> {
         out.push_str("    /// Encodes the body at `version`.\n    pub fn encode(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {\n        match self {\n");
         for (_, m) in &by_key {
             let api = api_variant(&m.name);
-            let _ = writeln!(out, "            {kind}Kind::{api}(m) => m.encode(buf, version),");
+            let _ = writeln!(
+                out,
+                "            {kind}Kind::{api}(m) => m.encode(buf, version),"
+            );
         }
         out.push_str("        }\n    }\n\n");
         out.push_str("    /// The API this message belongs to.\n    pub fn api_key(&self) -> ApiKey {\n        match self {\n");
@@ -1007,24 +1144,44 @@ fn emit_errors(errors: &[ErrorCode]) -> String {
     out.push_str("    /// A code this table does not know.\n    Unknown(i16),\n}\n\n");
     out.push_str("impl ResponseError {\n    /// The error of `code`; `None` for 0 (no error).\n    pub const fn try_from_code(code: i16) -> Option<ResponseError> {\n        Some(match code {\n            0 => return None,\n");
     for e in errors {
-        let _ = writeln!(out, "            {} => ResponseError::{},", e.code, camel_from_upper_snake(&e.name));
+        let _ = writeln!(
+            out,
+            "            {} => ResponseError::{},",
+            e.code,
+            camel_from_upper_snake(&e.name)
+        );
     }
     out.push_str("            other => ResponseError::Unknown(other),\n        })\n    }\n\n");
     out.push_str("    /// The code on the wire.\n    pub const fn code(self) -> i16 {\n        match self {\n");
     for e in errors {
-        let _ = writeln!(out, "            ResponseError::{} => {},", camel_from_upper_snake(&e.name), e.code);
+        let _ = writeln!(
+            out,
+            "            ResponseError::{} => {},",
+            camel_from_upper_snake(&e.name),
+            e.code
+        );
     }
     out.push_str("            ResponseError::Unknown(code) => code,\n        }\n    }\n\n");
     out.push_str("    /// Kafka's name (`UNKNOWN_TOPIC_OR_PARTITION`); `UNKNOWN` for codes not in the table.\n    pub const fn name(self) -> &'static str {\n        match self {\n");
     for e in errors {
-        let _ = writeln!(out, "            ResponseError::{} => {:?},", camel_from_upper_snake(&e.name), e.name);
+        let _ = writeln!(
+            out,
+            "            ResponseError::{} => {:?},",
+            camel_from_upper_snake(&e.name),
+            e.name
+        );
     }
     out.push_str("            ResponseError::Unknown(_) => \"UNKNOWN\",\n        }\n    }\n\n");
     out.push_str("    /// Whether Kafka clients retry a request that failed with it.\n    pub const fn is_retriable(self) -> bool {\n        matches!(\n            self,\n");
     let retriable: Vec<String> = errors
         .iter()
         .filter(|e| e.retriable)
-        .map(|e| format!("            ResponseError::{}", camel_from_upper_snake(&e.name)))
+        .map(|e| {
+            format!(
+                "            ResponseError::{}",
+                camel_from_upper_snake(&e.name)
+            )
+        })
         .collect();
     out.push_str(&retriable.join("\n                |"));
     out.push_str("\n        )\n    }\n}\n\n");

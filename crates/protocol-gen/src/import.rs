@@ -62,7 +62,11 @@ fn field(v: &Value) -> Result<Field, String> {
     let at = |e: String| format!("{name}: {e}");
     let tag = v
         .get("tag")
-        .map(|t| t.as_u64().and_then(|t| u32::try_from(t).ok()).ok_or("bad tag"))
+        .map(|t| {
+            t.as_u64()
+                .and_then(|t| u32::try_from(t).ok())
+                .ok_or("bad tag")
+        })
         .transpose()
         .map_err(|e| at(e.into()))?;
     Ok(Field {
@@ -96,7 +100,12 @@ fn fields(v: &Value) -> Result<Vec<Field>, String> {
 /// Kafka's rule for header versions: requests use header v2 in flexible versions and v1 before;
 /// responses v1 and v0, except ApiVersions responses, always v0 (a client must read the answer
 /// before it knows what the broker supports).
-fn header_versions(kind: Kind, name: &str, versions: Versions, flexible: Versions) -> Vec<(i16, Versions)> {
+fn header_versions(
+    kind: Kind,
+    name: &str,
+    versions: Versions,
+    flexible: Versions,
+) -> Vec<(i16, Versions)> {
     let (plain, flex) = match kind {
         Kind::Request => (1, 2),
         Kind::Response if name == "ApiVersionsResponse" => (0, 0),
@@ -168,7 +177,11 @@ pub fn message(json_text: &str) -> Result<Message, String> {
         listeners: v
             .get("listeners")
             .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
         header: header_versions(kind, &name, valid, flexible),
         fields: fields(&v).map_err(at)?,
@@ -193,16 +206,25 @@ fn error_entries(errors_java: &str) -> Vec<(String, i16, Option<String>)> {
         let line = rest.trim_start();
         let Some(open) = line.find('(') else { continue };
         let name = &line[..open];
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        {
             continue;
         }
         let after = &line[open + 1..];
-        let Some(comma) = after.find(',') else { continue };
+        let Some(comma) = after.find(',') else {
+            continue;
+        };
         let Ok(code) = after[..comma].trim().parse::<i16>() else {
             continue;
         };
         // The exception constructor: the first `Xyz::new` before the entry's closing `),`.
-        let end = after.find("),").or_else(|| after.find(");")).unwrap_or(after.len());
+        let end = after
+            .find("),")
+            .or_else(|| after.find(");"))
+            .unwrap_or(after.len());
         let entry = &after[..end];
         let exception = entry.find("::new").map(|i| {
             let head = &entry[..i];
@@ -230,7 +252,11 @@ fn superclasses(dir: &Path, out: &mut HashMap<String, String>) -> std::io::Resul
                     if words.get(i + 2) == Some(&"extends") {
                         if let (Some(class), Some(parent)) = (words.get(i + 1), words.get(i + 3)) {
                             let clean = |s: &str| {
-                                s.trim_end_matches('{').split('<').next().unwrap_or("").to_owned()
+                                s.trim_end_matches('{')
+                                    .split('<')
+                                    .next()
+                                    .unwrap_or("")
+                                    .to_owned()
                             };
                             out.insert(clean(class), clean(parent));
                         }
@@ -246,10 +272,9 @@ fn superclasses(dir: &Path, out: &mut HashMap<String, String>) -> std::io::Resul
 /// exception class descends from `RetriableException`).
 pub fn errors(kafka_root: &Path) -> Result<Vec<ErrorCode>, String> {
     let java = kafka_root.join("clients/src/main/java");
-    let errors_java = std::fs::read_to_string(
-        java.join("org/apache/kafka/common/protocol/Errors.java"),
-    )
-    .map_err(|e| format!("cannot read Errors.java: {e}"))?;
+    let errors_java =
+        std::fs::read_to_string(java.join("org/apache/kafka/common/protocol/Errors.java"))
+            .map_err(|e| format!("cannot read Errors.java: {e}"))?;
     let mut parents = HashMap::new();
     superclasses(&java, &mut parents).map_err(|e| format!("cannot read Java sources: {e}"))?;
     let retriable = |class: &str| {
@@ -280,7 +305,10 @@ pub fn errors(kafka_root: &Path) -> Result<Vec<ErrorCode>, String> {
         });
     }
     if out.len() < 100 {
-        return Err(format!("only {} error codes found in Errors.java", out.len()));
+        return Err(format!(
+            "only {} error codes found in Errors.java",
+            out.len()
+        ));
     }
     Ok(out)
 }
@@ -297,7 +325,8 @@ pub fn messages(dir: &Path) -> Result<Vec<(String, File)>, String> {
         .collect();
     entries.sort();
     for path in entries {
-        let source = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let source =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let m = message(&source).map_err(|e| format!("{}: {e}", path.display()))?;
         // APIs removed from Kafka (the ZooKeeper-era LeaderAndIsr, StopReplica, UpdateMetadata,
         // ControlledShutdown) keep their files with no valid versions: nothing to carry over.
@@ -309,7 +338,11 @@ pub fn messages(dir: &Path) -> Result<Vec<(String, File)>, String> {
     let mut by_key: BTreeMap<i16, String> = BTreeMap::new();
     for m in &parsed {
         if m.kind == Kind::Request {
-            by_key.insert(m.api_key.ok_or_else(|| format!("{} has no apiKey", m.name))?, api_file_stem(&m.name));
+            by_key.insert(
+                m.api_key
+                    .ok_or_else(|| format!("{} has no apiKey", m.name))?,
+                api_file_stem(&m.name),
+            );
         }
     }
     // Requests first, then responses, so each API file reads request → response.
@@ -319,7 +352,9 @@ pub fn messages(dir: &Path) -> Result<Vec<(String, File)>, String> {
             Kind::Header => "headers".to_owned(),
             Kind::Data => "data".to_owned(),
             Kind::Request | Kind::Response => {
-                let key = m.api_key.ok_or_else(|| format!("{} has no apiKey", m.name))?;
+                let key = m
+                    .api_key
+                    .ok_or_else(|| format!("{} has no apiKey", m.name))?;
                 by_key
                     .get(&key)
                     .cloned()
@@ -357,7 +392,10 @@ mod tests {
         }"#;
         let m = message(json).unwrap();
         assert_eq!(m.api_key, Some(0));
-        assert_eq!(m.header, vec![(1, Versions::Range(3, 8)), (2, Versions::Range(9, 13))]);
+        assert_eq!(
+            m.header,
+            vec![(1, Versions::Range(3, 8)), (2, Versions::Range(9, 13))]
+        );
         assert_eq!(m.fields[0].default.as_deref(), Some("null"));
         assert_eq!(m.fields[1].tag, Some(0));
         assert_eq!(m.fields[1].default.as_deref(), Some("-1"));
@@ -367,7 +405,14 @@ mod tests {
     fn error_entries_are_found() {
         let java = "enum Errors {\n    UNKNOWN_SERVER_ERROR(-1, \"x\",\n            UnknownServerException::new),\n    NONE(0, null, message -> null),\n    OFFSET_OUT_OF_RANGE(1, \"y\", OffsetOutOfRangeException::new),\n";
         let e = error_entries(java);
-        assert_eq!(e[0], ("UNKNOWN_SERVER_ERROR".into(), -1, Some("UnknownServerException".into())));
+        assert_eq!(
+            e[0],
+            (
+                "UNKNOWN_SERVER_ERROR".into(),
+                -1,
+                Some("UnknownServerException".into())
+            )
+        );
         assert_eq!(e[2].2.as_deref(), Some("OffsetOutOfRangeException"));
     }
 }

@@ -38,7 +38,8 @@ pub fn read_schema(
     let mut messages = Vec::new();
     let mut errors = Vec::new();
     for path in paths {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let file = schema::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         messages.extend(file.messages);
         errors.extend(file.errors);
@@ -135,7 +136,10 @@ mod tests {
                 path.display()
             );
         }
-        assert_eq!(stale_files(&protocol, &files).unwrap(), Vec::<PathBuf>::new());
+        assert_eq!(
+            stale_files(&protocol, &files).unwrap(),
+            Vec::<PathBuf>::new()
+        );
     }
 
     #[test]

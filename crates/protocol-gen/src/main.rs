@@ -55,9 +55,7 @@ fn run() -> Result<(), String> {
             let preamble = format!(
                 "Wire facts of Kafka's message definitions, imported from {source}\n(clients/src/main/resources/common/message) by `sluice-protocol-gen import`.\nThis file is the source of truth for the generated code; the format is described in\ncrates/protocol/README.md."
             );
-            let files = import::messages(
-                &root.join("clients/src/main/resources/common/message"),
-            )?;
+            let files = import::messages(&root.join("clients/src/main/resources/common/message"))?;
             let mut written = 0;
             for (stem, file) in files {
                 let path = if stem == "headers" || stem == "data" {
@@ -76,12 +74,17 @@ fn run() -> Result<(), String> {
             let preamble = format!(
                 "Kafka's error codes, imported from {source}\n(clients/src/main/java/org/apache/kafka/common/protocol/Errors.java) by `sluice-protocol-gen import`.\nOne line per code: CODE NAME, and `retriable` when its exception is a RetriableException."
             );
-            std::fs::write(schema_dir.join("errors.schema"), schema::write(&errors, &preamble))
-                .map_err(|e| e.to_string())?;
+            std::fs::write(
+                schema_dir.join("errors.schema"),
+                schema::write(&errors, &preamble),
+            )
+            .map_err(|e| e.to_string())?;
             println!("wrote {} schema files and errors.schema", written);
             Ok(())
         }
-        Some(other) => Err(format!("unknown command {other:?} (generate, check or import)")),
+        Some(other) => Err(format!(
+            "unknown command {other:?} (generate, check or import)"
+        )),
     }
 }
 

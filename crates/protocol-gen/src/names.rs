@@ -8,7 +8,10 @@ pub fn snake(name: &str) -> String {
         if c.is_ascii_uppercase() && i > 0 {
             let prev = chars[i - 1];
             let next_lower = chars.get(i + 1).is_some_and(|n| n.is_ascii_lowercase());
-            if prev.is_ascii_lowercase() || prev.is_ascii_digit() || (prev.is_ascii_uppercase() && next_lower) {
+            if prev.is_ascii_lowercase()
+                || prev.is_ascii_digit()
+                || (prev.is_ascii_uppercase() && next_lower)
+            {
                 out.push('_');
             }
         }
@@ -23,9 +26,10 @@ pub fn field_ident(name: &str) -> String {
     match s.as_str() {
         "type" | "match" | "ref" | "self" | "struct" | "fn" | "mod" | "use" | "impl" | "loop"
         | "move" | "box" | "where" | "async" | "await" | "dyn" | "final" | "override" | "yield"
-        | "macro" | "static" | "const" | "crate" | "super" | "trait" | "enum" | "extern" | "for"
-        | "if" | "in" | "let" | "mut" | "pub" | "return" | "unsafe" | "while" | "as" | "break"
-        | "continue" | "else" | "false" | "true" | "virtual" | "typeof" | "try" | "do" => {
+        | "macro" | "static" | "const" | "crate" | "super" | "trait" | "enum" | "extern"
+        | "for" | "if" | "in" | "let" | "mut" | "pub" | "return" | "unsafe" | "while" | "as"
+        | "break" | "continue" | "else" | "false" | "true" | "virtual" | "typeof" | "try"
+        | "do" => {
             format!("r#{s}")
         }
         _ => s,
@@ -68,7 +72,10 @@ mod tests {
         assert_eq!(snake("Enable2Pc"), "enable2_pc");
         assert_eq!(snake("ProduceRequest"), "produce_request");
         assert_eq!(field_ident("Type"), "r#type");
-        assert_eq!(camel_from_upper_snake("INVALID_TOPIC_EXCEPTION"), "InvalidTopicException");
+        assert_eq!(
+            camel_from_upper_snake("INVALID_TOPIC_EXCEPTION"),
+            "InvalidTopicException"
+        );
         assert_eq!(upper_first("topicName"), "TopicName");
     }
 }

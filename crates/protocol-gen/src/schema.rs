@@ -436,7 +436,10 @@ fn quote(v: &str) -> String {
     }
 }
 
-fn field_columns(field: &Field) -> (String, String, String, String) {
+/// A field line's columns: name, type, versions, attributes.
+type Columns = (String, String, String, String);
+
+fn field_columns(field: &Field) -> Columns {
     let mut attrs = Vec::new();
     if field.nullable != Versions::None {
         attrs.push(format!("nullable={}", field.nullable));
@@ -470,7 +473,7 @@ fn field_columns(field: &Field) -> (String, String, String, String) {
 
 /// Field lines of a block with aligned columns.
 fn write_fields(out: &mut String, fields: &[Field]) {
-    fn collect(rows: &mut Vec<(usize, (String, String, String, String))>, fields: &[Field], d: usize) {
+    fn collect(rows: &mut Vec<(usize, Columns)>, fields: &[Field], d: usize) {
         for f in fields {
             rows.push((d, field_columns(f)));
             collect(rows, &f.fields, d + 1);
@@ -478,7 +481,11 @@ fn write_fields(out: &mut String, fields: &[Field]) {
     }
     let mut rows = Vec::new();
     collect(&mut rows, fields, 1);
-    let w_name = rows.iter().map(|(d, c)| 2 * d + c.0.len()).max().unwrap_or(0);
+    let w_name = rows
+        .iter()
+        .map(|(d, c)| 2 * d + c.0.len())
+        .max()
+        .unwrap_or(0);
     let w_ty = rows.iter().map(|(_, c)| c.1.len()).max().unwrap_or(0);
     let w_v = rows.iter().map(|(_, c)| c.2.len()).max().unwrap_or(0);
     for (d, (name, ty, versions, attrs)) in rows {
@@ -562,7 +569,13 @@ struct Cursor versions=3+
         let file = parse(SAMPLE).unwrap();
         let m = &file.messages[0];
         assert_eq!(m.api_key, Some(7));
-        assert_eq!(m.header, vec![(1, Versions::Range(0, 1)), (2, Versions::Range(2, i16::MAX))]);
+        assert_eq!(
+            m.header,
+            vec![
+                (1, Versions::Range(0, 1)),
+                (2, Versions::Range(2, i16::MAX))
+            ]
+        );
         assert!(m.latest_unstable);
         assert_eq!(m.fields.len(), 4);
         assert_eq!(m.fields[1].fields.len(), 2);

@@ -114,7 +114,10 @@ where
     let theirs = K::decode(&mut bytes.clone(), version).unwrap();
     let mut check = BytesMut::new();
     theirs.encode(&mut check, version).unwrap();
-    assert_eq!(check, bytes, "{name}: both codecs must produce the same bytes");
+    assert_eq!(
+        check, bytes,
+        "{name}: both codecs must produce the same bytes"
+    );
 
     let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Bytes(bytes.len() as u64));
@@ -145,9 +148,24 @@ where
 
 fn produce_requests(c: &mut Criterion) {
     type K = kafka_protocol::messages::ProduceRequest;
-    compare::<_, K>(c, "produce_request_v9_1x1x16KiB", produce(1, 1, 16 << 10), 9);
-    compare::<_, K>(c, "produce_request_v9_10x10x1KiB", produce(10, 10, 1 << 10), 9);
-    compare::<_, K>(c, "produce_request_v7_10x10x1KiB", produce(10, 10, 1 << 10), 7);
+    compare::<_, K>(
+        c,
+        "produce_request_v9_1x1x16KiB",
+        produce(1, 1, 16 << 10),
+        9,
+    );
+    compare::<_, K>(
+        c,
+        "produce_request_v9_10x10x1KiB",
+        produce(10, 10, 1 << 10),
+        9,
+    );
+    compare::<_, K>(
+        c,
+        "produce_request_v7_10x10x1KiB",
+        produce(10, 10, 1 << 10),
+        7,
+    );
 }
 
 fn fetch_requests(c: &mut Criterion) {
@@ -158,9 +176,24 @@ fn fetch_requests(c: &mut Criterion) {
 
 fn fetch_responses(c: &mut Criterion) {
     type K = kafka_protocol::messages::FetchResponse;
-    compare::<_, K>(c, "fetch_response_v12_1x1x1MiB", fetch_response(1, 1, 1 << 20), 12);
-    compare::<_, K>(c, "fetch_response_v12_10x10x1KiB", fetch_response(10, 10, 1 << 10), 12);
-    compare::<_, K>(c, "fetch_response_v12_20x50x0", fetch_response(20, 50, 0), 12);
+    compare::<_, K>(
+        c,
+        "fetch_response_v12_1x1x1MiB",
+        fetch_response(1, 1, 1 << 20),
+        12,
+    );
+    compare::<_, K>(
+        c,
+        "fetch_response_v12_10x10x1KiB",
+        fetch_response(10, 10, 1 << 10),
+        12,
+    );
+    compare::<_, K>(
+        c,
+        "fetch_response_v12_20x50x0",
+        fetch_response(20, 50, 0),
+        12,
+    );
 }
 
 criterion_group!(benches, produce_requests, fetch_requests, fetch_responses);

@@ -394,7 +394,10 @@ fn null_check(
     is_null: bool,
 ) -> Result<(), EncodeError> {
     if is_null && !nullable {
-        return Err(encode_error(field, EncodeErrorKind::UnexpectedNull(version)));
+        return Err(encode_error(
+            field,
+            EncodeErrorKind::UnexpectedNull(version),
+        ));
     }
     Ok(())
 }
@@ -654,10 +657,15 @@ mod tests {
         // A compact string one byte longer than what is left.
         let bytes = Bytes::from_static(&[0x04, b'a', b'b']);
         let err = Reader::new(&bytes).string("T.name", true).unwrap_err();
-        assert!(matches!(err.kind(), DecodeErrorKind::TooLong { length: 3, .. }));
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::TooLong { length: 3, .. }
+        ));
         // Lengths below -1 are malformed, -1 is null.
         let bytes = Bytes::from_static(&[0xff, 0xfe]);
-        let err = Reader::new(&bytes).nullable_string("T.s", false).unwrap_err();
+        let err = Reader::new(&bytes)
+            .nullable_string("T.s", false)
+            .unwrap_err();
         assert_eq!(*err.kind(), DecodeErrorKind::InvalidLength(-2));
         let bytes = Bytes::from_static(&[0xff, 0xff]);
         assert_eq!(Reader::new(&bytes).nullable_string("T.s", false), Ok(None));
@@ -696,7 +704,10 @@ mod tests {
         let err = Reader::new(&bytes)
             .tagged_fields("T", |_, r| r.i16("T.x").map(|_| true))
             .unwrap_err();
-        assert!(matches!(err.kind(), DecodeErrorKind::TaggedFieldSize { .. }));
+        assert!(matches!(
+            err.kind(),
+            DecodeErrorKind::TaggedFieldSize { .. }
+        ));
         // A value cannot be read past its declared size.
         let bytes = Bytes::from_static(&[0x01, 0x00, 0x01, 0x01, 0x02]);
         let err = Reader::new(&bytes)
@@ -712,7 +723,10 @@ mod tests {
         put_nullable_string(&mut buf, "T.a", None, true, true, 0).unwrap();
         put_string(&mut buf, "T.b", "x", true).unwrap();
         put_bytes(&mut buf, "T.c", b"yz", false).unwrap();
-        assert_eq!(&buf[..], &[0xff, 0xff, 0x00, 0x02, b'x', 0, 0, 0, 2, b'y', b'z']);
+        assert_eq!(
+            &buf[..],
+            &[0xff, 0xff, 0x00, 0x02, b'x', 0, 0, 0, 2, b'y', b'z']
+        );
         let err = put_nullable_string(&mut buf, "T.a", None, false, false, 3).unwrap_err();
         assert_eq!(*err.kind(), EncodeErrorKind::UnexpectedNull(3));
         let long = "x".repeat(40_000);

@@ -22,6 +22,6 @@ mod testing;
 pub mod varint;
 
 pub use codec::{
-    DecodeError, Decodable, EncodeError, Encodable, HeaderVersion, Message, Request, VersionRange,
+    Decodable, DecodeError, Encodable, EncodeError, HeaderVersion, Message, Request, VersionRange,
 };
 pub use str_bytes::StrBytes;

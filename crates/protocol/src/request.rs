@@ -6,7 +6,7 @@
 
 use bytes::Bytes;
 
-use crate::codec::{DecodeError, Decodable};
+use crate::codec::{Decodable, DecodeError};
 use crate::messages::{ApiKey, RequestHeader, RequestKind};
 
 /// Why a request frame could not be decoded.
@@ -50,17 +50,20 @@ pub fn decode_request(frame: Bytes) -> Result<(RequestHeader, RequestKind, Bytes
         return Err(RequestError::UnknownVersion { key, version });
     }
     let mut rest = frame;
-    let header = RequestHeader::decode(&mut rest, key.request_header_version(version))
-        .map_err(|error| RequestError::Header {
+    let header =
+        RequestHeader::decode(&mut rest, key.request_header_version(version)).map_err(|error| {
+            RequestError::Header {
+                key,
+                version,
+                error,
+            }
+        })?;
+    let body =
+        RequestKind::decode(key, &mut rest, version).map_err(|error| RequestError::Body {
             key,
             version,
             error,
         })?;
-    let body = RequestKind::decode(key, &mut rest, version).map_err(|error| RequestError::Body {
-        key,
-        version,
-        error,
-    })?;
     Ok((header, body, rest))
 }
 
@@ -88,12 +91,12 @@ mod tests {
     }
 
     fn produce(version: i16) -> Bytes {
-        let request = ProduceRequest::default().with_acks(-1).with_topic_data(vec![
-            TopicProduceData::default()
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_topic_data(vec![TopicProduceData::default()
                 .with_name(TopicName(StrBytes::from_static_str("t")))
                 .with_partition_data(vec![PartitionProduceData::default()
-                    .with_records(Some(Bytes::from_static(&[1, 2, 3])))]),
-        ]);
+                    .with_records(Some(Bytes::from_static(&[1, 2, 3])))])]);
         frame(ApiKey::Produce, version, &request)
     }
 

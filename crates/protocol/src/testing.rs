@@ -40,7 +40,7 @@ impl Gen {
     }
 
     pub(crate) fn bool(&mut self) -> bool {
-        self.next() % 2 == 0
+        self.next().is_multiple_of(2)
     }
     pub(crate) fn i8(&mut self) -> i8 {
         self.int() as i8
@@ -78,11 +78,14 @@ impl Gen {
     }
     pub(crate) fn bytes(&mut self) -> Bytes {
         let n = self.next() % 24;
-        (0..n).map(|_| self.next() as u8).collect::<Vec<u8>>().into()
+        (0..n)
+            .map(|_| self.next() as u8)
+            .collect::<Vec<u8>>()
+            .into()
     }
     /// True a quarter of the time: a nullable value is null.
     pub(crate) fn null(&mut self) -> bool {
-        self.next() % 4 == 0
+        self.next().is_multiple_of(4)
     }
     pub(crate) fn vec<T>(&mut self, mut item: impl FnMut(&mut Gen) -> T) -> Vec<T> {
         let n = self.next() % 4;

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddOffsetsToTxnRequest {
     pub transactional_id: TransactionalId,
     pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub group_id: GroupId,
-}
-
-impl Default for AddOffsetsToTxnRequest {
-    fn default() -> Self {
-        AddOffsetsToTxnRequest {
-            transactional_id: TransactionalId(StrBytes::new()),
-            producer_id: ProducerId(0),
-            producer_epoch: 0,
-            group_id: GroupId(StrBytes::new()),
-        }
-    }
 }
 
 impl AddOffsetsToTxnRequest {
@@ -80,7 +69,7 @@ impl Struct for AddOffsetsToTxnRequest {
         codec::put_string(
             buf,
             "AddOffsetsToTxnRequest.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             version >= 3,
         )?;
         buf.put_i64(self.producer_id.0);
@@ -88,7 +77,7 @@ impl Struct for AddOffsetsToTxnRequest {
         codec::put_string(
             buf,
             "AddOffsetsToTxnRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 3,
         )?;
         if flexible {
@@ -101,13 +90,12 @@ impl Struct for AddOffsetsToTxnRequest {
 #[cfg(test)]
 impl crate::testing::Random for AddOffsetsToTxnRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddOffsetsToTxnRequest::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        value.group_id = GroupId(g.string());
-        let _ = (g, version);
-        value
+        AddOffsetsToTxnRequest {
+            transactional_id: TransactionalId(g.string()),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            group_id: GroupId(g.string()),
+        }
     }
 }
 

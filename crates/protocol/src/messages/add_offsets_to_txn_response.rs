@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddOffsetsToTxnResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
-}
-
-impl Default for AddOffsetsToTxnResponse {
-    fn default() -> Self {
-        AddOffsetsToTxnResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl AddOffsetsToTxnResponse {
@@ -67,11 +58,10 @@ impl Struct for AddOffsetsToTxnResponse {
 #[cfg(test)]
 impl crate::testing::Random for AddOffsetsToTxnResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddOffsetsToTxnResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        AddOffsetsToTxnResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnRequest {
     pub transactions: Vec<AddPartitionsToTxnTransaction>,
     pub v3_and_below_transactional_id: TransactionalId,
     pub v3_and_below_producer_id: ProducerId,
     pub v3_and_below_producer_epoch: i16,
     pub v3_and_below_topics: Vec<AddPartitionsToTxnTopic>,
-}
-
-impl Default for AddPartitionsToTxnRequest {
-    fn default() -> Self {
-        AddPartitionsToTxnRequest {
-            transactions: Vec::new(),
-            v3_and_below_transactional_id: TransactionalId(StrBytes::new()),
-            v3_and_below_producer_id: ProducerId(0),
-            v3_and_below_producer_epoch: 0,
-            v3_and_below_topics: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnRequest {
@@ -133,7 +121,7 @@ impl Struct for AddPartitionsToTxnRequest {
             codec::put_string(
                 buf,
                 "AddPartitionsToTxnRequest.v3_and_below_transactional_id",
-                &self.v3_and_below_transactional_id.0.as_str(),
+                self.v3_and_below_transactional_id.0.as_str(),
                 version >= 3,
             )?;
         } else if self.v3_and_below_transactional_id != TransactionalId(StrBytes::new()) {
@@ -185,49 +173,41 @@ impl Struct for AddPartitionsToTxnRequest {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnRequest::default();
-        if version >= 4 {
-            value.transactions = g.vec(|g| {
-                <AddPartitionsToTxnTransaction as crate::testing::Random>::random(g, version)
-            });
+        AddPartitionsToTxnRequest {
+            transactions: if version >= 4 {
+                g.vec(|g| {
+                    <AddPartitionsToTxnTransaction as crate::testing::Random>::random(g, version)
+                })
+            } else {
+                Vec::new()
+            },
+            v3_and_below_transactional_id: if version <= 3 {
+                TransactionalId(g.string())
+            } else {
+                TransactionalId(StrBytes::new())
+            },
+            v3_and_below_producer_id: if version <= 3 {
+                ProducerId(g.i64())
+            } else {
+                ProducerId(0)
+            },
+            v3_and_below_producer_epoch: if version <= 3 { g.i16() } else { 0 },
+            v3_and_below_topics: if version <= 3 {
+                g.vec(|g| <AddPartitionsToTxnTopic as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version <= 3 {
-            value.v3_and_below_transactional_id = TransactionalId(g.string());
-        }
-        if version <= 3 {
-            value.v3_and_below_producer_id = ProducerId(g.i64());
-        }
-        if version <= 3 {
-            value.v3_and_below_producer_epoch = g.i16();
-        }
-        if version <= 3 {
-            value.v3_and_below_topics =
-                g.vec(|g| <AddPartitionsToTxnTopic as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnTransaction {
     pub transactional_id: TransactionalId,
     pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub verify_only: bool,
     pub topics: Vec<AddPartitionsToTxnTopic>,
-}
-
-impl Default for AddPartitionsToTxnTransaction {
-    fn default() -> Self {
-        AddPartitionsToTxnTransaction {
-            transactional_id: TransactionalId(StrBytes::new()),
-            producer_id: ProducerId(0),
-            producer_epoch: 0,
-            verify_only: false,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnTransaction {
@@ -284,7 +264,7 @@ impl Struct for AddPartitionsToTxnTransaction {
         codec::put_string(
             buf,
             "AddPartitionsToTxnTransaction.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             true,
         )?;
         buf.put_i64(self.producer_id.0);
@@ -310,31 +290,21 @@ impl Struct for AddPartitionsToTxnTransaction {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnTransaction {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnTransaction::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        value.verify_only = g.bool();
-        value.topics =
-            g.vec(|g| <AddPartitionsToTxnTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AddPartitionsToTxnTransaction {
+            transactional_id: TransactionalId(g.string()),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            verify_only: g.bool(),
+            topics: g
+                .vec(|g| <AddPartitionsToTxnTopic as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnTopic {
     pub name: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for AddPartitionsToTxnTopic {
-    fn default() -> Self {
-        AddPartitionsToTxnTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnTopic {
@@ -371,7 +341,7 @@ impl Struct for AddPartitionsToTxnTopic {
         codec::put_string(
             buf,
             "AddPartitionsToTxnTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 3,
         )?;
         codec::put_array(
@@ -394,11 +364,10 @@ impl Struct for AddPartitionsToTxnTopic {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        AddPartitionsToTxnTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub results_by_transaction: Vec<AddPartitionsToTxnResult>,
     pub results_by_topic_v3_and_below: Vec<AddPartitionsToTxnTopicResult>,
-}
-
-impl Default for AddPartitionsToTxnResponse {
-    fn default() -> Self {
-        AddPartitionsToTxnResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            results_by_transaction: Vec::new(),
-            results_by_topic_v3_and_below: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnResponse {
@@ -142,38 +131,29 @@ impl Struct for AddPartitionsToTxnResponse {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnResponse::default();
-        value.throttle_time_ms = g.i32();
-        if version >= 4 {
-            value.error_code = g.i16();
+        AddPartitionsToTxnResponse {
+            throttle_time_ms: g.i32(),
+            error_code: if version >= 4 { g.i16() } else { 0 },
+            results_by_transaction: if version >= 4 {
+                g.vec(|g| <AddPartitionsToTxnResult as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            results_by_topic_v3_and_below: if version <= 3 {
+                g.vec(|g| {
+                    <AddPartitionsToTxnTopicResult as crate::testing::Random>::random(g, version)
+                })
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 4 {
-            value.results_by_transaction =
-                g.vec(|g| <AddPartitionsToTxnResult as crate::testing::Random>::random(g, version));
-        }
-        if version <= 3 {
-            value.results_by_topic_v3_and_below = g.vec(|g| {
-                <AddPartitionsToTxnTopicResult as crate::testing::Random>::random(g, version)
-            });
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnResult {
     pub transactional_id: TransactionalId,
     pub topic_results: Vec<AddPartitionsToTxnTopicResult>,
-}
-
-impl Default for AddPartitionsToTxnResult {
-    fn default() -> Self {
-        AddPartitionsToTxnResult {
-            transactional_id: TransactionalId(StrBytes::new()),
-            topic_results: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnResult {
@@ -210,7 +190,7 @@ impl Struct for AddPartitionsToTxnResult {
         codec::put_string(
             buf,
             "AddPartitionsToTxnResult.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -233,28 +213,19 @@ impl Struct for AddPartitionsToTxnResult {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnResult::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.topic_results = g
-            .vec(|g| <AddPartitionsToTxnTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AddPartitionsToTxnResult {
+            transactional_id: TransactionalId(g.string()),
+            topic_results: g.vec(|g| {
+                <AddPartitionsToTxnTopicResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnTopicResult {
     pub name: TopicName,
     pub results_by_partition: Vec<AddPartitionsToTxnPartitionResult>,
-}
-
-impl Default for AddPartitionsToTxnTopicResult {
-    fn default() -> Self {
-        AddPartitionsToTxnTopicResult {
-            name: TopicName(StrBytes::new()),
-            results_by_partition: Vec::new(),
-        }
-    }
 }
 
 impl AddPartitionsToTxnTopicResult {
@@ -296,7 +267,7 @@ impl Struct for AddPartitionsToTxnTopicResult {
         codec::put_string(
             buf,
             "AddPartitionsToTxnTopicResult.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 3,
         )?;
         codec::put_array(
@@ -319,29 +290,19 @@ impl Struct for AddPartitionsToTxnTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnTopicResult::default();
-        value.name = TopicName(g.string());
-        value.results_by_partition = g.vec(|g| {
-            <AddPartitionsToTxnPartitionResult as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AddPartitionsToTxnTopicResult {
+            name: TopicName(g.string()),
+            results_by_partition: g.vec(|g| {
+                <AddPartitionsToTxnPartitionResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AddPartitionsToTxnPartitionResult {
     pub partition_index: i32,
     pub partition_error_code: i16,
-}
-
-impl Default for AddPartitionsToTxnPartitionResult {
-    fn default() -> Self {
-        AddPartitionsToTxnPartitionResult {
-            partition_index: 0,
-            partition_error_code: 0,
-        }
-    }
 }
 
 impl AddPartitionsToTxnPartitionResult {
@@ -384,11 +345,10 @@ impl Struct for AddPartitionsToTxnPartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for AddPartitionsToTxnPartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddPartitionsToTxnPartitionResult::default();
-        value.partition_index = g.i32();
-        value.partition_error_code = g.i16();
-        let _ = (g, version);
-        value
+        AddPartitionsToTxnPartitionResult {
+            partition_index: g.i32(),
+            partition_error_code: g.i16(),
+        }
     }
 }
 

@@ -116,7 +116,7 @@ impl Struct for AddRaftVoterRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.ack_when_committed));
-        } else if self.ack_when_committed != true {
+        } else if !self.ack_when_committed {
             return Err(codec::not_in_version(
                 "AddRaftVoterRequest.ack_when_committed",
                 version,
@@ -132,39 +132,22 @@ impl Struct for AddRaftVoterRequest {
 #[cfg(test)]
 impl crate::testing::Random for AddRaftVoterRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AddRaftVoterRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.timeout_ms = g.i32();
-        value.voter_id = g.i32();
-        value.voter_directory_id = g.uuid();
-        value.listeners = g.vec(|g| <Listener as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.ack_when_committed = g.bool();
+        AddRaftVoterRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            timeout_ms: g.i32(),
+            voter_id: g.i32(),
+            voter_directory_id: g.uuid(),
+            listeners: g.vec(|g| <Listener as crate::testing::Random>::random(g, version)),
+            ack_when_committed: if version >= 1 { g.bool() } else { true },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Listener {
@@ -200,8 +183,8 @@ impl Struct for Listener {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Listener.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Listener.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Listener.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Listener.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -213,12 +196,11 @@ impl Struct for Listener {
 #[cfg(test)]
 impl crate::testing::Random for Listener {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Listener::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Listener {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

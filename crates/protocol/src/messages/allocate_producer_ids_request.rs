@@ -69,11 +69,10 @@ impl Struct for AllocateProducerIdsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AllocateProducerIdsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AllocateProducerIdsRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        value.broker_epoch = g.i64();
-        let _ = (g, version);
-        value
+        AllocateProducerIdsRequest {
+            broker_id: BrokerId(g.i32()),
+            broker_epoch: g.i64(),
+        }
     }
 }
 

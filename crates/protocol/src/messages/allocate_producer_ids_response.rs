@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AllocateProducerIdsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub producer_id_start: ProducerId,
     pub producer_id_len: i32,
-}
-
-impl Default for AllocateProducerIdsResponse {
-    fn default() -> Self {
-        AllocateProducerIdsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            producer_id_start: ProducerId(0),
-            producer_id_len: 0,
-        }
-    }
 }
 
 impl AllocateProducerIdsResponse {
@@ -87,13 +76,12 @@ impl Struct for AllocateProducerIdsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AllocateProducerIdsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AllocateProducerIdsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.producer_id_start = ProducerId(g.i64());
-        value.producer_id_len = g.i32();
-        let _ = (g, version);
-        value
+        AllocateProducerIdsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            producer_id_start: ProducerId(g.i64()),
+            producer_id_len: g.i32(),
+        }
     }
 }
 

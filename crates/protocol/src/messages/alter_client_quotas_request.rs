@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterClientQuotasRequest {
     pub entries: Vec<EntryData>,
     pub validate_only: bool,
-}
-
-impl Default for AlterClientQuotasRequest {
-    fn default() -> Self {
-        AlterClientQuotasRequest {
-            entries: Vec::new(),
-            validate_only: false,
-        }
-    }
 }
 
 impl AlterClientQuotasRequest {
@@ -78,27 +69,17 @@ impl Struct for AlterClientQuotasRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterClientQuotasRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterClientQuotasRequest::default();
-        value.entries = g.vec(|g| <EntryData as crate::testing::Random>::random(g, version));
-        value.validate_only = g.bool();
-        let _ = (g, version);
-        value
+        AlterClientQuotasRequest {
+            entries: g.vec(|g| <EntryData as crate::testing::Random>::random(g, version)),
+            validate_only: g.bool(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EntryData {
     pub entity: Vec<EntityData>,
     pub ops: Vec<OpData>,
-}
-
-impl Default for EntryData {
-    fn default() -> Self {
-        EntryData {
-            entity: Vec::new(),
-            ops: Vec::new(),
-        }
-    }
 }
 
 impl EntryData {
@@ -160,11 +141,10 @@ impl Struct for EntryData {
 #[cfg(test)]
 impl crate::testing::Random for EntryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntryData::default();
-        value.entity = g.vec(|g| <EntityData as crate::testing::Random>::random(g, version));
-        value.ops = g.vec(|g| <OpData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        EntryData {
+            entity: g.vec(|g| <EntityData as crate::testing::Random>::random(g, version)),
+            ops: g.vec(|g| <OpData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -213,7 +193,7 @@ impl Struct for EntityData {
         codec::put_string(
             buf,
             "EntityData.entity_type",
-            &self.entity_type.as_str(),
+            self.entity_type.as_str(),
             version >= 1,
         )?;
         codec::put_nullable_string(
@@ -234,33 +214,18 @@ impl Struct for EntityData {
 #[cfg(test)]
 impl crate::testing::Random for EntityData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntityData::default();
-        value.entity_type = g.string();
-        value.entity_name = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        EntityData {
+            entity_type: g.string(),
+            entity_name: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OpData {
     pub key: StrBytes,
     pub value: f64,
     pub remove: bool,
-}
-
-impl Default for OpData {
-    fn default() -> Self {
-        OpData {
-            key: StrBytes::new(),
-            value: 0.0,
-            remove: false,
-        }
-    }
 }
 
 impl OpData {
@@ -296,7 +261,7 @@ impl Struct for OpData {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = version >= 1;
-        codec::put_string(buf, "OpData.key", &self.key.as_str(), version >= 1)?;
+        codec::put_string(buf, "OpData.key", self.key.as_str(), version >= 1)?;
         buf.put_f64(self.value);
         buf.put_u8(u8::from(self.remove));
         if flexible {
@@ -309,12 +274,11 @@ impl Struct for OpData {
 #[cfg(test)]
 impl crate::testing::Random for OpData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OpData::default();
-        value.key = g.string();
-        value.value = g.f64();
-        value.remove = g.bool();
-        let _ = (g, version);
-        value
+        OpData {
+            key: g.string(),
+            value: g.f64(),
+            remove: g.bool(),
+        }
     }
 }
 

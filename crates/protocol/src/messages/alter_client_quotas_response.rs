@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterClientQuotasResponse {
     pub throttle_time_ms: i32,
     pub entries: Vec<EntryData>,
-}
-
-impl Default for AlterClientQuotasResponse {
-    fn default() -> Self {
-        AlterClientQuotasResponse {
-            throttle_time_ms: 0,
-            entries: Vec::new(),
-        }
-    }
 }
 
 impl AlterClientQuotasResponse {
@@ -78,11 +69,10 @@ impl Struct for AlterClientQuotasResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterClientQuotasResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterClientQuotasResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.entries = g.vec(|g| <EntryData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterClientQuotasResponse {
+            throttle_time_ms: g.i32(),
+            entries: g.vec(|g| <EntryData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -167,16 +157,11 @@ impl Struct for EntryData {
 #[cfg(test)]
 impl crate::testing::Random for EntryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntryData::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.entity = g.vec(|g| <EntityData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        EntryData {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            entity: g.vec(|g| <EntityData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -225,7 +210,7 @@ impl Struct for EntityData {
         codec::put_string(
             buf,
             "EntityData.entity_type",
-            &self.entity_type.as_str(),
+            self.entity_type.as_str(),
             version >= 1,
         )?;
         codec::put_nullable_string(
@@ -246,15 +231,10 @@ impl Struct for EntityData {
 #[cfg(test)]
 impl crate::testing::Random for EntityData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntityData::default();
-        value.entity_type = g.string();
-        value.entity_name = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        EntityData {
+            entity_type: g.string(),
+            entity_name: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterConfigsRequest {
     pub resources: Vec<AlterConfigsResource>,
     pub validate_only: bool,
-}
-
-impl Default for AlterConfigsRequest {
-    fn default() -> Self {
-        AlterConfigsRequest {
-            resources: Vec::new(),
-            validate_only: false,
-        }
-    }
 }
 
 impl AlterConfigsRequest {
@@ -78,30 +69,19 @@ impl Struct for AlterConfigsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterConfigsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterConfigsRequest::default();
-        value.resources =
-            g.vec(|g| <AlterConfigsResource as crate::testing::Random>::random(g, version));
-        value.validate_only = g.bool();
-        let _ = (g, version);
-        value
+        AlterConfigsRequest {
+            resources: g
+                .vec(|g| <AlterConfigsResource as crate::testing::Random>::random(g, version)),
+            validate_only: g.bool(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterConfigsResource {
     pub resource_type: i8,
     pub resource_name: StrBytes,
     pub configs: Vec<AlterableConfig>,
-}
-
-impl Default for AlterConfigsResource {
-    fn default() -> Self {
-        AlterConfigsResource {
-            resource_type: 0,
-            resource_name: StrBytes::new(),
-            configs: Vec::new(),
-        }
-    }
 }
 
 impl AlterConfigsResource {
@@ -143,7 +123,7 @@ impl Struct for AlterConfigsResource {
         codec::put_string(
             buf,
             "AlterConfigsResource.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -166,12 +146,11 @@ impl Struct for AlterConfigsResource {
 #[cfg(test)]
 impl crate::testing::Random for AlterConfigsResource {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterConfigsResource::default();
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.configs = g.vec(|g| <AlterableConfig as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterConfigsResource {
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            configs: g.vec(|g| <AlterableConfig as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -220,7 +199,7 @@ impl Struct for AlterableConfig {
         codec::put_string(
             buf,
             "AlterableConfig.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             version >= 2,
         )?;
         codec::put_nullable_string(
@@ -241,15 +220,10 @@ impl Struct for AlterableConfig {
 #[cfg(test)]
 impl crate::testing::Random for AlterableConfig {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterableConfig::default();
-        value.name = g.string();
-        value.value = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        AlterableConfig {
+            name: g.string(),
+            value: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

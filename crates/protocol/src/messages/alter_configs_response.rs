@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterConfigsResponse {
     pub throttle_time_ms: i32,
     pub responses: Vec<AlterConfigsResourceResponse>,
-}
-
-impl Default for AlterConfigsResponse {
-    fn default() -> Self {
-        AlterConfigsResponse {
-            throttle_time_ms: 0,
-            responses: Vec::new(),
-        }
-    }
 }
 
 impl AlterConfigsResponse {
@@ -78,12 +69,12 @@ impl Struct for AlterConfigsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterConfigsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterConfigsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.responses =
-            g.vec(|g| <AlterConfigsResourceResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterConfigsResponse {
+            throttle_time_ms: g.i32(),
+            responses: g.vec(|g| {
+                <AlterConfigsResourceResponse as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -160,7 +151,7 @@ impl Struct for AlterConfigsResourceResponse {
         codec::put_string(
             buf,
             "AlterConfigsResourceResponse.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 2,
         )?;
         if flexible {
@@ -173,17 +164,12 @@ impl Struct for AlterConfigsResourceResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterConfigsResourceResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterConfigsResourceResponse::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        let _ = (g, version);
-        value
+        AlterConfigsResourceResponse {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            resource_type: g.i8(),
+            resource_name: g.string(),
+        }
     }
 }
 

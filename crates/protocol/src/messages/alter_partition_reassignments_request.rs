@@ -72,7 +72,7 @@ impl Struct for AlterPartitionReassignmentsRequest {
         buf.put_i32(self.timeout_ms);
         if version >= 1 {
             buf.put_u8(u8::from(self.allow_replication_factor_change));
-        } else if self.allow_replication_factor_change != true {
+        } else if !self.allow_replication_factor_change {
             return Err(codec::not_in_version(
                 "AlterPartitionReassignmentsRequest.allow_replication_factor_change",
                 version,
@@ -98,30 +98,18 @@ impl Struct for AlterPartitionReassignmentsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterPartitionReassignmentsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterPartitionReassignmentsRequest::default();
-        value.timeout_ms = g.i32();
-        if version >= 1 {
-            value.allow_replication_factor_change = g.bool();
+        AlterPartitionReassignmentsRequest {
+            timeout_ms: g.i32(),
+            allow_replication_factor_change: if version >= 1 { g.bool() } else { true },
+            topics: g.vec(|g| <ReassignableTopic as crate::testing::Random>::random(g, version)),
         }
-        value.topics = g.vec(|g| <ReassignableTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReassignableTopic {
     pub name: TopicName,
     pub partitions: Vec<ReassignablePartition>,
-}
-
-impl Default for ReassignableTopic {
-    fn default() -> Self {
-        ReassignableTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ReassignableTopic {
@@ -153,7 +141,7 @@ impl Struct for ReassignableTopic {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "ReassignableTopic.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "ReassignableTopic.name", self.name.0.as_str(), true)?;
         codec::put_array(
             buf,
             "ReassignableTopic.partitions",
@@ -174,28 +162,18 @@ impl Struct for ReassignableTopic {
 #[cfg(test)]
 impl crate::testing::Random for ReassignableTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReassignableTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <ReassignablePartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReassignableTopic {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <ReassignablePartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReassignablePartition {
     pub partition_index: i32,
     pub replicas: Option<Vec<BrokerId>>,
-}
-
-impl Default for ReassignablePartition {
-    fn default() -> Self {
-        ReassignablePartition {
-            partition_index: 0,
-            replicas: None,
-        }
-    }
 }
 
 impl ReassignablePartition {
@@ -236,7 +214,7 @@ impl Struct for ReassignablePartition {
             true,
             version,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -250,15 +228,14 @@ impl Struct for ReassignablePartition {
 #[cfg(test)]
 impl crate::testing::Random for ReassignablePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReassignablePartition::default();
-        value.partition_index = g.i32();
-        value.replicas = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| BrokerId(g.i32())))
-        };
-        let _ = (g, version);
-        value
+        ReassignablePartition {
+            partition_index: g.i32(),
+            replicas: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| BrokerId(g.i32())))
+            },
+        }
     }
 }
 

@@ -119,37 +119,21 @@ impl Struct for AlterPartitionReassignmentsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterPartitionReassignmentsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterPartitionReassignmentsResponse::default();
-        value.throttle_time_ms = g.i32();
-        if version >= 1 {
-            value.allow_replication_factor_change = g.bool();
+        AlterPartitionReassignmentsResponse {
+            throttle_time_ms: g.i32(),
+            allow_replication_factor_change: if version >= 1 { g.bool() } else { true },
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            responses: g
+                .vec(|g| <ReassignableTopicResponse as crate::testing::Random>::random(g, version)),
         }
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.responses =
-            g.vec(|g| <ReassignableTopicResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReassignableTopicResponse {
     pub name: TopicName,
     pub partitions: Vec<ReassignablePartitionResponse>,
-}
-
-impl Default for ReassignableTopicResponse {
-    fn default() -> Self {
-        ReassignableTopicResponse {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ReassignableTopicResponse {
@@ -186,7 +170,7 @@ impl Struct for ReassignableTopicResponse {
         codec::put_string(
             buf,
             "ReassignableTopicResponse.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -209,12 +193,12 @@ impl Struct for ReassignableTopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for ReassignableTopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReassignableTopicResponse::default();
-        value.name = TopicName(g.string());
-        value.partitions = g
-            .vec(|g| <ReassignablePartitionResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReassignableTopicResponse {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <ReassignablePartitionResponse as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -289,16 +273,11 @@ impl Struct for ReassignablePartitionResponse {
 #[cfg(test)]
 impl crate::testing::Random for ReassignablePartitionResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReassignablePartitionResponse::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        ReassignablePartitionResponse {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

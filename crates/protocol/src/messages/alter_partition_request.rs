@@ -87,28 +87,18 @@ impl Struct for AlterPartitionRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterPartitionRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterPartitionRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        value.broker_epoch = g.i64();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterPartitionRequest {
+            broker_id: BrokerId(g.i32()),
+            broker_epoch: g.i64(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -161,15 +151,14 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub leader_epoch: i32,
@@ -177,19 +166,6 @@ pub struct PartitionData {
     pub new_isr_with_epochs: Vec<BrokerState>,
     pub leader_recovery_state: i8,
     pub partition_epoch: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            leader_epoch: 0,
-            new_isr: Vec::new(),
-            new_isr_with_epochs: Vec::new(),
-            leader_recovery_state: 0,
-            partition_epoch: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -264,7 +240,7 @@ impl Struct for PartitionData {
                 &self.new_isr,
                 true,
                 |buf, item| {
-                    buf.put_i32((*item).0);
+                    buf.put_i32(item.0);
                     Ok(())
                 },
             )?;
@@ -300,20 +276,22 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.leader_epoch = g.i32();
-        if version <= 2 {
-            value.new_isr = g.vec(|g| BrokerId(g.i32()));
+        PartitionData {
+            partition_index: g.i32(),
+            leader_epoch: g.i32(),
+            new_isr: if version <= 2 {
+                g.vec(|g| BrokerId(g.i32()))
+            } else {
+                Vec::new()
+            },
+            new_isr_with_epochs: if version >= 3 {
+                g.vec(|g| <BrokerState as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            leader_recovery_state: g.i8(),
+            partition_epoch: g.i32(),
         }
-        if version >= 3 {
-            value.new_isr_with_epochs =
-                g.vec(|g| <BrokerState as crate::testing::Random>::random(g, version));
-        }
-        value.leader_recovery_state = g.i8();
-        value.partition_epoch = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 
@@ -371,11 +349,10 @@ impl Struct for BrokerState {
 #[cfg(test)]
 impl crate::testing::Random for BrokerState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BrokerState::default();
-        value.broker_id = BrokerId(g.i32());
-        value.broker_epoch = g.i64();
-        let _ = (g, version);
-        value
+        BrokerState {
+            broker_id: BrokerId(g.i32()),
+            broker_epoch: g.i64(),
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterPartitionResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub topics: Vec<TopicData>,
-}
-
-impl Default for AlterPartitionResponse {
-    fn default() -> Self {
-        AlterPartitionResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl AlterPartitionResponse {
@@ -87,28 +77,18 @@ impl Struct for AlterPartitionResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterPartitionResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterPartitionResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterPartitionResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -161,15 +141,14 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub error_code: i16,
@@ -178,20 +157,6 @@ pub struct PartitionData {
     pub isr: Vec<BrokerId>,
     pub leader_recovery_state: i8,
     pub partition_epoch: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            error_code: 0,
-            leader_id: BrokerId(0),
-            leader_epoch: 0,
-            isr: Vec::new(),
-            leader_recovery_state: 0,
-            partition_epoch: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -258,7 +223,7 @@ impl Struct for PartitionData {
         buf.put_i32(self.leader_id.0);
         buf.put_i32(self.leader_epoch);
         codec::put_array(buf, "PartitionData.isr", &self.isr, true, |buf, item| {
-            buf.put_i32((*item).0);
+            buf.put_i32(item.0);
             Ok(())
         })?;
         buf.put_i8(self.leader_recovery_state);
@@ -273,16 +238,15 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        value.isr = g.vec(|g| BrokerId(g.i32()));
-        value.leader_recovery_state = g.i8();
-        value.partition_epoch = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+            isr: g.vec(|g| BrokerId(g.i32())),
+            leader_recovery_state: g.i8(),
+            partition_epoch: g.i32(),
+        }
     }
 }
 

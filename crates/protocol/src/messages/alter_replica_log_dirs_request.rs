@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirsRequest {
     pub dirs: Vec<AlterReplicaLogDir>,
-}
-
-impl Default for AlterReplicaLogDirsRequest {
-    fn default() -> Self {
-        AlterReplicaLogDirsRequest { dirs: Vec::new() }
-    }
 }
 
 impl AlterReplicaLogDirsRequest {
@@ -65,26 +59,16 @@ impl Struct for AlterReplicaLogDirsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDirsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDirsRequest::default();
-        value.dirs = g.vec(|g| <AlterReplicaLogDir as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterReplicaLogDirsRequest {
+            dirs: g.vec(|g| <AlterReplicaLogDir as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDir {
     pub path: StrBytes,
     pub topics: Vec<AlterReplicaLogDirTopic>,
-}
-
-impl Default for AlterReplicaLogDir {
-    fn default() -> Self {
-        AlterReplicaLogDir {
-            path: StrBytes::new(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl AlterReplicaLogDir {
@@ -119,7 +103,7 @@ impl Struct for AlterReplicaLogDir {
         codec::put_string(
             buf,
             "AlterReplicaLogDir.path",
-            &self.path.as_str(),
+            self.path.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -142,28 +126,18 @@ impl Struct for AlterReplicaLogDir {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDir {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDir::default();
-        value.path = g.string();
-        value.topics =
-            g.vec(|g| <AlterReplicaLogDirTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterReplicaLogDir {
+            path: g.string(),
+            topics: g
+                .vec(|g| <AlterReplicaLogDirTopic as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirTopic {
     pub name: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for AlterReplicaLogDirTopic {
-    fn default() -> Self {
-        AlterReplicaLogDirTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AlterReplicaLogDirTopic {
@@ -200,7 +174,7 @@ impl Struct for AlterReplicaLogDirTopic {
         codec::put_string(
             buf,
             "AlterReplicaLogDirTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -223,11 +197,10 @@ impl Struct for AlterReplicaLogDirTopic {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDirTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDirTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        AlterReplicaLogDirTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

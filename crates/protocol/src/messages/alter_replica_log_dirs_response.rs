@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<AlterReplicaLogDirTopicResult>,
-}
-
-impl Default for AlterReplicaLogDirsResponse {
-    fn default() -> Self {
-        AlterReplicaLogDirsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl AlterReplicaLogDirsResponse {
@@ -78,28 +69,19 @@ impl Struct for AlterReplicaLogDirsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDirsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDirsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results = g
-            .vec(|g| <AlterReplicaLogDirTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterReplicaLogDirsResponse {
+            throttle_time_ms: g.i32(),
+            results: g.vec(|g| {
+                <AlterReplicaLogDirTopicResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirTopicResult {
     pub topic_name: TopicName,
     pub partitions: Vec<AlterReplicaLogDirPartitionResult>,
-}
-
-impl Default for AlterReplicaLogDirTopicResult {
-    fn default() -> Self {
-        AlterReplicaLogDirTopicResult {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AlterReplicaLogDirTopicResult {
@@ -138,7 +120,7 @@ impl Struct for AlterReplicaLogDirTopicResult {
         codec::put_string(
             buf,
             "AlterReplicaLogDirTopicResult.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -161,29 +143,19 @@ impl Struct for AlterReplicaLogDirTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDirTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDirTopicResult::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| {
-            <AlterReplicaLogDirPartitionResult as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterReplicaLogDirTopicResult {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <AlterReplicaLogDirPartitionResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterReplicaLogDirPartitionResult {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for AlterReplicaLogDirPartitionResult {
-    fn default() -> Self {
-        AlterReplicaLogDirPartitionResult {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl AlterReplicaLogDirPartitionResult {
@@ -225,11 +197,10 @@ impl Struct for AlterReplicaLogDirPartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for AlterReplicaLogDirPartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterReplicaLogDirPartitionResult::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        AlterReplicaLogDirPartitionResult {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsRequest {
     pub group_id: GroupId,
     pub topics: Vec<AlterShareGroupOffsetsRequestTopic>,
-}
-
-impl Default for AlterShareGroupOffsetsRequest {
-    fn default() -> Self {
-        AlterShareGroupOffsetsRequest {
-            group_id: GroupId(StrBytes::new()),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsRequest {
@@ -62,7 +53,7 @@ impl Struct for AlterShareGroupOffsetsRequest {
         codec::put_string(
             buf,
             "AlterShareGroupOffsetsRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -85,29 +76,19 @@ impl Struct for AlterShareGroupOffsetsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsRequest::default();
-        value.group_id = GroupId(g.string());
-        value.topics = g.vec(|g| {
-            <AlterShareGroupOffsetsRequestTopic as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsRequest {
+            group_id: GroupId(g.string()),
+            topics: g.vec(|g| {
+                <AlterShareGroupOffsetsRequestTopic as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsRequestTopic {
     pub topic_name: TopicName,
     pub partitions: Vec<AlterShareGroupOffsetsRequestPartition>,
-}
-
-impl Default for AlterShareGroupOffsetsRequestTopic {
-    fn default() -> Self {
-        AlterShareGroupOffsetsRequestTopic {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsRequestTopic {
@@ -144,7 +125,7 @@ impl Struct for AlterShareGroupOffsetsRequestTopic {
         codec::put_string(
             buf,
             "AlterShareGroupOffsetsRequestTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -167,29 +148,21 @@ impl Struct for AlterShareGroupOffsetsRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsRequestTopic::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| {
-            <AlterShareGroupOffsetsRequestPartition as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsRequestTopic {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <AlterShareGroupOffsetsRequestPartition as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsRequestPartition {
     pub partition_index: i32,
     pub start_offset: i64,
-}
-
-impl Default for AlterShareGroupOffsetsRequestPartition {
-    fn default() -> Self {
-        AlterShareGroupOffsetsRequestPartition {
-            partition_index: 0,
-            start_offset: 0,
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsRequestPartition {
@@ -231,11 +204,10 @@ impl Struct for AlterShareGroupOffsetsRequestPartition {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsRequestPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsRequestPartition::default();
-        value.partition_index = g.i32();
-        value.start_offset = g.i64();
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsRequestPartition {
+            partition_index: g.i32(),
+            start_offset: g.i64(),
+        }
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
     pub responses: Vec<AlterShareGroupOffsetsResponseTopic>,
-}
-
-impl Default for AlterShareGroupOffsetsResponse {
-    fn default() -> Self {
-        AlterShareGroupOffsetsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            error_message: None,
-            responses: Vec::new(),
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsResponse {
@@ -104,37 +93,22 @@ impl Struct for AlterShareGroupOffsetsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.responses = g.vec(|g| {
-            <AlterShareGroupOffsetsResponseTopic as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            responses: g.vec(|g| {
+                <AlterShareGroupOffsetsResponseTopic as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsResponseTopic {
     pub topic_name: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<AlterShareGroupOffsetsResponsePartition>,
-}
-
-impl Default for AlterShareGroupOffsetsResponseTopic {
-    fn default() -> Self {
-        AlterShareGroupOffsetsResponseTopic {
-            topic_name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsResponseTopic {
@@ -179,7 +153,7 @@ impl Struct for AlterShareGroupOffsetsResponseTopic {
         codec::put_string(
             buf,
             "AlterShareGroupOffsetsResponseTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         buf.put_slice(self.topic_id.as_bytes());
@@ -203,32 +177,23 @@ impl Struct for AlterShareGroupOffsetsResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsResponseTopic::default();
-        value.topic_name = TopicName(g.string());
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| {
-            <AlterShareGroupOffsetsResponsePartition as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsResponseTopic {
+            topic_name: TopicName(g.string()),
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| {
+                <AlterShareGroupOffsetsResponsePartition as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterShareGroupOffsetsResponsePartition {
     pub partition_index: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for AlterShareGroupOffsetsResponsePartition {
-    fn default() -> Self {
-        AlterShareGroupOffsetsResponsePartition {
-            partition_index: 0,
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl AlterShareGroupOffsetsResponsePartition {
@@ -287,16 +252,11 @@ impl Struct for AlterShareGroupOffsetsResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for AlterShareGroupOffsetsResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterShareGroupOffsetsResponsePartition::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        AlterShareGroupOffsetsResponsePartition {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

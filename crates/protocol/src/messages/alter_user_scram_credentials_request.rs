@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterUserScramCredentialsRequest {
     pub deletions: Vec<ScramCredentialDeletion>,
     pub upsertions: Vec<ScramCredentialUpsertion>,
-}
-
-impl Default for AlterUserScramCredentialsRequest {
-    fn default() -> Self {
-        AlterUserScramCredentialsRequest {
-            deletions: Vec::new(),
-            upsertions: Vec::new(),
-        }
-    }
 }
 
 impl AlterUserScramCredentialsRequest {
@@ -89,29 +80,19 @@ impl Struct for AlterUserScramCredentialsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AlterUserScramCredentialsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterUserScramCredentialsRequest::default();
-        value.deletions =
-            g.vec(|g| <ScramCredentialDeletion as crate::testing::Random>::random(g, version));
-        value.upsertions =
-            g.vec(|g| <ScramCredentialUpsertion as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AlterUserScramCredentialsRequest {
+            deletions: g
+                .vec(|g| <ScramCredentialDeletion as crate::testing::Random>::random(g, version)),
+            upsertions: g
+                .vec(|g| <ScramCredentialUpsertion as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScramCredentialDeletion {
     pub name: StrBytes,
     pub mechanism: i8,
-}
-
-impl Default for ScramCredentialDeletion {
-    fn default() -> Self {
-        ScramCredentialDeletion {
-            name: StrBytes::new(),
-            mechanism: 0,
-        }
-    }
 }
 
 impl ScramCredentialDeletion {
@@ -144,7 +125,7 @@ impl Struct for ScramCredentialDeletion {
         codec::put_string(
             buf,
             "ScramCredentialDeletion.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             true,
         )?;
         buf.put_i8(self.mechanism);
@@ -158,33 +139,20 @@ impl Struct for ScramCredentialDeletion {
 #[cfg(test)]
 impl crate::testing::Random for ScramCredentialDeletion {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ScramCredentialDeletion::default();
-        value.name = g.string();
-        value.mechanism = g.i8();
-        let _ = (g, version);
-        value
+        ScramCredentialDeletion {
+            name: g.string(),
+            mechanism: g.i8(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ScramCredentialUpsertion {
     pub name: StrBytes,
     pub mechanism: i8,
     pub iterations: i32,
     pub salt: Bytes,
     pub salted_password: Bytes,
-}
-
-impl Default for ScramCredentialUpsertion {
-    fn default() -> Self {
-        ScramCredentialUpsertion {
-            name: StrBytes::new(),
-            mechanism: 0,
-            iterations: 0,
-            salt: Bytes::new(),
-            salted_password: Bytes::new(),
-        }
-    }
 }
 
 impl ScramCredentialUpsertion {
@@ -235,7 +203,7 @@ impl Struct for ScramCredentialUpsertion {
         codec::put_string(
             buf,
             "ScramCredentialUpsertion.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             true,
         )?;
         buf.put_i8(self.mechanism);
@@ -257,14 +225,13 @@ impl Struct for ScramCredentialUpsertion {
 #[cfg(test)]
 impl crate::testing::Random for ScramCredentialUpsertion {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ScramCredentialUpsertion::default();
-        value.name = g.string();
-        value.mechanism = g.i8();
-        value.iterations = g.i32();
-        value.salt = g.bytes();
-        value.salted_password = g.bytes();
-        let _ = (g, version);
-        value
+        ScramCredentialUpsertion {
+            name: g.string(),
+            mechanism: g.i8(),
+            iterations: g.i32(),
+            salt: g.bytes(),
+            salted_password: g.bytes(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AlterUserScramCredentialsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<AlterUserScramCredentialsResult>,
-}
-
-impl Default for AlterUserScramCredentialsResponse {
-    fn default() -> Self {
-        AlterUserScramCredentialsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl AlterUserScramCredentialsResponse {
@@ -78,13 +69,12 @@ impl Struct for AlterUserScramCredentialsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AlterUserScramCredentialsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterUserScramCredentialsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results = g.vec(|g| {
-            <AlterUserScramCredentialsResult as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        AlterUserScramCredentialsResponse {
+            throttle_time_ms: g.i32(),
+            results: g.vec(|g| {
+                <AlterUserScramCredentialsResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -142,7 +132,7 @@ impl Struct for AlterUserScramCredentialsResult {
         codec::put_string(
             buf,
             "AlterUserScramCredentialsResult.user",
-            &self.user.as_str(),
+            self.user.as_str(),
             true,
         )?;
         buf.put_i16(self.error_code);
@@ -164,16 +154,11 @@ impl Struct for AlterUserScramCredentialsResult {
 #[cfg(test)]
 impl crate::testing::Random for AlterUserScramCredentialsResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AlterUserScramCredentialsResult::default();
-        value.user = g.string();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        AlterUserScramCredentialsResult {
+            user: g.string(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ApiVersionsRequest {
     pub client_software_name: StrBytes,
     pub client_software_version: StrBytes,
-}
-
-impl Default for ApiVersionsRequest {
-    fn default() -> Self {
-        ApiVersionsRequest {
-            client_software_name: StrBytes::new(),
-            client_software_version: StrBytes::new(),
-        }
-    }
 }
 
 impl ApiVersionsRequest {
@@ -67,7 +58,7 @@ impl Struct for ApiVersionsRequest {
             codec::put_string(
                 buf,
                 "ApiVersionsRequest.client_software_name",
-                &self.client_software_name.as_str(),
+                self.client_software_name.as_str(),
                 version >= 3,
             )?;
         }
@@ -75,7 +66,7 @@ impl Struct for ApiVersionsRequest {
             codec::put_string(
                 buf,
                 "ApiVersionsRequest.client_software_version",
-                &self.client_software_version.as_str(),
+                self.client_software_version.as_str(),
                 version >= 3,
             )?;
         }
@@ -89,15 +80,18 @@ impl Struct for ApiVersionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for ApiVersionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ApiVersionsRequest::default();
-        if version >= 3 {
-            value.client_software_name = g.string();
+        ApiVersionsRequest {
+            client_software_name: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            client_software_version: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
         }
-        if version >= 3 {
-            value.client_software_version = g.string();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

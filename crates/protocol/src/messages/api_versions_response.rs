@@ -146,7 +146,7 @@ impl Struct for ApiVersionsResponse {
             let tagged: u32 = u32::from(version >= 3 && !self.supported_features.is_empty())
                 + u32::from(version >= 3 && self.finalized_features_epoch != -1)
                 + u32::from(version >= 3 && !self.finalized_features.is_empty())
-                + u32::from(version >= 3 && self.zk_migration_ready != false);
+                + u32::from(version >= 3 && self.zk_migration_ready);
             codec::put_unsigned_varint(buf, tagged);
             if version >= 3 && !self.supported_features.is_empty() {
                 codec::put_tagged(buf, "ApiVersionsResponse.supported_features", 0, |buf| {
@@ -189,7 +189,7 @@ impl Struct for ApiVersionsResponse {
                     Ok(())
                 })?;
             }
-            if version >= 3 && self.zk_migration_ready != false {
+            if version >= 3 && self.zk_migration_ready {
                 codec::put_tagged(buf, "ApiVersionsResponse.zk_migration_ready", 3, |buf| {
                     buf.put_u8(u8::from(self.zk_migration_ready));
                     Ok(())
@@ -203,46 +203,31 @@ impl Struct for ApiVersionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for ApiVersionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ApiVersionsResponse::default();
-        value.error_code = g.i16();
-        value.api_keys = g.vec(|g| <ApiVersion as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
+        ApiVersionsResponse {
+            error_code: g.i16(),
+            api_keys: g.vec(|g| <ApiVersion as crate::testing::Random>::random(g, version)),
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            supported_features: if version >= 3 {
+                g.vec(|g| <SupportedFeatureKey as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            finalized_features_epoch: if version >= 3 { g.i64() } else { -1 },
+            finalized_features: if version >= 3 {
+                g.vec(|g| <FinalizedFeatureKey as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            zk_migration_ready: if version >= 3 { g.bool() } else { false },
         }
-        if version >= 3 {
-            value.supported_features =
-                g.vec(|g| <SupportedFeatureKey as crate::testing::Random>::random(g, version));
-        }
-        if version >= 3 {
-            value.finalized_features_epoch = g.i64();
-        }
-        if version >= 3 {
-            value.finalized_features =
-                g.vec(|g| <FinalizedFeatureKey as crate::testing::Random>::random(g, version));
-        }
-        if version >= 3 {
-            value.zk_migration_ready = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ApiVersion {
     pub api_key: i16,
     pub min_version: i16,
     pub max_version: i16,
-}
-
-impl Default for ApiVersion {
-    fn default() -> Self {
-        ApiVersion {
-            api_key: 0,
-            min_version: 0,
-            max_version: 0,
-        }
-    }
 }
 
 impl ApiVersion {
@@ -291,30 +276,19 @@ impl Struct for ApiVersion {
 #[cfg(test)]
 impl crate::testing::Random for ApiVersion {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ApiVersion::default();
-        value.api_key = g.i16();
-        value.min_version = g.i16();
-        value.max_version = g.i16();
-        let _ = (g, version);
-        value
+        ApiVersion {
+            api_key: g.i16(),
+            min_version: g.i16(),
+            max_version: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SupportedFeatureKey {
     pub name: StrBytes,
     pub min_version: i16,
     pub max_version: i16,
-}
-
-impl Default for SupportedFeatureKey {
-    fn default() -> Self {
-        SupportedFeatureKey {
-            name: StrBytes::new(),
-            min_version: 0,
-            max_version: 0,
-        }
-    }
 }
 
 impl SupportedFeatureKey {
@@ -350,7 +324,7 @@ impl Struct for SupportedFeatureKey {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "SupportedFeatureKey.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "SupportedFeatureKey.name", self.name.as_str(), true)?;
         buf.put_i16(self.min_version);
         buf.put_i16(self.max_version);
         if flexible {
@@ -363,30 +337,19 @@ impl Struct for SupportedFeatureKey {
 #[cfg(test)]
 impl crate::testing::Random for SupportedFeatureKey {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SupportedFeatureKey::default();
-        value.name = g.string();
-        value.min_version = g.i16();
-        value.max_version = g.i16();
-        let _ = (g, version);
-        value
+        SupportedFeatureKey {
+            name: g.string(),
+            min_version: g.i16(),
+            max_version: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FinalizedFeatureKey {
     pub name: StrBytes,
     pub max_version_level: i16,
     pub min_version_level: i16,
-}
-
-impl Default for FinalizedFeatureKey {
-    fn default() -> Self {
-        FinalizedFeatureKey {
-            name: StrBytes::new(),
-            max_version_level: 0,
-            min_version_level: 0,
-        }
-    }
 }
 
 impl FinalizedFeatureKey {
@@ -422,7 +385,7 @@ impl Struct for FinalizedFeatureKey {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "FinalizedFeatureKey.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "FinalizedFeatureKey.name", self.name.as_str(), true)?;
         buf.put_i16(self.max_version_level);
         buf.put_i16(self.min_version_level);
         if flexible {
@@ -435,12 +398,11 @@ impl Struct for FinalizedFeatureKey {
 #[cfg(test)]
 impl crate::testing::Random for FinalizedFeatureKey {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FinalizedFeatureKey::default();
-        value.name = g.string();
-        value.max_version_level = g.i16();
-        value.min_version_level = g.i16();
-        let _ = (g, version);
-        value
+        FinalizedFeatureKey {
+            name: g.string(),
+            max_version_level: g.i16(),
+            min_version_level: g.i16(),
+        }
     }
 }
 

@@ -89,29 +89,18 @@ impl Struct for AssignReplicasToDirsRequest {
 #[cfg(test)]
 impl crate::testing::Random for AssignReplicasToDirsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AssignReplicasToDirsRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        value.broker_epoch = g.i64();
-        value.directories =
-            g.vec(|g| <DirectoryData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AssignReplicasToDirsRequest {
+            broker_id: BrokerId(g.i32()),
+            broker_epoch: g.i64(),
+            directories: g.vec(|g| <DirectoryData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DirectoryData {
     pub id: Uuid,
     pub topics: Vec<TopicData>,
-}
-
-impl Default for DirectoryData {
-    fn default() -> Self {
-        DirectoryData {
-            id: Uuid::nil(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DirectoryData {
@@ -164,27 +153,17 @@ impl Struct for DirectoryData {
 #[cfg(test)]
 impl crate::testing::Random for DirectoryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DirectoryData::default();
-        value.id = g.uuid();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DirectoryData {
+            id: g.uuid(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -237,23 +216,16 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData { partition_index: 0 }
-    }
 }
 
 impl PartitionData {
@@ -288,10 +260,9 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+        }
     }
 }
 

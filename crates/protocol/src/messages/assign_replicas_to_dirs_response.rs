@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AssignReplicasToDirsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub directories: Vec<DirectoryData>,
-}
-
-impl Default for AssignReplicasToDirsResponse {
-    fn default() -> Self {
-        AssignReplicasToDirsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            directories: Vec::new(),
-        }
-    }
 }
 
 impl AssignReplicasToDirsResponse {
@@ -87,29 +77,18 @@ impl Struct for AssignReplicasToDirsResponse {
 #[cfg(test)]
 impl crate::testing::Random for AssignReplicasToDirsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AssignReplicasToDirsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.directories =
-            g.vec(|g| <DirectoryData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AssignReplicasToDirsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            directories: g.vec(|g| <DirectoryData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DirectoryData {
     pub id: Uuid,
     pub topics: Vec<TopicData>,
-}
-
-impl Default for DirectoryData {
-    fn default() -> Self {
-        DirectoryData {
-            id: Uuid::nil(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DirectoryData {
@@ -162,27 +141,17 @@ impl Struct for DirectoryData {
 #[cfg(test)]
 impl crate::testing::Random for DirectoryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DirectoryData::default();
-        value.id = g.uuid();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DirectoryData {
+            id: g.uuid(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -235,27 +204,17 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -297,11 +256,10 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

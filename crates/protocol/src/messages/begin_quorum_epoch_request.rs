@@ -128,38 +128,27 @@ impl Struct for BeginQuorumEpochRequest {
 #[cfg(test)]
 impl crate::testing::Random for BeginQuorumEpochRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BeginQuorumEpochRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 1 {
-            value.voter_id = BrokerId(g.i32());
+        BeginQuorumEpochRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            voter_id: if version >= 1 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-1)
+            },
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+            leader_endpoints: if version >= 1 {
+                g.vec(|g| <LeaderEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.leader_endpoints =
-                g.vec(|g| <LeaderEndpoint as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -196,7 +185,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             version >= 1,
         )?;
         codec::put_array(
@@ -219,31 +208,19 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub voter_directory_id: Uuid,
     pub leader_id: BrokerId,
     pub leader_epoch: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            voter_directory_id: Uuid::nil(),
-            leader_id: BrokerId(0),
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -305,33 +282,20 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        if version >= 1 {
-            value.voter_directory_id = g.uuid();
+        PartitionData {
+            partition_index: g.i32(),
+            voter_directory_id: if version >= 1 { g.uuid() } else { Uuid::nil() },
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
         }
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderEndpoint {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for LeaderEndpoint {
-    fn default() -> Self {
-        LeaderEndpoint {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl LeaderEndpoint {
@@ -367,8 +331,8 @@ impl Struct for LeaderEndpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "LeaderEndpoint.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "LeaderEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "LeaderEndpoint.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "LeaderEndpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -380,12 +344,11 @@ impl Struct for LeaderEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for LeaderEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderEndpoint::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        LeaderEndpoint {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

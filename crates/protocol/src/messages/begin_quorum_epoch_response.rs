@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BeginQuorumEpochResponse {
     pub error_code: i16,
     pub topics: Vec<TopicData>,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for BeginQuorumEpochResponse {
-    fn default() -> Self {
-        BeginQuorumEpochResponse {
-            error_code: 0,
-            topics: Vec::new(),
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl BeginQuorumEpochResponse {
@@ -86,13 +76,11 @@ impl Struct for BeginQuorumEpochResponse {
                 Ok(())
             },
         )?;
-        if !(version >= 1) {
-            if !self.node_endpoints.is_empty() {
-                return Err(codec::not_in_version(
-                    "BeginQuorumEpochResponse.node_endpoints",
-                    version,
-                ));
-            }
+        if version < 1 && !self.node_endpoints.is_empty() {
+            return Err(codec::not_in_version(
+                "BeginQuorumEpochResponse.node_endpoints",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 = u32::from(version >= 1 && !self.node_endpoints.is_empty());
@@ -120,31 +108,22 @@ impl Struct for BeginQuorumEpochResponse {
 #[cfg(test)]
 impl crate::testing::Random for BeginQuorumEpochResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BeginQuorumEpochResponse::default();
-        value.error_code = g.i16();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.node_endpoints =
-                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
+        BeginQuorumEpochResponse {
+            error_code: g.i16(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+            node_endpoints: if version >= 1 {
+                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -181,7 +160,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             version >= 1,
         )?;
         codec::put_array(
@@ -204,31 +183,19 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub error_code: i16,
     pub leader_id: BrokerId,
     pub leader_epoch: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            error_code: 0,
-            leader_id: BrokerId(0),
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -284,31 +251,20 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -345,7 +301,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -357,12 +313,11 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

@@ -101,13 +101,11 @@ impl Struct for BrokerHeartbeatRequest {
         buf.put_i64(self.current_metadata_offset);
         buf.put_u8(u8::from(self.want_fence));
         buf.put_u8(u8::from(self.want_shut_down));
-        if !(version >= 1) {
-            if !self.offline_log_dirs.is_empty() {
-                return Err(codec::not_in_version(
-                    "BrokerHeartbeatRequest.offline_log_dirs",
-                    version,
-                ));
-            }
+        if version < 1 && !self.offline_log_dirs.is_empty() {
+            return Err(codec::not_in_version(
+                "BrokerHeartbeatRequest.offline_log_dirs",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 = u32::from(version >= 1 && !self.offline_log_dirs.is_empty());
@@ -120,7 +118,7 @@ impl Struct for BrokerHeartbeatRequest {
                         &self.offline_log_dirs,
                         true,
                         |buf, item| {
-                            buf.put_slice((*item).as_bytes());
+                            buf.put_slice(item.as_bytes());
                             Ok(())
                         },
                     )?;
@@ -135,17 +133,18 @@ impl Struct for BrokerHeartbeatRequest {
 #[cfg(test)]
 impl crate::testing::Random for BrokerHeartbeatRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BrokerHeartbeatRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        value.broker_epoch = g.i64();
-        value.current_metadata_offset = g.i64();
-        value.want_fence = g.bool();
-        value.want_shut_down = g.bool();
-        if version >= 1 {
-            value.offline_log_dirs = g.vec(|g| g.uuid());
+        BrokerHeartbeatRequest {
+            broker_id: BrokerId(g.i32()),
+            broker_epoch: g.i64(),
+            current_metadata_offset: g.i64(),
+            want_fence: g.bool(),
+            want_shut_down: g.bool(),
+            offline_log_dirs: if version >= 1 {
+                g.vec(|g| g.uuid())
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

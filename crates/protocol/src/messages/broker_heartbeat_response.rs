@@ -94,14 +94,13 @@ impl Struct for BrokerHeartbeatResponse {
 #[cfg(test)]
 impl crate::testing::Random for BrokerHeartbeatResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BrokerHeartbeatResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.is_caught_up = g.bool();
-        value.is_fenced = g.bool();
-        value.should_shut_down = g.bool();
-        let _ = (g, version);
-        value
+        BrokerHeartbeatResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            is_caught_up: g.bool(),
+            is_fenced: g.bool(),
+            should_shut_down: g.bool(),
+        }
     }
 }
 

@@ -133,7 +133,7 @@ impl Struct for BrokerRegistrationRequest {
         codec::put_string(
             buf,
             "BrokerRegistrationRequest.cluster_id",
-            &self.cluster_id.as_str(),
+            self.cluster_id.as_str(),
             true,
         )?;
         buf.put_slice(self.incarnation_id.as_bytes());
@@ -167,7 +167,7 @@ impl Struct for BrokerRegistrationRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.is_migrating_zk_broker));
-        } else if self.is_migrating_zk_broker != false {
+        } else if self.is_migrating_zk_broker {
             return Err(codec::not_in_version(
                 "BrokerRegistrationRequest.is_migrating_zk_broker",
                 version,
@@ -180,7 +180,7 @@ impl Struct for BrokerRegistrationRequest {
                 &self.log_dirs,
                 true,
                 |buf, item| {
-                    buf.put_slice((*item).as_bytes());
+                    buf.put_slice(item.as_bytes());
                     Ok(())
                 },
             )?;
@@ -198,48 +198,30 @@ impl Struct for BrokerRegistrationRequest {
 #[cfg(test)]
 impl crate::testing::Random for BrokerRegistrationRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BrokerRegistrationRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        value.cluster_id = g.string();
-        value.incarnation_id = g.uuid();
-        value.listeners = g.vec(|g| <Listener as crate::testing::Random>::random(g, version));
-        value.features = g.vec(|g| <Feature as crate::testing::Random>::random(g, version));
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 1 {
-            value.is_migrating_zk_broker = g.bool();
+        BrokerRegistrationRequest {
+            broker_id: BrokerId(g.i32()),
+            cluster_id: g.string(),
+            incarnation_id: g.uuid(),
+            listeners: g.vec(|g| <Listener as crate::testing::Random>::random(g, version)),
+            features: g.vec(|g| <Feature as crate::testing::Random>::random(g, version)),
+            rack: if g.null() { None } else { Some(g.string()) },
+            is_migrating_zk_broker: if version >= 1 { g.bool() } else { false },
+            log_dirs: if version >= 2 {
+                g.vec(|g| g.uuid())
+            } else {
+                Vec::new()
+            },
+            previous_broker_epoch: if version >= 3 { g.i64() } else { -1 },
         }
-        if version >= 2 {
-            value.log_dirs = g.vec(|g| g.uuid());
-        }
-        if version >= 3 {
-            value.previous_broker_epoch = g.i64();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
     pub security_protocol: i16,
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-            security_protocol: 0,
-        }
-    }
 }
 
 impl Listener {
@@ -281,8 +263,8 @@ impl Struct for Listener {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Listener.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Listener.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Listener.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Listener.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         buf.put_i16(self.security_protocol);
         if flexible {
@@ -295,31 +277,20 @@ impl Struct for Listener {
 #[cfg(test)]
 impl crate::testing::Random for Listener {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Listener::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        value.security_protocol = g.i16();
-        let _ = (g, version);
-        value
+        Listener {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+            security_protocol: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Feature {
     pub name: StrBytes,
     pub min_supported_version: i16,
     pub max_supported_version: i16,
-}
-
-impl Default for Feature {
-    fn default() -> Self {
-        Feature {
-            name: StrBytes::new(),
-            min_supported_version: 0,
-            max_supported_version: 0,
-        }
-    }
 }
 
 impl Feature {
@@ -355,7 +326,7 @@ impl Struct for Feature {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Feature.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "Feature.name", self.name.as_str(), true)?;
         buf.put_i16(self.min_supported_version);
         buf.put_i16(self.max_supported_version);
         if flexible {
@@ -368,12 +339,11 @@ impl Struct for Feature {
 #[cfg(test)]
 impl crate::testing::Random for Feature {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Feature::default();
-        value.name = g.string();
-        value.min_supported_version = g.i16();
-        value.max_supported_version = g.i16();
-        let _ = (g, version);
-        value
+        Feature {
+            name: g.string(),
+            min_supported_version: g.i16(),
+            max_supported_version: g.i16(),
+        }
     }
 }
 

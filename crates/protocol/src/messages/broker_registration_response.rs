@@ -76,12 +76,11 @@ impl Struct for BrokerRegistrationResponse {
 #[cfg(test)]
 impl crate::testing::Random for BrokerRegistrationResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BrokerRegistrationResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.broker_epoch = g.i64();
-        let _ = (g, version);
-        value
+        BrokerRegistrationResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            broker_epoch: g.i64(),
+        }
     }
 }
 

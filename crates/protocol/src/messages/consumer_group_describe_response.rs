@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsumerGroupDescribeResponse {
     pub throttle_time_ms: i32,
     pub groups: Vec<DescribedGroup>,
-}
-
-impl Default for ConsumerGroupDescribeResponse {
-    fn default() -> Self {
-        ConsumerGroupDescribeResponse {
-            throttle_time_ms: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl ConsumerGroupDescribeResponse {
@@ -78,11 +69,10 @@ impl Struct for ConsumerGroupDescribeResponse {
 #[cfg(test)]
 impl crate::testing::Random for ConsumerGroupDescribeResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConsumerGroupDescribeResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.groups = g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ConsumerGroupDescribeResponse {
+            throttle_time_ms: g.i32(),
+            groups: g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -196,13 +186,13 @@ impl Struct for DescribedGroup {
         codec::put_string(
             buf,
             "DescribedGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "DescribedGroup.group_state",
-            &self.group_state.as_str(),
+            self.group_state.as_str(),
             true,
         )?;
         buf.put_i32(self.group_epoch);
@@ -210,7 +200,7 @@ impl Struct for DescribedGroup {
         codec::put_string(
             buf,
             "DescribedGroup.assignor_name",
-            &self.assignor_name.as_str(),
+            self.assignor_name.as_str(),
             true,
         )?;
         codec::put_array(
@@ -234,22 +224,17 @@ impl Struct for DescribedGroup {
 #[cfg(test)]
 impl crate::testing::Random for DescribedGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedGroup::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.group_id = GroupId(g.string());
-        value.group_state = g.string();
-        value.group_epoch = g.i32();
-        value.assignment_epoch = g.i32();
-        value.assignor_name = g.string();
-        value.members = g.vec(|g| <Member as crate::testing::Random>::random(g, version));
-        value.authorized_operations = g.i32();
-        let _ = (g, version);
-        value
+        DescribedGroup {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            group_id: GroupId(g.string()),
+            group_state: g.string(),
+            group_epoch: g.i32(),
+            assignment_epoch: g.i32(),
+            assignor_name: g.string(),
+            members: g.vec(|g| <Member as crate::testing::Random>::random(g, version)),
+            authorized_operations: g.i32(),
+        }
     }
 }
 
@@ -374,7 +359,7 @@ impl Struct for Member {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Member.member_id", &self.member_id.as_str(), true)?;
+        codec::put_string(buf, "Member.member_id", self.member_id.as_str(), true)?;
         codec::put_nullable_string(
             buf,
             "Member.instance_id",
@@ -392,8 +377,8 @@ impl Struct for Member {
             version,
         )?;
         buf.put_i32(self.member_epoch);
-        codec::put_string(buf, "Member.client_id", &self.client_id.as_str(), true)?;
-        codec::put_string(buf, "Member.client_host", &self.client_host.as_str(), true)?;
+        codec::put_string(buf, "Member.client_id", self.client_id.as_str(), true)?;
+        codec::put_string(buf, "Member.client_host", self.client_host.as_str(), true)?;
         codec::put_array(
             buf,
             "Member.subscribed_topic_names",
@@ -427,48 +412,25 @@ impl Struct for Member {
 #[cfg(test)]
 impl crate::testing::Random for Member {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Member::default();
-        value.member_id = g.string();
-        value.instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rack_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.member_epoch = g.i32();
-        value.client_id = g.string();
-        value.client_host = g.string();
-        value.subscribed_topic_names = g.vec(|g| TopicName(g.string()));
-        value.subscribed_topic_regex = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.assignment = <Assignment as crate::testing::Random>::random(g, version);
-        value.target_assignment = <Assignment as crate::testing::Random>::random(g, version);
-        if version >= 1 {
-            value.member_type = g.i8();
+        Member {
+            member_id: g.string(),
+            instance_id: if g.null() { None } else { Some(g.string()) },
+            rack_id: if g.null() { None } else { Some(g.string()) },
+            member_epoch: g.i32(),
+            client_id: g.string(),
+            client_host: g.string(),
+            subscribed_topic_names: g.vec(|g| TopicName(g.string())),
+            subscribed_topic_regex: if g.null() { None } else { Some(g.string()) },
+            assignment: <Assignment as crate::testing::Random>::random(g, version),
+            target_assignment: <Assignment as crate::testing::Random>::random(g, version),
+            member_type: if version >= 1 { g.i8() } else { -1 },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Assignment {
     pub topic_partitions: Vec<TopicPartitions>,
-}
-
-impl Default for Assignment {
-    fn default() -> Self {
-        Assignment {
-            topic_partitions: Vec::new(),
-        }
-    }
 }
 
 impl Assignment {
@@ -514,29 +476,18 @@ impl Struct for Assignment {
 #[cfg(test)]
 impl crate::testing::Random for Assignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Assignment::default();
-        value.topic_partitions =
-            g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Assignment {
+            topic_partitions: g
+                .vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
     pub topic_id: Uuid,
     pub topic_name: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartitions {
-    fn default() -> Self {
-        TopicPartitions {
-            topic_id: Uuid::nil(),
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartitions {
@@ -580,7 +531,7 @@ impl Struct for TopicPartitions {
         codec::put_string(
             buf,
             "TopicPartitions.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -603,12 +554,11 @@ impl Struct for TopicPartitions {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartitions::default();
-        value.topic_id = g.uuid();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartitions {
+            topic_id: g.uuid(),
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

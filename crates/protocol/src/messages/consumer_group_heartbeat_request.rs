@@ -144,13 +144,13 @@ impl Struct for ConsumerGroupHeartbeatRequest {
         codec::put_string(
             buf,
             "ConsumerGroupHeartbeatRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "ConsumerGroupHeartbeatRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             true,
         )?;
         buf.put_i32(self.member_epoch);
@@ -197,7 +197,7 @@ impl Struct for ConsumerGroupHeartbeatRequest {
                 version >= 1,
                 version,
             )?;
-        } else if self.subscribed_topic_regex != None {
+        } else if self.subscribed_topic_regex.is_some() {
             return Err(codec::not_in_version(
                 "ConsumerGroupHeartbeatRequest.subscribed_topic_regex",
                 version,
@@ -233,61 +233,41 @@ impl Struct for ConsumerGroupHeartbeatRequest {
 #[cfg(test)]
 impl crate::testing::Random for ConsumerGroupHeartbeatRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConsumerGroupHeartbeatRequest::default();
-        value.group_id = GroupId(g.string());
-        value.member_id = g.string();
-        value.member_epoch = g.i32();
-        value.instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rack_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rebalance_timeout_ms = g.i32();
-        value.subscribed_topic_names = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| TopicName(g.string())))
-        };
-        if version >= 1 {
-            value.subscribed_topic_regex = if version >= 1 && g.null() {
+        ConsumerGroupHeartbeatRequest {
+            group_id: GroupId(g.string()),
+            member_id: g.string(),
+            member_epoch: g.i32(),
+            instance_id: if g.null() { None } else { Some(g.string()) },
+            rack_id: if g.null() { None } else { Some(g.string()) },
+            rebalance_timeout_ms: g.i32(),
+            subscribed_topic_names: if g.null() {
                 None
             } else {
-                Some(g.string())
-            };
+                Some(g.vec(|g| TopicName(g.string())))
+            },
+            subscribed_topic_regex: if version >= 1 {
+                if version >= 1 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
+            server_assignor: if g.null() { None } else { Some(g.string()) },
+            topic_partitions: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)))
+            },
         }
-        value.server_assignor = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.topic_partitions = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
     pub topic_id: Uuid,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartitions {
-    fn default() -> Self {
-        TopicPartitions {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartitions {
@@ -340,11 +320,10 @@ impl Struct for TopicPartitions {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartitions::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartitions {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsumerGroupHeartbeatResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
@@ -22,20 +22,6 @@ pub struct ConsumerGroupHeartbeatResponse {
     pub member_epoch: i32,
     pub heartbeat_interval_ms: i32,
     pub assignment: Option<Assignment>,
-}
-
-impl Default for ConsumerGroupHeartbeatResponse {
-    fn default() -> Self {
-        ConsumerGroupHeartbeatResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            error_message: None,
-            member_id: None,
-            member_epoch: 0,
-            heartbeat_interval_ms: 0,
-            assignment: None,
-        }
-    }
 }
 
 impl ConsumerGroupHeartbeatResponse {
@@ -139,42 +125,25 @@ impl Struct for ConsumerGroupHeartbeatResponse {
 #[cfg(test)]
 impl crate::testing::Random for ConsumerGroupHeartbeatResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConsumerGroupHeartbeatResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.member_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.member_epoch = g.i32();
-        value.heartbeat_interval_ms = g.i32();
-        value.assignment = if true && g.null() {
-            None
-        } else {
-            Some(<Assignment as crate::testing::Random>::random(g, version))
-        };
-        let _ = (g, version);
-        value
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub topic_partitions: Vec<TopicPartitions>,
-}
-
-impl Default for Assignment {
-    fn default() -> Self {
-        Assignment {
-            topic_partitions: Vec::new(),
+        ConsumerGroupHeartbeatResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            member_id: if g.null() { None } else { Some(g.string()) },
+            member_epoch: g.i32(),
+            heartbeat_interval_ms: g.i32(),
+            assignment: if g.null() {
+                None
+            } else {
+                Some(<Assignment as crate::testing::Random>::random(g, version))
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Assignment {
+    pub topic_partitions: Vec<TopicPartitions>,
 }
 
 impl Assignment {
@@ -220,27 +189,17 @@ impl Struct for Assignment {
 #[cfg(test)]
 impl crate::testing::Random for Assignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Assignment::default();
-        value.topic_partitions =
-            g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Assignment {
+            topic_partitions: g
+                .vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
     pub topic_id: Uuid,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartitions {
-    fn default() -> Self {
-        TopicPartitions {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartitions {
@@ -293,11 +252,10 @@ impl Struct for TopicPartitions {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartitions::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartitions {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

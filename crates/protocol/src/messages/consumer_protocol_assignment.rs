@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConsumerProtocolAssignment {
     pub assigned_partitions: Vec<TopicPartition>,
     pub user_data: Option<Bytes>,
-}
-
-impl Default for ConsumerProtocolAssignment {
-    fn default() -> Self {
-        ConsumerProtocolAssignment {
-            assigned_partitions: Vec::new(),
-            user_data: None,
-        }
-    }
 }
 
 impl ConsumerProtocolAssignment {
@@ -79,32 +70,18 @@ impl Struct for ConsumerProtocolAssignment {
 #[cfg(test)]
 impl crate::testing::Random for ConsumerProtocolAssignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConsumerProtocolAssignment::default();
-        value.assigned_partitions =
-            g.vec(|g| <TopicPartition as crate::testing::Random>::random(g, version));
-        value.user_data = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        let _ = (g, version);
-        value
+        ConsumerProtocolAssignment {
+            assigned_partitions: g
+                .vec(|g| <TopicPartition as crate::testing::Random>::random(g, version)),
+            user_data: if g.null() { None } else { Some(g.bytes()) },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartition {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartition {
-    fn default() -> Self {
-        TopicPartition {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartition {
@@ -131,7 +108,7 @@ impl Struct for TopicPartition {
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
-        codec::put_string(buf, "TopicPartition.topic", &self.topic.0.as_str(), false)?;
+        codec::put_string(buf, "TopicPartition.topic", self.topic.0.as_str(), false)?;
         codec::put_array(
             buf,
             "TopicPartition.partitions",
@@ -149,11 +126,10 @@ impl Struct for TopicPartition {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartition::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartition {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

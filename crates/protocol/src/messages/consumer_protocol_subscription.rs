@@ -151,45 +151,32 @@ impl Struct for ConsumerProtocolSubscription {
 #[cfg(test)]
 impl crate::testing::Random for ConsumerProtocolSubscription {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConsumerProtocolSubscription::default();
-        value.topics = g.vec(|g| g.string());
-        value.user_data = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        if version >= 1 {
-            value.owned_partitions =
-                g.vec(|g| <TopicPartition as crate::testing::Random>::random(g, version));
-        }
-        if version >= 2 {
-            value.generation_id = g.i32();
-        }
-        if version >= 3 {
-            value.rack_id = if version >= 3 && g.null() {
-                None
+        ConsumerProtocolSubscription {
+            topics: g.vec(|g| g.string()),
+            user_data: if g.null() { None } else { Some(g.bytes()) },
+            owned_partitions: if version >= 1 {
+                g.vec(|g| <TopicPartition as crate::testing::Random>::random(g, version))
             } else {
-                Some(g.string())
-            };
+                Vec::new()
+            },
+            generation_id: if version >= 2 { g.i32() } else { -1 },
+            rack_id: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartition {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartition {
-    fn default() -> Self {
-        TopicPartition {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartition {
@@ -216,7 +203,7 @@ impl Struct for TopicPartition {
     }
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
-        codec::put_string(buf, "TopicPartition.topic", &self.topic.0.as_str(), false)?;
+        codec::put_string(buf, "TopicPartition.topic", self.topic.0.as_str(), false)?;
         codec::put_array(
             buf,
             "TopicPartition.partitions",
@@ -234,11 +221,10 @@ impl Struct for TopicPartition {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartition::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartition {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ControllerRegistrationRequest {
     pub controller_id: i32,
     pub incarnation_id: Uuid,
     pub zk_migration_ready: bool,
     pub listeners: Vec<Listener>,
     pub features: Vec<Feature>,
-}
-
-impl Default for ControllerRegistrationRequest {
-    fn default() -> Self {
-        ControllerRegistrationRequest {
-            controller_id: 0,
-            incarnation_id: Uuid::nil(),
-            zk_migration_ready: false,
-            listeners: Vec::new(),
-            features: Vec::new(),
-        }
-    }
 }
 
 impl ControllerRegistrationRequest {
@@ -116,34 +104,22 @@ impl Struct for ControllerRegistrationRequest {
 #[cfg(test)]
 impl crate::testing::Random for ControllerRegistrationRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ControllerRegistrationRequest::default();
-        value.controller_id = g.i32();
-        value.incarnation_id = g.uuid();
-        value.zk_migration_ready = g.bool();
-        value.listeners = g.vec(|g| <Listener as crate::testing::Random>::random(g, version));
-        value.features = g.vec(|g| <Feature as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ControllerRegistrationRequest {
+            controller_id: g.i32(),
+            incarnation_id: g.uuid(),
+            zk_migration_ready: g.bool(),
+            listeners: g.vec(|g| <Listener as crate::testing::Random>::random(g, version)),
+            features: g.vec(|g| <Feature as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
     pub security_protocol: i16,
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-            security_protocol: 0,
-        }
-    }
 }
 
 impl Listener {
@@ -185,8 +161,8 @@ impl Struct for Listener {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Listener.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Listener.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Listener.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Listener.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         buf.put_i16(self.security_protocol);
         if flexible {
@@ -199,31 +175,20 @@ impl Struct for Listener {
 #[cfg(test)]
 impl crate::testing::Random for Listener {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Listener::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        value.security_protocol = g.i16();
-        let _ = (g, version);
-        value
+        Listener {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+            security_protocol: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Feature {
     pub name: StrBytes,
     pub min_supported_version: i16,
     pub max_supported_version: i16,
-}
-
-impl Default for Feature {
-    fn default() -> Self {
-        Feature {
-            name: StrBytes::new(),
-            min_supported_version: 0,
-            max_supported_version: 0,
-        }
-    }
 }
 
 impl Feature {
@@ -259,7 +224,7 @@ impl Struct for Feature {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Feature.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "Feature.name", self.name.as_str(), true)?;
         buf.put_i16(self.min_supported_version);
         buf.put_i16(self.max_supported_version);
         if flexible {
@@ -272,12 +237,11 @@ impl Struct for Feature {
 #[cfg(test)]
 impl crate::testing::Random for Feature {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Feature::default();
-        value.name = g.string();
-        value.min_supported_version = g.i16();
-        value.max_supported_version = g.i16();
-        let _ = (g, version);
-        value
+        Feature {
+            name: g.string(),
+            min_supported_version: g.i16(),
+            max_supported_version: g.i16(),
+        }
     }
 }
 

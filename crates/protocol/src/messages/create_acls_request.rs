@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreateAclsRequest {
     pub creations: Vec<AclCreation>,
-}
-
-impl Default for CreateAclsRequest {
-    fn default() -> Self {
-        CreateAclsRequest {
-            creations: Vec::new(),
-        }
-    }
 }
 
 impl CreateAclsRequest {
@@ -69,10 +61,9 @@ impl Struct for CreateAclsRequest {
 #[cfg(test)]
 impl crate::testing::Random for CreateAclsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateAclsRequest::default();
-        value.creations = g.vec(|g| <AclCreation as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        CreateAclsRequest {
+            creations: g.vec(|g| <AclCreation as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -162,17 +153,17 @@ impl Struct for AclCreation {
         codec::put_string(
             buf,
             "AclCreation.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 2,
         )?;
         buf.put_i8(self.resource_pattern_type);
         codec::put_string(
             buf,
             "AclCreation.principal",
-            &self.principal.as_str(),
+            self.principal.as_str(),
             version >= 2,
         )?;
-        codec::put_string(buf, "AclCreation.host", &self.host.as_str(), version >= 2)?;
+        codec::put_string(buf, "AclCreation.host", self.host.as_str(), version >= 2)?;
         buf.put_i8(self.operation);
         buf.put_i8(self.permission_type);
         if flexible {
@@ -185,16 +176,15 @@ impl Struct for AclCreation {
 #[cfg(test)]
 impl crate::testing::Random for AclCreation {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AclCreation::default();
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.resource_pattern_type = g.i8();
-        value.principal = g.string();
-        value.host = g.string();
-        value.operation = g.i8();
-        value.permission_type = g.i8();
-        let _ = (g, version);
-        value
+        AclCreation {
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            resource_pattern_type: g.i8(),
+            principal: g.string(),
+            host: g.string(),
+            operation: g.i8(),
+            permission_type: g.i8(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreateAclsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<AclCreationResult>,
-}
-
-impl Default for CreateAclsResponse {
-    fn default() -> Self {
-        CreateAclsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl CreateAclsResponse {
@@ -78,12 +69,10 @@ impl Struct for CreateAclsResponse {
 #[cfg(test)]
 impl crate::testing::Random for CreateAclsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateAclsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results =
-            g.vec(|g| <AclCreationResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        CreateAclsResponse {
+            throttle_time_ms: g.i32(),
+            results: g.vec(|g| <AclCreationResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -148,15 +137,10 @@ impl Struct for AclCreationResult {
 #[cfg(test)]
 impl crate::testing::Random for AclCreationResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AclCreationResult::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        AclCreationResult {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -152,42 +152,35 @@ impl Struct for CreateDelegationTokenRequest {
 #[cfg(test)]
 impl crate::testing::Random for CreateDelegationTokenRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateDelegationTokenRequest::default();
-        if version >= 3 {
-            value.owner_principal_type = if version >= 3 && g.null() {
-                None
+        CreateDelegationTokenRequest {
+            owner_principal_type: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
-        }
-        if version >= 3 {
-            value.owner_principal_name = if version >= 3 && g.null() {
-                None
+                Some(StrBytes::new())
+            },
+            owner_principal_name: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                Some(StrBytes::new())
+            },
+            renewers: g.vec(|g| <CreatableRenewers as crate::testing::Random>::random(g, version)),
+            max_lifetime_ms: g.i64(),
         }
-        value.renewers =
-            g.vec(|g| <CreatableRenewers as crate::testing::Random>::random(g, version));
-        value.max_lifetime_ms = g.i64();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatableRenewers {
     pub principal_type: StrBytes,
     pub principal_name: StrBytes,
-}
-
-impl Default for CreatableRenewers {
-    fn default() -> Self {
-        CreatableRenewers {
-            principal_type: StrBytes::new(),
-            principal_name: StrBytes::new(),
-        }
-    }
 }
 
 impl CreatableRenewers {
@@ -220,13 +213,13 @@ impl Struct for CreatableRenewers {
         codec::put_string(
             buf,
             "CreatableRenewers.principal_type",
-            &self.principal_type.as_str(),
+            self.principal_type.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "CreatableRenewers.principal_name",
-            &self.principal_name.as_str(),
+            self.principal_name.as_str(),
             version >= 2,
         )?;
         if flexible {
@@ -239,11 +232,10 @@ impl Struct for CreatableRenewers {
 #[cfg(test)]
 impl crate::testing::Random for CreatableRenewers {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableRenewers::default();
-        value.principal_type = g.string();
-        value.principal_name = g.string();
-        let _ = (g, version);
-        value
+        CreatableRenewers {
+            principal_type: g.string(),
+            principal_name: g.string(),
+        }
     }
 }
 

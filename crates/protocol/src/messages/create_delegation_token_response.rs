@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreateDelegationTokenResponse {
     pub error_code: i16,
     pub principal_type: StrBytes,
@@ -26,24 +26,6 @@ pub struct CreateDelegationTokenResponse {
     pub token_id: StrBytes,
     pub hmac: Bytes,
     pub throttle_time_ms: i32,
-}
-
-impl Default for CreateDelegationTokenResponse {
-    fn default() -> Self {
-        CreateDelegationTokenResponse {
-            error_code: 0,
-            principal_type: StrBytes::new(),
-            principal_name: StrBytes::new(),
-            token_requester_principal_type: StrBytes::new(),
-            token_requester_principal_name: StrBytes::new(),
-            issue_timestamp_ms: 0,
-            expiry_timestamp_ms: 0,
-            max_timestamp_ms: 0,
-            token_id: StrBytes::new(),
-            hmac: Bytes::new(),
-            throttle_time_ms: 0,
-        }
-    }
 }
 
 impl CreateDelegationTokenResponse {
@@ -147,20 +129,20 @@ impl Struct for CreateDelegationTokenResponse {
         codec::put_string(
             buf,
             "CreateDelegationTokenResponse.principal_type",
-            &self.principal_type.as_str(),
+            self.principal_type.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "CreateDelegationTokenResponse.principal_name",
-            &self.principal_name.as_str(),
+            self.principal_name.as_str(),
             version >= 2,
         )?;
         if version >= 3 {
             codec::put_string(
                 buf,
                 "CreateDelegationTokenResponse.token_requester_principal_type",
-                &self.token_requester_principal_type.as_str(),
+                self.token_requester_principal_type.as_str(),
                 version >= 2,
             )?;
         } else if self.token_requester_principal_type != StrBytes::new() {
@@ -173,7 +155,7 @@ impl Struct for CreateDelegationTokenResponse {
             codec::put_string(
                 buf,
                 "CreateDelegationTokenResponse.token_requester_principal_name",
-                &self.token_requester_principal_name.as_str(),
+                self.token_requester_principal_name.as_str(),
                 version >= 2,
             )?;
         } else if self.token_requester_principal_name != StrBytes::new() {
@@ -188,7 +170,7 @@ impl Struct for CreateDelegationTokenResponse {
         codec::put_string(
             buf,
             "CreateDelegationTokenResponse.token_id",
-            &self.token_id.as_str(),
+            self.token_id.as_str(),
             version >= 2,
         )?;
         codec::put_bytes(
@@ -208,24 +190,27 @@ impl Struct for CreateDelegationTokenResponse {
 #[cfg(test)]
 impl crate::testing::Random for CreateDelegationTokenResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateDelegationTokenResponse::default();
-        value.error_code = g.i16();
-        value.principal_type = g.string();
-        value.principal_name = g.string();
-        if version >= 3 {
-            value.token_requester_principal_type = g.string();
+        CreateDelegationTokenResponse {
+            error_code: g.i16(),
+            principal_type: g.string(),
+            principal_name: g.string(),
+            token_requester_principal_type: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            token_requester_principal_name: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            issue_timestamp_ms: g.i64(),
+            expiry_timestamp_ms: g.i64(),
+            max_timestamp_ms: g.i64(),
+            token_id: g.string(),
+            hmac: g.bytes(),
+            throttle_time_ms: g.i32(),
         }
-        if version >= 3 {
-            value.token_requester_principal_name = g.string();
-        }
-        value.issue_timestamp_ms = g.i64();
-        value.expiry_timestamp_ms = g.i64();
-        value.max_timestamp_ms = g.i64();
-        value.token_id = g.string();
-        value.hmac = g.bytes();
-        value.throttle_time_ms = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 

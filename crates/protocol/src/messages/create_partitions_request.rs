@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatePartitionsRequest {
     pub topics: Vec<CreatePartitionsTopic>,
     pub timeout_ms: i32,
     pub validate_only: bool,
-}
-
-impl Default for CreatePartitionsRequest {
-    fn default() -> Self {
-        CreatePartitionsRequest {
-            topics: Vec::new(),
-            timeout_ms: 0,
-            validate_only: false,
-        }
-    }
 }
 
 impl CreatePartitionsRequest {
@@ -87,13 +77,12 @@ impl Struct for CreatePartitionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for CreatePartitionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatePartitionsRequest::default();
-        value.topics =
-            g.vec(|g| <CreatePartitionsTopic as crate::testing::Random>::random(g, version));
-        value.timeout_ms = g.i32();
-        value.validate_only = g.bool();
-        let _ = (g, version);
-        value
+        CreatePartitionsRequest {
+            topics: g
+                .vec(|g| <CreatePartitionsTopic as crate::testing::Random>::random(g, version)),
+            timeout_ms: g.i32(),
+            validate_only: g.bool(),
+        }
     }
 }
 
@@ -155,7 +144,7 @@ impl Struct for CreatePartitionsTopic {
         codec::put_string(
             buf,
             "CreatePartitionsTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         buf.put_i32(self.count);
@@ -181,32 +170,23 @@ impl Struct for CreatePartitionsTopic {
 #[cfg(test)]
 impl crate::testing::Random for CreatePartitionsTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatePartitionsTopic::default();
-        value.name = TopicName(g.string());
-        value.count = g.i32();
-        value.assignments = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| {
-                <CreatePartitionsAssignment as crate::testing::Random>::random(g, version)
-            }))
-        };
-        let _ = (g, version);
-        value
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreatePartitionsAssignment {
-    pub broker_ids: Vec<BrokerId>,
-}
-
-impl Default for CreatePartitionsAssignment {
-    fn default() -> Self {
-        CreatePartitionsAssignment {
-            broker_ids: Vec::new(),
+        CreatePartitionsTopic {
+            name: TopicName(g.string()),
+            count: g.i32(),
+            assignments: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| {
+                    <CreatePartitionsAssignment as crate::testing::Random>::random(g, version)
+                }))
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CreatePartitionsAssignment {
+    pub broker_ids: Vec<BrokerId>,
 }
 
 impl CreatePartitionsAssignment {
@@ -238,7 +218,7 @@ impl Struct for CreatePartitionsAssignment {
             &self.broker_ids,
             version >= 2,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -252,10 +232,9 @@ impl Struct for CreatePartitionsAssignment {
 #[cfg(test)]
 impl crate::testing::Random for CreatePartitionsAssignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatePartitionsAssignment::default();
-        value.broker_ids = g.vec(|g| BrokerId(g.i32()));
-        let _ = (g, version);
-        value
+        CreatePartitionsAssignment {
+            broker_ids: g.vec(|g| BrokerId(g.i32())),
+        }
     }
 }
 

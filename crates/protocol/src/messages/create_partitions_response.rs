@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatePartitionsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<CreatePartitionsTopicResult>,
-}
-
-impl Default for CreatePartitionsResponse {
-    fn default() -> Self {
-        CreatePartitionsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl CreatePartitionsResponse {
@@ -78,30 +69,20 @@ impl Struct for CreatePartitionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for CreatePartitionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatePartitionsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results =
-            g.vec(|g| <CreatePartitionsTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        CreatePartitionsResponse {
+            throttle_time_ms: g.i32(),
+            results: g.vec(|g| {
+                <CreatePartitionsTopicResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatePartitionsTopicResult {
     pub name: TopicName,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for CreatePartitionsTopicResult {
-    fn default() -> Self {
-        CreatePartitionsTopicResult {
-            name: TopicName(StrBytes::new()),
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl CreatePartitionsTopicResult {
@@ -143,7 +124,7 @@ impl Struct for CreatePartitionsTopicResult {
         codec::put_string(
             buf,
             "CreatePartitionsTopicResult.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         buf.put_i16(self.error_code);
@@ -165,16 +146,11 @@ impl Struct for CreatePartitionsTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for CreatePartitionsTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatePartitionsTopicResult::default();
-        value.name = TopicName(g.string());
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        CreatePartitionsTopicResult {
+            name: TopicName(g.string()),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

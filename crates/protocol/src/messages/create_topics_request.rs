@@ -87,34 +87,21 @@ impl Struct for CreateTopicsRequest {
 #[cfg(test)]
 impl crate::testing::Random for CreateTopicsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateTopicsRequest::default();
-        value.topics = g.vec(|g| <CreatableTopic as crate::testing::Random>::random(g, version));
-        value.timeout_ms = g.i32();
-        value.validate_only = g.bool();
-        let _ = (g, version);
-        value
+        CreateTopicsRequest {
+            topics: g.vec(|g| <CreatableTopic as crate::testing::Random>::random(g, version)),
+            timeout_ms: g.i32(),
+            validate_only: g.bool(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatableTopic {
     pub name: TopicName,
     pub num_partitions: i32,
     pub replication_factor: i16,
     pub assignments: Vec<CreatableReplicaAssignment>,
     pub configs: Vec<CreatableTopicConfig>,
-}
-
-impl Default for CreatableTopic {
-    fn default() -> Self {
-        CreatableTopic {
-            name: TopicName(StrBytes::new()),
-            num_partitions: 0,
-            replication_factor: 0,
-            assignments: Vec::new(),
-            configs: Vec::new(),
-        }
-    }
 }
 
 impl CreatableTopic {
@@ -171,7 +158,7 @@ impl Struct for CreatableTopic {
         codec::put_string(
             buf,
             "CreatableTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 5,
         )?;
         buf.put_i32(self.num_partitions);
@@ -206,32 +193,23 @@ impl Struct for CreatableTopic {
 #[cfg(test)]
 impl crate::testing::Random for CreatableTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableTopic::default();
-        value.name = TopicName(g.string());
-        value.num_partitions = g.i32();
-        value.replication_factor = g.i16();
-        value.assignments =
-            g.vec(|g| <CreatableReplicaAssignment as crate::testing::Random>::random(g, version));
-        value.configs =
-            g.vec(|g| <CreatableTopicConfig as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        CreatableTopic {
+            name: TopicName(g.string()),
+            num_partitions: g.i32(),
+            replication_factor: g.i16(),
+            assignments: g.vec(|g| {
+                <CreatableReplicaAssignment as crate::testing::Random>::random(g, version)
+            }),
+            configs: g
+                .vec(|g| <CreatableTopicConfig as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreatableReplicaAssignment {
     pub partition_index: i32,
     pub broker_ids: Vec<BrokerId>,
-}
-
-impl Default for CreatableReplicaAssignment {
-    fn default() -> Self {
-        CreatableReplicaAssignment {
-            partition_index: 0,
-            broker_ids: Vec::new(),
-        }
-    }
 }
 
 impl CreatableReplicaAssignment {
@@ -270,7 +248,7 @@ impl Struct for CreatableReplicaAssignment {
             &self.broker_ids,
             version >= 5,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -284,11 +262,10 @@ impl Struct for CreatableReplicaAssignment {
 #[cfg(test)]
 impl crate::testing::Random for CreatableReplicaAssignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableReplicaAssignment::default();
-        value.partition_index = g.i32();
-        value.broker_ids = g.vec(|g| BrokerId(g.i32()));
-        let _ = (g, version);
-        value
+        CreatableReplicaAssignment {
+            partition_index: g.i32(),
+            broker_ids: g.vec(|g| BrokerId(g.i32())),
+        }
     }
 }
 
@@ -337,7 +314,7 @@ impl Struct for CreatableTopicConfig {
         codec::put_string(
             buf,
             "CreatableTopicConfig.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             version >= 5,
         )?;
         codec::put_nullable_string(
@@ -358,15 +335,10 @@ impl Struct for CreatableTopicConfig {
 #[cfg(test)]
 impl crate::testing::Random for CreatableTopicConfig {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableTopicConfig::default();
-        value.name = g.string();
-        value.value = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        CreatableTopicConfig {
+            name: g.string(),
+            value: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CreateTopicsResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<CreatableTopicResult>,
-}
-
-impl Default for CreateTopicsResponse {
-    fn default() -> Self {
-        CreateTopicsResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl CreateTopicsResponse {
@@ -78,12 +69,10 @@ impl Struct for CreateTopicsResponse {
 #[cfg(test)]
 impl crate::testing::Random for CreateTopicsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreateTopicsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics =
-            g.vec(|g| <CreatableTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        CreateTopicsResponse {
+            throttle_time_ms: g.i32(),
+            topics: g.vec(|g| <CreatableTopicResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -214,7 +203,7 @@ impl Struct for CreatableTopicResult {
         codec::put_string(
             buf,
             "CreatableTopicResult.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 5,
         )?;
         if version >= 7 {
@@ -271,38 +260,26 @@ impl Struct for CreatableTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for CreatableTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableTopicResult::default();
-        value.name = TopicName(g.string());
-        if version >= 7 {
-            value.topic_id = g.uuid();
-        }
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 5 {
-            value.topic_config_error_code = g.i16();
-        }
-        if version >= 5 {
-            value.num_partitions = g.i32();
-        }
-        if version >= 5 {
-            value.replication_factor = g.i16();
-        }
-        if version >= 5 {
-            value.configs =
+        CreatableTopicResult {
+            name: TopicName(g.string()),
+            topic_id: if version >= 7 { g.uuid() } else { Uuid::nil() },
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            topic_config_error_code: if version >= 5 { g.i16() } else { 0 },
+            num_partitions: if version >= 5 { g.i32() } else { -1 },
+            replication_factor: if version >= 5 { g.i16() } else { -1 },
+            configs: if version >= 5 {
                 if version >= 5 && g.null() {
                     None
                 } else {
                     Some(g.vec(|g| {
                         <CreatableTopicConfigs as crate::testing::Random>::random(g, version)
                     }))
-                };
+                }
+            } else {
+                Some(Vec::new())
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -372,7 +349,7 @@ impl Struct for CreatableTopicConfigs {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "CreatableTopicConfigs.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "CreatableTopicConfigs.name", self.name.as_str(), true)?;
         codec::put_nullable_string(
             buf,
             "CreatableTopicConfigs.value",
@@ -394,18 +371,13 @@ impl Struct for CreatableTopicConfigs {
 #[cfg(test)]
 impl crate::testing::Random for CreatableTopicConfigs {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CreatableTopicConfigs::default();
-        value.name = g.string();
-        value.value = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.read_only = g.bool();
-        value.config_source = g.i8();
-        value.is_sensitive = g.bool();
-        let _ = (g, version);
-        value
+        CreatableTopicConfigs {
+            name: g.string(),
+            value: if g.null() { None } else { Some(g.string()) },
+            read_only: g.bool(),
+            config_source: g.i8(),
+            is_sensitive: g.bool(),
+        }
     }
 }
 

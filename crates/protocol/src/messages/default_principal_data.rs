@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DefaultPrincipalData {
     pub r#type: StrBytes,
     pub name: StrBytes,
     pub token_authenticated: bool,
-}
-
-impl Default for DefaultPrincipalData {
-    fn default() -> Self {
-        DefaultPrincipalData {
-            r#type: StrBytes::new(),
-            name: StrBytes::new(),
-            token_authenticated: false,
-        }
-    }
 }
 
 impl DefaultPrincipalData {
@@ -63,13 +53,8 @@ impl Struct for DefaultPrincipalData {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(
-            buf,
-            "DefaultPrincipalData.type",
-            &self.r#type.as_str(),
-            true,
-        )?;
-        codec::put_string(buf, "DefaultPrincipalData.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "DefaultPrincipalData.type", self.r#type.as_str(), true)?;
+        codec::put_string(buf, "DefaultPrincipalData.name", self.name.as_str(), true)?;
         buf.put_u8(u8::from(self.token_authenticated));
         if flexible {
             buf.put_u8(0);
@@ -81,12 +66,11 @@ impl Struct for DefaultPrincipalData {
 #[cfg(test)]
 impl crate::testing::Random for DefaultPrincipalData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DefaultPrincipalData::default();
-        value.r#type = g.string();
-        value.name = g.string();
-        value.token_authenticated = g.bool();
-        let _ = (g, version);
-        value
+        DefaultPrincipalData {
+            r#type: g.string(),
+            name: g.string(),
+            token_authenticated: g.bool(),
+        }
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteAclsRequest {
     pub filters: Vec<DeleteAclsFilter>,
-}
-
-impl Default for DeleteAclsRequest {
-    fn default() -> Self {
-        DeleteAclsRequest {
-            filters: Vec::new(),
-        }
-    }
 }
 
 impl DeleteAclsRequest {
@@ -67,10 +59,9 @@ impl Struct for DeleteAclsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteAclsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteAclsRequest::default();
-        value.filters = g.vec(|g| <DeleteAclsFilter as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteAclsRequest {
+            filters: g.vec(|g| <DeleteAclsFilter as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -196,28 +187,15 @@ impl Struct for DeleteAclsFilter {
 #[cfg(test)]
 impl crate::testing::Random for DeleteAclsFilter {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteAclsFilter::default();
-        value.resource_type_filter = g.i8();
-        value.resource_name_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.pattern_type_filter = g.i8();
-        value.principal_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.host_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.operation = g.i8();
-        value.permission_type = g.i8();
-        let _ = (g, version);
-        value
+        DeleteAclsFilter {
+            resource_type_filter: g.i8(),
+            resource_name_filter: if g.null() { None } else { Some(g.string()) },
+            pattern_type_filter: g.i8(),
+            principal_filter: if g.null() { None } else { Some(g.string()) },
+            host_filter: if g.null() { None } else { Some(g.string()) },
+            operation: g.i8(),
+            permission_type: g.i8(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteAclsResponse {
     pub throttle_time_ms: i32,
     pub filter_results: Vec<DeleteAclsFilterResult>,
-}
-
-impl Default for DeleteAclsResponse {
-    fn default() -> Self {
-        DeleteAclsResponse {
-            throttle_time_ms: 0,
-            filter_results: Vec::new(),
-        }
-    }
 }
 
 impl DeleteAclsResponse {
@@ -78,12 +69,11 @@ impl Struct for DeleteAclsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteAclsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteAclsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.filter_results =
-            g.vec(|g| <DeleteAclsFilterResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteAclsResponse {
+            throttle_time_ms: g.i32(),
+            filter_results: g
+                .vec(|g| <DeleteAclsFilterResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -170,17 +160,12 @@ impl Struct for DeleteAclsFilterResult {
 #[cfg(test)]
 impl crate::testing::Random for DeleteAclsFilterResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteAclsFilterResult::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.matching_acls =
-            g.vec(|g| <DeleteAclsMatchingAcl as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteAclsFilterResult {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            matching_acls: g
+                .vec(|g| <DeleteAclsMatchingAcl as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -296,20 +281,20 @@ impl Struct for DeleteAclsMatchingAcl {
         codec::put_string(
             buf,
             "DeleteAclsMatchingAcl.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 2,
         )?;
         buf.put_i8(self.pattern_type);
         codec::put_string(
             buf,
             "DeleteAclsMatchingAcl.principal",
-            &self.principal.as_str(),
+            self.principal.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "DeleteAclsMatchingAcl.host",
-            &self.host.as_str(),
+            self.host.as_str(),
             version >= 2,
         )?;
         buf.put_i8(self.operation);
@@ -324,22 +309,17 @@ impl Struct for DeleteAclsMatchingAcl {
 #[cfg(test)]
 impl crate::testing::Random for DeleteAclsMatchingAcl {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteAclsMatchingAcl::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.pattern_type = g.i8();
-        value.principal = g.string();
-        value.host = g.string();
-        value.operation = g.i8();
-        value.permission_type = g.i8();
-        let _ = (g, version);
-        value
+        DeleteAclsMatchingAcl {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            pattern_type: g.i8(),
+            principal: g.string(),
+            host: g.string(),
+            operation: g.i8(),
+            permission_type: g.i8(),
+        }
     }
 }
 

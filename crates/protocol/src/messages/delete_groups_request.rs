@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteGroupsRequest {
     pub groups_names: Vec<GroupId>,
-}
-
-impl Default for DeleteGroupsRequest {
-    fn default() -> Self {
-        DeleteGroupsRequest {
-            groups_names: Vec::new(),
-        }
-    }
 }
 
 impl DeleteGroupsRequest {
@@ -75,10 +67,9 @@ impl Struct for DeleteGroupsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteGroupsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteGroupsRequest::default();
-        value.groups_names = g.vec(|g| GroupId(g.string()));
-        let _ = (g, version);
-        value
+        DeleteGroupsRequest {
+            groups_names: g.vec(|g| GroupId(g.string())),
+        }
     }
 }
 

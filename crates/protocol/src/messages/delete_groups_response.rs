@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteGroupsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<DeletableGroupResult>,
-}
-
-impl Default for DeleteGroupsResponse {
-    fn default() -> Self {
-        DeleteGroupsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl DeleteGroupsResponse {
@@ -78,28 +69,18 @@ impl Struct for DeleteGroupsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteGroupsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteGroupsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results =
-            g.vec(|g| <DeletableGroupResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteGroupsResponse {
+            throttle_time_ms: g.i32(),
+            results: g
+                .vec(|g| <DeletableGroupResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeletableGroupResult {
     pub group_id: GroupId,
     pub error_code: i16,
-}
-
-impl Default for DeletableGroupResult {
-    fn default() -> Self {
-        DeletableGroupResult {
-            group_id: GroupId(StrBytes::new()),
-            error_code: 0,
-        }
-    }
 }
 
 impl DeletableGroupResult {
@@ -134,7 +115,7 @@ impl Struct for DeletableGroupResult {
         codec::put_string(
             buf,
             "DeletableGroupResult.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 2,
         )?;
         buf.put_i16(self.error_code);
@@ -148,11 +129,10 @@ impl Struct for DeletableGroupResult {
 #[cfg(test)]
 impl crate::testing::Random for DeletableGroupResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeletableGroupResult::default();
-        value.group_id = GroupId(g.string());
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        DeletableGroupResult {
+            group_id: GroupId(g.string()),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsRequest {
     pub topics: Vec<DeleteRecordsTopic>,
     pub timeout_ms: i32,
-}
-
-impl Default for DeleteRecordsRequest {
-    fn default() -> Self {
-        DeleteRecordsRequest {
-            topics: Vec::new(),
-            timeout_ms: 0,
-        }
-    }
 }
 
 impl DeleteRecordsRequest {
@@ -78,28 +69,17 @@ impl Struct for DeleteRecordsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsRequest::default();
-        value.topics =
-            g.vec(|g| <DeleteRecordsTopic as crate::testing::Random>::random(g, version));
-        value.timeout_ms = g.i32();
-        let _ = (g, version);
-        value
+        DeleteRecordsRequest {
+            topics: g.vec(|g| <DeleteRecordsTopic as crate::testing::Random>::random(g, version)),
+            timeout_ms: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsTopic {
     pub name: TopicName,
     pub partitions: Vec<DeleteRecordsPartition>,
-}
-
-impl Default for DeleteRecordsTopic {
-    fn default() -> Self {
-        DeleteRecordsTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DeleteRecordsTopic {
@@ -136,7 +116,7 @@ impl Struct for DeleteRecordsTopic {
         codec::put_string(
             buf,
             "DeleteRecordsTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -159,28 +139,18 @@ impl Struct for DeleteRecordsTopic {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <DeleteRecordsPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteRecordsTopic {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <DeleteRecordsPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsPartition {
     pub partition_index: i32,
     pub offset: i64,
-}
-
-impl Default for DeleteRecordsPartition {
-    fn default() -> Self {
-        DeleteRecordsPartition {
-            partition_index: 0,
-            offset: 0,
-        }
-    }
 }
 
 impl DeleteRecordsPartition {
@@ -222,11 +192,10 @@ impl Struct for DeleteRecordsPartition {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsPartition::default();
-        value.partition_index = g.i32();
-        value.offset = g.i64();
-        let _ = (g, version);
-        value
+        DeleteRecordsPartition {
+            partition_index: g.i32(),
+            offset: g.i64(),
+        }
     }
 }
 

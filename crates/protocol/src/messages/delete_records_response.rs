@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<DeleteRecordsTopicResult>,
-}
-
-impl Default for DeleteRecordsResponse {
-    fn default() -> Self {
-        DeleteRecordsResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DeleteRecordsResponse {
@@ -78,28 +69,18 @@ impl Struct for DeleteRecordsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics =
-            g.vec(|g| <DeleteRecordsTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteRecordsResponse {
+            throttle_time_ms: g.i32(),
+            topics: g
+                .vec(|g| <DeleteRecordsTopicResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsTopicResult {
     pub name: TopicName,
     pub partitions: Vec<DeleteRecordsPartitionResult>,
-}
-
-impl Default for DeleteRecordsTopicResult {
-    fn default() -> Self {
-        DeleteRecordsTopicResult {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DeleteRecordsTopicResult {
@@ -136,7 +117,7 @@ impl Struct for DeleteRecordsTopicResult {
         codec::put_string(
             buf,
             "DeleteRecordsTopicResult.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -159,30 +140,20 @@ impl Struct for DeleteRecordsTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsTopicResult::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <DeleteRecordsPartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteRecordsTopicResult {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <DeleteRecordsPartitionResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteRecordsPartitionResult {
     pub partition_index: i32,
     pub low_watermark: i64,
     pub error_code: i16,
-}
-
-impl Default for DeleteRecordsPartitionResult {
-    fn default() -> Self {
-        DeleteRecordsPartitionResult {
-            partition_index: 0,
-            low_watermark: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl DeleteRecordsPartitionResult {
@@ -231,12 +202,11 @@ impl Struct for DeleteRecordsPartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for DeleteRecordsPartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteRecordsPartitionResult::default();
-        value.partition_index = g.i32();
-        value.low_watermark = g.i64();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        DeleteRecordsPartitionResult {
+            partition_index: g.i32(),
+            low_watermark: g.i64(),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteShareGroupOffsetsRequest {
     pub group_id: GroupId,
     pub topics: Vec<DeleteShareGroupOffsetsRequestTopic>,
-}
-
-impl Default for DeleteShareGroupOffsetsRequest {
-    fn default() -> Self {
-        DeleteShareGroupOffsetsRequest {
-            group_id: GroupId(StrBytes::new()),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DeleteShareGroupOffsetsRequest {
@@ -62,7 +53,7 @@ impl Struct for DeleteShareGroupOffsetsRequest {
         codec::put_string(
             buf,
             "DeleteShareGroupOffsetsRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -85,27 +76,18 @@ impl Struct for DeleteShareGroupOffsetsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupOffsetsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupOffsetsRequest::default();
-        value.group_id = GroupId(g.string());
-        value.topics = g.vec(|g| {
-            <DeleteShareGroupOffsetsRequestTopic as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeleteShareGroupOffsetsRequestTopic {
-    pub topic_name: TopicName,
-}
-
-impl Default for DeleteShareGroupOffsetsRequestTopic {
-    fn default() -> Self {
-        DeleteShareGroupOffsetsRequestTopic {
-            topic_name: TopicName(StrBytes::new()),
+        DeleteShareGroupOffsetsRequest {
+            group_id: GroupId(g.string()),
+            topics: g.vec(|g| {
+                <DeleteShareGroupOffsetsRequestTopic as crate::testing::Random>::random(g, version)
+            }),
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DeleteShareGroupOffsetsRequestTopic {
+    pub topic_name: TopicName,
 }
 
 impl DeleteShareGroupOffsetsRequestTopic {
@@ -134,7 +116,7 @@ impl Struct for DeleteShareGroupOffsetsRequestTopic {
         codec::put_string(
             buf,
             "DeleteShareGroupOffsetsRequestTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         if flexible {
@@ -147,10 +129,9 @@ impl Struct for DeleteShareGroupOffsetsRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupOffsetsRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupOffsetsRequestTopic::default();
-        value.topic_name = TopicName(g.string());
-        let _ = (g, version);
-        value
+        DeleteShareGroupOffsetsRequestTopic {
+            topic_name: TopicName(g.string()),
+        }
     }
 }
 

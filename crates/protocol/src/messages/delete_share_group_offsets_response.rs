@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteShareGroupOffsetsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
     pub responses: Vec<DeleteShareGroupOffsetsResponseTopic>,
-}
-
-impl Default for DeleteShareGroupOffsetsResponse {
-    fn default() -> Self {
-        DeleteShareGroupOffsetsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            error_message: None,
-            responses: Vec::new(),
-        }
-    }
 }
 
 impl DeleteShareGroupOffsetsResponse {
@@ -104,39 +93,23 @@ impl Struct for DeleteShareGroupOffsetsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupOffsetsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupOffsetsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.responses = g.vec(|g| {
-            <DeleteShareGroupOffsetsResponseTopic as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        DeleteShareGroupOffsetsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            responses: g.vec(|g| {
+                <DeleteShareGroupOffsetsResponseTopic as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteShareGroupOffsetsResponseTopic {
     pub topic_name: TopicName,
     pub topic_id: Uuid,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for DeleteShareGroupOffsetsResponseTopic {
-    fn default() -> Self {
-        DeleteShareGroupOffsetsResponseTopic {
-            topic_name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl DeleteShareGroupOffsetsResponseTopic {
@@ -184,7 +157,7 @@ impl Struct for DeleteShareGroupOffsetsResponseTopic {
         codec::put_string(
             buf,
             "DeleteShareGroupOffsetsResponseTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         buf.put_slice(self.topic_id.as_bytes());
@@ -207,17 +180,12 @@ impl Struct for DeleteShareGroupOffsetsResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupOffsetsResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupOffsetsResponseTopic::default();
-        value.topic_name = TopicName(g.string());
-        value.topic_id = g.uuid();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        DeleteShareGroupOffsetsResponseTopic {
+            topic_name: TopicName(g.string()),
+            topic_id: g.uuid(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteShareGroupStateRequest {
     pub group_id: StrBytes,
     pub topics: Vec<DeleteStateData>,
-}
-
-impl Default for DeleteShareGroupStateRequest {
-    fn default() -> Self {
-        DeleteShareGroupStateRequest {
-            group_id: StrBytes::new(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DeleteShareGroupStateRequest {
@@ -60,7 +51,7 @@ impl Struct for DeleteShareGroupStateRequest {
         codec::put_string(
             buf,
             "DeleteShareGroupStateRequest.group_id",
-            &self.group_id.as_str(),
+            self.group_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -83,27 +74,17 @@ impl Struct for DeleteShareGroupStateRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupStateRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupStateRequest::default();
-        value.group_id = g.string();
-        value.topics = g.vec(|g| <DeleteStateData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteShareGroupStateRequest {
+            group_id: g.string(),
+            topics: g.vec(|g| <DeleteStateData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteStateData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for DeleteStateData {
-    fn default() -> Self {
-        DeleteStateData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DeleteStateData {
@@ -156,23 +137,16 @@ impl Struct for DeleteStateData {
 #[cfg(test)]
 impl crate::testing::Random for DeleteStateData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteStateData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteStateData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData { partition: 0 }
-    }
 }
 
 impl PartitionData {
@@ -207,10 +181,7 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData { partition: g.i32() }
     }
 }
 

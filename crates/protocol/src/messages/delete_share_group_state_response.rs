@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteShareGroupStateResponse {
     pub results: Vec<DeleteStateResult>,
-}
-
-impl Default for DeleteShareGroupStateResponse {
-    fn default() -> Self {
-        DeleteShareGroupStateResponse {
-            results: Vec::new(),
-        }
-    }
 }
 
 impl DeleteShareGroupStateResponse {
@@ -67,27 +59,16 @@ impl Struct for DeleteShareGroupStateResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteShareGroupStateResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteShareGroupStateResponse::default();
-        value.results =
-            g.vec(|g| <DeleteStateResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteShareGroupStateResponse {
+            results: g.vec(|g| <DeleteStateResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteStateResult {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionResult>,
-}
-
-impl Default for DeleteStateResult {
-    fn default() -> Self {
-        DeleteStateResult {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DeleteStateResult {
@@ -140,30 +121,18 @@ impl Struct for DeleteStateResult {
 #[cfg(test)]
 impl crate::testing::Random for DeleteStateResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteStateResult::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteStateResult {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
     pub partition: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for PartitionResult {
-    fn default() -> Self {
-        PartitionResult {
-            partition: 0,
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl PartitionResult {
@@ -219,16 +188,11 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        PartitionResult {
+            partition: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

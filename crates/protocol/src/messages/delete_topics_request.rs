@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteTopicsRequest {
     pub topics: Vec<DeleteTopicState>,
     pub topic_names: Vec<TopicName>,
     pub timeout_ms: i32,
-}
-
-impl Default for DeleteTopicsRequest {
-    fn default() -> Self {
-        DeleteTopicsRequest {
-            topics: Vec::new(),
-            topic_names: Vec::new(),
-            timeout_ms: 0,
-        }
-    }
 }
 
 impl DeleteTopicsRequest {
@@ -118,33 +108,26 @@ impl Struct for DeleteTopicsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DeleteTopicsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteTopicsRequest::default();
-        if version >= 6 {
-            value.topics =
-                g.vec(|g| <DeleteTopicState as crate::testing::Random>::random(g, version));
+        DeleteTopicsRequest {
+            topics: if version >= 6 {
+                g.vec(|g| <DeleteTopicState as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            topic_names: if version <= 5 {
+                g.vec(|g| TopicName(g.string()))
+            } else {
+                Vec::new()
+            },
+            timeout_ms: g.i32(),
         }
-        if version <= 5 {
-            value.topic_names = g.vec(|g| TopicName(g.string()));
-        }
-        value.timeout_ms = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteTopicState {
     pub name: Option<TopicName>,
     pub topic_id: Uuid,
-}
-
-impl Default for DeleteTopicState {
-    fn default() -> Self {
-        DeleteTopicState {
-            name: None,
-            topic_id: Uuid::nil(),
-        }
-    }
 }
 
 impl DeleteTopicState {
@@ -195,15 +178,14 @@ impl Struct for DeleteTopicState {
 #[cfg(test)]
 impl crate::testing::Random for DeleteTopicState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteTopicState::default();
-        value.name = if true && g.null() {
-            None
-        } else {
-            Some(TopicName(g.string()))
-        };
-        value.topic_id = g.uuid();
-        let _ = (g, version);
-        value
+        DeleteTopicState {
+            name: if g.null() {
+                None
+            } else {
+                Some(TopicName(g.string()))
+            },
+            topic_id: g.uuid(),
+        }
     }
 }
 

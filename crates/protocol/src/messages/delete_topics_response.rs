@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DeleteTopicsResponse {
     pub throttle_time_ms: i32,
     pub responses: Vec<DeletableTopicResult>,
-}
-
-impl Default for DeleteTopicsResponse {
-    fn default() -> Self {
-        DeleteTopicsResponse {
-            throttle_time_ms: 0,
-            responses: Vec::new(),
-        }
-    }
 }
 
 impl DeleteTopicsResponse {
@@ -78,12 +69,11 @@ impl Struct for DeleteTopicsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DeleteTopicsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeleteTopicsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.responses =
-            g.vec(|g| <DeletableTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DeleteTopicsResponse {
+            throttle_time_ms: g.i32(),
+            responses: g
+                .vec(|g| <DeletableTopicResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -197,25 +187,24 @@ impl Struct for DeletableTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for DeletableTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DeletableTopicResult::default();
-        value.name = if version >= 6 && g.null() {
-            None
-        } else {
-            Some(TopicName(g.string()))
-        };
-        if version >= 6 {
-            value.topic_id = g.uuid();
-        }
-        value.error_code = g.i16();
-        if version >= 5 {
-            value.error_message = if version >= 5 && g.null() {
+        DeletableTopicResult {
+            name: if version >= 6 && g.null() {
                 None
             } else {
-                Some(g.string())
-            };
+                Some(TopicName(g.string()))
+            },
+            topic_id: if version >= 6 { g.uuid() } else { Uuid::nil() },
+            error_code: g.i16(),
+            error_message: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

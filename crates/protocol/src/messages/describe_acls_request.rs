@@ -135,28 +135,15 @@ impl Struct for DescribeAclsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeAclsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeAclsRequest::default();
-        value.resource_type_filter = g.i8();
-        value.resource_name_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.pattern_type_filter = g.i8();
-        value.principal_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.host_filter = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.operation = g.i8();
-        value.permission_type = g.i8();
-        let _ = (g, version);
-        value
+        DescribeAclsRequest {
+            resource_type_filter: g.i8(),
+            resource_name_filter: if g.null() { None } else { Some(g.string()) },
+            pattern_type_filter: g.i8(),
+            principal_filter: if g.null() { None } else { Some(g.string()) },
+            host_filter: if g.null() { None } else { Some(g.string()) },
+            operation: g.i8(),
+            permission_type: g.i8(),
+        }
     }
 }
 

@@ -104,18 +104,13 @@ impl Struct for DescribeAclsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeAclsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeAclsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.resources =
-            g.vec(|g| <DescribeAclsResource as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeAclsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            resources: g
+                .vec(|g| <DescribeAclsResource as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -183,7 +178,7 @@ impl Struct for DescribeAclsResource {
         codec::put_string(
             buf,
             "DescribeAclsResource.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 2,
         )?;
         buf.put_i8(self.pattern_type);
@@ -207,33 +202,21 @@ impl Struct for DescribeAclsResource {
 #[cfg(test)]
 impl crate::testing::Random for DescribeAclsResource {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeAclsResource::default();
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.pattern_type = g.i8();
-        value.acls = g.vec(|g| <AclDescription as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeAclsResource {
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            pattern_type: g.i8(),
+            acls: g.vec(|g| <AclDescription as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AclDescription {
     pub principal: StrBytes,
     pub host: StrBytes,
     pub operation: i8,
     pub permission_type: i8,
-}
-
-impl Default for AclDescription {
-    fn default() -> Self {
-        AclDescription {
-            principal: StrBytes::new(),
-            host: StrBytes::new(),
-            operation: 0,
-            permission_type: 0,
-        }
-    }
 }
 
 impl AclDescription {
@@ -278,15 +261,10 @@ impl Struct for AclDescription {
         codec::put_string(
             buf,
             "AclDescription.principal",
-            &self.principal.as_str(),
+            self.principal.as_str(),
             version >= 2,
         )?;
-        codec::put_string(
-            buf,
-            "AclDescription.host",
-            &self.host.as_str(),
-            version >= 2,
-        )?;
+        codec::put_string(buf, "AclDescription.host", self.host.as_str(), version >= 2)?;
         buf.put_i8(self.operation);
         buf.put_i8(self.permission_type);
         if flexible {
@@ -299,13 +277,12 @@ impl Struct for AclDescription {
 #[cfg(test)]
 impl crate::testing::Random for AclDescription {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AclDescription::default();
-        value.principal = g.string();
-        value.host = g.string();
-        value.operation = g.i8();
-        value.permission_type = g.i8();
-        let _ = (g, version);
-        value
+        AclDescription {
+            principal: g.string(),
+            host: g.string(),
+            operation: g.i8(),
+            permission_type: g.i8(),
+        }
     }
 }
 

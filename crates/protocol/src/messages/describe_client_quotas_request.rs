@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeClientQuotasRequest {
     pub components: Vec<ComponentData>,
     pub strict: bool,
-}
-
-impl Default for DescribeClientQuotasRequest {
-    fn default() -> Self {
-        DescribeClientQuotasRequest {
-            components: Vec::new(),
-            strict: false,
-        }
-    }
 }
 
 impl DescribeClientQuotasRequest {
@@ -80,11 +71,10 @@ impl Struct for DescribeClientQuotasRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeClientQuotasRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeClientQuotasRequest::default();
-        value.components = g.vec(|g| <ComponentData as crate::testing::Random>::random(g, version));
-        value.strict = g.bool();
-        let _ = (g, version);
-        value
+        DescribeClientQuotasRequest {
+            components: g.vec(|g| <ComponentData as crate::testing::Random>::random(g, version)),
+            strict: g.bool(),
+        }
     }
 }
 
@@ -141,7 +131,7 @@ impl Struct for ComponentData {
         codec::put_string(
             buf,
             "ComponentData.entity_type",
-            &self.entity_type.as_str(),
+            self.entity_type.as_str(),
             version >= 1,
         )?;
         buf.put_i8(self.match_type);
@@ -163,16 +153,11 @@ impl Struct for ComponentData {
 #[cfg(test)]
 impl crate::testing::Random for ComponentData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ComponentData::default();
-        value.entity_type = g.string();
-        value.match_type = g.i8();
-        value.r#match = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        ComponentData {
+            entity_type: g.string(),
+            match_type: g.i8(),
+            r#match: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

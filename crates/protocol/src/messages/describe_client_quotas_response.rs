@@ -107,37 +107,23 @@ impl Struct for DescribeClientQuotasResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeClientQuotasResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeClientQuotasResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.entries = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <EntryData as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
+        DescribeClientQuotasResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            entries: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <EntryData as crate::testing::Random>::random(g, version)))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EntryData {
     pub entity: Vec<EntityData>,
     pub values: Vec<ValueData>,
-}
-
-impl Default for EntryData {
-    fn default() -> Self {
-        EntryData {
-            entity: Vec::new(),
-            values: Vec::new(),
-        }
-    }
 }
 
 impl EntryData {
@@ -201,11 +187,10 @@ impl Struct for EntryData {
 #[cfg(test)]
 impl crate::testing::Random for EntryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntryData::default();
-        value.entity = g.vec(|g| <EntityData as crate::testing::Random>::random(g, version));
-        value.values = g.vec(|g| <ValueData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        EntryData {
+            entity: g.vec(|g| <EntityData as crate::testing::Random>::random(g, version)),
+            values: g.vec(|g| <ValueData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -254,7 +239,7 @@ impl Struct for EntityData {
         codec::put_string(
             buf,
             "EntityData.entity_type",
-            &self.entity_type.as_str(),
+            self.entity_type.as_str(),
             version >= 1,
         )?;
         codec::put_nullable_string(
@@ -275,31 +260,17 @@ impl Struct for EntityData {
 #[cfg(test)]
 impl crate::testing::Random for EntityData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EntityData::default();
-        value.entity_type = g.string();
-        value.entity_name = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        EntityData {
+            entity_type: g.string(),
+            entity_name: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ValueData {
     pub key: StrBytes,
     pub value: f64,
-}
-
-impl Default for ValueData {
-    fn default() -> Self {
-        ValueData {
-            key: StrBytes::new(),
-            value: 0.0,
-        }
-    }
 }
 
 impl ValueData {
@@ -329,7 +300,7 @@ impl Struct for ValueData {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = version >= 1;
-        codec::put_string(buf, "ValueData.key", &self.key.as_str(), version >= 1)?;
+        codec::put_string(buf, "ValueData.key", self.key.as_str(), version >= 1)?;
         buf.put_f64(self.value);
         if flexible {
             buf.put_u8(0);
@@ -341,11 +312,10 @@ impl Struct for ValueData {
 #[cfg(test)]
 impl crate::testing::Random for ValueData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ValueData::default();
-        value.key = g.string();
-        value.value = g.f64();
-        let _ = (g, version);
-        value
+        ValueData {
+            key: g.string(),
+            value: g.f64(),
+        }
     }
 }
 

@@ -83,7 +83,7 @@ impl Struct for DescribeClusterRequest {
         }
         if version >= 2 {
             buf.put_u8(u8::from(self.include_fenced_brokers));
-        } else if self.include_fenced_brokers != false {
+        } else if self.include_fenced_brokers {
             return Err(codec::not_in_version(
                 "DescribeClusterRequest.include_fenced_brokers",
                 version,
@@ -99,16 +99,11 @@ impl Struct for DescribeClusterRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeClusterRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeClusterRequest::default();
-        value.include_cluster_authorized_operations = g.bool();
-        if version >= 1 {
-            value.endpoint_type = g.i8();
+        DescribeClusterRequest {
+            include_cluster_authorized_operations: g.bool(),
+            endpoint_type: if version >= 1 { g.i8() } else { 1 },
+            include_fenced_brokers: if version >= 2 { g.bool() } else { false },
         }
-        if version >= 2 {
-            value.include_fenced_brokers = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

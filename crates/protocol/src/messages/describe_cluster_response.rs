@@ -133,7 +133,7 @@ impl Struct for DescribeClusterResponse {
         codec::put_string(
             buf,
             "DescribeClusterResponse.cluster_id",
-            &self.cluster_id.as_str(),
+            self.cluster_id.as_str(),
             true,
         )?;
         buf.put_i32(self.controller_id.0);
@@ -158,46 +158,27 @@ impl Struct for DescribeClusterResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeClusterResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeClusterResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 1 {
-            value.endpoint_type = g.i8();
+        DescribeClusterResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            endpoint_type: if version >= 1 { g.i8() } else { 1 },
+            cluster_id: g.string(),
+            controller_id: BrokerId(g.i32()),
+            brokers: g
+                .vec(|g| <DescribeClusterBroker as crate::testing::Random>::random(g, version)),
+            cluster_authorized_operations: g.i32(),
         }
-        value.cluster_id = g.string();
-        value.controller_id = BrokerId(g.i32());
-        value.brokers =
-            g.vec(|g| <DescribeClusterBroker as crate::testing::Random>::random(g, version));
-        value.cluster_authorized_operations = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeClusterBroker {
     pub broker_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
     pub is_fenced: bool,
-}
-
-impl Default for DescribeClusterBroker {
-    fn default() -> Self {
-        DescribeClusterBroker {
-            broker_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-            is_fenced: false,
-        }
-    }
 }
 
 impl DescribeClusterBroker {
@@ -250,7 +231,7 @@ impl Struct for DescribeClusterBroker {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.broker_id.0);
-        codec::put_string(buf, "DescribeClusterBroker.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "DescribeClusterBroker.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         codec::put_nullable_string(
             buf,
@@ -262,7 +243,7 @@ impl Struct for DescribeClusterBroker {
         )?;
         if version >= 2 {
             buf.put_u8(u8::from(self.is_fenced));
-        } else if self.is_fenced != false {
+        } else if self.is_fenced {
             return Err(codec::not_in_version(
                 "DescribeClusterBroker.is_fenced",
                 version,
@@ -278,20 +259,13 @@ impl Struct for DescribeClusterBroker {
 #[cfg(test)]
 impl crate::testing::Random for DescribeClusterBroker {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeClusterBroker::default();
-        value.broker_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 2 {
-            value.is_fenced = g.bool();
+        DescribeClusterBroker {
+            broker_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if g.null() { None } else { Some(g.string()) },
+            is_fenced: if version >= 2 { g.bool() } else { false },
         }
-        let _ = (g, version);
-        value
     }
 }
 

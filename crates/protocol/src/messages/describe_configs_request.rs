@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeConfigsRequest {
     pub resources: Vec<DescribeConfigsResource>,
     pub include_synonyms: bool,
     pub include_documentation: bool,
-}
-
-impl Default for DescribeConfigsRequest {
-    fn default() -> Self {
-        DescribeConfigsRequest {
-            resources: Vec::new(),
-            include_synonyms: false,
-            include_documentation: false,
-        }
-    }
 }
 
 impl DescribeConfigsRequest {
@@ -82,7 +72,7 @@ impl Struct for DescribeConfigsRequest {
         buf.put_u8(u8::from(self.include_synonyms));
         if version >= 3 {
             buf.put_u8(u8::from(self.include_documentation));
-        } else if self.include_documentation != false {
+        } else if self.include_documentation {
             return Err(codec::not_in_version(
                 "DescribeConfigsRequest.include_documentation",
                 version,
@@ -98,15 +88,12 @@ impl Struct for DescribeConfigsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsRequest::default();
-        value.resources =
-            g.vec(|g| <DescribeConfigsResource as crate::testing::Random>::random(g, version));
-        value.include_synonyms = g.bool();
-        if version >= 3 {
-            value.include_documentation = g.bool();
+        DescribeConfigsRequest {
+            resources: g
+                .vec(|g| <DescribeConfigsResource as crate::testing::Random>::random(g, version)),
+            include_synonyms: g.bool(),
+            include_documentation: if version >= 3 { g.bool() } else { false },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -168,7 +155,7 @@ impl Struct for DescribeConfigsResource {
         codec::put_string(
             buf,
             "DescribeConfigsResource.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 4,
         )?;
         codec::put_nullable_array(
@@ -198,16 +185,15 @@ impl Struct for DescribeConfigsResource {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsResource {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsResource::default();
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.configuration_keys = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| g.string()))
-        };
-        let _ = (g, version);
-        value
+        DescribeConfigsResource {
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            configuration_keys: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| g.string()))
+            },
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeConfigsResponse {
     pub throttle_time_ms: i32,
     pub results: Vec<DescribeConfigsResult>,
-}
-
-impl Default for DescribeConfigsResponse {
-    fn default() -> Self {
-        DescribeConfigsResponse {
-            throttle_time_ms: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl DescribeConfigsResponse {
@@ -78,12 +69,11 @@ impl Struct for DescribeConfigsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.results =
-            g.vec(|g| <DescribeConfigsResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeConfigsResponse {
+            throttle_time_ms: g.i32(),
+            results: g
+                .vec(|g| <DescribeConfigsResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -169,7 +159,7 @@ impl Struct for DescribeConfigsResult {
         codec::put_string(
             buf,
             "DescribeConfigsResult.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             version >= 4,
         )?;
         codec::put_array(
@@ -192,19 +182,15 @@ impl Struct for DescribeConfigsResult {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsResult::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.resource_type = g.i8();
-        value.resource_name = g.string();
-        value.configs = g
-            .vec(|g| <DescribeConfigsResourceResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeConfigsResult {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            resource_type: g.i8(),
+            resource_name: g.string(),
+            configs: g.vec(|g| {
+                <DescribeConfigsResourceResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -313,7 +299,7 @@ impl Struct for DescribeConfigsResourceResult {
         codec::put_string(
             buf,
             "DescribeConfigsResourceResult.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             version >= 4,
         )?;
         codec::put_nullable_string(
@@ -360,30 +346,25 @@ impl Struct for DescribeConfigsResourceResult {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsResourceResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsResourceResult::default();
-        value.name = g.string();
-        value.value = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.read_only = g.bool();
-        value.config_source = g.i8();
-        value.is_sensitive = g.bool();
-        value.synonyms =
-            g.vec(|g| <DescribeConfigsSynonym as crate::testing::Random>::random(g, version));
-        if version >= 3 {
-            value.config_type = g.i8();
-        }
-        if version >= 3 {
-            value.documentation = if true && g.null() {
-                None
+        DescribeConfigsResourceResult {
+            name: g.string(),
+            value: if g.null() { None } else { Some(g.string()) },
+            read_only: g.bool(),
+            config_source: g.i8(),
+            is_sensitive: g.bool(),
+            synonyms: g
+                .vec(|g| <DescribeConfigsSynonym as crate::testing::Random>::random(g, version)),
+            config_type: if version >= 3 { g.i8() } else { 0 },
+            documentation: if version >= 3 {
+                if g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                Some(StrBytes::new())
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -440,7 +421,7 @@ impl Struct for DescribeConfigsSynonym {
         codec::put_string(
             buf,
             "DescribeConfigsSynonym.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             version >= 4,
         )?;
         codec::put_nullable_string(
@@ -462,16 +443,11 @@ impl Struct for DescribeConfigsSynonym {
 #[cfg(test)]
 impl crate::testing::Random for DescribeConfigsSynonym {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeConfigsSynonym::default();
-        value.name = g.string();
-        value.value = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.source = g.i8();
-        let _ = (g, version);
-        value
+        DescribeConfigsSynonym {
+            name: g.string(),
+            value: if g.null() { None } else { Some(g.string()) },
+            source: g.i8(),
+        }
     }
 }
 

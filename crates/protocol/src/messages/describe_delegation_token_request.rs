@@ -70,32 +70,22 @@ impl Struct for DescribeDelegationTokenRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeDelegationTokenRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeDelegationTokenRequest::default();
-        value.owners = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| {
-                <DescribeDelegationTokenOwner as crate::testing::Random>::random(g, version)
-            }))
-        };
-        let _ = (g, version);
-        value
+        DescribeDelegationTokenRequest {
+            owners: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| {
+                    <DescribeDelegationTokenOwner as crate::testing::Random>::random(g, version)
+                }))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeDelegationTokenOwner {
     pub principal_type: StrBytes,
     pub principal_name: StrBytes,
-}
-
-impl Default for DescribeDelegationTokenOwner {
-    fn default() -> Self {
-        DescribeDelegationTokenOwner {
-            principal_type: StrBytes::new(),
-            principal_name: StrBytes::new(),
-        }
-    }
 }
 
 impl DescribeDelegationTokenOwner {
@@ -130,13 +120,13 @@ impl Struct for DescribeDelegationTokenOwner {
         codec::put_string(
             buf,
             "DescribeDelegationTokenOwner.principal_type",
-            &self.principal_type.as_str(),
+            self.principal_type.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "DescribeDelegationTokenOwner.principal_name",
-            &self.principal_name.as_str(),
+            self.principal_name.as_str(),
             version >= 2,
         )?;
         if flexible {
@@ -149,11 +139,10 @@ impl Struct for DescribeDelegationTokenOwner {
 #[cfg(test)]
 impl crate::testing::Random for DescribeDelegationTokenOwner {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeDelegationTokenOwner::default();
-        value.principal_type = g.string();
-        value.principal_name = g.string();
-        let _ = (g, version);
-        value
+        DescribeDelegationTokenOwner {
+            principal_type: g.string(),
+            principal_name: g.string(),
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeDelegationTokenResponse {
     pub error_code: i16,
     pub tokens: Vec<DescribedDelegationToken>,
     pub throttle_time_ms: i32,
-}
-
-impl Default for DescribeDelegationTokenResponse {
-    fn default() -> Self {
-        DescribeDelegationTokenResponse {
-            error_code: 0,
-            tokens: Vec::new(),
-            throttle_time_ms: 0,
-        }
-    }
 }
 
 impl DescribeDelegationTokenResponse {
@@ -89,17 +79,16 @@ impl Struct for DescribeDelegationTokenResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeDelegationTokenResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeDelegationTokenResponse::default();
-        value.error_code = g.i16();
-        value.tokens =
-            g.vec(|g| <DescribedDelegationToken as crate::testing::Random>::random(g, version));
-        value.throttle_time_ms = g.i32();
-        let _ = (g, version);
-        value
+        DescribeDelegationTokenResponse {
+            error_code: g.i16(),
+            tokens: g
+                .vec(|g| <DescribedDelegationToken as crate::testing::Random>::random(g, version)),
+            throttle_time_ms: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribedDelegationToken {
     pub principal_type: StrBytes,
     pub principal_name: StrBytes,
@@ -111,23 +100,6 @@ pub struct DescribedDelegationToken {
     pub token_id: StrBytes,
     pub hmac: Bytes,
     pub renewers: Vec<DescribedDelegationTokenRenewer>,
-}
-
-impl Default for DescribedDelegationToken {
-    fn default() -> Self {
-        DescribedDelegationToken {
-            principal_type: StrBytes::new(),
-            principal_name: StrBytes::new(),
-            token_requester_principal_type: StrBytes::new(),
-            token_requester_principal_name: StrBytes::new(),
-            issue_timestamp: 0,
-            expiry_timestamp: 0,
-            max_timestamp: 0,
-            token_id: StrBytes::new(),
-            hmac: Bytes::new(),
-            renewers: Vec::new(),
-        }
-    }
 }
 
 impl DescribedDelegationToken {
@@ -224,20 +196,20 @@ impl Struct for DescribedDelegationToken {
         codec::put_string(
             buf,
             "DescribedDelegationToken.principal_type",
-            &self.principal_type.as_str(),
+            self.principal_type.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "DescribedDelegationToken.principal_name",
-            &self.principal_name.as_str(),
+            self.principal_name.as_str(),
             version >= 2,
         )?;
         if version >= 3 {
             codec::put_string(
                 buf,
                 "DescribedDelegationToken.token_requester_principal_type",
-                &self.token_requester_principal_type.as_str(),
+                self.token_requester_principal_type.as_str(),
                 version >= 2,
             )?;
         } else if self.token_requester_principal_type != StrBytes::new() {
@@ -250,7 +222,7 @@ impl Struct for DescribedDelegationToken {
             codec::put_string(
                 buf,
                 "DescribedDelegationToken.token_requester_principal_name",
-                &self.token_requester_principal_name.as_str(),
+                self.token_requester_principal_name.as_str(),
                 version >= 2,
             )?;
         } else if self.token_requester_principal_name != StrBytes::new() {
@@ -265,7 +237,7 @@ impl Struct for DescribedDelegationToken {
         codec::put_string(
             buf,
             "DescribedDelegationToken.token_id",
-            &self.token_id.as_str(),
+            self.token_id.as_str(),
             version >= 2,
         )?;
         codec::put_bytes(
@@ -294,41 +266,35 @@ impl Struct for DescribedDelegationToken {
 #[cfg(test)]
 impl crate::testing::Random for DescribedDelegationToken {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedDelegationToken::default();
-        value.principal_type = g.string();
-        value.principal_name = g.string();
-        if version >= 3 {
-            value.token_requester_principal_type = g.string();
+        DescribedDelegationToken {
+            principal_type: g.string(),
+            principal_name: g.string(),
+            token_requester_principal_type: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            token_requester_principal_name: if version >= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            issue_timestamp: g.i64(),
+            expiry_timestamp: g.i64(),
+            max_timestamp: g.i64(),
+            token_id: g.string(),
+            hmac: g.bytes(),
+            renewers: g.vec(|g| {
+                <DescribedDelegationTokenRenewer as crate::testing::Random>::random(g, version)
+            }),
         }
-        if version >= 3 {
-            value.token_requester_principal_name = g.string();
-        }
-        value.issue_timestamp = g.i64();
-        value.expiry_timestamp = g.i64();
-        value.max_timestamp = g.i64();
-        value.token_id = g.string();
-        value.hmac = g.bytes();
-        value.renewers = g.vec(|g| {
-            <DescribedDelegationTokenRenewer as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribedDelegationTokenRenewer {
     pub principal_type: StrBytes,
     pub principal_name: StrBytes,
-}
-
-impl Default for DescribedDelegationTokenRenewer {
-    fn default() -> Self {
-        DescribedDelegationTokenRenewer {
-            principal_type: StrBytes::new(),
-            principal_name: StrBytes::new(),
-        }
-    }
 }
 
 impl DescribedDelegationTokenRenewer {
@@ -367,13 +333,13 @@ impl Struct for DescribedDelegationTokenRenewer {
         codec::put_string(
             buf,
             "DescribedDelegationTokenRenewer.principal_type",
-            &self.principal_type.as_str(),
+            self.principal_type.as_str(),
             version >= 2,
         )?;
         codec::put_string(
             buf,
             "DescribedDelegationTokenRenewer.principal_name",
-            &self.principal_name.as_str(),
+            self.principal_name.as_str(),
             version >= 2,
         )?;
         if flexible {
@@ -386,11 +352,10 @@ impl Struct for DescribedDelegationTokenRenewer {
 #[cfg(test)]
 impl crate::testing::Random for DescribedDelegationTokenRenewer {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedDelegationTokenRenewer::default();
-        value.principal_type = g.string();
-        value.principal_name = g.string();
-        let _ = (g, version);
-        value
+        DescribedDelegationTokenRenewer {
+            principal_type: g.string(),
+            principal_name: g.string(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeGroupsRequest {
     pub groups: Vec<GroupId>,
     pub include_authorized_operations: bool,
-}
-
-impl Default for DescribeGroupsRequest {
-    fn default() -> Self {
-        DescribeGroupsRequest {
-            groups: Vec::new(),
-            include_authorized_operations: false,
-        }
-    }
 }
 
 impl DescribeGroupsRequest {
@@ -79,7 +70,7 @@ impl Struct for DescribeGroupsRequest {
         )?;
         if version >= 3 {
             buf.put_u8(u8::from(self.include_authorized_operations));
-        } else if self.include_authorized_operations != false {
+        } else if self.include_authorized_operations {
             return Err(codec::not_in_version(
                 "DescribeGroupsRequest.include_authorized_operations",
                 version,
@@ -95,13 +86,10 @@ impl Struct for DescribeGroupsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeGroupsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeGroupsRequest::default();
-        value.groups = g.vec(|g| GroupId(g.string()));
-        if version >= 3 {
-            value.include_authorized_operations = g.bool();
+        DescribeGroupsRequest {
+            groups: g.vec(|g| GroupId(g.string())),
+            include_authorized_operations: if version >= 3 { g.bool() } else { false },
         }
-        let _ = (g, version);
-        value
     }
 }
 

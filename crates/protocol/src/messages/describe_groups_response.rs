@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeGroupsResponse {
     pub throttle_time_ms: i32,
     pub groups: Vec<DescribedGroup>,
-}
-
-impl Default for DescribeGroupsResponse {
-    fn default() -> Self {
-        DescribeGroupsResponse {
-            throttle_time_ms: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl DescribeGroupsResponse {
@@ -84,13 +75,10 @@ impl Struct for DescribeGroupsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeGroupsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeGroupsResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
+        DescribeGroupsResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            groups: g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version)),
         }
-        value.groups = g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -210,7 +198,7 @@ impl Struct for DescribedGroup {
                 version >= 6,
                 version,
             )?;
-        } else if self.error_message != None {
+        } else if self.error_message.is_some() {
             return Err(codec::not_in_version(
                 "DescribedGroup.error_message",
                 version,
@@ -219,25 +207,25 @@ impl Struct for DescribedGroup {
         codec::put_string(
             buf,
             "DescribedGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 5,
         )?;
         codec::put_string(
             buf,
             "DescribedGroup.group_state",
-            &self.group_state.as_str(),
+            self.group_state.as_str(),
             version >= 5,
         )?;
         codec::put_string(
             buf,
             "DescribedGroup.protocol_type",
-            &self.protocol_type.as_str(),
+            self.protocol_type.as_str(),
             version >= 5,
         )?;
         codec::put_string(
             buf,
             "DescribedGroup.protocol_data",
-            &self.protocol_data.as_str(),
+            self.protocol_data.as_str(),
             version >= 5,
         )?;
         codec::put_array(
@@ -268,30 +256,29 @@ impl Struct for DescribedGroup {
 #[cfg(test)]
 impl crate::testing::Random for DescribedGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedGroup::default();
-        value.error_code = g.i16();
-        if version >= 6 {
-            value.error_message = if version >= 6 && g.null() {
-                None
+        DescribedGroup {
+            error_code: g.i16(),
+            error_message: if version >= 6 {
+                if version >= 6 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            group_id: GroupId(g.string()),
+            group_state: g.string(),
+            protocol_type: g.string(),
+            protocol_data: g.string(),
+            members: g
+                .vec(|g| <DescribedGroupMember as crate::testing::Random>::random(g, version)),
+            authorized_operations: if version >= 3 { g.i32() } else { -2147483648 },
         }
-        value.group_id = GroupId(g.string());
-        value.group_state = g.string();
-        value.protocol_type = g.string();
-        value.protocol_data = g.string();
-        value.members =
-            g.vec(|g| <DescribedGroupMember as crate::testing::Random>::random(g, version));
-        if version >= 3 {
-            value.authorized_operations = g.i32();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribedGroupMember {
     pub member_id: StrBytes,
     pub group_instance_id: Option<StrBytes>,
@@ -299,19 +286,6 @@ pub struct DescribedGroupMember {
     pub client_host: StrBytes,
     pub member_metadata: Bytes,
     pub member_assignment: Bytes,
-}
-
-impl Default for DescribedGroupMember {
-    fn default() -> Self {
-        DescribedGroupMember {
-            member_id: StrBytes::new(),
-            group_instance_id: None,
-            client_id: StrBytes::new(),
-            client_host: StrBytes::new(),
-            member_metadata: Bytes::new(),
-            member_assignment: Bytes::new(),
-        }
-    }
 }
 
 impl DescribedGroupMember {
@@ -377,7 +351,7 @@ impl Struct for DescribedGroupMember {
         codec::put_string(
             buf,
             "DescribedGroupMember.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 5,
         )?;
         if version >= 4 {
@@ -393,13 +367,13 @@ impl Struct for DescribedGroupMember {
         codec::put_string(
             buf,
             "DescribedGroupMember.client_id",
-            &self.client_id.as_str(),
+            self.client_id.as_str(),
             version >= 5,
         )?;
         codec::put_string(
             buf,
             "DescribedGroupMember.client_host",
-            &self.client_host.as_str(),
+            self.client_host.as_str(),
             version >= 5,
         )?;
         codec::put_bytes(
@@ -424,21 +398,22 @@ impl Struct for DescribedGroupMember {
 #[cfg(test)]
 impl crate::testing::Random for DescribedGroupMember {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedGroupMember::default();
-        value.member_id = g.string();
-        if version >= 4 {
-            value.group_instance_id = if version >= 4 && g.null() {
-                None
+        DescribedGroupMember {
+            member_id: g.string(),
+            group_instance_id: if version >= 4 {
+                if version >= 4 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            client_id: g.string(),
+            client_host: g.string(),
+            member_metadata: g.bytes(),
+            member_assignment: g.bytes(),
         }
-        value.client_id = g.string();
-        value.client_host = g.string();
-        value.member_metadata = g.bytes();
-        value.member_assignment = g.bytes();
-        let _ = (g, version);
-        value
     }
 }
 

@@ -69,30 +69,22 @@ impl Struct for DescribeLogDirsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeLogDirsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeLogDirsRequest::default();
-        value.topics = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <DescribableLogDirTopic as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
+        DescribeLogDirsRequest {
+            topics: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| {
+                    <DescribableLogDirTopic as crate::testing::Random>::random(g, version)
+                }))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribableLogDirTopic {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for DescribableLogDirTopic {
-    fn default() -> Self {
-        DescribableLogDirTopic {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DescribableLogDirTopic {
@@ -129,7 +121,7 @@ impl Struct for DescribableLogDirTopic {
         codec::put_string(
             buf,
             "DescribableLogDirTopic.topic",
-            &self.topic.0.as_str(),
+            self.topic.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -152,11 +144,10 @@ impl Struct for DescribableLogDirTopic {
 #[cfg(test)]
 impl crate::testing::Random for DescribableLogDirTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribableLogDirTopic::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        DescribableLogDirTopic {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

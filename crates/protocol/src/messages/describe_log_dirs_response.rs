@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeLogDirsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub results: Vec<DescribeLogDirsResult>,
-}
-
-impl Default for DescribeLogDirsResponse {
-    fn default() -> Self {
-        DescribeLogDirsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            results: Vec::new(),
-        }
-    }
 }
 
 impl DescribeLogDirsResponse {
@@ -93,15 +83,12 @@ impl Struct for DescribeLogDirsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeLogDirsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeLogDirsResponse::default();
-        value.throttle_time_ms = g.i32();
-        if version >= 3 {
-            value.error_code = g.i16();
+        DescribeLogDirsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: if version >= 3 { g.i16() } else { 0 },
+            results: g
+                .vec(|g| <DescribeLogDirsResult as crate::testing::Random>::random(g, version)),
         }
-        value.results =
-            g.vec(|g| <DescribeLogDirsResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -185,7 +172,7 @@ impl Struct for DescribeLogDirsResult {
         codec::put_string(
             buf,
             "DescribeLogDirsResult.log_dir",
-            &self.log_dir.as_str(),
+            self.log_dir.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -214,35 +201,20 @@ impl Struct for DescribeLogDirsResult {
 #[cfg(test)]
 impl crate::testing::Random for DescribeLogDirsResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeLogDirsResult::default();
-        value.error_code = g.i16();
-        value.log_dir = g.string();
-        value.topics =
-            g.vec(|g| <DescribeLogDirsTopic as crate::testing::Random>::random(g, version));
-        if version >= 4 {
-            value.total_bytes = g.i64();
+        DescribeLogDirsResult {
+            error_code: g.i16(),
+            log_dir: g.string(),
+            topics: g.vec(|g| <DescribeLogDirsTopic as crate::testing::Random>::random(g, version)),
+            total_bytes: if version >= 4 { g.i64() } else { -1 },
+            usable_bytes: if version >= 4 { g.i64() } else { -1 },
         }
-        if version >= 4 {
-            value.usable_bytes = g.i64();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeLogDirsTopic {
     pub name: TopicName,
     pub partitions: Vec<DescribeLogDirsPartition>,
-}
-
-impl Default for DescribeLogDirsTopic {
-    fn default() -> Self {
-        DescribeLogDirsTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DescribeLogDirsTopic {
@@ -279,7 +251,7 @@ impl Struct for DescribeLogDirsTopic {
         codec::put_string(
             buf,
             "DescribeLogDirsTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -302,32 +274,20 @@ impl Struct for DescribeLogDirsTopic {
 #[cfg(test)]
 impl crate::testing::Random for DescribeLogDirsTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeLogDirsTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <DescribeLogDirsPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeLogDirsTopic {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <DescribeLogDirsPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeLogDirsPartition {
     pub partition_index: i32,
     pub partition_size: i64,
     pub offset_lag: i64,
     pub is_future_key: bool,
-}
-
-impl Default for DescribeLogDirsPartition {
-    fn default() -> Self {
-        DescribeLogDirsPartition {
-            partition_index: 0,
-            partition_size: 0,
-            offset_lag: 0,
-            is_future_key: false,
-        }
-    }
 }
 
 impl DescribeLogDirsPartition {
@@ -383,13 +343,12 @@ impl Struct for DescribeLogDirsPartition {
 #[cfg(test)]
 impl crate::testing::Random for DescribeLogDirsPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeLogDirsPartition::default();
-        value.partition_index = g.i32();
-        value.partition_size = g.i64();
-        value.offset_lag = g.i64();
-        value.is_future_key = g.bool();
-        let _ = (g, version);
-        value
+        DescribeLogDirsPartition {
+            partition_index: g.i32(),
+            partition_size: g.i64(),
+            offset_lag: g.i64(),
+            is_future_key: g.bool(),
+        }
     }
 }
 

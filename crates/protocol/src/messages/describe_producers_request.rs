@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeProducersRequest {
     pub topics: Vec<TopicRequest>,
-}
-
-impl Default for DescribeProducersRequest {
-    fn default() -> Self {
-        DescribeProducersRequest { topics: Vec::new() }
-    }
 }
 
 impl DescribeProducersRequest {
@@ -65,26 +59,16 @@ impl Struct for DescribeProducersRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeProducersRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeProducersRequest::default();
-        value.topics = g.vec(|g| <TopicRequest as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeProducersRequest {
+            topics: g.vec(|g| <TopicRequest as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicRequest {
     pub name: TopicName,
     pub partition_indexes: Vec<i32>,
-}
-
-impl Default for TopicRequest {
-    fn default() -> Self {
-        TopicRequest {
-            name: TopicName(StrBytes::new()),
-            partition_indexes: Vec::new(),
-        }
-    }
 }
 
 impl TopicRequest {
@@ -116,7 +100,7 @@ impl Struct for TopicRequest {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicRequest.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicRequest.name", self.name.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicRequest.partition_indexes",
@@ -137,11 +121,10 @@ impl Struct for TopicRequest {
 #[cfg(test)]
 impl crate::testing::Random for TopicRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicRequest::default();
-        value.name = TopicName(g.string());
-        value.partition_indexes = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicRequest {
+            name: TopicName(g.string()),
+            partition_indexes: g.vec(|g| g.i32()),
+        }
     }
 }
 

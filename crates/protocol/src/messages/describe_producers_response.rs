@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeProducersResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<TopicResponse>,
-}
-
-impl Default for DescribeProducersResponse {
-    fn default() -> Self {
-        DescribeProducersResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl DescribeProducersResponse {
@@ -78,27 +69,17 @@ impl Struct for DescribeProducersResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeProducersResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeProducersResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics = g.vec(|g| <TopicResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeProducersResponse {
+            throttle_time_ms: g.i32(),
+            topics: g.vec(|g| <TopicResponse as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicResponse {
     pub name: TopicName,
     pub partitions: Vec<PartitionResponse>,
-}
-
-impl Default for TopicResponse {
-    fn default() -> Self {
-        TopicResponse {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicResponse {
@@ -130,7 +111,7 @@ impl Struct for TopicResponse {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicResponse.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicResponse.name", self.name.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicResponse.partitions",
@@ -151,32 +132,20 @@ impl Struct for TopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for TopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicResponse::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <PartitionResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicResponse {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <PartitionResponse as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResponse {
     pub partition_index: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
     pub active_producers: Vec<ProducerState>,
-}
-
-impl Default for PartitionResponse {
-    fn default() -> Self {
-        PartitionResponse {
-            partition_index: 0,
-            error_code: 0,
-            error_message: None,
-            active_producers: Vec::new(),
-        }
-    }
 }
 
 impl PartitionResponse {
@@ -250,18 +219,13 @@ impl Struct for PartitionResponse {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResponse::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.active_producers =
-            g.vec(|g| <ProducerState as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        PartitionResponse {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            active_producers: g
+                .vec(|g| <ProducerState as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -355,15 +319,14 @@ impl Struct for ProducerState {
 #[cfg(test)]
 impl crate::testing::Random for ProducerState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ProducerState::default();
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i32();
-        value.last_sequence = g.i32();
-        value.last_timestamp = g.i64();
-        value.coordinator_epoch = g.i32();
-        value.current_txn_start_offset = g.i64();
-        let _ = (g, version);
-        value
+        ProducerState {
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i32(),
+            last_sequence: g.i32(),
+            last_timestamp: g.i64(),
+            coordinator_epoch: g.i32(),
+            current_txn_start_offset: g.i64(),
+        }
     }
 }
 

@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeQuorumRequest {
     pub topics: Vec<TopicData>,
-}
-
-impl Default for DescribeQuorumRequest {
-    fn default() -> Self {
-        DescribeQuorumRequest { topics: Vec::new() }
-    }
 }
 
 impl DescribeQuorumRequest {
@@ -65,26 +59,16 @@ impl Struct for DescribeQuorumRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeQuorumRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeQuorumRequest::default();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeQuorumRequest {
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -119,7 +103,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -142,23 +126,16 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData { partition_index: 0 }
-    }
 }
 
 impl PartitionData {
@@ -193,10 +170,9 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+        }
     }
 }
 

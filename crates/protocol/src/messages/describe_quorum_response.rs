@@ -135,37 +135,31 @@ impl Struct for DescribeQuorumResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeQuorumResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeQuorumResponse::default();
-        value.error_code = g.i16();
-        if version >= 2 {
-            value.error_message = if version >= 2 && g.null() {
-                None
+        DescribeQuorumResponse {
+            error_code: g.i16(),
+            error_message: if version >= 2 {
+                if version >= 2 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                Some(StrBytes::new())
+            },
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+            nodes: if version >= 2 {
+                g.vec(|g| <Node as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        if version >= 2 {
-            value.nodes = g.vec(|g| <Node as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -200,7 +194,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -223,11 +217,10 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -378,24 +371,24 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        if version >= 2 {
-            value.error_message = if version >= 2 && g.null() {
-                None
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if version >= 2 {
+                if version >= 2 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                Some(StrBytes::new())
+            },
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+            high_watermark: g.i64(),
+            current_voters: g.vec(|g| <ReplicaState as crate::testing::Random>::random(g, version)),
+            observers: g.vec(|g| <ReplicaState as crate::testing::Random>::random(g, version)),
         }
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        value.high_watermark = g.i64();
-        value.current_voters =
-            g.vec(|g| <ReplicaState as crate::testing::Random>::random(g, version));
-        value.observers = g.vec(|g| <ReplicaState as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -503,36 +496,20 @@ impl Struct for ReplicaState {
 #[cfg(test)]
 impl crate::testing::Random for ReplicaState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReplicaState::default();
-        value.replica_id = BrokerId(g.i32());
-        if version >= 2 {
-            value.replica_directory_id = g.uuid();
+        ReplicaState {
+            replica_id: BrokerId(g.i32()),
+            replica_directory_id: if version >= 2 { g.uuid() } else { Uuid::nil() },
+            log_end_offset: g.i64(),
+            last_fetch_timestamp: if version >= 1 { g.i64() } else { -1 },
+            last_caught_up_timestamp: if version >= 1 { g.i64() } else { -1 },
         }
-        value.log_end_offset = g.i64();
-        if version >= 1 {
-            value.last_fetch_timestamp = g.i64();
-        }
-        if version >= 1 {
-            value.last_caught_up_timestamp = g.i64();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Node {
     pub node_id: BrokerId,
     pub listeners: Vec<Listener>,
-}
-
-impl Default for Node {
-    fn default() -> Self {
-        Node {
-            node_id: BrokerId(0),
-            listeners: Vec::new(),
-        }
-    }
 }
 
 impl Node {
@@ -577,29 +554,18 @@ impl Struct for Node {
 #[cfg(test)]
 impl crate::testing::Random for Node {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Node::default();
-        value.node_id = BrokerId(g.i32());
-        value.listeners = g.vec(|g| <Listener as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Node {
+            node_id: BrokerId(g.i32()),
+            listeners: g.vec(|g| <Listener as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Listener {
@@ -635,8 +601,8 @@ impl Struct for Listener {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Listener.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Listener.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Listener.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Listener.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -648,12 +614,11 @@ impl Struct for Listener {
 #[cfg(test)]
 impl crate::testing::Random for Listener {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Listener::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Listener {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

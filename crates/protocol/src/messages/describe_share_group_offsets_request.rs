@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeShareGroupOffsetsRequest {
     pub groups: Vec<DescribeShareGroupOffsetsRequestGroup>,
-}
-
-impl Default for DescribeShareGroupOffsetsRequest {
-    fn default() -> Self {
-        DescribeShareGroupOffsetsRequest { groups: Vec::new() }
-    }
 }
 
 impl DescribeShareGroupOffsetsRequest {
@@ -65,12 +59,13 @@ impl Struct for DescribeShareGroupOffsetsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsRequest::default();
-        value.groups = g.vec(|g| {
-            <DescribeShareGroupOffsetsRequestGroup as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsRequest {
+            groups: g.vec(|g| {
+                <DescribeShareGroupOffsetsRequestGroup as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+        }
     }
 }
 
@@ -127,7 +122,7 @@ impl Struct for DescribeShareGroupOffsetsRequestGroup {
         codec::put_string(
             buf,
             "DescribeShareGroupOffsetsRequestGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_nullable_array(
@@ -152,35 +147,25 @@ impl Struct for DescribeShareGroupOffsetsRequestGroup {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsRequestGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsRequestGroup::default();
-        value.group_id = GroupId(g.string());
-        value.topics = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| {
-                <DescribeShareGroupOffsetsRequestTopic as crate::testing::Random>::random(
-                    g, version,
-                )
-            }))
-        };
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsRequestGroup {
+            group_id: GroupId(g.string()),
+            topics: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| {
+                    <DescribeShareGroupOffsetsRequestTopic as crate::testing::Random>::random(
+                        g, version,
+                    )
+                }))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeShareGroupOffsetsRequestTopic {
     pub topic_name: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for DescribeShareGroupOffsetsRequestTopic {
-    fn default() -> Self {
-        DescribeShareGroupOffsetsRequestTopic {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DescribeShareGroupOffsetsRequestTopic {
@@ -219,7 +204,7 @@ impl Struct for DescribeShareGroupOffsetsRequestTopic {
         codec::put_string(
             buf,
             "DescribeShareGroupOffsetsRequestTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -242,11 +227,10 @@ impl Struct for DescribeShareGroupOffsetsRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsRequestTopic::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsRequestTopic {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

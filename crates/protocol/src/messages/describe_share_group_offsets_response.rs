@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeShareGroupOffsetsResponse {
     pub throttle_time_ms: i32,
     pub groups: Vec<DescribeShareGroupOffsetsResponseGroup>,
-}
-
-impl Default for DescribeShareGroupOffsetsResponse {
-    fn default() -> Self {
-        DescribeShareGroupOffsetsResponse {
-            throttle_time_ms: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl DescribeShareGroupOffsetsResponse {
@@ -78,33 +69,23 @@ impl Struct for DescribeShareGroupOffsetsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.groups = g.vec(|g| {
-            <DescribeShareGroupOffsetsResponseGroup as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsResponse {
+            throttle_time_ms: g.i32(),
+            groups: g.vec(|g| {
+                <DescribeShareGroupOffsetsResponseGroup as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeShareGroupOffsetsResponseGroup {
     pub group_id: GroupId,
     pub topics: Vec<DescribeShareGroupOffsetsResponseTopic>,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for DescribeShareGroupOffsetsResponseGroup {
-    fn default() -> Self {
-        DescribeShareGroupOffsetsResponseGroup {
-            group_id: GroupId(StrBytes::new()),
-            topics: Vec::new(),
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl DescribeShareGroupOffsetsResponseGroup {
@@ -154,7 +135,7 @@ impl Struct for DescribeShareGroupOffsetsResponseGroup {
         codec::put_string(
             buf,
             "DescribeShareGroupOffsetsResponseGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -186,37 +167,24 @@ impl Struct for DescribeShareGroupOffsetsResponseGroup {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsResponseGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsResponseGroup::default();
-        value.group_id = GroupId(g.string());
-        value.topics = g.vec(|g| {
-            <DescribeShareGroupOffsetsResponseTopic as crate::testing::Random>::random(g, version)
-        });
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsResponseGroup {
+            group_id: GroupId(g.string()),
+            topics: g.vec(|g| {
+                <DescribeShareGroupOffsetsResponseTopic as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeShareGroupOffsetsResponseTopic {
     pub topic_name: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<DescribeShareGroupOffsetsResponsePartition>,
-}
-
-impl Default for DescribeShareGroupOffsetsResponseTopic {
-    fn default() -> Self {
-        DescribeShareGroupOffsetsResponseTopic {
-            topic_name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl DescribeShareGroupOffsetsResponseTopic {
@@ -264,7 +232,7 @@ impl Struct for DescribeShareGroupOffsetsResponseTopic {
         codec::put_string(
             buf,
             "DescribeShareGroupOffsetsResponseTopic.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         buf.put_slice(self.topic_id.as_bytes());
@@ -288,16 +256,15 @@ impl Struct for DescribeShareGroupOffsetsResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsResponseTopic::default();
-        value.topic_name = TopicName(g.string());
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| {
-            <DescribeShareGroupOffsetsResponsePartition as crate::testing::Random>::random(
-                g, version,
-            )
-        });
-        let _ = (g, version);
-        value
+        DescribeShareGroupOffsetsResponseTopic {
+            topic_name: TopicName(g.string()),
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| {
+                <DescribeShareGroupOffsetsResponsePartition as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+        }
     }
 }
 
@@ -415,21 +382,14 @@ impl Struct for DescribeShareGroupOffsetsResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for DescribeShareGroupOffsetsResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeShareGroupOffsetsResponsePartition::default();
-        value.partition_index = g.i32();
-        value.start_offset = g.i64();
-        value.leader_epoch = g.i32();
-        if version >= 1 {
-            value.lag = g.i64();
+        DescribeShareGroupOffsetsResponsePartition {
+            partition_index: g.i32(),
+            start_offset: g.i64(),
+            leader_epoch: g.i32(),
+            lag: if version >= 1 { g.i64() } else { -1 },
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
         }
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
     }
 }
 

@@ -99,30 +99,21 @@ impl Struct for DescribeTopicPartitionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTopicPartitionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTopicPartitionsRequest::default();
-        value.topics = g.vec(|g| <TopicRequest as crate::testing::Random>::random(g, version));
-        value.response_partition_limit = g.i32();
-        value.cursor = if true && g.null() {
-            None
-        } else {
-            Some(<Cursor as crate::testing::Random>::random(g, version))
-        };
-        let _ = (g, version);
-        value
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct TopicRequest {
-    pub name: TopicName,
-}
-
-impl Default for TopicRequest {
-    fn default() -> Self {
-        TopicRequest {
-            name: TopicName(StrBytes::new()),
+        DescribeTopicPartitionsRequest {
+            topics: g.vec(|g| <TopicRequest as crate::testing::Random>::random(g, version)),
+            response_partition_limit: g.i32(),
+            cursor: if g.null() {
+                None
+            } else {
+                Some(<Cursor as crate::testing::Random>::random(g, version))
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TopicRequest {
+    pub name: TopicName,
 }
 
 impl TopicRequest {
@@ -144,7 +135,7 @@ impl Struct for TopicRequest {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicRequest.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicRequest.name", self.name.0.as_str(), true)?;
         if flexible {
             buf.put_u8(0);
         }
@@ -155,26 +146,16 @@ impl Struct for TopicRequest {
 #[cfg(test)]
 impl crate::testing::Random for TopicRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicRequest::default();
-        value.name = TopicName(g.string());
-        let _ = (g, version);
-        value
+        TopicRequest {
+            name: TopicName(g.string()),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Cursor {
     pub topic_name: TopicName,
     pub partition_index: i32,
-}
-
-impl Default for Cursor {
-    fn default() -> Self {
-        Cursor {
-            topic_name: TopicName(StrBytes::new()),
-            partition_index: 0,
-        }
-    }
 }
 
 impl Cursor {
@@ -204,7 +185,7 @@ impl Struct for Cursor {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Cursor.topic_name", &self.topic_name.0.as_str(), true)?;
+        codec::put_string(buf, "Cursor.topic_name", self.topic_name.0.as_str(), true)?;
         buf.put_i32(self.partition_index);
         if flexible {
             buf.put_u8(0);
@@ -216,11 +197,10 @@ impl Struct for Cursor {
 #[cfg(test)]
 impl crate::testing::Random for Cursor {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Cursor::default();
-        value.topic_name = TopicName(g.string());
-        value.partition_index = g.i32();
-        let _ = (g, version);
-        value
+        Cursor {
+            topic_name: TopicName(g.string()),
+            partition_index: g.i32(),
+        }
     }
 }
 

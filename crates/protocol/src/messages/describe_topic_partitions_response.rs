@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeTopicPartitionsResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<DescribeTopicPartitionsResponseTopic>,
     pub next_cursor: Option<Cursor>,
-}
-
-impl Default for DescribeTopicPartitionsResponse {
-    fn default() -> Self {
-        DescribeTopicPartitionsResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-            next_cursor: None,
-        }
-    }
 }
 
 impl DescribeTopicPartitionsResponse {
@@ -98,18 +88,17 @@ impl Struct for DescribeTopicPartitionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTopicPartitionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTopicPartitionsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics = g.vec(|g| {
-            <DescribeTopicPartitionsResponseTopic as crate::testing::Random>::random(g, version)
-        });
-        value.next_cursor = if true && g.null() {
-            None
-        } else {
-            Some(<Cursor as crate::testing::Random>::random(g, version))
-        };
-        let _ = (g, version);
-        value
+        DescribeTopicPartitionsResponse {
+            throttle_time_ms: g.i32(),
+            topics: g.vec(|g| {
+                <DescribeTopicPartitionsResponseTopic as crate::testing::Random>::random(g, version)
+            }),
+            next_cursor: if g.null() {
+                None
+            } else {
+                Some(<Cursor as crate::testing::Random>::random(g, version))
+            },
+        }
     }
 }
 
@@ -226,21 +215,22 @@ impl Struct for DescribeTopicPartitionsResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTopicPartitionsResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTopicPartitionsResponseTopic::default();
-        value.error_code = g.i16();
-        value.name = if true && g.null() {
-            None
-        } else {
-            Some(TopicName(g.string()))
-        };
-        value.topic_id = g.uuid();
-        value.is_internal = g.bool();
-        value.partitions = g.vec(|g| {
-            <DescribeTopicPartitionsResponsePartition as crate::testing::Random>::random(g, version)
-        });
-        value.topic_authorized_operations = g.i32();
-        let _ = (g, version);
-        value
+        DescribeTopicPartitionsResponseTopic {
+            error_code: g.i16(),
+            name: if g.null() {
+                None
+            } else {
+                Some(TopicName(g.string()))
+            },
+            topic_id: g.uuid(),
+            is_internal: g.bool(),
+            partitions: g.vec(|g| {
+                <DescribeTopicPartitionsResponsePartition as crate::testing::Random>::random(
+                    g, version,
+                )
+            }),
+            topic_authorized_operations: g.i32(),
+        }
     }
 }
 
@@ -390,7 +380,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             &self.replica_nodes,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -400,7 +390,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             &self.isr_nodes,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -412,7 +402,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             true,
             version,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -424,7 +414,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             true,
             version,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -434,7 +424,7 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
             &self.offline_replicas,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -448,42 +438,32 @@ impl Struct for DescribeTopicPartitionsResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTopicPartitionsResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTopicPartitionsResponsePartition::default();
-        value.error_code = g.i16();
-        value.partition_index = g.i32();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        value.replica_nodes = g.vec(|g| BrokerId(g.i32()));
-        value.isr_nodes = g.vec(|g| BrokerId(g.i32()));
-        value.eligible_leader_replicas = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| BrokerId(g.i32())))
-        };
-        value.last_known_elr = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| BrokerId(g.i32())))
-        };
-        value.offline_replicas = g.vec(|g| BrokerId(g.i32()));
-        let _ = (g, version);
-        value
+        DescribeTopicPartitionsResponsePartition {
+            error_code: g.i16(),
+            partition_index: g.i32(),
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+            replica_nodes: g.vec(|g| BrokerId(g.i32())),
+            isr_nodes: g.vec(|g| BrokerId(g.i32())),
+            eligible_leader_replicas: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| BrokerId(g.i32())))
+            },
+            last_known_elr: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| BrokerId(g.i32())))
+            },
+            offline_replicas: g.vec(|g| BrokerId(g.i32())),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Cursor {
     pub topic_name: TopicName,
     pub partition_index: i32,
-}
-
-impl Default for Cursor {
-    fn default() -> Self {
-        Cursor {
-            topic_name: TopicName(StrBytes::new()),
-            partition_index: 0,
-        }
-    }
 }
 
 impl Cursor {
@@ -513,7 +493,7 @@ impl Struct for Cursor {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Cursor.topic_name", &self.topic_name.0.as_str(), true)?;
+        codec::put_string(buf, "Cursor.topic_name", self.topic_name.0.as_str(), true)?;
         buf.put_i32(self.partition_index);
         if flexible {
             buf.put_u8(0);
@@ -525,11 +505,10 @@ impl Struct for Cursor {
 #[cfg(test)]
 impl crate::testing::Random for Cursor {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Cursor::default();
-        value.topic_name = TopicName(g.string());
-        value.partition_index = g.i32();
-        let _ = (g, version);
-        value
+        Cursor {
+            topic_name: TopicName(g.string()),
+            partition_index: g.i32(),
+        }
     }
 }
 

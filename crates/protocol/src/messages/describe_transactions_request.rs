@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeTransactionsRequest {
     pub transactional_ids: Vec<TransactionalId>,
-}
-
-impl Default for DescribeTransactionsRequest {
-    fn default() -> Self {
-        DescribeTransactionsRequest {
-            transactional_ids: Vec::new(),
-        }
-    }
 }
 
 impl DescribeTransactionsRequest {
@@ -76,10 +68,9 @@ impl Struct for DescribeTransactionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTransactionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTransactionsRequest::default();
-        value.transactional_ids = g.vec(|g| TransactionalId(g.string()));
-        let _ = (g, version);
-        value
+        DescribeTransactionsRequest {
+            transactional_ids: g.vec(|g| TransactionalId(g.string())),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct DescribeTransactionsResponse {
     pub throttle_time_ms: i32,
     pub transaction_states: Vec<TransactionState>,
-}
-
-impl Default for DescribeTransactionsResponse {
-    fn default() -> Self {
-        DescribeTransactionsResponse {
-            throttle_time_ms: 0,
-            transaction_states: Vec::new(),
-        }
-    }
 }
 
 impl DescribeTransactionsResponse {
@@ -80,16 +71,15 @@ impl Struct for DescribeTransactionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeTransactionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeTransactionsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.transaction_states =
-            g.vec(|g| <TransactionState as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeTransactionsResponse {
+            throttle_time_ms: g.i32(),
+            transaction_states: g
+                .vec(|g| <TransactionState as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TransactionState {
     pub error_code: i16,
     pub transactional_id: TransactionalId,
@@ -99,21 +89,6 @@ pub struct TransactionState {
     pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub topics: Vec<TopicData>,
-}
-
-impl Default for TransactionState {
-    fn default() -> Self {
-        TransactionState {
-            error_code: 0,
-            transactional_id: TransactionalId(StrBytes::new()),
-            transaction_state: StrBytes::new(),
-            transaction_timeout_ms: 0,
-            transaction_start_time_ms: 0,
-            producer_id: ProducerId(0),
-            producer_epoch: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl TransactionState {
@@ -187,13 +162,13 @@ impl Struct for TransactionState {
         codec::put_string(
             buf,
             "TransactionState.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "TransactionState.transaction_state",
-            &self.transaction_state.as_str(),
+            self.transaction_state.as_str(),
             true,
         )?;
         buf.put_i32(self.transaction_timeout_ms);
@@ -220,33 +195,23 @@ impl Struct for TransactionState {
 #[cfg(test)]
 impl crate::testing::Random for TransactionState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TransactionState::default();
-        value.error_code = g.i16();
-        value.transactional_id = TransactionalId(g.string());
-        value.transaction_state = g.string();
-        value.transaction_timeout_ms = g.i32();
-        value.transaction_start_time_ms = g.i64();
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TransactionState {
+            error_code: g.i16(),
+            transactional_id: TransactionalId(g.string()),
+            transaction_state: g.string(),
+            transaction_timeout_ms: g.i32(),
+            transaction_start_time_ms: g.i64(),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -278,7 +243,7 @@ impl Struct for TopicData {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicData.topic", &self.topic.0.as_str(), true)?;
+        codec::put_string(buf, "TopicData.topic", self.topic.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicData.partitions",
@@ -299,11 +264,10 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicData {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -69,28 +69,19 @@ impl Struct for DescribeUserScramCredentialsRequest {
 #[cfg(test)]
 impl crate::testing::Random for DescribeUserScramCredentialsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeUserScramCredentialsRequest::default();
-        value.users = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <UserName as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserName {
-    pub name: StrBytes,
-}
-
-impl Default for UserName {
-    fn default() -> Self {
-        UserName {
-            name: StrBytes::new(),
+        DescribeUserScramCredentialsRequest {
+            users: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <UserName as crate::testing::Random>::random(g, version)))
+            },
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserName {
+    pub name: StrBytes,
 }
 
 impl UserName {
@@ -112,7 +103,7 @@ impl Struct for UserName {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "UserName.name", &self.name.as_str(), true)?;
+        codec::put_string(buf, "UserName.name", self.name.as_str(), true)?;
         if flexible {
             buf.put_u8(0);
         }
@@ -123,10 +114,7 @@ impl Struct for UserName {
 #[cfg(test)]
 impl crate::testing::Random for UserName {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UserName::default();
-        value.name = g.string();
-        let _ = (g, version);
-        value
+        UserName { name: g.string() }
     }
 }
 

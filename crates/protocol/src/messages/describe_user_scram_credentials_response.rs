@@ -104,19 +104,14 @@ impl Struct for DescribeUserScramCredentialsResponse {
 #[cfg(test)]
 impl crate::testing::Random for DescribeUserScramCredentialsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeUserScramCredentialsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.results = g.vec(|g| {
-            <DescribeUserScramCredentialsResult as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        DescribeUserScramCredentialsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            results: g.vec(|g| {
+                <DescribeUserScramCredentialsResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -186,7 +181,7 @@ impl Struct for DescribeUserScramCredentialsResult {
         codec::put_string(
             buf,
             "DescribeUserScramCredentialsResult.user",
-            &self.user.as_str(),
+            self.user.as_str(),
             true,
         )?;
         buf.put_i16(self.error_code);
@@ -218,34 +213,20 @@ impl Struct for DescribeUserScramCredentialsResult {
 #[cfg(test)]
 impl crate::testing::Random for DescribeUserScramCredentialsResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribeUserScramCredentialsResult::default();
-        value.user = g.string();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.credential_infos =
-            g.vec(|g| <CredentialInfo as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        DescribeUserScramCredentialsResult {
+            user: g.string(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            credential_infos: g
+                .vec(|g| <CredentialInfo as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CredentialInfo {
     pub mechanism: i8,
     pub iterations: i32,
-}
-
-impl Default for CredentialInfo {
-    fn default() -> Self {
-        CredentialInfo {
-            mechanism: 0,
-            iterations: 0,
-        }
-    }
 }
 
 impl CredentialInfo {
@@ -287,11 +268,10 @@ impl Struct for CredentialInfo {
 #[cfg(test)]
 impl crate::testing::Random for CredentialInfo {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CredentialInfo::default();
-        value.mechanism = g.i8();
-        value.iterations = g.i32();
-        let _ = (g, version);
-        value
+        CredentialInfo {
+            mechanism: g.i8(),
+            iterations: g.i32(),
+        }
     }
 }
 

@@ -101,34 +101,22 @@ impl Struct for ElectLeadersRequest {
 #[cfg(test)]
 impl crate::testing::Random for ElectLeadersRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ElectLeadersRequest::default();
-        if version >= 1 {
-            value.election_type = g.i8();
+        ElectLeadersRequest {
+            election_type: if version >= 1 { g.i8() } else { 0 },
+            topic_partitions: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)))
+            },
+            timeout_ms: g.i32(),
         }
-        value.topic_partitions = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TopicPartitions as crate::testing::Random>::random(g, version)))
-        };
-        value.timeout_ms = g.i32();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartitions {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartitions {
-    fn default() -> Self {
-        TopicPartitions {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartitions {
@@ -165,7 +153,7 @@ impl Struct for TopicPartitions {
         codec::put_string(
             buf,
             "TopicPartitions.topic",
-            &self.topic.0.as_str(),
+            self.topic.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -188,11 +176,10 @@ impl Struct for TopicPartitions {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartitions::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartitions {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

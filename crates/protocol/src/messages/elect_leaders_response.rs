@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ElectLeadersResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub replica_election_results: Vec<ReplicaElectionResult>,
-}
-
-impl Default for ElectLeadersResponse {
-    fn default() -> Self {
-        ElectLeadersResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            replica_election_results: Vec::new(),
-        }
-    }
 }
 
 impl ElectLeadersResponse {
@@ -100,31 +90,19 @@ impl Struct for ElectLeadersResponse {
 #[cfg(test)]
 impl crate::testing::Random for ElectLeadersResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ElectLeadersResponse::default();
-        value.throttle_time_ms = g.i32();
-        if version >= 1 {
-            value.error_code = g.i16();
+        ElectLeadersResponse {
+            throttle_time_ms: g.i32(),
+            error_code: if version >= 1 { g.i16() } else { 0 },
+            replica_election_results: g
+                .vec(|g| <ReplicaElectionResult as crate::testing::Random>::random(g, version)),
         }
-        value.replica_election_results =
-            g.vec(|g| <ReplicaElectionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReplicaElectionResult {
     pub topic: TopicName,
     pub partition_result: Vec<PartitionResult>,
-}
-
-impl Default for ReplicaElectionResult {
-    fn default() -> Self {
-        ReplicaElectionResult {
-            topic: TopicName(StrBytes::new()),
-            partition_result: Vec::new(),
-        }
-    }
 }
 
 impl ReplicaElectionResult {
@@ -163,7 +141,7 @@ impl Struct for ReplicaElectionResult {
         codec::put_string(
             buf,
             "ReplicaElectionResult.topic",
-            &self.topic.0.as_str(),
+            self.topic.0.as_str(),
             version >= 2,
         )?;
         codec::put_array(
@@ -186,12 +164,11 @@ impl Struct for ReplicaElectionResult {
 #[cfg(test)]
 impl crate::testing::Random for ReplicaElectionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReplicaElectionResult::default();
-        value.topic = TopicName(g.string());
-        value.partition_result =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReplicaElectionResult {
+            topic: TopicName(g.string()),
+            partition_result: g
+                .vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -265,16 +242,11 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition_id = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        PartitionResult {
+            partition_id: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EndQuorumEpochRequest {
     pub cluster_id: Option<StrBytes>,
     pub topics: Vec<TopicData>,
     pub leader_endpoints: Vec<LeaderEndpoint>,
-}
-
-impl Default for EndQuorumEpochRequest {
-    fn default() -> Self {
-        EndQuorumEpochRequest {
-            cluster_id: None,
-            topics: Vec::new(),
-            leader_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl EndQuorumEpochRequest {
@@ -113,35 +103,22 @@ impl Struct for EndQuorumEpochRequest {
 #[cfg(test)]
 impl crate::testing::Random for EndQuorumEpochRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EndQuorumEpochRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.leader_endpoints =
-                g.vec(|g| <LeaderEndpoint as crate::testing::Random>::random(g, version));
+        EndQuorumEpochRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
+            leader_endpoints: if version >= 1 {
+                g.vec(|g| <LeaderEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -178,7 +155,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             version >= 1,
         )?;
         codec::put_array(
@@ -201,33 +178,20 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub leader_id: BrokerId,
     pub leader_epoch: i32,
     pub preferred_successors: Vec<i32>,
     pub preferred_candidates: Vec<ReplicaInfo>,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            leader_id: BrokerId(0),
-            leader_epoch: 0,
-            preferred_successors: Vec::new(),
-            preferred_candidates: Vec::new(),
-        }
-    }
 }
 
 impl PartitionData {
@@ -324,35 +288,28 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        if version <= 0 {
-            value.preferred_successors = g.vec(|g| g.i32());
+        PartitionData {
+            partition_index: g.i32(),
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+            preferred_successors: if version <= 0 {
+                g.vec(|g| g.i32())
+            } else {
+                Vec::new()
+            },
+            preferred_candidates: if version >= 1 {
+                g.vec(|g| <ReplicaInfo as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 1 {
-            value.preferred_candidates =
-                g.vec(|g| <ReplicaInfo as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReplicaInfo {
     pub candidate_id: BrokerId,
     pub candidate_directory_id: Uuid,
-}
-
-impl Default for ReplicaInfo {
-    fn default() -> Self {
-        ReplicaInfo {
-            candidate_id: BrokerId(0),
-            candidate_directory_id: Uuid::nil(),
-        }
-    }
 }
 
 impl ReplicaInfo {
@@ -394,29 +351,18 @@ impl Struct for ReplicaInfo {
 #[cfg(test)]
 impl crate::testing::Random for ReplicaInfo {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReplicaInfo::default();
-        value.candidate_id = BrokerId(g.i32());
-        value.candidate_directory_id = g.uuid();
-        let _ = (g, version);
-        value
+        ReplicaInfo {
+            candidate_id: BrokerId(g.i32()),
+            candidate_directory_id: g.uuid(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderEndpoint {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for LeaderEndpoint {
-    fn default() -> Self {
-        LeaderEndpoint {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl LeaderEndpoint {
@@ -452,8 +398,8 @@ impl Struct for LeaderEndpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "LeaderEndpoint.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "LeaderEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "LeaderEndpoint.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "LeaderEndpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -465,12 +411,11 @@ impl Struct for LeaderEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for LeaderEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderEndpoint::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        LeaderEndpoint {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

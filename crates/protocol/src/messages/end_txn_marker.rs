@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EndTxnMarker {
     pub coordinator_epoch: i32,
-}
-
-impl Default for EndTxnMarker {
-    fn default() -> Self {
-        EndTxnMarker {
-            coordinator_epoch: 0,
-        }
-    }
 }
 
 impl EndTxnMarker {
@@ -50,10 +42,9 @@ impl Struct for EndTxnMarker {
 #[cfg(test)]
 impl crate::testing::Random for EndTxnMarker {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EndTxnMarker::default();
-        value.coordinator_epoch = g.i32();
-        let _ = (g, version);
-        value
+        EndTxnMarker {
+            coordinator_epoch: g.i32(),
+        }
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EndTxnRequest {
     pub transactional_id: TransactionalId,
     pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub committed: bool,
-}
-
-impl Default for EndTxnRequest {
-    fn default() -> Self {
-        EndTxnRequest {
-            transactional_id: TransactionalId(StrBytes::new()),
-            producer_id: ProducerId(0),
-            producer_epoch: 0,
-            committed: false,
-        }
-    }
 }
 
 impl EndTxnRequest {
@@ -76,7 +65,7 @@ impl Struct for EndTxnRequest {
         codec::put_string(
             buf,
             "EndTxnRequest.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             version >= 3,
         )?;
         buf.put_i64(self.producer_id.0);
@@ -92,13 +81,12 @@ impl Struct for EndTxnRequest {
 #[cfg(test)]
 impl crate::testing::Random for EndTxnRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EndTxnRequest::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        value.committed = g.bool();
-        let _ = (g, version);
-        value
+        EndTxnRequest {
+            transactional_id: TransactionalId(g.string()),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            committed: g.bool(),
+        }
     }
 }
 

@@ -97,17 +97,16 @@ impl Struct for EndTxnResponse {
 #[cfg(test)]
 impl crate::testing::Random for EndTxnResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EndTxnResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        if version >= 5 {
-            value.producer_id = ProducerId(g.i64());
+        EndTxnResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            producer_id: if version >= 5 {
+                ProducerId(g.i64())
+            } else {
+                ProducerId(-1)
+            },
+            producer_epoch: if version >= 5 { g.i16() } else { -1 },
         }
-        if version >= 5 {
-            value.producer_epoch = g.i16();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

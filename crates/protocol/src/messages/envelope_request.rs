@@ -93,16 +93,11 @@ impl Struct for EnvelopeRequest {
 #[cfg(test)]
 impl crate::testing::Random for EnvelopeRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EnvelopeRequest::default();
-        value.request_data = g.bytes();
-        value.request_principal = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        value.client_host_address = g.bytes();
-        let _ = (g, version);
-        value
+        EnvelopeRequest {
+            request_data: g.bytes(),
+            request_principal: if g.null() { None } else { Some(g.bytes()) },
+            client_host_address: g.bytes(),
+        }
     }
 }
 

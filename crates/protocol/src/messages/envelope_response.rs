@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EnvelopeResponse {
     pub response_data: Option<Bytes>,
     pub error_code: i16,
-}
-
-impl Default for EnvelopeResponse {
-    fn default() -> Self {
-        EnvelopeResponse {
-            response_data: None,
-            error_code: 0,
-        }
-    }
 }
 
 impl EnvelopeResponse {
@@ -74,15 +65,10 @@ impl Struct for EnvelopeResponse {
 #[cfg(test)]
 impl crate::testing::Random for EnvelopeResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EnvelopeResponse::default();
-        value.response_data = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        EnvelopeResponse {
+            response_data: if g.null() { None } else { Some(g.bytes()) },
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExpireDelegationTokenRequest {
     pub hmac: Bytes,
     pub expiry_time_period_ms: i64,
-}
-
-impl Default for ExpireDelegationTokenRequest {
-    fn default() -> Self {
-        ExpireDelegationTokenRequest {
-            hmac: Bytes::new(),
-            expiry_time_period_ms: 0,
-        }
-    }
 }
 
 impl ExpireDelegationTokenRequest {
@@ -73,11 +64,10 @@ impl Struct for ExpireDelegationTokenRequest {
 #[cfg(test)]
 impl crate::testing::Random for ExpireDelegationTokenRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ExpireDelegationTokenRequest::default();
-        value.hmac = g.bytes();
-        value.expiry_time_period_ms = g.i64();
-        let _ = (g, version);
-        value
+        ExpireDelegationTokenRequest {
+            hmac: g.bytes(),
+            expiry_time_period_ms: g.i64(),
+        }
     }
 }
 

@@ -178,10 +178,8 @@ impl Struct for FetchRequest {
         } else if self.replica_id != BrokerId(-1) {
             return Err(codec::not_in_version("FetchRequest.replica_id", version));
         }
-        if !(version >= 15) {
-            if self.replica_state != ReplicaState::default() {
-                return Err(codec::not_in_version("FetchRequest.replica_state", version));
-            }
+        if version < 15 && self.replica_state != ReplicaState::default() {
+            return Err(codec::not_in_version("FetchRequest.replica_state", version));
         }
         buf.put_i32(self.max_wait_ms);
         buf.put_i32(self.min_bytes);
@@ -224,15 +222,15 @@ impl Struct for FetchRequest {
             codec::put_string(
                 buf,
                 "FetchRequest.rack_id",
-                &self.rack_id.as_str(),
+                self.rack_id.as_str(),
                 version >= 12,
             )?;
         }
         if flexible {
-            let tagged: u32 = u32::from(version >= 12 && self.cluster_id != None)
+            let tagged: u32 = u32::from(version >= 12 && self.cluster_id.is_some())
                 + u32::from(version >= 15 && self.replica_state != ReplicaState::default());
             codec::put_unsigned_varint(buf, tagged);
-            if version >= 12 && self.cluster_id != None {
+            if version >= 12 && self.cluster_id.is_some() {
                 codec::put_tagged(buf, "FetchRequest.cluster_id", 0, |buf| {
                     codec::put_nullable_string(
                         buf,
@@ -259,40 +257,44 @@ impl Struct for FetchRequest {
 #[cfg(test)]
 impl crate::testing::Random for FetchRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchRequest::default();
-        if version >= 12 {
-            value.cluster_id = if version >= 12 && g.null() {
-                None
+        FetchRequest {
+            cluster_id: if version >= 12 {
+                if version >= 12 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            replica_id: if version <= 14 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-1)
+            },
+            replica_state: if version >= 15 {
+                <ReplicaState as crate::testing::Random>::random(g, version)
+            } else {
+                ReplicaState::default()
+            },
+            max_wait_ms: g.i32(),
+            min_bytes: g.i32(),
+            max_bytes: g.i32(),
+            isolation_level: g.i8(),
+            session_id: if version >= 7 { g.i32() } else { 0 },
+            session_epoch: if version >= 7 { g.i32() } else { -1 },
+            topics: g.vec(|g| <FetchTopic as crate::testing::Random>::random(g, version)),
+            forgotten_topics_data: if version >= 7 {
+                g.vec(|g| <ForgottenTopic as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            rack_id: if version >= 11 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
         }
-        if version <= 14 {
-            value.replica_id = BrokerId(g.i32());
-        }
-        if version >= 15 {
-            value.replica_state = <ReplicaState as crate::testing::Random>::random(g, version);
-        }
-        value.max_wait_ms = g.i32();
-        value.min_bytes = g.i32();
-        value.max_bytes = g.i32();
-        value.isolation_level = g.i8();
-        if version >= 7 {
-            value.session_id = g.i32();
-        }
-        if version >= 7 {
-            value.session_epoch = g.i32();
-        }
-        value.topics = g.vec(|g| <FetchTopic as crate::testing::Random>::random(g, version));
-        if version >= 7 {
-            value.forgotten_topics_data =
-                g.vec(|g| <ForgottenTopic as crate::testing::Random>::random(g, version));
-        }
-        if version >= 11 {
-            value.rack_id = g.string();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -350,29 +352,18 @@ impl Struct for ReplicaState {
 #[cfg(test)]
 impl crate::testing::Random for ReplicaState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReplicaState::default();
-        value.replica_id = BrokerId(g.i32());
-        value.replica_epoch = g.i64();
-        let _ = (g, version);
-        value
+        ReplicaState {
+            replica_id: BrokerId(g.i32()),
+            replica_epoch: g.i64(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchTopic {
     pub topic: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<FetchPartition>,
-}
-
-impl Default for FetchTopic {
-    fn default() -> Self {
-        FetchTopic {
-            topic: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl FetchTopic {
@@ -422,7 +413,7 @@ impl Struct for FetchTopic {
             codec::put_string(
                 buf,
                 "FetchTopic.topic",
-                &self.topic.0.as_str(),
+                self.topic.0.as_str(),
                 version >= 12,
             )?;
         }
@@ -449,17 +440,15 @@ impl Struct for FetchTopic {
 #[cfg(test)]
 impl crate::testing::Random for FetchTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchTopic::default();
-        if version <= 12 {
-            value.topic = TopicName(g.string());
+        FetchTopic {
+            topic: if version <= 12 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 13 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| <FetchPartition as crate::testing::Random>::random(g, version)),
         }
-        if version >= 13 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions =
-            g.vec(|g| <FetchPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -616,45 +605,28 @@ impl Struct for FetchPartition {
 #[cfg(test)]
 impl crate::testing::Random for FetchPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchPartition::default();
-        value.partition = g.i32();
-        if version >= 9 {
-            value.current_leader_epoch = g.i32();
+        FetchPartition {
+            partition: g.i32(),
+            current_leader_epoch: if version >= 9 { g.i32() } else { -1 },
+            fetch_offset: g.i64(),
+            last_fetched_epoch: if version >= 12 { g.i32() } else { -1 },
+            log_start_offset: if version >= 5 { g.i64() } else { -1 },
+            partition_max_bytes: g.i32(),
+            replica_directory_id: if version >= 17 { g.uuid() } else { Uuid::nil() },
+            high_watermark: if version >= 18 {
+                g.i64()
+            } else {
+                9223372036854775807
+            },
         }
-        value.fetch_offset = g.i64();
-        if version >= 12 {
-            value.last_fetched_epoch = g.i32();
-        }
-        if version >= 5 {
-            value.log_start_offset = g.i64();
-        }
-        value.partition_max_bytes = g.i32();
-        if version >= 17 {
-            value.replica_directory_id = g.uuid();
-        }
-        if version >= 18 {
-            value.high_watermark = g.i64();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ForgottenTopic {
     pub topic: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<i32>,
-}
-
-impl Default for ForgottenTopic {
-    fn default() -> Self {
-        ForgottenTopic {
-            topic: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ForgottenTopic {
@@ -705,7 +677,7 @@ impl Struct for ForgottenTopic {
             codec::put_string(
                 buf,
                 "ForgottenTopic.topic",
-                &self.topic.0.as_str(),
+                self.topic.0.as_str(),
                 version >= 12,
             )?;
         }
@@ -732,16 +704,15 @@ impl Struct for ForgottenTopic {
 #[cfg(test)]
 impl crate::testing::Random for ForgottenTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ForgottenTopic::default();
-        if version <= 12 {
-            value.topic = TopicName(g.string());
+        ForgottenTopic {
+            topic: if version <= 12 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 13 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| g.i32()),
         }
-        if version >= 13 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
     }
 }
 

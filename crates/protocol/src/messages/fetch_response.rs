@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub session_id: i32,
     pub responses: Vec<FetchableTopicResponse>,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for FetchResponse {
-    fn default() -> Self {
-        FetchResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            session_id: 0,
-            responses: Vec::new(),
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl FetchResponse {
@@ -117,13 +105,11 @@ impl Struct for FetchResponse {
                 Ok(())
             },
         )?;
-        if !(version >= 16) {
-            if !self.node_endpoints.is_empty() {
-                return Err(codec::not_in_version(
-                    "FetchResponse.node_endpoints",
-                    version,
-                ));
-            }
+        if version < 16 && !self.node_endpoints.is_empty() {
+            return Err(codec::not_in_version(
+                "FetchResponse.node_endpoints",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 = u32::from(version >= 16 && !self.node_endpoints.is_empty());
@@ -151,40 +137,26 @@ impl Struct for FetchResponse {
 #[cfg(test)]
 impl crate::testing::Random for FetchResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchResponse::default();
-        value.throttle_time_ms = g.i32();
-        if version >= 7 {
-            value.error_code = g.i16();
+        FetchResponse {
+            throttle_time_ms: g.i32(),
+            error_code: if version >= 7 { g.i16() } else { 0 },
+            session_id: if version >= 7 { g.i32() } else { 0 },
+            responses: g
+                .vec(|g| <FetchableTopicResponse as crate::testing::Random>::random(g, version)),
+            node_endpoints: if version >= 16 {
+                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 7 {
-            value.session_id = g.i32();
-        }
-        value.responses =
-            g.vec(|g| <FetchableTopicResponse as crate::testing::Random>::random(g, version));
-        if version >= 16 {
-            value.node_endpoints =
-                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchableTopicResponse {
     pub topic: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for FetchableTopicResponse {
-    fn default() -> Self {
-        FetchableTopicResponse {
-            topic: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl FetchableTopicResponse {
@@ -235,7 +207,7 @@ impl Struct for FetchableTopicResponse {
             codec::put_string(
                 buf,
                 "FetchableTopicResponse.topic",
-                &self.topic.0.as_str(),
+                self.topic.0.as_str(),
                 version >= 12,
             )?;
         }
@@ -262,16 +234,15 @@ impl Struct for FetchableTopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for FetchableTopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchableTopicResponse::default();
-        if version <= 12 {
-            value.topic = TopicName(g.string());
+        FetchableTopicResponse {
+            topic: if version <= 12 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 13 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
         }
-        if version >= 13 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -422,26 +393,20 @@ impl Struct for PartitionData {
         if version >= 5 {
             buf.put_i64(self.log_start_offset);
         }
-        if !(version >= 12) {
-            if self.diverging_epoch != EpochEndOffset::default() {
-                return Err(codec::not_in_version(
-                    "PartitionData.diverging_epoch",
-                    version,
-                ));
-            }
+        if version < 12 && self.diverging_epoch != EpochEndOffset::default() {
+            return Err(codec::not_in_version(
+                "PartitionData.diverging_epoch",
+                version,
+            ));
         }
-        if !(version >= 12) {
-            if self.current_leader != LeaderIdAndEpoch::default() {
-                return Err(codec::not_in_version(
-                    "PartitionData.current_leader",
-                    version,
-                ));
-            }
+        if version < 12 && self.current_leader != LeaderIdAndEpoch::default() {
+            return Err(codec::not_in_version(
+                "PartitionData.current_leader",
+                version,
+            ));
         }
-        if !(version >= 12) {
-            if self.snapshot_id != SnapshotId::default() {
-                return Err(codec::not_in_version("PartitionData.snapshot_id", version));
-            }
+        if version < 12 && self.snapshot_id != SnapshotId::default() {
+            return Err(codec::not_in_version("PartitionData.snapshot_id", version));
         }
         codec::put_nullable_array(
             buf,
@@ -505,38 +470,39 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.high_watermark = g.i64();
-        value.last_stable_offset = g.i64();
-        if version >= 5 {
-            value.log_start_offset = g.i64();
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            high_watermark: g.i64(),
+            last_stable_offset: g.i64(),
+            log_start_offset: if version >= 5 { g.i64() } else { -1 },
+            diverging_epoch: if version >= 12 {
+                <EpochEndOffset as crate::testing::Random>::random(g, version)
+            } else {
+                EpochEndOffset::default()
+            },
+            current_leader: if version >= 12 {
+                <LeaderIdAndEpoch as crate::testing::Random>::random(g, version)
+            } else {
+                LeaderIdAndEpoch::default()
+            },
+            snapshot_id: if version >= 12 {
+                <SnapshotId as crate::testing::Random>::random(g, version)
+            } else {
+                SnapshotId::default()
+            },
+            aborted_transactions: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <AbortedTransaction as crate::testing::Random>::random(g, version)))
+            },
+            preferred_read_replica: if version >= 11 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-1)
+            },
+            records: if g.null() { None } else { Some(g.bytes()) },
         }
-        if version >= 12 {
-            value.diverging_epoch = <EpochEndOffset as crate::testing::Random>::random(g, version);
-        }
-        if version >= 12 {
-            value.current_leader = <LeaderIdAndEpoch as crate::testing::Random>::random(g, version);
-        }
-        if version >= 12 {
-            value.snapshot_id = <SnapshotId as crate::testing::Random>::random(g, version);
-        }
-        value.aborted_transactions = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <AbortedTransaction as crate::testing::Random>::random(g, version)))
-        };
-        if version >= 11 {
-            value.preferred_read_replica = BrokerId(g.i32());
-        }
-        value.records = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        let _ = (g, version);
-        value
     }
 }
 
@@ -594,11 +560,10 @@ impl Struct for EpochEndOffset {
 #[cfg(test)]
 impl crate::testing::Random for EpochEndOffset {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EpochEndOffset::default();
-        value.epoch = g.i32();
-        value.end_offset = g.i64();
-        let _ = (g, version);
-        value
+        EpochEndOffset {
+            epoch: g.i32(),
+            end_offset: g.i64(),
+        }
     }
 }
 
@@ -656,11 +621,10 @@ impl Struct for LeaderIdAndEpoch {
 #[cfg(test)]
 impl crate::testing::Random for LeaderIdAndEpoch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderIdAndEpoch::default();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        LeaderIdAndEpoch {
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
@@ -718,27 +682,17 @@ impl Struct for SnapshotId {
 #[cfg(test)]
 impl crate::testing::Random for SnapshotId {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SnapshotId::default();
-        value.end_offset = g.i64();
-        value.epoch = g.i32();
-        let _ = (g, version);
-        value
+        SnapshotId {
+            end_offset: g.i64(),
+            epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AbortedTransaction {
     pub producer_id: ProducerId,
     pub first_offset: i64,
-}
-
-impl Default for AbortedTransaction {
-    fn default() -> Self {
-        AbortedTransaction {
-            producer_id: ProducerId(0),
-            first_offset: 0,
-        }
-    }
 }
 
 impl AbortedTransaction {
@@ -780,31 +734,19 @@ impl Struct for AbortedTransaction {
 #[cfg(test)]
 impl crate::testing::Random for AbortedTransaction {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AbortedTransaction::default();
-        value.producer_id = ProducerId(g.i64());
-        value.first_offset = g.i64();
-        let _ = (g, version);
-        value
+        AbortedTransaction {
+            producer_id: ProducerId(g.i64()),
+            first_offset: g.i64(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -847,7 +789,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         codec::put_nullable_string(
             buf,
@@ -867,17 +809,12 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

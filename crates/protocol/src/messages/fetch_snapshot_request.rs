@@ -92,9 +92,9 @@ impl Struct for FetchSnapshotRequest {
             },
         )?;
         if flexible {
-            let tagged: u32 = u32::from(self.cluster_id != None);
+            let tagged: u32 = u32::from(self.cluster_id.is_some());
             codec::put_unsigned_varint(buf, tagged);
-            if self.cluster_id != None {
+            if self.cluster_id.is_some() {
                 codec::put_tagged(buf, "FetchSnapshotRequest.cluster_id", 0, |buf| {
                     codec::put_nullable_string(
                         buf,
@@ -115,33 +115,19 @@ impl Struct for FetchSnapshotRequest {
 #[cfg(test)]
 impl crate::testing::Random for FetchSnapshotRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchSnapshotRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.replica_id = BrokerId(g.i32());
-        value.max_bytes = g.i32();
-        value.topics = g.vec(|g| <TopicSnapshot as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        FetchSnapshotRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            replica_id: BrokerId(g.i32()),
+            max_bytes: g.i32(),
+            topics: g.vec(|g| <TopicSnapshot as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicSnapshot {
     pub name: TopicName,
     pub partitions: Vec<PartitionSnapshot>,
-}
-
-impl Default for TopicSnapshot {
-    fn default() -> Self {
-        TopicSnapshot {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicSnapshot {
@@ -173,7 +159,7 @@ impl Struct for TopicSnapshot {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicSnapshot.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicSnapshot.name", self.name.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicSnapshot.partitions",
@@ -194,34 +180,21 @@ impl Struct for TopicSnapshot {
 #[cfg(test)]
 impl crate::testing::Random for TopicSnapshot {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicSnapshot::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <PartitionSnapshot as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicSnapshot {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <PartitionSnapshot as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionSnapshot {
     pub partition: i32,
     pub current_leader_epoch: i32,
     pub snapshot_id: SnapshotId,
     pub position: i64,
     pub replica_directory_id: Uuid,
-}
-
-impl Default for PartitionSnapshot {
-    fn default() -> Self {
-        PartitionSnapshot {
-            partition: 0,
-            current_leader_epoch: 0,
-            snapshot_id: SnapshotId::default(),
-            position: 0,
-            replica_directory_id: Uuid::nil(),
-        }
-    }
 }
 
 impl PartitionSnapshot {
@@ -296,32 +269,20 @@ impl Struct for PartitionSnapshot {
 #[cfg(test)]
 impl crate::testing::Random for PartitionSnapshot {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionSnapshot::default();
-        value.partition = g.i32();
-        value.current_leader_epoch = g.i32();
-        value.snapshot_id = <SnapshotId as crate::testing::Random>::random(g, version);
-        value.position = g.i64();
-        if version >= 1 {
-            value.replica_directory_id = g.uuid();
+        PartitionSnapshot {
+            partition: g.i32(),
+            current_leader_epoch: g.i32(),
+            snapshot_id: <SnapshotId as crate::testing::Random>::random(g, version),
+            position: g.i64(),
+            replica_directory_id: if version >= 1 { g.uuid() } else { Uuid::nil() },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotId {
     pub end_offset: i64,
     pub epoch: i32,
-}
-
-impl Default for SnapshotId {
-    fn default() -> Self {
-        SnapshotId {
-            end_offset: 0,
-            epoch: 0,
-        }
-    }
 }
 
 impl SnapshotId {
@@ -363,11 +324,10 @@ impl Struct for SnapshotId {
 #[cfg(test)]
 impl crate::testing::Random for SnapshotId {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SnapshotId::default();
-        value.end_offset = g.i64();
-        value.epoch = g.i32();
-        let _ = (g, version);
-        value
+        SnapshotId {
+            end_offset: g.i64(),
+            epoch: g.i32(),
+        }
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchSnapshotResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub topics: Vec<TopicSnapshot>,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for FetchSnapshotResponse {
-    fn default() -> Self {
-        FetchSnapshotResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            topics: Vec::new(),
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl FetchSnapshotResponse {
@@ -94,13 +83,11 @@ impl Struct for FetchSnapshotResponse {
                 Ok(())
             },
         )?;
-        if !(version >= 1) {
-            if !self.node_endpoints.is_empty() {
-                return Err(codec::not_in_version(
-                    "FetchSnapshotResponse.node_endpoints",
-                    version,
-                ));
-            }
+        if version < 1 && !self.node_endpoints.is_empty() {
+            return Err(codec::not_in_version(
+                "FetchSnapshotResponse.node_endpoints",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 = u32::from(version >= 1 && !self.node_endpoints.is_empty());
@@ -128,32 +115,23 @@ impl Struct for FetchSnapshotResponse {
 #[cfg(test)]
 impl crate::testing::Random for FetchSnapshotResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchSnapshotResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.topics = g.vec(|g| <TopicSnapshot as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.node_endpoints =
-                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
+        FetchSnapshotResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            topics: g.vec(|g| <TopicSnapshot as crate::testing::Random>::random(g, version)),
+            node_endpoints: if version >= 1 {
+                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicSnapshot {
     pub name: TopicName,
     pub partitions: Vec<PartitionSnapshot>,
-}
-
-impl Default for TopicSnapshot {
-    fn default() -> Self {
-        TopicSnapshot {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicSnapshot {
@@ -185,7 +163,7 @@ impl Struct for TopicSnapshot {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicSnapshot.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicSnapshot.name", self.name.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicSnapshot.partitions",
@@ -206,16 +184,15 @@ impl Struct for TopicSnapshot {
 #[cfg(test)]
 impl crate::testing::Random for TopicSnapshot {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicSnapshot::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <PartitionSnapshot as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicSnapshot {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <PartitionSnapshot as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionSnapshot {
     pub index: i32,
     pub error_code: i16,
@@ -224,20 +201,6 @@ pub struct PartitionSnapshot {
     pub size: i64,
     pub position: i64,
     pub unaligned_records: Bytes,
-}
-
-impl Default for PartitionSnapshot {
-    fn default() -> Self {
-        PartitionSnapshot {
-            index: 0,
-            error_code: 0,
-            snapshot_id: SnapshotId::default(),
-            current_leader: LeaderIdAndEpoch::default(),
-            size: 0,
-            position: 0,
-            unaligned_records: Bytes::new(),
-        }
-    }
 }
 
 impl PartitionSnapshot {
@@ -331,32 +294,22 @@ impl Struct for PartitionSnapshot {
 #[cfg(test)]
 impl crate::testing::Random for PartitionSnapshot {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionSnapshot::default();
-        value.index = g.i32();
-        value.error_code = g.i16();
-        value.snapshot_id = <SnapshotId as crate::testing::Random>::random(g, version);
-        value.current_leader = <LeaderIdAndEpoch as crate::testing::Random>::random(g, version);
-        value.size = g.i64();
-        value.position = g.i64();
-        value.unaligned_records = g.bytes();
-        let _ = (g, version);
-        value
+        PartitionSnapshot {
+            index: g.i32(),
+            error_code: g.i16(),
+            snapshot_id: <SnapshotId as crate::testing::Random>::random(g, version),
+            current_leader: <LeaderIdAndEpoch as crate::testing::Random>::random(g, version),
+            size: g.i64(),
+            position: g.i64(),
+            unaligned_records: g.bytes(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotId {
     pub end_offset: i64,
     pub epoch: i32,
-}
-
-impl Default for SnapshotId {
-    fn default() -> Self {
-        SnapshotId {
-            end_offset: 0,
-            epoch: 0,
-        }
-    }
 }
 
 impl SnapshotId {
@@ -398,27 +351,17 @@ impl Struct for SnapshotId {
 #[cfg(test)]
 impl crate::testing::Random for SnapshotId {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SnapshotId::default();
-        value.end_offset = g.i64();
-        value.epoch = g.i32();
-        let _ = (g, version);
-        value
+        SnapshotId {
+            end_offset: g.i64(),
+            epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
     pub leader_id: BrokerId,
     pub leader_epoch: i32,
-}
-
-impl Default for LeaderIdAndEpoch {
-    fn default() -> Self {
-        LeaderIdAndEpoch {
-            leader_id: BrokerId(0),
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl LeaderIdAndEpoch {
@@ -460,29 +403,18 @@ impl Struct for LeaderIdAndEpoch {
 #[cfg(test)]
 impl crate::testing::Random for LeaderIdAndEpoch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderIdAndEpoch::default();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        LeaderIdAndEpoch {
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -519,7 +451,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -531,12 +463,11 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FindCoordinatorRequest {
     pub key: StrBytes,
     pub key_type: i8,
     pub coordinator_keys: Vec<StrBytes>,
-}
-
-impl Default for FindCoordinatorRequest {
-    fn default() -> Self {
-        FindCoordinatorRequest {
-            key: StrBytes::new(),
-            key_type: 0,
-            coordinator_keys: Vec::new(),
-        }
-    }
 }
 
 impl FindCoordinatorRequest {
@@ -83,7 +73,7 @@ impl Struct for FindCoordinatorRequest {
             codec::put_string(
                 buf,
                 "FindCoordinatorRequest.key",
-                &self.key.as_str(),
+                self.key.as_str(),
                 version >= 3,
             )?;
         } else if self.key != StrBytes::new() {
@@ -129,18 +119,19 @@ impl Struct for FindCoordinatorRequest {
 #[cfg(test)]
 impl crate::testing::Random for FindCoordinatorRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FindCoordinatorRequest::default();
-        if version <= 3 {
-            value.key = g.string();
+        FindCoordinatorRequest {
+            key: if version <= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            key_type: if version >= 1 { g.i8() } else { 0 },
+            coordinator_keys: if version >= 4 {
+                g.vec(|g| g.string())
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 1 {
-            value.key_type = g.i8();
-        }
-        if version >= 4 {
-            value.coordinator_keys = g.vec(|g| g.string());
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -82,8 +82,8 @@ impl Struct for FindCoordinatorResponse {
         } else {
             0
         };
-        let f_error_message = if version >= 1 && version <= 3 {
-            if version >= 1 && version <= 3 {
+        let f_error_message = if (1..=3).contains(&version) {
+            if (1..=3).contains(&version) {
                 r.nullable_string("FindCoordinatorResponse.error_message", version >= 3)?
             } else {
                 Some(r.string("FindCoordinatorResponse.error_message", version >= 3)?)
@@ -140,13 +140,13 @@ impl Struct for FindCoordinatorResponse {
                 version,
             ));
         }
-        if version >= 1 && version <= 3 {
+        if (1..=3).contains(&version) {
             codec::put_nullable_string(
                 buf,
                 "FindCoordinatorResponse.error_message",
                 self.error_message.as_ref().map(|s| s.as_str()),
                 version >= 3,
-                version >= 1 && version <= 3,
+                (1..=3).contains(&version),
                 version,
             )?;
         }
@@ -162,7 +162,7 @@ impl Struct for FindCoordinatorResponse {
             codec::put_string(
                 buf,
                 "FindCoordinatorResponse.host",
-                &self.host.as_str(),
+                self.host.as_str(),
                 version >= 3,
             )?;
         } else if self.host != StrBytes::new() {
@@ -206,35 +206,35 @@ impl Struct for FindCoordinatorResponse {
 #[cfg(test)]
 impl crate::testing::Random for FindCoordinatorResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FindCoordinatorResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
-        }
-        if version <= 3 {
-            value.error_code = g.i16();
-        }
-        if version >= 1 && version <= 3 {
-            value.error_message = if version >= 1 && version <= 3 && g.null() {
-                None
+        FindCoordinatorResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            error_code: if version <= 3 { g.i16() } else { 0 },
+            error_message: if (1..=3).contains(&version) {
+                if (1..=3).contains(&version) && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                Some(StrBytes::new())
+            },
+            node_id: if version <= 3 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(0)
+            },
+            host: if version <= 3 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            port: if version <= 3 { g.i32() } else { 0 },
+            coordinators: if version >= 4 {
+                g.vec(|g| <Coordinator as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version <= 3 {
-            value.node_id = BrokerId(g.i32());
-        }
-        if version <= 3 {
-            value.host = g.string();
-        }
-        if version <= 3 {
-            value.port = g.i32();
-        }
-        if version >= 4 {
-            value.coordinators =
-                g.vec(|g| <Coordinator as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -312,9 +312,9 @@ impl Struct for Coordinator {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Coordinator.key", &self.key.as_str(), true)?;
+        codec::put_string(buf, "Coordinator.key", self.key.as_str(), true)?;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "Coordinator.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Coordinator.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         buf.put_i16(self.error_code);
         codec::put_nullable_string(
@@ -335,19 +335,14 @@ impl Struct for Coordinator {
 #[cfg(test)]
 impl crate::testing::Random for Coordinator {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Coordinator::default();
-        value.key = g.string();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        Coordinator {
+            key: g.string(),
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

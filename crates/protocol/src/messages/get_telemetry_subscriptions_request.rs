@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GetTelemetrySubscriptionsRequest {
     pub client_instance_id: Uuid,
-}
-
-impl Default for GetTelemetrySubscriptionsRequest {
-    fn default() -> Self {
-        GetTelemetrySubscriptionsRequest {
-            client_instance_id: Uuid::nil(),
-        }
-    }
 }
 
 impl GetTelemetrySubscriptionsRequest {
@@ -58,10 +50,9 @@ impl Struct for GetTelemetrySubscriptionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for GetTelemetrySubscriptionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = GetTelemetrySubscriptionsRequest::default();
-        value.client_instance_id = g.uuid();
-        let _ = (g, version);
-        value
+        GetTelemetrySubscriptionsRequest {
+            client_instance_id: g.uuid(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GetTelemetrySubscriptionsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
@@ -24,22 +24,6 @@ pub struct GetTelemetrySubscriptionsResponse {
     pub telemetry_max_bytes: i32,
     pub delta_temporality: bool,
     pub requested_metrics: Vec<StrBytes>,
-}
-
-impl Default for GetTelemetrySubscriptionsResponse {
-    fn default() -> Self {
-        GetTelemetrySubscriptionsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            client_instance_id: Uuid::nil(),
-            subscription_id: 0,
-            accepted_compression_types: Vec::new(),
-            push_interval_ms: 0,
-            telemetry_max_bytes: 0,
-            delta_temporality: false,
-            requested_metrics: Vec::new(),
-        }
-    }
 }
 
 impl GetTelemetrySubscriptionsResponse {
@@ -163,18 +147,17 @@ impl Struct for GetTelemetrySubscriptionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for GetTelemetrySubscriptionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = GetTelemetrySubscriptionsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.client_instance_id = g.uuid();
-        value.subscription_id = g.i32();
-        value.accepted_compression_types = g.vec(|g| g.i8());
-        value.push_interval_ms = g.i32();
-        value.telemetry_max_bytes = g.i32();
-        value.delta_temporality = g.bool();
-        value.requested_metrics = g.vec(|g| g.string());
-        let _ = (g, version);
-        value
+        GetTelemetrySubscriptionsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            client_instance_id: g.uuid(),
+            subscription_id: g.i32(),
+            accepted_compression_types: g.vec(|g| g.i8()),
+            push_interval_ms: g.i32(),
+            telemetry_max_bytes: g.i32(),
+            delta_temporality: g.bool(),
+            requested_metrics: g.vec(|g| g.string()),
+        }
     }
 }
 

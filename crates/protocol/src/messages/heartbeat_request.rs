@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeartbeatRequest {
     pub group_id: GroupId,
     pub generation_id: i32,
     pub member_id: StrBytes,
     pub group_instance_id: Option<StrBytes>,
-}
-
-impl Default for HeartbeatRequest {
-    fn default() -> Self {
-        HeartbeatRequest {
-            group_id: GroupId(StrBytes::new()),
-            generation_id: 0,
-            member_id: StrBytes::new(),
-            group_instance_id: None,
-        }
-    }
 }
 
 impl HeartbeatRequest {
@@ -84,14 +73,14 @@ impl Struct for HeartbeatRequest {
         codec::put_string(
             buf,
             "HeartbeatRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 4,
         )?;
         buf.put_i32(self.generation_id);
         codec::put_string(
             buf,
             "HeartbeatRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 4,
         )?;
         if version >= 3 {
@@ -103,7 +92,7 @@ impl Struct for HeartbeatRequest {
                 version >= 3,
                 version,
             )?;
-        } else if self.group_instance_id != None {
+        } else if self.group_instance_id.is_some() {
             return Err(codec::not_in_version(
                 "HeartbeatRequest.group_instance_id",
                 version,
@@ -119,19 +108,20 @@ impl Struct for HeartbeatRequest {
 #[cfg(test)]
 impl crate::testing::Random for HeartbeatRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = HeartbeatRequest::default();
-        value.group_id = GroupId(g.string());
-        value.generation_id = g.i32();
-        value.member_id = g.string();
-        if version >= 3 {
-            value.group_instance_id = if version >= 3 && g.null() {
-                None
+        HeartbeatRequest {
+            group_id: GroupId(g.string()),
+            generation_id: g.i32(),
+            member_id: g.string(),
+            group_instance_id: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

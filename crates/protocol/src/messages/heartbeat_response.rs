@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeartbeatResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
-}
-
-impl Default for HeartbeatResponse {
-    fn default() -> Self {
-        HeartbeatResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl HeartbeatResponse {
@@ -73,13 +64,10 @@ impl Struct for HeartbeatResponse {
 #[cfg(test)]
 impl crate::testing::Random for HeartbeatResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = HeartbeatResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
+        HeartbeatResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            error_code: g.i16(),
         }
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
     }
 }
 

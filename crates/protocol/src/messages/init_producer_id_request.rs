@@ -132,7 +132,7 @@ impl Struct for InitProducerIdRequest {
         }
         if version >= 6 {
             buf.put_u8(u8::from(self.enable2_pc));
-        } else if self.enable2_pc != false {
+        } else if self.enable2_pc {
             return Err(codec::not_in_version(
                 "InitProducerIdRequest.enable2_pc",
                 version,
@@ -140,7 +140,7 @@ impl Struct for InitProducerIdRequest {
         }
         if version >= 6 {
             buf.put_u8(u8::from(self.keep_prepared_txn));
-        } else if self.keep_prepared_txn != false {
+        } else if self.keep_prepared_txn {
             return Err(codec::not_in_version(
                 "InitProducerIdRequest.keep_prepared_txn",
                 version,
@@ -156,27 +156,22 @@ impl Struct for InitProducerIdRequest {
 #[cfg(test)]
 impl crate::testing::Random for InitProducerIdRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitProducerIdRequest::default();
-        value.transactional_id = if true && g.null() {
-            None
-        } else {
-            Some(TransactionalId(g.string()))
-        };
-        value.transaction_timeout_ms = g.i32();
-        if version >= 3 {
-            value.producer_id = ProducerId(g.i64());
+        InitProducerIdRequest {
+            transactional_id: if g.null() {
+                None
+            } else {
+                Some(TransactionalId(g.string()))
+            },
+            transaction_timeout_ms: g.i32(),
+            producer_id: if version >= 3 {
+                ProducerId(g.i64())
+            } else {
+                ProducerId(-1)
+            },
+            producer_epoch: if version >= 3 { g.i16() } else { -1 },
+            enable2_pc: if version >= 6 { g.bool() } else { false },
+            keep_prepared_txn: if version >= 6 { g.bool() } else { false },
         }
-        if version >= 3 {
-            value.producer_epoch = g.i16();
-        }
-        if version >= 6 {
-            value.enable2_pc = g.bool();
-        }
-        if version >= 6 {
-            value.keep_prepared_txn = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -128,19 +128,18 @@ impl Struct for InitProducerIdResponse {
 #[cfg(test)]
 impl crate::testing::Random for InitProducerIdResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitProducerIdResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        if version >= 6 {
-            value.ongoing_txn_producer_id = ProducerId(g.i64());
+        InitProducerIdResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            ongoing_txn_producer_id: if version >= 6 {
+                ProducerId(g.i64())
+            } else {
+                ProducerId(-1)
+            },
+            ongoing_txn_producer_epoch: if version >= 6 { g.i16() } else { -1 },
         }
-        if version >= 6 {
-            value.ongoing_txn_producer_epoch = g.i16();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

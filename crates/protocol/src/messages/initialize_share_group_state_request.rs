@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InitializeShareGroupStateRequest {
     pub group_id: StrBytes,
     pub topics: Vec<InitializeStateData>,
-}
-
-impl Default for InitializeShareGroupStateRequest {
-    fn default() -> Self {
-        InitializeShareGroupStateRequest {
-            group_id: StrBytes::new(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl InitializeShareGroupStateRequest {
@@ -60,7 +51,7 @@ impl Struct for InitializeShareGroupStateRequest {
         codec::put_string(
             buf,
             "InitializeShareGroupStateRequest.group_id",
-            &self.group_id.as_str(),
+            self.group_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -83,28 +74,17 @@ impl Struct for InitializeShareGroupStateRequest {
 #[cfg(test)]
 impl crate::testing::Random for InitializeShareGroupStateRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitializeShareGroupStateRequest::default();
-        value.group_id = g.string();
-        value.topics =
-            g.vec(|g| <InitializeStateData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        InitializeShareGroupStateRequest {
+            group_id: g.string(),
+            topics: g.vec(|g| <InitializeStateData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InitializeStateData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for InitializeStateData {
-    fn default() -> Self {
-        InitializeStateData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl InitializeStateData {
@@ -157,29 +137,18 @@ impl Struct for InitializeStateData {
 #[cfg(test)]
 impl crate::testing::Random for InitializeStateData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitializeStateData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        InitializeStateData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition: i32,
     pub state_epoch: i32,
     pub start_offset: i64,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition: 0,
-            state_epoch: 0,
-            start_offset: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -228,12 +197,11 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition = g.i32();
-        value.state_epoch = g.i32();
-        value.start_offset = g.i64();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition: g.i32(),
+            state_epoch: g.i32(),
+            start_offset: g.i64(),
+        }
     }
 }
 

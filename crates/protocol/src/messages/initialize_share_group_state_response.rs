@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InitializeShareGroupStateResponse {
     pub results: Vec<InitializeStateResult>,
-}
-
-impl Default for InitializeShareGroupStateResponse {
-    fn default() -> Self {
-        InitializeShareGroupStateResponse {
-            results: Vec::new(),
-        }
-    }
 }
 
 impl InitializeShareGroupStateResponse {
@@ -67,27 +59,17 @@ impl Struct for InitializeShareGroupStateResponse {
 #[cfg(test)]
 impl crate::testing::Random for InitializeShareGroupStateResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitializeShareGroupStateResponse::default();
-        value.results =
-            g.vec(|g| <InitializeStateResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        InitializeShareGroupStateResponse {
+            results: g
+                .vec(|g| <InitializeStateResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct InitializeStateResult {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionResult>,
-}
-
-impl Default for InitializeStateResult {
-    fn default() -> Self {
-        InitializeStateResult {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl InitializeStateResult {
@@ -140,30 +122,18 @@ impl Struct for InitializeStateResult {
 #[cfg(test)]
 impl crate::testing::Random for InitializeStateResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = InitializeStateResult::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        InitializeStateResult {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
     pub partition: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for PartitionResult {
-    fn default() -> Self {
-        PartitionResult {
-            partition: 0,
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl PartitionResult {
@@ -219,16 +189,11 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        PartitionResult {
+            partition: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -130,7 +130,7 @@ impl Struct for JoinGroupRequest {
         codec::put_string(
             buf,
             "JoinGroupRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 6,
         )?;
         buf.put_i32(self.session_timeout_ms);
@@ -140,7 +140,7 @@ impl Struct for JoinGroupRequest {
         codec::put_string(
             buf,
             "JoinGroupRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 6,
         )?;
         if version >= 5 {
@@ -152,7 +152,7 @@ impl Struct for JoinGroupRequest {
                 version >= 5,
                 version,
             )?;
-        } else if self.group_instance_id != None {
+        } else if self.group_instance_id.is_some() {
             return Err(codec::not_in_version(
                 "JoinGroupRequest.group_instance_id",
                 version,
@@ -161,7 +161,7 @@ impl Struct for JoinGroupRequest {
         codec::put_string(
             buf,
             "JoinGroupRequest.protocol_type",
-            &self.protocol_type.as_str(),
+            self.protocol_type.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -194,48 +194,40 @@ impl Struct for JoinGroupRequest {
 #[cfg(test)]
 impl crate::testing::Random for JoinGroupRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = JoinGroupRequest::default();
-        value.group_id = GroupId(g.string());
-        value.session_timeout_ms = g.i32();
-        if version >= 1 {
-            value.rebalance_timeout_ms = g.i32();
-        }
-        value.member_id = g.string();
-        if version >= 5 {
-            value.group_instance_id = if version >= 5 && g.null() {
-                None
+        JoinGroupRequest {
+            group_id: GroupId(g.string()),
+            session_timeout_ms: g.i32(),
+            rebalance_timeout_ms: if version >= 1 { g.i32() } else { -1 },
+            member_id: g.string(),
+            group_instance_id: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
-        }
-        value.protocol_type = g.string();
-        value.protocols =
-            g.vec(|g| <JoinGroupRequestProtocol as crate::testing::Random>::random(g, version));
-        if version >= 8 {
-            value.reason = if version >= 8 && g.null() {
                 None
+            },
+            protocol_type: g.string(),
+            protocols: g
+                .vec(|g| <JoinGroupRequestProtocol as crate::testing::Random>::random(g, version)),
+            reason: if version >= 8 {
+                if version >= 8 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JoinGroupRequestProtocol {
     pub name: StrBytes,
     pub metadata: Bytes,
-}
-
-impl Default for JoinGroupRequestProtocol {
-    fn default() -> Self {
-        JoinGroupRequestProtocol {
-            name: StrBytes::new(),
-            metadata: Bytes::new(),
-        }
-    }
 }
 
 impl JoinGroupRequestProtocol {
@@ -268,7 +260,7 @@ impl Struct for JoinGroupRequestProtocol {
         codec::put_string(
             buf,
             "JoinGroupRequestProtocol.name",
-            &self.name.as_str(),
+            self.name.as_str(),
             version >= 6,
         )?;
         codec::put_bytes(
@@ -287,11 +279,10 @@ impl Struct for JoinGroupRequestProtocol {
 #[cfg(test)]
 impl crate::testing::Random for JoinGroupRequestProtocol {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = JoinGroupRequestProtocol::default();
-        value.name = g.string();
-        value.metadata = g.bytes();
-        let _ = (g, version);
-        value
+        JoinGroupRequestProtocol {
+            name: g.string(),
+            metadata: g.bytes(),
+        }
     }
 }
 

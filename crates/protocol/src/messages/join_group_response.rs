@@ -159,12 +159,12 @@ impl Struct for JoinGroupResponse {
         codec::put_string(
             buf,
             "JoinGroupResponse.leader",
-            &self.leader.as_str(),
+            self.leader.as_str(),
             version >= 6,
         )?;
         if version >= 9 {
             buf.put_u8(u8::from(self.skip_assignment));
-        } else if self.skip_assignment != false {
+        } else if self.skip_assignment {
             return Err(codec::not_in_version(
                 "JoinGroupResponse.skip_assignment",
                 version,
@@ -173,7 +173,7 @@ impl Struct for JoinGroupResponse {
         codec::put_string(
             buf,
             "JoinGroupResponse.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -196,51 +196,38 @@ impl Struct for JoinGroupResponse {
 #[cfg(test)]
 impl crate::testing::Random for JoinGroupResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = JoinGroupResponse::default();
-        if version >= 2 {
-            value.throttle_time_ms = g.i32();
-        }
-        value.error_code = g.i16();
-        value.generation_id = g.i32();
-        if version >= 7 {
-            value.protocol_type = if version >= 7 && g.null() {
+        JoinGroupResponse {
+            throttle_time_ms: if version >= 2 { g.i32() } else { 0 },
+            error_code: g.i16(),
+            generation_id: g.i32(),
+            protocol_type: if version >= 7 {
+                if version >= 7 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
+            protocol_name: if version >= 7 && g.null() {
                 None
             } else {
                 Some(g.string())
-            };
+            },
+            leader: g.string(),
+            skip_assignment: if version >= 9 { g.bool() } else { false },
+            member_id: g.string(),
+            members: g
+                .vec(|g| <JoinGroupResponseMember as crate::testing::Random>::random(g, version)),
         }
-        value.protocol_name = if version >= 7 && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.leader = g.string();
-        if version >= 9 {
-            value.skip_assignment = g.bool();
-        }
-        value.member_id = g.string();
-        value.members =
-            g.vec(|g| <JoinGroupResponseMember as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JoinGroupResponseMember {
     pub member_id: StrBytes,
     pub group_instance_id: Option<StrBytes>,
     pub metadata: Bytes,
-}
-
-impl Default for JoinGroupResponseMember {
-    fn default() -> Self {
-        JoinGroupResponseMember {
-            member_id: StrBytes::new(),
-            group_instance_id: None,
-            metadata: Bytes::new(),
-        }
-    }
 }
 
 impl JoinGroupResponseMember {
@@ -287,7 +274,7 @@ impl Struct for JoinGroupResponseMember {
         codec::put_string(
             buf,
             "JoinGroupResponseMember.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 6,
         )?;
         if version >= 5 {
@@ -316,18 +303,19 @@ impl Struct for JoinGroupResponseMember {
 #[cfg(test)]
 impl crate::testing::Random for JoinGroupResponseMember {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = JoinGroupResponseMember::default();
-        value.member_id = g.string();
-        if version >= 5 {
-            value.group_instance_id = if version >= 5 && g.null() {
-                None
+        JoinGroupResponseMember {
+            member_id: g.string(),
+            group_instance_id: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            metadata: g.bytes(),
         }
-        value.metadata = g.bytes();
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KRaftVersionRecord {
     pub version: i16,
     pub k_raft_version: i16,
-}
-
-impl Default for KRaftVersionRecord {
-    fn default() -> Self {
-        KRaftVersionRecord {
-            version: 0,
-            k_raft_version: 0,
-        }
-    }
 }
 
 impl KRaftVersionRecord {
@@ -67,11 +58,10 @@ impl Struct for KRaftVersionRecord {
 #[cfg(test)]
 impl crate::testing::Random for KRaftVersionRecord {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = KRaftVersionRecord::default();
-        value.version = g.i16();
-        value.k_raft_version = g.i16();
-        let _ = (g, version);
-        value
+        KRaftVersionRecord {
+            version: g.i16(),
+            k_raft_version: g.i16(),
+        }
     }
 }
 

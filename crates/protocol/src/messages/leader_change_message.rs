@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderChangeMessage {
     pub version: i16,
     pub leader_id: BrokerId,
     pub voters: Vec<Voter>,
     pub granting_voters: Vec<Voter>,
-}
-
-impl Default for LeaderChangeMessage {
-    fn default() -> Self {
-        LeaderChangeMessage {
-            version: 0,
-            leader_id: BrokerId(0),
-            voters: Vec::new(),
-            granting_voters: Vec::new(),
-        }
-    }
 }
 
 impl LeaderChangeMessage {
@@ -107,29 +96,19 @@ impl Struct for LeaderChangeMessage {
 #[cfg(test)]
 impl crate::testing::Random for LeaderChangeMessage {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderChangeMessage::default();
-        value.version = g.i16();
-        value.leader_id = BrokerId(g.i32());
-        value.voters = g.vec(|g| <Voter as crate::testing::Random>::random(g, version));
-        value.granting_voters = g.vec(|g| <Voter as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        LeaderChangeMessage {
+            version: g.i16(),
+            leader_id: BrokerId(g.i32()),
+            voters: g.vec(|g| <Voter as crate::testing::Random>::random(g, version)),
+            granting_voters: g.vec(|g| <Voter as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Voter {
     pub voter_id: i32,
     pub voter_directory_id: Uuid,
-}
-
-impl Default for Voter {
-    fn default() -> Self {
-        Voter {
-            voter_id: 0,
-            voter_directory_id: Uuid::nil(),
-        }
-    }
 }
 
 impl Voter {
@@ -179,13 +158,10 @@ impl Struct for Voter {
 #[cfg(test)]
 impl crate::testing::Random for Voter {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Voter::default();
-        value.voter_id = g.i32();
-        if version >= 1 {
-            value.voter_directory_id = g.uuid();
+        Voter {
+            voter_id: g.i32(),
+            voter_directory_id: if version >= 1 { g.uuid() } else { Uuid::nil() },
         }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaveGroupRequest {
     pub group_id: GroupId,
     pub member_id: StrBytes,
     pub members: Vec<MemberIdentity>,
-}
-
-impl Default for LeaveGroupRequest {
-    fn default() -> Self {
-        LeaveGroupRequest {
-            group_id: GroupId(StrBytes::new()),
-            member_id: StrBytes::new(),
-            members: Vec::new(),
-        }
-    }
 }
 
 impl LeaveGroupRequest {
@@ -78,14 +68,14 @@ impl Struct for LeaveGroupRequest {
         codec::put_string(
             buf,
             "LeaveGroupRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 4,
         )?;
         if version <= 2 {
             codec::put_string(
                 buf,
                 "LeaveGroupRequest.member_id",
-                &self.member_id.as_str(),
+                self.member_id.as_str(),
                 version >= 4,
             )?;
         } else if self.member_id != StrBytes::new() {
@@ -118,35 +108,27 @@ impl Struct for LeaveGroupRequest {
 #[cfg(test)]
 impl crate::testing::Random for LeaveGroupRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaveGroupRequest::default();
-        value.group_id = GroupId(g.string());
-        if version <= 2 {
-            value.member_id = g.string();
+        LeaveGroupRequest {
+            group_id: GroupId(g.string()),
+            member_id: if version <= 2 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            members: if version >= 3 {
+                g.vec(|g| <MemberIdentity as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 3 {
-            value.members =
-                g.vec(|g| <MemberIdentity as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MemberIdentity {
     pub member_id: StrBytes,
     pub group_instance_id: Option<StrBytes>,
     pub reason: Option<StrBytes>,
-}
-
-impl Default for MemberIdentity {
-    fn default() -> Self {
-        MemberIdentity {
-            member_id: StrBytes::new(),
-            group_instance_id: None,
-            reason: None,
-        }
-    }
 }
 
 impl MemberIdentity {
@@ -194,7 +176,7 @@ impl Struct for MemberIdentity {
         codec::put_string(
             buf,
             "MemberIdentity.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 4,
         )?;
         codec::put_nullable_string(
@@ -225,22 +207,19 @@ impl Struct for MemberIdentity {
 #[cfg(test)]
 impl crate::testing::Random for MemberIdentity {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MemberIdentity::default();
-        value.member_id = g.string();
-        value.group_instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 5 {
-            value.reason = if version >= 5 && g.null() {
-                None
+        MemberIdentity {
+            member_id: g.string(),
+            group_instance_id: if g.null() { None } else { Some(g.string()) },
+            reason: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaveGroupResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub members: Vec<MemberResponse>,
-}
-
-impl Default for LeaveGroupResponse {
-    fn default() -> Self {
-        LeaveGroupResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            members: Vec::new(),
-        }
-    }
 }
 
 impl LeaveGroupResponse {
@@ -101,17 +91,15 @@ impl Struct for LeaveGroupResponse {
 #[cfg(test)]
 impl crate::testing::Random for LeaveGroupResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaveGroupResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
+        LeaveGroupResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            error_code: g.i16(),
+            members: if version >= 3 {
+                g.vec(|g| <MemberResponse as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        value.error_code = g.i16();
-        if version >= 3 {
-            value.members =
-                g.vec(|g| <MemberResponse as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -169,7 +157,7 @@ impl Struct for MemberResponse {
         codec::put_string(
             buf,
             "MemberResponse.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 4,
         )?;
         codec::put_nullable_string(
@@ -191,16 +179,11 @@ impl Struct for MemberResponse {
 #[cfg(test)]
 impl crate::testing::Random for MemberResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MemberResponse::default();
-        value.member_id = g.string();
-        value.group_instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        MemberResponse {
+            member_id: g.string(),
+            group_instance_id: if g.null() { None } else { Some(g.string()) },
+            error_code: g.i16(),
+        }
     }
 }
 

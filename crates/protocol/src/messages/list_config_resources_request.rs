@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListConfigResourcesRequest {
     pub resource_types: Vec<i8>,
-}
-
-impl Default for ListConfigResourcesRequest {
-    fn default() -> Self {
-        ListConfigResourcesRequest {
-            resource_types: Vec::new(),
-        }
-    }
 }
 
 impl ListConfigResourcesRequest {
@@ -80,12 +72,13 @@ impl Struct for ListConfigResourcesRequest {
 #[cfg(test)]
 impl crate::testing::Random for ListConfigResourcesRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListConfigResourcesRequest::default();
-        if version >= 1 {
-            value.resource_types = g.vec(|g| g.i8());
+        ListConfigResourcesRequest {
+            resource_types: if version >= 1 {
+                g.vec(|g| g.i8())
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

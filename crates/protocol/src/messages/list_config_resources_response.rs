@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListConfigResourcesResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub config_resources: Vec<ConfigResource>,
-}
-
-impl Default for ListConfigResourcesResponse {
-    fn default() -> Self {
-        ListConfigResourcesResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            config_resources: Vec::new(),
-        }
-    }
 }
 
 impl ListConfigResourcesResponse {
@@ -88,13 +78,12 @@ impl Struct for ListConfigResourcesResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListConfigResourcesResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListConfigResourcesResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.config_resources =
-            g.vec(|g| <ConfigResource as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ListConfigResourcesResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            config_resources: g
+                .vec(|g| <ConfigResource as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -147,7 +136,7 @@ impl Struct for ConfigResource {
         codec::put_string(
             buf,
             "ConfigResource.resource_name",
-            &self.resource_name.as_str(),
+            self.resource_name.as_str(),
             true,
         )?;
         if version >= 1 {
@@ -163,13 +152,10 @@ impl Struct for ConfigResource {
 #[cfg(test)]
 impl crate::testing::Random for ConfigResource {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ConfigResource::default();
-        value.resource_name = g.string();
-        if version >= 1 {
-            value.resource_type = g.i8();
+        ConfigResource {
+            resource_name: g.string(),
+            resource_type: if version >= 1 { g.i8() } else { 16 },
         }
-        let _ = (g, version);
-        value
     }
 }
 

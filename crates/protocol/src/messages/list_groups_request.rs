@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListGroupsRequest {
     pub states_filter: Vec<StrBytes>,
     pub types_filter: Vec<StrBytes>,
-}
-
-impl Default for ListGroupsRequest {
-    fn default() -> Self {
-        ListGroupsRequest {
-            states_filter: Vec::new(),
-            types_filter: Vec::new(),
-        }
-    }
 }
 
 impl ListGroupsRequest {
@@ -121,15 +112,18 @@ impl Struct for ListGroupsRequest {
 #[cfg(test)]
 impl crate::testing::Random for ListGroupsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListGroupsRequest::default();
-        if version >= 4 {
-            value.states_filter = g.vec(|g| g.string());
+        ListGroupsRequest {
+            states_filter: if version >= 4 {
+                g.vec(|g| g.string())
+            } else {
+                Vec::new()
+            },
+            types_filter: if version >= 5 {
+                g.vec(|g| g.string())
+            } else {
+                Vec::new()
+            },
         }
-        if version >= 5 {
-            value.types_filter = g.vec(|g| g.string());
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListGroupsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub groups: Vec<ListedGroup>,
-}
-
-impl Default for ListGroupsResponse {
-    fn default() -> Self {
-        ListGroupsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl ListGroupsResponse {
@@ -93,34 +83,20 @@ impl Struct for ListGroupsResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListGroupsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListGroupsResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
+        ListGroupsResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            error_code: g.i16(),
+            groups: g.vec(|g| <ListedGroup as crate::testing::Random>::random(g, version)),
         }
-        value.error_code = g.i16();
-        value.groups = g.vec(|g| <ListedGroup as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListedGroup {
     pub group_id: GroupId,
     pub protocol_type: StrBytes,
     pub group_state: StrBytes,
     pub group_type: StrBytes,
-}
-
-impl Default for ListedGroup {
-    fn default() -> Self {
-        ListedGroup {
-            group_id: GroupId(StrBytes::new()),
-            protocol_type: StrBytes::new(),
-            group_state: StrBytes::new(),
-            group_type: StrBytes::new(),
-        }
-    }
 }
 
 impl ListedGroup {
@@ -175,20 +151,20 @@ impl Struct for ListedGroup {
         codec::put_string(
             buf,
             "ListedGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 3,
         )?;
         codec::put_string(
             buf,
             "ListedGroup.protocol_type",
-            &self.protocol_type.as_str(),
+            self.protocol_type.as_str(),
             version >= 3,
         )?;
         if version >= 4 {
             codec::put_string(
                 buf,
                 "ListedGroup.group_state",
-                &self.group_state.as_str(),
+                self.group_state.as_str(),
                 version >= 3,
             )?;
         }
@@ -196,7 +172,7 @@ impl Struct for ListedGroup {
             codec::put_string(
                 buf,
                 "ListedGroup.group_type",
-                &self.group_type.as_str(),
+                self.group_type.as_str(),
                 version >= 3,
             )?;
         }
@@ -210,17 +186,20 @@ impl Struct for ListedGroup {
 #[cfg(test)]
 impl crate::testing::Random for ListedGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListedGroup::default();
-        value.group_id = GroupId(g.string());
-        value.protocol_type = g.string();
-        if version >= 4 {
-            value.group_state = g.string();
+        ListedGroup {
+            group_id: GroupId(g.string()),
+            protocol_type: g.string(),
+            group_state: if version >= 4 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
+            group_type: if version >= 5 {
+                g.string()
+            } else {
+                StrBytes::new()
+            },
         }
-        if version >= 5 {
-            value.group_type = g.string();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListOffsetsRequest {
     pub replica_id: BrokerId,
     pub isolation_level: i8,
     pub topics: Vec<ListOffsetsTopic>,
     pub timeout_ms: i32,
-}
-
-impl Default for ListOffsetsRequest {
-    fn default() -> Self {
-        ListOffsetsRequest {
-            replica_id: BrokerId(0),
-            isolation_level: 0,
-            topics: Vec::new(),
-            timeout_ms: 0,
-        }
-    }
 }
 
 impl ListOffsetsRequest {
@@ -113,33 +102,19 @@ impl Struct for ListOffsetsRequest {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsRequest::default();
-        value.replica_id = BrokerId(g.i32());
-        if version >= 2 {
-            value.isolation_level = g.i8();
+        ListOffsetsRequest {
+            replica_id: BrokerId(g.i32()),
+            isolation_level: if version >= 2 { g.i8() } else { 0 },
+            topics: g.vec(|g| <ListOffsetsTopic as crate::testing::Random>::random(g, version)),
+            timeout_ms: if version >= 10 { g.i32() } else { 0 },
         }
-        value.topics = g.vec(|g| <ListOffsetsTopic as crate::testing::Random>::random(g, version));
-        if version >= 10 {
-            value.timeout_ms = g.i32();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListOffsetsTopic {
     pub name: TopicName,
     pub partitions: Vec<ListOffsetsPartition>,
-}
-
-impl Default for ListOffsetsTopic {
-    fn default() -> Self {
-        ListOffsetsTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ListOffsetsTopic {
@@ -176,7 +151,7 @@ impl Struct for ListOffsetsTopic {
         codec::put_string(
             buf,
             "ListOffsetsTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -199,12 +174,11 @@ impl Struct for ListOffsetsTopic {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <ListOffsetsPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ListOffsetsTopic {
+            name: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <ListOffsetsPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -277,14 +251,11 @@ impl Struct for ListOffsetsPartition {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsPartition::default();
-        value.partition_index = g.i32();
-        if version >= 4 {
-            value.current_leader_epoch = g.i32();
+        ListOffsetsPartition {
+            partition_index: g.i32(),
+            current_leader_epoch: if version >= 4 { g.i32() } else { -1 },
+            timestamp: g.i64(),
         }
-        value.timestamp = g.i64();
-        let _ = (g, version);
-        value
     }
 }
 

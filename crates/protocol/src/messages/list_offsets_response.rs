@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListOffsetsResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<ListOffsetsTopicResponse>,
-}
-
-impl Default for ListOffsetsResponse {
-    fn default() -> Self {
-        ListOffsetsResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl ListOffsetsResponse {
@@ -84,30 +75,18 @@ impl Struct for ListOffsetsResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsResponse::default();
-        if version >= 2 {
-            value.throttle_time_ms = g.i32();
+        ListOffsetsResponse {
+            throttle_time_ms: if version >= 2 { g.i32() } else { 0 },
+            topics: g
+                .vec(|g| <ListOffsetsTopicResponse as crate::testing::Random>::random(g, version)),
         }
-        value.topics =
-            g.vec(|g| <ListOffsetsTopicResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListOffsetsTopicResponse {
     pub name: TopicName,
     pub partitions: Vec<ListOffsetsPartitionResponse>,
-}
-
-impl Default for ListOffsetsTopicResponse {
-    fn default() -> Self {
-        ListOffsetsTopicResponse {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ListOffsetsTopicResponse {
@@ -144,7 +123,7 @@ impl Struct for ListOffsetsTopicResponse {
         codec::put_string(
             buf,
             "ListOffsetsTopicResponse.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -167,12 +146,12 @@ impl Struct for ListOffsetsTopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsTopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsTopicResponse::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <ListOffsetsPartitionResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ListOffsetsTopicResponse {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <ListOffsetsPartitionResponse as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -268,16 +247,13 @@ impl Struct for ListOffsetsPartitionResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListOffsetsPartitionResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListOffsetsPartitionResponse::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.timestamp = g.i64();
-        value.offset = g.i64();
-        if version >= 4 {
-            value.leader_epoch = g.i32();
+        ListOffsetsPartitionResponse {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            timestamp: g.i64(),
+            offset: g.i64(),
+            leader_epoch: if version >= 4 { g.i32() } else { -1 },
         }
-        let _ = (g, version);
-        value
     }
 }
 

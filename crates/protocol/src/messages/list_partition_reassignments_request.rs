@@ -80,33 +80,23 @@ impl Struct for ListPartitionReassignmentsRequest {
 #[cfg(test)]
 impl crate::testing::Random for ListPartitionReassignmentsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListPartitionReassignmentsRequest::default();
-        value.timeout_ms = g.i32();
-        value.topics = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| {
-                <ListPartitionReassignmentsTopics as crate::testing::Random>::random(g, version)
-            }))
-        };
-        let _ = (g, version);
-        value
+        ListPartitionReassignmentsRequest {
+            timeout_ms: g.i32(),
+            topics: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| {
+                    <ListPartitionReassignmentsTopics as crate::testing::Random>::random(g, version)
+                }))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListPartitionReassignmentsTopics {
     pub name: TopicName,
     pub partition_indexes: Vec<i32>,
-}
-
-impl Default for ListPartitionReassignmentsTopics {
-    fn default() -> Self {
-        ListPartitionReassignmentsTopics {
-            name: TopicName(StrBytes::new()),
-            partition_indexes: Vec::new(),
-        }
-    }
 }
 
 impl ListPartitionReassignmentsTopics {
@@ -145,7 +135,7 @@ impl Struct for ListPartitionReassignmentsTopics {
         codec::put_string(
             buf,
             "ListPartitionReassignmentsTopics.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -168,11 +158,10 @@ impl Struct for ListPartitionReassignmentsTopics {
 #[cfg(test)]
 impl crate::testing::Random for ListPartitionReassignmentsTopics {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListPartitionReassignmentsTopics::default();
-        value.name = TopicName(g.string());
-        value.partition_indexes = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        ListPartitionReassignmentsTopics {
+            name: TopicName(g.string()),
+            partition_indexes: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -104,34 +104,20 @@ impl Struct for ListPartitionReassignmentsResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListPartitionReassignmentsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListPartitionReassignmentsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.topics =
-            g.vec(|g| <OngoingTopicReassignment as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ListPartitionReassignmentsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            topics: g
+                .vec(|g| <OngoingTopicReassignment as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OngoingTopicReassignment {
     pub name: TopicName,
     pub partitions: Vec<OngoingPartitionReassignment>,
-}
-
-impl Default for OngoingTopicReassignment {
-    fn default() -> Self {
-        OngoingTopicReassignment {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OngoingTopicReassignment {
@@ -168,7 +154,7 @@ impl Struct for OngoingTopicReassignment {
         codec::put_string(
             buf,
             "OngoingTopicReassignment.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -191,32 +177,21 @@ impl Struct for OngoingTopicReassignment {
 #[cfg(test)]
 impl crate::testing::Random for OngoingTopicReassignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OngoingTopicReassignment::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <OngoingPartitionReassignment as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OngoingTopicReassignment {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <OngoingPartitionReassignment as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OngoingPartitionReassignment {
     pub partition_index: i32,
     pub replicas: Vec<BrokerId>,
     pub adding_replicas: Vec<BrokerId>,
     pub removing_replicas: Vec<BrokerId>,
-}
-
-impl Default for OngoingPartitionReassignment {
-    fn default() -> Self {
-        OngoingPartitionReassignment {
-            partition_index: 0,
-            replicas: Vec::new(),
-            adding_replicas: Vec::new(),
-            removing_replicas: Vec::new(),
-        }
-    }
 }
 
 impl OngoingPartitionReassignment {
@@ -278,7 +253,7 @@ impl Struct for OngoingPartitionReassignment {
             &self.replicas,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -288,7 +263,7 @@ impl Struct for OngoingPartitionReassignment {
             &self.adding_replicas,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -298,7 +273,7 @@ impl Struct for OngoingPartitionReassignment {
             &self.removing_replicas,
             true,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -312,13 +287,12 @@ impl Struct for OngoingPartitionReassignment {
 #[cfg(test)]
 impl crate::testing::Random for OngoingPartitionReassignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OngoingPartitionReassignment::default();
-        value.partition_index = g.i32();
-        value.replicas = g.vec(|g| BrokerId(g.i32()));
-        value.adding_replicas = g.vec(|g| BrokerId(g.i32()));
-        value.removing_replicas = g.vec(|g| BrokerId(g.i32()));
-        let _ = (g, version);
-        value
+        OngoingPartitionReassignment {
+            partition_index: g.i32(),
+            replicas: g.vec(|g| BrokerId(g.i32())),
+            adding_replicas: g.vec(|g| BrokerId(g.i32())),
+            removing_replicas: g.vec(|g| BrokerId(g.i32())),
+        }
     }
 }
 

@@ -110,7 +110,7 @@ impl Struct for ListTransactionsRequest {
             &self.producer_id_filters,
             true,
             |buf, item| {
-                buf.put_i64((*item).0);
+                buf.put_i64(item.0);
                 Ok(())
             },
         )?;
@@ -131,7 +131,7 @@ impl Struct for ListTransactionsRequest {
                 version >= 2,
                 version,
             )?;
-        } else if self.transactional_id_pattern != None {
+        } else if self.transactional_id_pattern.is_some() {
             return Err(codec::not_in_version(
                 "ListTransactionsRequest.transactional_id_pattern",
                 version,
@@ -147,21 +147,20 @@ impl Struct for ListTransactionsRequest {
 #[cfg(test)]
 impl crate::testing::Random for ListTransactionsRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListTransactionsRequest::default();
-        value.state_filters = g.vec(|g| g.string());
-        value.producer_id_filters = g.vec(|g| ProducerId(g.i64()));
-        if version >= 1 {
-            value.duration_filter = g.i64();
-        }
-        if version >= 2 {
-            value.transactional_id_pattern = if version >= 2 && g.null() {
-                None
+        ListTransactionsRequest {
+            state_filters: g.vec(|g| g.string()),
+            producer_id_filters: g.vec(|g| ProducerId(g.i64())),
+            duration_filter: if version >= 1 { g.i64() } else { -1 },
+            transactional_id_pattern: if version >= 2 {
+                if version >= 2 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 

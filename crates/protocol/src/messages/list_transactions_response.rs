@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ListTransactionsResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub unknown_state_filters: Vec<StrBytes>,
     pub transaction_states: Vec<TransactionState>,
-}
-
-impl Default for ListTransactionsResponse {
-    fn default() -> Self {
-        ListTransactionsResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            unknown_state_filters: Vec::new(),
-            transaction_states: Vec::new(),
-        }
-    }
 }
 
 impl ListTransactionsResponse {
@@ -115,32 +104,21 @@ impl Struct for ListTransactionsResponse {
 #[cfg(test)]
 impl crate::testing::Random for ListTransactionsResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ListTransactionsResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.unknown_state_filters = g.vec(|g| g.string());
-        value.transaction_states =
-            g.vec(|g| <TransactionState as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ListTransactionsResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            unknown_state_filters: g.vec(|g| g.string()),
+            transaction_states: g
+                .vec(|g| <TransactionState as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TransactionState {
     pub transactional_id: TransactionalId,
     pub producer_id: ProducerId,
     pub transaction_state: StrBytes,
-}
-
-impl Default for TransactionState {
-    fn default() -> Self {
-        TransactionState {
-            transactional_id: TransactionalId(StrBytes::new()),
-            producer_id: ProducerId(0),
-            transaction_state: StrBytes::new(),
-        }
-    }
 }
 
 impl TransactionState {
@@ -181,14 +159,14 @@ impl Struct for TransactionState {
         codec::put_string(
             buf,
             "TransactionState.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             true,
         )?;
         buf.put_i64(self.producer_id.0);
         codec::put_string(
             buf,
             "TransactionState.transaction_state",
-            &self.transaction_state.as_str(),
+            self.transaction_state.as_str(),
             true,
         )?;
         if flexible {
@@ -201,12 +179,11 @@ impl Struct for TransactionState {
 #[cfg(test)]
 impl crate::testing::Random for TransactionState {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TransactionState::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.producer_id = ProducerId(g.i64());
-        value.transaction_state = g.string();
-        let _ = (g, version);
-        value
+        TransactionState {
+            transactional_id: TransactionalId(g.string()),
+            producer_id: ProducerId(g.i64()),
+            transaction_state: g.string(),
+        }
     }
 }
 

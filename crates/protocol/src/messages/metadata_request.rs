@@ -68,7 +68,7 @@ impl Struct for MetadataRequest {
         } else {
             true
         };
-        let f_include_cluster_authorized_operations = if version >= 8 && version <= 10 {
+        let f_include_cluster_authorized_operations = if (8..=10).contains(&version) {
             r.bool("MetadataRequest.include_cluster_authorized_operations")?
         } else {
             false
@@ -105,15 +105,15 @@ impl Struct for MetadataRequest {
         )?;
         if version >= 4 {
             buf.put_u8(u8::from(self.allow_auto_topic_creation));
-        } else if self.allow_auto_topic_creation != true {
+        } else if !self.allow_auto_topic_creation {
             return Err(codec::not_in_version(
                 "MetadataRequest.allow_auto_topic_creation",
                 version,
             ));
         }
-        if version >= 8 && version <= 10 {
+        if (8..=10).contains(&version) {
             buf.put_u8(u8::from(self.include_cluster_authorized_operations));
-        } else if self.include_cluster_authorized_operations != false {
+        } else if self.include_cluster_authorized_operations {
             return Err(codec::not_in_version(
                 "MetadataRequest.include_cluster_authorized_operations",
                 version,
@@ -121,7 +121,7 @@ impl Struct for MetadataRequest {
         }
         if version >= 8 {
             buf.put_u8(u8::from(self.include_topic_authorized_operations));
-        } else if self.include_topic_authorized_operations != false {
+        } else if self.include_topic_authorized_operations {
             return Err(codec::not_in_version(
                 "MetadataRequest.include_topic_authorized_operations",
                 version,
@@ -137,23 +137,22 @@ impl Struct for MetadataRequest {
 #[cfg(test)]
 impl crate::testing::Random for MetadataRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataRequest::default();
-        value.topics = if version >= 1 && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <MetadataRequestTopic as crate::testing::Random>::random(g, version)))
-        };
-        if version >= 4 {
-            value.allow_auto_topic_creation = g.bool();
+        MetadataRequest {
+            topics: if version >= 1 && g.null() {
+                None
+            } else {
+                Some(
+                    g.vec(|g| <MetadataRequestTopic as crate::testing::Random>::random(g, version)),
+                )
+            },
+            allow_auto_topic_creation: if version >= 4 { g.bool() } else { true },
+            include_cluster_authorized_operations: if (8..=10).contains(&version) {
+                g.bool()
+            } else {
+                false
+            },
+            include_topic_authorized_operations: if version >= 8 { g.bool() } else { false },
         }
-        if version >= 8 && version <= 10 {
-            value.include_cluster_authorized_operations = g.bool();
-        }
-        if version >= 8 {
-            value.include_topic_authorized_operations = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -232,17 +231,14 @@ impl Struct for MetadataRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for MetadataRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataRequestTopic::default();
-        if version >= 10 {
-            value.topic_id = g.uuid();
+        MetadataRequestTopic {
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            name: if version >= 10 && g.null() {
+                None
+            } else {
+                Some(TopicName(g.string()))
+            },
         }
-        value.name = if version >= 10 && g.null() {
-            None
-        } else {
-            Some(TopicName(g.string()))
-        };
-        let _ = (g, version);
-        value
     }
 }
 

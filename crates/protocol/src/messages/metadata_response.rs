@@ -97,7 +97,7 @@ impl Struct for MetadataResponse {
         let f_topics = r.array("MetadataResponse.topics", version >= 9, |r| {
             MetadataResponseTopic::read(r, version)
         })?;
-        let f_cluster_authorized_operations = if version >= 8 && version <= 10 {
+        let f_cluster_authorized_operations = if (8..=10).contains(&version) {
             r.i32("MetadataResponse.cluster_authorized_operations")?
         } else {
             -2147483648
@@ -159,7 +159,7 @@ impl Struct for MetadataResponse {
                 Ok(())
             },
         )?;
-        if version >= 8 && version <= 10 {
+        if (8..=10).contains(&version) {
             buf.put_i32(self.cluster_authorized_operations);
         } else if self.cluster_authorized_operations != -2147483648 {
             return Err(codec::not_in_version(
@@ -180,52 +180,42 @@ impl Struct for MetadataResponse {
 #[cfg(test)]
 impl crate::testing::Random for MetadataResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataResponse::default();
-        if version >= 3 {
-            value.throttle_time_ms = g.i32();
-        }
-        value.brokers =
-            g.vec(|g| <MetadataResponseBroker as crate::testing::Random>::random(g, version));
-        if version >= 2 {
-            value.cluster_id = if version >= 2 && g.null() {
-                None
+        MetadataResponse {
+            throttle_time_ms: if version >= 3 { g.i32() } else { 0 },
+            brokers: g
+                .vec(|g| <MetadataResponseBroker as crate::testing::Random>::random(g, version)),
+            cluster_id: if version >= 2 {
+                if version >= 2 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            controller_id: if version >= 1 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-1)
+            },
+            topics: g
+                .vec(|g| <MetadataResponseTopic as crate::testing::Random>::random(g, version)),
+            cluster_authorized_operations: if (8..=10).contains(&version) {
+                g.i32()
+            } else {
+                -2147483648
+            },
+            error_code: if version >= 13 { g.i16() } else { 0 },
         }
-        if version >= 1 {
-            value.controller_id = BrokerId(g.i32());
-        }
-        value.topics =
-            g.vec(|g| <MetadataResponseTopic as crate::testing::Random>::random(g, version));
-        if version >= 8 && version <= 10 {
-            value.cluster_authorized_operations = g.i32();
-        }
-        if version >= 13 {
-            value.error_code = g.i16();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MetadataResponseBroker {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
-}
-
-impl Default for MetadataResponseBroker {
-    fn default() -> Self {
-        MetadataResponseBroker {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-        }
-    }
 }
 
 impl MetadataResponseBroker {
@@ -279,7 +269,7 @@ impl Struct for MetadataResponseBroker {
         codec::put_string(
             buf,
             "MetadataResponseBroker.host",
-            &self.host.as_str(),
+            self.host.as_str(),
             version >= 9,
         )?;
         buf.put_i32(self.port);
@@ -303,19 +293,20 @@ impl Struct for MetadataResponseBroker {
 #[cfg(test)]
 impl crate::testing::Random for MetadataResponseBroker {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataResponseBroker::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        if version >= 1 {
-            value.rack = if version >= 1 && g.null() {
-                None
+        MetadataResponseBroker {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if version >= 1 {
+                if version >= 1 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -458,26 +449,19 @@ impl Struct for MetadataResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for MetadataResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataResponseTopic::default();
-        value.error_code = g.i16();
-        value.name = if version >= 12 && g.null() {
-            None
-        } else {
-            Some(TopicName(g.string()))
-        };
-        if version >= 10 {
-            value.topic_id = g.uuid();
+        MetadataResponseTopic {
+            error_code: g.i16(),
+            name: if version >= 12 && g.null() {
+                None
+            } else {
+                Some(TopicName(g.string()))
+            },
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            is_internal: if version >= 1 { g.bool() } else { false },
+            partitions: g
+                .vec(|g| <MetadataResponsePartition as crate::testing::Random>::random(g, version)),
+            topic_authorized_operations: if version >= 8 { g.i32() } else { -2147483648 },
         }
-        if version >= 1 {
-            value.is_internal = g.bool();
-        }
-        value.partitions =
-            g.vec(|g| <MetadataResponsePartition as crate::testing::Random>::random(g, version));
-        if version >= 8 {
-            value.topic_authorized_operations = g.i32();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -599,7 +583,7 @@ impl Struct for MetadataResponsePartition {
             &self.replica_nodes,
             version >= 9,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -609,7 +593,7 @@ impl Struct for MetadataResponsePartition {
             &self.isr_nodes,
             version >= 9,
             |buf, item| {
-                buf.put_i32((*item).0);
+                buf.put_i32(item.0);
                 Ok(())
             },
         )?;
@@ -620,7 +604,7 @@ impl Struct for MetadataResponsePartition {
                 &self.offline_replicas,
                 version >= 9,
                 |buf, item| {
-                    buf.put_i32((*item).0);
+                    buf.put_i32(item.0);
                     Ok(())
                 },
             )?;
@@ -635,20 +619,19 @@ impl Struct for MetadataResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for MetadataResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = MetadataResponsePartition::default();
-        value.error_code = g.i16();
-        value.partition_index = g.i32();
-        value.leader_id = BrokerId(g.i32());
-        if version >= 7 {
-            value.leader_epoch = g.i32();
+        MetadataResponsePartition {
+            error_code: g.i16(),
+            partition_index: g.i32(),
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: if version >= 7 { g.i32() } else { -1 },
+            replica_nodes: g.vec(|g| BrokerId(g.i32())),
+            isr_nodes: g.vec(|g| BrokerId(g.i32())),
+            offline_replicas: if version >= 5 {
+                g.vec(|g| BrokerId(g.i32()))
+            } else {
+                Vec::new()
+            },
         }
-        value.replica_nodes = g.vec(|g| BrokerId(g.i32()));
-        value.isr_nodes = g.vec(|g| BrokerId(g.i32()));
-        if version >= 5 {
-            value.offline_replicas = g.vec(|g| BrokerId(g.i32()));
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -107,14 +107,14 @@ impl Struct for OffsetCommitRequest {
         codec::put_string(
             buf,
             "OffsetCommitRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 8,
         )?;
         buf.put_i32(self.generation_id_or_member_epoch);
         codec::put_string(
             buf,
             "OffsetCommitRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 8,
         )?;
         if version >= 7 {
@@ -126,7 +126,7 @@ impl Struct for OffsetCommitRequest {
                 version >= 7,
                 version,
             )?;
-        } else if self.group_instance_id != None {
+        } else if self.group_instance_id.is_some() {
             return Err(codec::not_in_version(
                 "OffsetCommitRequest.group_instance_id",
                 version,
@@ -155,42 +155,31 @@ impl Struct for OffsetCommitRequest {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitRequest::default();
-        value.group_id = GroupId(g.string());
-        value.generation_id_or_member_epoch = g.i32();
-        value.member_id = g.string();
-        if version >= 7 {
-            value.group_instance_id = if version >= 7 && g.null() {
-                None
+        OffsetCommitRequest {
+            group_id: GroupId(g.string()),
+            generation_id_or_member_epoch: g.i32(),
+            member_id: g.string(),
+            group_instance_id: if version >= 7 {
+                if version >= 7 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            retention_time_ms: if version <= 4 { g.i64() } else { -1 },
+            topics: g
+                .vec(|g| <OffsetCommitRequestTopic as crate::testing::Random>::random(g, version)),
         }
-        if version <= 4 {
-            value.retention_time_ms = g.i64();
-        }
-        value.topics =
-            g.vec(|g| <OffsetCommitRequestTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetCommitRequestTopic {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<OffsetCommitRequestPartition>,
-}
-
-impl Default for OffsetCommitRequestTopic {
-    fn default() -> Self {
-        OffsetCommitRequestTopic {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetCommitRequestTopic {
@@ -241,7 +230,7 @@ impl Struct for OffsetCommitRequestTopic {
             codec::put_string(
                 buf,
                 "OffsetCommitRequestTopic.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 version >= 8,
             )?;
         }
@@ -268,17 +257,17 @@ impl Struct for OffsetCommitRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitRequestTopic::default();
-        if version <= 9 {
-            value.name = TopicName(g.string());
+        OffsetCommitRequestTopic {
+            name: if version <= 9 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| {
+                <OffsetCommitRequestPartition as crate::testing::Random>::random(g, version)
+            }),
         }
-        if version >= 10 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions =
-            g.vec(|g| <OffsetCommitRequestPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -370,19 +359,12 @@ impl Struct for OffsetCommitRequestPartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitRequestPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitRequestPartition::default();
-        value.partition_index = g.i32();
-        value.committed_offset = g.i64();
-        if version >= 6 {
-            value.committed_leader_epoch = g.i32();
+        OffsetCommitRequestPartition {
+            partition_index: g.i32(),
+            committed_offset: g.i64(),
+            committed_leader_epoch: if version >= 6 { g.i32() } else { -1 },
+            committed_metadata: if g.null() { None } else { Some(g.string()) },
         }
-        value.committed_metadata = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetCommitResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<OffsetCommitResponseTopic>,
-}
-
-impl Default for OffsetCommitResponse {
-    fn default() -> Self {
-        OffsetCommitResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl OffsetCommitResponse {
@@ -84,32 +75,19 @@ impl Struct for OffsetCommitResponse {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitResponse::default();
-        if version >= 3 {
-            value.throttle_time_ms = g.i32();
+        OffsetCommitResponse {
+            throttle_time_ms: if version >= 3 { g.i32() } else { 0 },
+            topics: g
+                .vec(|g| <OffsetCommitResponseTopic as crate::testing::Random>::random(g, version)),
         }
-        value.topics =
-            g.vec(|g| <OffsetCommitResponseTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetCommitResponseTopic {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<OffsetCommitResponsePartition>,
-}
-
-impl Default for OffsetCommitResponseTopic {
-    fn default() -> Self {
-        OffsetCommitResponseTopic {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetCommitResponseTopic {
@@ -160,7 +138,7 @@ impl Struct for OffsetCommitResponseTopic {
             codec::put_string(
                 buf,
                 "OffsetCommitResponseTopic.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 version >= 8,
             )?;
         }
@@ -187,33 +165,24 @@ impl Struct for OffsetCommitResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitResponseTopic::default();
-        if version <= 9 {
-            value.name = TopicName(g.string());
+        OffsetCommitResponseTopic {
+            name: if version <= 9 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| {
+                <OffsetCommitResponsePartition as crate::testing::Random>::random(g, version)
+            }),
         }
-        if version >= 10 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions = g
-            .vec(|g| <OffsetCommitResponsePartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetCommitResponsePartition {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for OffsetCommitResponsePartition {
-    fn default() -> Self {
-        OffsetCommitResponsePartition {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl OffsetCommitResponsePartition {
@@ -255,11 +224,10 @@ impl Struct for OffsetCommitResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetCommitResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetCommitResponsePartition::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        OffsetCommitResponsePartition {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

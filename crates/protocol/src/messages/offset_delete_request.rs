@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteRequest {
     pub group_id: GroupId,
     pub topics: Vec<OffsetDeleteRequestTopic>,
-}
-
-impl Default for OffsetDeleteRequest {
-    fn default() -> Self {
-        OffsetDeleteRequest {
-            group_id: GroupId(StrBytes::new()),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl OffsetDeleteRequest {
@@ -57,7 +48,7 @@ impl Struct for OffsetDeleteRequest {
         codec::put_string(
             buf,
             "OffsetDeleteRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             false,
         )?;
         codec::put_array(
@@ -77,28 +68,18 @@ impl Struct for OffsetDeleteRequest {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteRequest::default();
-        value.group_id = GroupId(g.string());
-        value.topics =
-            g.vec(|g| <OffsetDeleteRequestTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetDeleteRequest {
+            group_id: GroupId(g.string()),
+            topics: g
+                .vec(|g| <OffsetDeleteRequestTopic as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteRequestTopic {
     pub name: TopicName,
     pub partitions: Vec<OffsetDeleteRequestPartition>,
-}
-
-impl Default for OffsetDeleteRequestTopic {
-    fn default() -> Self {
-        OffsetDeleteRequestTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetDeleteRequestTopic {
@@ -130,7 +111,7 @@ impl Struct for OffsetDeleteRequestTopic {
         codec::put_string(
             buf,
             "OffsetDeleteRequestTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             false,
         )?;
         codec::put_array(
@@ -150,24 +131,18 @@ impl Struct for OffsetDeleteRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteRequestTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <OffsetDeleteRequestPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetDeleteRequestTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <OffsetDeleteRequestPartition as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteRequestPartition {
     pub partition_index: i32,
-}
-
-impl Default for OffsetDeleteRequestPartition {
-    fn default() -> Self {
-        OffsetDeleteRequestPartition { partition_index: 0 }
-    }
 }
 
 impl OffsetDeleteRequestPartition {
@@ -194,10 +169,9 @@ impl Struct for OffsetDeleteRequestPartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteRequestPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteRequestPartition::default();
-        value.partition_index = g.i32();
-        let _ = (g, version);
-        value
+        OffsetDeleteRequestPartition {
+            partition_index: g.i32(),
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteResponse {
     pub error_code: i16,
     pub throttle_time_ms: i32,
     pub topics: Vec<OffsetDeleteResponseTopic>,
-}
-
-impl Default for OffsetDeleteResponse {
-    fn default() -> Self {
-        OffsetDeleteResponse {
-            error_code: 0,
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl OffsetDeleteResponse {
@@ -79,29 +69,19 @@ impl Struct for OffsetDeleteResponse {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteResponse::default();
-        value.error_code = g.i16();
-        value.throttle_time_ms = g.i32();
-        value.topics =
-            g.vec(|g| <OffsetDeleteResponseTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetDeleteResponse {
+            error_code: g.i16(),
+            throttle_time_ms: g.i32(),
+            topics: g
+                .vec(|g| <OffsetDeleteResponseTopic as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteResponseTopic {
     pub name: TopicName,
     pub partitions: Vec<OffsetDeleteResponsePartition>,
-}
-
-impl Default for OffsetDeleteResponseTopic {
-    fn default() -> Self {
-        OffsetDeleteResponseTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetDeleteResponseTopic {
@@ -133,7 +113,7 @@ impl Struct for OffsetDeleteResponseTopic {
         codec::put_string(
             buf,
             "OffsetDeleteResponseTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             false,
         )?;
         codec::put_array(
@@ -153,28 +133,19 @@ impl Struct for OffsetDeleteResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteResponseTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions = g
-            .vec(|g| <OffsetDeleteResponsePartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetDeleteResponseTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <OffsetDeleteResponsePartition as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetDeleteResponsePartition {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for OffsetDeleteResponsePartition {
-    fn default() -> Self {
-        OffsetDeleteResponsePartition {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl OffsetDeleteResponsePartition {
@@ -208,11 +179,10 @@ impl Struct for OffsetDeleteResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetDeleteResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetDeleteResponsePartition::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        OffsetDeleteResponsePartition {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -61,7 +61,7 @@ impl Struct for OffsetFetchRequest {
             GroupId(StrBytes::new())
         };
         let f_topics = if version <= 7 {
-            if version >= 2 && version <= 7 {
+            if (2..=7).contains(&version) {
                 r.nullable_array("OffsetFetchRequest.topics", version >= 6, |r| {
                     OffsetFetchRequestTopic::read(r, version)
                 })?
@@ -102,7 +102,7 @@ impl Struct for OffsetFetchRequest {
             codec::put_string(
                 buf,
                 "OffsetFetchRequest.group_id",
-                &self.group_id.0.as_str(),
+                self.group_id.0.as_str(),
                 version >= 6,
             )?;
         } else if self.group_id != GroupId(StrBytes::new()) {
@@ -117,7 +117,7 @@ impl Struct for OffsetFetchRequest {
                 "OffsetFetchRequest.topics",
                 self.topics.as_deref(),
                 version >= 6,
-                version >= 2 && version <= 7,
+                (2..=7).contains(&version),
                 version,
                 |buf, item| {
                     item.write(buf, version)?;
@@ -143,7 +143,7 @@ impl Struct for OffsetFetchRequest {
         }
         if version >= 7 {
             buf.put_u8(u8::from(self.require_stable));
-        } else if self.require_stable != false {
+        } else if self.require_stable {
             return Err(codec::not_in_version(
                 "OffsetFetchRequest.require_stable",
                 version,
@@ -159,44 +159,37 @@ impl Struct for OffsetFetchRequest {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchRequest::default();
-        if version <= 7 {
-            value.group_id = GroupId(g.string());
-        }
-        if version <= 7 {
-            value.topics = if version >= 2 && version <= 7 && g.null() {
-                None
+        OffsetFetchRequest {
+            group_id: if version <= 7 {
+                GroupId(g.string())
             } else {
-                Some(g.vec(|g| {
-                    <OffsetFetchRequestTopic as crate::testing::Random>::random(g, version)
-                }))
-            };
+                GroupId(StrBytes::new())
+            },
+            topics: if version <= 7 {
+                if (2..=7).contains(&version) && g.null() {
+                    None
+                } else {
+                    Some(g.vec(|g| {
+                        <OffsetFetchRequestTopic as crate::testing::Random>::random(g, version)
+                    }))
+                }
+            } else {
+                Some(Vec::new())
+            },
+            groups: if version >= 8 {
+                g.vec(|g| <OffsetFetchRequestGroup as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            require_stable: if version >= 7 { g.bool() } else { false },
         }
-        if version >= 8 {
-            value.groups =
-                g.vec(|g| <OffsetFetchRequestGroup as crate::testing::Random>::random(g, version));
-        }
-        if version >= 7 {
-            value.require_stable = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchRequestTopic {
     pub name: TopicName,
     pub partition_indexes: Vec<i32>,
-}
-
-impl Default for OffsetFetchRequestTopic {
-    fn default() -> Self {
-        OffsetFetchRequestTopic {
-            name: TopicName(StrBytes::new()),
-            partition_indexes: Vec::new(),
-        }
-    }
 }
 
 impl OffsetFetchRequestTopic {
@@ -235,7 +228,7 @@ impl Struct for OffsetFetchRequestTopic {
         codec::put_string(
             buf,
             "OffsetFetchRequestTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -258,11 +251,10 @@ impl Struct for OffsetFetchRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchRequestTopic::default();
-        value.name = TopicName(g.string());
-        value.partition_indexes = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        OffsetFetchRequestTopic {
+            name: TopicName(g.string()),
+            partition_indexes: g.vec(|g| g.i32()),
+        }
     }
 }
 
@@ -343,7 +335,7 @@ impl Struct for OffsetFetchRequestGroup {
         codec::put_string(
             buf,
             "OffsetFetchRequestGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         if version >= 9 {
@@ -381,45 +373,34 @@ impl Struct for OffsetFetchRequestGroup {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchRequestGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchRequestGroup::default();
-        value.group_id = GroupId(g.string());
-        if version >= 9 {
-            value.member_id = if version >= 9 && g.null() {
+        OffsetFetchRequestGroup {
+            group_id: GroupId(g.string()),
+            member_id: if version >= 9 {
+                if version >= 9 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
+            member_epoch: if version >= 9 { g.i32() } else { -1 },
+            topics: if g.null() {
                 None
             } else {
-                Some(g.string())
-            };
+                Some(g.vec(|g| {
+                    <OffsetFetchRequestTopics as crate::testing::Random>::random(g, version)
+                }))
+            },
         }
-        if version >= 9 {
-            value.member_epoch = g.i32();
-        }
-        value.topics = if true && g.null() {
-            None
-        } else {
-            Some(
-                g.vec(|g| <OffsetFetchRequestTopics as crate::testing::Random>::random(g, version)),
-            )
-        };
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchRequestTopics {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partition_indexes: Vec<i32>,
-}
-
-impl Default for OffsetFetchRequestTopics {
-    fn default() -> Self {
-        OffsetFetchRequestTopics {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partition_indexes: Vec::new(),
-        }
-    }
 }
 
 impl OffsetFetchRequestTopics {
@@ -471,7 +452,7 @@ impl Struct for OffsetFetchRequestTopics {
             codec::put_string(
                 buf,
                 "OffsetFetchRequestTopics.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 true,
             )?;
         }
@@ -498,16 +479,15 @@ impl Struct for OffsetFetchRequestTopics {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchRequestTopics {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchRequestTopics::default();
-        if version <= 9 {
-            value.name = TopicName(g.string());
+        OffsetFetchRequestTopics {
+            name: if version <= 9 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            partition_indexes: g.vec(|g| g.i32()),
         }
-        if version >= 10 {
-            value.topic_id = g.uuid();
-        }
-        value.partition_indexes = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
     }
 }
 

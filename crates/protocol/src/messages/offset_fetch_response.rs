@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<OffsetFetchResponseTopic>,
     pub error_code: i16,
     pub groups: Vec<OffsetFetchResponseGroup>,
-}
-
-impl Default for OffsetFetchResponse {
-    fn default() -> Self {
-        OffsetFetchResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-            error_code: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl OffsetFetchResponse {
@@ -66,7 +55,7 @@ impl Struct for OffsetFetchResponse {
         } else {
             Vec::new()
         };
-        let f_error_code = if version >= 2 && version <= 7 {
+        let f_error_code = if (2..=7).contains(&version) {
             r.i16("OffsetFetchResponse.error_code")?
         } else {
             0
@@ -108,7 +97,7 @@ impl Struct for OffsetFetchResponse {
         } else if !self.topics.is_empty() {
             return Err(codec::not_in_version("OffsetFetchResponse.topics", version));
         }
-        if version >= 2 && version <= 7 {
+        if (2..=7).contains(&version) {
             buf.put_i16(self.error_code);
         }
         if version >= 8 {
@@ -135,39 +124,31 @@ impl Struct for OffsetFetchResponse {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponse::default();
-        if version >= 3 {
-            value.throttle_time_ms = g.i32();
+        OffsetFetchResponse {
+            throttle_time_ms: if version >= 3 { g.i32() } else { 0 },
+            topics: if version <= 7 {
+                g.vec(|g| <OffsetFetchResponseTopic as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
+            error_code: if (2..=7).contains(&version) {
+                g.i16()
+            } else {
+                0
+            },
+            groups: if version >= 8 {
+                g.vec(|g| <OffsetFetchResponseGroup as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        if version <= 7 {
-            value.topics =
-                g.vec(|g| <OffsetFetchResponseTopic as crate::testing::Random>::random(g, version));
-        }
-        if version >= 2 && version <= 7 {
-            value.error_code = g.i16();
-        }
-        if version >= 8 {
-            value.groups =
-                g.vec(|g| <OffsetFetchResponseGroup as crate::testing::Random>::random(g, version));
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponseTopic {
     pub name: TopicName,
     pub partitions: Vec<OffsetFetchResponsePartition>,
-}
-
-impl Default for OffsetFetchResponseTopic {
-    fn default() -> Self {
-        OffsetFetchResponseTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetFetchResponseTopic {
@@ -204,7 +185,7 @@ impl Struct for OffsetFetchResponseTopic {
         codec::put_string(
             buf,
             "OffsetFetchResponseTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 6,
         )?;
         codec::put_array(
@@ -227,12 +208,12 @@ impl Struct for OffsetFetchResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponseTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <OffsetFetchResponsePartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetFetchResponseTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <OffsetFetchResponsePartition as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -331,38 +312,21 @@ impl Struct for OffsetFetchResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponsePartition::default();
-        value.partition_index = g.i32();
-        value.committed_offset = g.i64();
-        if version >= 5 {
-            value.committed_leader_epoch = g.i32();
+        OffsetFetchResponsePartition {
+            partition_index: g.i32(),
+            committed_offset: g.i64(),
+            committed_leader_epoch: if version >= 5 { g.i32() } else { -1 },
+            metadata: if g.null() { None } else { Some(g.string()) },
+            error_code: g.i16(),
         }
-        value.metadata = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponseGroup {
     pub group_id: GroupId,
     pub topics: Vec<OffsetFetchResponseTopics>,
     pub error_code: i16,
-}
-
-impl Default for OffsetFetchResponseGroup {
-    fn default() -> Self {
-        OffsetFetchResponseGroup {
-            group_id: GroupId(StrBytes::new()),
-            topics: Vec::new(),
-            error_code: 0,
-        }
-    }
 }
 
 impl OffsetFetchResponseGroup {
@@ -405,7 +369,7 @@ impl Struct for OffsetFetchResponseGroup {
         codec::put_string(
             buf,
             "OffsetFetchResponseGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -429,31 +393,20 @@ impl Struct for OffsetFetchResponseGroup {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponseGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponseGroup::default();
-        value.group_id = GroupId(g.string());
-        value.topics =
-            g.vec(|g| <OffsetFetchResponseTopics as crate::testing::Random>::random(g, version));
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        OffsetFetchResponseGroup {
+            group_id: GroupId(g.string()),
+            topics: g
+                .vec(|g| <OffsetFetchResponseTopics as crate::testing::Random>::random(g, version)),
+            error_code: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetFetchResponseTopics {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partitions: Vec<OffsetFetchResponsePartitions>,
-}
-
-impl Default for OffsetFetchResponseTopics {
-    fn default() -> Self {
-        OffsetFetchResponseTopics {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetFetchResponseTopics {
@@ -504,7 +457,7 @@ impl Struct for OffsetFetchResponseTopics {
             codec::put_string(
                 buf,
                 "OffsetFetchResponseTopics.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 true,
             )?;
         }
@@ -531,17 +484,17 @@ impl Struct for OffsetFetchResponseTopics {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponseTopics {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponseTopics::default();
-        if version <= 9 {
-            value.name = TopicName(g.string());
+        OffsetFetchResponseTopics {
+            name: if version <= 9 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 10 { g.uuid() } else { Uuid::nil() },
+            partitions: g.vec(|g| {
+                <OffsetFetchResponsePartitions as crate::testing::Random>::random(g, version)
+            }),
         }
-        if version >= 10 {
-            value.topic_id = g.uuid();
-        }
-        value.partitions = g
-            .vec(|g| <OffsetFetchResponsePartitions as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -634,18 +587,13 @@ impl Struct for OffsetFetchResponsePartitions {
 #[cfg(test)]
 impl crate::testing::Random for OffsetFetchResponsePartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetFetchResponsePartitions::default();
-        value.partition_index = g.i32();
-        value.committed_offset = g.i64();
-        value.committed_leader_epoch = g.i32();
-        value.metadata = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        OffsetFetchResponsePartitions {
+            partition_index: g.i32(),
+            committed_offset: g.i64(),
+            committed_leader_epoch: g.i32(),
+            metadata: if g.null() { None } else { Some(g.string()) },
+            error_code: g.i16(),
+        }
     }
 }
 

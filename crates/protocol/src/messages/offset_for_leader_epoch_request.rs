@@ -85,30 +85,21 @@ impl Struct for OffsetForLeaderEpochRequest {
 #[cfg(test)]
 impl crate::testing::Random for OffsetForLeaderEpochRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetForLeaderEpochRequest::default();
-        if version >= 3 {
-            value.replica_id = BrokerId(g.i32());
+        OffsetForLeaderEpochRequest {
+            replica_id: if version >= 3 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-2)
+            },
+            topics: g.vec(|g| <OffsetForLeaderTopic as crate::testing::Random>::random(g, version)),
         }
-        value.topics =
-            g.vec(|g| <OffsetForLeaderTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetForLeaderTopic {
     pub topic: TopicName,
     pub partitions: Vec<OffsetForLeaderPartition>,
-}
-
-impl Default for OffsetForLeaderTopic {
-    fn default() -> Self {
-        OffsetForLeaderTopic {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetForLeaderTopic {
@@ -145,7 +136,7 @@ impl Struct for OffsetForLeaderTopic {
         codec::put_string(
             buf,
             "OffsetForLeaderTopic.topic",
-            &self.topic.0.as_str(),
+            self.topic.0.as_str(),
             version >= 4,
         )?;
         codec::put_array(
@@ -168,12 +159,11 @@ impl Struct for OffsetForLeaderTopic {
 #[cfg(test)]
 impl crate::testing::Random for OffsetForLeaderTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetForLeaderTopic::default();
-        value.topic = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <OffsetForLeaderPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetForLeaderTopic {
+            topic: TopicName(g.string()),
+            partitions: g
+                .vec(|g| <OffsetForLeaderPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -240,12 +230,11 @@ impl Struct for OffsetForLeaderPartition {
 #[cfg(test)]
 impl crate::testing::Random for OffsetForLeaderPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetForLeaderPartition::default();
-        value.partition = g.i32();
-        value.current_leader_epoch = g.i32();
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        OffsetForLeaderPartition {
+            partition: g.i32(),
+            current_leader_epoch: g.i32(),
+            leader_epoch: g.i32(),
+        }
     }
 }
 

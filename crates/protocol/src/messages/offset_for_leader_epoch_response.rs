@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetForLeaderEpochResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<OffsetForLeaderTopicResult>,
-}
-
-impl Default for OffsetForLeaderEpochResponse {
-    fn default() -> Self {
-        OffsetForLeaderEpochResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl OffsetForLeaderEpochResponse {
@@ -78,28 +69,19 @@ impl Struct for OffsetForLeaderEpochResponse {
 #[cfg(test)]
 impl crate::testing::Random for OffsetForLeaderEpochResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetForLeaderEpochResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics =
-            g.vec(|g| <OffsetForLeaderTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetForLeaderEpochResponse {
+            throttle_time_ms: g.i32(),
+            topics: g.vec(|g| {
+                <OffsetForLeaderTopicResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct OffsetForLeaderTopicResult {
     pub topic: TopicName,
     pub partitions: Vec<EpochEndOffset>,
-}
-
-impl Default for OffsetForLeaderTopicResult {
-    fn default() -> Self {
-        OffsetForLeaderTopicResult {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl OffsetForLeaderTopicResult {
@@ -136,7 +118,7 @@ impl Struct for OffsetForLeaderTopicResult {
         codec::put_string(
             buf,
             "OffsetForLeaderTopicResult.topic",
-            &self.topic.0.as_str(),
+            self.topic.0.as_str(),
             version >= 4,
         )?;
         codec::put_array(
@@ -159,12 +141,10 @@ impl Struct for OffsetForLeaderTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for OffsetForLeaderTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = OffsetForLeaderTopicResult::default();
-        value.topic = TopicName(g.string());
-        value.partitions =
-            g.vec(|g| <EpochEndOffset as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        OffsetForLeaderTopicResult {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| <EpochEndOffset as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -240,13 +220,12 @@ impl Struct for EpochEndOffset {
 #[cfg(test)]
 impl crate::testing::Random for EpochEndOffset {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EpochEndOffset::default();
-        value.error_code = g.i16();
-        value.partition = g.i32();
-        value.leader_epoch = g.i32();
-        value.end_offset = g.i64();
-        let _ = (g, version);
-        value
+        EpochEndOffset {
+            error_code: g.i16(),
+            partition: g.i32(),
+            leader_epoch: g.i32(),
+            end_offset: g.i64(),
+        }
     }
 }
 

@@ -13,23 +13,12 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProduceRequest {
     pub transactional_id: Option<TransactionalId>,
     pub acks: i16,
     pub timeout_ms: i32,
     pub topic_data: Vec<TopicProduceData>,
-}
-
-impl Default for ProduceRequest {
-    fn default() -> Self {
-        ProduceRequest {
-            transactional_id: None,
-            acks: 0,
-            timeout_ms: 0,
-            topic_data: Vec::new(),
-        }
-    }
 }
 
 impl ProduceRequest {
@@ -105,36 +94,24 @@ impl Struct for ProduceRequest {
 #[cfg(test)]
 impl crate::testing::Random for ProduceRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ProduceRequest::default();
-        value.transactional_id = if true && g.null() {
-            None
-        } else {
-            Some(TransactionalId(g.string()))
-        };
-        value.acks = g.i16();
-        value.timeout_ms = g.i32();
-        value.topic_data =
-            g.vec(|g| <TopicProduceData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ProduceRequest {
+            transactional_id: if g.null() {
+                None
+            } else {
+                Some(TransactionalId(g.string()))
+            },
+            acks: g.i16(),
+            timeout_ms: g.i32(),
+            topic_data: g.vec(|g| <TopicProduceData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicProduceData {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partition_data: Vec<PartitionProduceData>,
-}
-
-impl Default for TopicProduceData {
-    fn default() -> Self {
-        TopicProduceData {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partition_data: Vec::new(),
-        }
-    }
 }
 
 impl TopicProduceData {
@@ -185,7 +162,7 @@ impl Struct for TopicProduceData {
             codec::put_string(
                 buf,
                 "TopicProduceData.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 version >= 9,
             )?;
         }
@@ -212,17 +189,16 @@ impl Struct for TopicProduceData {
 #[cfg(test)]
 impl crate::testing::Random for TopicProduceData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicProduceData::default();
-        if version <= 12 {
-            value.name = TopicName(g.string());
+        TopicProduceData {
+            name: if version <= 12 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 13 { g.uuid() } else { Uuid::nil() },
+            partition_data: g
+                .vec(|g| <PartitionProduceData as crate::testing::Random>::random(g, version)),
         }
-        if version >= 13 {
-            value.topic_id = g.uuid();
-        }
-        value.partition_data =
-            g.vec(|g| <PartitionProduceData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -287,15 +263,10 @@ impl Struct for PartitionProduceData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionProduceData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionProduceData::default();
-        value.index = g.i32();
-        value.records = if true && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        let _ = (g, version);
-        value
+        PartitionProduceData {
+            index: g.i32(),
+            records: if g.null() { None } else { Some(g.bytes()) },
+        }
     }
 }
 

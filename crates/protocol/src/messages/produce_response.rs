@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProduceResponse {
     pub responses: Vec<TopicProduceResponse>,
     pub throttle_time_ms: i32,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for ProduceResponse {
-    fn default() -> Self {
-        ProduceResponse {
-            responses: Vec::new(),
-            throttle_time_ms: 0,
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl ProduceResponse {
@@ -85,13 +75,11 @@ impl Struct for ProduceResponse {
             },
         )?;
         buf.put_i32(self.throttle_time_ms);
-        if !(version >= 10) {
-            if !self.node_endpoints.is_empty() {
-                return Err(codec::not_in_version(
-                    "ProduceResponse.node_endpoints",
-                    version,
-                ));
-            }
+        if version < 10 && !self.node_endpoints.is_empty() {
+            return Err(codec::not_in_version(
+                "ProduceResponse.node_endpoints",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 = u32::from(version >= 10 && !self.node_endpoints.is_empty());
@@ -119,34 +107,24 @@ impl Struct for ProduceResponse {
 #[cfg(test)]
 impl crate::testing::Random for ProduceResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ProduceResponse::default();
-        value.responses =
-            g.vec(|g| <TopicProduceResponse as crate::testing::Random>::random(g, version));
-        value.throttle_time_ms = g.i32();
-        if version >= 10 {
-            value.node_endpoints =
-                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
+        ProduceResponse {
+            responses: g
+                .vec(|g| <TopicProduceResponse as crate::testing::Random>::random(g, version)),
+            throttle_time_ms: g.i32(),
+            node_endpoints: if version >= 10 {
+                g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicProduceResponse {
     pub name: TopicName,
     pub topic_id: Uuid,
     pub partition_responses: Vec<PartitionProduceResponse>,
-}
-
-impl Default for TopicProduceResponse {
-    fn default() -> Self {
-        TopicProduceResponse {
-            name: TopicName(StrBytes::new()),
-            topic_id: Uuid::nil(),
-            partition_responses: Vec::new(),
-        }
-    }
 }
 
 impl TopicProduceResponse {
@@ -199,7 +177,7 @@ impl Struct for TopicProduceResponse {
             codec::put_string(
                 buf,
                 "TopicProduceResponse.name",
-                &self.name.0.as_str(),
+                self.name.0.as_str(),
                 version >= 9,
             )?;
         }
@@ -226,17 +204,16 @@ impl Struct for TopicProduceResponse {
 #[cfg(test)]
 impl crate::testing::Random for TopicProduceResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicProduceResponse::default();
-        if version <= 12 {
-            value.name = TopicName(g.string());
+        TopicProduceResponse {
+            name: if version <= 12 {
+                TopicName(g.string())
+            } else {
+                TopicName(StrBytes::new())
+            },
+            topic_id: if version >= 13 { g.uuid() } else { Uuid::nil() },
+            partition_responses: g
+                .vec(|g| <PartitionProduceResponse as crate::testing::Random>::random(g, version)),
         }
-        if version >= 13 {
-            value.topic_id = g.uuid();
-        }
-        value.partition_responses =
-            g.vec(|g| <PartitionProduceResponse as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
@@ -385,13 +362,11 @@ impl Struct for PartitionProduceResponse {
                 version,
             )?;
         }
-        if !(version >= 10) {
-            if self.current_leader != LeaderIdAndEpoch::default() {
-                return Err(codec::not_in_version(
-                    "PartitionProduceResponse.current_leader",
-                    version,
-                ));
-            }
+        if version < 10 && self.current_leader != LeaderIdAndEpoch::default() {
+            return Err(codec::not_in_version(
+                "PartitionProduceResponse.current_leader",
+                version,
+            ));
         }
         if flexible {
             let tagged: u32 =
@@ -411,46 +386,39 @@ impl Struct for PartitionProduceResponse {
 #[cfg(test)]
 impl crate::testing::Random for PartitionProduceResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionProduceResponse::default();
-        value.index = g.i32();
-        value.error_code = g.i16();
-        value.base_offset = g.i64();
-        value.log_append_time_ms = g.i64();
-        if version >= 5 {
-            value.log_start_offset = g.i64();
-        }
-        if version >= 8 {
-            value.record_errors = g
-                .vec(|g| <BatchIndexAndErrorMessage as crate::testing::Random>::random(g, version));
-        }
-        if version >= 8 {
-            value.error_message = if version >= 8 && g.null() {
-                None
+        PartitionProduceResponse {
+            index: g.i32(),
+            error_code: g.i16(),
+            base_offset: g.i64(),
+            log_append_time_ms: g.i64(),
+            log_start_offset: if version >= 5 { g.i64() } else { -1 },
+            record_errors: if version >= 8 {
+                g.vec(|g| <BatchIndexAndErrorMessage as crate::testing::Random>::random(g, version))
             } else {
-                Some(g.string())
-            };
+                Vec::new()
+            },
+            error_message: if version >= 8 {
+                if version >= 8 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
+            current_leader: if version >= 10 {
+                <LeaderIdAndEpoch as crate::testing::Random>::random(g, version)
+            } else {
+                LeaderIdAndEpoch::default()
+            },
         }
-        if version >= 10 {
-            value.current_leader = <LeaderIdAndEpoch as crate::testing::Random>::random(g, version);
-        }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BatchIndexAndErrorMessage {
     pub batch_index: i32,
     pub batch_index_error_message: Option<StrBytes>,
-}
-
-impl Default for BatchIndexAndErrorMessage {
-    fn default() -> Self {
-        BatchIndexAndErrorMessage {
-            batch_index: 0,
-            batch_index_error_message: None,
-        }
-    }
 }
 
 impl BatchIndexAndErrorMessage {
@@ -502,15 +470,10 @@ impl Struct for BatchIndexAndErrorMessage {
 #[cfg(test)]
 impl crate::testing::Random for BatchIndexAndErrorMessage {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = BatchIndexAndErrorMessage::default();
-        value.batch_index = g.i32();
-        value.batch_index_error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        BatchIndexAndErrorMessage {
+            batch_index: g.i32(),
+            batch_index_error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 
@@ -568,31 +531,19 @@ impl Struct for LeaderIdAndEpoch {
 #[cfg(test)]
 impl crate::testing::Random for LeaderIdAndEpoch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderIdAndEpoch::default();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        LeaderIdAndEpoch {
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -635,7 +586,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         codec::put_nullable_string(
             buf,
@@ -655,17 +606,12 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PushTelemetryRequest {
     pub client_instance_id: Uuid,
     pub subscription_id: i32,
     pub terminating: bool,
     pub compression_type: i8,
     pub metrics: Bytes,
-}
-
-impl Default for PushTelemetryRequest {
-    fn default() -> Self {
-        PushTelemetryRequest {
-            client_instance_id: Uuid::nil(),
-            subscription_id: 0,
-            terminating: false,
-            compression_type: 0,
-            metrics: Bytes::new(),
-        }
-    }
 }
 
 impl PushTelemetryRequest {
@@ -94,14 +82,13 @@ impl Struct for PushTelemetryRequest {
 #[cfg(test)]
 impl crate::testing::Random for PushTelemetryRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PushTelemetryRequest::default();
-        value.client_instance_id = g.uuid();
-        value.subscription_id = g.i32();
-        value.terminating = g.bool();
-        value.compression_type = g.i8();
-        value.metrics = g.bytes();
-        let _ = (g, version);
-        value
+        PushTelemetryRequest {
+            client_instance_id: g.uuid(),
+            subscription_id: g.i32(),
+            terminating: g.bool(),
+            compression_type: g.i8(),
+            metrics: g.bytes(),
+        }
     }
 }
 

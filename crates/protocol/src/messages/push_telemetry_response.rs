@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PushTelemetryResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
-}
-
-impl Default for PushTelemetryResponse {
-    fn default() -> Self {
-        PushTelemetryResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl PushTelemetryResponse {
@@ -67,11 +58,10 @@ impl Struct for PushTelemetryResponse {
 #[cfg(test)]
 impl crate::testing::Random for PushTelemetryResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PushTelemetryResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        PushTelemetryResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadShareGroupStateResponse {
     pub results: Vec<ReadStateResult>,
-}
-
-impl Default for ReadShareGroupStateResponse {
-    fn default() -> Self {
-        ReadShareGroupStateResponse {
-            results: Vec::new(),
-        }
-    }
 }
 
 impl ReadShareGroupStateResponse {
@@ -67,26 +59,16 @@ impl Struct for ReadShareGroupStateResponse {
 #[cfg(test)]
 impl crate::testing::Random for ReadShareGroupStateResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadShareGroupStateResponse::default();
-        value.results = g.vec(|g| <ReadStateResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadShareGroupStateResponse {
+            results: g.vec(|g| <ReadStateResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadStateResult {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionResult>,
-}
-
-impl Default for ReadStateResult {
-    fn default() -> Self {
-        ReadStateResult {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ReadStateResult {
@@ -139,16 +121,14 @@ impl Struct for ReadStateResult {
 #[cfg(test)]
 impl crate::testing::Random for ReadStateResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadStateResult::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadStateResult {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
     pub partition: i32,
     pub error_code: i16,
@@ -156,19 +136,6 @@ pub struct PartitionResult {
     pub state_epoch: i32,
     pub start_offset: i64,
     pub state_batches: Vec<StateBatch>,
-}
-
-impl Default for PartitionResult {
-    fn default() -> Self {
-        PartitionResult {
-            partition: 0,
-            error_code: 0,
-            error_message: None,
-            state_epoch: 0,
-            start_offset: 0,
-            state_batches: Vec::new(),
-        }
-    }
 }
 
 impl PartitionResult {
@@ -256,39 +223,23 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.state_epoch = g.i32();
-        value.start_offset = g.i64();
-        value.state_batches = g.vec(|g| <StateBatch as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        PartitionResult {
+            partition: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            state_epoch: g.i32(),
+            start_offset: g.i64(),
+            state_batches: g.vec(|g| <StateBatch as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateBatch {
     pub first_offset: i64,
     pub last_offset: i64,
     pub delivery_state: i8,
     pub delivery_count: i16,
-}
-
-impl Default for StateBatch {
-    fn default() -> Self {
-        StateBatch {
-            first_offset: 0,
-            last_offset: 0,
-            delivery_state: 0,
-            delivery_count: 0,
-        }
-    }
 }
 
 impl StateBatch {
@@ -344,13 +295,12 @@ impl Struct for StateBatch {
 #[cfg(test)]
 impl crate::testing::Random for StateBatch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StateBatch::default();
-        value.first_offset = g.i64();
-        value.last_offset = g.i64();
-        value.delivery_state = g.i8();
-        value.delivery_count = g.i16();
-        let _ = (g, version);
-        value
+        StateBatch {
+            first_offset: g.i64(),
+            last_offset: g.i64(),
+            delivery_state: g.i8(),
+            delivery_count: g.i16(),
+        }
     }
 }
 

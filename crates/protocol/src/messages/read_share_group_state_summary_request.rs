@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadShareGroupStateSummaryRequest {
     pub group_id: StrBytes,
     pub topics: Vec<ReadStateSummaryData>,
-}
-
-impl Default for ReadShareGroupStateSummaryRequest {
-    fn default() -> Self {
-        ReadShareGroupStateSummaryRequest {
-            group_id: StrBytes::new(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl ReadShareGroupStateSummaryRequest {
@@ -60,7 +51,7 @@ impl Struct for ReadShareGroupStateSummaryRequest {
         codec::put_string(
             buf,
             "ReadShareGroupStateSummaryRequest.group_id",
-            &self.group_id.as_str(),
+            self.group_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -83,28 +74,17 @@ impl Struct for ReadShareGroupStateSummaryRequest {
 #[cfg(test)]
 impl crate::testing::Random for ReadShareGroupStateSummaryRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadShareGroupStateSummaryRequest::default();
-        value.group_id = g.string();
-        value.topics =
-            g.vec(|g| <ReadStateSummaryData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadShareGroupStateSummaryRequest {
+            group_id: g.string(),
+            topics: g.vec(|g| <ReadStateSummaryData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadStateSummaryData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for ReadStateSummaryData {
-    fn default() -> Self {
-        ReadStateSummaryData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ReadStateSummaryData {
@@ -157,27 +137,17 @@ impl Struct for ReadStateSummaryData {
 #[cfg(test)]
 impl crate::testing::Random for ReadStateSummaryData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadStateSummaryData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadStateSummaryData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition: i32,
     pub leader_epoch: i32,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition: 0,
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl PartitionData {
@@ -219,11 +189,10 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition = g.i32();
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition: g.i32(),
+            leader_epoch: g.i32(),
+        }
     }
 }
 

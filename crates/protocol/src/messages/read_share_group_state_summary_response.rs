@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadShareGroupStateSummaryResponse {
     pub results: Vec<ReadStateSummaryResult>,
-}
-
-impl Default for ReadShareGroupStateSummaryResponse {
-    fn default() -> Self {
-        ReadShareGroupStateSummaryResponse {
-            results: Vec::new(),
-        }
-    }
 }
 
 impl ReadShareGroupStateSummaryResponse {
@@ -67,27 +59,17 @@ impl Struct for ReadShareGroupStateSummaryResponse {
 #[cfg(test)]
 impl crate::testing::Random for ReadShareGroupStateSummaryResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadShareGroupStateSummaryResponse::default();
-        value.results =
-            g.vec(|g| <ReadStateSummaryResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadShareGroupStateSummaryResponse {
+            results: g
+                .vec(|g| <ReadStateSummaryResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ReadStateSummaryResult {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionResult>,
-}
-
-impl Default for ReadStateSummaryResult {
-    fn default() -> Self {
-        ReadStateSummaryResult {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ReadStateSummaryResult {
@@ -140,12 +122,10 @@ impl Struct for ReadStateSummaryResult {
 #[cfg(test)]
 impl crate::testing::Random for ReadStateSummaryResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ReadStateSummaryResult::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ReadStateSummaryResult {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -266,22 +246,15 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.state_epoch = g.i32();
-        value.leader_epoch = g.i32();
-        value.start_offset = g.i64();
-        if version >= 1 {
-            value.delivery_complete_count = g.i32();
+        PartitionResult {
+            partition: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            state_epoch: g.i32(),
+            leader_epoch: g.i32(),
+            start_offset: g.i64(),
+            delivery_complete_count: if version >= 1 { g.i32() } else { -1 },
         }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -83,16 +83,11 @@ impl Struct for RemoveRaftVoterRequest {
 #[cfg(test)]
 impl crate::testing::Random for RemoveRaftVoterRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = RemoveRaftVoterRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.voter_id = g.i32();
-        value.voter_directory_id = g.uuid();
-        let _ = (g, version);
-        value
+        RemoveRaftVoterRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            voter_id: g.i32(),
+            voter_directory_id: g.uuid(),
+        }
     }
 }
 

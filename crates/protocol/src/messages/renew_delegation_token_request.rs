@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RenewDelegationTokenRequest {
     pub hmac: Bytes,
     pub renew_period_ms: i64,
-}
-
-impl Default for RenewDelegationTokenRequest {
-    fn default() -> Self {
-        RenewDelegationTokenRequest {
-            hmac: Bytes::new(),
-            renew_period_ms: 0,
-        }
-    }
 }
 
 impl RenewDelegationTokenRequest {
@@ -72,11 +63,10 @@ impl Struct for RenewDelegationTokenRequest {
 #[cfg(test)]
 impl crate::testing::Random for RenewDelegationTokenRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = RenewDelegationTokenRequest::default();
-        value.hmac = g.bytes();
-        value.renew_period_ms = g.i64();
-        let _ = (g, version);
-        value
+        RenewDelegationTokenRequest {
+            hmac: g.bytes(),
+            renew_period_ms: g.i64(),
+        }
     }
 }
 

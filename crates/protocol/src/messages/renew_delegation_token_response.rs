@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RenewDelegationTokenResponse {
     pub error_code: i16,
     pub expiry_timestamp_ms: i64,
     pub throttle_time_ms: i32,
-}
-
-impl Default for RenewDelegationTokenResponse {
-    fn default() -> Self {
-        RenewDelegationTokenResponse {
-            error_code: 0,
-            expiry_timestamp_ms: 0,
-            throttle_time_ms: 0,
-        }
-    }
 }
 
 impl RenewDelegationTokenResponse {
@@ -76,12 +66,11 @@ impl Struct for RenewDelegationTokenResponse {
 #[cfg(test)]
 impl crate::testing::Random for RenewDelegationTokenResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = RenewDelegationTokenResponse::default();
-        value.error_code = g.i16();
-        value.expiry_timestamp_ms = g.i64();
-        value.throttle_time_ms = g.i32();
-        let _ = (g, version);
-        value
+        RenewDelegationTokenResponse {
+            error_code: g.i16(),
+            expiry_timestamp_ms: g.i64(),
+            throttle_time_ms: g.i32(),
+        }
     }
 }
 

@@ -92,17 +92,12 @@ impl Struct for RequestHeader {
 #[cfg(test)]
 impl crate::testing::Random for RequestHeader {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = RequestHeader::default();
-        value.request_api_key = g.i16();
-        value.request_api_version = g.i16();
-        value.correlation_id = g.i32();
-        value.client_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        RequestHeader {
+            request_api_key: g.i16(),
+            request_api_version: g.i16(),
+            correlation_id: g.i32(),
+            client_id: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

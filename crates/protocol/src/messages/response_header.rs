@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResponseHeader {
     pub correlation_id: i32,
-}
-
-impl Default for ResponseHeader {
-    fn default() -> Self {
-        ResponseHeader { correlation_id: 0 }
-    }
 }
 
 impl ResponseHeader {
@@ -56,10 +50,9 @@ impl Struct for ResponseHeader {
 #[cfg(test)]
 impl crate::testing::Random for ResponseHeader {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ResponseHeader::default();
-        value.correlation_id = g.i32();
-        let _ = (g, version);
-        value
+        ResponseHeader {
+            correlation_id: g.i32(),
+        }
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SaslAuthenticateRequest {
     pub auth_bytes: Bytes,
-}
-
-impl Default for SaslAuthenticateRequest {
-    fn default() -> Self {
-        SaslAuthenticateRequest {
-            auth_bytes: Bytes::new(),
-        }
-    }
 }
 
 impl SaslAuthenticateRequest {
@@ -63,10 +55,9 @@ impl Struct for SaslAuthenticateRequest {
 #[cfg(test)]
 impl crate::testing::Random for SaslAuthenticateRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SaslAuthenticateRequest::default();
-        value.auth_bytes = g.bytes();
-        let _ = (g, version);
-        value
+        SaslAuthenticateRequest {
+            auth_bytes: g.bytes(),
+        }
     }
 }
 

@@ -104,19 +104,12 @@ impl Struct for SaslAuthenticateResponse {
 #[cfg(test)]
 impl crate::testing::Random for SaslAuthenticateResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SaslAuthenticateResponse::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.auth_bytes = g.bytes();
-        if version >= 1 {
-            value.session_lifetime_ms = g.i64();
+        SaslAuthenticateResponse {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            auth_bytes: g.bytes(),
+            session_lifetime_ms: if version >= 1 { g.i64() } else { 0 },
         }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SaslHandshakeRequest {
     pub mechanism: StrBytes,
-}
-
-impl Default for SaslHandshakeRequest {
-    fn default() -> Self {
-        SaslHandshakeRequest {
-            mechanism: StrBytes::new(),
-        }
-    }
 }
 
 impl SaslHandshakeRequest {
@@ -45,7 +37,7 @@ impl Struct for SaslHandshakeRequest {
         codec::put_string(
             buf,
             "SaslHandshakeRequest.mechanism",
-            &self.mechanism.as_str(),
+            self.mechanism.as_str(),
             false,
         )?;
         Ok(())
@@ -55,10 +47,9 @@ impl Struct for SaslHandshakeRequest {
 #[cfg(test)]
 impl crate::testing::Random for SaslHandshakeRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SaslHandshakeRequest::default();
-        value.mechanism = g.string();
-        let _ = (g, version);
-        value
+        SaslHandshakeRequest {
+            mechanism: g.string(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SaslHandshakeResponse {
     pub error_code: i16,
     pub mechanisms: Vec<StrBytes>,
-}
-
-impl Default for SaslHandshakeResponse {
-    fn default() -> Self {
-        SaslHandshakeResponse {
-            error_code: 0,
-            mechanisms: Vec::new(),
-        }
-    }
 }
 
 impl SaslHandshakeResponse {
@@ -75,11 +66,10 @@ impl Struct for SaslHandshakeResponse {
 #[cfg(test)]
 impl crate::testing::Random for SaslHandshakeResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SaslHandshakeResponse::default();
-        value.error_code = g.i16();
-        value.mechanisms = g.vec(|g| g.string());
-        let _ = (g, version);
-        value
+        SaslHandshakeResponse {
+            error_code: g.i16(),
+            mechanisms: g.vec(|g| g.string()),
+        }
     }
 }
 

@@ -106,7 +106,7 @@ impl Struct for ShareAcknowledgeRequest {
         buf.put_i32(self.share_session_epoch);
         if version >= 2 {
             buf.put_u8(u8::from(self.is_renew_ack));
-        } else if self.is_renew_ack != false {
+        } else if self.is_renew_ack {
             return Err(codec::not_in_version(
                 "ShareAcknowledgeRequest.is_renew_ack",
                 version,
@@ -132,40 +132,24 @@ impl Struct for ShareAcknowledgeRequest {
 #[cfg(test)]
 impl crate::testing::Random for ShareAcknowledgeRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareAcknowledgeRequest::default();
-        value.group_id = if true && g.null() {
-            None
-        } else {
-            Some(GroupId(g.string()))
-        };
-        value.member_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.share_session_epoch = g.i32();
-        if version >= 2 {
-            value.is_renew_ack = g.bool();
+        ShareAcknowledgeRequest {
+            group_id: if g.null() {
+                None
+            } else {
+                Some(GroupId(g.string()))
+            },
+            member_id: if g.null() { None } else { Some(g.string()) },
+            share_session_epoch: g.i32(),
+            is_renew_ack: if version >= 2 { g.bool() } else { false },
+            topics: g.vec(|g| <AcknowledgeTopic as crate::testing::Random>::random(g, version)),
         }
-        value.topics = g.vec(|g| <AcknowledgeTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgeTopic {
     pub topic_id: Uuid,
     pub partitions: Vec<AcknowledgePartition>,
-}
-
-impl Default for AcknowledgeTopic {
-    fn default() -> Self {
-        AcknowledgeTopic {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl AcknowledgeTopic {
@@ -218,28 +202,18 @@ impl Struct for AcknowledgeTopic {
 #[cfg(test)]
 impl crate::testing::Random for AcknowledgeTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AcknowledgeTopic::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <AcknowledgePartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AcknowledgeTopic {
+            topic_id: g.uuid(),
+            partitions: g
+                .vec(|g| <AcknowledgePartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgePartition {
     pub partition_index: i32,
     pub acknowledgement_batches: Vec<AcknowledgementBatch>,
-}
-
-impl Default for AcknowledgePartition {
-    fn default() -> Self {
-        AcknowledgePartition {
-            partition_index: 0,
-            acknowledgement_batches: Vec::new(),
-        }
-    }
 }
 
 impl AcknowledgePartition {
@@ -293,30 +267,19 @@ impl Struct for AcknowledgePartition {
 #[cfg(test)]
 impl crate::testing::Random for AcknowledgePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AcknowledgePartition::default();
-        value.partition_index = g.i32();
-        value.acknowledgement_batches =
-            g.vec(|g| <AcknowledgementBatch as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        AcknowledgePartition {
+            partition_index: g.i32(),
+            acknowledgement_batches: g
+                .vec(|g| <AcknowledgementBatch as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgementBatch {
     pub first_offset: i64,
     pub last_offset: i64,
     pub acknowledge_types: Vec<i8>,
-}
-
-impl Default for AcknowledgementBatch {
-    fn default() -> Self {
-        AcknowledgementBatch {
-            first_offset: 0,
-            last_offset: 0,
-            acknowledge_types: Vec::new(),
-        }
-    }
 }
 
 impl AcknowledgementBatch {
@@ -376,12 +339,11 @@ impl Struct for AcknowledgementBatch {
 #[cfg(test)]
 impl crate::testing::Random for AcknowledgementBatch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AcknowledgementBatch::default();
-        value.first_offset = g.i64();
-        value.last_offset = g.i64();
-        value.acknowledge_types = g.vec(|g| g.i8());
-        let _ = (g, version);
-        value
+        AcknowledgementBatch {
+            first_offset: g.i64(),
+            last_offset: g.i64(),
+            acknowledge_types: g.vec(|g| g.i8()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShareAcknowledgeResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
@@ -21,19 +21,6 @@ pub struct ShareAcknowledgeResponse {
     pub acquisition_lock_timeout_ms: i32,
     pub responses: Vec<ShareAcknowledgeTopicResponse>,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for ShareAcknowledgeResponse {
-    fn default() -> Self {
-        ShareAcknowledgeResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            error_message: None,
-            acquisition_lock_timeout_ms: 0,
-            responses: Vec::new(),
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl ShareAcknowledgeResponse {
@@ -138,39 +125,23 @@ impl Struct for ShareAcknowledgeResponse {
 #[cfg(test)]
 impl crate::testing::Random for ShareAcknowledgeResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareAcknowledgeResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 2 {
-            value.acquisition_lock_timeout_ms = g.i32();
+        ShareAcknowledgeResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            acquisition_lock_timeout_ms: if version >= 2 { g.i32() } else { 0 },
+            responses: g.vec(|g| {
+                <ShareAcknowledgeTopicResponse as crate::testing::Random>::random(g, version)
+            }),
+            node_endpoints: g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version)),
         }
-        value.responses = g
-            .vec(|g| <ShareAcknowledgeTopicResponse as crate::testing::Random>::random(g, version));
-        value.node_endpoints =
-            g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShareAcknowledgeTopicResponse {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for ShareAcknowledgeTopicResponse {
-    fn default() -> Self {
-        ShareAcknowledgeTopicResponse {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ShareAcknowledgeTopicResponse {
@@ -223,31 +194,19 @@ impl Struct for ShareAcknowledgeTopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for ShareAcknowledgeTopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareAcknowledgeTopicResponse::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ShareAcknowledgeTopicResponse {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
     pub current_leader: LeaderIdAndEpoch,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            error_code: 0,
-            error_message: None,
-            current_leader: LeaderIdAndEpoch::default(),
-        }
-    }
 }
 
 impl PartitionData {
@@ -310,33 +269,19 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.current_leader = <LeaderIdAndEpoch as crate::testing::Random>::random(g, version);
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            current_leader: <LeaderIdAndEpoch as crate::testing::Random>::random(g, version),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
     pub leader_id: i32,
     pub leader_epoch: i32,
-}
-
-impl Default for LeaderIdAndEpoch {
-    fn default() -> Self {
-        LeaderIdAndEpoch {
-            leader_id: 0,
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl LeaderIdAndEpoch {
@@ -378,31 +323,19 @@ impl Struct for LeaderIdAndEpoch {
 #[cfg(test)]
 impl crate::testing::Random for LeaderIdAndEpoch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderIdAndEpoch::default();
-        value.leader_id = g.i32();
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        LeaderIdAndEpoch {
+            leader_id: g.i32(),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -445,7 +378,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         codec::put_nullable_string(
             buf,
@@ -465,17 +398,12 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

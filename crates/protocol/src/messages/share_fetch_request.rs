@@ -177,7 +177,7 @@ impl Struct for ShareFetchRequest {
         }
         if version >= 2 {
             buf.put_u8(u8::from(self.is_renew_ack));
-        } else if self.is_renew_ack != false {
+        } else if self.is_renew_ack {
             return Err(codec::not_in_version(
                 "ShareFetchRequest.is_renew_ack",
                 version,
@@ -213,50 +213,32 @@ impl Struct for ShareFetchRequest {
 #[cfg(test)]
 impl crate::testing::Random for ShareFetchRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareFetchRequest::default();
-        value.group_id = if true && g.null() {
-            None
-        } else {
-            Some(GroupId(g.string()))
-        };
-        value.member_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.share_session_epoch = g.i32();
-        value.max_wait_ms = g.i32();
-        value.min_bytes = g.i32();
-        value.max_bytes = g.i32();
-        value.max_records = g.i32();
-        value.batch_size = g.i32();
-        if version >= 2 {
-            value.share_acquire_mode = g.i8();
+        ShareFetchRequest {
+            group_id: if g.null() {
+                None
+            } else {
+                Some(GroupId(g.string()))
+            },
+            member_id: if g.null() { None } else { Some(g.string()) },
+            share_session_epoch: g.i32(),
+            max_wait_ms: g.i32(),
+            min_bytes: g.i32(),
+            max_bytes: g.i32(),
+            max_records: g.i32(),
+            batch_size: g.i32(),
+            share_acquire_mode: if version >= 2 { g.i8() } else { 0 },
+            is_renew_ack: if version >= 2 { g.bool() } else { false },
+            topics: g.vec(|g| <FetchTopic as crate::testing::Random>::random(g, version)),
+            forgotten_topics_data: g
+                .vec(|g| <ForgottenTopic as crate::testing::Random>::random(g, version)),
         }
-        if version >= 2 {
-            value.is_renew_ack = g.bool();
-        }
-        value.topics = g.vec(|g| <FetchTopic as crate::testing::Random>::random(g, version));
-        value.forgotten_topics_data =
-            g.vec(|g| <ForgottenTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchTopic {
     pub topic_id: Uuid,
     pub partitions: Vec<FetchPartition>,
-}
-
-impl Default for FetchTopic {
-    fn default() -> Self {
-        FetchTopic {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl FetchTopic {
@@ -309,30 +291,18 @@ impl Struct for FetchTopic {
 #[cfg(test)]
 impl crate::testing::Random for FetchTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchTopic::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <FetchPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        FetchTopic {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <FetchPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct FetchPartition {
     pub partition_index: i32,
     pub partition_max_bytes: i32,
     pub acknowledgement_batches: Vec<AcknowledgementBatch>,
-}
-
-impl Default for FetchPartition {
-    fn default() -> Self {
-        FetchPartition {
-            partition_index: 0,
-            partition_max_bytes: 0,
-            acknowledgement_batches: Vec::new(),
-        }
-    }
 }
 
 impl FetchPartition {
@@ -398,30 +368,20 @@ impl Struct for FetchPartition {
 #[cfg(test)]
 impl crate::testing::Random for FetchPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FetchPartition::default();
-        value.partition_index = g.i32();
-        value.acknowledgement_batches =
-            g.vec(|g| <AcknowledgementBatch as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        FetchPartition {
+            partition_index: g.i32(),
+            partition_max_bytes: 0,
+            acknowledgement_batches: g
+                .vec(|g| <AcknowledgementBatch as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcknowledgementBatch {
     pub first_offset: i64,
     pub last_offset: i64,
     pub acknowledge_types: Vec<i8>,
-}
-
-impl Default for AcknowledgementBatch {
-    fn default() -> Self {
-        AcknowledgementBatch {
-            first_offset: 0,
-            last_offset: 0,
-            acknowledge_types: Vec::new(),
-        }
-    }
 }
 
 impl AcknowledgementBatch {
@@ -481,28 +441,18 @@ impl Struct for AcknowledgementBatch {
 #[cfg(test)]
 impl crate::testing::Random for AcknowledgementBatch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AcknowledgementBatch::default();
-        value.first_offset = g.i64();
-        value.last_offset = g.i64();
-        value.acknowledge_types = g.vec(|g| g.i8());
-        let _ = (g, version);
-        value
+        AcknowledgementBatch {
+            first_offset: g.i64(),
+            last_offset: g.i64(),
+            acknowledge_types: g.vec(|g| g.i8()),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ForgottenTopic {
     pub topic_id: Uuid,
     pub partitions: Vec<i32>,
-}
-
-impl Default for ForgottenTopic {
-    fn default() -> Self {
-        ForgottenTopic {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ForgottenTopic {
@@ -555,11 +505,10 @@ impl Struct for ForgottenTopic {
 #[cfg(test)]
 impl crate::testing::Random for ForgottenTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ForgottenTopic::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        ForgottenTopic {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShareFetchResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
@@ -21,19 +21,6 @@ pub struct ShareFetchResponse {
     pub acquisition_lock_timeout_ms: i32,
     pub responses: Vec<ShareFetchableTopicResponse>,
     pub node_endpoints: Vec<NodeEndpoint>,
-}
-
-impl Default for ShareFetchResponse {
-    fn default() -> Self {
-        ShareFetchResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            error_message: None,
-            acquisition_lock_timeout_ms: 0,
-            responses: Vec::new(),
-            node_endpoints: Vec::new(),
-        }
-    }
 }
 
 impl ShareFetchResponse {
@@ -133,37 +120,23 @@ impl Struct for ShareFetchResponse {
 #[cfg(test)]
 impl crate::testing::Random for ShareFetchResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareFetchResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.acquisition_lock_timeout_ms = g.i32();
-        value.responses =
-            g.vec(|g| <ShareFetchableTopicResponse as crate::testing::Random>::random(g, version));
-        value.node_endpoints =
-            g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ShareFetchResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            acquisition_lock_timeout_ms: g.i32(),
+            responses: g.vec(|g| {
+                <ShareFetchableTopicResponse as crate::testing::Random>::random(g, version)
+            }),
+            node_endpoints: g.vec(|g| <NodeEndpoint as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShareFetchableTopicResponse {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for ShareFetchableTopicResponse {
-    fn default() -> Self {
-        ShareFetchableTopicResponse {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl ShareFetchableTopicResponse {
@@ -216,11 +189,10 @@ impl Struct for ShareFetchableTopicResponse {
 #[cfg(test)]
 impl crate::testing::Random for ShareFetchableTopicResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareFetchableTopicResponse::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        ShareFetchableTopicResponse {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -369,46 +341,24 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.acknowledge_error_code = g.i16();
-        value.acknowledge_error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.current_leader = <LeaderIdAndEpoch as crate::testing::Random>::random(g, version);
-        value.records = if false && g.null() {
-            None
-        } else {
-            Some(g.bytes())
-        };
-        value.acquired_records =
-            g.vec(|g| <AcquiredRecords as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        PartitionData {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            acknowledge_error_code: g.i16(),
+            acknowledge_error_message: if g.null() { None } else { Some(g.string()) },
+            current_leader: <LeaderIdAndEpoch as crate::testing::Random>::random(g, version),
+            records: Some(g.bytes()),
+            acquired_records: g
+                .vec(|g| <AcquiredRecords as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct LeaderIdAndEpoch {
     pub leader_id: i32,
     pub leader_epoch: i32,
-}
-
-impl Default for LeaderIdAndEpoch {
-    fn default() -> Self {
-        LeaderIdAndEpoch {
-            leader_id: 0,
-            leader_epoch: 0,
-        }
-    }
 }
 
 impl LeaderIdAndEpoch {
@@ -450,29 +400,18 @@ impl Struct for LeaderIdAndEpoch {
 #[cfg(test)]
 impl crate::testing::Random for LeaderIdAndEpoch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = LeaderIdAndEpoch::default();
-        value.leader_id = g.i32();
-        value.leader_epoch = g.i32();
-        let _ = (g, version);
-        value
+        LeaderIdAndEpoch {
+            leader_id: g.i32(),
+            leader_epoch: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct AcquiredRecords {
     pub first_offset: i64,
     pub last_offset: i64,
     pub delivery_count: i16,
-}
-
-impl Default for AcquiredRecords {
-    fn default() -> Self {
-        AcquiredRecords {
-            first_offset: 0,
-            last_offset: 0,
-            delivery_count: 0,
-        }
-    }
 }
 
 impl AcquiredRecords {
@@ -521,32 +460,20 @@ impl Struct for AcquiredRecords {
 #[cfg(test)]
 impl crate::testing::Random for AcquiredRecords {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = AcquiredRecords::default();
-        value.first_offset = g.i64();
-        value.last_offset = g.i64();
-        value.delivery_count = g.i16();
-        let _ = (g, version);
-        value
+        AcquiredRecords {
+            first_offset: g.i64(),
+            last_offset: g.i64(),
+            delivery_count: g.i16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NodeEndpoint {
     pub node_id: BrokerId,
     pub host: StrBytes,
     pub port: i32,
     pub rack: Option<StrBytes>,
-}
-
-impl Default for NodeEndpoint {
-    fn default() -> Self {
-        NodeEndpoint {
-            node_id: BrokerId(0),
-            host: StrBytes::new(),
-            port: 0,
-            rack: None,
-        }
-    }
 }
 
 impl NodeEndpoint {
@@ -589,7 +516,7 @@ impl Struct for NodeEndpoint {
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
         buf.put_i32(self.node_id.0);
-        codec::put_string(buf, "NodeEndpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "NodeEndpoint.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         codec::put_nullable_string(
             buf,
@@ -609,17 +536,12 @@ impl Struct for NodeEndpoint {
 #[cfg(test)]
 impl crate::testing::Random for NodeEndpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = NodeEndpoint::default();
-        value.node_id = BrokerId(g.i32());
-        value.host = g.string();
-        value.port = g.i32();
-        value.rack = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        NodeEndpoint {
+            node_id: BrokerId(g.i32()),
+            host: g.string(),
+            port: g.i32(),
+            rack: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

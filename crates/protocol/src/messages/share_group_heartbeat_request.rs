@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ShareGroupHeartbeatRequest {
     pub group_id: GroupId,
     pub member_id: StrBytes,
     pub member_epoch: i32,
     pub rack_id: Option<StrBytes>,
     pub subscribed_topic_names: Option<Vec<TopicName>>,
-}
-
-impl Default for ShareGroupHeartbeatRequest {
-    fn default() -> Self {
-        ShareGroupHeartbeatRequest {
-            group_id: GroupId(StrBytes::new()),
-            member_id: StrBytes::new(),
-            member_epoch: 0,
-            rack_id: None,
-            subscribed_topic_names: None,
-        }
-    }
 }
 
 impl ShareGroupHeartbeatRequest {
@@ -91,13 +79,13 @@ impl Struct for ShareGroupHeartbeatRequest {
         codec::put_string(
             buf,
             "ShareGroupHeartbeatRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "ShareGroupHeartbeatRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             true,
         )?;
         buf.put_i32(self.member_epoch);
@@ -136,22 +124,17 @@ impl Struct for ShareGroupHeartbeatRequest {
 #[cfg(test)]
 impl crate::testing::Random for ShareGroupHeartbeatRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = ShareGroupHeartbeatRequest::default();
-        value.group_id = GroupId(g.string());
-        value.member_id = g.string();
-        value.member_epoch = g.i32();
-        value.rack_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.subscribed_topic_names = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| TopicName(g.string())))
-        };
-        let _ = (g, version);
-        value
+        ShareGroupHeartbeatRequest {
+            group_id: GroupId(g.string()),
+            member_id: g.string(),
+            member_epoch: g.i32(),
+            rack_id: if g.null() { None } else { Some(g.string()) },
+            subscribed_topic_names: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| TopicName(g.string())))
+            },
+        }
     }
 }
 

@@ -13,15 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotFooterRecord {
     pub version: i16,
-}
-
-impl Default for SnapshotFooterRecord {
-    fn default() -> Self {
-        SnapshotFooterRecord { version: 0 }
-    }
 }
 
 impl SnapshotFooterRecord {
@@ -54,10 +48,7 @@ impl Struct for SnapshotFooterRecord {
 #[cfg(test)]
 impl crate::testing::Random for SnapshotFooterRecord {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SnapshotFooterRecord::default();
-        value.version = g.i16();
-        let _ = (g, version);
-        value
+        SnapshotFooterRecord { version: g.i16() }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SnapshotHeaderRecord {
     pub version: i16,
     pub last_contained_log_timestamp: i64,
-}
-
-impl Default for SnapshotHeaderRecord {
-    fn default() -> Self {
-        SnapshotHeaderRecord {
-            version: 0,
-            last_contained_log_timestamp: 0,
-        }
-    }
 }
 
 impl SnapshotHeaderRecord {
@@ -68,11 +59,10 @@ impl Struct for SnapshotHeaderRecord {
 #[cfg(test)]
 impl crate::testing::Random for SnapshotHeaderRecord {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SnapshotHeaderRecord::default();
-        value.version = g.i16();
-        value.last_contained_log_timestamp = g.i64();
-        let _ = (g, version);
-        value
+        SnapshotHeaderRecord {
+            version: g.i16(),
+            last_contained_log_timestamp: g.i64(),
+        }
     }
 }
 

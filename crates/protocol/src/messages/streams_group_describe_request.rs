@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StreamsGroupDescribeRequest {
     pub group_ids: Vec<GroupId>,
     pub include_authorized_operations: bool,
-}
-
-impl Default for StreamsGroupDescribeRequest {
-    fn default() -> Self {
-        StreamsGroupDescribeRequest {
-            group_ids: Vec::new(),
-            include_authorized_operations: false,
-        }
-    }
 }
 
 impl StreamsGroupDescribeRequest {
@@ -85,11 +76,10 @@ impl Struct for StreamsGroupDescribeRequest {
 #[cfg(test)]
 impl crate::testing::Random for StreamsGroupDescribeRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StreamsGroupDescribeRequest::default();
-        value.group_ids = g.vec(|g| GroupId(g.string()));
-        value.include_authorized_operations = g.bool();
-        let _ = (g, version);
-        value
+        StreamsGroupDescribeRequest {
+            group_ids: g.vec(|g| GroupId(g.string())),
+            include_authorized_operations: g.bool(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StreamsGroupDescribeResponse {
     pub throttle_time_ms: i32,
     pub groups: Vec<DescribedGroup>,
-}
-
-impl Default for StreamsGroupDescribeResponse {
-    fn default() -> Self {
-        StreamsGroupDescribeResponse {
-            throttle_time_ms: 0,
-            groups: Vec::new(),
-        }
-    }
 }
 
 impl StreamsGroupDescribeResponse {
@@ -78,11 +69,10 @@ impl Struct for StreamsGroupDescribeResponse {
 #[cfg(test)]
 impl crate::testing::Random for StreamsGroupDescribeResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StreamsGroupDescribeResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.groups = g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        StreamsGroupDescribeResponse {
+            throttle_time_ms: g.i32(),
+            groups: g.vec(|g| <DescribedGroup as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -200,13 +190,13 @@ impl Struct for DescribedGroup {
         codec::put_string(
             buf,
             "DescribedGroup.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "DescribedGroup.group_state",
-            &self.group_state.as_str(),
+            self.group_state.as_str(),
             true,
         )?;
         buf.put_i32(self.group_epoch);
@@ -240,42 +230,28 @@ impl Struct for DescribedGroup {
 #[cfg(test)]
 impl crate::testing::Random for DescribedGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = DescribedGroup::default();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.group_id = GroupId(g.string());
-        value.group_state = g.string();
-        value.group_epoch = g.i32();
-        value.assignment_epoch = g.i32();
-        value.topology = if true && g.null() {
-            None
-        } else {
-            Some(<Topology as crate::testing::Random>::random(g, version))
-        };
-        value.members = g.vec(|g| <Member as crate::testing::Random>::random(g, version));
-        value.authorized_operations = g.i32();
-        let _ = (g, version);
-        value
+        DescribedGroup {
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            group_id: GroupId(g.string()),
+            group_state: g.string(),
+            group_epoch: g.i32(),
+            assignment_epoch: g.i32(),
+            topology: if g.null() {
+                None
+            } else {
+                Some(<Topology as crate::testing::Random>::random(g, version))
+            },
+            members: g.vec(|g| <Member as crate::testing::Random>::random(g, version)),
+            authorized_operations: g.i32(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Topology {
     pub epoch: i32,
     pub subtopologies: Option<Vec<Subtopology>>,
-}
-
-impl Default for Topology {
-    fn default() -> Self {
-        Topology {
-            epoch: 0,
-            subtopologies: None,
-        }
-    }
 }
 
 impl Topology {
@@ -330,37 +306,24 @@ impl Struct for Topology {
 #[cfg(test)]
 impl crate::testing::Random for Topology {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Topology::default();
-        value.epoch = g.i32();
-        value.subtopologies = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <Subtopology as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
+        Topology {
+            epoch: g.i32(),
+            subtopologies: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <Subtopology as crate::testing::Random>::random(g, version)))
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Subtopology {
     pub subtopology_id: StrBytes,
     pub source_topics: Vec<TopicName>,
     pub repartition_sink_topics: Vec<TopicName>,
     pub state_changelog_topics: Vec<TopicInfo>,
     pub repartition_source_topics: Vec<TopicInfo>,
-}
-
-impl Default for Subtopology {
-    fn default() -> Self {
-        Subtopology {
-            subtopology_id: StrBytes::new(),
-            source_topics: Vec::new(),
-            repartition_sink_topics: Vec::new(),
-            state_changelog_topics: Vec::new(),
-            repartition_source_topics: Vec::new(),
-        }
-    }
 }
 
 impl Subtopology {
@@ -423,7 +386,7 @@ impl Struct for Subtopology {
         codec::put_string(
             buf,
             "Subtopology.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -481,36 +444,24 @@ impl Struct for Subtopology {
 #[cfg(test)]
 impl crate::testing::Random for Subtopology {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Subtopology::default();
-        value.subtopology_id = g.string();
-        value.source_topics = g.vec(|g| TopicName(g.string()));
-        value.repartition_sink_topics = g.vec(|g| TopicName(g.string()));
-        value.state_changelog_topics =
-            g.vec(|g| <TopicInfo as crate::testing::Random>::random(g, version));
-        value.repartition_source_topics =
-            g.vec(|g| <TopicInfo as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Subtopology {
+            subtopology_id: g.string(),
+            source_topics: g.vec(|g| TopicName(g.string())),
+            repartition_sink_topics: g.vec(|g| TopicName(g.string())),
+            state_changelog_topics: g
+                .vec(|g| <TopicInfo as crate::testing::Random>::random(g, version)),
+            repartition_source_topics: g
+                .vec(|g| <TopicInfo as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicInfo {
     pub name: TopicName,
     pub partitions: i32,
     pub replication_factor: i16,
     pub topic_configs: Vec<KeyValue>,
-}
-
-impl Default for TopicInfo {
-    fn default() -> Self {
-        TopicInfo {
-            name: TopicName(StrBytes::new()),
-            partitions: 0,
-            replication_factor: 0,
-            topic_configs: Vec::new(),
-        }
-    }
 }
 
 impl TopicInfo {
@@ -554,7 +505,7 @@ impl Struct for TopicInfo {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicInfo.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicInfo.name", self.name.0.as_str(), true)?;
         buf.put_i32(self.partitions);
         buf.put_i16(self.replication_factor);
         codec::put_array(
@@ -577,29 +528,19 @@ impl Struct for TopicInfo {
 #[cfg(test)]
 impl crate::testing::Random for TopicInfo {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicInfo::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.i32();
-        value.replication_factor = g.i16();
-        value.topic_configs = g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicInfo {
+            name: TopicName(g.string()),
+            partitions: g.i32(),
+            replication_factor: g.i16(),
+            topic_configs: g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeyValue {
     pub key: StrBytes,
     pub value: StrBytes,
-}
-
-impl Default for KeyValue {
-    fn default() -> Self {
-        KeyValue {
-            key: StrBytes::new(),
-            value: StrBytes::new(),
-        }
-    }
 }
 
 impl KeyValue {
@@ -629,8 +570,8 @@ impl Struct for KeyValue {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "KeyValue.key", &self.key.as_str(), true)?;
-        codec::put_string(buf, "KeyValue.value", &self.value.as_str(), true)?;
+        codec::put_string(buf, "KeyValue.key", self.key.as_str(), true)?;
+        codec::put_string(buf, "KeyValue.value", self.value.as_str(), true)?;
         if flexible {
             buf.put_u8(0);
         }
@@ -641,15 +582,14 @@ impl Struct for KeyValue {
 #[cfg(test)]
 impl crate::testing::Random for KeyValue {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = KeyValue::default();
-        value.key = g.string();
-        value.value = g.string();
-        let _ = (g, version);
-        value
+        KeyValue {
+            key: g.string(),
+            value: g.string(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Member {
     pub member_id: StrBytes,
     pub member_epoch: i32,
@@ -666,28 +606,6 @@ pub struct Member {
     pub assignment: Assignment,
     pub target_assignment: Assignment,
     pub is_classic: bool,
-}
-
-impl Default for Member {
-    fn default() -> Self {
-        Member {
-            member_id: StrBytes::new(),
-            member_epoch: 0,
-            instance_id: None,
-            rack_id: None,
-            client_id: StrBytes::new(),
-            client_host: StrBytes::new(),
-            topology_epoch: 0,
-            process_id: StrBytes::new(),
-            user_endpoint: None,
-            client_tags: Vec::new(),
-            task_offsets: Vec::new(),
-            task_end_offsets: Vec::new(),
-            assignment: Assignment::default(),
-            target_assignment: Assignment::default(),
-            is_classic: false,
-        }
-    }
 }
 
 impl Member {
@@ -803,7 +721,7 @@ impl Struct for Member {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Member.member_id", &self.member_id.as_str(), true)?;
+        codec::put_string(buf, "Member.member_id", self.member_id.as_str(), true)?;
         buf.put_i32(self.member_epoch);
         codec::put_nullable_string(
             buf,
@@ -821,10 +739,10 @@ impl Struct for Member {
             true,
             version,
         )?;
-        codec::put_string(buf, "Member.client_id", &self.client_id.as_str(), true)?;
-        codec::put_string(buf, "Member.client_host", &self.client_host.as_str(), true)?;
+        codec::put_string(buf, "Member.client_id", self.client_id.as_str(), true)?;
+        codec::put_string(buf, "Member.client_host", self.client_host.as_str(), true)?;
         buf.put_i32(self.topology_epoch);
-        codec::put_string(buf, "Member.process_id", &self.process_id.as_str(), true)?;
+        codec::put_string(buf, "Member.process_id", self.process_id.as_str(), true)?;
         codec::put_nullable_struct(
             buf,
             "Member.user_endpoint",
@@ -876,53 +794,34 @@ impl Struct for Member {
 #[cfg(test)]
 impl crate::testing::Random for Member {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Member::default();
-        value.member_id = g.string();
-        value.member_epoch = g.i32();
-        value.instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rack_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.client_id = g.string();
-        value.client_host = g.string();
-        value.topology_epoch = g.i32();
-        value.process_id = g.string();
-        value.user_endpoint = if true && g.null() {
-            None
-        } else {
-            Some(<Endpoint as crate::testing::Random>::random(g, version))
-        };
-        value.client_tags = g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version));
-        value.task_offsets = g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version));
-        value.task_end_offsets =
-            g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version));
-        value.assignment = <Assignment as crate::testing::Random>::random(g, version);
-        value.target_assignment = <Assignment as crate::testing::Random>::random(g, version);
-        value.is_classic = g.bool();
-        let _ = (g, version);
-        value
+        Member {
+            member_id: g.string(),
+            member_epoch: g.i32(),
+            instance_id: if g.null() { None } else { Some(g.string()) },
+            rack_id: if g.null() { None } else { Some(g.string()) },
+            client_id: g.string(),
+            client_host: g.string(),
+            topology_epoch: g.i32(),
+            process_id: g.string(),
+            user_endpoint: if g.null() {
+                None
+            } else {
+                Some(<Endpoint as crate::testing::Random>::random(g, version))
+            },
+            client_tags: g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version)),
+            task_offsets: g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)),
+            task_end_offsets: g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)),
+            assignment: <Assignment as crate::testing::Random>::random(g, version),
+            target_assignment: <Assignment as crate::testing::Random>::random(g, version),
+            is_classic: g.bool(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Endpoint {
-    fn default() -> Self {
-        Endpoint {
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Endpoint {
@@ -952,7 +851,7 @@ impl Struct for Endpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Endpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Endpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -964,29 +863,18 @@ impl Struct for Endpoint {
 #[cfg(test)]
 impl crate::testing::Random for Endpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Endpoint::default();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Endpoint {
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskOffset {
     pub subtopology_id: StrBytes,
     pub partition: i32,
     pub offset: i64,
-}
-
-impl Default for TaskOffset {
-    fn default() -> Self {
-        TaskOffset {
-            subtopology_id: StrBytes::new(),
-            partition: 0,
-            offset: 0,
-        }
-    }
 }
 
 impl TaskOffset {
@@ -1025,7 +913,7 @@ impl Struct for TaskOffset {
         codec::put_string(
             buf,
             "TaskOffset.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         buf.put_i32(self.partition);
@@ -1040,30 +928,19 @@ impl Struct for TaskOffset {
 #[cfg(test)]
 impl crate::testing::Random for TaskOffset {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TaskOffset::default();
-        value.subtopology_id = g.string();
-        value.partition = g.i32();
-        value.offset = g.i64();
-        let _ = (g, version);
-        value
+        TaskOffset {
+            subtopology_id: g.string(),
+            partition: g.i32(),
+            offset: g.i64(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Assignment {
     pub active_tasks: Vec<TaskIds>,
     pub standby_tasks: Vec<TaskIds>,
     pub warmup_tasks: Vec<TaskIds>,
-}
-
-impl Default for Assignment {
-    fn default() -> Self {
-        Assignment {
-            active_tasks: Vec::new(),
-            standby_tasks: Vec::new(),
-            warmup_tasks: Vec::new(),
-        }
-    }
 }
 
 impl Assignment {
@@ -1145,28 +1022,18 @@ impl Struct for Assignment {
 #[cfg(test)]
 impl crate::testing::Random for Assignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Assignment::default();
-        value.active_tasks = g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version));
-        value.standby_tasks = g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version));
-        value.warmup_tasks = g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Assignment {
+            active_tasks: g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)),
+            standby_tasks: g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)),
+            warmup_tasks: g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskIds {
     pub subtopology_id: StrBytes,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TaskIds {
-    fn default() -> Self {
-        TaskIds {
-            subtopology_id: StrBytes::new(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TaskIds {
@@ -1199,7 +1066,7 @@ impl Struct for TaskIds {
         codec::put_string(
             buf,
             "TaskIds.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -1222,11 +1089,10 @@ impl Struct for TaskIds {
 #[cfg(test)]
 impl crate::testing::Random for TaskIds {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TaskIds::default();
-        value.subtopology_id = g.string();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TaskIds {
+            subtopology_id: g.string(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -207,13 +207,13 @@ impl Struct for StreamsGroupHeartbeatRequest {
         codec::put_string(
             buf,
             "StreamsGroupHeartbeatRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             true,
         )?;
         codec::put_string(
             buf,
             "StreamsGroupHeartbeatRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             true,
         )?;
         buf.put_i32(self.member_epoch);
@@ -342,86 +342,64 @@ impl Struct for StreamsGroupHeartbeatRequest {
 #[cfg(test)]
 impl crate::testing::Random for StreamsGroupHeartbeatRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StreamsGroupHeartbeatRequest::default();
-        value.group_id = GroupId(g.string());
-        value.member_id = g.string();
-        value.member_epoch = g.i32();
-        value.endpoint_information_epoch = g.i32();
-        value.instance_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rack_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.rebalance_timeout_ms = g.i32();
-        value.topology = if true && g.null() {
-            None
-        } else {
-            Some(<Topology as crate::testing::Random>::random(g, version))
-        };
-        value.active_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.standby_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.warmup_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.process_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.user_endpoint = if true && g.null() {
-            None
-        } else {
-            Some(<Endpoint as crate::testing::Random>::random(g, version))
-        };
-        value.client_tags = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version)))
-        };
-        value.task_offsets = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)))
-        };
-        value.task_end_offsets = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)))
-        };
-        value.shutdown_application = g.bool();
-        let _ = (g, version);
-        value
+        StreamsGroupHeartbeatRequest {
+            group_id: GroupId(g.string()),
+            member_id: g.string(),
+            member_epoch: g.i32(),
+            endpoint_information_epoch: g.i32(),
+            instance_id: if g.null() { None } else { Some(g.string()) },
+            rack_id: if g.null() { None } else { Some(g.string()) },
+            rebalance_timeout_ms: g.i32(),
+            topology: if g.null() {
+                None
+            } else {
+                Some(<Topology as crate::testing::Random>::random(g, version))
+            },
+            active_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            standby_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            warmup_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            process_id: if g.null() { None } else { Some(g.string()) },
+            user_endpoint: if g.null() {
+                None
+            } else {
+                Some(<Endpoint as crate::testing::Random>::random(g, version))
+            },
+            client_tags: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version)))
+            },
+            task_offsets: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)))
+            },
+            task_end_offsets: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskOffset as crate::testing::Random>::random(g, version)))
+            },
+            shutdown_application: g.bool(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Topology {
     pub epoch: i32,
     pub subtopologies: Vec<Subtopology>,
-}
-
-impl Default for Topology {
-    fn default() -> Self {
-        Topology {
-            epoch: 0,
-            subtopologies: Vec::new(),
-        }
-    }
 }
 
 impl Topology {
@@ -474,16 +452,14 @@ impl Struct for Topology {
 #[cfg(test)]
 impl crate::testing::Random for Topology {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Topology::default();
-        value.epoch = g.i32();
-        value.subtopologies =
-            g.vec(|g| <Subtopology as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Topology {
+            epoch: g.i32(),
+            subtopologies: g.vec(|g| <Subtopology as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Subtopology {
     pub subtopology_id: StrBytes,
     pub source_topics: Vec<TopicName>,
@@ -492,20 +468,6 @@ pub struct Subtopology {
     pub repartition_sink_topics: Vec<TopicName>,
     pub repartition_source_topics: Vec<TopicInfo>,
     pub copartition_groups: Vec<CopartitionGroup>,
-}
-
-impl Default for Subtopology {
-    fn default() -> Self {
-        Subtopology {
-            subtopology_id: StrBytes::new(),
-            source_topics: Vec::new(),
-            source_topic_regex: Vec::new(),
-            state_changelog_topics: Vec::new(),
-            repartition_sink_topics: Vec::new(),
-            repartition_source_topics: Vec::new(),
-            copartition_groups: Vec::new(),
-        }
-    }
 }
 
 impl Subtopology {
@@ -584,7 +546,7 @@ impl Struct for Subtopology {
         codec::put_string(
             buf,
             "Subtopology.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -662,39 +624,27 @@ impl Struct for Subtopology {
 #[cfg(test)]
 impl crate::testing::Random for Subtopology {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Subtopology::default();
-        value.subtopology_id = g.string();
-        value.source_topics = g.vec(|g| TopicName(g.string()));
-        value.source_topic_regex = g.vec(|g| g.string());
-        value.state_changelog_topics =
-            g.vec(|g| <TopicInfo as crate::testing::Random>::random(g, version));
-        value.repartition_sink_topics = g.vec(|g| TopicName(g.string()));
-        value.repartition_source_topics =
-            g.vec(|g| <TopicInfo as crate::testing::Random>::random(g, version));
-        value.copartition_groups =
-            g.vec(|g| <CopartitionGroup as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        Subtopology {
+            subtopology_id: g.string(),
+            source_topics: g.vec(|g| TopicName(g.string())),
+            source_topic_regex: g.vec(|g| g.string()),
+            state_changelog_topics: g
+                .vec(|g| <TopicInfo as crate::testing::Random>::random(g, version)),
+            repartition_sink_topics: g.vec(|g| TopicName(g.string())),
+            repartition_source_topics: g
+                .vec(|g| <TopicInfo as crate::testing::Random>::random(g, version)),
+            copartition_groups: g
+                .vec(|g| <CopartitionGroup as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicInfo {
     pub name: TopicName,
     pub partitions: i32,
     pub replication_factor: i16,
     pub topic_configs: Vec<KeyValue>,
-}
-
-impl Default for TopicInfo {
-    fn default() -> Self {
-        TopicInfo {
-            name: TopicName(StrBytes::new()),
-            partitions: 0,
-            replication_factor: 0,
-            topic_configs: Vec::new(),
-        }
-    }
 }
 
 impl TopicInfo {
@@ -738,7 +688,7 @@ impl Struct for TopicInfo {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicInfo.name", &self.name.0.as_str(), true)?;
+        codec::put_string(buf, "TopicInfo.name", self.name.0.as_str(), true)?;
         buf.put_i32(self.partitions);
         buf.put_i16(self.replication_factor);
         codec::put_array(
@@ -761,29 +711,19 @@ impl Struct for TopicInfo {
 #[cfg(test)]
 impl crate::testing::Random for TopicInfo {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicInfo::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.i32();
-        value.replication_factor = g.i16();
-        value.topic_configs = g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicInfo {
+            name: TopicName(g.string()),
+            partitions: g.i32(),
+            replication_factor: g.i16(),
+            topic_configs: g.vec(|g| <KeyValue as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KeyValue {
     pub key: StrBytes,
     pub value: StrBytes,
-}
-
-impl Default for KeyValue {
-    fn default() -> Self {
-        KeyValue {
-            key: StrBytes::new(),
-            value: StrBytes::new(),
-        }
-    }
 }
 
 impl KeyValue {
@@ -813,8 +753,8 @@ impl Struct for KeyValue {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "KeyValue.key", &self.key.as_str(), true)?;
-        codec::put_string(buf, "KeyValue.value", &self.value.as_str(), true)?;
+        codec::put_string(buf, "KeyValue.key", self.key.as_str(), true)?;
+        codec::put_string(buf, "KeyValue.value", self.value.as_str(), true)?;
         if flexible {
             buf.put_u8(0);
         }
@@ -825,29 +765,18 @@ impl Struct for KeyValue {
 #[cfg(test)]
 impl crate::testing::Random for KeyValue {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = KeyValue::default();
-        value.key = g.string();
-        value.value = g.string();
-        let _ = (g, version);
-        value
+        KeyValue {
+            key: g.string(),
+            value: g.string(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct CopartitionGroup {
     pub source_topics: Vec<i16>,
     pub source_topic_regex: Vec<i16>,
     pub repartition_source_topics: Vec<i16>,
-}
-
-impl Default for CopartitionGroup {
-    fn default() -> Self {
-        CopartitionGroup {
-            source_topics: Vec::new(),
-            source_topic_regex: Vec::new(),
-            repartition_source_topics: Vec::new(),
-        }
-    }
 }
 
 impl CopartitionGroup {
@@ -930,28 +859,18 @@ impl Struct for CopartitionGroup {
 #[cfg(test)]
 impl crate::testing::Random for CopartitionGroup {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CopartitionGroup::default();
-        value.source_topics = g.vec(|g| g.i16());
-        value.source_topic_regex = g.vec(|g| g.i16());
-        value.repartition_source_topics = g.vec(|g| g.i16());
-        let _ = (g, version);
-        value
+        CopartitionGroup {
+            source_topics: g.vec(|g| g.i16()),
+            source_topic_regex: g.vec(|g| g.i16()),
+            repartition_source_topics: g.vec(|g| g.i16()),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskIds {
     pub subtopology_id: StrBytes,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TaskIds {
-    fn default() -> Self {
-        TaskIds {
-            subtopology_id: StrBytes::new(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TaskIds {
@@ -984,7 +903,7 @@ impl Struct for TaskIds {
         codec::put_string(
             buf,
             "TaskIds.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -1007,27 +926,17 @@ impl Struct for TaskIds {
 #[cfg(test)]
 impl crate::testing::Random for TaskIds {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TaskIds::default();
-        value.subtopology_id = g.string();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TaskIds {
+            subtopology_id: g.string(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Endpoint {
-    fn default() -> Self {
-        Endpoint {
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Endpoint {
@@ -1057,7 +966,7 @@ impl Struct for Endpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Endpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Endpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -1069,29 +978,18 @@ impl Struct for Endpoint {
 #[cfg(test)]
 impl crate::testing::Random for Endpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Endpoint::default();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Endpoint {
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskOffset {
     pub subtopology_id: StrBytes,
     pub partition: i32,
     pub offset: i64,
-}
-
-impl Default for TaskOffset {
-    fn default() -> Self {
-        TaskOffset {
-            subtopology_id: StrBytes::new(),
-            partition: 0,
-            offset: 0,
-        }
-    }
 }
 
 impl TaskOffset {
@@ -1130,7 +1028,7 @@ impl Struct for TaskOffset {
         codec::put_string(
             buf,
             "TaskOffset.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         buf.put_i32(self.partition);
@@ -1145,12 +1043,11 @@ impl Struct for TaskOffset {
 #[cfg(test)]
 impl crate::testing::Random for TaskOffset {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TaskOffset::default();
-        value.subtopology_id = g.string();
-        value.partition = g.i32();
-        value.offset = g.i64();
-        let _ = (g, version);
-        value
+        TaskOffset {
+            subtopology_id: g.string(),
+            partition: g.i32(),
+            offset: g.i64(),
+        }
     }
 }
 

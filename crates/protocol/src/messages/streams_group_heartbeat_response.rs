@@ -187,7 +187,7 @@ impl Struct for StreamsGroupHeartbeatResponse {
         codec::put_string(
             buf,
             "StreamsGroupHeartbeatResponse.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             true,
         )?;
         buf.put_i32(self.member_epoch);
@@ -265,63 +265,51 @@ impl Struct for StreamsGroupHeartbeatResponse {
 #[cfg(test)]
 impl crate::testing::Random for StreamsGroupHeartbeatResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StreamsGroupHeartbeatResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.member_id = g.string();
-        value.member_epoch = g.i32();
-        value.heartbeat_interval_ms = g.i32();
-        value.acceptable_recovery_lag = g.i32();
-        value.task_offset_interval_ms = g.i32();
-        value.status = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <Status as crate::testing::Random>::random(g, version)))
-        };
-        value.active_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.standby_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.warmup_tasks = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
-        };
-        value.endpoint_information_epoch = g.i32();
-        value.partitions_by_user_endpoint = if true && g.null() {
-            None
-        } else {
-            Some(g.vec(|g| <EndpointToPartitions as crate::testing::Random>::random(g, version)))
-        };
-        let _ = (g, version);
-        value
+        StreamsGroupHeartbeatResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            member_id: g.string(),
+            member_epoch: g.i32(),
+            heartbeat_interval_ms: g.i32(),
+            acceptable_recovery_lag: g.i32(),
+            task_offset_interval_ms: g.i32(),
+            status: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <Status as crate::testing::Random>::random(g, version)))
+            },
+            active_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            standby_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            warmup_tasks: if g.null() {
+                None
+            } else {
+                Some(g.vec(|g| <TaskIds as crate::testing::Random>::random(g, version)))
+            },
+            endpoint_information_epoch: g.i32(),
+            partitions_by_user_endpoint: if g.null() {
+                None
+            } else {
+                Some(
+                    g.vec(|g| <EndpointToPartitions as crate::testing::Random>::random(g, version)),
+                )
+            },
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Status {
     pub status_code: i8,
     pub status_detail: StrBytes,
-}
-
-impl Default for Status {
-    fn default() -> Self {
-        Status {
-            status_code: 0,
-            status_detail: StrBytes::new(),
-        }
-    }
 }
 
 impl Status {
@@ -355,7 +343,7 @@ impl Struct for Status {
         codec::put_string(
             buf,
             "Status.status_detail",
-            &self.status_detail.as_str(),
+            self.status_detail.as_str(),
             true,
         )?;
         if flexible {
@@ -368,27 +356,17 @@ impl Struct for Status {
 #[cfg(test)]
 impl crate::testing::Random for Status {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Status::default();
-        value.status_code = g.i8();
-        value.status_detail = g.string();
-        let _ = (g, version);
-        value
+        Status {
+            status_code: g.i8(),
+            status_detail: g.string(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TaskIds {
     pub subtopology_id: StrBytes,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TaskIds {
-    fn default() -> Self {
-        TaskIds {
-            subtopology_id: StrBytes::new(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TaskIds {
@@ -421,7 +399,7 @@ impl Struct for TaskIds {
         codec::put_string(
             buf,
             "TaskIds.subtopology_id",
-            &self.subtopology_id.as_str(),
+            self.subtopology_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -444,29 +422,18 @@ impl Struct for TaskIds {
 #[cfg(test)]
 impl crate::testing::Random for TaskIds {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TaskIds::default();
-        value.subtopology_id = g.string();
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TaskIds {
+            subtopology_id: g.string(),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct EndpointToPartitions {
     pub user_endpoint: Endpoint,
     pub active_partitions: Vec<TopicPartition>,
     pub standby_partitions: Vec<TopicPartition>,
-}
-
-impl Default for EndpointToPartitions {
-    fn default() -> Self {
-        EndpointToPartitions {
-            user_endpoint: Endpoint::default(),
-            active_partitions: Vec::new(),
-            standby_partitions: Vec::new(),
-        }
-    }
 }
 
 impl EndpointToPartitions {
@@ -538,30 +505,20 @@ impl Struct for EndpointToPartitions {
 #[cfg(test)]
 impl crate::testing::Random for EndpointToPartitions {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = EndpointToPartitions::default();
-        value.user_endpoint = <Endpoint as crate::testing::Random>::random(g, version);
-        value.active_partitions =
-            g.vec(|g| <TopicPartition as crate::testing::Random>::random(g, version));
-        value.standby_partitions =
-            g.vec(|g| <TopicPartition as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        EndpointToPartitions {
+            user_endpoint: <Endpoint as crate::testing::Random>::random(g, version),
+            active_partitions: g
+                .vec(|g| <TopicPartition as crate::testing::Random>::random(g, version)),
+            standby_partitions: g
+                .vec(|g| <TopicPartition as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Endpoint {
-    fn default() -> Self {
-        Endpoint {
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Endpoint {
@@ -591,7 +548,7 @@ impl Struct for Endpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Endpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Endpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -603,27 +560,17 @@ impl Struct for Endpoint {
 #[cfg(test)]
 impl crate::testing::Random for Endpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Endpoint::default();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Endpoint {
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicPartition {
     pub topic: TopicName,
     pub partitions: Vec<i32>,
-}
-
-impl Default for TopicPartition {
-    fn default() -> Self {
-        TopicPartition {
-            topic: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicPartition {
@@ -655,7 +602,7 @@ impl Struct for TopicPartition {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "TopicPartition.topic", &self.topic.0.as_str(), true)?;
+        codec::put_string(buf, "TopicPartition.topic", self.topic.0.as_str(), true)?;
         codec::put_array(
             buf,
             "TopicPartition.partitions",
@@ -676,11 +623,10 @@ impl Struct for TopicPartition {
 #[cfg(test)]
 impl crate::testing::Random for TopicPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicPartition::default();
-        value.topic = TopicName(g.string());
-        value.partitions = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        TopicPartition {
+            topic: TopicName(g.string()),
+            partitions: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SyncGroupRequest {
     pub group_id: GroupId,
     pub generation_id: i32,
@@ -22,20 +22,6 @@ pub struct SyncGroupRequest {
     pub protocol_type: Option<StrBytes>,
     pub protocol_name: Option<StrBytes>,
     pub assignments: Vec<SyncGroupRequestAssignment>,
-}
-
-impl Default for SyncGroupRequest {
-    fn default() -> Self {
-        SyncGroupRequest {
-            group_id: GroupId(StrBytes::new()),
-            generation_id: 0,
-            member_id: StrBytes::new(),
-            group_instance_id: None,
-            protocol_type: None,
-            protocol_name: None,
-            assignments: Vec::new(),
-        }
-    }
 }
 
 impl SyncGroupRequest {
@@ -126,14 +112,14 @@ impl Struct for SyncGroupRequest {
         codec::put_string(
             buf,
             "SyncGroupRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 4,
         )?;
         buf.put_i32(self.generation_id);
         codec::put_string(
             buf,
             "SyncGroupRequest.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 4,
         )?;
         if version >= 3 {
@@ -145,7 +131,7 @@ impl Struct for SyncGroupRequest {
                 version >= 3,
                 version,
             )?;
-        } else if self.group_instance_id != None {
+        } else if self.group_instance_id.is_some() {
             return Err(codec::not_in_version(
                 "SyncGroupRequest.group_instance_id",
                 version,
@@ -191,51 +177,48 @@ impl Struct for SyncGroupRequest {
 #[cfg(test)]
 impl crate::testing::Random for SyncGroupRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SyncGroupRequest::default();
-        value.group_id = GroupId(g.string());
-        value.generation_id = g.i32();
-        value.member_id = g.string();
-        if version >= 3 {
-            value.group_instance_id = if version >= 3 && g.null() {
-                None
+        SyncGroupRequest {
+            group_id: GroupId(g.string()),
+            generation_id: g.i32(),
+            member_id: g.string(),
+            group_instance_id: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
-        }
-        if version >= 5 {
-            value.protocol_type = if version >= 5 && g.null() {
                 None
+            },
+            protocol_type: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
-        }
-        if version >= 5 {
-            value.protocol_name = if version >= 5 && g.null() {
                 None
+            },
+            protocol_name: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            assignments: g.vec(|g| {
+                <SyncGroupRequestAssignment as crate::testing::Random>::random(g, version)
+            }),
         }
-        value.assignments =
-            g.vec(|g| <SyncGroupRequestAssignment as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SyncGroupRequestAssignment {
     pub member_id: StrBytes,
     pub assignment: Bytes,
-}
-
-impl Default for SyncGroupRequestAssignment {
-    fn default() -> Self {
-        SyncGroupRequestAssignment {
-            member_id: StrBytes::new(),
-            assignment: Bytes::new(),
-        }
-    }
 }
 
 impl SyncGroupRequestAssignment {
@@ -268,7 +251,7 @@ impl Struct for SyncGroupRequestAssignment {
         codec::put_string(
             buf,
             "SyncGroupRequestAssignment.member_id",
-            &self.member_id.as_str(),
+            self.member_id.as_str(),
             version >= 4,
         )?;
         codec::put_bytes(
@@ -287,11 +270,10 @@ impl Struct for SyncGroupRequestAssignment {
 #[cfg(test)]
 impl crate::testing::Random for SyncGroupRequestAssignment {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SyncGroupRequestAssignment::default();
-        value.member_id = g.string();
-        value.assignment = g.bytes();
-        let _ = (g, version);
-        value
+        SyncGroupRequestAssignment {
+            member_id: g.string(),
+            assignment: g.bytes(),
+        }
     }
 }
 

@@ -13,25 +13,13 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SyncGroupResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub protocol_type: Option<StrBytes>,
     pub protocol_name: Option<StrBytes>,
     pub assignment: Bytes,
-}
-
-impl Default for SyncGroupResponse {
-    fn default() -> Self {
-        SyncGroupResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        }
-    }
 }
 
 impl SyncGroupResponse {
@@ -139,28 +127,29 @@ impl Struct for SyncGroupResponse {
 #[cfg(test)]
 impl crate::testing::Random for SyncGroupResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = SyncGroupResponse::default();
-        if version >= 1 {
-            value.throttle_time_ms = g.i32();
-        }
-        value.error_code = g.i16();
-        if version >= 5 {
-            value.protocol_type = if version >= 5 && g.null() {
-                None
+        SyncGroupResponse {
+            throttle_time_ms: if version >= 1 { g.i32() } else { 0 },
+            error_code: g.i16(),
+            protocol_type: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
-        }
-        if version >= 5 {
-            value.protocol_name = if version >= 5 && g.null() {
                 None
+            },
+            protocol_name: if version >= 5 {
+                if version >= 5 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
             } else {
-                Some(g.string())
-            };
+                None
+            },
+            assignment: g.bytes(),
         }
-        value.assignment = g.bytes();
-        let _ = (g, version);
-        value
     }
 }
 

@@ -130,13 +130,13 @@ impl Struct for TxnOffsetCommitRequest {
         codec::put_string(
             buf,
             "TxnOffsetCommitRequest.transactional_id",
-            &self.transactional_id.0.as_str(),
+            self.transactional_id.0.as_str(),
             version >= 3,
         )?;
         codec::put_string(
             buf,
             "TxnOffsetCommitRequest.group_id",
-            &self.group_id.0.as_str(),
+            self.group_id.0.as_str(),
             version >= 3,
         )?;
         buf.put_i64(self.producer_id.0);
@@ -153,7 +153,7 @@ impl Struct for TxnOffsetCommitRequest {
             codec::put_string(
                 buf,
                 "TxnOffsetCommitRequest.member_id",
-                &self.member_id.as_str(),
+                self.member_id.as_str(),
                 version >= 3,
             )?;
         } else if self.member_id != StrBytes::new() {
@@ -171,7 +171,7 @@ impl Struct for TxnOffsetCommitRequest {
                 version >= 3,
                 version,
             )?;
-        } else if self.group_instance_id != None {
+        } else if self.group_instance_id.is_some() {
             return Err(codec::not_in_version(
                 "TxnOffsetCommitRequest.group_instance_id",
                 version,
@@ -197,44 +197,37 @@ impl Struct for TxnOffsetCommitRequest {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitRequest::default();
-        value.transactional_id = TransactionalId(g.string());
-        value.group_id = GroupId(g.string());
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        if version >= 3 {
-            value.generation_id = g.i32();
-        }
-        if version >= 3 {
-            value.member_id = g.string();
-        }
-        if version >= 3 {
-            value.group_instance_id = if version >= 3 && g.null() {
-                None
+        TxnOffsetCommitRequest {
+            transactional_id: TransactionalId(g.string()),
+            group_id: GroupId(g.string()),
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            generation_id: if version >= 3 { g.i32() } else { -1 },
+            member_id: if version >= 3 {
+                g.string()
             } else {
-                Some(g.string())
-            };
+                StrBytes::new()
+            },
+            group_instance_id: if version >= 3 {
+                if version >= 3 && g.null() {
+                    None
+                } else {
+                    Some(g.string())
+                }
+            } else {
+                None
+            },
+            topics: g.vec(|g| {
+                <TxnOffsetCommitRequestTopic as crate::testing::Random>::random(g, version)
+            }),
         }
-        value.topics =
-            g.vec(|g| <TxnOffsetCommitRequestTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TxnOffsetCommitRequestTopic {
     pub name: TopicName,
     pub partitions: Vec<TxnOffsetCommitRequestPartition>,
-}
-
-impl Default for TxnOffsetCommitRequestTopic {
-    fn default() -> Self {
-        TxnOffsetCommitRequestTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TxnOffsetCommitRequestTopic {
@@ -273,7 +266,7 @@ impl Struct for TxnOffsetCommitRequestTopic {
         codec::put_string(
             buf,
             "TxnOffsetCommitRequestTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 3,
         )?;
         codec::put_array(
@@ -296,13 +289,12 @@ impl Struct for TxnOffsetCommitRequestTopic {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitRequestTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitRequestTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.vec(|g| {
-            <TxnOffsetCommitRequestPartition as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        TxnOffsetCommitRequestTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <TxnOffsetCommitRequestPartition as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
@@ -394,19 +386,12 @@ impl Struct for TxnOffsetCommitRequestPartition {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitRequestPartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitRequestPartition::default();
-        value.partition_index = g.i32();
-        value.committed_offset = g.i64();
-        if version >= 2 {
-            value.committed_leader_epoch = g.i32();
+        TxnOffsetCommitRequestPartition {
+            partition_index: g.i32(),
+            committed_offset: g.i64(),
+            committed_leader_epoch: if version >= 2 { g.i32() } else { -1 },
+            committed_metadata: if g.null() { None } else { Some(g.string()) },
         }
-        value.committed_metadata = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TxnOffsetCommitResponse {
     pub throttle_time_ms: i32,
     pub topics: Vec<TxnOffsetCommitResponseTopic>,
-}
-
-impl Default for TxnOffsetCommitResponse {
-    fn default() -> Self {
-        TxnOffsetCommitResponse {
-            throttle_time_ms: 0,
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl TxnOffsetCommitResponse {
@@ -78,28 +69,19 @@ impl Struct for TxnOffsetCommitResponse {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.topics =
-            g.vec(|g| <TxnOffsetCommitResponseTopic as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TxnOffsetCommitResponse {
+            throttle_time_ms: g.i32(),
+            topics: g.vec(|g| {
+                <TxnOffsetCommitResponseTopic as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TxnOffsetCommitResponseTopic {
     pub name: TopicName,
     pub partitions: Vec<TxnOffsetCommitResponsePartition>,
-}
-
-impl Default for TxnOffsetCommitResponseTopic {
-    fn default() -> Self {
-        TxnOffsetCommitResponseTopic {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TxnOffsetCommitResponseTopic {
@@ -138,7 +120,7 @@ impl Struct for TxnOffsetCommitResponseTopic {
         codec::put_string(
             buf,
             "TxnOffsetCommitResponseTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             version >= 3,
         )?;
         codec::put_array(
@@ -161,29 +143,19 @@ impl Struct for TxnOffsetCommitResponseTopic {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitResponseTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitResponseTopic::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.vec(|g| {
-            <TxnOffsetCommitResponsePartition as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        TxnOffsetCommitResponseTopic {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <TxnOffsetCommitResponsePartition as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TxnOffsetCommitResponsePartition {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for TxnOffsetCommitResponsePartition {
-    fn default() -> Self {
-        TxnOffsetCommitResponsePartition {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl TxnOffsetCommitResponsePartition {
@@ -225,11 +197,10 @@ impl Struct for TxnOffsetCommitResponsePartition {
 #[cfg(test)]
 impl crate::testing::Random for TxnOffsetCommitResponsePartition {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TxnOffsetCommitResponsePartition::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        TxnOffsetCommitResponsePartition {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 

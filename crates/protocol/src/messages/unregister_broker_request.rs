@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UnregisterBrokerRequest {
     pub broker_id: BrokerId,
-}
-
-impl Default for UnregisterBrokerRequest {
-    fn default() -> Self {
-        UnregisterBrokerRequest {
-            broker_id: BrokerId(0),
-        }
-    }
 }
 
 impl UnregisterBrokerRequest {
@@ -58,10 +50,9 @@ impl Struct for UnregisterBrokerRequest {
 #[cfg(test)]
 impl crate::testing::Random for UnregisterBrokerRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UnregisterBrokerRequest::default();
-        value.broker_id = BrokerId(g.i32());
-        let _ = (g, version);
-        value
+        UnregisterBrokerRequest {
+            broker_id: BrokerId(g.i32()),
+        }
     }
 }
 

@@ -83,16 +83,11 @@ impl Struct for UnregisterBrokerResponse {
 #[cfg(test)]
 impl crate::testing::Random for UnregisterBrokerResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UnregisterBrokerResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        UnregisterBrokerResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

@@ -82,7 +82,7 @@ impl Struct for UpdateFeaturesRequest {
         )?;
         if version >= 1 {
             buf.put_u8(u8::from(self.validate_only));
-        } else if self.validate_only != false {
+        } else if self.validate_only {
             return Err(codec::not_in_version(
                 "UpdateFeaturesRequest.validate_only",
                 version,
@@ -98,15 +98,12 @@ impl Struct for UpdateFeaturesRequest {
 #[cfg(test)]
 impl crate::testing::Random for UpdateFeaturesRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UpdateFeaturesRequest::default();
-        value.timeout_ms = g.i32();
-        value.feature_updates =
-            g.vec(|g| <FeatureUpdateKey as crate::testing::Random>::random(g, version));
-        if version >= 1 {
-            value.validate_only = g.bool();
+        UpdateFeaturesRequest {
+            timeout_ms: g.i32(),
+            feature_updates: g
+                .vec(|g| <FeatureUpdateKey as crate::testing::Random>::random(g, version)),
+            validate_only: if version >= 1 { g.bool() } else { false },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -176,16 +173,11 @@ impl Struct for FeatureUpdateKey {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(
-            buf,
-            "FeatureUpdateKey.feature",
-            &self.feature.as_str(),
-            true,
-        )?;
+        codec::put_string(buf, "FeatureUpdateKey.feature", self.feature.as_str(), true)?;
         buf.put_i16(self.max_version_level);
         if version <= 0 {
             buf.put_u8(u8::from(self.allow_downgrade));
-        } else if self.allow_downgrade != false {
+        } else if self.allow_downgrade {
             return Err(codec::not_in_version(
                 "FeatureUpdateKey.allow_downgrade",
                 version,
@@ -209,17 +201,12 @@ impl Struct for FeatureUpdateKey {
 #[cfg(test)]
 impl crate::testing::Random for FeatureUpdateKey {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = FeatureUpdateKey::default();
-        value.feature = g.string();
-        value.max_version_level = g.i16();
-        if version <= 0 {
-            value.allow_downgrade = g.bool();
+        FeatureUpdateKey {
+            feature: g.string(),
+            max_version_level: g.i16(),
+            allow_downgrade: if version <= 0 { g.bool() } else { false },
+            upgrade_type: if version >= 1 { g.i8() } else { 1 },
         }
-        if version >= 1 {
-            value.upgrade_type = g.i8();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

@@ -109,20 +109,16 @@ impl Struct for UpdateFeaturesResponse {
 #[cfg(test)]
 impl crate::testing::Random for UpdateFeaturesResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UpdateFeaturesResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version <= 1 {
-            value.results =
-                g.vec(|g| <UpdatableFeatureResult as crate::testing::Random>::random(g, version));
+        UpdateFeaturesResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+            results: if version <= 1 {
+                g.vec(|g| <UpdatableFeatureResult as crate::testing::Random>::random(g, version))
+            } else {
+                Vec::new()
+            },
         }
-        let _ = (g, version);
-        value
     }
 }
 
@@ -179,7 +175,7 @@ impl Struct for UpdatableFeatureResult {
         codec::put_string(
             buf,
             "UpdatableFeatureResult.feature",
-            &self.feature.as_str(),
+            self.feature.as_str(),
             true,
         )?;
         buf.put_i16(self.error_code);
@@ -201,16 +197,11 @@ impl Struct for UpdatableFeatureResult {
 #[cfg(test)]
 impl crate::testing::Random for UpdatableFeatureResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UpdatableFeatureResult::default();
-        value.feature = g.string();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        UpdatableFeatureResult {
+            feature: g.string(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

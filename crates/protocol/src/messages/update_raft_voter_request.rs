@@ -121,38 +121,24 @@ impl Struct for UpdateRaftVoterRequest {
 #[cfg(test)]
 impl crate::testing::Random for UpdateRaftVoterRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UpdateRaftVoterRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        value.current_leader_epoch = g.i32();
-        value.voter_id = g.i32();
-        value.voter_directory_id = g.uuid();
-        value.listeners = g.vec(|g| <Listener as crate::testing::Random>::random(g, version));
-        value.k_raft_version_feature =
-            <KRaftVersionFeature as crate::testing::Random>::random(g, version);
-        let _ = (g, version);
-        value
+        UpdateRaftVoterRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            current_leader_epoch: g.i32(),
+            voter_id: g.i32(),
+            voter_directory_id: g.uuid(),
+            listeners: g.vec(|g| <Listener as crate::testing::Random>::random(g, version)),
+            k_raft_version_feature: <KRaftVersionFeature as crate::testing::Random>::random(
+                g, version,
+            ),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Listener {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Listener {
-    fn default() -> Self {
-        Listener {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Listener {
@@ -188,8 +174,8 @@ impl Struct for Listener {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Listener.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Listener.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Listener.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Listener.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -201,28 +187,18 @@ impl Struct for Listener {
 #[cfg(test)]
 impl crate::testing::Random for Listener {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Listener::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Listener {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KRaftVersionFeature {
     pub min_supported_version: i16,
     pub max_supported_version: i16,
-}
-
-impl Default for KRaftVersionFeature {
-    fn default() -> Self {
-        KRaftVersionFeature {
-            min_supported_version: 0,
-            max_supported_version: 0,
-        }
-    }
 }
 
 impl KRaftVersionFeature {
@@ -264,11 +240,10 @@ impl Struct for KRaftVersionFeature {
 #[cfg(test)]
 impl crate::testing::Random for KRaftVersionFeature {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = KRaftVersionFeature::default();
-        value.min_supported_version = g.i16();
-        value.max_supported_version = g.i16();
-        let _ = (g, version);
-        value
+        KRaftVersionFeature {
+            min_supported_version: g.i16(),
+            max_supported_version: g.i16(),
+        }
     }
 }
 

@@ -13,21 +13,11 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct UpdateRaftVoterResponse {
     pub throttle_time_ms: i32,
     pub error_code: i16,
     pub current_leader: CurrentLeader,
-}
-
-impl Default for UpdateRaftVoterResponse {
-    fn default() -> Self {
-        UpdateRaftVoterResponse {
-            throttle_time_ms: 0,
-            error_code: 0,
-            current_leader: CurrentLeader::default(),
-        }
-    }
 }
 
 impl UpdateRaftVoterResponse {
@@ -88,12 +78,11 @@ impl Struct for UpdateRaftVoterResponse {
 #[cfg(test)]
 impl crate::testing::Random for UpdateRaftVoterResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = UpdateRaftVoterResponse::default();
-        value.throttle_time_ms = g.i32();
-        value.error_code = g.i16();
-        value.current_leader = <CurrentLeader as crate::testing::Random>::random(g, version);
-        let _ = (g, version);
-        value
+        UpdateRaftVoterResponse {
+            throttle_time_ms: g.i32(),
+            error_code: g.i16(),
+            current_leader: <CurrentLeader as crate::testing::Random>::random(g, version),
+        }
     }
 }
 
@@ -157,7 +146,7 @@ impl Struct for CurrentLeader {
         let flexible = true;
         buf.put_i32(self.leader_id.0);
         buf.put_i32(self.leader_epoch);
-        codec::put_string(buf, "CurrentLeader.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "CurrentLeader.host", self.host.as_str(), true)?;
         buf.put_i32(self.port);
         if flexible {
             buf.put_u8(0);
@@ -169,13 +158,12 @@ impl Struct for CurrentLeader {
 #[cfg(test)]
 impl crate::testing::Random for CurrentLeader {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = CurrentLeader::default();
-        value.leader_id = BrokerId(g.i32());
-        value.leader_epoch = g.i32();
-        value.host = g.string();
-        value.port = g.i32();
-        let _ = (g, version);
-        value
+        CurrentLeader {
+            leader_id: BrokerId(g.i32()),
+            leader_epoch: g.i32(),
+            host: g.string(),
+            port: g.i32(),
+        }
     }
 }
 

@@ -98,34 +98,22 @@ impl Struct for VoteRequest {
 #[cfg(test)]
 impl crate::testing::Random for VoteRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = VoteRequest::default();
-        value.cluster_id = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        if version >= 1 {
-            value.voter_id = BrokerId(g.i32());
+        VoteRequest {
+            cluster_id: if g.null() { None } else { Some(g.string()) },
+            voter_id: if version >= 1 {
+                BrokerId(g.i32())
+            } else {
+                BrokerId(-1)
+            },
+            topics: g.vec(|g| <TopicData as crate::testing::Random>::random(g, version)),
         }
-        value.topics = g.vec(|g| <TopicData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct TopicData {
     pub topic_name: TopicName,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for TopicData {
-    fn default() -> Self {
-        TopicData {
-            topic_name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl TopicData {
@@ -160,7 +148,7 @@ impl Struct for TopicData {
         codec::put_string(
             buf,
             "TopicData.topic_name",
-            &self.topic_name.0.as_str(),
+            self.topic_name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -183,15 +171,14 @@ impl Struct for TopicData {
 #[cfg(test)]
 impl crate::testing::Random for TopicData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = TopicData::default();
-        value.topic_name = TopicName(g.string());
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        TopicData {
+            topic_name: TopicName(g.string()),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionData {
     pub partition_index: i32,
     pub replica_epoch: i32,
@@ -201,21 +188,6 @@ pub struct PartitionData {
     pub last_offset_epoch: i32,
     pub last_offset: i64,
     pub pre_vote: bool,
-}
-
-impl Default for PartitionData {
-    fn default() -> Self {
-        PartitionData {
-            partition_index: 0,
-            replica_epoch: 0,
-            replica_id: BrokerId(0),
-            replica_directory_id: Uuid::nil(),
-            voter_directory_id: Uuid::nil(),
-            last_offset_epoch: 0,
-            last_offset: 0,
-            pre_vote: false,
-        }
-    }
 }
 
 impl PartitionData {
@@ -306,7 +278,7 @@ impl Struct for PartitionData {
         buf.put_i64(self.last_offset);
         if version >= 2 {
             buf.put_u8(u8::from(self.pre_vote));
-        } else if self.pre_vote != false {
+        } else if self.pre_vote {
             return Err(codec::not_in_version("PartitionData.pre_vote", version));
         }
         if flexible {
@@ -319,23 +291,16 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition_index = g.i32();
-        value.replica_epoch = g.i32();
-        value.replica_id = BrokerId(g.i32());
-        if version >= 1 {
-            value.replica_directory_id = g.uuid();
+        PartitionData {
+            partition_index: g.i32(),
+            replica_epoch: g.i32(),
+            replica_id: BrokerId(g.i32()),
+            replica_directory_id: if version >= 1 { g.uuid() } else { Uuid::nil() },
+            voter_directory_id: if version >= 1 { g.uuid() } else { Uuid::nil() },
+            last_offset_epoch: g.i32(),
+            last_offset: g.i64(),
+            pre_vote: if version >= 2 { g.bool() } else { false },
         }
-        if version >= 1 {
-            value.voter_directory_id = g.uuid();
-        }
-        value.last_offset_epoch = g.i32();
-        value.last_offset = g.i64();
-        if version >= 2 {
-            value.pre_vote = g.bool();
-        }
-        let _ = (g, version);
-        value
     }
 }
 

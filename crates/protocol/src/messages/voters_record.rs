@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct VotersRecord {
     pub version: i16,
     pub voters: Vec<Voter>,
-}
-
-impl Default for VotersRecord {
-    fn default() -> Self {
-        VotersRecord {
-            version: 0,
-            voters: Vec::new(),
-        }
-    }
 }
 
 impl VotersRecord {
@@ -76,31 +67,19 @@ impl Struct for VotersRecord {
 #[cfg(test)]
 impl crate::testing::Random for VotersRecord {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = VotersRecord::default();
-        value.version = g.i16();
-        value.voters = g.vec(|g| <Voter as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        VotersRecord {
+            version: g.i16(),
+            voters: g.vec(|g| <Voter as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Voter {
     pub voter_id: BrokerId,
     pub voter_directory_id: Uuid,
     pub endpoints: Vec<Endpoint>,
     pub k_raft_version_feature: KRaftVersionFeature,
-}
-
-impl Default for Voter {
-    fn default() -> Self {
-        Voter {
-            voter_id: BrokerId(0),
-            voter_directory_id: Uuid::nil(),
-            endpoints: Vec::new(),
-            k_raft_version_feature: KRaftVersionFeature::default(),
-        }
-    }
 }
 
 impl Voter {
@@ -165,32 +144,22 @@ impl Struct for Voter {
 #[cfg(test)]
 impl crate::testing::Random for Voter {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Voter::default();
-        value.voter_id = BrokerId(g.i32());
-        value.voter_directory_id = g.uuid();
-        value.endpoints = g.vec(|g| <Endpoint as crate::testing::Random>::random(g, version));
-        value.k_raft_version_feature =
-            <KRaftVersionFeature as crate::testing::Random>::random(g, version);
-        let _ = (g, version);
-        value
+        Voter {
+            voter_id: BrokerId(g.i32()),
+            voter_directory_id: g.uuid(),
+            endpoints: g.vec(|g| <Endpoint as crate::testing::Random>::random(g, version)),
+            k_raft_version_feature: <KRaftVersionFeature as crate::testing::Random>::random(
+                g, version,
+            ),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Endpoint {
     pub name: StrBytes,
     pub host: StrBytes,
     pub port: u16,
-}
-
-impl Default for Endpoint {
-    fn default() -> Self {
-        Endpoint {
-            name: StrBytes::new(),
-            host: StrBytes::new(),
-            port: 0,
-        }
-    }
 }
 
 impl Endpoint {
@@ -226,8 +195,8 @@ impl Struct for Endpoint {
 
     fn write(&self, buf: &mut BytesMut, version: i16) -> Result<(), EncodeError> {
         let flexible = true;
-        codec::put_string(buf, "Endpoint.name", &self.name.as_str(), true)?;
-        codec::put_string(buf, "Endpoint.host", &self.host.as_str(), true)?;
+        codec::put_string(buf, "Endpoint.name", self.name.as_str(), true)?;
+        codec::put_string(buf, "Endpoint.host", self.host.as_str(), true)?;
         buf.put_u16(self.port);
         if flexible {
             buf.put_u8(0);
@@ -239,28 +208,18 @@ impl Struct for Endpoint {
 #[cfg(test)]
 impl crate::testing::Random for Endpoint {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = Endpoint::default();
-        value.name = g.string();
-        value.host = g.string();
-        value.port = g.u16();
-        let _ = (g, version);
-        value
+        Endpoint {
+            name: g.string(),
+            host: g.string(),
+            port: g.u16(),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct KRaftVersionFeature {
     pub min_supported_version: i16,
     pub max_supported_version: i16,
-}
-
-impl Default for KRaftVersionFeature {
-    fn default() -> Self {
-        KRaftVersionFeature {
-            min_supported_version: 0,
-            max_supported_version: 0,
-        }
-    }
 }
 
 impl KRaftVersionFeature {
@@ -302,11 +261,10 @@ impl Struct for KRaftVersionFeature {
 #[cfg(test)]
 impl crate::testing::Random for KRaftVersionFeature {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = KRaftVersionFeature::default();
-        value.min_supported_version = g.i16();
-        value.max_supported_version = g.i16();
-        let _ = (g, version);
-        value
+        KRaftVersionFeature {
+            min_supported_version: g.i16(),
+            max_supported_version: g.i16(),
+        }
     }
 }
 

@@ -13,19 +13,10 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteShareGroupStateRequest {
     pub group_id: StrBytes,
     pub topics: Vec<WriteStateData>,
-}
-
-impl Default for WriteShareGroupStateRequest {
-    fn default() -> Self {
-        WriteShareGroupStateRequest {
-            group_id: StrBytes::new(),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl WriteShareGroupStateRequest {
@@ -60,7 +51,7 @@ impl Struct for WriteShareGroupStateRequest {
         codec::put_string(
             buf,
             "WriteShareGroupStateRequest.group_id",
-            &self.group_id.as_str(),
+            self.group_id.as_str(),
             true,
         )?;
         codec::put_array(
@@ -83,27 +74,17 @@ impl Struct for WriteShareGroupStateRequest {
 #[cfg(test)]
 impl crate::testing::Random for WriteShareGroupStateRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteShareGroupStateRequest::default();
-        value.group_id = g.string();
-        value.topics = g.vec(|g| <WriteStateData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteShareGroupStateRequest {
+            group_id: g.string(),
+            topics: g.vec(|g| <WriteStateData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteStateData {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionData>,
-}
-
-impl Default for WriteStateData {
-    fn default() -> Self {
-        WriteStateData {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl WriteStateData {
@@ -156,11 +137,10 @@ impl Struct for WriteStateData {
 #[cfg(test)]
 impl crate::testing::Random for WriteStateData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteStateData::default();
-        value.topic_id = g.uuid();
-        value.partitions = g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteStateData {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionData as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
@@ -276,37 +256,23 @@ impl Struct for PartitionData {
 #[cfg(test)]
 impl crate::testing::Random for PartitionData {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionData::default();
-        value.partition = g.i32();
-        value.state_epoch = g.i32();
-        value.leader_epoch = g.i32();
-        value.start_offset = g.i64();
-        if version >= 1 {
-            value.delivery_complete_count = g.i32();
+        PartitionData {
+            partition: g.i32(),
+            state_epoch: g.i32(),
+            leader_epoch: g.i32(),
+            start_offset: g.i64(),
+            delivery_complete_count: if version >= 1 { g.i32() } else { -1 },
+            state_batches: g.vec(|g| <StateBatch as crate::testing::Random>::random(g, version)),
         }
-        value.state_batches = g.vec(|g| <StateBatch as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateBatch {
     pub first_offset: i64,
     pub last_offset: i64,
     pub delivery_state: i8,
     pub delivery_count: i16,
-}
-
-impl Default for StateBatch {
-    fn default() -> Self {
-        StateBatch {
-            first_offset: 0,
-            last_offset: 0,
-            delivery_state: 0,
-            delivery_count: 0,
-        }
-    }
 }
 
 impl StateBatch {
@@ -362,13 +328,12 @@ impl Struct for StateBatch {
 #[cfg(test)]
 impl crate::testing::Random for StateBatch {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = StateBatch::default();
-        value.first_offset = g.i64();
-        value.last_offset = g.i64();
-        value.delivery_state = g.i8();
-        value.delivery_count = g.i16();
-        let _ = (g, version);
-        value
+        StateBatch {
+            first_offset: g.i64(),
+            last_offset: g.i64(),
+            delivery_state: g.i8(),
+            delivery_count: g.i16(),
+        }
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteShareGroupStateResponse {
     pub results: Vec<WriteStateResult>,
-}
-
-impl Default for WriteShareGroupStateResponse {
-    fn default() -> Self {
-        WriteShareGroupStateResponse {
-            results: Vec::new(),
-        }
-    }
 }
 
 impl WriteShareGroupStateResponse {
@@ -67,26 +59,16 @@ impl Struct for WriteShareGroupStateResponse {
 #[cfg(test)]
 impl crate::testing::Random for WriteShareGroupStateResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteShareGroupStateResponse::default();
-        value.results = g.vec(|g| <WriteStateResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteShareGroupStateResponse {
+            results: g.vec(|g| <WriteStateResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteStateResult {
     pub topic_id: Uuid,
     pub partitions: Vec<PartitionResult>,
-}
-
-impl Default for WriteStateResult {
-    fn default() -> Self {
-        WriteStateResult {
-            topic_id: Uuid::nil(),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl WriteStateResult {
@@ -139,30 +121,18 @@ impl Struct for WriteStateResult {
 #[cfg(test)]
 impl crate::testing::Random for WriteStateResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteStateResult::default();
-        value.topic_id = g.uuid();
-        value.partitions =
-            g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteStateResult {
+            topic_id: g.uuid(),
+            partitions: g.vec(|g| <PartitionResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct PartitionResult {
     pub partition: i32,
     pub error_code: i16,
     pub error_message: Option<StrBytes>,
-}
-
-impl Default for PartitionResult {
-    fn default() -> Self {
-        PartitionResult {
-            partition: 0,
-            error_code: 0,
-            error_message: None,
-        }
-    }
 }
 
 impl PartitionResult {
@@ -218,16 +188,11 @@ impl Struct for PartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for PartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = PartitionResult::default();
-        value.partition = g.i32();
-        value.error_code = g.i16();
-        value.error_message = if true && g.null() {
-            None
-        } else {
-            Some(g.string())
-        };
-        let _ = (g, version);
-        value
+        PartitionResult {
+            partition: g.i32(),
+            error_code: g.i16(),
+            error_message: if g.null() { None } else { Some(g.string()) },
+        }
     }
 }
 

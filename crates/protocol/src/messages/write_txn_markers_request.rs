@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteTxnMarkersRequest {
     pub markers: Vec<WritableTxnMarker>,
-}
-
-impl Default for WriteTxnMarkersRequest {
-    fn default() -> Self {
-        WriteTxnMarkersRequest {
-            markers: Vec::new(),
-        }
-    }
 }
 
 impl WriteTxnMarkersRequest {
@@ -67,15 +59,13 @@ impl Struct for WriteTxnMarkersRequest {
 #[cfg(test)]
 impl crate::testing::Random for WriteTxnMarkersRequest {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteTxnMarkersRequest::default();
-        value.markers =
-            g.vec(|g| <WritableTxnMarker as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteTxnMarkersRequest {
+            markers: g.vec(|g| <WritableTxnMarker as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarker {
     pub producer_id: ProducerId,
     pub producer_epoch: i16,
@@ -83,19 +73,6 @@ pub struct WritableTxnMarker {
     pub topics: Vec<WritableTxnMarkerTopic>,
     pub coordinator_epoch: i32,
     pub transaction_version: i8,
-}
-
-impl Default for WritableTxnMarker {
-    fn default() -> Self {
-        WritableTxnMarker {
-            producer_id: ProducerId(0),
-            producer_epoch: 0,
-            transaction_result: false,
-            topics: Vec::new(),
-            coordinator_epoch: 0,
-            transaction_version: 0,
-        }
-    }
 }
 
 impl WritableTxnMarker {
@@ -182,34 +159,22 @@ impl Struct for WritableTxnMarker {
 #[cfg(test)]
 impl crate::testing::Random for WritableTxnMarker {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WritableTxnMarker::default();
-        value.producer_id = ProducerId(g.i64());
-        value.producer_epoch = g.i16();
-        value.transaction_result = g.bool();
-        value.topics =
-            g.vec(|g| <WritableTxnMarkerTopic as crate::testing::Random>::random(g, version));
-        value.coordinator_epoch = g.i32();
-        if version >= 2 {
-            value.transaction_version = g.i8();
+        WritableTxnMarker {
+            producer_id: ProducerId(g.i64()),
+            producer_epoch: g.i16(),
+            transaction_result: g.bool(),
+            topics: g
+                .vec(|g| <WritableTxnMarkerTopic as crate::testing::Random>::random(g, version)),
+            coordinator_epoch: g.i32(),
+            transaction_version: if version >= 2 { g.i8() } else { 0 },
         }
-        let _ = (g, version);
-        value
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerTopic {
     pub name: TopicName,
     pub partition_indexes: Vec<i32>,
-}
-
-impl Default for WritableTxnMarkerTopic {
-    fn default() -> Self {
-        WritableTxnMarkerTopic {
-            name: TopicName(StrBytes::new()),
-            partition_indexes: Vec::new(),
-        }
-    }
 }
 
 impl WritableTxnMarkerTopic {
@@ -247,7 +212,7 @@ impl Struct for WritableTxnMarkerTopic {
         codec::put_string(
             buf,
             "WritableTxnMarkerTopic.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -270,11 +235,10 @@ impl Struct for WritableTxnMarkerTopic {
 #[cfg(test)]
 impl crate::testing::Random for WritableTxnMarkerTopic {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WritableTxnMarkerTopic::default();
-        value.name = TopicName(g.string());
-        value.partition_indexes = g.vec(|g| g.i32());
-        let _ = (g, version);
-        value
+        WritableTxnMarkerTopic {
+            name: TopicName(g.string()),
+            partition_indexes: g.vec(|g| g.i32()),
+        }
     }
 }
 

@@ -13,17 +13,9 @@ use crate::codec::{self, DecodeError, EncodeError, Reader, Struct, VersionRange}
 use crate::messages::*;
 use crate::str_bytes::StrBytes;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WriteTxnMarkersResponse {
     pub markers: Vec<WritableTxnMarkerResult>,
-}
-
-impl Default for WriteTxnMarkersResponse {
-    fn default() -> Self {
-        WriteTxnMarkersResponse {
-            markers: Vec::new(),
-        }
-    }
 }
 
 impl WriteTxnMarkersResponse {
@@ -67,27 +59,17 @@ impl Struct for WriteTxnMarkersResponse {
 #[cfg(test)]
 impl crate::testing::Random for WriteTxnMarkersResponse {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WriteTxnMarkersResponse::default();
-        value.markers =
-            g.vec(|g| <WritableTxnMarkerResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WriteTxnMarkersResponse {
+            markers: g
+                .vec(|g| <WritableTxnMarkerResult as crate::testing::Random>::random(g, version)),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerResult {
     pub producer_id: ProducerId,
     pub topics: Vec<WritableTxnMarkerTopicResult>,
-}
-
-impl Default for WritableTxnMarkerResult {
-    fn default() -> Self {
-        WritableTxnMarkerResult {
-            producer_id: ProducerId(0),
-            topics: Vec::new(),
-        }
-    }
 }
 
 impl WritableTxnMarkerResult {
@@ -142,28 +124,19 @@ impl Struct for WritableTxnMarkerResult {
 #[cfg(test)]
 impl crate::testing::Random for WritableTxnMarkerResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WritableTxnMarkerResult::default();
-        value.producer_id = ProducerId(g.i64());
-        value.topics =
-            g.vec(|g| <WritableTxnMarkerTopicResult as crate::testing::Random>::random(g, version));
-        let _ = (g, version);
-        value
+        WritableTxnMarkerResult {
+            producer_id: ProducerId(g.i64()),
+            topics: g.vec(|g| {
+                <WritableTxnMarkerTopicResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerTopicResult {
     pub name: TopicName,
     pub partitions: Vec<WritableTxnMarkerPartitionResult>,
-}
-
-impl Default for WritableTxnMarkerTopicResult {
-    fn default() -> Self {
-        WritableTxnMarkerTopicResult {
-            name: TopicName(StrBytes::new()),
-            partitions: Vec::new(),
-        }
-    }
 }
 
 impl WritableTxnMarkerTopicResult {
@@ -200,7 +173,7 @@ impl Struct for WritableTxnMarkerTopicResult {
         codec::put_string(
             buf,
             "WritableTxnMarkerTopicResult.name",
-            &self.name.0.as_str(),
+            self.name.0.as_str(),
             true,
         )?;
         codec::put_array(
@@ -223,29 +196,19 @@ impl Struct for WritableTxnMarkerTopicResult {
 #[cfg(test)]
 impl crate::testing::Random for WritableTxnMarkerTopicResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WritableTxnMarkerTopicResult::default();
-        value.name = TopicName(g.string());
-        value.partitions = g.vec(|g| {
-            <WritableTxnMarkerPartitionResult as crate::testing::Random>::random(g, version)
-        });
-        let _ = (g, version);
-        value
+        WritableTxnMarkerTopicResult {
+            name: TopicName(g.string()),
+            partitions: g.vec(|g| {
+                <WritableTxnMarkerPartitionResult as crate::testing::Random>::random(g, version)
+            }),
+        }
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct WritableTxnMarkerPartitionResult {
     pub partition_index: i32,
     pub error_code: i16,
-}
-
-impl Default for WritableTxnMarkerPartitionResult {
-    fn default() -> Self {
-        WritableTxnMarkerPartitionResult {
-            partition_index: 0,
-            error_code: 0,
-        }
-    }
 }
 
 impl WritableTxnMarkerPartitionResult {
@@ -287,11 +250,10 @@ impl Struct for WritableTxnMarkerPartitionResult {
 #[cfg(test)]
 impl crate::testing::Random for WritableTxnMarkerPartitionResult {
     fn random(g: &mut crate::testing::Gen, version: i16) -> Self {
-        let mut value = WritableTxnMarkerPartitionResult::default();
-        value.partition_index = g.i32();
-        value.error_code = g.i16();
-        let _ = (g, version);
-        value
+        WritableTxnMarkerPartitionResult {
+            partition_index: g.i32(),
+            error_code: g.i16(),
+        }
     }
 }
 
