@@ -5,5 +5,23 @@
 //! anything is allocated or sliced, and malformed input is a typed error, never a panic.
 //!
 //! - [`varint`] — the variable-length integers shared by record batches and flexible messages.
+//! - [`codec`] — the reader, writers, errors and traits the generated messages are built on.
+//! - [`messages`] — every request, response, header and data message of Kafka 4.2, generated
+//!   from `schema/` by `sluice-protocol-gen`, and the API table ([`messages::ApiKey`]).
+//! - [`error`] — Kafka's error codes ([`error::ResponseError`]), generated likewise.
+//! - [`request`] — a request frame to its header and body, for any API and version.
+//! - [`str_bytes`] — [`StrBytes`], strings that share the buffer they were decoded from.
 
+pub mod codec;
+pub mod error;
+pub mod messages;
+pub mod request;
+pub mod str_bytes;
+#[cfg(test)]
+mod testing;
 pub mod varint;
+
+pub use codec::{
+    Decodable, DecodeError, Encodable, EncodeError, HeaderVersion, Message, Request, VersionRange,
+};
+pub use str_bytes::StrBytes;

@@ -5,6 +5,8 @@
 //! high bit set on every byte but the last. An `int32` takes at most 5 bytes and an `int64` at most
 //! 10; a longer encoding, or one whose last byte carries bits that do not fit, is malformed.
 
+use bytes::BufMut;
+
 /// Why a varint could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VarintError {
@@ -41,23 +43,23 @@ pub fn read_varlong(input: &[u8]) -> Result<(i64, usize), VarintError> {
     Ok((((raw >> 1) as i64) ^ -((raw & 1) as i64), len))
 }
 
-/// Appends `value` as an unsigned varint.
-pub fn write_unsigned_varint(out: &mut Vec<u8>, value: u32) {
+/// Appends `value` as an unsigned varint (to a `Vec<u8>`, a `BytesMut` or any other buffer).
+pub fn write_unsigned_varint(out: &mut impl BufMut, value: u32) {
     write_raw(out, u64::from(value));
 }
 
 /// Appends `value` as an unsigned varlong.
-pub fn write_unsigned_varlong(out: &mut Vec<u8>, value: u64) {
+pub fn write_unsigned_varlong(out: &mut impl BufMut, value: u64) {
     write_raw(out, value);
 }
 
 /// Appends `value` as a zig-zag signed varint.
-pub fn write_varint(out: &mut Vec<u8>, value: i32) {
+pub fn write_varint(out: &mut impl BufMut, value: i32) {
     write_raw(out, u64::from(((value << 1) ^ (value >> 31)) as u32));
 }
 
 /// Appends `value` as a zig-zag signed varlong.
-pub fn write_varlong(out: &mut Vec<u8>, value: i64) {
+pub fn write_varlong(out: &mut impl BufMut, value: i64) {
     write_raw(out, ((value << 1) ^ (value >> 63)) as u64);
 }
 
@@ -97,12 +99,12 @@ fn read_raw(input: &[u8], max_len: usize) -> Result<(u64, usize), VarintError> {
     }
 }
 
-fn write_raw(out: &mut Vec<u8>, mut value: u64) {
+fn write_raw(out: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
-        out.push((value as u8) | 0x80);
+        out.put_u8((value as u8) | 0x80);
         value >>= 7;
     }
-    out.push(value as u8);
+    out.put_u8(value as u8);
 }
 
 fn raw_len(value: u64) -> usize {
