@@ -4,6 +4,10 @@
 //! so the coordinator can complete the transaction. Transactional offset commits held on a
 //! `__consumer_offsets` partition led here are applied or dropped with its marker.
 //!
+//! Only another node of the cluster may send it (Kafka's CLUSTER_ACTION): from any other
+//! connection every partition is answered CLUSTER_AUTHORIZATION_FAILED, as Kafka's error
+//! response has it, and no marker is appended.
+//!
 //! The coordinator's side is `txn::driver::write_markers`; a coordinator that leads a partition
 //! itself writes that marker in-process instead of sending itself this request.
 
@@ -34,6 +38,10 @@ struct Pending {
 }
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: WriteTxnMarkersRequest) -> Reply {
+    if !ctx.principal.may_cluster_action() {
+        crate::auth::warn_refused("WriteTxnMarkers", &ctx.principal, ctx.client_host);
+        return ctx.reply_later(std::future::ready(refused(request)));
+    }
     let mut pending = Vec::new();
     let markers: Vec<WritableTxnMarkerResult> = request
         .markers
@@ -58,6 +66,40 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: WriteTxnMarkersReq
         }
         response
     })
+}
+
+/// The answer to markers from a caller that is not a node of the cluster: every partition
+/// CLUSTER_AUTHORIZATION_FAILED.
+fn refused(request: WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    let error = errors::code(ResponseError::ClusterAuthorizationFailed);
+    let markers = request
+        .markers
+        .into_iter()
+        .map(|marker| {
+            let topics = marker
+                .topics
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic
+                        .partition_indexes
+                        .into_iter()
+                        .map(|index| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(index)
+                                .with_error_code(error)
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(topic.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            WritableTxnMarkerResult::default()
+                .with_producer_id(marker.producer_id)
+                .with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
 }
 
 /// What a marker writes, the same for each of its partitions.
