@@ -41,7 +41,7 @@ struct SecretArgs {
     /// Write the secret to FILE, created readable by its owner only (0600); it must not exist.
     /// Without it the secret is printed on stdout.
     #[arg(long, value_name = "FILE")]
-    output: Option<PathBuf>,
+    file: Option<PathBuf>,
 }
 
 /// Runs a `sluice cluster` subcommand to completion.
@@ -58,9 +58,9 @@ pub(crate) fn run(args: ClusterArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `sluice cluster secret`: a new secret into `--output` (0600, never overwriting) or on stdout.
+/// `sluice cluster secret`: a new secret into `--file` (0600, never overwriting) or on stdout.
 fn secret(args: &SecretArgs) -> anyhow::Result<()> {
-    match &args.output {
+    match &args.file {
         Some(path) => {
             let secret = ClusterSecret::create(path)?;
             eprintln!(

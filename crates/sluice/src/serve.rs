@@ -54,7 +54,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "SLUICE_VOTERS", value_name = "ID@HOST:PORT,...")]
     voters: Option<String>,
     /// File holding the cluster secret (`cluster.secret.file`): every node of a cluster needs
-    /// the same one (create it with `sluice cluster secret --output FILE`). Default:
+    /// the same one (create it with `sluice cluster secret --file FILE`). Default:
     /// `<data dir>/cluster-secret`, which a single node creates on its first start.
     #[arg(long, env = "SLUICE_CLUSTER_SECRET_FILE", value_name = "FILE")]
     cluster_secret_file: Option<PathBuf>,

@@ -17,7 +17,7 @@ pub const DATA_DIR_SECRET_FILE: &str = "cluster-secret";
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterSecretError {
     #[error(
-        "{source}; create one with `sluice cluster secret --output {path}` and give every node \
+        "{source}; create one with `sluice cluster secret --file {path}` and give every node \
          of the cluster the same file",
         path = path.display()
     )]
@@ -29,7 +29,7 @@ pub enum ClusterSecretError {
     #[error(
         "this node is one of {voters} metadata voters but has no cluster secret, and every node \
          of a cluster must hold the same one: create it once with `sluice cluster secret \
-         --output cluster.secret`, copy that file to every node (keep it private: chmod 600), \
+         --file cluster.secret`, copy that file to every node (keep it private: chmod 600), \
          and start each node with --cluster-secret-file cluster.secret \
          (SLUICE_CLUSTER_SECRET_FILE, or \"cluster.secret.file\" in --config)"
     )]
@@ -105,7 +105,7 @@ mod tests {
         let missing = load(&config).unwrap_err().to_string();
         assert!(missing.contains("one of 3 metadata voters"), "{missing}");
         assert!(
-            missing.contains("sluice cluster secret --output"),
+            missing.contains("sluice cluster secret --file"),
             "{missing}"
         );
         assert!(!dir.path().join(DATA_DIR_SECRET_FILE).exists());

@@ -751,10 +751,10 @@ pub(crate) fn metadata_from(bootstrap: &str, topic: Option<&str>) -> Option<Meta
     consumer.fetch_metadata(topic, METADATA_TIMEOUT).ok()
 }
 
-/// `sluice cluster secret --output path`, asserting success.
+/// `sluice cluster secret --file path`, asserting success.
 pub(crate) fn create_secret(path: &std::path::Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["cluster", "secret", "--output"])
+        .args(["cluster", "secret", "--file"])
         .arg(path)
         .output()
         .expect("run sluice cluster secret");
