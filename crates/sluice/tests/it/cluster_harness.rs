@@ -143,18 +143,32 @@ impl Cluster {
         cluster
     }
 
+    /// [`Cluster::new`] once no other cluster of [`Cluster::start_alone`] runs (see there), for
+    /// a test that changes nodes before starting them.
+    pub(crate) async fn new_alone(n: usize) -> Cluster {
+        let alone = ALONE.lock().await;
+        let mut cluster = Cluster::new(n);
+        cluster._alone = Some(alone);
+        cluster
+    }
+
+    /// A file in the cluster's temp dir.
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("temp dir").path().join(name)
+    }
+
     /// Gives node `id` its own, different cluster secret from its next start on: a node that
-    /// is not a member of this cluster. Returns the file.
-    pub(crate) fn give_foreign_secret(&mut self, id: i32) -> PathBuf {
-        let path = self
-            .dir
-            .as_ref()
-            .expect("temp dir")
-            .path()
-            .join(format!("foreign-{id}.secret"));
+    /// is not a member of this cluster.
+    pub(crate) fn give_foreign_secret(&mut self, id: i32) {
+        let path = self.file(&format!("foreign-{id}.secret"));
         create_secret(&path);
-        self.node_mut(id).secret_path = path.clone();
-        path
+        self.node_mut(id).secret_path = path;
+    }
+
+    /// Gives node `id` the cluster's secret again from its next start on.
+    pub(crate) fn give_cluster_secret(&mut self, id: i32) {
+        let path = self.file("cluster.secret");
+        self.node_mut(id).secret_path = path;
     }
 
     /// The node ids, 1..=N.
@@ -214,9 +228,9 @@ impl Cluster {
         self.node(id).controller_port
     }
 
-    /// Node `id`'s cluster secret file.
-    pub(crate) fn secret_path(&self, id: i32) -> PathBuf {
-        self.node(id).secret_path.clone()
+    /// Whether node `id`'s log contains `text`.
+    pub(crate) fn log_contains(&self, id: i32, text: &str) -> bool {
+        std::fs::read_to_string(&self.node(id).log_path).is_ok_and(|log| log.contains(text))
     }
 
     /// Spawns node `id` (stdout piped for the startup lines, stderr appended to its log file);
