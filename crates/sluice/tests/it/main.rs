@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod groups;
 mod harness;
+mod internal_topics;
 mod io_cli;
 mod membership;
 mod metrics;
