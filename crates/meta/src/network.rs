@@ -4,9 +4,9 @@
 //!
 //! Each client keeps one persistent TCP connection to its peer, opened lazily and dropped on any
 //! error or timeout (the next call reconnects). A new connection first proves this node's
-//! membership to the peer and checks the peer's ([`crate::membership`]). Calls are lock-step (one request in flight per
-//! connection, [`crate::wire`]), and every call is bounded: openraft's RPCs by
-//! `RPCOption::soft_ttl()`, ours by the caller's deadline.
+//! membership to the peer and checks the peer's ([`crate::membership`]). Calls are lock-step
+//! (one request in flight per connection, [`crate::wire`]), and every call is bounded:
+//! openraft's RPCs by `RPCOption::soft_ttl()`, ours by the caller's deadline.
 
 use std::future::Future;
 use std::io;
@@ -176,7 +176,7 @@ impl Connection {
                 // Bounded on its own, so a black-holed peer fails as "not sent" (retryable)
                 // rather than using up the whole call's time.
                 let connect = TcpStream::connect(&self.addr);
-                let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                     Ok(connected) => connected.map_err(connect_error)?,
                     Err(_elapsed) => {
                         return Err(connect_error(io::Error::new(
@@ -187,7 +187,6 @@ impl Connection {
                 };
                 // Lock-step RPCs are latency-bound; don't let Nagle hold back a heartbeat.
                 let _ = stream.set_nodelay(true);
-                let mut stream = stream;
                 self.prove_membership(&mut stream).await?;
                 stream
             }

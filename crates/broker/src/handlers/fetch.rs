@@ -13,9 +13,10 @@
 //! advances the high watermark and may return the follower to the ISR. So a follower fetch is
 //! taken only from a connection authenticated as that very node (`crate::auth`); any other
 //! gets TOPIC_AUTHORIZATION_FAILED for every partition, as Kafka answers a follower fetch
-//! without CLUSTER_ACTION, and changes nothing: no follower progress, high watermark or ISR. Consumers and followers
-//! alike must fetch from the leader (NOT_LEADER_OR_FOLLOWER otherwise), at its leader epoch when
-//! they send one (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise).
+//! without CLUSTER_ACTION, and changes nothing: no follower progress, high watermark or ISR.
+//! Consumers and followers alike must fetch from the leader (NOT_LEADER_OR_FOLLOWER otherwise),
+//! at its leader epoch when they send one (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH
+//! otherwise).
 //!
 //! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
 //! treat as "sessions unsupported".
