@@ -633,11 +633,7 @@ async fn a_voter_with_another_secret_cannot_join() {
             .unwrap();
         cluster.converged(committed.index).await;
         assert!(!impostor.state().topics.contains_key("members-only"));
-        assert_eq!(
-            cluster.leader().await,
-            leader,
-            "its elections changed nothing"
-        );
+        assert_ne!(impostor.leader(), Some(outsider), "it never led");
         impostor.shutdown().await.unwrap();
 
         // With the cluster's secret it catches up.
