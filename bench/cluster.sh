@@ -56,11 +56,17 @@ start_nodes() {
         voters+="${voters:+,}$i@127.0.0.1:${controller[i]}"
     done
     BOOTSTRAP=""
+    # Every node of a cluster proves membership with the same secret.
+    local secret="$WORK/n$n.secret"
+    if [[ $n -gt 1 ]]; then
+        "$SLUICE" cluster secret --file "$secret"
+    fi
     for i in $(seq "$n"); do
         local args=(serve --listen "127.0.0.1:${kafka[i]}" --admin-listen "127.0.0.1:${admin[i]}"
             --data-dir "$WORK/n$n-$i")
         if [[ $n -gt 1 ]]; then
-            args+=(--node-id "$i" --voters "$voters" --controller-listen "127.0.0.1:${controller[i]}")
+            args+=(--node-id "$i" --voters "$voters" --controller-listen "127.0.0.1:${controller[i]}"
+                --cluster-secret-file "$secret")
         fi
         RUST_LOG=warn "$SLUICE" "${args[@]}" >"$WORK/n$n-$i.out" 2>"$WORK/n$n-$i.err" &
         PIDS+=($!)

@@ -44,6 +44,11 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    // Only v1: v0 sends the mechanism's tokens as raw frames instead of SaslAuthenticate.
+    // The one mechanism enabled is SLUICE-CLUSTER (nodes proving cluster membership); any
+    // other is answered UNSUPPORTED_SASL_MECHANISM with that list (see `auth::sasl`).
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The supported range of `key`, if the API is implemented.

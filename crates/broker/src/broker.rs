@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_log::{LogDir, OpenError, Timestamp};
+use sluice_meta::membership::ClusterSecret;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -31,6 +32,8 @@ pub enum StartError {
     TxnStateLoad(String),
     #[error("cannot join the cluster: {0}")]
     Join(String),
+    #[error(transparent)]
+    ClusterSecret(#[from] crate::auth::secret::ClusterSecretError),
     #[error("topic `{topic}` has a config Sluice cannot use: {source}")]
     TopicConfig {
         topic: String,
@@ -87,6 +90,9 @@ pub struct Broker {
     pub(crate) cluster: crate::cluster::ClusterState,
     /// Request, traffic and fsync metrics (see [`crate::metrics::render`]).
     pub metrics: Metrics,
+    /// What this node proves cluster membership with, and other nodes must prove they hold
+    /// (see [`crate::auth`]).
+    pub(crate) cluster_secret: ClusterSecret,
     shutdown: watch::Sender<bool>,
 }
 
@@ -114,7 +120,8 @@ impl Broker {
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
         let log_dir = LogDir::open(&config.data_dir)?;
         let clean = log_dir.was_clean();
-        let node = crate::cluster::open_meta_node(&config).await?;
+        let cluster_secret = crate::auth::secret::load(&config)?;
+        let node = crate::cluster::open_meta_node(&config, &cluster_secret).await?;
         let metadata = MetadataStore::open(node, &config.data_dir, &config.cluster_id).await?;
         let metrics = Metrics::new();
         let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration(), config.node_id);
@@ -140,6 +147,7 @@ impl Broker {
             groups,
             txns,
             metrics,
+            cluster_secret,
             shutdown,
             cluster: crate::cluster::ClusterState::default(),
         });
@@ -513,6 +521,8 @@ impl Broker {
         let configs = change(&topic.configs)?;
         let log_config = topic_config::log_config(&self.config.log_defaults, &configs)
             .map_err(|e| AlterConfigsError::Invalid(e.to_string()))?;
+        crate::internal_topics::check_configs(name, &configs, &log_config)
+            .map_err(AlterConfigsError::Invalid)?;
         if validate_only {
             return Ok(());
         }
@@ -577,6 +587,16 @@ impl Broker {
         }
         if !(allow_auto_create && self.config.auto_create_topics_enable) {
             return Ok(None);
+        }
+        // As Kafka's auto-creation does: an internal topic gets its own partition count and
+        // configs, never a user topic's defaults (delete retention would lose its state).
+        if name == OFFSETS_TOPIC {
+            self.ensure_offsets_topic().await?;
+            return Ok(self.metadata.topic(name));
+        }
+        if name == TXN_STATE_TOPIC {
+            crate::txn::driver::ensure_state_topic(self).await?;
+            return Ok(self.metadata.topic(name));
         }
         let rf = self
             .default_replication_factor()

@@ -2,14 +2,27 @@
 //! request at a time, every message encoded and decoded by `kafka-protocol`.
 //!
 //! It learns the broker's version ranges with ApiVersions v0 on connect, so a request the broker
-//! cannot serve fails with a sentence instead of a closed connection.
+//! cannot serve fails with a sentence instead of a closed connection. Brokers talking to each
+//! other ([`Client::connect_member`]) then prove cluster membership with the SASL mechanism
+//! `SLUICE-CLUSTER`, which the broker-only requests need.
 
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+use sluice_meta::membership::{ClientHandshake, ClusterSecret};
+use sluice_meta::NodeId;
+
+use crate::auth::sasl::CLUSTER_MECHANISM;
+
+/// SaslHandshake and SaslAuthenticate versions a node sends.
+const SASL_HANDSHAKE_VERSION: i16 = 1;
+const SASL_AUTHENTICATE_VERSION: i16 = 2;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,6 +31,31 @@ pub const CLIENT_ID: &str = "sluice-cli";
 
 /// The largest response frame accepted; a longer length prefix means a confused peer.
 const RESPONSE_BYTES_MAX: usize = 100 * 1024 * 1024;
+
+/// The context of an error of [`Client::connect_member`] that came from proving membership
+/// (the broker was reached), as opposed to not reaching it.
+#[derive(Debug)]
+pub struct MembershipRefused {
+    peer: NodeId,
+    address: String,
+    fingerprint: String,
+}
+
+impl std::fmt::Display for MembershipRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot prove cluster membership to node {} at {}; every node of a cluster must \
+             hold the same cluster secret (this node's has fingerprint {})",
+            self.peer, self.address, self.fingerprint
+        )
+    }
+}
+
+/// Whether `error` (from [`Client::connect_member`]) is a failed membership proof.
+pub fn is_membership_error(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<MembershipRefused>().is_some()
+}
 
 /// A connection to one broker.
 pub struct Client {
@@ -75,6 +113,63 @@ impl Client {
             .map(|k| (k.api_key, k.min_version, k.max_version))
             .collect();
         Ok(client)
+    }
+
+    /// [`Client::connect_as`], then proves to broker `peer` that this node, `me`, holds the
+    /// cluster `secret` (and checks that `peer` holds it too): the connection then carries
+    /// broker-only requests (a follower's fetches, WriteTxnMarkers).
+    pub async fn connect_member(
+        address: &str,
+        timeout: Duration,
+        client_id: &str,
+        secret: &ClusterSecret,
+        me: NodeId,
+        peer: NodeId,
+    ) -> anyhow::Result<Client> {
+        let mut client = Self::connect_as(address, timeout, client_id).await?;
+        client
+            .authenticate_member(secret, me, peer)
+            .await
+            .with_context(|| MembershipRefused {
+                peer,
+                address: address.to_owned(),
+                fingerprint: secret.fingerprint(),
+            })?;
+        Ok(client)
+    }
+
+    /// The client's side of `SLUICE-CLUSTER`: SaslHandshake, then client-first and the
+    /// client's proof in two SaslAuthenticate requests, checking the broker's proof last.
+    async fn authenticate_member(
+        &mut self,
+        secret: &ClusterSecret,
+        me: NodeId,
+        peer: NodeId,
+    ) -> anyhow::Result<()> {
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(CLUSTER_MECHANISM));
+        let answer = self.send(SASL_HANDSHAKE_VERSION, &handshake).await?;
+        if let Some(error) = error_name(answer.error_code) {
+            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+            bail!("SaslHandshake for {CLUSTER_MECHANISM} refused: {error} (offered: {offered:?})");
+        }
+        let (state, client_first) = ClientHandshake::start(secret, me, peer)?;
+        let server_first = self.sasl_token(client_first).await?;
+        let (state, proof) = state.respond(&server_first)?;
+        let server_proof = self.sasl_token(proof).await?;
+        state.finish(&server_proof)?;
+        Ok(())
+    }
+
+    /// Sends one SaslAuthenticate token and returns the broker's answer token.
+    async fn sasl_token(&mut self, token: Vec<u8>) -> anyhow::Result<Bytes> {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+        let answer = self.send(SASL_AUTHENTICATE_VERSION, &request).await?;
+        if let Some(error) = error_name(answer.error_code) {
+            let message = answer.error_message.as_deref().unwrap_or("no message");
+            bail!("SaslAuthenticate refused: {error}: {message}");
+        }
+        Ok(answer.auth_bytes)
     }
 
     /// The timeout this client bounds connecting and each round trip with.

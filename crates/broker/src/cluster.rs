@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use sluice_meta::controller;
+use sluice_meta::membership::ClusterSecret;
 use sluice_meta::{Listener, MetaNode, MetadataRecord, MetadataState, NodeId};
 use tracing::{debug, info, warn};
 
@@ -67,7 +68,11 @@ impl std::fmt::Debug for ClusterState {
 }
 
 /// Opens this node's metadata quorum member under `<data dir>/__cluster_metadata`.
-pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, StartError> {
+/// Other voters must prove they hold `secret` before the listener serves them.
+pub(crate) async fn open_meta_node(
+    config: &BrokerConfig,
+    secret: &ClusterSecret,
+) -> Result<MetaNode, StartError> {
     let dir = config.data_dir.join("__cluster_metadata");
     let me = node_id(config.node_id);
     if config.voters.len() <= 1 {
@@ -105,6 +110,7 @@ pub(crate) async fn open_meta_node(config: &BrokerConfig) -> Result<MetaNode, St
         me,
         voters,
         listen,
+        secret.clone(),
         sluice_meta::MetaOptions::default(),
     )
     .await

@@ -96,6 +96,10 @@ pub struct BrokerConfig {
     pub auto_leader_rebalance_enable: bool,
     /// `broker.rack`: the rack this broker declares for replica placement.
     pub rack: Option<String>,
+    /// `cluster.secret.file` (Sluice's `--cluster-secret-file`): the file holding the secret
+    /// every node of the cluster proves it has. None: `<data dir>/cluster-secret`, created on
+    /// the first start of a one-voter cluster.
+    pub cluster_secret_file: Option<PathBuf>,
     /// The settings given explicitly (flags, environment, file), as DescribeConfigs reports them
     /// with source STATIC_BROKER_CONFIG.
     pub explicit: BTreeMap<String, String>,
@@ -180,6 +184,7 @@ impl Default for BrokerConfig {
             unclean_leader_election_enable: false,
             auto_leader_rebalance_enable: true,
             rack: None,
+            cluster_secret_file: None,
             explicit: BTreeMap::new(),
         }
     }
@@ -524,6 +529,9 @@ impl BrokerConfig {
                 self.auto_leader_rebalance_enable = parse(key, value)?
             }
             "broker.rack" => self.rack = Some(value.trim().to_string()),
+            "cluster.secret.file" => {
+                self.cluster_secret_file = Some(PathBuf::from(value.trim()));
+            }
             _ => return Err(ConfigError::UnknownKey(key.to_string())),
         }
         Ok(())

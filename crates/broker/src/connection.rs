@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::auth::Session;
 use crate::broker::Broker;
 use crate::frame::{Frame, FramePart};
 use crate::metrics::ApiMetrics;
@@ -42,6 +43,8 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let mut shutdown = broker.shutdown_signal();
     let max_bytes = broker.config.socket_request_max_bytes;
+    // Who the client is (anonymous until it authenticates); the requests below update it.
+    let mut session = Session::new(peer);
     loop {
         let frame = tokio::select! {
             frame = read_frame(&mut reader, max_bytes) => frame,
@@ -61,7 +64,7 @@ pub(crate) async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAd
             .and_then(|key| ApiKey::try_from(i16::from_be_bytes([key[0], key[1]])).ok())
             .and_then(|key| broker.metrics.api(key))
             .cloned();
-        match handle_frame(&broker, frame, peer) {
+        match handle_frame(&broker, frame, &mut session) {
             Ok(reply) => {
                 let reply = match api {
                     Some(api) => timed(reply, api, started),

@@ -14,5 +14,6 @@ pub(crate) mod metadata;
 pub(crate) mod partitions_admin;
 pub(crate) mod produce;
 pub(crate) mod reassignments;
+pub(crate) mod sasl;
 pub(crate) mod txn;
 pub(crate) mod write_txn_markers;

@@ -12,7 +12,6 @@ pub mod records;
 use serde::Serialize;
 
 use crate::broker::Broker;
-use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::handlers::configs::{self, SOURCE_DEFAULT, SOURCE_DYNAMIC_TOPIC, SOURCE_STATIC_BROKER};
 use crate::metadata::TopicMeta;
 
@@ -128,10 +127,7 @@ pub struct TopicDetail {
     pub configs: Vec<ConfigView>,
 }
 
-/// Whether only the broker writes `topic`.
-pub fn is_internal(topic: &str) -> bool {
-    topic == OFFSETS_TOPIC
-}
+pub use crate::internal_topics::is_internal;
 
 fn topic_view(broker: &Broker, meta: &TopicMeta) -> TopicView {
     let partitions: Vec<PartitionView> = broker

@@ -5,6 +5,7 @@
 //! [`Broker::begin_shutdown`].
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod client;
 mod cluster;
@@ -15,6 +16,7 @@ pub mod frame;
 pub mod group;
 mod handlers;
 pub mod inspect;
+pub mod internal_topics;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -19,11 +19,14 @@ use kafka_protocol::messages::{
     InitProducerIdRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
     ListOffsetsRequest, ListPartitionReassignmentsRequest, ListTransactionsRequest,
     MetadataRequest, OffsetCommitRequest, OffsetDeleteRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader, SyncGroupRequest,
-    TxnOffsetCommitRequest, WriteTxnMarkersRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, RequestHeader, ResponseHeader,
+    SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest, TxnOffsetCommitRequest,
+    WriteTxnMarkersRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable};
 
+use crate::auth::sasl::SaslState;
+use crate::auth::{Principal, Session};
 use crate::broker::Broker;
 use crate::handlers;
 
@@ -68,6 +71,10 @@ pub enum RequestError {
         version: i16,
         reason: String,
     },
+    #[error(
+        "{key:?} after a failed SASL authentication (the connection is closed, as Kafka does)"
+    )]
+    AuthenticationFailed { key: ApiKey },
 }
 
 /// Identifies the request a response answers.
@@ -80,6 +87,8 @@ pub struct Ctx {
     pub client_id: String,
     /// The client's address, when the request came from a connection.
     pub client_host: Option<std::net::IpAddr>,
+    /// Who sent the request (anonymous unless the connection authenticated).
+    pub principal: Principal,
 }
 
 impl Ctx {
@@ -175,6 +184,8 @@ pub enum Request {
     WriteTxnMarkers(WriteTxnMarkersRequest),
     AlterPartitionReassignments(AlterPartitionReassignmentsRequest),
     ListPartitionReassignments(ListPartitionReassignmentsRequest),
+    SaslHandshake(SaslHandshakeRequest),
+    SaslAuthenticate(SaslAuthenticateRequest),
     /// An ApiVersions request of a version we do not know (answered per KIP-511).
     UnsupportedApiVersions,
 }
@@ -203,6 +214,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
                 correlation_id,
                 client_id: String::new(),
                 client_host: None,
+                principal: Principal::Anonymous,
             };
             return Ok((ctx, Request::UnsupportedApiVersions));
         }
@@ -228,6 +240,7 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
         client_host: None,
+        principal: Principal::Anonymous,
     };
     let request = match key {
         ApiKey::ApiVersions => Request::ApiVersions(decode(&ctx, body)?),
@@ -271,21 +284,32 @@ pub fn decode_request(frame: Bytes) -> Result<(Ctx, Request), RequestError> {
         ApiKey::ListPartitionReassignments => {
             Request::ListPartitionReassignments(decode(&ctx, body)?)
         }
+        ApiKey::SaslHandshake => Request::SaslHandshake(decode(&ctx, body)?),
+        ApiKey::SaslAuthenticate => Request::SaslAuthenticate(decode(&ctx, body)?),
         _ => return Err(RequestError::NotImplemented { key }),
     };
     Ok((ctx, request))
 }
 
-/// Handles one request frame (without its length prefix).
+/// Handles one request frame (without its length prefix) of the connection whose state is
+/// `session` (requests of one connection come here one at a time, in order).
 pub(crate) fn handle_frame(
     broker: &Arc<Broker>,
     frame: Bytes,
-    peer: std::net::SocketAddr,
+    session: &mut Session,
 ) -> Result<Reply, RequestError> {
     let (mut ctx, request) = decode_request(frame)?;
-    ctx.client_host = Some(peer.ip());
+    if matches!(session.sasl, SaslState::Failed) {
+        return Err(RequestError::AuthenticationFailed { key: ctx.key });
+    }
+    ctx.client_host = Some(session.peer.ip());
+    ctx.principal = session.principal.clone();
     let version = ctx.version;
     match request {
+        Request::SaslHandshake(r) => ctx.reply(&handlers::sasl::handshake(session, r)),
+        Request::SaslAuthenticate(r) => {
+            ctx.reply(&handlers::sasl::authenticate(broker, session, r))
+        }
         Request::UnsupportedApiVersions => ctx.reply(&handlers::api_versions::unsupported()),
         Request::ApiVersions(r) => ctx.reply(&handlers::api_versions::handle(&r)),
         Request::Metadata(r) => {
@@ -337,9 +361,9 @@ pub(crate) fn handle_frame(
             ctx.reply(&handlers::partitions_admin::delete_records(broker, r))
         }
         Request::DescribeLogDirs(r) => ctx.reply(&handlers::log_dirs::describe_log_dirs(broker, r)),
-        Request::OffsetForLeaderEpoch(r) => {
-            ctx.reply(&handlers::log_dirs::offset_for_leader_epoch(broker, r))
-        }
+        Request::OffsetForLeaderEpoch(r) => ctx.reply(
+            &handlers::log_dirs::offset_for_leader_epoch(broker, &ctx, r),
+        ),
         Request::AlterConfigs(r) => {
             Ok(ctx.reply_later(handlers::configs::alter_configs(broker.clone(), r)))
         }

@@ -19,7 +19,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant as Deadline;
 
 use crate::liveness::Leadership;
-use crate::network::{CallError, Connection};
+use crate::membership::ClusterSecret;
+use crate::network::{CallError, Connection, Credentials};
 use crate::node::{Committed, Membership, MetaNode, MetaOptions, OpenError, ProposeError};
 use crate::raft_types::{LogIndex, NodeId};
 use crate::record::MetadataRecord;
@@ -37,12 +38,20 @@ const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Pooled connections to other voters for forwarded requests: a call takes one (or dials a new
 /// one), and puts it back only after a clean answer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Peers {
+    credentials: Credentials,
     idle: Mutex<BTreeMap<NodeId, Vec<Connection>>>,
 }
 
 impl Peers {
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            idle: Mutex::default(),
+        }
+    }
+
     async fn call(
         &self,
         target: NodeId,
@@ -57,7 +66,8 @@ impl Peers {
             connections.retain(|c| c.addr() == addr);
             connections.pop()
         };
-        let mut connection = pooled.unwrap_or_else(|| Connection::new(target, addr.to_string()));
+        let mut connection = pooled
+            .unwrap_or_else(|| Connection::new(target, addr.to_string(), self.credentials.clone()));
         let response = connection.call(body, timeout).await?;
         let mut idle = self.idle.lock();
         let connections = idle.entry(target).or_default();
@@ -73,6 +83,9 @@ impl MetaNode {
     /// `HOST:PORT` of each voter's controller listener, this node included), serving RPCs on
     /// `listen`.
     ///
+    /// Every connection between voters first proves that both ends hold `secret`, the cluster
+    /// secret ([`crate::membership`]); the listener serves nothing to a connection that has not.
+    ///
     /// On first start (empty log) the membership is initialized with all `voters`; every voter
     /// does the same with the same set. Later starts reuse the membership in the log, and
     /// `voters` is not consulted. Returns at once, without waiting for a quorum (the first of
@@ -82,6 +95,7 @@ impl MetaNode {
         node_id: NodeId,
         voters: BTreeMap<NodeId, String>,
         listen: SocketAddr,
+        secret: ClusterSecret,
         options: MetaOptions,
     ) -> Result<Self, OpenError> {
         let listener = tokio::net::TcpListener::bind(listen)
@@ -90,7 +104,7 @@ impl MetaNode {
                 addr: listen.to_string(),
                 source,
             })?;
-        Self::open_cluster_with(dir, node_id, voters, listener, options).await
+        Self::open_cluster_with(dir, node_id, voters, listener, secret, options).await
     }
 
     /// [`MetaNode::open_cluster`] on a listener the caller already bound (tests bind port 0 and
@@ -100,6 +114,7 @@ impl MetaNode {
         node_id: NodeId,
         voters: BTreeMap<NodeId, String>,
         listener: std::net::TcpListener,
+        secret: ClusterSecret,
         options: MetaOptions,
     ) -> Result<Self, OpenError> {
         let addr = listener
@@ -111,7 +126,7 @@ impl MetaNode {
         };
         listener.set_nonblocking(true).map_err(bind_error)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(bind_error)?;
-        Self::open_cluster_with(dir, node_id, voters, listener, options).await
+        Self::open_cluster_with(dir, node_id, voters, listener, secret, options).await
     }
 
     async fn open_cluster_with(
@@ -119,6 +134,7 @@ impl MetaNode {
         node_id: NodeId,
         voters: BTreeMap<NodeId, String>,
         listener: tokio::net::TcpListener,
+        secret: ClusterSecret,
         options: MetaOptions,
     ) -> Result<Self, OpenError> {
         if !voters.contains_key(&node_id) {
@@ -131,7 +147,11 @@ impl MetaNode {
             dir,
             node_id,
             options,
-            Membership::Cluster { voters, listener },
+            Membership::Cluster {
+                voters,
+                listener,
+                secret,
+            },
         )
         .await
     }

@@ -26,6 +26,7 @@ mod conformance;
 mod fsutil;
 mod liveness;
 mod log_store;
+pub mod membership;
 mod network;
 mod node;
 mod raft_types;

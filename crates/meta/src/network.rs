@@ -3,9 +3,10 @@
 //! uses to forward proposals, heartbeats and read-index requests).
 //!
 //! Each client keeps one persistent TCP connection to its peer, opened lazily and dropped on any
-//! error or timeout (the next call reconnects). Calls are lock-step (one request in flight per
-//! connection, [`crate::wire`]), and every call is bounded: openraft's RPCs by
-//! `RPCOption::soft_ttl()`, ours by the caller's deadline.
+//! error or timeout (the next call reconnects). A new connection first proves this node's
+//! membership to the peer and checks the peer's ([`crate::membership`]). Calls are lock-step
+//! (one request in flight per connection, [`crate::wire`]), and every call is bounded:
+//! openraft's RPCs by `RPCOption::soft_ttl()`, ours by the caller's deadline.
 
 use std::future::Future;
 use std::io;
@@ -21,14 +22,20 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend};
 use tokio::net::TcpStream;
 
+use crate::membership::{ClientHandshake, ClusterSecret, WarnLimiter};
 use crate::raft_types::{NodeId, TypeConfig, Vote};
 use crate::state::MetadataState;
-use crate::wire::{self, FrameError, Request, RequestBody, Response};
+use crate::wire::{self, FrameError, Hello, HelloAnswer, Request, RequestBody, Response};
 
 type Snapshot = openraft::alias::SnapshotOf<TypeConfig, MetadataState>;
 
 /// How long establishing a connection may take (the whole call may still be shorter).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// At most one error about a failed membership exchange per this interval (peers are retried
+/// many times a second).
+const HANDSHAKE_ERROR_EVERY: Duration = Duration::from_secs(10);
+static HANDSHAKE_ERRORS: WarnLimiter = WarnLimiter::new();
 
 /// Why a call to a peer failed. `sent` says whether the request may have reached it (a
 /// non-idempotent request must not be blindly retried then).
@@ -61,6 +68,12 @@ pub(crate) enum CallError {
         addr: String,
         actual: NodeId,
     },
+    #[error("cannot prove cluster membership to node {target} at `{addr}`: {reason}")]
+    Membership {
+        target: NodeId,
+        addr: String,
+        reason: String,
+    },
     #[error("node {target} answered with an unexpected message: {response}")]
     Unexpected { target: NodeId, response: String },
     #[error("node {target} failed the request: {reason}")]
@@ -71,11 +84,18 @@ impl CallError {
     /// Whether the request may have reached the peer (and taken effect there).
     pub(crate) fn maybe_delivered(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::WrongNode { .. } => false,
+            Self::Connect { .. } | Self::WrongNode { .. } | Self::Membership { .. } => false,
             Self::Timeout { sent, .. } => *sent,
             Self::Connection { .. } | Self::Unexpected { .. } | Self::Remote { .. } => true,
         }
     }
+}
+
+/// Who this node is to its peers: its id and the secret it proves membership with.
+#[derive(Debug, Clone)]
+pub(crate) struct Credentials {
+    pub(crate) me: NodeId,
+    pub(crate) secret: ClusterSecret,
 }
 
 /// One persistent connection to one peer (see the module docs).
@@ -83,14 +103,16 @@ impl CallError {
 pub(crate) struct Connection {
     target: NodeId,
     addr: String,
+    credentials: Credentials,
     stream: Option<TcpStream>,
 }
 
 impl Connection {
-    pub(crate) fn new(target: NodeId, addr: String) -> Self {
+    pub(crate) fn new(target: NodeId, addr: String, credentials: Credentials) -> Self {
         Self {
             target,
             addr,
+            credentials,
             stream: None,
         }
     }
@@ -154,7 +176,7 @@ impl Connection {
                 // Bounded on its own, so a black-holed peer fails as "not sent" (retryable)
                 // rather than using up the whole call's time.
                 let connect = TcpStream::connect(&self.addr);
-                let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+                let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
                     Ok(connected) => connected.map_err(connect_error)?,
                     Err(_elapsed) => {
                         return Err(connect_error(io::Error::new(
@@ -165,6 +187,7 @@ impl Connection {
                 };
                 // Lock-step RPCs are latency-bound; don't let Nagle hold back a heartbeat.
                 let _ = stream.set_nodelay(true);
+                self.prove_membership(&mut stream).await?;
                 stream
             }
         };
@@ -185,6 +208,62 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The client's side of the membership exchange on a new connection (nothing of the
+    /// request is sent before it succeeds). A failure is logged here, rate-limited: it is how
+    /// a node with the wrong secret learns why it cannot join.
+    async fn prove_membership(&self, stream: &mut TcpStream) -> Result<(), CallError> {
+        let failed = |reason: String| {
+            if let Some(suppressed) = HANDSHAKE_ERRORS.allow(HANDSHAKE_ERROR_EVERY) {
+                tracing::error!(
+                    peer = %self.target,
+                    addr = %self.addr,
+                    suppressed,
+                    "cannot prove cluster membership to node {}: {reason}; every node of a \
+                     cluster must hold the same cluster secret (this node's has fingerprint {})",
+                    self.target,
+                    self.credentials.secret.fingerprint()
+                );
+            }
+            CallError::Membership {
+                target: self.target,
+                addr: self.addr.clone(),
+                reason,
+            }
+        };
+        // Nothing of the request was sent yet: a connection lost here is "not delivered".
+        let broken = |e: FrameError| CallError::Connect {
+            target: self.target,
+            addr: self.addr.clone(),
+            source: io::Error::other(format!("during the membership exchange: {e}")),
+        };
+        let Credentials { me, secret } = &self.credentials;
+        let (state, client_first) =
+            ClientHandshake::start(secret, *me, self.target).map_err(|e| failed(e.to_string()))?;
+        wire::write_frame(stream, &Hello::ClientFirst(client_first))
+            .await
+            .map_err(|e| broken(FrameError::Io(e)))?;
+        let server_first = match wire::read_frame(stream).await.map_err(broken)? {
+            HelloAnswer::ServerFirst(bytes) => bytes,
+            HelloAnswer::Refused(reason) => return Err(failed(format!("it refused: {reason}"))),
+            other => return Err(failed(format!("unexpected answer {other:?}"))),
+        };
+        let (state, proof) = state
+            .respond(&server_first)
+            .map_err(|e| failed(e.to_string()))?;
+        wire::write_frame(stream, &Hello::ClientProof(proof))
+            .await
+            .map_err(|e| broken(FrameError::Io(e)))?;
+        match wire::read_frame(stream).await.map_err(broken)? {
+            HelloAnswer::ServerProof(proof) => {
+                state.finish(&proof).map_err(|e| failed(e.to_string()))
+            }
+            HelloAnswer::Refused(reason) => Err(failed(format!("it refused: {reason}"))),
+            other => Err(failed(format!("unexpected answer {other:?}"))),
+        }
+    }
+}
+
 /// Whether an idle pooled connection is still usable: the peer has not closed it (a restarted
 /// peer closes its end) and sent nothing unasked. Checked before reuse so a request is not
 /// written into a dead connection, which would leave its fate unknown.
@@ -200,13 +279,12 @@ fn still_open(stream: &TcpStream) -> bool {
 /// Hands openraft one client per peer.
 #[derive(Debug, Clone)]
 pub(crate) struct NetworkFactory {
-    /// This node, for openraft's timeout errors.
-    id: NodeId,
+    credentials: Credentials,
 }
 
 impl NetworkFactory {
-    pub(crate) fn new(id: NodeId) -> Self {
-        Self { id }
+    pub(crate) fn new(credentials: Credentials) -> Self {
+        Self { credentials }
     }
 }
 
@@ -215,8 +293,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerClient {
-            id: self.id,
-            connection: Connection::new(target, node.addr.clone()),
+            id: self.credentials.me,
+            connection: Connection::new(target, node.addr.clone(), self.credentials.clone()),
         }
     }
 }

@@ -24,7 +24,8 @@ use crate::cluster::Peers;
 use crate::fsutil;
 use crate::liveness::{Leadership, Liveness};
 use crate::log_store::LogStore;
-use crate::network::NetworkFactory;
+use crate::membership::{ClusterSecret, WarnLimiter};
+use crate::network::{Credentials, NetworkFactory};
 use crate::raft_types::{LogIndex, NodeId, Raft};
 use crate::record::Outcome;
 use crate::server::{self, Server};
@@ -232,10 +233,12 @@ impl std::fmt::Debug for MetaNode {
 pub(crate) enum Membership {
     /// One voter at `MetaOptions::address`; no listener.
     Single,
-    /// These voters (id to `HOST:PORT`), serving RPCs on this listener.
+    /// These voters (id to `HOST:PORT`), serving RPCs on this listener to nodes that prove
+    /// they hold `secret`.
     Cluster {
         voters: BTreeMap<NodeId, String>,
         listener: tokio::net::TcpListener,
+        secret: ClusterSecret,
     },
 }
 
@@ -282,10 +285,22 @@ impl MetaNode {
         let snapshots = SnapshotFile::open(dir)?;
         let state_machine = StateMachineStore::new(snapshots.clone(), publisher);
         let config = options.raft_config()?;
+        let secret = match &membership {
+            Membership::Cluster { secret, .. } => secret.clone(),
+            // A one-voter quorum never dials anyone; a throwaway secret nobody else has keeps
+            // the transport's types simple.
+            Membership::Single => {
+                ClusterSecret::generate().map_err(|e| OpenError::Raft(e.to_string()))?
+            }
+        };
+        let credentials = Credentials {
+            me: node_id,
+            secret,
+        };
         let raft = Raft::new(
             node_id,
             Arc::new(config),
-            NetworkFactory::new(node_id),
+            NetworkFactory::new(credentials.clone()),
             log_store.clone(),
             state_machine,
         )
@@ -297,11 +312,17 @@ impl MetaNode {
                 BTreeMap::from([(node_id, BasicNode::new(&options.address))]),
                 None,
             ),
-            Membership::Cluster { voters, listener } => {
+            Membership::Cluster {
+                voters,
+                listener,
+                secret,
+            } => {
                 let handler = Arc::new(server::Handler {
                     id: node_id,
                     raft: raft.clone(),
                     liveness: Arc::clone(&liveness),
+                    secret,
+                    refusals: WarnLimiter::new(),
                 });
                 let addr = listener.local_addr().ok();
                 let server =
@@ -329,7 +350,7 @@ impl MetaNode {
             ready_timeout: options.ready_timeout,
             propose_timeout: options.propose_timeout,
             liveness,
-            peers: Peers::default(),
+            peers: Peers::new(credentials),
             server: parking_lot::Mutex::new(server),
             log_store,
             snapshots,

@@ -6,9 +6,11 @@
 //! ends the accept task and every connection task before returning, so the port and the node's
 //! `Raft` are free again.
 //!
-//! Trust: the listener is for the quorum's own voters (like Kafka's controller listener).
-//! Garbage cannot hurt a node, but a well-formed yet forged Raft message can (openraft asserts
-//! on, for instance, a snapshot inconsistent with the vote); keep the port off untrusted networks.
+//! Trust: the listener is for the cluster's own nodes (like Kafka's controller listener). A
+//! connection proves membership first ([`crate::membership`], the exchange in `crate::wire`):
+//! until it has, nothing it sends reaches openraft or the liveness table, so no vote, append,
+//! snapshot, proposal or heartbeat is taken from a client without the cluster secret. Garbage
+//! cannot hurt a node either way; a node that does hold the secret is trusted like any voter.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -23,9 +25,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::liveness::{Leadership, Liveness};
+use crate::membership::{ClusterSecret, ServerHandshake, WarnLimiter};
 use crate::raft_types::{LogIndex, NodeId, Raft, TypeConfig};
 use crate::state::MetadataState;
-use crate::wire::{self, FrameError, Request, RequestBody, Response};
+use crate::wire::{self, FrameError, Hello, HelloAnswer, Request, RequestBody, Response};
 
 /// Most connections served at once; more are closed on accept.
 pub(crate) const CONNECTIONS_MAX: usize = 256;
@@ -39,6 +42,9 @@ const SERVE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long writing one answer may take.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// At most one warning about refused connections per this interval.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// This node's leadership as the metrics show it now: the term and the voters, if it leads.
 pub(crate) fn leadership(raft: &Raft, id: NodeId) -> Option<(u64, BTreeSet<NodeId>)> {
@@ -56,6 +62,10 @@ pub(crate) struct Handler {
     pub(crate) id: NodeId,
     pub(crate) raft: Raft,
     pub(crate) liveness: Arc<Liveness>,
+    /// What connecting nodes must prove they hold.
+    pub(crate) secret: ClusterSecret,
+    /// Keeps a peer that retries with the wrong secret from flooding the log.
+    pub(crate) refusals: WarnLimiter,
 }
 
 impl Handler {
@@ -63,7 +73,8 @@ impl Handler {
         self.raft.metrics().borrow_watched().current_leader
     }
 
-    async fn handle(&self, request: Request) -> Response {
+    /// Answers `request` from `client`, the node the connection proved to be.
+    async fn handle(&self, client: NodeId, request: Request) -> Response {
         if request.target != self.id {
             return Response::WrongNode {
                 target: request.target,
@@ -111,6 +122,10 @@ impl Handler {
                 }
                 Err(e) => failed(&e),
             },
+            // A member may only vouch for its own liveness.
+            RequestBody::Heartbeat { from } if from != client => Response::Failed(format!(
+                "a heartbeat for node {from} on a connection authenticated as node {client}"
+            )),
             RequestBody::Heartbeat { from } => match leadership(&self.raft, self.id) {
                 Some((term, voters)) => {
                     let voters = &voters;
@@ -206,7 +221,87 @@ async fn accept_loop(
     connections.shutdown().await;
 }
 
+/// Runs the server's side of the membership exchange; returns the node the client proved to be,
+/// or `None` (after telling it why, when it got that far) when the connection must close.
+async fn authenticate(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    handler: &Handler,
+) -> Option<NodeId> {
+    let refuse = |reason: &dyn std::fmt::Display| {
+        if let Some(suppressed) = handler.refusals.allow(REFUSAL_WARNING_EVERY) {
+            tracing::warn!(%peer, suppressed, "refused a metadata RPC connection: {reason}");
+        }
+    };
+    let exchange = async {
+        let hello = |frame| match frame {
+            Ok(hello) => Ok(hello),
+            Err(FrameError::Closed) => Err(None),
+            Err(e) => Err(Some(format!(
+                "no cluster-membership handshake ({e}); is it a node of another Sluice \
+                 version, or not a Sluice node?"
+            ))),
+        };
+        let client_first = match hello(wire::read_frame(stream).await)? {
+            Hello::ClientFirst(bytes) => bytes,
+            other => return Err(Some(format!("expected client-first, got {other:?}"))),
+        };
+        let (state, server_first) =
+            match ServerHandshake::start(&handler.secret, handler.id, &client_first) {
+                Ok(started) => started,
+                Err(e) => {
+                    let reason = e.to_string();
+                    let _ = wire::write_frame(stream, &HelloAnswer::Refused(reason.clone())).await;
+                    return Err(Some(reason));
+                }
+            };
+        let claimed = state.claimed_node();
+        wire::write_frame(stream, &HelloAnswer::ServerFirst(server_first))
+            .await
+            .map_err(|_| None)?;
+        let proof = match hello(wire::read_frame(stream).await)? {
+            Hello::ClientProof(bytes) => bytes,
+            other => {
+                return Err(Some(format!(
+                    "node {claimed}: expected its proof, got {other:?}"
+                )))
+            }
+        };
+        match state.finish(&proof) {
+            Ok((node, server_proof)) => {
+                wire::write_frame(stream, &HelloAnswer::ServerProof(server_proof))
+                    .await
+                    .map_err(|_| None)?;
+                Ok(node)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                let _ = wire::write_frame(stream, &HelloAnswer::Refused(reason.clone())).await;
+                Err(Some(reason))
+            }
+        }
+    };
+    match tokio::time::timeout(wire::HANDSHAKE_TIMEOUT, exchange).await {
+        Ok(Ok(node)) => Some(node),
+        Ok(Err(Some(reason))) => {
+            refuse(&reason);
+            None
+        }
+        Ok(Err(None)) => None,
+        Err(_elapsed) => {
+            refuse(&format!(
+                "no cluster-membership handshake within {:?}",
+                wire::HANDSHAKE_TIMEOUT
+            ));
+            None
+        }
+    }
+}
+
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) {
+    let Some(client) = authenticate(&mut stream, peer, &handler).await else {
+        return;
+    };
     loop {
         let request: Request =
             match tokio::time::timeout(IDLE_TIMEOUT, wire::read_frame(&mut stream)).await {
@@ -217,10 +312,11 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, handler: Arc<
                     return;
                 }
             };
-        let response = match tokio::time::timeout(SERVE_TIMEOUT, handler.handle(request)).await {
-            Ok(response) => response,
-            Err(_elapsed) => Response::Failed(format!("not served within {SERVE_TIMEOUT:?}")),
-        };
+        let response =
+            match tokio::time::timeout(SERVE_TIMEOUT, handler.handle(client, request)).await {
+                Ok(response) => response,
+                Err(_elapsed) => Response::Failed(format!("not served within {SERVE_TIMEOUT:?}")),
+            };
         match tokio::time::timeout(WRITE_TIMEOUT, wire::write_frame(&mut stream, &response)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

@@ -4,6 +4,11 @@
 //! one request at a time: the client writes a [`Request`], the server answers with one
 //! [`Response`], and the next request may follow on the same connection. A frame longer than
 //! [`FRAME_BYTES_MAX`] or one that does not parse closes the connection; nothing else.
+//!
+//! Before its first request, a connection proves cluster membership ([`crate::membership`]):
+//! the client sends [`Hello::ClientFirst`], the server answers [`HelloAnswer::ServerFirst`], the
+//! client sends [`Hello::ClientProof`], and the server answers [`HelloAnswer::ServerProof`] — or
+//! [`HelloAnswer::Refused`] at either step, and closes the connection.
 
 use std::io;
 use std::time::Duration;
@@ -24,6 +29,25 @@ pub(crate) const FRAME_BYTES_MAX: u32 = 64 * 1024 * 1024;
 
 /// How long the rest of a frame may take to arrive once its length has been read.
 pub(crate) const FRAME_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the whole membership exchange may take on either side.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's frames of the membership exchange (the payloads are [`crate::membership`]'s).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Hello {
+    ClientFirst(Vec<u8>),
+    ClientProof(Vec<u8>),
+}
+
+/// The server's frames of the membership exchange.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum HelloAnswer {
+    ServerFirst(Vec<u8>),
+    ServerProof(Vec<u8>),
+    /// Why the server refuses the connection (it closes it after this frame).
+    Refused(String),
+}
 
 /// A request, addressed to one node: a server refuses one meant for another id (a stale
 /// address after a node moved must not reach the wrong voter).

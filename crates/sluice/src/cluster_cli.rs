@@ -1,13 +1,19 @@
+//! `sluice cluster secret`: creates a cluster secret, the file every node of a cluster is given
+//! (`--cluster-secret-file`) to prove it is a member; it talks to no broker.
+//!
 //! `sluice cluster status`: the cluster id, the controller, the brokers (fenced ones flagged: the
 //! controller stopped hearing from them), topic and partition counts, and partitions that are
 //! under-replicated (fewer in-sync replicas than replicas) or offline (no leader).
 //! DescribeCluster gives the cluster and its brokers (v2 with fenced brokers when the broker
 //! serves it); Metadata v12 the partitions.
 
+use std::path::PathBuf;
+
 use anyhow::bail;
 use clap::{Args, Subcommand};
 use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
 use serde::Serialize;
+use sluice_meta::membership::ClusterSecret;
 
 use crate::cli_common::{json, kafka_error, or_dash, table, CommonArgs, Output};
 use crate::client::Client;
@@ -25,16 +31,49 @@ pub(crate) struct ClusterArgs {
 enum ClusterCommand {
     /// Show the cluster id, controller, brokers, and topic and partition health.
     Status,
+    /// Create a new cluster secret: give every node of one cluster the same file with
+    /// `sluice serve --cluster-secret-file FILE`.
+    Secret(SecretArgs),
+}
+
+#[derive(Debug, Args)]
+struct SecretArgs {
+    /// Write the secret to FILE, created readable by its owner only (0600); it must not exist.
+    /// Without it the secret is printed on stdout.
+    #[arg(long, value_name = "FILE")]
+    file: Option<PathBuf>,
 }
 
 /// Runs a `sluice cluster` subcommand to completion.
 pub(crate) fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    if let ClusterCommand::Secret(secret_args) = &args.command {
+        return secret(secret_args);
+    }
     let output = args.common.output;
     crate::cli_common::run(&args.common, move |mut client| async move {
         match args.command {
             ClusterCommand::Status => status(&mut client, output).await,
+            ClusterCommand::Secret(_) => unreachable!("handled before connecting"),
         }
     })
+}
+
+/// `sluice cluster secret`: a new secret into `--file` (0600, never overwriting) or on stdout.
+fn secret(args: &SecretArgs) -> anyhow::Result<()> {
+    match &args.file {
+        Some(path) => {
+            let secret = ClusterSecret::create(path)?;
+            eprintln!(
+                "wrote a new cluster secret to {} (fingerprint {}); copy it to every node of the \
+                 cluster and start each with --cluster-secret-file {}",
+                path.display(),
+                secret.fingerprint(),
+                path.display()
+            );
+        }
+        None => println!("{}", ClusterSecret::generate()?.to_hex()),
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize)]

@@ -53,6 +53,11 @@ pub(crate) struct ServeArgs {
     /// address, this node's included, e.g. `1@10.0.0.1:19092,2@10.0.0.2:19092,3@10.0.0.3:19092`.
     #[arg(long, env = "SLUICE_VOTERS", value_name = "ID@HOST:PORT,...")]
     voters: Option<String>,
+    /// File holding the cluster secret (`cluster.secret.file`): every node of a cluster needs
+    /// the same one (create it with `sluice cluster secret --file FILE`). Default:
+    /// `<data dir>/cluster-secret`, which a single node creates on its first start.
+    #[arg(long, env = "SLUICE_CLUSTER_SECRET_FILE", value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,6 +77,7 @@ const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_NODE_ID",
     "SLUICE_CONTROLLER_LISTEN",
     "SLUICE_VOTERS",
+    "SLUICE_CLUSTER_SECRET_FILE",
     // `sluice group --bootstrap-server`: exporting it must not break `sluice serve`.
     "SLUICE_BOOTSTRAP_SERVER",
     "SLUICE_BOOTSTRAP",
@@ -185,6 +191,12 @@ fn build_config_with(
         // Parsed here too so a bad entry is reported against the flag, not the config key.
         parse_voters("--voters", voters)?;
         cluster_flags.insert("controller.quorum.voters".to_string(), voters.clone());
+    }
+    if let Some(path) = &args.cluster_secret_file {
+        cluster_flags.insert(
+            "cluster.secret.file".to_string(),
+            path.display().to_string(),
+        );
     }
     config.apply(&cluster_flags)?;
     resolve_quorum(&mut config)?;

@@ -36,6 +36,9 @@ async fn create_one(
 ) -> CreatableTopicResult {
     let name = topic.name.0.to_string();
     let result = CreatableTopicResult::default().with_name(topic.name.clone());
+    if let Err((code, message)) = crate::internal_topics::check_create(&name) {
+        return failed(result, code, message);
+    }
     let assignments: Option<Vec<Vec<sluice_meta::NodeId>>> = if !topic.assignments.is_empty() {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
             return failed(

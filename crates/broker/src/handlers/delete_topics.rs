@@ -1,4 +1,5 @@
-//! DeleteTopics: by name (all versions) or by topic id (v6+).
+//! DeleteTopics: by name (all versions) or by topic id (v6+). Internal topics are refused
+//! (`crate::internal_topics`).
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::internal_topics;
 use crate::request::{Ctx, Reply};
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: DeleteTopicsRequest) -> Reply {
@@ -47,6 +49,14 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: DeleteTopicsReques
                 },
             };
             let result = result.with_name(Some(TopicName(StrBytes::from_string(name.clone()))));
+            if let Err((code, message)) = internal_topics::check_delete(&name) {
+                responses.push(
+                    result
+                        .with_error_code(code.code())
+                        .with_error_message(Some(StrBytes::from_string(message))),
+                );
+                continue;
+            }
             let result = match broker.delete_topic(&name).await {
                 Ok(Some(topic)) => {
                     if version >= 6 {

@@ -10,9 +10,13 @@
 //!
 //! Followers fetch with their broker id as `replica_id`: they read up to the log end (not the
 //! high watermark), and each fetch reports the follower's log end offset to the leader, which
-//! advances the high watermark and may return the follower to the ISR. Consumers and followers
-//! alike must fetch from the leader (NOT_LEADER_OR_FOLLOWER otherwise), at its leader epoch when
-//! they send one (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise).
+//! advances the high watermark and may return the follower to the ISR. So a follower fetch is
+//! taken only from a connection authenticated as that very node (`crate::auth`); any other
+//! gets TOPIC_AUTHORIZATION_FAILED for every partition, as Kafka answers a follower fetch
+//! without CLUSTER_ACTION, and changes nothing: no follower progress, high watermark or ISR.
+//! Consumers and followers alike must fetch from the leader (NOT_LEADER_OR_FOLLOWER otherwise),
+//! at its leader epoch when they send one (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH
+//! otherwise).
 //!
 //! Sessions (KIP-227) are not kept: every fetch is answered in full with session id 0, which clients
 //! treat as "sessions unsupported".
@@ -64,6 +68,15 @@ struct Plan {
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> Reply {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let forged = replica_id.is_some_and(|replica| !ctx.principal.may_act_as_replica(replica));
+    if forged {
+        crate::auth::warn_refused(
+            &format!("a follower fetch as replica {}", request.replica_id.0),
+            &ctx.principal,
+            ctx.client_host,
+        );
+    }
     let topics = request
         .topics
         .into_iter()
@@ -76,16 +89,21 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: FetchRequest) -> R
                     fetch_offset: p.fetch_offset,
                     current_leader_epoch: p.current_leader_epoch,
                     partition_max_bytes: p.partition_max_bytes.max(0) as usize,
-                    partition: broker
-                        .replicas
-                        .partition(&topic.topic.0, p.partition)
-                        .ok_or_else(|| broker.not_hosted_error(&topic.topic.0, p.partition)),
+                    partition: if forged {
+                        Err(ResponseError::TopicAuthorizationFailed)
+                    } else {
+                        broker
+                            .replicas
+                            .partition(&topic.topic.0, p.partition)
+                            .ok_or_else(|| broker.not_hosted_error(&topic.topic.0, p.partition))
+                    },
                 })
                 .collect();
             (topic.topic, wanted)
         })
         .collect::<Vec<(TopicName, Vec<Wanted>)>>();
-    let replica_id = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    // A refused fetch resolved no partition, so it reports no progress and reads nothing.
+    let replica_id = replica_id.filter(|_| !forged);
     if let Some(replica) = replica_id {
         let now_ms = crate::broker::now().0;
         for (_, wanted) in &topics {

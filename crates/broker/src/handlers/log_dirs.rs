@@ -18,6 +18,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::request::Ctx;
 
 pub(crate) fn describe_log_dirs(
     broker: &Arc<Broker>,
@@ -68,10 +69,25 @@ pub(crate) fn describe_log_dirs(
         .with_usable_bytes(usable)])
 }
 
+/// OffsetForLeaderEpoch: where each asked epoch ends in the leader's log. Consumers ask with
+/// `replica_id` -1 (KIP-320); a follower asks with its own id before truncating, which only
+/// that node may do (`crate::auth`): any other caller claiming a replica gets
+/// TOPIC_AUTHORIZATION_FAILED for every partition, as Kafka answers a principal without
+/// CLUSTER_ACTION.
 pub(crate) fn offset_for_leader_epoch(
     broker: &Arc<Broker>,
+    ctx: &Ctx,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
+    let replica_id = request.replica_id.0;
+    let forged = replica_id >= 0 && !ctx.principal.may_act_as_replica(replica_id);
+    if forged {
+        crate::auth::warn_refused(
+            &format!("OffsetForLeaderEpoch as replica {replica_id}"),
+            &ctx.principal,
+            ctx.client_host,
+        );
+    }
     let topics = request
         .topics
         .into_iter()
@@ -82,6 +98,11 @@ pub(crate) fn offset_for_leader_epoch(
                 .map(|wanted| {
                     let answer = EpochEndOffset::default().with_partition(wanted.partition);
                     let undefined = answer.clone().with_leader_epoch(-1).with_end_offset(-1);
+                    if forged {
+                        return undefined.with_error_code(errors::code(
+                            ResponseError::TopicAuthorizationFailed,
+                        ));
+                    }
                     let Some(partition) =
                         broker.replicas.partition(&topic.topic.0, wanted.partition)
                     else {

@@ -17,12 +17,8 @@ use sluice_meta::{MetadataState, NodeId};
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::internal_topics::is_internal;
 use crate::metadata::TopicMeta;
-
-/// Internal topics are flagged as such in Metadata answers.
-fn is_internal(name: &str) -> bool {
-    name == "__consumer_offsets" || name == "__transaction_state"
-}
 
 fn topic_entry(state: &MetadataState, topic: &TopicMeta) -> MetadataResponseTopic {
     let ids = |v: &[NodeId]| v.iter().map(|n| BrokerId(n.0 as i32)).collect::<Vec<_>>();

@@ -1,4 +1,5 @@
-//! CreatePartitions (grow a topic) and DeleteRecords (move partitions' log start offsets).
+//! CreatePartitions (grow a topic) and DeleteRecords (move partitions' log start offsets);
+//! neither is allowed on internal topics (`crate::internal_topics`).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use sluice_log::Offset;
 
 use crate::broker::Broker;
 use crate::errors;
+use crate::internal_topics;
 
 pub(crate) async fn create_partitions(
     broker: Arc<Broker>,
@@ -24,7 +26,9 @@ pub(crate) async fn create_partitions(
     for topic in request.topics {
         let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
         // New partitions are placed like a new topic's; explicit placement is not taken.
-        let outcome = if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+        let outcome = if let Err(refused) = internal_topics::check_partition_change(&topic.name.0) {
+            Err(refused)
+        } else if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
             Err((
                 ResponseError::InvalidReplicaAssignment,
                 "explicit assignments for new partitions are not supported: omit them and the \
@@ -60,10 +64,10 @@ pub(crate) fn delete_records(
                 .map(|p| {
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index);
-                    if topic.name.0.as_str() == crate::group::offsets_topic::OFFSETS_TOPIC {
+                    if let Err(error) = internal_topics::check_delete_records(&topic.name.0) {
                         return result
                             .with_low_watermark(-1)
-                            .with_error_code(errors::code(ResponseError::InvalidTopicException));
+                            .with_error_code(errors::code(error));
                     }
                     let Some(partition) =
                         broker.replicas.partition(&topic.name.0, p.partition_index)

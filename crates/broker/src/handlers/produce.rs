@@ -173,9 +173,7 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                 // Clients may not write the broker's internal topics (Kafka's rule).
                 let refused = if invalid_acks {
                     Some(ResponseError::InvalidRequiredAcks)
-                } else if name == crate::group::offsets_topic::OFFSETS_TOPIC
-                    || name == crate::txn::TXN_STATE_TOPIC
-                {
+                } else if crate::internal_topics::is_internal(&name) {
                     Some(ResponseError::InvalidTopicException)
                 } else {
                     None

@@ -4,6 +4,10 @@
 //! so the coordinator can complete the transaction. Transactional offset commits held on a
 //! `__consumer_offsets` partition led here are applied or dropped with its marker.
 //!
+//! Only another node of the cluster may send it (Kafka's CLUSTER_ACTION): from any other
+//! connection every partition is answered CLUSTER_AUTHORIZATION_FAILED, as Kafka's error
+//! response has it, and no marker is appended.
+//!
 //! The coordinator's side is `txn::driver::write_markers`; a coordinator that leads a partition
 //! itself writes that marker in-process instead of sending itself this request.
 
@@ -34,13 +38,29 @@ struct Pending {
 }
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: WriteTxnMarkersRequest) -> Reply {
+    if !ctx.principal.may_cluster_action() {
+        crate::auth::warn_refused("WriteTxnMarkers", &ctx.principal, ctx.client_host);
+        let refused = errors::code(ResponseError::ClusterAuthorizationFailed);
+        let markers = answer_each(request.markers, |_, _, _, _| refused);
+        return ctx.reply_later(std::future::ready(
+            WriteTxnMarkersResponse::default().with_markers(markers),
+        ));
+    }
     let mut pending = Vec::new();
-    let markers: Vec<WritableTxnMarkerResult> = request
-        .markers
-        .into_iter()
-        .enumerate()
-        .map(|(m, marker)| append_marker(broker, m, marker, &mut pending))
-        .collect();
+    let markers = answer_each(
+        request.markers,
+        |marker, at, topic, index| match mark_partition(broker, topic, index, marker) {
+            Ok((partition, last)) => {
+                pending.push(Pending {
+                    at,
+                    partition,
+                    last,
+                });
+                errors::NONE
+            }
+            Err(e) => e.code(),
+        },
+    );
     let broker = broker.clone();
     ctx.reply_later(async move {
         let mut response = WriteTxnMarkersResponse::default().with_markers(markers);
@@ -69,59 +89,58 @@ struct Marker {
     coordinator_epoch: i32,
 }
 
-/// Appends one marker to each of its partitions, answering each partition's error (or
-/// recording in `pending` the append to wait for).
-fn append_marker(
-    broker: &Broker,
-    m: usize,
-    request: WritableTxnMarker,
-    pending: &mut Vec<Pending>,
-) -> WritableTxnMarkerResult {
-    let marker = Marker {
-        producer_id: ProducerId(request.producer_id.0),
-        epoch: ProducerEpoch(request.producer_epoch),
-        kind: if request.transaction_result {
-            MarkerKind::Commit
-        } else {
-            MarkerKind::Abort
-        },
-        coordinator_epoch: request.coordinator_epoch,
-    };
-    let topics = request
-        .topics
+impl From<&WritableTxnMarker> for Marker {
+    fn from(request: &WritableTxnMarker) -> Self {
+        Marker {
+            producer_id: ProducerId(request.producer_id.0),
+            epoch: ProducerEpoch(request.producer_epoch),
+            kind: if request.transaction_result {
+                MarkerKind::Commit
+            } else {
+                MarkerKind::Abort
+            },
+            coordinator_epoch: request.coordinator_epoch,
+        }
+    }
+}
+
+/// The answer to `markers`: for each partition of each marker, in request order, the error
+/// code `answer(marker, (marker, topic, partition) position, topic, partition index)` gives.
+fn answer_each(
+    markers: Vec<WritableTxnMarker>,
+    mut answer: impl FnMut(Marker, (usize, usize, usize), &str, i32) -> i16,
+) -> Vec<WritableTxnMarkerResult> {
+    markers
         .into_iter()
         .enumerate()
-        .map(|(t, topic)| {
-            let name = topic.name.0.to_string();
-            let partitions = topic
-                .partition_indexes
+        .map(|(m, request)| {
+            let marker = Marker::from(&request);
+            let topics = request
+                .topics
                 .into_iter()
                 .enumerate()
-                .map(|(i, index)| {
-                    let error = match mark_partition(broker, &name, index, marker) {
-                        Ok((partition, last)) => {
-                            pending.push(Pending {
-                                at: (m, t, i),
-                                partition,
-                                last,
-                            });
-                            errors::NONE
-                        }
-                        Err(e) => e.code(),
-                    };
-                    WritableTxnMarkerPartitionResult::default()
-                        .with_partition_index(index)
-                        .with_error_code(error)
+                .map(|(t, topic)| {
+                    let name = topic.name.0.to_string();
+                    let partitions = topic
+                        .partition_indexes
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, index)| {
+                            WritableTxnMarkerPartitionResult::default()
+                                .with_partition_index(index)
+                                .with_error_code(answer(marker, (m, t, i), &name, index))
+                        })
+                        .collect();
+                    WritableTxnMarkerTopicResult::default()
+                        .with_name(topic.name)
+                        .with_partitions(partitions)
                 })
                 .collect();
-            WritableTxnMarkerTopicResult::default()
-                .with_name(topic.name)
-                .with_partitions(partitions)
+            WritableTxnMarkerResult::default()
+                .with_producer_id(request.producer_id)
+                .with_topics(topics)
         })
-        .collect();
-    WritableTxnMarkerResult::default()
-        .with_producer_id(request.producer_id)
-        .with_topics(topics)
+        .collect()
 }
 
 /// Appends `marker` to `topic`-`index` if this broker leads it, completing the transactional

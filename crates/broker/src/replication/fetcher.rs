@@ -21,12 +21,14 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochReque
 use kafka_protocol::protocol::StrBytes;
 use parking_lot::Mutex;
 use sluice_log::{AppendError, LeaderEpoch, Offset};
+use sluice_meta::membership::WarnLimiter;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::broker::{now, Broker};
-use crate::client::Client;
+use crate::client::{is_membership_error, Client};
+use crate::metadata::node_id;
 use crate::partition::Partition;
 use crate::replication::follower::{truncation_offset, LeaderAnswer};
 
@@ -39,6 +41,9 @@ const PARTITION_MAX_BYTES: i32 = 1 << 20;
 const FETCH_MAX_BYTES: i32 = 16 << 20;
 /// Pause after a failed connection or request before trying again.
 const BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning about failed membership proofs per this interval.
+const MEMBERSHIP_ERROR_EVERY: Duration = Duration::from_secs(10);
+static MEMBERSHIP_ERRORS: WarnLimiter = WarnLimiter::new();
 
 /// One followed partition.
 struct Followed {
@@ -159,6 +164,7 @@ async fn run(broker: Weak<Broker>, shared: Arc<Shared>) {
             return;
         }
         let (me, wait_ms) = (b.config.node_id, b.config.replica_fetch_wait_max_ms);
+        let secret = b.cluster_secret.clone();
         drop(b);
         let pending: Vec<(Arc<Partition>, i32)> = shared
             .partitions
@@ -181,10 +187,30 @@ async fn run(broker: Weak<Broker>, shared: Arc<Shared>) {
         if client.is_none() {
             let address = shared.address.lock().clone();
             let timeout = Duration::from_millis(wait_ms.max(0) as u64) + Duration::from_secs(10);
-            match Client::connect_as(&address, timeout, &format!("sluice-replica-{me}")).await {
+            let client_id = format!("sluice-replica-{me}");
+            let connected = Client::connect_member(
+                &address,
+                timeout,
+                &client_id,
+                &secret,
+                node_id(me),
+                node_id(shared.leader),
+            )
+            .await;
+            match connected {
                 Ok(c) => client = Some(c),
                 Err(e) => {
                     debug!(leader = shared.leader, error = %e, "replica fetcher cannot connect");
+                    if is_membership_error(&e) {
+                        if let Some(suppressed) = MEMBERSHIP_ERRORS.allow(MEMBERSHIP_ERROR_EVERY) {
+                            warn!(
+                                leader = shared.leader,
+                                suppressed,
+                                error = format!("{e:#}"),
+                                "replica fetcher cannot authenticate to its leader"
+                            );
+                        }
+                    }
                     tokio::time::sleep(BACKOFF).await;
                     continue;
                 }

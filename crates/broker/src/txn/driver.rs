@@ -300,7 +300,13 @@ async fn write_remote_markers(
     let response = broker
         .cluster
         .marker_channels
-        .send(leader, &address, timeout, &request)
+        .send(
+            leader,
+            &address,
+            timeout,
+            (&broker.cluster_secret, node_id(broker.config.node_id)),
+            &request,
+        )
         .await
         .map_err(|e| e.to_string())?;
     let mut answered: BTreeMap<(String, i32), i16> = BTreeMap::new();

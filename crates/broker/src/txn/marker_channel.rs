@@ -2,13 +2,15 @@
 //! `TransactionMarkerChannelManager`, without its queueing): one idle connection kept per
 //! leader, taken out while a request uses it, so concurrent completions to one leader open
 //! extra connections that are closed afterwards. At most one idle connection per broker of the
-//! cluster is kept; a connection that failed is dropped.
+//! cluster is kept; a connection that failed is dropped. Each connection proves cluster
+//! membership before its first request (WriteTxnMarkers is broker-only).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use parking_lot::Mutex;
+use sluice_meta::membership::ClusterSecret;
 use sluice_meta::NodeId;
 
 use crate::client::Client;
@@ -40,12 +42,14 @@ pub(crate) struct MarkerChannels {
 
 impl MarkerChannels {
     /// Sends `request` to `leader` at `address` and returns its answer. `timeout` bounds
-    /// connecting and the round trip (which includes the leader's wait for its ISR).
+    /// connecting and the round trip (which includes the leader's wait for its ISR). A new
+    /// connection authenticates as node `me` with the cluster `secret`.
     pub(crate) async fn send(
         &self,
         leader: NodeId,
         address: &str,
         timeout: Duration,
+        (secret, me): (&ClusterSecret, NodeId),
         request: &WriteTxnMarkersRequest,
     ) -> Result<WriteTxnMarkersResponse, MarkerSendError> {
         let fail = |source| MarkerSendError::Request {
@@ -67,7 +71,7 @@ impl MarkerChannels {
                 return Ok(response);
             }
         }
-        let mut client = Client::connect_as(address, timeout, CLIENT_ID)
+        let mut client = Client::connect_member(address, timeout, CLIENT_ID, secret, me, leader)
             .await
             .map_err(fail)?;
         let response = client

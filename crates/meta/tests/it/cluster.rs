@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use sluice_meta::membership::{ClientHandshake, ClusterSecret};
 use sluice_meta::{
     LogIndex, MetaNode, MetaOptions, MetadataRecord, NodeId, OpenError, Outcome, ProposeError,
 };
@@ -65,6 +66,8 @@ struct Cluster {
     addrs: BTreeMap<NodeId, SocketAddr>,
     nodes: BTreeMap<NodeId, Option<MetaNode>>,
     options: MetaOptions,
+    /// The cluster secret every voter holds.
+    secret: ClusterSecret,
 }
 
 impl Cluster {
@@ -88,6 +91,7 @@ impl Cluster {
             addrs,
             nodes: BTreeMap::new(),
             options,
+            secret: ClusterSecret::generate().unwrap(),
         };
         for id in ids {
             let node = MetaNode::open_cluster_on(
@@ -95,6 +99,7 @@ impl Cluster {
                 id,
                 cluster.voters(),
                 listeners.remove(&id).unwrap(),
+                cluster.secret.clone(),
                 cluster.options.clone(),
             )
             .await
@@ -149,6 +154,7 @@ impl Cluster {
             id,
             self.voters(),
             self.addrs[&id],
+            self.secret.clone(),
             self.options.clone(),
         )
         .await
@@ -410,18 +416,41 @@ async fn garbage_on_the_listener_closes_only_that_connection() {
         truncated.shutdown().await.unwrap();
         assert_closed(&mut truncated).await;
 
-        // A well-formed request addressed to another node is refused, not served.
+        // A well-formed request without the membership exchange is not served: the connection
+        // closes without an answer.
+        let heartbeat = br#"{"target":1,"body":{"Heartbeat":{"from":1}}}"#;
         let mut stream = TcpStream::connect(target).await.unwrap();
+        write_json(&mut stream, heartbeat).await;
+        assert_closed(&mut stream).await;
+
+        // Nor after an exchange with another cluster's secret: refused, with the reason.
+        let stranger = ClusterSecret::generate().unwrap();
+        let mut stream = TcpStream::connect(target).await.unwrap();
+        let refused = prove_membership(&mut stream, &stranger, NodeId(1), leader).await;
+        let reason = refused.unwrap_err();
+        assert!(reason.contains("different cluster secrets"), "{reason}");
+        assert_closed(&mut stream).await;
+
+        // A member's well-formed request addressed to another node is refused, not served.
+        let mut stream = TcpStream::connect(target).await.unwrap();
+        prove_membership(&mut stream, &cluster.secret, NodeId(1), leader)
+            .await
+            .unwrap();
         let request = br#"{"target":99,"body":{"Heartbeat":{"from":1}}}"#;
-        let mut frame = (request.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(request);
-        stream.write_all(&frame).await.unwrap();
-        let mut length = [0u8; 4];
-        stream.read_exact(&mut length).await.unwrap();
-        let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
-        stream.read_exact(&mut body).await.unwrap();
-        let body = String::from_utf8(body).unwrap();
+        write_json(&mut stream, request).await;
+        let body = read_json(&mut stream).await;
         assert!(body.contains("WrongNode"), "answer: {body}");
+        // And a member vouches only for itself.
+        let forged = format!(
+            r#"{{"target":{},"body":{{"Heartbeat":{{"from":3}}}}}}"#,
+            leader.0
+        );
+        write_json(&mut stream, forged.as_bytes()).await;
+        let body = read_json(&mut stream).await;
+        assert!(
+            body.contains("connection authenticated as node 1"),
+            "answer: {body}"
+        );
 
         // The quorum did not notice.
         let mut last = LogIndex(0);
@@ -436,15 +465,22 @@ async fn garbage_on_the_listener_closes_only_that_connection() {
 
         // Opening a node on a port in use says so.
         let dir = tempfile::tempdir().unwrap();
-        let taken =
-            MetaNode::open_cluster(dir.path(), NodeId(1), cluster.voters(), target, options())
-                .await;
+        let taken = MetaNode::open_cluster(
+            dir.path(),
+            NodeId(1),
+            cluster.voters(),
+            target,
+            cluster.secret.clone(),
+            options(),
+        )
+        .await;
         assert!(matches!(taken, Err(OpenError::Bind { .. })), "{taken:?}");
         let stranger = MetaNode::open_cluster(
             dir.path(),
             NodeId(7),
             cluster.voters(),
             "127.0.0.1:0".parse().unwrap(),
+            cluster.secret.clone(),
             options(),
         )
         .await;
@@ -455,6 +491,46 @@ async fn garbage_on_the_listener_closes_only_that_connection() {
         cluster.shutdown().await;
     })
     .await;
+}
+
+/// Writes one frame holding `json`.
+async fn write_json(stream: &mut TcpStream, json: &[u8]) {
+    let mut frame = (json.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(json);
+    stream.write_all(&frame).await.unwrap();
+}
+
+/// Reads one frame as text.
+async fn read_json(stream: &mut TcpStream) -> String {
+    let mut length = [0u8; 4];
+    stream.read_exact(&mut length).await.unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut body).await.unwrap();
+    String::from_utf8(body).unwrap()
+}
+
+/// The client's side of the listener's membership exchange, as node `me` holding `secret`;
+/// `Err` is the server's reason for refusing.
+async fn prove_membership(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    me: NodeId,
+    peer: NodeId,
+) -> Result<(), String> {
+    let (state, first) = ClientHandshake::start(secret, me, peer).unwrap();
+    let frame = serde_json::json!({ "ClientFirst": first }).to_string();
+    write_json(stream, frame.as_bytes()).await;
+    let answer: serde_json::Value = serde_json::from_str(&read_json(stream).await).unwrap();
+    let server_first: Vec<u8> = serde_json::from_value(answer["ServerFirst"].clone()).unwrap();
+    let (state, proof) = state.respond(&server_first).unwrap();
+    let frame = serde_json::json!({ "ClientProof": proof }).to_string();
+    write_json(stream, frame.as_bytes()).await;
+    let answer: serde_json::Value = serde_json::from_str(&read_json(stream).await).unwrap();
+    if let Some(reason) = answer.get("Refused") {
+        return Err(reason.to_string());
+    }
+    let server_proof: Vec<u8> = serde_json::from_value(answer["ServerProof"].clone()).unwrap();
+    state.finish(&server_proof).map_err(|e| e.to_string())
 }
 
 /// The server closed the connection: a read sees EOF (or a reset) soon.
@@ -510,6 +586,59 @@ async fn proposals_without_a_quorum_fail_within_the_deadline() {
             "{heartbeat:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+        cluster.shutdown().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_voter_with_another_secret_cannot_join() {
+    bounded(async {
+        let options = MetaOptions {
+            propose_timeout: Duration::from_secs(2),
+            ..options()
+        };
+        let mut cluster = Cluster::start(options.clone()).await;
+        let leader = cluster.leader().await;
+        let outsider = cluster
+            .up()
+            .map(|n| n.id())
+            .find(|&id| id != leader)
+            .unwrap();
+        cluster.stop(outsider).await;
+
+        // The same id, directory and address, but another cluster's secret.
+        let impostor = MetaNode::open_cluster(
+            cluster.dirs[&outsider].path(),
+            outsider,
+            cluster.voters(),
+            cluster.addrs[&outsider],
+            ClusterSecret::generate().unwrap(),
+            options.clone(),
+        )
+        .await
+        .unwrap();
+        // Its pre-votes are refused and it refuses the leader's appends: it finds no leader.
+        let joined = impostor.wait_leader(Duration::from_secs(2)).await;
+        assert!(
+            matches!(joined, Err(ProposeError::NoLeader { .. })),
+            "{joined:?}"
+        );
+
+        // The two members carry on without it, and it learns nothing of what they commit.
+        let committed = cluster
+            .node(leader)
+            .propose(topic("members-only", 1))
+            .await
+            .unwrap();
+        cluster.converged(committed.index).await;
+        assert!(!impostor.state().topics.contains_key("members-only"));
+        assert_ne!(impostor.leader(), Some(outsider), "it never led");
+        impostor.shutdown().await.unwrap();
+
+        // With the cluster's secret it catches up.
+        cluster.restart(outsider).await;
+        cluster.converged(committed.index).await;
         cluster.shutdown().await;
     })
     .await;

@@ -22,6 +22,7 @@ use crate::cluster_harness::{admin_status, metadata_from, Cluster};
 use crate::harness::sluice_cli;
 
 mod groups;
+mod membership;
 mod transactions;
 
 /// Upper bound of every test here.

@@ -1,6 +1,7 @@
 //! Test harness for several `sluice serve` processes forming one cluster on loopback: fixed free
-//! ports per node (so a restarted node comes back where the others expect it), a data dir and a
-//! stderr log file per node, process control (kill -9, SIGTERM, SIGSTOP, SIGCONT, restart), and
+//! ports per node (so a restarted node comes back where the others expect it), one cluster
+//! secret file (made with `sluice cluster secret`, as a person would), a data dir and a stderr
+//! log file per node, process control (kill -9, SIGTERM, SIGSTOP, SIGCONT, restart), and
 //! metadata helpers over librdkafka (leader, replicas, ISR) with deadline-bounded waits.
 //!
 //! Every child is killed when the [`Cluster`] drops. When it drops during a panic (a failed
@@ -57,6 +58,8 @@ struct Node {
     admin_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
+    /// The `--cluster-secret-file` it starts with.
+    secret_path: PathBuf,
     child: Option<Child>,
     paused: bool,
     starts: u32,
@@ -92,6 +95,8 @@ impl Cluster {
         let config_path = dir.path().join("cluster.toml");
         let config = CLUSTER_CONFIG.replace("{rf}", &n.min(3).to_string());
         std::fs::write(&config_path, config).expect("write cluster config");
+        let secret_path = dir.path().join("cluster.secret");
+        create_secret(&secret_path);
         let ports = free_ports(3 * n);
         let nodes = (0..n)
             .map(|i| {
@@ -105,6 +110,7 @@ impl Cluster {
                     admin_port: ports[3 * i + 2],
                     data_dir,
                     log_path: dir.path().join(format!("node-{id}.log")),
+                    secret_path: secret_path.clone(),
                     child: None,
                     paused: false,
                     starts: 0,
@@ -135,6 +141,34 @@ impl Cluster {
         let mut cluster = Cluster::new(n);
         cluster.start_all();
         cluster
+    }
+
+    /// [`Cluster::new`] once no other cluster of [`Cluster::start_alone`] runs (see there), for
+    /// a test that changes nodes before starting them.
+    pub(crate) async fn new_alone(n: usize) -> Cluster {
+        let alone = ALONE.lock().await;
+        let mut cluster = Cluster::new(n);
+        cluster._alone = Some(alone);
+        cluster
+    }
+
+    /// A file in the cluster's temp dir.
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.as_ref().expect("temp dir").path().join(name)
+    }
+
+    /// Gives node `id` its own, different cluster secret from its next start on: a node that
+    /// is not a member of this cluster.
+    pub(crate) fn give_foreign_secret(&mut self, id: i32) {
+        let path = self.file(&format!("foreign-{id}.secret"));
+        create_secret(&path);
+        self.node_mut(id).secret_path = path;
+    }
+
+    /// Gives node `id` the cluster's secret again from its next start on.
+    pub(crate) fn give_cluster_secret(&mut self, id: i32) {
+        let path = self.file("cluster.secret");
+        self.node_mut(id).secret_path = path;
     }
 
     /// The node ids, 1..=N.
@@ -184,7 +218,19 @@ impl Cluster {
             format!("127.0.0.1:{}", node.admin_port),
             "--config".into(),
             self.config_path.display().to_string(),
+            "--cluster-secret-file".into(),
+            node.secret_path.display().to_string(),
         ]
+    }
+
+    /// Node `id`'s controller (metadata quorum) port.
+    pub(crate) fn controller_port(&self, id: i32) -> u16 {
+        self.node(id).controller_port
+    }
+
+    /// Whether node `id`'s log contains `text`.
+    pub(crate) fn log_contains(&self, id: i32, text: &str) -> bool {
+        std::fs::read_to_string(&self.node(id).log_path).is_ok_and(|log| log.contains(text))
     }
 
     /// Spawns node `id` (stdout piped for the startup lines, stderr appended to its log file);
@@ -717,6 +763,16 @@ fn partition_state(metadata: &Metadata, topic: &str, partition: i32) -> Option<P
 pub(crate) fn metadata_from(bootstrap: &str, topic: Option<&str>) -> Option<Metadata> {
     let consumer: BaseConsumer = Cluster::client_config_for(bootstrap).create().ok()?;
     consumer.fetch_metadata(topic, METADATA_TIMEOUT).ok()
+}
+
+/// `sluice cluster secret --file path`, asserting success.
+pub(crate) fn create_secret(path: &std::path::Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["cluster", "secret", "--file"])
+        .arg(path)
+        .output()
+        .expect("run sluice cluster secret");
+    assert!(out.status.success(), "sluice cluster secret: {out:?}");
 }
 
 /// `n` distinct free loopback ports: all bound at once (so none repeats), then released.

@@ -465,7 +465,7 @@ mod late_writes {
 
     use super::{create_topic, read_all};
     use crate::harness::Broker;
-    use crate::wire::{call, connect};
+    use crate::wire::{authenticate_member, call, connect, data_dir_secret};
 
     const INVALID_TXN_STATE: i16 = 48;
 
@@ -624,14 +624,16 @@ mod late_writes {
         );
     }
 
-    /// WriteTxnMarkers v1 as a coordinator on another broker would send it: one error code per
-    /// partition, the marker of an older producer epoch refused as obsolete.
+    /// WriteTxnMarkers v1 as a coordinator on another broker would send it (authenticated as a
+    /// node of the cluster): one error code per partition, the marker of an older producer
+    /// epoch refused as obsolete.
     #[test]
     fn write_txn_markers_answers_per_partition() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(dir.path());
         create_topic(&broker, "marked", 1);
         let mut s = connect(&broker);
+        authenticate_member(&mut s, &data_dir_secret(dir.path()), 2, 1).unwrap();
         // The log learns producer 4242 at epoch 3 from an idempotent write.
         let batch = sluice_log::testing::BatchBuilder::new()
             .producer(4242, 3, 0)

@@ -67,3 +67,58 @@ pub(crate) fn call<Resp: kafka_protocol::protocol::Decodable>(
     }
     Resp::decode(&mut response, version).expect("decode response")
 }
+
+/// Proves on `stream` that the client is cluster node `me` holding `secret`, to broker `peer`
+/// (SaslHandshake `SLUICE-CLUSTER`, then two SaslAuthenticate v2 round trips), as brokers do
+/// before broker-only requests. `Err` carries the broker's refusal.
+pub(crate) fn authenticate_member(
+    stream: &mut TcpStream,
+    secret: &sluice_meta::membership::ClusterSecret,
+    me: u64,
+    peer: u64,
+) -> Result<(), String> {
+    use kafka_protocol::messages::{
+        SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+        SaslHandshakeResponse,
+    };
+    use sluice_meta::membership::ClientHandshake;
+    use sluice_meta::NodeId;
+    let handshake: SaslHandshakeResponse = call(
+        stream,
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str("SLUICE-CLUSTER")),
+    );
+    if handshake.error_code != 0 {
+        return Err(format!("SaslHandshake: error {}", handshake.error_code));
+    }
+    let mut token = |bytes: Vec<u8>| -> Result<Bytes, String> {
+        let answer: SaslAuthenticateResponse = call(
+            stream,
+            ApiKey::SaslAuthenticate,
+            2,
+            &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(bytes)),
+        );
+        match answer.error_code {
+            0 => Ok(answer.auth_bytes),
+            code => Err(format!(
+                "SaslAuthenticate: error {code}: {}",
+                answer.error_message.as_deref().unwrap_or("")
+            )),
+        }
+    };
+    let (state, first) = ClientHandshake::start(secret, NodeId(me), NodeId(peer)).unwrap();
+    let server_first = token(first)?;
+    let (state, proof) = state.respond(&server_first).map_err(|e| e.to_string())?;
+    let server_proof = token(proof)?;
+    state.finish(&server_proof).map_err(|e| e.to_string())
+}
+
+/// The cluster secret a single node created in its data dir.
+pub(crate) fn data_dir_secret(
+    data_dir: &std::path::Path,
+) -> sluice_meta::membership::ClusterSecret {
+    sluice_meta::membership::ClusterSecret::load(&data_dir.join("cluster-secret"))
+        .expect("the node's cluster secret")
+}
