@@ -13,6 +13,7 @@ mod error;
 mod ops;
 mod processor;
 mod record;
+mod runtime;
 mod serde;
 mod state;
 mod store_api;
@@ -31,6 +32,9 @@ pub use processor::{
     Data, Processor, ProcessorContext, PunctuationType, PunctuatorId, RecordMetadata,
 };
 pub use record::{Header, Headers, Record};
+pub use runtime::config::{ProcessingGuarantee, StreamsConfig};
+pub use runtime::metrics::MetricsSnapshot;
+pub use runtime::{KafkaStreams, QueryableStore, State};
 pub use serde::{Serde, SerdeRef, Serdes};
 pub use state::{StoreBackend, StoreKind};
 pub use store_api::{KeyValueStore, SessionStore, WindowStore};
