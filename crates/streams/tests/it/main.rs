@@ -1,5 +1,8 @@
 //! sluice-streams tests: `driver` runs topologies in the in-process test driver (every operator,
-//! window kind and join); the others run the runtime and the examples against a real
-//! `sluice serve`.
+//! window kind and join); `word_count` and `examples` run the examples as processes against a
+//! real `sluice serve` (the workspace's `sluice` binary must be built: `cargo test --workspace`
+//! does that).
 
 mod driver;
+mod harness;
+mod word_count;
