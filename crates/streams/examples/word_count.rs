@@ -31,5 +31,5 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
-    cli::run(topology, &args)
+    cli::run(topology, args.config())
 }

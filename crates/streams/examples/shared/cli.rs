@@ -79,6 +79,7 @@ pub fn parse(input: &str, output: &str, extra: &[&str]) -> Args {
 }
 
 impl Args {
+    #[allow(dead_code)] // not every example has flags of its own
     pub fn extra(&self, name: &str, default: &str) -> String {
         self.extra
             .iter()
@@ -105,17 +106,18 @@ impl Args {
 
 /// Runs the topology until SIGTERM or Ctrl-C, then closes cleanly. Prints `running` on stdout
 /// once the threads started, and metrics on stderr every 10 seconds.
-pub fn run(topology: Topology, args: &Args) -> ! {
+pub fn run(topology: Topology, config: StreamsConfig) -> ! {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let mut app = KafkaStreams::new(topology, args.config());
+    let (application_id, guarantee) = (config.application_id.clone(), config.processing_guarantee);
+    let mut app = KafkaStreams::new(topology, config);
     if let Err(e) = app.start() {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
-    println!("running {} ({:?})", args.application_id, args.processing_guarantee);
+    println!("running {application_id} ({guarantee:?})");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

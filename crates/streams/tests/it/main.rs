@@ -5,4 +5,5 @@
 
 mod driver;
 mod harness;
+mod examples;
 mod word_count;
