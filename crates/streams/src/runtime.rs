@@ -6,9 +6,10 @@ pub(crate) mod config;
 mod global;
 pub(crate) mod metrics;
 mod setup;
+mod standby;
 mod thread;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -55,6 +56,9 @@ pub(crate) struct Shared {
     pub(crate) globals: HashMap<Arc<str>, TaskStore>,
     ready: Mutex<Vec<bool>>,
     error: Mutex<Option<String>>,
+    /// Tasks a stream thread of this instance owns (running or restoring).
+    pub(crate) owned: Mutex<HashSet<TaskId>>,
+    pub(crate) standbys: Option<standby::Standbys>,
 }
 
 impl Shared {
@@ -64,6 +68,16 @@ impl Shared {
     }
     pub(crate) fn unregister(&self, id: TaskId) {
         self.registry.lock().remove(&id);
+    }
+    /// Marks a task owned by a stream thread, taking its stores from the standby if any.
+    pub(crate) fn claim(&self, id: TaskId) {
+        self.owned.lock().insert(id);
+        if let Some(standbys) = &self.standbys {
+            standbys.release(id);
+        }
+    }
+    pub(crate) fn unclaim(&self, id: TaskId) {
+        self.owned.lock().remove(&id);
     }
     pub(crate) fn set_ready(&self, thread: usize, ready: bool) {
         self.ready.lock()[thread] = ready;
@@ -94,6 +108,7 @@ pub struct KafkaStreams {
     shared: Option<Arc<Shared>>,
     threads: Vec<JoinHandle<Result<()>>>,
     global: Option<JoinHandle<Result<()>>>,
+    standby: Option<JoinHandle<Result<()>>>,
     closed: bool,
 }
 
@@ -106,6 +121,7 @@ impl KafkaStreams {
             shared: None,
             threads: Vec::new(),
             global: None,
+            standby: None,
             closed: false,
         }
     }
@@ -119,7 +135,7 @@ impl KafkaStreams {
         let plan = setup::prepare(&self.topology, &self.config)?;
         let process_id = process_id(&self.config)?;
         let globals = self.topology.open_global_stores(None)?;
-        let shared = Arc::new(Shared {
+        let mut shared = Shared {
             topology: self.topology.clone(),
             config: self.config.clone(),
             plan,
@@ -130,7 +146,22 @@ impl KafkaStreams {
             globals,
             ready: Mutex::new(vec![false; self.config.num_stream_threads]),
             error: Mutex::new(None),
-        });
+            owned: Mutex::new(HashSet::new()),
+            standbys: None,
+        };
+        if self.config.num_standby_replicas > 0 {
+            shared.standbys = Some(standby::Standbys::new(&shared)?);
+        }
+        let shared = Arc::new(shared);
+        if shared.standbys.is_some() {
+            let s = shared.clone();
+            self.standby = Some(
+                std::thread::Builder::new()
+                    .name("streams-standby".into())
+                    .spawn(move || s.standbys.as_ref().expect("checked").run(&s))
+                    .map_err(|e| StreamsError::Fatal(format!("spawning the standby thread: {e}")))?,
+            );
+        }
         if !shared.plan.global_topics.is_empty() {
             let updater = global::GlobalUpdater::start(&shared)?;
             let s = shared.clone();
@@ -238,7 +269,7 @@ impl KafkaStreams {
         shared.shutdown.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         let mut first_error = None;
-        for handle in self.threads.drain(..).chain(self.global.take()) {
+        for handle in self.threads.drain(..).chain(self.global.take()).chain(self.standby.take()) {
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }

@@ -61,7 +61,10 @@ impl GlobalUpdater {
                 *end == 0
                     || positions
                         .find_partition(t, *p)
-                        .and_then(|e| e.offset().to_raw())
+                        .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
                         .is_some_and(|pos| pos >= *end)
             });
             if done {

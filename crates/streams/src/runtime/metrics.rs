@@ -18,6 +18,8 @@ pub(crate) struct Metrics {
     pub(crate) aborted: AtomicU64,
     pub(crate) skipped_deserialization: AtomicU64,
     pub(crate) dropped_late: AtomicU64,
+    pub(crate) standby_tasks: AtomicI64,
+    pub(crate) standby_behind: AtomicI64,
     /// Consumer lag per thread and partition, from librdkafka's statistics.
     pub(crate) lag: Mutex<HashMap<(usize, String, i32), i64>>,
     rate: Mutex<(Instant, u64, f64)>,
@@ -35,6 +37,8 @@ impl Default for Metrics {
             aborted: AtomicU64::new(0),
             skipped_deserialization: AtomicU64::new(0),
             dropped_late: AtomicU64::new(0),
+            standby_tasks: AtomicI64::new(0),
+            standby_behind: AtomicI64::new(0),
             lag: Mutex::new(HashMap::new()),
             rate: Mutex::new((Instant::now(), 0, 0.0)),
         }
@@ -73,6 +77,8 @@ impl Metrics {
             transactions_aborted: self.aborted.load(Ordering::Relaxed),
             skipped_records: self.skipped_deserialization.load(Ordering::Relaxed),
             dropped_late_records: self.dropped_late.load(Ordering::Relaxed),
+            standby_tasks: self.standby_tasks.load(Ordering::Relaxed),
+            standby_records_behind: self.standby_behind.load(Ordering::Relaxed),
         }
     }
 }
@@ -102,4 +108,8 @@ pub struct MetricsSnapshot {
     pub skipped_records: u64,
     /// Records dropped because they were too late for their window.
     pub dropped_late_records: u64,
+    /// Tasks this instance keeps standby copies of.
+    pub standby_tasks: i64,
+    /// Changelog records the standby copies have yet to apply (as of the last second).
+    pub standby_records_behind: i64,
 }

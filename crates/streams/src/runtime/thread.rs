@@ -328,6 +328,7 @@ impl Inner {
 
     fn create_task(&mut self, consumer: &GroupConsumer, id: TaskId, topics: Vec<Arc<str>>) -> Result<()> {
         let shared = self.shared.clone();
+        shared.claim(id);
         let app = &shared.config.application_id;
         let dir = self.task_dir(id);
         let mut stores = shared.topology.open_task_stores(id, app, Some(&dir))?;
@@ -353,6 +354,7 @@ impl Inner {
             if from.unwrap_or(low) >= high {
                 continue;
             }
+            tracing::info!(task = %id, store = %store.name, records = high - from.unwrap_or(low), "restoring");
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&topic, partition, from.map_or(Offset::Beginning, Offset::Offset))
                 .map_err(kafka("restoring"))?;
@@ -416,6 +418,10 @@ impl Inner {
             }
         }
         task.task.close();
+        let id = task.task.id;
+        drop(task);
+        // Only now are the store files closed: a standby may open them.
+        self.shared.unclaim(id);
     }
 
     /// Routes polled records to their tasks' queues, pausing partitions whose queue is full.
@@ -588,7 +594,10 @@ impl Inner {
             task.restoring.retain(|r| {
                 let position = positions
                     .find_partition(&r.topic, r.partition)
-                    .and_then(|e| e.offset().to_raw())
+                    .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
                     .unwrap_or(-1);
                 if position >= r.end {
                     let mut store = r.store.lock();

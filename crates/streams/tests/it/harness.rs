@@ -278,7 +278,10 @@ impl Broker {
                 *end == 0
                     || positions
                         .find_partition(topic, *p)
-                        .and_then(|e| e.offset().to_raw())
+                        .and_then(|e| match e.offset() {
+                        rdkafka::Offset::Offset(o) => Some(o),
+                        _ => None,
+                    })
                         .is_some_and(|pos| pos >= *end)
             });
             if done {

@@ -5,5 +5,6 @@
 
 mod driver;
 mod harness;
+mod runtime;
 mod examples;
 mod word_count;
