@@ -12,7 +12,8 @@ mod cli;
 
 use serde::{Deserialize, Serialize};
 use sluice_streams::{
-    DeserializationPolicy, KeyValueStore, Processor, ProcessorContext, Record, Serdes, Stores, StreamsBuilder,
+    DeserializationPolicy, KeyValueStore, Processor, ProcessorContext, Record, Serdes, Stores,
+    StreamsBuilder,
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,7 +41,10 @@ fn normalize_url(url: &str) -> String {
     let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let path = path.trim_end_matches('/');
-    let params: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("utm_")).collect();
+    let params: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("utm_"))
+        .collect();
     let mut out = format!("{}://{}", scheme.to_lowercase(), host.to_lowercase());
     if !path.is_empty() {
         out.push('/');
@@ -54,7 +58,12 @@ fn normalize_url(url: &str) -> String {
 }
 
 fn normalize(a: Article) -> Article {
-    let mut tags: Vec<String> = a.tags.iter().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect();
+    let mut tags: Vec<String> = a
+        .tags
+        .iter()
+        .map(|t| t.trim().to_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
     tags.sort();
     tags.dedup();
     Article {
@@ -71,7 +80,10 @@ struct FirstPerUrl {
 }
 
 impl Processor<String, Article, String, Article> for FirstPerUrl {
-    fn init(&mut self, ctx: &mut ProcessorContext<'_, '_, String, Article>) -> sluice_streams::Result<()> {
+    fn init(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, Article>,
+    ) -> sluice_streams::Result<()> {
         self.seen = Some(ctx.key_value_store("seen-urls")?);
         Ok(())
     }
@@ -92,7 +104,11 @@ impl Processor<String, Article, String, Article> for FirstPerUrl {
 fn main() {
     let args = cli::parse("articles", "recommendations", &["subscriptions"]);
     let builder = StreamsBuilder::new();
-    builder.add_state_store(Stores::key_value("seen-urls", Serdes::string(), Serdes::i64()));
+    builder.add_state_store(Stores::key_value(
+        "seen-urls",
+        Serdes::string(),
+        Serdes::i64(),
+    ));
     let subscriptions = builder.global_table(
         &args.extra("subscriptions", "subscriptions"),
         Serdes::string(),
@@ -100,7 +116,11 @@ fn main() {
         "subscriptions",
     );
     let unique = builder
-        .stream(&args.input, Serdes::optional(Serdes::bytes()), Serdes::json::<Article>())
+        .stream(
+            &args.input,
+            Serdes::optional(Serdes::bytes()),
+            Serdes::json::<Article>(),
+        )
         .map_values(normalize)
         .select_key(|_, a| a.url.clone())
         .with_serdes(Serdes::string(), Serdes::json())
@@ -109,8 +129,18 @@ fn main() {
         .with_serdes(Serdes::string(), Serdes::json::<Article>());
     unique.to("articles-normalized");
     unique
-        .flat_map(|_, a: Article| a.tags.clone().into_iter().map(move |t| (t, a.clone())).collect::<Vec<_>>())
-        .join_global(&subscriptions, |tag: &String, _| tag.clone(), |a: &Article, users: &Vec<String>| (a.clone(), users.clone()))
+        .flat_map(|_, a: Article| {
+            a.tags
+                .clone()
+                .into_iter()
+                .map(move |t| (t, a.clone()))
+                .collect::<Vec<_>>()
+        })
+        .join_global(
+            &subscriptions,
+            |tag: &String, _| tag.clone(),
+            |a: &Article, users: &Vec<String>| (a.clone(), users.clone()),
+        )
         .flat_map(|tag: String, (a, users): (Article, Vec<String>)| {
             users
                 .into_iter()
@@ -146,6 +176,8 @@ fn main() {
     });
     let config = args
         .config()
-        .deserialization_policy(DeserializationPolicy::DeadLetter("articles-dlq".to_string()));
+        .deserialization_policy(DeserializationPolicy::DeadLetter(
+            "articles-dlq".to_string(),
+        ));
     cli::run(topology, config)
 }

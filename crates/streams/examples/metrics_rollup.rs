@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sluice_streams::{
-    DeserializationPolicy, Materialized, Serde, SerdeError, Serdes, StreamsBuilder, TimeWindows, Windowed,
+    DeserializationPolicy, Materialized, Serde, SerdeError, Serdes, StreamsBuilder, TimeWindows,
+    Windowed,
 };
 
 /// A number written as decimal text.
@@ -55,12 +56,26 @@ fn main() {
     let args = cli::parse("metrics", "metrics-rollup", &[]);
     let builder = StreamsBuilder::new();
     builder
-        .stream(&args.input, Serdes::string(), std::sync::Arc::new(DecimalF64))
+        .stream(
+            &args.input,
+            Serdes::string(),
+            std::sync::Arc::new(DecimalF64),
+        )
         .group_by_key()
         .windowed_by(TimeWindows::tumbling(Duration::from_secs(60)).grace(Duration::from_secs(10)))
         .aggregate(
-            || Stats { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY },
-            |_, v: f64, s: Stats| Stats { count: s.count + 1, sum: s.sum + v, min: s.min.min(v), max: s.max.max(v) },
+            || Stats {
+                count: 0,
+                sum: 0.0,
+                min: f64::INFINITY,
+                max: f64::NEG_INFINITY,
+            },
+            |_, v: f64, s: Stats| Stats {
+                count: s.count + 1,
+                sum: s.sum + v,
+                min: s.min.min(v),
+                max: s.max.max(v),
+            },
             Materialized::named("rollups").with_value_serde(Serdes::json()),
         )
         .suppress_until_window_closes()
@@ -84,5 +99,9 @@ fn main() {
         eprintln!("error: {e}");
         std::process::exit(2)
     });
-    cli::run(topology, args.config().deserialization_policy(DeserializationPolicy::LogAndContinue))
+    cli::run(
+        topology,
+        args.config()
+            .deserialization_policy(DeserializationPolicy::LogAndContinue),
+    )
 }

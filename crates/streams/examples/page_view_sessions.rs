@@ -36,7 +36,8 @@ fn main() {
         .stream(&args.input, Serdes::string(), Serdes::string())
         .group_by_key()
         .windowed_by_session(
-            SessionWindows::with_inactivity_gap(Duration::from_secs(30 * 60)).grace(Duration::from_secs(60)),
+            SessionWindows::with_inactivity_gap(Duration::from_secs(30 * 60))
+                .grace(Duration::from_secs(60)),
         )
         .aggregate(
             Activity::default,

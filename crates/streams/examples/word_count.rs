@@ -16,7 +16,11 @@ fn main() {
     let args = cli::parse("text-lines", "word-counts", &[]);
     let builder = StreamsBuilder::new();
     builder
-        .stream(&args.input, Serdes::optional(Serdes::bytes()), Serdes::string())
+        .stream(
+            &args.input,
+            Serdes::optional(Serdes::bytes()),
+            Serdes::string(),
+        )
         .flat_map_values(|line: String| {
             line.split(|c: char| !c.is_alphanumeric())
                 .filter(|w| !w.is_empty())

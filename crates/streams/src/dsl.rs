@@ -9,7 +9,7 @@ pub use grouped::{
     KGroupedStream, KGroupedTable, SessionWindowedKStream, SlidingWindowedKStream,
     TimeWindowedKStream,
 };
-pub use stream::KStream;
+pub use stream::{KStream, Predicate};
 pub use table::{GlobalKTable, KTable};
 
 use std::any::Any;

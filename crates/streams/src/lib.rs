@@ -23,7 +23,7 @@ mod topology;
 mod windows;
 
 pub use dsl::{
-    GlobalKTable, KGroupedStream, KGroupedTable, KStream, KTable, Materialized,
+    GlobalKTable, KGroupedStream, KGroupedTable, KStream, KTable, Materialized, Predicate,
     SessionWindowedKStream, SlidingWindowedKStream, StoreBuilder, Stores, StreamsBuilder,
     TimeWindowedKStream,
 };

@@ -63,7 +63,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn register(&self, id: TaskId, task: &Task) {
-        let stores = task.state.stores.iter().filter(|(_, s)| !s.global).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let stores = task
+            .state
+            .stores
+            .iter()
+            .filter(|(_, s)| !s.global)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         self.registry.lock().insert(id, stores);
     }
     pub(crate) fn unregister(&self, id: TaskId) {
@@ -88,7 +94,8 @@ impl Shared {
 /// transactional ids (and so fences and aborts what its previous incarnation left open).
 fn process_id(config: &StreamsConfig) -> Result<String> {
     let dir = config.state_dir.join(&config.application_id);
-    let io = |e: std::io::Error| StreamsError::Config(format!("state directory {}: {e}", dir.display()));
+    let io =
+        |e: std::io::Error| StreamsError::Config(format!("state directory {}: {e}", dir.display()));
     std::fs::create_dir_all(&dir).map_err(io)?;
     let path = dir.join("process-id");
     match std::fs::read_to_string(&path) {
@@ -130,7 +137,9 @@ impl KafkaStreams {
     /// stream threads. Returns once the threads run; state restoration continues in them.
     pub fn start(&mut self) -> Result<()> {
         if self.shared.is_some() {
-            return Err(StreamsError::Config("the application was already started".into()));
+            return Err(StreamsError::Config(
+                "the application was already started".into(),
+            ));
         }
         let plan = setup::prepare(&self.topology, &self.config)?;
         let process_id = process_id(&self.config)?;
@@ -159,7 +168,9 @@ impl KafkaStreams {
                 std::thread::Builder::new()
                     .name("streams-standby".into())
                     .spawn(move || s.standbys.as_ref().expect("checked").run(&s))
-                    .map_err(|e| StreamsError::Fatal(format!("spawning the standby thread: {e}")))?,
+                    .map_err(|e| {
+                        StreamsError::Fatal(format!("spawning the standby thread: {e}"))
+                    })?,
             );
         }
         if !shared.plan.global_topics.is_empty() {
@@ -226,33 +237,47 @@ impl KafkaStreams {
 
     /// Current metrics.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.shared.as_ref().map(|s| s.metrics.snapshot()).unwrap_or_default()
+        self.shared
+            .as_ref()
+            .map(|s| s.metrics.snapshot())
+            .unwrap_or_default()
     }
 
     /// The tasks running on this instance.
     pub fn local_tasks(&self) -> Vec<TaskId> {
-        let mut ids: Vec<TaskId> = self.shared.as_ref().map(|s| s.registry.lock().keys().copied().collect()).unwrap_or_default();
+        let mut ids: Vec<TaskId> = self
+            .shared
+            .as_ref()
+            .map(|s| s.registry.lock().keys().copied().collect())
+            .unwrap_or_default();
         ids.sort();
         ids
     }
 
     /// Queries a key-value store across this instance's running tasks (and global stores).
-    pub fn key_value_store<K: 'static, V: 'static>(&self, name: &str) -> Result<QueryableStore<K, V>> {
+    pub fn key_value_store<K: 'static, V: 'static>(
+        &self,
+        name: &str,
+    ) -> Result<QueryableStore<K, V>> {
         self.queryable(name)
     }
 
     fn queryable<K: 'static, V: 'static>(&self, name: &str) -> Result<QueryableStore<K, V>> {
-        let shared = self.shared.clone().ok_or_else(|| StreamsError::Config("the application is not started".into()))?;
-        let decl = self
-            .topology
-            .store_decl(name)
-            .ok_or_else(|| StreamsError::Config(format!("no state store named {name} in the topology")))?;
+        let shared = self
+            .shared
+            .clone()
+            .ok_or_else(|| StreamsError::Config("the application is not started".into()))?;
+        let decl = self.topology.store_decl(name).ok_or_else(|| {
+            StreamsError::Config(format!("no state store named {name} in the topology"))
+        })?;
         let serdes = decl
             .serdes
             .as_ref()
             .and_then(|s| s.downcast_ref::<StoreSerdes<K, V>>())
             .cloned()
-            .ok_or_else(|| StreamsError::Config(format!("state store {name} holds other key/value types")))?;
+            .ok_or_else(|| {
+                StreamsError::Config(format!("state store {name} holds other key/value types"))
+            })?;
         Ok(QueryableStore {
             shared,
             name: Arc::from(name),
@@ -269,12 +294,19 @@ impl KafkaStreams {
         shared.shutdown.store(true, Ordering::Release);
         let deadline = Instant::now() + timeout;
         let mut first_error = None;
-        for handle in self.threads.drain(..).chain(self.global.take()).chain(self.standby.take()) {
+        for handle in self
+            .threads
+            .drain(..)
+            .chain(self.global.take())
+            .chain(self.standby.take())
+        {
             while !handle.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if !handle.is_finished() {
-                first_error.get_or_insert(StreamsError::Fatal("a stream thread did not stop in time".into()));
+                first_error.get_or_insert(StreamsError::Fatal(
+                    "a stream thread did not stop in time".into(),
+                ));
                 continue;
             }
             match handle.join() {
@@ -283,7 +315,8 @@ impl KafkaStreams {
                     first_error.get_or_insert(e);
                 }
                 Err(_) => {
-                    first_error.get_or_insert(StreamsError::Fatal("a stream thread panicked".into()));
+                    first_error
+                        .get_or_insert(StreamsError::Fatal("a stream thread panicked".into()));
                 }
             }
         }

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use crate::error::StoreError;
 
+/// Changelog writes: keys and new values (`None`: deleted).
+pub(crate) type ChangelogWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// The entries of a range scan, keys ascending.
 pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -104,7 +107,7 @@ pub(crate) const CHANGELOG_PENDING_MAX: usize = 10_000;
 
 /// A store as a task holds it: the physical store, its changelog, and the stream time it has
 /// observed (for window expiry).
-pub struct StateStore {
+pub(crate) struct StateStore {
     pub(crate) name: Arc<str>,
     pub(crate) kind: StoreKind,
     pub(crate) inner: Box<dyn KvBytes>,
@@ -130,11 +133,6 @@ impl StateStore {
             }),
             observed_ms: i64::MIN,
         }
-    }
-
-    /// The store's name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -199,9 +197,7 @@ impl StateStore {
     }
 
     /// Takes the pending changelog writes: (topic, partition, writes).
-    pub(crate) fn take_changelog(
-        &mut self,
-    ) -> Option<(Arc<str>, i32, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+    pub(crate) fn take_changelog(&mut self) -> Option<(Arc<str>, i32, ChangelogWrites)> {
         let log = self.changelog.as_mut()?;
         if log.pending.is_empty() {
             return None;
@@ -213,15 +209,8 @@ impl StateStore {
         ))
     }
 
-    /// Forgets changelog writes not sent (the transaction that held them was aborted).
-    pub(crate) fn discard_changelog(&mut self) {
-        if let Some(log) = &mut self.changelog {
-            log.pending.clear();
-        }
-    }
-
     /// How many entries the store holds.
-    pub fn approximate_len(&self) -> u64 {
+    pub(crate) fn approximate_len(&self) -> u64 {
         self.inner.approximate_len()
     }
 }

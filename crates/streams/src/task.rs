@@ -263,11 +263,6 @@ impl Task {
         out
     }
 
-    /// The task's own stores (not global ones).
-    pub(crate) fn stores(&self) -> impl Iterator<Item = &TaskStore> {
-        self.state.stores.values().filter(|s| !s.global)
-    }
-
     /// Closes every processor.
     pub(crate) fn close(&mut self) {
         for &i in &self.node_order {

@@ -66,10 +66,11 @@ impl DriverInner {
                 return Ok(());
             };
             let mut store = self.globals[store].store.lock();
-            return Ok(match value {
+            match value {
                 Some(v) => store.put(key, v)?,
                 None => store.delete(&key)?,
-            });
+            }
+            return Ok(());
         }
         let mut queue = VecDeque::new();
         queue.push_back(self.raw(topic, key, value, timestamp, headers));

@@ -7,17 +7,17 @@ use std::time::Duration;
 
 use sluice_streams::{KafkaStreams, ProcessingGuarantee, StreamsConfig, Topology};
 
-pub struct Args {
-    pub bootstrap_servers: String,
-    pub application_id: String,
-    pub input: String,
-    pub output: String,
-    pub processing_guarantee: ProcessingGuarantee,
-    pub state_dir: Option<String>,
-    pub threads: usize,
-    pub commit_interval_ms: Option<u64>,
+pub(crate) struct Args {
+    pub(crate) bootstrap_servers: String,
+    pub(crate) application_id: String,
+    pub(crate) input: String,
+    pub(crate) output: String,
+    pub(crate) processing_guarantee: ProcessingGuarantee,
+    pub(crate) state_dir: Option<String>,
+    pub(crate) threads: usize,
+    pub(crate) commit_interval_ms: Option<u64>,
     /// Flags the example itself reads (e.g. `--subscriptions` of `articles`).
-    pub extra: Vec<(String, String)>,
+    pub(crate) extra: Vec<(String, String)>,
 }
 
 fn usage(program: &str, message: &str) -> ! {
@@ -32,7 +32,7 @@ fn usage(program: &str, message: &str) -> ! {
 
 /// Parses the command line; `input` and `output` are the example's default topics and `extra`
 /// the names of its own flags.
-pub fn parse(input: &str, output: &str, extra: &[&str]) -> Args {
+pub(crate) fn parse(input: &str, output: &str, extra: &[&str]) -> Args {
     let mut argv = std::env::args();
     let program = argv.next().unwrap_or_else(|| "example".into());
     let mut args = Args {
@@ -56,31 +56,41 @@ pub fn parse(input: &str, output: &str, extra: &[&str]) -> Args {
             "--input" => args.input = value,
             "--output" => args.output = value,
             "--processing-guarantee" => {
-                args.processing_guarantee = value.parse().unwrap_or_else(|e: String| usage(&program, &e))
+                args.processing_guarantee = value
+                    .parse()
+                    .unwrap_or_else(|e: String| usage(&program, &e))
             }
             "--state-dir" => args.state_dir = Some(value),
             "--num-stream-threads" => {
-                args.threads = value.parse().unwrap_or_else(|_| usage(&program, "--num-stream-threads takes a number"))
+                args.threads = value
+                    .parse()
+                    .unwrap_or_else(|_| usage(&program, "--num-stream-threads takes a number"))
             }
             "--commit-interval-ms" => {
-                args.commit_interval_ms =
-                    Some(value.parse().unwrap_or_else(|_| usage(&program, "--commit-interval-ms takes a number")))
+                args.commit_interval_ms = Some(
+                    value
+                        .parse()
+                        .unwrap_or_else(|_| usage(&program, "--commit-interval-ms takes a number")),
+                )
             }
-            other if extra.contains(&other.trim_start_matches("--")) => {
-                args.extra.push((other.trim_start_matches("--").to_string(), value))
-            }
+            other if extra.contains(&other.trim_start_matches("--")) => args
+                .extra
+                .push((other.trim_start_matches("--").to_string(), value)),
             other => usage(&program, &format!("unknown flag {other}")),
         }
     }
     if args.bootstrap_servers.is_empty() || args.application_id.is_empty() {
-        usage(&program, "--bootstrap-servers and --application-id are required");
+        usage(
+            &program,
+            "--bootstrap-servers and --application-id are required",
+        );
     }
     args
 }
 
 impl Args {
     #[allow(dead_code)] // not every example has flags of its own
-    pub fn extra(&self, name: &str, default: &str) -> String {
+    pub(crate) fn extra(&self, name: &str, default: &str) -> String {
         self.extra
             .iter()
             .find(|(k, _)| k == name)
@@ -88,7 +98,7 @@ impl Args {
             .unwrap_or_else(|| default.to_string())
     }
 
-    pub fn config(&self) -> StreamsConfig {
+    pub(crate) fn config(&self) -> StreamsConfig {
         let mut config = StreamsConfig::new(&self.application_id, &self.bootstrap_servers)
             .processing_guarantee(self.processing_guarantee)
             .num_stream_threads(self.threads)
@@ -106,9 +116,11 @@ impl Args {
 
 /// Runs the topology until SIGTERM or Ctrl-C, then closes cleanly. Prints `running` on stdout
 /// once the threads started, and metrics on stderr every 10 seconds.
-pub fn run(topology: Topology, config: StreamsConfig) -> ! {
+pub(crate) fn run(topology: Topology, config: StreamsConfig) -> ! {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let (application_id, guarantee) = (config.application_id.clone(), config.processing_guarantee);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{processor_factory, require, KStream, KTable, Materialized};
 use crate::ops::aggregate::{Aggregator, Initializer, StreamAggregate, TableAggregate};
 use crate::ops::windowed::{SessionWindowAggregate, SlidingWindowAggregate, TimeWindowAggregate};
-use crate::ops::Change;
+use crate::ops::{Change, FirstValue, Merger};
 use crate::processor::Data;
 use crate::serde::{SerdeRef, Serdes};
 use crate::state::StoreKind;
@@ -24,9 +24,8 @@ fn aggregate_node<K: Data, V: Data, A: Data>(
     key: &SerdeRef<K>,
     materialized: &Materialized<K, A>,
     default_value: Option<SerdeRef<A>>,
-    operation: &str,
     init: Option<Initializer<A>>,
-    first: Option<Arc<dyn Fn(V) -> A + Send + Sync>>,
+    first: Option<FirstValue<V, A>>,
     aggregator: Aggregator<K, V, A>,
 ) -> (usize, Arc<str>, SerdeRef<K>, SerdeRef<A>) {
     let b = &stream.b;
@@ -35,7 +34,7 @@ fn aggregate_node<K: Data, V: Data, A: Data>(
         .value
         .clone()
         .or(default_value)
-        .unwrap_or_else(|| require(b, &None, "aggregate value", operation));
+        .unwrap_or_else(|| require(b, &None, "aggregate value", "aggregate"));
     let store = materialized.store_name(b, "KSTREAM-AGGREGATE-STATE-STORE");
     b.borrow_mut().add_store(
         materialized.spec(store.clone(), StoreKind::KeyValue),
@@ -90,7 +89,6 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             Some(Serdes::i64()),
-            "count",
             Some(Arc::new(|| 0i64)),
             None,
             Arc::new(|_: &K, _: V, count: i64| count + 1),
@@ -109,7 +107,6 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             self.stream.value.clone(),
-            "reduce",
             None,
             Some(Arc::new(|v| v)),
             Arc::new(move |_: &K, v: V, agg: V| reducer(agg, v)),
@@ -130,7 +127,6 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             None,
-            "aggregate",
             Some(Arc::new(init)),
             None,
             Arc::new(aggregator),
@@ -202,7 +198,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         materialized: Materialized<K, A>,
         default_value: Option<SerdeRef<A>>,
         init: Option<Initializer<A>>,
-        first: Option<Arc<dyn Fn(V) -> A + Send + Sync>>,
+        first: Option<FirstValue<V, A>>,
         aggregator: Aggregator<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
         let stream = &self.grouped.stream;
@@ -406,7 +402,7 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
         let (windows, store_name) = (self.windows, store.clone());
         let init: Initializer<A> = Arc::new(init);
         let aggregator: Aggregator<K, V, A> = Arc::new(aggregator);
-        let merger: Arc<dyn Fn(&K, A, A) -> A + Send + Sync> = Arc::new(merger);
+        let merger: Merger<K, A> = Arc::new(merger);
         let factory =
             processor_factory::<_, K, V, Windowed<K>, Change<A>>(move || SessionWindowAggregate {
                 windows,

@@ -11,13 +11,16 @@ use crate::ops::basic::{SinkProcessor, SourceNode};
 use crate::ops::join::{
     GlobalTableJoin, JoinKind, StreamJoinCore, StreamJoinLeft, StreamJoinRight, StreamTableJoin,
 };
-use crate::ops::Change;
+use crate::ops::{Change, KeyMapper, LookupJoiner};
 use crate::processor::{Data, Processor, ProcessorContext};
 use crate::record::Record;
 use crate::serde::SerdeRef;
 use crate::state::{StoreBackend, StoreKind, StoreSpec};
 use crate::topology::{NodeFactory, TopicRef};
 use crate::windows::JoinWindows;
+
+/// A predicate of [`KStream::branch`].
+pub type Predicate<K, V> = Box<dyn Fn(&K, &V) -> bool + Send + Sync>;
 
 /// A record stream with keys `K` and values `V`.
 pub struct KStream<K, V> {
@@ -300,10 +303,7 @@ impl<K: Data, V: Data> KStream<K, V> {
 
     /// Splits the stream: each record goes to the branch of the first predicate it satisfies
     /// (records matching none are dropped).
-    pub fn branch(
-        &self,
-        predicates: Vec<Box<dyn Fn(&K, &V) -> bool + Send + Sync>>,
-    ) -> Vec<KStream<K, V>> {
+    pub fn branch(&self, predicates: Vec<Predicate<K, V>>) -> Vec<KStream<K, V>> {
         let count = predicates.len();
         let predicates = Arc::new(predicates);
         let branch = self.child(
@@ -690,7 +690,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         &self,
         table: &KTable<K, VT>,
         left: bool,
-        joiner: Arc<dyn Fn(&K, &V, Option<&VT>) -> VO + Send + Sync>,
+        joiner: LookupJoiner<K, V, VT, VO>,
     ) -> KStream<K, VO> {
         let stream = self.repartition_if_needed("KSTREAM-JOINTABLE");
         let store = table.materialized_store("stream-table join");
@@ -748,9 +748,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     fn global_join<GK: Data, GV: Data, VO: Data>(
         &self,
         table: &GlobalKTable<GK, GV>,
-        mapper: Arc<dyn Fn(&K, &V) -> GK + Send + Sync>,
+        mapper: KeyMapper<K, V, GK>,
         left: bool,
-        joiner: Arc<dyn Fn(&K, &V, Option<&GV>) -> VO + Send + Sync>,
+        joiner: LookupJoiner<K, V, GV, VO>,
     ) -> KStream<K, VO> {
         let store_name = table.store.clone();
         let node = self.child(

@@ -8,7 +8,7 @@ use crate::ops::aggregate::TableRegroup;
 use crate::ops::basic::ChangeMaterializer;
 use crate::ops::join::{JoinKind, Joiner, TableJoinCore, TableJoinLeft, TableJoinRight};
 use crate::ops::suppress::SuppressFinal;
-use crate::ops::Change;
+use crate::ops::{Change, Selector};
 use crate::processor::{Data, ProcessorContext};
 use crate::record::Record;
 use crate::serde::{Serde, SerdeRef, Serdes};
@@ -361,7 +361,7 @@ impl<K: Data, V: Data> KTable<K, V> {
         key: SerdeRef<K2>,
         value: SerdeRef<V2>,
     ) -> KGroupedTable<K2, V2> {
-        let selector: Arc<dyn Fn(&K, &V) -> (K2, V2) + Send + Sync> = Arc::new(selector);
+        let selector: Selector<K, V, K2, V2> = Arc::new(selector);
         let node = self.child(
             "KTABLE-SELECT",
             processor_factory::<_, K, Change<V>, K2, (bool, V2)>(move || TableRegroup {

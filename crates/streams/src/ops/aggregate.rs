@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::ops::Change;
+use crate::ops::{Change, FirstValue, Selector};
 use crate::processor::{Data, Processor, ProcessorContext};
 use crate::record::Record;
 use crate::store_api::KeyValueStore;
@@ -18,7 +18,7 @@ pub(crate) struct StreamAggregate<K, V, A> {
     pub(crate) store: Option<KeyValueStore<K, A>>,
     /// `None` for `reduce`: the first value is the aggregate (V == A then).
     pub(crate) init: Option<Initializer<A>>,
-    pub(crate) first: Option<Arc<dyn Fn(V) -> A + Send + Sync>>,
+    pub(crate) first: Option<FirstValue<V, A>>,
     pub(crate) aggregator: Aggregator<K, V, A>,
 }
 
@@ -90,7 +90,7 @@ impl<K: Data, V: Data, A: Data> Processor<K, (bool, V), K, Change<A>> for TableA
 /// Re-keys a table's updates for `KTable::group_by`: the old value is sent as a subtraction from
 /// its group, the new one as an addition to its (maybe different) group.
 pub(crate) struct TableRegroup<K, V, K2, V2> {
-    pub(crate) selector: Arc<dyn Fn(&K, &V) -> (K2, V2) + Send + Sync>,
+    pub(crate) selector: Selector<K, V, K2, V2>,
 }
 
 impl<K: Data, V: Data, K2: Data, V2: Data> Processor<K, Change<V>, K2, (bool, V2)>

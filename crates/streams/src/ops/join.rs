@@ -11,7 +11,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::error::{Result, StoreError};
-use crate::ops::Change;
+use crate::ops::{Change, KeyMapper, LookupJoiner};
 use crate::processor::{Data, Processor, ProcessorContext, StoreRef};
 use crate::record::Record;
 use crate::serde::{to_bytes, SerdeRef};
@@ -302,7 +302,7 @@ pub(crate) struct StreamTableJoin<K, V, VT, VO> {
     pub(crate) store_name: Arc<str>,
     pub(crate) store: Option<KeyValueStore<K, VT>>,
     pub(crate) left: bool,
-    pub(crate) joiner: Arc<dyn Fn(&K, &V, Option<&VT>) -> VO + Send + Sync>,
+    pub(crate) joiner: LookupJoiner<K, V, VT, VO>,
 }
 
 impl<K: Data, V: Data, VT: Data, VO: Data> Processor<K, V, K, VO>
@@ -331,8 +331,8 @@ pub(crate) struct GlobalTableJoin<K, V, GK, GV, VO> {
     pub(crate) store_name: Arc<str>,
     pub(crate) store: Option<KeyValueStore<GK, GV>>,
     pub(crate) left: bool,
-    pub(crate) mapper: Arc<dyn Fn(&K, &V) -> GK + Send + Sync>,
-    pub(crate) joiner: Arc<dyn Fn(&K, &V, Option<&GV>) -> VO + Send + Sync>,
+    pub(crate) mapper: KeyMapper<K, V, GK>,
+    pub(crate) joiner: LookupJoiner<K, V, GV, VO>,
 }
 
 impl<K: Data, V: Data, GK: Data, GV: Data, VO: Data> Processor<K, V, K, VO>

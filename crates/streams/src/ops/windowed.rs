@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::ops::aggregate::{Aggregator, Initializer};
-use crate::ops::Change;
+use crate::ops::{Change, FirstValue, Merger};
 use crate::processor::{Data, Processor, ProcessorContext};
 use crate::record::Record;
 use crate::store_api::{SessionStore, WindowStore};
@@ -18,7 +18,7 @@ pub(crate) struct TimeWindowAggregate<K, V, A> {
     pub(crate) store_name: Arc<str>,
     pub(crate) store: Option<WindowStore<K, A>>,
     pub(crate) init: Option<Initializer<A>>,
-    pub(crate) first: Option<Arc<dyn Fn(V) -> A + Send + Sync>>,
+    pub(crate) first: Option<FirstValue<V, A>>,
     pub(crate) aggregator: Aggregator<K, V, A>,
 }
 
@@ -167,7 +167,7 @@ pub(crate) struct SessionWindowAggregate<K, V, A> {
     pub(crate) store: Option<SessionStore<K, A>>,
     pub(crate) init: Initializer<A>,
     pub(crate) aggregator: Aggregator<K, V, A>,
-    pub(crate) merger: Arc<dyn Fn(&K, A, A) -> A + Send + Sync>,
+    pub(crate) merger: Merger<K, A>,
 }
 
 impl<K: Data, V: Data, A: Data> Processor<K, V, Windowed<K>, Change<A>>

@@ -22,7 +22,9 @@ impl std::str::FromStr for ProcessingGuarantee {
         match s {
             "at_least_once" => Ok(ProcessingGuarantee::AtLeastOnce),
             "exactly_once_v2" => Ok(ProcessingGuarantee::ExactlyOnceV2),
-            other => Err(format!("unknown processing guarantee {other:?}: use at_least_once or exactly_once_v2")),
+            other => Err(format!(
+                "unknown processing guarantee {other:?}: use at_least_once or exactly_once_v2"
+            )),
         }
     }
 }
@@ -128,7 +130,8 @@ impl StreamsConfig {
 
     /// Adds a librdkafka property for every client.
     pub fn client_property(mut self, key: &str, value: &str) -> Self {
-        self.client_properties.push((key.to_string(), value.to_string()));
+        self.client_properties
+            .push((key.to_string(), value.to_string()));
         self
     }
 

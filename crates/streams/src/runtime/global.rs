@@ -30,9 +30,15 @@ impl GlobalUpdater {
             .set("group.id", format!("{}-global", config.application_id))
             .set(
                 "isolation.level",
-                if config.exactly_once() { "read_committed" } else { "read_uncommitted" },
+                if config.exactly_once() {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
             );
-        let consumer: BaseConsumer = c.create().map_err(|e| StreamsError::kafka("creating the global consumer", e))?;
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(|e| StreamsError::kafka("creating the global consumer", e))?;
         let metadata = consumer
             .fetch_metadata(None, config.request_timeout)
             .map_err(|e| StreamsError::kafka("global topic metadata", e))?;
@@ -41,7 +47,9 @@ impl GlobalUpdater {
         let mut stores = HashMap::new();
         for (topic, store) in &shared.plan.global_topics {
             stores.insert(topic.clone(), shared.globals[store].store.clone());
-            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { continue };
+            let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+                continue;
+            };
             for p in t.partitions() {
                 tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
                     .map_err(|e| StreamsError::kafka("assigning a global topic", e))?;
@@ -51,27 +59,34 @@ impl GlobalUpdater {
                 ends.push((topic.clone(), p.id(), high));
             }
         }
-        consumer.assign(&tpl).map_err(|e| StreamsError::kafka("assigning global topics", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| StreamsError::kafka("assigning global topics", e))?;
         let updater = GlobalUpdater { consumer, stores };
         let deadline = Instant::now() + config.request_timeout.max(Duration::from_secs(60));
         loop {
             updater.poll_once(shared)?;
-            let positions = updater.consumer.position().map_err(|e| StreamsError::kafka("global positions", e))?;
+            let positions = updater
+                .consumer
+                .position()
+                .map_err(|e| StreamsError::kafka("global positions", e))?;
             let done = ends.iter().all(|(t, p, end)| {
                 *end == 0
                     || positions
                         .find_partition(t, *p)
                         .and_then(|e| match e.offset() {
-                        rdkafka::Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
+                            rdkafka::Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
                         .is_some_and(|pos| pos >= *end)
             });
             if done {
                 return Ok(updater);
             }
             if Instant::now() > deadline {
-                return Err(StreamsError::Fatal("global stores did not finish restoring in time".into()));
+                return Err(StreamsError::Fatal(
+                    "global stores did not finish restoring in time".into(),
+                ));
             }
         }
     }
@@ -82,7 +97,9 @@ impl GlobalUpdater {
             match self.consumer.poll(timeout) {
                 Some(Ok(m)) => {
                     if let (Some(store), Some(key)) = (self.stores.get(m.topic()), m.key()) {
-                        store.lock().restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
+                        store
+                            .lock()
+                            .restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
                         shared.metrics.restored.fetch_add(1, Ordering::Relaxed);
                     }
                 }

@@ -48,7 +48,8 @@ impl Default for Metrics {
 impl Metrics {
     pub(crate) fn commit_took(&self, micros: u64) {
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.commit_micros_total.fetch_add(micros, Ordering::Relaxed);
+        self.commit_micros_total
+            .fetch_add(micros, Ordering::Relaxed);
         self.commit_micros_max.fetch_max(micros, Ordering::Relaxed);
     }
 
@@ -70,7 +71,11 @@ impl Metrics {
             process_rate_per_sec: rate,
             consumer_lag: self.lag.lock().values().filter(|l| **l > 0).sum(),
             commits,
-            commit_latency_avg_ms: if commits == 0 { 0.0 } else { total as f64 / commits as f64 / 1000.0 },
+            commit_latency_avg_ms: if commits == 0 {
+                0.0
+            } else {
+                total as f64 / commits as f64 / 1000.0
+            },
             commit_latency_max_ms: self.commit_micros_max.load(Ordering::Relaxed) as f64 / 1000.0,
             records_restored: self.restored.load(Ordering::Relaxed),
             restore_remaining: self.restore_remaining.load(Ordering::Relaxed).max(0),

@@ -15,6 +15,9 @@ use super::config::StreamsConfig;
 use crate::error::{Result, StreamsError, TopologyError};
 use crate::topology::{changelog_topic, TopicRef, Topology};
 
+/// A topic to exist: name, partitions, configs.
+type TopicSpec = (String, i32, Vec<(String, String)>);
+
 /// What the threads need to know about the topics.
 pub(crate) struct Plan {
     /// Tasks per subtopology.
@@ -99,7 +102,10 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
                 .map(|(s, _)| counts.get(s).copied())
                 .collect();
             if inputs.iter().all(Option::is_some) {
-                counts.insert(r.topic.clone(), inputs.into_iter().flatten().max().unwrap_or(1));
+                counts.insert(
+                    r.topic.clone(),
+                    inputs.into_iter().flatten().max().unwrap_or(1),
+                );
                 changed = true;
             }
         }
@@ -116,7 +122,11 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
             .filter_map(|topic| counts.get(topic).copied())
             .collect();
         if let Some(&n) = fixed.first() {
-            for topic in group.topics.iter().filter(|t| t.internal && !explicit.contains_key(*t)) {
+            for topic in group
+                .topics
+                .iter()
+                .filter(|t| t.internal && !explicit.contains_key(*t))
+            {
                 counts.insert(topic.clone(), n);
             }
         }
@@ -160,13 +170,16 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
         partitions.insert(sub.id, n.map(|(_, k)| k).unwrap_or(1));
     }
     // The internal topics to exist.
-    let mut wanted: Vec<(String, i32, Vec<(String, String)>)> = Vec::new();
+    let mut wanted: Vec<TopicSpec> = Vec::new();
     for r in &t.repartitions {
         let n = counts.get(&r.topic).copied().unwrap_or(1);
         wanted.push((
             r.topic.resolve(app),
             n,
-            vec![("cleanup.policy".into(), "delete".into()), ("retention.ms".into(), "-1".into())],
+            vec![
+                ("cleanup.policy".into(), "delete".into()),
+                ("retention.ms".into(), "-1".into()),
+            ],
         ));
     }
     for sub in &t.subtopologies {
@@ -175,7 +188,11 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
             if decl.global_source.is_some() || !decl.spec.logged {
                 continue;
             }
-            wanted.push((changelog_topic(app, store), partitions[&sub.id], decl.spec.changelog_configs()));
+            wanted.push((
+                changelog_topic(app, store),
+                partitions[&sub.id],
+                decl.spec.changelog_configs(),
+            ));
         }
     }
     let admin: AdminClient<DefaultClientContext> = config
@@ -199,7 +216,8 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
         let topics: Vec<NewTopic<'_>> = to_create
             .iter()
             .map(|(name, n, configs)| {
-                let mut topic = NewTopic::new(name, *n, TopicReplication::Fixed(config.replication_factor));
+                let mut topic =
+                    NewTopic::new(name, *n, TopicReplication::Fixed(config.replication_factor));
                 for (k, v) in configs {
                     topic = topic.set(k, v);
                 }
@@ -213,7 +231,9 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(StreamsError::Config(format!("cannot create internal topic {topic}: {code}")))
+                    return Err(StreamsError::Config(format!(
+                        "cannot create internal topic {topic}: {code}"
+                    )))
                 }
             }
         }
@@ -221,11 +241,16 @@ pub(crate) fn prepare(topology: &Topology, config: &StreamsConfig) -> Result<Pla
         let deadline = std::time::Instant::now() + config.request_timeout;
         loop {
             let now = partition_counts(&consumer, config.request_timeout)?;
-            if to_create.iter().all(|(name, n, _)| now.get(name) == Some(n)) {
+            if to_create
+                .iter()
+                .all(|(name, n, _)| now.get(name) == Some(n))
+            {
                 break;
             }
             if std::time::Instant::now() > deadline {
-                return Err(StreamsError::Config("internal topics did not appear in metadata in time".into()));
+                return Err(StreamsError::Config(
+                    "internal topics did not appear in metadata in time".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -52,9 +52,15 @@ impl Standbys {
             .set("group.id", format!("{}-standby", config.application_id))
             .set(
                 "isolation.level",
-                if config.exactly_once() { "read_committed" } else { "read_uncommitted" },
+                if config.exactly_once() {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
             );
-        let consumer: BaseConsumer = c.create().map_err(|e| StreamsError::kafka("creating the standby consumer", e))?;
+        let consumer: BaseConsumer = c
+            .create()
+            .map_err(|e| StreamsError::kafka("creating the standby consumer", e))?;
         Ok(Standbys {
             state: Mutex::new(State {
                 consumer,
@@ -87,10 +93,11 @@ impl Standbys {
         let owned: HashSet<TaskId> = shared.owned.lock().clone();
         for sub in &shared.topology.inner.subtopologies {
             let persistent = sub.stores.iter().any(|s| {
-                shared
-                    .topology
-                    .store_decl(s)
-                    .is_some_and(|d| d.spec.backend == StoreBackend::Persistent && d.spec.logged && d.global_source.is_none())
+                shared.topology.store_decl(s).is_some_and(|d| {
+                    d.spec.backend == StoreBackend::Persistent
+                        && d.spec.logged
+                        && d.global_source.is_none()
+                })
             });
             if !persistent {
                 continue;
@@ -117,8 +124,12 @@ impl Standbys {
                         let Some(c) = &store.changelog else { continue };
                         (c.topic.clone(), c.partition, store.inner.checkpoint())
                     };
-                    tpl.add_partition_offset(&topic, partition, checkpoint.map_or(Offset::Beginning, Offset::Offset))
-                        .map_err(|e| StreamsError::kafka("assigning a standby changelog", e))?;
+                    tpl.add_partition_offset(
+                        &topic,
+                        partition,
+                        checkpoint.map_or(Offset::Beginning, Offset::Offset),
+                    )
+                    .map_err(|e| StreamsError::kafka("assigning a standby changelog", e))?;
                     standby.push(StandbyStore {
                         store: handle.store,
                         topic,
@@ -142,12 +153,19 @@ impl Standbys {
                 let mut store = s.store.lock();
                 let checkpoint = s.position.or(store.inner.checkpoint());
                 store.inner.commit(checkpoint, false)?;
-                if let Ok((_, high)) = state.consumer.fetch_watermarks(&s.topic, s.partition, timeout) {
+                if let Ok((_, high)) =
+                    state
+                        .consumer
+                        .fetch_watermarks(&s.topic, s.partition, timeout)
+                {
                     behind += (high - s.position.unwrap_or(0)).max(0);
                 }
             }
         }
-        shared.metrics.standby_behind.store(behind, Ordering::Relaxed);
+        shared
+            .metrics
+            .standby_behind
+            .store(behind, Ordering::Relaxed);
         shared
             .metrics
             .standby_tasks
@@ -174,7 +192,9 @@ impl Standbys {
                 .find(|s| &*s.topic == m.topic() && s.partition == m.partition());
             if let Some(s) = target {
                 if let Some(key) = m.key() {
-                    s.store.lock().restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
+                    s.store
+                        .lock()
+                        .restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
                 }
                 s.position = Some(m.offset() + 1);
             }
@@ -182,10 +202,13 @@ impl Standbys {
         // Control records (transaction markers) move positions without delivering anything.
         if let Ok(positions) = state.consumer.position() {
             for s in state.tasks.values_mut().flat_map(|t| t.iter_mut()) {
-                if let Some(p) = positions.find_partition(&s.topic, s.partition).and_then(|e| match e.offset() {
+                if let Some(p) = positions
+                    .find_partition(&s.topic, s.partition)
+                    .and_then(|e| match e.offset() {
                         rdkafka::Offset::Offset(o) => Some(o),
                         _ => None,
-                    }) {
+                    })
+                {
                     s.position = Some(s.position.map_or(p, |q| q.max(p)));
                 }
             }

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header as KafkaHeader, Headers as _, Message, OwnedHeaders};
+use rdkafka::message::{
+    BorrowedMessage, Header as KafkaHeader, Headers as _, Message, OwnedHeaders,
+};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -59,11 +61,14 @@ impl Deliveries {
             return i;
         }
         self.last_offset.push(None);
-        self.index.insert((topic.clone(), partition), self.last_offset.len() - 1);
+        self.index
+            .insert((topic.clone(), partition), self.last_offset.len() - 1);
         self.last_offset.len() - 1
     }
     fn last(&self, topic: &Arc<str>, partition: i32) -> Option<i64> {
-        self.index.get(&(topic.clone(), partition)).and_then(|&i| self.last_offset[i])
+        self.index
+            .get(&(topic.clone(), partition))
+            .and_then(|&i| self.last_offset[i])
     }
 }
 
@@ -200,9 +205,15 @@ impl Inner {
             .set("group.id", format!("{}-restore", config.application_id))
             .set(
                 "isolation.level",
-                if config.exactly_once() { "read_committed" } else { "read_uncommitted" },
+                if config.exactly_once() {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
             );
-        let restore: BaseConsumer = restore.create().map_err(kafka("creating the restore consumer"))?;
+        let restore: BaseConsumer = restore
+            .create()
+            .map_err(kafka("creating the restore consumer"))?;
         Ok(Inner {
             shared,
             index,
@@ -220,21 +231,33 @@ impl Inner {
         })
     }
 
-    fn make_producer(shared: &Shared, transactional_id: &str, deliveries: Arc<Mutex<Deliveries>>) -> Result<BaseProducer<ProducerCtx>> {
+    fn make_producer(
+        shared: &Shared,
+        transactional_id: &str,
+        deliveries: Arc<Mutex<Deliveries>>,
+    ) -> Result<BaseProducer<ProducerCtx>> {
         let config = &shared.config;
         let mut c = config.base_client();
         c.set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .set("partitioner", "murmur2_random")
-            .set("message.timeout.ms", (config.request_timeout.as_millis() as u64).to_string());
+            .set(
+                "message.timeout.ms",
+                (config.request_timeout.as_millis() as u64).to_string(),
+            );
         if config.exactly_once() {
             // librdkafka requires a message to time out before its transaction does.
             let timeout = config.request_timeout.min(config.transaction_timeout);
-            c.set("message.timeout.ms", (timeout.as_millis() as u64).to_string());
+            c.set(
+                "message.timeout.ms",
+                (timeout.as_millis() as u64).to_string(),
+            );
         }
         if config.exactly_once() {
-            c.set("transactional.id", transactional_id)
-                .set("transaction.timeout.ms", (config.transaction_timeout.as_millis() as u64).to_string());
+            c.set("transactional.id", transactional_id).set(
+                "transaction.timeout.ms",
+                (config.transaction_timeout.as_millis() as u64).to_string(),
+            );
         }
         let producer: BaseProducer<ProducerCtx> = c
             .create_with_context(ProducerCtx { deliveries })
@@ -268,7 +291,10 @@ impl Inner {
     }
 
     fn task_of(&self, topic: &str, partition: i32) -> Option<TaskId> {
-        let (sub, _) = self.shared.topology.subtopology_of(&self.shared.config.application_id, topic)?;
+        let (sub, _) = self
+            .shared
+            .topology
+            .subtopology_of(&self.shared.config.application_id, topic)?;
         Some(TaskId {
             subtopology: sub,
             partition,
@@ -306,7 +332,10 @@ impl Inner {
             return Ok(());
         }
         let committed = if consumer.assignment_lost() {
-            tracing::warn!(thread = self.index, "assignment lost: closing tasks without committing");
+            tracing::warn!(
+                thread = self.index,
+                "assignment lost: closing tasks without committing"
+            );
             self.abort_transaction();
             false
         } else {
@@ -326,7 +355,12 @@ impl Inner {
         c.state_dir.join(&c.application_id).join(id.to_string())
     }
 
-    fn create_task(&mut self, consumer: &GroupConsumer, id: TaskId, topics: Vec<Arc<str>>) -> Result<()> {
+    fn create_task(
+        &mut self,
+        consumer: &GroupConsumer,
+        id: TaskId,
+        topics: Vec<Arc<str>>,
+    ) -> Result<()> {
         let shared = self.shared.clone();
         shared.claim(id);
         let app = &shared.config.application_id;
@@ -338,7 +372,11 @@ impl Inner {
         let mut restoring = Vec::new();
         for handle in stores.values().filter(|s| !s.global) {
             let mut store = handle.store.lock();
-            let Some((topic, partition)) = store.changelog.as_ref().map(|c| (c.topic.clone(), c.partition)) else {
+            let Some((topic, partition)) = store
+                .changelog
+                .as_ref()
+                .map(|c| (c.topic.clone(), c.partition))
+            else {
                 continue;
             };
             let (low, high) = self
@@ -356,9 +394,15 @@ impl Inner {
             }
             tracing::info!(task = %id, store = %store.name, records = high - from.unwrap_or(low), "restoring");
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, partition, from.map_or(Offset::Beginning, Offset::Offset))
-                .map_err(kafka("restoring"))?;
-            self.restore.incremental_assign(&tpl).map_err(kafka("assigning a changelog"))?;
+            tpl.add_partition_offset(
+                &topic,
+                partition,
+                from.map_or(Offset::Beginning, Offset::Offset),
+            )
+            .map_err(kafka("restoring"))?;
+            self.restore
+                .incremental_assign(&tpl)
+                .map_err(kafka("assigning a changelog"))?;
             self.shared
                 .metrics
                 .restore_remaining
@@ -391,7 +435,9 @@ impl Inner {
         } else {
             let topics: Vec<Arc<str>> = active.queues.keys().cloned().collect();
             let tpl = tpl_of(&topics, id.partition);
-            consumer.pause(&tpl).map_err(kafka("pausing a restoring task's input"))?;
+            consumer
+                .pause(&tpl)
+                .map_err(kafka("pausing a restoring task's input"))?;
             active.paused.extend(topics);
         }
         self.tasks.insert(id, active);
@@ -428,12 +474,16 @@ impl Inner {
     fn enqueue(&mut self, consumer: &GroupConsumer, records: Vec<RawRecord>) -> Result<()> {
         let mut pause = Vec::new();
         for r in records {
-            let Some(id) = self.task_of(&r.topic, r.partition) else { continue };
+            let Some(id) = self.task_of(&r.topic, r.partition) else {
+                continue;
+            };
             let Some(task) = self.tasks.get_mut(&id) else {
                 // A record of a partition revoked since it was fetched: the new owner reads it.
                 continue;
             };
-            let Some(queue) = task.queues.get_mut(&r.topic) else { continue };
+            let Some(queue) = task.queues.get_mut(&r.topic) else {
+                continue;
+            };
             let topic = r.topic.clone();
             queue.push_back(r);
             if queue.len() > QUEUE_HIGH && task.paused.insert(topic.clone()) {
@@ -452,7 +502,9 @@ impl Inner {
 
     fn ensure_transaction(&mut self) -> Result<()> {
         if self.shared.config.exactly_once() && !self.in_transaction {
-            self.producer.begin_transaction().map_err(kafka("beginning a transaction"))?;
+            self.producer
+                .begin_transaction()
+                .map_err(kafka("beginning a transaction"))?;
             self.in_transaction = true;
         }
         Ok(())
@@ -463,7 +515,9 @@ impl Inner {
         self.dirty = true;
         let opaque = match &record.changelog_of {
             Some(_) => {
-                let partition = record.partition.expect("changelog records name their partition");
+                let partition = record
+                    .partition
+                    .expect("changelog records name their partition");
                 self.deliveries.lock().slot(&record.topic, partition) + 1
             }
             None => 0,
@@ -493,11 +547,18 @@ impl Inner {
         loop {
             match self.producer.send(r) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) if Instant::now() < deadline => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
                     self.producer.poll(Duration::from_millis(5));
                     r = back;
                 }
-                Err((e, _)) => return Err(StreamsError::kafka(format!("producing to {}", record.topic), e)),
+                Err((e, _)) => {
+                    return Err(StreamsError::kafka(
+                        format!("producing to {}", record.topic),
+                        e,
+                    ))
+                }
             }
         }
     }
@@ -513,13 +574,21 @@ impl Inner {
         let mut resume = TopicPartitionList::new();
         let mut outputs = Vec::new();
         for id in ids {
-            let Some(task) = self.tasks.get_mut(&id) else { continue };
+            let Some(task) = self.tasks.get_mut(&id) else {
+                continue;
+            };
             if !task.restoring.is_empty() {
                 continue;
             }
             for _ in 0..TASK_TURN {
-                let Some(topic) = task.next_queue() else { break };
-                let record = task.queues.get_mut(&topic).and_then(VecDeque::pop_front).expect("non-empty queue");
+                let Some(topic) = task.next_queue() else {
+                    break;
+                };
+                let record = task
+                    .queues
+                    .get_mut(&topic)
+                    .and_then(VecDeque::pop_front)
+                    .expect("non-empty queue");
                 let offset = record.offset;
                 task.task.process(record)?;
                 task.next_offsets.insert(topic, offset + 1);
@@ -527,11 +596,15 @@ impl Inner {
                 outputs.append(&mut task.task.take_output());
                 outputs.append(&mut task.task.take_changelog(false));
             }
-            task.task.punctuate(PunctuationType::WallClockTime, now_ms())?;
+            task.task
+                .punctuate(PunctuationType::WallClockTime, now_ms())?;
             outputs.append(&mut task.task.take_output());
             let partition = task.partition;
             task.paused.retain(|topic| {
-                let low = task.queues.get(topic).is_none_or(|q| q.len() <= QUEUE_HIGH / 2);
+                let low = task
+                    .queues
+                    .get(topic)
+                    .is_none_or(|q| q.len() <= QUEUE_HIGH / 2);
                 if low {
                     let _ = resume.add_partition(topic, partition);
                 }
@@ -546,7 +619,10 @@ impl Inner {
         }
         if processed > 0 {
             self.dirty = true;
-            self.shared.metrics.processed.fetch_add(processed, Ordering::Relaxed);
+            self.shared
+                .metrics
+                .processed
+                .fetch_add(processed, Ordering::Relaxed);
         }
         self.producer.poll(Duration::ZERO);
         if self.last_commit.elapsed() >= self.shared.config.commit_interval {
@@ -562,7 +638,9 @@ impl Inner {
         let mut applied = 0u64;
         let deadline = Instant::now() + Duration::from_millis(50);
         while Instant::now() < deadline {
-            let Some(result) = self.restore.poll(Duration::from_millis(10)) else { break };
+            let Some(result) = self.restore.poll(Duration::from_millis(10)) else {
+                break;
+            };
             let m = match result {
                 Ok(m) => m,
                 Err(KafkaError::PartitionEOF(_)) => continue,
@@ -577,13 +655,25 @@ impl Inner {
                 continue;
             };
             if let Some(key) = m.key() {
-                target.store.lock().restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
+                target
+                    .store
+                    .lock()
+                    .restore(key.to_vec(), m.payload().map(<[u8]>::to_vec))?;
             }
             applied += 1;
         }
-        self.shared.metrics.restored.fetch_add(applied, Ordering::Relaxed);
-        self.shared.metrics.restore_remaining.fetch_sub(applied as i64, Ordering::Relaxed);
-        let positions = self.restore.position().map_err(kafka("reading restore positions"))?;
+        self.shared
+            .metrics
+            .restored
+            .fetch_add(applied, Ordering::Relaxed);
+        self.shared
+            .metrics
+            .restore_remaining
+            .fetch_sub(applied as i64, Ordering::Relaxed);
+        let positions = self
+            .restore
+            .position()
+            .map_err(kafka("reading restore positions"))?;
         let mut finished = TopicPartitionList::new();
         let mut ready = Vec::new();
         for (id, task) in self.tasks.iter_mut() {
@@ -616,13 +706,17 @@ impl Inner {
             }
         }
         if finished.count() > 0 {
-            self.restore.incremental_unassign(&finished).map_err(kafka("unassigning restored changelogs"))?;
+            self.restore
+                .incremental_unassign(&finished)
+                .map_err(kafka("unassigning restored changelogs"))?;
         }
         for id in ready {
             let task = self.tasks.get_mut(&id).expect("listed");
             tracing::info!(thread = self.index, task = %id, "task restored");
             let topics: Vec<Arc<str>> = task.paused.drain().collect();
-            consumer.resume(&tpl_of(&topics, id.partition)).map_err(kafka("resuming a restored task"))?;
+            consumer
+                .resume(&tpl_of(&topics, id.partition))
+                .map_err(kafka("resuming a restored task"))?;
             let task = &self.tasks[&id];
             self.shared.register(id, &task.task);
         }
@@ -648,11 +742,16 @@ impl Inner {
             Ok(()) => {
                 self.dirty = false;
                 self.checkpoint_stores()?;
-                self.shared.metrics.commit_took(started.elapsed().as_micros() as u64);
+                self.shared
+                    .metrics
+                    .commit_took(started.elapsed().as_micros() as u64);
                 Ok(true)
             }
             Err(e) => {
-                tracing::warn!(thread = self.index, "commit failed, rewinding to the last commit: {e}");
+                tracing::warn!(
+                    thread = self.index,
+                    "commit failed, rewinding to the last commit: {e}"
+                );
                 self.shared.metrics.aborted.fetch_add(1, Ordering::Relaxed);
                 self.recover(consumer, &e)?;
                 Ok(false)
@@ -685,7 +784,8 @@ impl Inner {
             }
             if offsets.count() > 0 {
                 let metadata = consumer.group_metadata().ok_or(KafkaError::Canceled)?;
-                self.producer.send_offsets_to_transaction(&offsets, &metadata, timeout)?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, timeout)?;
             }
             self.producer.commit_transaction(timeout)?;
             self.in_transaction = false;
@@ -705,7 +805,10 @@ impl Inner {
         for task in self.tasks.values().filter(|t| t.restoring.is_empty()) {
             for handle in task.task.state.stores.values().filter(|s| !s.global) {
                 let mut store = handle.store.lock();
-                let written = store.changelog.as_ref().and_then(|c| deliveries.last(&c.topic, c.partition));
+                let written = store
+                    .changelog
+                    .as_ref()
+                    .and_then(|c| deliveries.last(&c.topic, c.partition));
                 let checkpoint = written.map(|o| o + 1).or(store.inner.checkpoint());
                 store.inner.commit(checkpoint, durable)?;
             }
@@ -730,7 +833,11 @@ impl Inner {
         if self.shared.config.exactly_once() {
             if fatal {
                 self.in_transaction = false;
-                self.producer = Self::make_producer(&self.shared, &self.transactional_id, self.deliveries.clone())?;
+                self.producer = Self::make_producer(
+                    &self.shared,
+                    &self.transactional_id,
+                    self.deliveries.clone(),
+                )?;
             } else {
                 self.abort_transaction();
             }
@@ -769,9 +876,12 @@ impl Inner {
                     Offset::Offset(o) => Offset::Offset(o),
                     _ => Offset::Beginning,
                 };
-                seek.add_partition_offset(e.topic(), e.partition(), offset).map_err(kafka("seeking"))?;
+                seek.add_partition_offset(e.topic(), e.partition(), offset)
+                    .map_err(kafka("seeking"))?;
             }
-            consumer.seek_partitions(seek, self.timeout()).map_err(kafka("seeking back to committed offsets"))?;
+            consumer
+                .seek_partitions(seek, self.timeout())
+                .map_err(kafka("seeking back to committed offsets"))?;
         }
         Ok(())
     }
@@ -827,19 +937,35 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) -> Result<()> {
     c.set("group.id", &config.application_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", (config.session_timeout.as_millis() as u64).to_string())
-        .set("heartbeat.interval.ms", ((config.session_timeout.as_millis() as u64) / 5).max(100).to_string())
+        .set(
+            "session.timeout.ms",
+            (config.session_timeout.as_millis() as u64).to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            ((config.session_timeout.as_millis() as u64) / 5)
+                .max(100)
+                .to_string(),
+        )
         .set("statistics.interval.ms", "1000")
         .set(
             "partition.assignment.strategy",
             // Partition p of every topic of a multi-topic subtopology must land on one member:
             // the range assignor guarantees it for equal partition counts; cooperative-sticky
             // does not, so it is used only when every subtopology reads one topic.
-            if shared.topology.has_multi_source_subtopology() { "range" } else { "cooperative-sticky" },
+            if shared.topology.has_multi_source_subtopology() {
+                "range"
+            } else {
+                "cooperative-sticky"
+            },
         )
         .set(
             "isolation.level",
-            if config.exactly_once() { "read_committed" } else { "read_uncommitted" },
+            if config.exactly_once() {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
         );
     let consumer: GroupConsumer = c
         .create_with_context(ConsumerCtx {
@@ -848,13 +974,22 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) -> Result<()> {
             index,
         })
         .map_err(kafka("creating the consumer"))?;
-    let topics: Vec<&str> = shared.plan.source_topics.iter().map(String::as_str).collect();
+    let topics: Vec<&str> = shared
+        .plan
+        .source_topics
+        .iter()
+        .map(String::as_str)
+        .collect();
     consumer.subscribe(&topics).map_err(kafka("subscribing"))?;
     let result = (|| -> Result<()> {
         while !shared.shutdown.load(Ordering::Acquire) {
             let busy = inner.lock().busy();
             let mut records = Vec::new();
-            let mut timeout = if busy { Duration::ZERO } else { Duration::from_millis(50) };
+            let mut timeout = if busy {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(50)
+            };
             while records.len() < POLL_BATCH {
                 match consumer.poll(timeout) {
                     Some(Ok(m)) => records.push(raw_record(&m)),

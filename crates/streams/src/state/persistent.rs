@@ -24,12 +24,15 @@ const DATA: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("data");
 const META: TableDefinition<'_, &str, i64> = TableDefinition::new("meta");
 const CHECKPOINT: &str = "changelog_next_offset";
 
+/// The committed data, through a read transaction.
+type Committed = ReadOnlyTable<&'static [u8], &'static [u8]>;
+
 /// A redb file with pending writes over it.
 pub(crate) struct RedbStore {
     name: String,
     db: Database,
     /// Committed data, read through one read transaction renewed at each commit.
-    committed: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    committed: Committed,
     committed_len: u64,
     /// Writes since the last commit; `None` deletes.
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -74,10 +77,7 @@ impl RedbStore {
         })
     }
 
-    fn read_view(
-        name: &str,
-        db: &Database,
-    ) -> Result<(ReadOnlyTable<&'static [u8], &'static [u8]>, u64), StoreError> {
+    fn read_view(name: &str, db: &Database) -> Result<(Committed, u64), StoreError> {
         let read = db.begin_read().map_err(err(name))?;
         let table = read.open_table(DATA).map_err(err(name))?;
         let len = table.len().map_err(err(name))?;

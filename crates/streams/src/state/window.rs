@@ -13,6 +13,11 @@ use std::ops::Bound;
 use super::{StateStore, StoreKind};
 use crate::error::StoreError;
 
+/// Windows of every key: (key, start, value).
+pub(crate) type WindowEntries = Vec<(Vec<u8>, i64, Vec<u8>)>;
+/// Sessions of every key: (key, start, end, value).
+pub(crate) type SessionEntries = Vec<(Vec<u8>, i64, i64, Vec<u8>)>;
+
 /// At least this much time per segment, so short windows do not make many tiny segments.
 const SEGMENT_MIN_MS: i64 = 60_000;
 
@@ -155,7 +160,7 @@ pub(crate) fn window_fetch_all(
     store: &StateStore,
     from: i64,
     to: i64,
-) -> Result<Vec<(Vec<u8>, i64, Vec<u8>)>, StoreError> {
+) -> Result<WindowEntries, StoreError> {
     let mut out = Vec::new();
     for (entry, value) in store.range(Bound::Unbounded, Bound::Unbounded)? {
         let (_, key, start, _) = split(&entry).ok_or_else(|| corrupt(store, &entry))?;
@@ -222,9 +227,7 @@ pub(crate) fn session_find(
 }
 
 /// Every live session: (key, start, end, value), for interactive queries.
-pub(crate) fn session_fetch_all(
-    store: &StateStore,
-) -> Result<Vec<(Vec<u8>, i64, i64, Vec<u8>)>, StoreError> {
+pub(crate) fn session_fetch_all(store: &StateStore) -> Result<SessionEntries, StoreError> {
     let mut out = Vec::new();
     for (entry, value) in store.range(Bound::Unbounded, Bound::Unbounded)? {
         let (_, key, end, rest) = split(&entry).ok_or_else(|| corrupt(store, &entry))?;

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use crate::harness::{with_watchdog, Broker, Example};
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Reads `topic` until it holds at least `n` records (bounded), returns them.
@@ -37,7 +40,13 @@ fn articles_are_normalized_deduplicated_and_recommended() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(&dir.path().join("broker"));
         // One partition each: outputs are ordered, so a marker's output proves what came before.
-        for (topic, partitions) in [("articles", 1), ("subscriptions", 1), ("articles-normalized", 1), ("recommendations", 1), ("articles-dlq", 1)] {
+        for (topic, partitions) in [
+            ("articles", 1),
+            ("subscriptions", 1),
+            ("articles-normalized", 1),
+            ("recommendations", 1),
+            ("articles-dlq", 1),
+        ] {
             broker.create_topic(topic, partitions, &[]);
         }
         let s = |x: &str| Some(x.to_string());
@@ -52,7 +61,14 @@ fn articles_are_normalized_deduplicated_and_recommended() {
         let mut app = Example::start(
             "articles",
             &broker,
-            &["--application-id", "articles", "--state-dir", dir.path().join("state").to_str().unwrap(), "--commit-interval-ms", "200"],
+            &[
+                "--application-id",
+                "articles",
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+                "--commit-interval-ms",
+                "200",
+            ],
         );
         // One feed: all in one partition, so "first per URL" is well defined.
         let feed = s("feed-1");
@@ -70,16 +86,32 @@ fn articles_are_normalized_deduplicated_and_recommended() {
             .iter()
             .map(|(user, v)| {
                 let v = json(v);
-                (user.clone(), v["url"].as_str().unwrap().to_string(), v["title"].as_str().unwrap().to_string())
+                (
+                    user.clone(),
+                    v["url"].as_str().unwrap().to_string(),
+                    v["title"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
         got.sort();
         assert_eq!(
             got,
             vec![
-                ("ann".into(), "https://example.com/a".into(), "Rust streams".into()),
-                ("bob".into(), "https://example.com/a".into(), "Rust streams".into()),
-                ("cat".into(), "https://food.example/b?id=7".into(), "Soup".into()),
+                (
+                    "ann".into(),
+                    "https://example.com/a".into(),
+                    "Rust streams".into()
+                ),
+                (
+                    "bob".into(),
+                    "https://example.com/a".into(),
+                    "Rust streams".into()
+                ),
+                (
+                    "cat".into(),
+                    "https://food.example/b?id=7".into(),
+                    "Soup".into()
+                ),
             ]
         );
         let normalized = broker.read_all("articles-normalized");
@@ -88,10 +120,20 @@ fn articles_are_normalized_deduplicated_and_recommended() {
         assert_eq!(dlq[0].1, "not json");
         // A marker article: once its recommendation is out, everything before it is too, and bob
         // was recommended the first article once, for both of his tags.
-        broker.produce("articles", &[(feed, r#"{"url":"https://food.example/c","title":"Bread","tags":["cooking"]}"#.into(), None)]);
+        broker.produce(
+            "articles",
+            &[(
+                feed,
+                r#"{"url":"https://food.example/c","title":"Bread","tags":["cooking"]}"#.into(),
+                None,
+            )],
+        );
         let recs = read_at_least(&broker, "recommendations", 4, &app);
         assert_eq!(recs.len(), 4, "{recs:?}");
-        assert!(json(&recs[3].1)["url"] == "https://food.example/c", "{recs:?}");
+        assert!(
+            json(&recs[3].1)["url"] == "https://food.example/c",
+            "{recs:?}"
+        );
         assert!(app.process.stop(), "{}", app.process.stderr());
     });
 }
@@ -106,11 +148,19 @@ fn page_view_sessions_emit_one_summary_per_closed_session() {
         let mut app = Example::start(
             "page_view_sessions",
             &broker,
-            &["--application-id", "sessions", "--state-dir", dir.path().join("state").to_str().unwrap(), "--commit-interval-ms", "200"],
+            &[
+                "--application-id",
+                "sessions",
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+                "--commit-interval-ms",
+                "200",
+            ],
         );
         let t0 = now_ms() - 6 * 3_600_000;
         let min = 60_000;
-        let view = |user: &str, page: &str, at: i64| (Some(user.to_string()), page.to_string(), Some(at));
+        let view =
+            |user: &str, page: &str, at: i64| (Some(user.to_string()), page.to_string(), Some(at));
         broker.produce(
             "page-views",
             &[
@@ -165,10 +215,18 @@ fn metrics_rollup_emits_final_minutes_and_skips_bad_samples() {
         let mut app = Example::start(
             "metrics_rollup",
             &broker,
-            &["--application-id", "rollup", "--state-dir", dir.path().join("state").to_str().unwrap(), "--commit-interval-ms", "200"],
+            &[
+                "--application-id",
+                "rollup",
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+                "--commit-interval-ms",
+                "200",
+            ],
         );
         let base = (now_ms() - 3_600_000) / 60_000 * 60_000;
-        let sample = |name: &str, v: &str, at: i64| (Some(name.to_string()), v.to_string(), Some(base + at));
+        let sample =
+            |name: &str, v: &str, at: i64| (Some(name.to_string()), v.to_string(), Some(base + at));
         broker.produce(
             "metrics",
             &[
@@ -196,7 +254,7 @@ fn metrics_rollup_emits_final_minutes_and_skips_bad_samples() {
                 )
             })
             .collect();
-        got.sort_by(|a, b| (a.0.clone(), a.1).cmp(&(b.0.clone(), b.1)));
+        got.sort_by_key(|g| (g.0.clone(), g.1));
         assert_eq!(
             got,
             vec![
@@ -210,7 +268,11 @@ fn metrics_rollup_emits_final_minutes_and_skips_bad_samples() {
         let out = read_at_least(&broker, "metrics-rollup", 4, &app);
         assert_eq!(out.len(), 4, "{out:?}");
         assert_eq!(out[3].0, "tick");
-        assert!(app.process.stderr().contains("skipping record"), "{}", app.process.stderr());
+        assert!(
+            app.process.stderr().contains("skipping record"),
+            "{}",
+            app.process.stderr()
+        );
         assert!(app.process.stop(), "{}", app.process.stderr());
     });
 }

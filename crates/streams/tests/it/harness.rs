@@ -21,7 +21,10 @@ use rdkafka::Message;
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn kill_pid(pid: u32) {
-    let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-KILL")
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Runs `body` on its own thread; if it has not finished after `deadline`, kills every child
@@ -47,7 +50,10 @@ pub(crate) fn with_watchdog(deadline: Duration, body: impl FnOnce() + Send + 'st
 pub(crate) fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -55,11 +61,18 @@ pub(crate) fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut(
 /// `target/<profile>/`, from this test binary's path (`target/<profile>/deps/it-...`).
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(Path::parent).expect("target/<profile>/deps").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .to_path_buf()
 }
 
 fn binary(path: PathBuf, build_hint: &str) -> PathBuf {
-    assert!(path.exists(), "{} is missing; build it first: {build_hint}", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing; build it first: {build_hint}",
+        path.display()
+    );
     path
 }
 
@@ -91,7 +104,10 @@ impl Process {
                     if n == 0 {
                         break;
                     }
-                    stderr.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    stderr
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
                 }
             });
         }
@@ -115,7 +131,12 @@ impl Process {
             .lock()
             .unwrap()
             .recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("process printed nothing in {timeout:?}; stderr:\n{}", self.stderr()))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "process printed nothing in {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                )
+            })
     }
 
     pub(crate) fn stderr(&self) -> String {
@@ -136,12 +157,17 @@ impl Process {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(60);
         let ok = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status.success(),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 _ => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -162,13 +188,15 @@ impl Drop for Process {
 
 /// A running broker.
 pub(crate) struct Broker {
-    pub(crate) process: Process,
+    /// Kept so the broker dies with the handle.
+    _process: Process,
     pub(crate) port: u16,
 }
 
 impl Broker {
     pub(crate) fn start(data_dir: &Path) -> Broker {
-        let mut command = Command::new(binary(target_dir().join("sluice"), "cargo build -p sluice"));
+        let mut command =
+            Command::new(binary(target_dir().join("sluice"), "cargo build -p sluice"));
         command
             .arg("serve")
             .arg("--listen")
@@ -189,7 +217,10 @@ impl Broker {
             .and_then(|addr| addr.rsplit(':').next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line:?}"));
-        Broker { process, port }
+        Broker {
+            _process: process,
+            port,
+        }
     }
 
     pub(crate) fn bootstrap(&self) -> String {
@@ -205,13 +236,15 @@ impl Broker {
     }
 
     pub(crate) fn create_topic(&self, name: &str, partitions: i32, configs: &[(&str, &str)]) {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create().expect("admin client");
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
         let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
         for (k, v) in configs {
             topic = topic.set(k, v);
         }
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        let results = futures::executor::block_on(admin.create_topics([&topic], &options)).expect("create_topics");
+        let results = futures::executor::block_on(admin.create_topics([&topic], &options))
+            .expect("create_topics");
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
         }
@@ -260,14 +293,23 @@ impl Broker {
             .set("isolation.level", "read_committed")
             .create()
             .expect("consumer");
-        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-        let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let partitions: Vec<i32> = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
         let mut ends = Vec::new();
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
-            let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .expect("watermarks");
             ends.push((p, high));
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).expect("assign");
         let mut out: Vec<Vec<(String, String)>> = vec![Vec::new(); partitions.len()];
@@ -279,19 +321,31 @@ impl Broker {
                     || positions
                         .find_partition(topic, *p)
                         .and_then(|e| match e.offset() {
-                        rdkafka::Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
+                            rdkafka::Offset::Offset(o) => Some(o),
+                            _ => None,
+                        })
                         .is_some_and(|pos| pos >= *end)
             });
             if done {
                 break;
             }
-            assert!(Instant::now() < deadline, "reading {topic} to its end timed out");
+            assert!(
+                Instant::now() < deadline,
+                "reading {topic} to its end timed out"
+            );
             if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default();
-                let value = m.payload().map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-                let idx = partitions.iter().position(|p| *p == m.partition()).expect("known partition");
+                let key = m
+                    .key()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .unwrap_or_default();
+                let value = m
+                    .payload()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let idx = partitions
+                    .iter()
+                    .position(|p| *p == m.partition())
+                    .expect("known partition");
                 out[idx].push((key, value));
             }
         }
@@ -320,7 +374,11 @@ impl Example {
             .env("RUST_LOG", "sluice_streams=info,warn");
         let process = Process::spawn(command);
         let line = process.first_line(Duration::from_secs(120));
-        assert!(line.starts_with("running"), "unexpected first line {line:?}; stderr:\n{}", process.stderr());
+        assert!(
+            line.starts_with("running"),
+            "unexpected first line {line:?}; stderr:\n{}",
+            process.stderr()
+        );
         Example { process }
     }
 }

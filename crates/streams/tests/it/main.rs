@@ -4,7 +4,7 @@
 //! does that).
 
 mod driver;
+mod examples;
 mod harness;
 mod runtime;
-mod examples;
 mod word_count;

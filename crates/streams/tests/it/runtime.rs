@@ -6,19 +6,28 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sluice_streams::{
-    JoinWindows, KafkaStreams, Materialized, ProcessingGuarantee, Serdes, StreamsBuilder, StreamsConfig, TaskId, Topology,
+    JoinWindows, KafkaStreams, Materialized, ProcessingGuarantee, Serdes, StreamsBuilder,
+    StreamsConfig, TaskId, Topology,
 };
 
 use crate::harness::{wait_for, with_watchdog, Broker};
 
 fn word_count() -> Topology {
     let b = StreamsBuilder::new();
-    b.stream("text-lines", Serdes::optional(Serdes::bytes()), Serdes::string())
-        .flat_map_values(|l: String| l.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>())
-        .group_by(|_, w| w.clone(), Serdes::string(), Serdes::string())
-        .count(Materialized::named("counts"))
-        .to_stream()
-        .to_with("word-counts", Serdes::string(), Serdes::i64_decimal());
+    b.stream(
+        "text-lines",
+        Serdes::optional(Serdes::bytes()),
+        Serdes::string(),
+    )
+    .flat_map_values(|l: String| {
+        l.split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    })
+    .group_by(|_, w| w.clone(), Serdes::string(), Serdes::string())
+    .count(Materialized::named("counts"))
+    .to_stream()
+    .to_with("word-counts", Serdes::string(), Serdes::i64_decimal());
     b.build().unwrap()
 }
 
@@ -33,7 +42,9 @@ fn config(broker: &Broker, dir: &std::path::Path, standbys: u32) -> StreamsConfi
 }
 
 fn lines(range: std::ops::Range<usize>) -> Vec<String> {
-    range.map(|i| format!("w{} w{} w{}", i % 7, i % 11, i % 5)).collect()
+    range
+        .map(|i| format!("w{} w{} w{}", i % 7, i % 11, i % 5))
+        .collect()
 }
 
 fn truth(lines: &[String]) -> HashMap<String, i64> {
@@ -72,7 +83,10 @@ fn stateful(tasks: &[TaskId]) -> bool {
 
 #[test]
 fn interactive_queries_metrics_and_a_standby_taking_over_without_replay() {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     with_watchdog(Duration::from_secs(300), || {
         let dir = tempfile::tempdir().unwrap();
         let broker = Broker::start(&dir.path().join("broker"));
@@ -85,29 +99,50 @@ fn interactive_queries_metrics_and_a_standby_taking_over_without_replay() {
         let mut all = lines(0..100);
         produce(&broker, &all);
         let want = truth(&all);
-        wait_for("interactive queries to show every count", Duration::from_secs(120), || {
-            queried(&[&a, &b], &want) == want
-        });
+        wait_for(
+            "interactive queries to show every count",
+            Duration::from_secs(120),
+            || queried(&[&a, &b], &want) == want,
+        );
         // Cooperative rebalancing moves tasks in two steps: wait until they all have an owner.
-        wait_for("every task to run on one of the instances", Duration::from_secs(60), || {
-            a.local_tasks().len() + b.local_tasks().len() == 4 && !a.local_tasks().is_empty() && !b.local_tasks().is_empty()
-        });
+        wait_for(
+            "every task to run on one of the instances",
+            Duration::from_secs(60),
+            || {
+                a.local_tasks().len() + b.local_tasks().len() == 4
+                    && !a.local_tasks().is_empty()
+                    && !b.local_tasks().is_empty()
+            },
+        );
         // The instance that will stay keeps standby copies of the other's stateful tasks.
-        let (leaving, staying) = if stateful(&a.local_tasks()) && !stateful(&b.local_tasks()) || (stateful(&a.local_tasks()) && stateful(&b.local_tasks())) {
+        let (leaving, staying) = if stateful(&a.local_tasks()) && !stateful(&b.local_tasks())
+            || (stateful(&a.local_tasks()) && stateful(&b.local_tasks()))
+        {
             (&mut a, &mut b)
         } else {
             (&mut b, &mut a)
         };
-        assert!(stateful(&leaving.local_tasks()), "a {:?} b {:?}", leaving.local_tasks(), staying.local_tasks());
-        wait_for("the standby copies to catch up", Duration::from_secs(60), || {
-            let m = staying.metrics();
-            m.standby_tasks > 0 && m.standby_records_behind == 0
-        });
+        assert!(
+            stateful(&leaving.local_tasks()),
+            "a {:?} b {:?}",
+            leaving.local_tasks(),
+            staying.local_tasks()
+        );
+        wait_for(
+            "the standby copies to catch up",
+            Duration::from_secs(60),
+            || {
+                let m = staying.metrics();
+                m.standby_tasks > 0 && m.standby_records_behind == 0
+            },
+        );
         let restored_before = staying.metrics().records_restored;
         leaving.close(Duration::from_secs(60)).unwrap();
-        wait_for("the staying instance to run every task", Duration::from_secs(60), || {
-            staying.local_tasks().len() == 4
-        });
+        wait_for(
+            "the staying instance to run every task",
+            Duration::from_secs(60),
+            || staying.local_tasks().len() == 4,
+        );
         assert_eq!(
             staying.metrics().records_restored,
             restored_before,
@@ -116,10 +151,16 @@ fn interactive_queries_metrics_and_a_standby_taking_over_without_replay() {
         all.extend(lines(100..150));
         produce(&broker, &all[100..]);
         let want = truth(&all);
-        wait_for("counts after the takeover", Duration::from_secs(120), || queried(&[staying], &want) == want);
+        wait_for(
+            "counts after the takeover",
+            Duration::from_secs(120),
+            || queried(&[staying], &want) == want,
+        );
         let m = staying.metrics();
         assert!(m.records_processed > 0 && m.commits > 0, "{m:?}");
-        wait_for("lag to drain", Duration::from_secs(30), || staying.metrics().consumer_lag == 0);
+        wait_for("lag to drain", Duration::from_secs(30), || {
+            staying.metrics().consumer_lag == 0
+        });
         staying.close(Duration::from_secs(60)).unwrap();
     });
 }
@@ -134,14 +175,22 @@ fn start_refuses_joins_of_topics_that_are_not_co_partitioned() {
         let b = StreamsBuilder::new();
         let l = b.stream("left", Serdes::string(), Serdes::string());
         let r = b.stream("right", Serdes::string(), Serdes::string());
-        l.join(&r, |a, b| format!("{a}{b}"), JoinWindows::of(Duration::from_secs(1)))
-            .to_with("joined", Serdes::string(), Serdes::string());
+        l.join(
+            &r,
+            |a, b| format!("{a}{b}"),
+            JoinWindows::of(Duration::from_secs(1)),
+        )
+        .to_with("joined", Serdes::string(), Serdes::string());
         let mut app = KafkaStreams::new(b.build().unwrap(), config(&broker, dir.path(), 0));
         let err = app.start().unwrap_err().to_string();
-        assert!(err.contains("not co-partitioned") && err.contains("repartition"), "{err}");
+        assert!(
+            err.contains("not co-partitioned") && err.contains("repartition"),
+            "{err}"
+        );
 
         let b = StreamsBuilder::new();
-        b.stream("missing", Serdes::string(), Serdes::string()).to("out");
+        b.stream("missing", Serdes::string(), Serdes::string())
+            .to("out");
         let mut app = KafkaStreams::new(b.build().unwrap(), config(&broker, dir.path(), 0));
         let started = Instant::now();
         let err = app.start().unwrap_err().to_string();

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use crate::harness::{latest, wait_for, with_watchdog, Broker, Example};
 
 const WORDS: [&str; 24] = [
-    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett", "kilo", "lima",
-    "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango", "uniform", "victor", "whiskey", "xray",
+    "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliett",
+    "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo", "sierra", "tango",
+    "uniform", "victor", "whiskey", "xray",
 ];
 
 /// Line `i`: five words picked deterministically, mixed case (the example lower-cases).
@@ -19,7 +20,7 @@ fn line(i: usize) -> String {
     (0..5)
         .map(|j| {
             let w = WORDS[(i * 7 + j * 13 + i / 3) % WORDS.len()];
-            if (i + j) % 4 == 0 {
+            if (i + j).is_multiple_of(4) {
                 w.to_uppercase()
             } else {
                 w.to_string()
@@ -49,12 +50,23 @@ fn produce_lines(broker: &Broker, range: std::ops::Range<usize>) -> Vec<String> 
 fn as_counts(records: &[(String, String)]) -> HashMap<String, i64> {
     latest(records)
         .into_iter()
-        .map(|(k, v)| (k, v.parse().unwrap_or_else(|_| panic!("count {v:?} is not a decimal"))))
+        .map(|(k, v)| {
+            (
+                k,
+                v.parse()
+                    .unwrap_or_else(|_| panic!("count {v:?} is not a decimal")),
+            )
+        })
         .collect()
 }
 
 /// Waits until the latest count per word equals `truth`.
-fn wait_for_counts(broker: &Broker, truth: &HashMap<String, i64>, timeout: Duration, apps: &[&Example]) {
+fn wait_for_counts(
+    broker: &Broker,
+    truth: &HashMap<String, i64>,
+    timeout: Duration,
+    apps: &[&Example],
+) {
     let deadline = Instant::now() + timeout;
     loop {
         let got = as_counts(&broker.read_all("word-counts"));
@@ -63,7 +75,10 @@ fn wait_for_counts(broker: &Broker, truth: &HashMap<String, i64>, timeout: Durat
         }
         if Instant::now() > deadline {
             let stderr: Vec<String> = apps.iter().map(|a| a.process.stderr()).collect();
-            panic!("counts did not converge in {timeout:?}\nwant {truth:?}\ngot  {got:?}\napps:\n{}", stderr.join("\n---\n"));
+            panic!(
+                "counts did not converge in {timeout:?}\nwant {truth:?}\ngot  {got:?}\napps:\n{}",
+                stderr.join("\n---\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -102,7 +117,11 @@ fn word_count_counts_words_end_to_end_and_stops_cleanly() {
         let mut app = start(&broker, &dir.path().join("state"), "at_least_once");
         let truth = count_words(&lines);
         wait_for_counts(&broker, &truth, Duration::from_secs(120), &[&app]);
-        assert!(app.process.stop(), "word_count did not exit cleanly on SIGTERM:\n{}", app.process.stderr());
+        assert!(
+            app.process.stop(),
+            "word_count did not exit cleanly on SIGTERM:\n{}",
+            app.process.stderr()
+        );
         // The example's internal topics follow Kafka Streams' names.
         let repartition = broker.read_all("wc-KSTREAM-AGGREGATE-0000000003-repartition");
         assert_eq!(repartition.len() as i64, truth.values().sum::<i64>());
@@ -136,15 +155,22 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
         let output_size = |broker: &Broker| -> i64 {
             use rdkafka::consumer::{BaseConsumer, Consumer};
             let c: BaseConsumer = broker.client_config().create().unwrap();
-            (0..3).map(|p| c.fetch_watermarks("word-counts", p, Duration::from_secs(10)).map_or(0, |w| w.1)).sum()
+            (0..3)
+                .map(|p| {
+                    c.fetch_watermarks("word-counts", p, Duration::from_secs(10))
+                        .map_or(0, |w| w.1)
+                })
+                .sum()
         };
         let mut app = start(&broker, &state, "exactly_once_v2");
         for round in 0..3 {
             // Kill only once this incarnation has written output of its own.
             let before = output_size(&broker);
-            wait_for(&format!("output growth in round {round}"), Duration::from_secs(120), || {
-                output_size(&broker) > before + 50
-            });
+            wait_for(
+                &format!("output growth in round {round}"),
+                Duration::from_secs(120),
+                || output_size(&broker) > before + 50,
+            );
             app.process.kill9();
             app = start(&broker, &state, "exactly_once_v2");
         }
@@ -156,11 +182,18 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
         // backwards, nothing lost, across all the kills.
         let mut sequences: HashMap<String, Vec<i64>> = HashMap::new();
         for (word, count) in broker.read_all("word-counts") {
-            sequences.entry(word).or_default().push(count.parse().unwrap());
+            sequences
+                .entry(word)
+                .or_default()
+                .push(count.parse().unwrap());
         }
         for (word, seq) in &sequences {
             let expected: Vec<i64> = (1..=truth[word]).collect();
-            assert_eq!(seq, &expected, "committed counts of {word:?} are not 1..={}", truth[word]);
+            assert_eq!(
+                seq, &expected,
+                "committed counts of {word:?} are not 1..={}",
+                truth[word]
+            );
         }
         assert!(app.process.stop(), "{}", app.process.stderr());
     });
@@ -174,14 +207,28 @@ fn word_count_restores_state_from_the_changelog_after_the_local_store_is_deleted
         let state = dir.path().join("state");
         let mut lines = produce_lines(&broker, 0..100);
         let mut app = start(&broker, &state, "at_least_once");
-        wait_for_counts(&broker, &count_words(&lines), Duration::from_secs(120), &[&app]);
+        wait_for_counts(
+            &broker,
+            &count_words(&lines),
+            Duration::from_secs(120),
+            &[&app],
+        );
         assert!(app.process.stop(), "{}", app.process.stderr());
         std::fs::remove_dir_all(&state).unwrap();
         lines.extend(produce_lines(&broker, 100..150));
         let mut app = start(&broker, &state, "at_least_once");
         // Counts continue from the restored state, not from zero.
-        wait_for_counts(&broker, &count_words(&lines), Duration::from_secs(120), &[&app]);
-        assert!(app.process.stderr().contains("task restored"), "{}", app.process.stderr());
+        wait_for_counts(
+            &broker,
+            &count_words(&lines),
+            Duration::from_secs(120),
+            &[&app],
+        );
+        assert!(
+            app.process.stderr().contains("task restored"),
+            "{}",
+            app.process.stderr()
+        );
         assert!(app.process.stop(), "{}", app.process.stderr());
     });
 }
@@ -194,14 +241,29 @@ fn two_instances_share_partitions_and_survive_one_leaving() {
         let mut a = start(&broker, &dir.path().join("state-a"), "exactly_once_v2");
         let mut b = start(&broker, &dir.path().join("state-b"), "exactly_once_v2");
         let mut lines = produce_lines(&broker, 0..120);
-        wait_for_counts(&broker, &count_words(&lines), Duration::from_secs(120), &[&a, &b]);
-        wait_for("both instances to own tasks", Duration::from_secs(60), || {
-            a.process.stderr().contains("task assigned") && b.process.stderr().contains("task assigned")
-        });
+        wait_for_counts(
+            &broker,
+            &count_words(&lines),
+            Duration::from_secs(120),
+            &[&a, &b],
+        );
+        wait_for(
+            "both instances to own tasks",
+            Duration::from_secs(60),
+            || {
+                a.process.stderr().contains("task assigned")
+                    && b.process.stderr().contains("task assigned")
+            },
+        );
         let a_tasks_before = a.process.stderr().matches("task assigned").count();
         assert!(b.process.stop(), "{}", b.process.stderr());
         lines.extend(produce_lines(&broker, 120..240));
-        wait_for_counts(&broker, &count_words(&lines), Duration::from_secs(120), &[&a]);
+        wait_for_counts(
+            &broker,
+            &count_words(&lines),
+            Duration::from_secs(120),
+            &[&a],
+        );
         assert!(
             a.process.stderr().matches("task assigned").count() > a_tasks_before,
             "the remaining instance took over no task:\n{}",
