@@ -11,7 +11,11 @@ fn main() {
     let args = cli::parse("text-lines", "text-lines-upper", &[]);
     let builder = StreamsBuilder::new();
     builder
-        .stream(&args.input, Serdes::optional(Serdes::bytes()), Serdes::string())
+        .stream(
+            &args.input,
+            Serdes::optional(Serdes::bytes()),
+            Serdes::string(),
+        )
         .map_values(|line: String| line.to_uppercase())
         .to(&args.output);
     let topology = builder.build().unwrap_or_else(|e| {

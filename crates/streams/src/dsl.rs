@@ -71,6 +71,18 @@ impl BuilderState {
         self.nodes.len() - 1
     }
 
+    /// Adds a processor node named after `prefix`.
+    pub(crate) fn add_processor(
+        &mut self,
+        prefix: &str,
+        parents: Vec<usize>,
+        factory: NodeFactory,
+        stores: Vec<Arc<str>>,
+    ) -> usize {
+        let name = self.name(prefix);
+        self.add_node(name, parents, factory, stores, None, None)
+    }
+
     pub(crate) fn add_store<K: 'static, V: 'static>(
         &mut self,
         spec: StoreSpec,
@@ -239,6 +251,38 @@ impl<K, V> Materialized<K, V> {
             Some(n) => Arc::from(n.as_str()),
             None => Arc::from(b.borrow_mut().name(prefix)),
         }
+    }
+
+    /// Declares this store in the builder: its name (given, or generated from `prefix`) and
+    /// serdes (given, else `key`/`value`; a missing one is a build error naming `operation`).
+    pub(crate) fn declare(
+        &self,
+        b: &Shared,
+        prefix: &str,
+        kind: StoreKind,
+        (key, value): (&Option<SerdeRef<K>>, &Option<SerdeRef<V>>),
+        operation: &str,
+    ) -> (Arc<str>, SerdeRef<K>, SerdeRef<V>)
+    where
+        K: 'static,
+        V: 'static,
+    {
+        let key = self
+            .key
+            .clone()
+            .unwrap_or_else(|| require(b, key, "key", operation));
+        let value = self
+            .value
+            .clone()
+            .unwrap_or_else(|| require(b, value, "value", operation));
+        let store = self.store_name(b, prefix);
+        b.borrow_mut().add_store(
+            self.spec(store.clone(), kind),
+            key.clone(),
+            value.clone(),
+            None,
+        );
+        (store, key, value)
     }
 
     pub(crate) fn spec(&self, name: Arc<str>, kind: StoreKind) -> StoreSpec {

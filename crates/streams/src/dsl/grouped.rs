@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use super::{processor_factory, require, KStream, KTable, Materialized};
-use crate::ops::aggregate::{Aggregator, Initializer, StreamAggregate, TableAggregate};
+use crate::ops::aggregate::{Aggregator, Fold, Initializer, StreamAggregate, TableAggregate};
 use crate::ops::windowed::{SessionWindowAggregate, SlidingWindowAggregate, TimeWindowAggregate};
-use crate::ops::{Change, FirstValue, Merger};
+use crate::ops::{Change, Merger};
 use crate::processor::Data;
 use crate::serde::{SerdeRef, Serdes};
 use crate::state::StoreKind;
@@ -24,41 +24,27 @@ fn aggregate_node<K: Data, V: Data, A: Data>(
     key: &SerdeRef<K>,
     materialized: &Materialized<K, A>,
     default_value: Option<SerdeRef<A>>,
-    init: Option<Initializer<A>>,
-    first: Option<FirstValue<V, A>>,
-    aggregator: Aggregator<K, V, A>,
+    fold: Fold<K, V, A>,
 ) -> (usize, Arc<str>, SerdeRef<K>, SerdeRef<A>) {
     let b = &stream.b;
-    let key = materialized.key.clone().unwrap_or_else(|| key.clone());
-    let value = materialized
-        .value
-        .clone()
-        .or(default_value)
-        .unwrap_or_else(|| require(b, &None, "aggregate value", "aggregate"));
-    let store = materialized.store_name(b, "KSTREAM-AGGREGATE-STATE-STORE");
-    b.borrow_mut().add_store(
-        materialized.spec(store.clone(), StoreKind::KeyValue),
-        key.clone(),
-        value.clone(),
-        None,
+    let (store, key, value) = materialized.declare(
+        b,
+        "KSTREAM-AGGREGATE-STATE-STORE",
+        StoreKind::KeyValue,
+        (&Some(key.clone()), &default_value),
+        "aggregate",
     );
     let store_name = store.clone();
     let factory = processor_factory::<_, K, V, K, Change<A>>(move || StreamAggregate {
         store_name: store_name.clone(),
         store: None,
-        init: init.clone(),
-        first: first.clone(),
-        aggregator: aggregator.clone(),
+        fold: fold.clone(),
     });
-    let mut s = b.borrow_mut();
-    let name = s.name("KSTREAM-AGGREGATE");
-    let node = s.add_node(
-        name,
+    let node = b.borrow_mut().add_processor(
+        "KSTREAM-AGGREGATE",
         vec![stream.node],
         factory,
         vec![store.clone()],
-        None,
-        None,
     );
     (node, store, key, value)
 }
@@ -89,9 +75,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             Some(Serdes::i64()),
-            Some(Arc::new(|| 0i64)),
-            None,
-            Arc::new(|_: &K, _: V, count: i64| count + 1),
+            Fold::counting(),
         );
         self.table(node, store, key, value)
     }
@@ -107,9 +91,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             self.stream.value.clone(),
-            None,
-            Some(Arc::new(|v| v)),
-            Arc::new(move |_: &K, v: V, agg: V| reducer(agg, v)),
+            Fold::reducing(reducer),
         );
         self.table(node, store, key, value)
     }
@@ -127,9 +109,7 @@ impl<K: Data, V: Data> KGroupedStream<K, V> {
             &self.key,
             &materialized,
             None,
-            Some(Arc::new(init)),
-            None,
-            Arc::new(aggregator),
+            Fold::with_init(init, aggregator),
         );
         self.table(node, store, key, value)
     }
@@ -197,34 +177,22 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         &self,
         materialized: Materialized<K, A>,
         default_value: Option<SerdeRef<A>>,
-        init: Option<Initializer<A>>,
-        first: Option<FirstValue<V, A>>,
-        aggregator: Aggregator<K, V, A>,
+        fold: Fold<K, V, A>,
     ) -> KTable<Windowed<K>, A> {
         let stream = &self.grouped.stream;
         let b = &stream.b;
-        let key = materialized
-            .key
-            .clone()
-            .unwrap_or_else(|| self.grouped.key.clone());
-        let value = materialized
-            .value
-            .clone()
-            .or(default_value)
-            .unwrap_or_else(|| require(b, &None, "aggregate value", "windowed aggregate"));
-        let store = materialized.store_name(b, "KSTREAM-AGGREGATE-STATE-STORE");
         let retention_ms = self.windows.size_ms.saturating_add(self.windows.grace_ms);
-        b.borrow_mut().add_store(
-            materialized.spec(
-                store.clone(),
-                StoreKind::Window {
-                    retention_ms,
-                    retain_duplicates: false,
-                },
-            ),
-            key,
-            value.clone(),
-            None,
+        let kind = StoreKind::Window {
+            retention_ms,
+            retain_duplicates: false,
+        };
+        let serdes = (&Some(self.grouped.key.clone()), &default_value);
+        let (store, _, value) = materialized.declare(
+            b,
+            "KSTREAM-AGGREGATE-STATE-STORE",
+            kind,
+            serdes,
+            "windowed aggregate",
         );
         let (windows, store_name) = (self.windows, store.clone());
         let factory =
@@ -232,34 +200,21 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
                 windows,
                 store_name: store_name.clone(),
                 store: None,
-                init: init.clone(),
-                first: first.clone(),
-                aggregator: aggregator.clone(),
+                fold: fold.clone(),
             });
-        let mut s = b.borrow_mut();
-        let name = s.name("KSTREAM-WINDOWED-AGGREGATE");
-        let node = s.add_node(
-            name,
+        let node = b.borrow_mut().add_processor(
+            "KSTREAM-WINDOWED-AGGREGATE",
             vec![stream.node],
             factory,
             vec![store.clone()],
-            None,
-            None,
         );
-        drop(s);
         self.grouped
             .windowed_table(node, Some(store), value, self.windows.grace_ms)
     }
 
     /// The number of records per key and window.
     pub fn count(&self, materialized: Materialized<K, i64>) -> KTable<Windowed<K>, i64> {
-        self.build(
-            materialized,
-            Some(Serdes::i64()),
-            Some(Arc::new(|| 0)),
-            None,
-            Arc::new(|_, _, c| c + 1),
-        )
+        self.build(materialized, Some(Serdes::i64()), Fold::counting())
     }
 
     /// Combines the values per key and window.
@@ -269,13 +224,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         materialized: Materialized<K, V>,
     ) -> KTable<Windowed<K>, V> {
         let value = self.grouped.stream.value.clone();
-        self.build(
-            materialized,
-            value,
-            None,
-            Some(Arc::new(|v| v)),
-            Arc::new(move |_, v, agg| reducer(agg, v)),
-        )
+        self.build(materialized, value, Fold::reducing(reducer))
     }
 
     /// Folds the values per key and window.
@@ -285,13 +234,7 @@ impl<K: Data, V: Data> TimeWindowedKStream<K, V> {
         aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
         materialized: Materialized<K, A>,
     ) -> KTable<Windowed<K>, A> {
-        self.build(
-            materialized,
-            None,
-            Some(Arc::new(init)),
-            None,
-            Arc::new(aggregator),
-        )
+        self.build(materialized, None, Fold::with_init(init, aggregator))
     }
 }
 
@@ -344,10 +287,12 @@ impl<K: Data, V: Data> SlidingWindowedKStream<K, V> {
                 init: init.clone(),
                 aggregator: aggregator.clone(),
             });
-        let mut s = b.borrow_mut();
-        let name = s.name("KSTREAM-SLIDINGWINDOWAGGREGATE");
-        let node = s.add_node(name, vec![stream.node], factory, vec![store], None, None);
-        drop(s);
+        let node = b.borrow_mut().add_processor(
+            "KSTREAM-SLIDINGWINDOWAGGREGATE",
+            vec![stream.node],
+            factory,
+            vec![store],
+        );
         self.grouped
             .windowed_table(node, None, value, self.windows.grace_ms + 1)
     }
@@ -376,15 +321,6 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
     ) -> KTable<Windowed<K>, A> {
         let stream = &self.grouped.stream;
         let b = &stream.b;
-        let key = materialized
-            .key
-            .clone()
-            .unwrap_or_else(|| self.grouped.key.clone());
-        let value = materialized
-            .value
-            .clone()
-            .unwrap_or_else(|| require(b, &None, "aggregate value", "session aggregate"));
-        let store = materialized.store_name(b, "KSTREAM-SESSION-STATE-STORE");
         // A record accepted at stream time t has ts >= t - grace - gap and merges sessions ending
         // at ts - gap or later: keep that far back.
         let retention_ms = self
@@ -393,11 +329,12 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
             .saturating_mul(2)
             .saturating_add(self.windows.grace_ms)
             .saturating_add(1);
-        b.borrow_mut().add_store(
-            materialized.spec(store.clone(), StoreKind::Session { retention_ms }),
-            key,
-            value.clone(),
-            None,
+        let (store, _, value) = materialized.declare(
+            b,
+            "KSTREAM-SESSION-STATE-STORE",
+            StoreKind::Session { retention_ms },
+            (&Some(self.grouped.key.clone()), &None),
+            "session aggregate",
         );
         let (windows, store_name) = (self.windows, store.clone());
         let init: Initializer<A> = Arc::new(init);
@@ -412,17 +349,12 @@ impl<K: Data, V: Data> SessionWindowedKStream<K, V> {
                 aggregator: aggregator.clone(),
                 merger: merger.clone(),
             });
-        let mut s = b.borrow_mut();
-        let name = s.name("KSTREAM-SESSIONWINDOWAGGREGATE");
-        let node = s.add_node(
-            name,
+        let node = b.borrow_mut().add_processor(
+            "KSTREAM-SESSIONWINDOWAGGREGATE",
             vec![stream.node],
             factory,
             vec![store.clone()],
-            None,
-            None,
         );
-        drop(s);
         let close = self
             .windows
             .gap_ms
@@ -458,17 +390,12 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
         materialized: Materialized<K, A>,
     ) -> KTable<K, A> {
         let b = &self.stream.b;
-        let key = materialized.key.clone().unwrap_or_else(|| self.key.clone());
-        let value = materialized
-            .value
-            .clone()
-            .unwrap_or_else(|| require(b, &None, "aggregate value", "table aggregate"));
-        let store = materialized.store_name(b, "KTABLE-AGGREGATE-STATE-STORE");
-        b.borrow_mut().add_store(
-            materialized.spec(store.clone(), StoreKind::KeyValue),
-            key.clone(),
-            value.clone(),
-            None,
+        let (store, key, value) = materialized.declare(
+            b,
+            "KTABLE-AGGREGATE-STATE-STORE",
+            StoreKind::KeyValue,
+            (&Some(self.key.clone()), &None),
+            "table aggregate",
         );
         let store_name = store.clone();
         let init: Initializer<A> = Arc::new(init);
@@ -481,17 +408,12 @@ impl<K: Data, V: Data> KGroupedTable<K, V> {
             adder: adder.clone(),
             subtractor: subtractor.clone(),
         });
-        let mut s = b.borrow_mut();
-        let name = s.name("KTABLE-AGGREGATE");
-        let node = s.add_node(
-            name,
+        let node = b.borrow_mut().add_processor(
+            "KTABLE-AGGREGATE",
             vec![self.stream.node],
             factory,
             vec![store.clone()],
-            None,
-            None,
         );
-        drop(s);
         KTable::new(
             b.clone(),
             node,

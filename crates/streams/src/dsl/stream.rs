@@ -7,7 +7,7 @@ use super::{
     fn_factory, processor_factory, require, GlobalKTable, KGroupedStream, KTable, Materialized,
     Shared,
 };
-use crate::ops::basic::{SinkProcessor, SourceNode};
+use crate::ops::basic::{SinkProcessor, SourceNode, TableMaterializer};
 use crate::ops::join::{
     GlobalTableJoin, JoinKind, StreamJoinCore, StreamJoinLeft, StreamJoinRight, StreamTableJoin,
 };
@@ -68,9 +68,9 @@ impl<K: Data, V: Data> KStream<K, V> {
     }
 
     fn child(&self, prefix: &str, factory: NodeFactory, stores: Vec<Arc<str>>) -> usize {
-        let mut b = self.b.borrow_mut();
-        let name = b.name(prefix);
-        b.add_node(name, vec![self.node], factory, stores, None, None)
+        self.b
+            .borrow_mut()
+            .add_processor(prefix, vec![self.node], factory, stores)
     }
 
     fn derive<K2: Data, V2: Data>(
@@ -333,10 +333,10 @@ impl<K: Data, V: Data> KStream<K, V> {
         let factory = fn_factory(|| {
             |ctx: &mut ProcessorContext<'_, '_, K, V>, r: Record<K, V>| ctx.forward(r)
         });
-        let mut b = self.b.borrow_mut();
-        let name = b.name(prefix);
-        let node = b.add_node(name, parents, factory, Vec::new(), None, None);
-        drop(b);
+        let node = self
+            .b
+            .borrow_mut()
+            .add_processor(prefix, parents, factory, Vec::new());
         self.derive(node, self.key.clone(), self.value.clone(), false)
     }
 
@@ -471,34 +471,15 @@ impl<K: Data, V: Data> KStream<K, V> {
     /// A table of the latest value per key of this stream.
     pub fn to_table(&self, materialized: Materialized<K, V>) -> KTable<K, V> {
         let stream = self.repartition_if_needed("KSTREAM-TOTABLE");
-        let key = materialized
-            .key
-            .clone()
-            .unwrap_or_else(|| require(&self.b, &stream.key, "key", "to_table"));
-        let value = materialized
-            .value
-            .clone()
-            .unwrap_or_else(|| require(&self.b, &stream.value, "value", "to_table"));
-        let store = materialized.store_name(&self.b, "KSTREAM-TOTABLE-STATE-STORE");
-        self.b.borrow_mut().add_store(
-            materialized.spec(store.clone(), StoreKind::KeyValue),
-            key.clone(),
-            value.clone(),
-            None,
+        let (store, key, value) = materialized.declare(
+            &self.b,
+            "KSTREAM-TOTABLE-STATE-STORE",
+            StoreKind::KeyValue,
+            (&stream.key, &stream.value),
+            "to_table",
         );
-        let store_name = store.clone();
         // The materializer takes optional values (tombstones): wrap them first.
-        let wrapped = stream.map_values(Some);
-        let node = wrapped.child(
-            "KSTREAM-TOTABLE",
-            processor_factory::<_, K, Option<V>, K, Change<V>>(move || {
-                crate::ops::basic::TableMaterializer {
-                    store_name: store_name.clone(),
-                    store: None,
-                }
-            }),
-            vec![store.clone()],
-        );
+        let node = stream.map_values(Some).materialize_into(store.clone());
         KTable::new(
             self.b.clone(),
             node,
@@ -693,7 +674,7 @@ impl<K: Data, V: Data> KStream<K, V> {
         joiner: LookupJoiner<K, V, VT, VO>,
     ) -> KStream<K, VO> {
         let stream = self.repartition_if_needed("KSTREAM-JOINTABLE");
-        let store = table.materialized_store("stream-table join");
+        let store = table.materialized_store();
         let store_name = store.clone();
         let node = stream.child(
             "KSTREAM-JOIN-TABLE",
@@ -795,6 +776,22 @@ impl<K: Data, V: Data> KStream<K, V> {
             Arc::new(mapper),
             true,
             Arc::new(move |_, v, g| joiner(v, g)),
+        )
+    }
+}
+
+impl<K: Data, V: Data> KStream<K, Option<V>> {
+    /// Adds the node keeping a table's current values in `store` (a `None` value deletes) and
+    /// forwarding each update with the value it replaced.
+    pub(crate) fn materialize_into(&self, store: Arc<str>) -> usize {
+        let store_name = store.clone();
+        self.child(
+            "KTABLE-MATERIALIZE",
+            processor_factory::<_, K, Option<V>, K, Change<V>>(move || TableMaterializer {
+                store_name: store_name.clone(),
+                store: None,
+            }),
+            vec![store],
         )
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use super::{fn_factory, processor_factory, require, KGroupedTable, KStream, Materialized, Shared};
 use crate::ops::aggregate::TableRegroup;
-use crate::ops::basic::ChangeMaterializer;
 use crate::ops::join::{JoinKind, Joiner, TableJoinCore, TableJoinLeft, TableJoinRight};
 use crate::ops::suppress::SuppressFinal;
 use crate::ops::{Change, Selector};
@@ -65,9 +64,9 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 
     fn child(&self, prefix: &str, factory: NodeFactory, stores: Vec<Arc<str>>) -> usize {
-        let mut b = self.b.borrow_mut();
-        let name = b.name(prefix);
-        b.add_node(name, vec![self.node], factory, stores, None, None)
+        self.b
+            .borrow_mut()
+            .add_processor(prefix, vec![self.node], factory, stores)
     }
 
     /// The name of the store holding this table's values, for interactive queries (`None` when
@@ -201,30 +200,17 @@ impl<K: Data, V: Data> KTable<K, V> {
 
     /// The same table kept in a (queryable, changelogged) store.
     pub fn materialize(&self, materialized: Materialized<K, V>) -> KTable<K, V> {
-        let key = materialized
-            .key
-            .clone()
-            .unwrap_or_else(|| require(&self.b, &self.key, "key", "materialize"));
-        let value = materialized
-            .value
-            .clone()
-            .unwrap_or_else(|| require(&self.b, &self.value, "value", "materialize"));
-        let store = materialized.store_name(&self.b, "KTABLE-STATE-STORE");
-        self.b.borrow_mut().add_store(
-            materialized.spec(store.clone(), StoreKind::KeyValue),
-            key.clone(),
-            value.clone(),
-            None,
+        let (store, key, value) = materialized.declare(
+            &self.b,
+            "KTABLE-STATE-STORE",
+            StoreKind::KeyValue,
+            (&self.key, &self.value),
+            "materialize",
         );
-        let store_name = store.clone();
-        let node = self.child(
-            "KTABLE-MATERIALIZE",
-            super::processor_factory::<_, K, Change<V>, K, Change<V>>(move || ChangeMaterializer {
-                store_name: store_name.clone(),
-                store: None,
-            }),
-            vec![store.clone()],
-        );
+        // The current values are those of the update stream (tombstones delete).
+        let node = self
+            .to_stream_with_tombstones()
+            .materialize_into(store.clone());
         KTable::new(
             self.b.clone(),
             node,
@@ -237,11 +223,10 @@ impl<K: Data, V: Data> KTable<K, V> {
     }
 
     /// The table's store, materializing it (beside the table's other children) if needed.
-    pub(crate) fn materialized_store(&self, operation: &str) -> Arc<str> {
+    pub(crate) fn materialized_store(&self) -> Arc<str> {
         if let Some(store) = &self.store {
             return store.clone();
         }
-        let _ = operation;
         self.materialize(Materialized::new())
             .store
             .expect("materialized")
@@ -253,8 +238,8 @@ impl<K: Data, V: Data> KTable<K, V> {
         kind: JoinKind,
         joiner: Joiner<K, V, V2, VO>,
     ) -> KTable<K, VO> {
-        let left_store = self.materialized_store("table-table join");
-        let right_store = other.materialized_store("table-table join");
+        let left_store = self.materialized_store();
+        let right_store = other.materialized_store();
         let core = TableJoinCore {
             kind,
             left_store_name: left_store.clone(),
@@ -290,17 +275,12 @@ impl<K: Data, V: Data> KTable<K, V> {
                 ctx.forward(r)
             }
         });
-        let mut b = self.b.borrow_mut();
-        let name = b.name("KTABLE-MERGE");
-        let node = b.add_node(
-            name,
+        let node = self.b.borrow_mut().add_processor(
+            "KTABLE-MERGE",
             vec![left_node, right_node],
             factory,
             Vec::new(),
-            None,
-            None,
         );
-        drop(b);
         KTable::new(
             self.b.clone(),
             node,

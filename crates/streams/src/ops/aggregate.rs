@@ -16,10 +16,71 @@ pub(crate) type Aggregator<K, V, A> = Arc<dyn Fn(&K, V, A) -> A + Send + Sync>;
 pub(crate) struct StreamAggregate<K, V, A> {
     pub(crate) store_name: Arc<str>,
     pub(crate) store: Option<KeyValueStore<K, A>>,
-    /// `None` for `reduce`: the first value is the aggregate (V == A then).
+    pub(crate) fold: Fold<K, V, A>,
+}
+
+/// How an aggregate grows: `aggregator` folds a value into it, starting from `init()` or, for
+/// `reduce` (no initializer), from `first(value)`.
+pub(crate) struct Fold<K, V, A> {
     pub(crate) init: Option<Initializer<A>>,
     pub(crate) first: Option<FirstValue<V, A>>,
     pub(crate) aggregator: Aggregator<K, V, A>,
+}
+
+impl<K, V, A> Clone for Fold<K, V, A> {
+    fn clone(&self) -> Self {
+        Fold {
+            init: self.init.clone(),
+            first: self.first.clone(),
+            aggregator: self.aggregator.clone(),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static, A: 'static> Fold<K, V, A> {
+    /// Starts from `init()`.
+    pub(crate) fn with_init(
+        init: impl Fn() -> A + Send + Sync + 'static,
+        aggregator: impl Fn(&K, V, A) -> A + Send + Sync + 'static,
+    ) -> Self {
+        Fold {
+            init: Some(Arc::new(init)),
+            first: None,
+            aggregator: Arc::new(aggregator),
+        }
+    }
+}
+
+impl<K: 'static, V: 'static> Fold<K, V, i64> {
+    /// Counts values.
+    pub(crate) fn counting() -> Self {
+        Fold::with_init(|| 0, |_, _, count| count + 1)
+    }
+}
+
+impl<K: 'static, V: 'static> Fold<K, V, V> {
+    /// Starts from the first value and combines later ones with `reducer(aggregate, value)`.
+    pub(crate) fn reducing(reducer: impl Fn(V, V) -> V + Send + Sync + 'static) -> Self {
+        Fold {
+            init: None,
+            first: Some(Arc::new(|v| v)),
+            aggregator: Arc::new(move |_, v, agg| reducer(agg, v)),
+        }
+    }
+}
+
+impl<K, V: Clone, A: Clone> Fold<K, V, A> {
+    /// The aggregate after `value` joins `old` (`None`: the first value of its key or window).
+    pub(crate) fn apply(&self, key: &K, value: &V, old: Option<&A>) -> A {
+        match (old, &self.init, &self.first) {
+            (Some(agg), _, _) => (self.aggregator)(key, value.clone(), agg.clone()),
+            (None, Some(init), _) => (self.aggregator)(key, value.clone(), init()),
+            (None, None, Some(first)) => first(value.clone()),
+            (None, None, None) => {
+                unreachable!("an aggregate has an initializer or a first-value function")
+            }
+        }
+    }
 }
 
 impl<K: Data, V: Data, A: Data> Processor<K, V, K, Change<A>> for StreamAggregate<K, V, A> {
@@ -34,14 +95,7 @@ impl<K: Data, V: Data, A: Data> Processor<K, V, K, Change<A>> for StreamAggregat
     ) -> Result<()> {
         let store = self.store.as_ref().expect("initialized");
         let old = store.get(&record.key)?;
-        let new = match (&old, &self.init, &self.first) {
-            (Some(agg), _, _) => (self.aggregator)(&record.key, record.value.clone(), agg.clone()),
-            (None, Some(init), _) => (self.aggregator)(&record.key, record.value.clone(), init()),
-            (None, None, Some(first)) => first(record.value.clone()),
-            (None, None, None) => {
-                unreachable!("an aggregate has an initializer or a first-value function")
-            }
-        };
+        let new = self.fold.apply(&record.key, &record.value, old.as_ref());
         store.put(&record.key, &new)?;
         ctx.forward(record.with_value(Change {
             new: Some(new),

@@ -135,28 +135,3 @@ impl<K: Data, V: Data> Processor<K, Option<V>, K, Change<V>> for TableMaterializ
         ctx.forward(record.with_value(Change { new, old }))
     }
 }
-
-/// Materializes a table's changes (`Change` in, the same out) into a store.
-pub(crate) struct ChangeMaterializer<K, V> {
-    pub(crate) store_name: Arc<str>,
-    pub(crate) store: Option<KeyValueStore<K, V>>,
-}
-
-impl<K: Data, V: Data> Processor<K, Change<V>, K, Change<V>> for ChangeMaterializer<K, V> {
-    fn init(&mut self, ctx: &mut ProcessorContext<'_, '_, K, Change<V>>) -> Result<()> {
-        self.store = Some(ctx.key_value_store(&self.store_name)?);
-        Ok(())
-    }
-    fn process(
-        &mut self,
-        ctx: &mut ProcessorContext<'_, '_, K, Change<V>>,
-        record: Record<K, Change<V>>,
-    ) -> Result<()> {
-        let store = self.store.as_ref().expect("initialized");
-        match &record.value.new {
-            Some(v) => store.put(&record.key, v)?,
-            None => store.delete(&record.key)?,
-        }
-        ctx.forward(record)
-    }
-}

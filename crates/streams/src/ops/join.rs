@@ -397,6 +397,19 @@ impl<K: Data, VL: Data, VR: Data, VO: Data> TableJoinCore<K, VL, VR, VO> {
     }
 }
 
+/// Forwards a joined table update unless both sides of it are absent.
+fn forward_change<K: Data, V, VO: Data>(
+    ctx: &mut ProcessorContext<'_, '_, K, Change<VO>>,
+    record: Record<K, Change<V>>,
+    new: Option<VO>,
+    old: Option<VO>,
+) -> Result<()> {
+    if new.is_none() && old.is_none() {
+        return Ok(());
+    }
+    ctx.forward(record.with_value(Change { new, old }))
+}
+
 /// The left input of a table-table join.
 pub(crate) struct TableJoinLeft<K, VL, VR, VO>(pub(crate) TableJoinCore<K, VL, VR, VO>);
 /// The right input of a table-table join.
@@ -425,10 +438,7 @@ impl<K: Data, VL: Data, VR: Data, VO: Data> Processor<K, Change<VL>, K, Change<V
         let old = self
             .0
             .join(&record.key, record.value.old.as_ref(), right.as_ref());
-        if new.is_none() && old.is_none() {
-            return Ok(());
-        }
-        ctx.forward(record.with_value(Change { new, old }))
+        forward_change(ctx, record, new, old)
     }
 }
 
@@ -455,9 +465,6 @@ impl<K: Data, VL: Data, VR: Data, VO: Data> Processor<K, Change<VR>, K, Change<V
         let old = self
             .0
             .join(&record.key, left.as_ref(), record.value.old.as_ref());
-        if new.is_none() && old.is_none() {
-            return Ok(());
-        }
-        ctx.forward(record.with_value(Change { new, old }))
+        forward_change(ctx, record, new, old)
     }
 }

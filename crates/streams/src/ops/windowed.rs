@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::ops::aggregate::{Aggregator, Initializer};
-use crate::ops::{Change, FirstValue, Merger};
+use crate::ops::aggregate::{Aggregator, Fold, Initializer};
+use crate::ops::{Change, Merger};
 use crate::processor::{Data, Processor, ProcessorContext};
 use crate::record::Record;
 use crate::store_api::{SessionStore, WindowStore};
@@ -17,9 +17,7 @@ pub(crate) struct TimeWindowAggregate<K, V, A> {
     pub(crate) windows: TimeWindows,
     pub(crate) store_name: Arc<str>,
     pub(crate) store: Option<WindowStore<K, A>>,
-    pub(crate) init: Option<Initializer<A>>,
-    pub(crate) first: Option<FirstValue<V, A>>,
-    pub(crate) aggregator: Aggregator<K, V, A>,
+    pub(crate) fold: Fold<K, V, A>,
 }
 
 impl<K: Data, V: Data, A: Data> Processor<K, V, Windowed<K>, Change<A>>
@@ -45,18 +43,7 @@ impl<K: Data, V: Data, A: Data> Processor<K, V, Windowed<K>, Change<A>>
                 .fetch(&record.key, window.start, window.start)?
                 .pop()
                 .map(|(_, a)| a);
-            let new = match (&old, &self.init, &self.first) {
-                (Some(agg), _, _) => {
-                    (self.aggregator)(&record.key, record.value.clone(), agg.clone())
-                }
-                (None, Some(init), _) => {
-                    (self.aggregator)(&record.key, record.value.clone(), init())
-                }
-                (None, None, Some(first)) => first(record.value.clone()),
-                (None, None, None) => {
-                    unreachable!("an aggregate has an initializer or a first-value function")
-                }
-            };
+            let new = self.fold.apply(&record.key, &record.value, old.as_ref());
             store.put(&record.key, window.start, Some(&new))?;
             ctx.forward(Record {
                 key: Windowed {

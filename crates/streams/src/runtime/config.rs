@@ -139,6 +139,26 @@ impl StreamsConfig {
         self.processing_guarantee == ProcessingGuarantee::ExactlyOnceV2
     }
 
+    /// `read_committed` under exactly-once, else `read_uncommitted`.
+    pub(crate) fn isolation_level(&self) -> &'static str {
+        if self.exactly_once() {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        }
+    }
+
+    /// A consumer that is assigned partitions by hand (restoration, global stores, standbys):
+    /// its own group id (never joined; librdkafka wants one), no commits, read from the start.
+    pub(crate) fn assigned_consumer(&self, purpose: &str) -> rdkafka::ClientConfig {
+        let mut c = self.base_client();
+        c.set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("group.id", format!("{}-{purpose}", self.application_id))
+            .set("isolation.level", self.isolation_level());
+        c
+    }
+
     pub(crate) fn base_client(&self) -> rdkafka::ClientConfig {
         let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)

@@ -25,17 +25,7 @@ impl GlobalUpdater {
     /// their current end.
     pub(crate) fn start(shared: &Arc<Shared>) -> Result<GlobalUpdater> {
         let config = &shared.config;
-        let mut c = config.base_client();
-        c.set("enable.auto.commit", "false")
-            .set("group.id", format!("{}-global", config.application_id))
-            .set(
-                "isolation.level",
-                if config.exactly_once() {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            );
+        let c = config.assigned_consumer("global");
         let consumer: BaseConsumer = c
             .create()
             .map_err(|e| StreamsError::kafka("creating the global consumer", e))?;

@@ -47,17 +47,7 @@ const REFRESH: Duration = Duration::from_secs(1);
 impl Standbys {
     pub(crate) fn new(shared: &Shared) -> Result<Standbys> {
         let config = &shared.config;
-        let mut c = config.base_client();
-        c.set("enable.auto.commit", "false")
-            .set("group.id", format!("{}-standby", config.application_id))
-            .set(
-                "isolation.level",
-                if config.exactly_once() {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            );
+        let c = config.assigned_consumer("standby");
         let consumer: BaseConsumer = c
             .create()
             .map_err(|e| StreamsError::kafka("creating the standby consumer", e))?;

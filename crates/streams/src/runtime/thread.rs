@@ -198,20 +198,8 @@ impl Inner {
         let transactional_id = format!("{}-{}-{}", config.application_id, shared.process_id, index);
         let deliveries = Arc::new(Mutex::new(Deliveries::default()));
         let producer = Self::make_producer(&shared, &transactional_id, deliveries.clone())?;
-        let mut restore = config.base_client();
-        restore
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("group.id", format!("{}-restore", config.application_id))
-            .set(
-                "isolation.level",
-                if config.exactly_once() {
-                    "read_committed"
-                } else {
-                    "read_uncommitted"
-                },
-            );
-        let restore: BaseConsumer = restore
+        let restore: BaseConsumer = config
+            .assigned_consumer("restore")
             .create()
             .map_err(kafka("creating the restore consumer"))?;
         Ok(Inner {
@@ -959,14 +947,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) -> Result<()> {
                 "cooperative-sticky"
             },
         )
-        .set(
-            "isolation.level",
-            if config.exactly_once() {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        );
+        .set("isolation.level", config.isolation_level());
     let consumer: GroupConsumer = c
         .create_with_context(ConsumerCtx {
             inner: inner.clone(),
