@@ -831,6 +831,9 @@ impl Inner {
             }
         }
         self.dirty = false;
+        // Serve the delivery reports of what the abort purged before forgetting errors, so they
+        // do not fail the next commit.
+        let _ = self.producer.flush(Duration::from_secs(1));
         {
             let mut d = self.deliveries.lock();
             d.error = None;

@@ -152,6 +152,16 @@ impl Process {
         }
     }
 
+    /// Sends a signal (`STOP`, `CONT`, ...) to the process.
+    pub(crate) fn signal(&self, name: &str) {
+        if self.child.is_some() {
+            let _ = Command::new("kill")
+                .arg(format!("-{name}"))
+                .arg(self.pid.to_string())
+                .status();
+        }
+    }
+
     /// SIGTERM, then waits (bounded) for the exit; whether it exited with status 0.
     pub(crate) fn stop(&mut self) -> bool {
         let Some(mut child) = self.child.take() else {
@@ -182,6 +192,8 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A stopped process would not die of SIGKILL's cleanup otherwise waiting forever.
+        self.signal("CONT");
         self.kill9();
     }
 }

@@ -84,6 +84,89 @@ fn wait_for_counts(
     }
 }
 
+/// Lines produced in small batches from a thread, while a test kills and restarts things.
+struct Feeder {
+    produced: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Feeder {
+    fn start(broker: &Arc<Broker>) -> Feeder {
+        let produced = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (broker, produced, stop) = (broker.clone(), produced.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut next = 0;
+                while !stop.load(Ordering::Acquire) {
+                    let lines = produce_lines(&broker, next..next + 10);
+                    next += 10;
+                    produced.lock().unwrap().extend(lines);
+                    // Pacing, not waiting: input keeps flowing at about 100 lines/s.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        Feeder {
+            produced,
+            stop,
+            thread,
+        }
+    }
+
+    /// Stops feeding; every line produced.
+    fn stop(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().unwrap();
+        let lines = self.produced.lock().unwrap().clone();
+        lines
+    }
+}
+
+/// The output's size (sum of high watermarks; transaction markers included).
+fn output_size(broker: &Broker) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = broker.client_config().create().unwrap();
+    let metadata = c
+        .fetch_metadata(Some("word-counts"), Duration::from_secs(10))
+        .unwrap();
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            c.fetch_watermarks("word-counts", p.id(), Duration::from_secs(10))
+                .map_or(0, |w| w.1)
+        })
+        .sum()
+}
+
+/// Every committed update of a word is its previous count plus one: no repeats, no going
+/// backwards, nothing lost.
+fn assert_updates_count_up_by_one(broker: &Broker, truth: &HashMap<String, i64>) {
+    let mut sequences: HashMap<String, Vec<i64>> = HashMap::new();
+    for (word, count) in broker.read_all("word-counts") {
+        sequences
+            .entry(word)
+            .or_default()
+            .push(count.parse().unwrap());
+    }
+    for (word, seq) in &sequences {
+        let expected: Vec<i64> = (1..=truth[word]).collect();
+        assert_eq!(
+            seq, &expected,
+            "committed counts of {word:?} are not 1..={}",
+            truth[word]
+        );
+    }
+}
+
+/// How many tasks an example instance runs now, from its log.
+fn owned_tasks(app: &Example) -> usize {
+    let log = app.process.stderr();
+    log.matches("task assigned").count() - log.matches("task revoked").count()
+}
+
 fn setup(dir: &tempfile::TempDir, partitions: i32) -> Broker {
     let broker = Broker::start(&dir.path().join("broker"));
     broker.create_topic("text-lines", partitions, &[]);
@@ -137,31 +220,8 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(setup(&dir, 3));
         let state = dir.path().join("state");
-        let produced = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        // Input keeps flowing in small batches while the application is killed and restarted.
-        let feeder = {
-            let (broker, produced, stop) = (broker.clone(), produced.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut next = 0;
-                while !stop.load(Ordering::Acquire) {
-                    let lines = produce_lines(&broker, next..next + 10);
-                    next += 10;
-                    produced.lock().unwrap().extend(lines);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-        };
-        let output_size = |broker: &Broker| -> i64 {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            let c: BaseConsumer = broker.client_config().create().unwrap();
-            (0..3)
-                .map(|p| {
-                    c.fetch_watermarks("word-counts", p, Duration::from_secs(10))
-                        .map_or(0, |w| w.1)
-                })
-                .sum()
-        };
+        // Input keeps flowing while the application is killed and restarted.
+        let feeder = Feeder::start(&broker);
         let mut app = start(&broker, &state, "exactly_once_v2");
         for round in 0..3 {
             // Kill only once this incarnation has written output of its own.
@@ -174,28 +234,58 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
             app.process.kill9();
             app = start(&broker, &state, "exactly_once_v2");
         }
-        stop.store(true, Ordering::Release);
-        feeder.join().unwrap();
-        let truth = count_words(&produced.lock().unwrap());
+        let truth = count_words(&feeder.stop());
         wait_for_counts(&broker, &truth, Duration::from_secs(180), &[&app]);
-        // Every committed update of a word is its previous count plus one: no repeats, no going
-        // backwards, nothing lost, across all the kills.
-        let mut sequences: HashMap<String, Vec<i64>> = HashMap::new();
-        for (word, count) in broker.read_all("word-counts") {
-            sequences
-                .entry(word)
-                .or_default()
-                .push(count.parse().unwrap());
-        }
-        for (word, seq) in &sequences {
-            let expected: Vec<i64> = (1..=truth[word]).collect();
-            assert_eq!(
-                seq, &expected,
-                "committed counts of {word:?} are not 1..={}",
-                truth[word]
-            );
-        }
+        assert_updates_count_up_by_one(&broker, &truth);
         assert!(app.process.stop(), "{}", app.process.stderr());
+    });
+}
+
+#[test]
+fn word_count_exactly_once_fences_a_paused_instance() {
+    with_watchdog(Duration::from_secs(420), || {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Arc::new(setup(&dir, 2));
+        let feeder = Feeder::start(&broker);
+        let mut a = start(&broker, &dir.path().join("state-a"), "exactly_once_v2");
+        let mut b = start(&broker, &dir.path().join("state-b"), "exactly_once_v2");
+        wait_for(
+            "both instances to own tasks",
+            Duration::from_secs(60),
+            || owned_tasks(&a) > 0 && owned_tasks(&b) > 0,
+        );
+        let before = output_size(&broker);
+        wait_for("output growth", Duration::from_secs(120), || {
+            output_size(&broker) > before + 50
+        });
+        // b stops mid-flight past its session timeout: a takes its tasks over, and when b wakes up
+        // it is a zombie whose transaction and offsets must be fenced.
+        b.process.signal("STOP");
+        wait_for("a to take over b's tasks", Duration::from_secs(120), || {
+            owned_tasks(&a) == 4
+        });
+        let before = output_size(&broker);
+        wait_for("output growth without b", Duration::from_secs(120), || {
+            output_size(&broker) > before + 50
+        });
+        b.process.signal("CONT");
+        let before = output_size(&broker);
+        wait_for(
+            "output growth after b woke up",
+            Duration::from_secs(120),
+            || output_size(&broker) > before + 50,
+        );
+        let truth = count_words(&feeder.stop());
+        wait_for_counts(&broker, &truth, Duration::from_secs(180), &[&a, &b]);
+        assert_updates_count_up_by_one(&broker, &truth);
+        // b did wake up as a zombie: librdkafka told it its assignment was lost.
+        wait_for(
+            "b to notice it lost its assignment",
+            Duration::from_secs(60),
+            || b.process.stderr().contains("assignment lost"),
+        );
+        assert!(a.process.stop(), "{}", a.process.stderr());
+        assert!(b.process.stop(), "{}", b.process.stderr());
     });
 }
 
