@@ -187,6 +187,7 @@ fn build_config_with(
         cluster_flags.insert("controller.quorum.voters".to_string(), voters.clone());
     }
     config.apply(&cluster_flags)?;
+    config.validate()?;
     resolve_quorum(&mut config)?;
     Ok(config)
 }

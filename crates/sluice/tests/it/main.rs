@@ -13,6 +13,7 @@ mod crash;
 mod groups;
 mod harness;
 mod io_cli;
+mod limits;
 mod metrics;
 mod perf_cli;
 mod perf_e2e;
