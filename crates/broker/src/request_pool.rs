@@ -53,7 +53,10 @@ struct State {
     responses: u64,
     /// The most `requests` has been.
     peak: u64,
+    /// Waiters by tier (indexed by `Tier as usize`), in arrival order.
     waiting: [VecDeque<Waiter>; 2],
+    /// Bytes all waiters need.
+    waiting_bytes: u64,
     next_id: u64,
 }
 
@@ -106,6 +109,7 @@ impl RequestPool {
                 bytes,
                 granted: tx,
             });
+            state.waiting_bytes += bytes;
             self.publish(&state);
             (rx, Waiting { pool: self, id })
         };
@@ -170,6 +174,7 @@ impl RequestPool {
                 let waiter = state.waiting[tier as usize]
                     .pop_front()
                     .expect("the head was just seen");
+                state.waiting_bytes -= waiter.bytes;
                 let reservation = self.grant(state, waiter.bytes, tier);
                 granted.push((waiter.granted, reservation));
             }
@@ -194,13 +199,9 @@ impl RequestPool {
         gauges.requests.set(to_i64(state.requests));
         gauges.peak.set(to_i64(state.peak));
         gauges.responses.set(to_i64(state.responses));
-        let waiting = state.waiting.iter().flatten();
-        gauges
-            .waiting_requests
-            .set(to_i64(state.waiting.iter().map(|q| q.len() as u64).sum()));
-        gauges
-            .waiting_bytes
-            .set(to_i64(waiting.map(|w| w.bytes).sum()));
+        let waiters = state.waiting.iter().map(VecDeque::len).sum::<usize>();
+        gauges.waiting_requests.set(to_i64(waiters as u64));
+        gauges.waiting_bytes.set(to_i64(state.waiting_bytes));
     }
 }
 
@@ -236,8 +237,12 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut state = self.pool.lock();
-        for queue in &mut state.waiting {
-            queue.retain(|w| w.id != self.id);
+        let state_ref = &mut *state;
+        for queue in &mut state_ref.waiting {
+            if let Some(at) = queue.iter().position(|w| w.id == self.id) {
+                let waiter = queue.remove(at).expect("the position was just found");
+                state_ref.waiting_bytes -= waiter.bytes;
+            }
         }
         // The waiter may have blocked those behind it.
         self.pool.wake_and_hand_over(state);
