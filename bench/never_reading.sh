@@ -6,7 +6,8 @@
 # stderr).
 #
 #   bash bench/never_reading.sh [--sluice PATH] [--no-build] [--connections N] [--value-bytes B]
-#       [--seconds S] [--perf-secs S] [--listen HOST:PORT] [--admin-listen HOST:PORT] [--keep-data]
+#       [--seconds S] [--perf-secs S] [--listen HOST:PORT] [--admin-listen HOST:PORT]
+#       [--config FILE] [--keep-data]
 #
 #   --sluice PATH        the binary to run (default: $CARGO_TARGET_DIR/release/sluice, built first
 #                        unless --no-build); pass an older build to compare before and after
@@ -15,6 +16,8 @@
 #   --seconds S          how long the attack runs (25)
 #   --perf-secs S        how long each `sluice perf produce` runs (8)
 #   --listen, --admin-listen   the broker's addresses (127.0.0.1:0 and 127.0.0.1:0: free ports)
+#   --config FILE        a broker config file (TOML of Kafka names) to run with, e.g. to compare
+#                        `"queued.max.request.bytes" = -1` with the default
 #   --keep-data          leave the temp dir (broker logs, every tool's JSON output)
 #
 # Needs bash, jq, python3 (bench/never_reading.py, standard library only) and, unless
@@ -32,6 +35,7 @@ SECONDS_ATTACK=25
 PERF_SECS=8
 LISTEN=127.0.0.1:0
 ADMIN_LISTEN=127.0.0.1:0
+CONFIG=
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -43,8 +47,9 @@ while [[ $# -gt 0 ]]; do
         --perf-secs) PERF_SECS=$2; shift ;;
         --listen) LISTEN=$2; shift ;;
         --admin-listen) ADMIN_LISTEN=$2; shift ;;
+        --config) CONFIG=$2; shift ;;
         --keep-data) KEEP=1 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -91,7 +96,7 @@ rss_mib() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$BROKER_PID/stat
 
 log "starting $SLUICE on $WORK/data"
 "$SLUICE" serve --listen "$LISTEN" --admin-listen "$ADMIN_LISTEN" --data-dir "$WORK/data" \
-    >"$WORK/broker.out" 2>"$WORK/broker.err" &
+    ${CONFIG:+--config "$CONFIG"} >"$WORK/broker.out" 2>"$WORK/broker.err" &
 BROKER_PID=$!
 BOOTSTRAP=
 ADMIN=
@@ -170,7 +175,7 @@ C_DURING=$(jq -r .mb_per_sec "$WORK/perf-during.consume.json")
 cat <<EOF
 | measure | value |
 | --- | --- |
-| binary | \`$SLUICE\` |
+| binary | \`$SLUICE\`${CONFIG:+ with \`$CONFIG\`} |
 | attack | $CONNECTIONS connections x $(jq -r .request_bytes "$WORK/attack.json")-byte Produce v3 acks=all requests, never reading, ${SECONDS_ATTACK} s |
 | attack bytes written into the sockets by the attackers | $(mib "$(jq -r .bytes_written "$WORK/attack.json")") MiB |
 | attack bytes appended to the log | $(mib "$ATTACK_APPENDED") MiB |
