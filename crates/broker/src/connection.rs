@@ -31,7 +31,7 @@ use crate::broker::Broker;
 use crate::frame::{Frame, FramePart};
 use crate::metrics::{ApiMetrics, Closure};
 use crate::request::{handle_frame, Reply};
-use crate::request_pool::{RequestPool, Reservation, Tier};
+use crate::request_pool::{ConnectionShare, RequestPool, Reservation, Tier};
 
 /// Bytes of the socket read and write buffers of each connection. Small, because every open
 /// connection holds them (`max.connections` of them); large requests bypass the read buffer and
@@ -203,10 +203,12 @@ pub(crate) async fn serve(
     let mut writer = tokio::spawn(write_replies(write_half, reply_rx, shared.clone(), peer));
     let mut reader = BufReader::with_capacity(SOCKET_BUFFER_BYTES, read_half);
     let mut shutdown = broker.shutdown_signal();
+    let share = Arc::new(ConnectionShare::default());
     let end = loop {
         let read = read_request(
             &mut reader,
             &pool,
+            &share,
             &shared,
             limits,
             &mut in_flight_rx,
@@ -300,6 +302,7 @@ impl From<End> for RequestEnd {
 async fn read_request(
     reader: &mut BufReader<OwnedReadHalf>,
     pool: &Arc<RequestPool>,
+    share: &Arc<ConnectionShare>,
     shared: &Shared,
     limits: Limits,
     in_flight: &mut watch::Receiver<usize>,
@@ -329,7 +332,7 @@ async fn read_request(
     let size = size as usize;
     let waiting = tokio::time::Instant::now();
     let reservation = unless_stopped(
-        reserve(pool, size as u64, in_flight),
+        reserve(pool, size as u64, share, in_flight),
         shared,
         limits.idle,
         Some(shutdown),
@@ -365,20 +368,21 @@ async fn read_within(
 async fn reserve(
     pool: &Arc<RequestPool>,
     bytes: u64,
+    share: &Arc<ConnectionShare>,
     in_flight: &mut watch::Receiver<usize>,
 ) -> Reservation {
     if *in_flight.borrow_and_update() == 0 {
-        return pool.reserve(bytes, Tier::First).await;
+        return pool.reserve(bytes, Tier::First, share.clone()).await;
     }
     // The guard `wait_for` returns is dropped inside, so this future stays Send.
     let answered = async {
         drop(in_flight.wait_for(|n| *n == 0).await);
     };
     tokio::select! {
-        reservation = pool.reserve(bytes, Tier::Pipelined) => return reservation,
+        reservation = pool.reserve(bytes, Tier::Pipelined, share.clone()) => return reservation,
         () = answered => {}
     }
-    pool.reserve(bytes, Tier::First).await
+    pool.reserve(bytes, Tier::First, share.clone()).await
 }
 
 /// Counts `reply`'s request and records its latency once the reply is ready (for a deferred reply,

@@ -15,12 +15,15 @@
 //!   Clients that stop reading fill at most this half, and every other connection still gets a
 //!   request through.
 //!
-//! Waiters are served in order (a large request is not starved by small ones), first requests
-//! before pipelined ones. A request larger than the pool (or than the pipelined half) is let in
+//! First requests are served in arrival order (a large request is not starved by small ones) and
+//! before pipelined ones. Among pipelined requests, the one whose connection holds the least of
+//! the half goes next (ties in arrival order), so a few connections that pipeline greedily cannot
+//! crowd out the pipelining of the others. A request larger than the pool (or than the pipelined half) is let in
 //! alone once what it needs is empty, so one request of `socket.request.max.bytes` can always
 //! proceed and nothing deadlocks.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
@@ -32,6 +35,20 @@ use crate::metrics::PoolGauges;
 pub(crate) enum Tier {
     First,
     Pipelined,
+}
+
+/// What one connection holds of the pool's pipelined half; one per connection, shared by its
+/// reservations.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionShare {
+    /// Changed only under the pool's lock; atomic so the share can be shared.
+    pipelined: AtomicU64,
+}
+
+impl ConnectionShare {
+    fn held(&self) -> u64 {
+        self.pipelined.load(Ordering::Relaxed)
+    }
 }
 
 /// The pool; shared by every connection of the listener.
@@ -64,6 +81,7 @@ struct State {
 struct Waiter {
     id: u64,
     bytes: u64,
+    share: Arc<ConnectionShare>,
     granted: oneshot::Sender<Reservation>,
 }
 
@@ -74,6 +92,7 @@ pub(crate) struct Reservation {
     pool: Arc<RequestPool>,
     bytes: u64,
     tier: Tier,
+    share: Arc<ConnectionShare>,
     response_bytes: u64,
 }
 
@@ -90,16 +109,18 @@ impl RequestPool {
         })
     }
 
-    /// Reserves `bytes` for one request, waiting (in order) until they fit. Cancel-safe: a
-    /// dropped wait leaves the queue.
-    pub(crate) async fn reserve(self: &Arc<Self>, bytes: u64, tier: Tier) -> Reservation {
+    /// Reserves `bytes` for one request of the connection holding `share`, waiting (in turn,
+    /// see the module doc) until they fit. Cancel-safe: a dropped wait leaves the queue.
+    pub(crate) async fn reserve(
+        self: &Arc<Self>,
+        bytes: u64,
+        tier: Tier,
+        share: Arc<ConnectionShare>,
+    ) -> Reservation {
         let (granted, wait) = {
             let mut state = self.lock();
-            if state.waiting[tier as usize].is_empty()
-                && (tier == Tier::First || state.waiting[Tier::First as usize].is_empty())
-                && self.fits(&state, bytes, tier)
-            {
-                return self.grant(&mut state, bytes, tier);
+            if state.waiting.iter().all(VecDeque::is_empty) && self.fits(&state, bytes, tier) {
+                return self.grant(&mut state, bytes, tier, share);
             }
             let id = state.next_id;
             state.next_id += 1;
@@ -107,10 +128,13 @@ impl RequestPool {
             state.waiting[tier as usize].push_back(Waiter {
                 id,
                 bytes,
+                share,
                 granted: tx,
             });
             state.waiting_bytes += bytes;
-            self.publish(&state);
+            // Its turn may be now (a first request while only pipelined ones wait, a pipelined
+            // one from a connection holding less than the others).
+            self.wake_and_hand_over(state);
             (rx, Waiting { pool: self, id })
         };
         let reservation = granted
@@ -141,10 +165,17 @@ impl RequestPool {
         total && half
     }
 
-    fn grant(self: &Arc<Self>, state: &mut State, bytes: u64, tier: Tier) -> Reservation {
+    fn grant(
+        self: &Arc<Self>,
+        state: &mut State,
+        bytes: u64,
+        tier: Tier,
+        share: Arc<ConnectionShare>,
+    ) -> Reservation {
         state.requests += bytes;
         if tier == Tier::Pipelined {
             state.pipelined += bytes;
+            share.pipelined.fetch_add(bytes, Ordering::Relaxed);
         }
         state.peak = state.peak.max(state.requests);
         self.publish(state);
@@ -152,12 +183,14 @@ impl RequestPool {
             pool: self.clone(),
             bytes,
             tier,
+            share,
             response_bytes: 0,
         }
     }
 
-    /// Grants waiters that fit now, in order: first requests, then (when no first request
-    /// waits) pipelined ones. Returns the grants to hand over once the lock is released.
+    /// Grants waiters that fit now, in turn: first requests in arrival order, then (when no
+    /// first request waits) pipelined ones, least held share first. Returns the grants to hand
+    /// over once the lock is released.
     fn wake(
         self: &Arc<Self>,
         state: &mut State,
@@ -167,15 +200,26 @@ impl RequestPool {
             if tier == Tier::Pipelined && !state.waiting[Tier::First as usize].is_empty() {
                 break;
             }
-            while let Some(head) = state.waiting[tier as usize].front() {
-                if !self.fits(state, head.bytes, tier) {
+            loop {
+                let queue = &state.waiting[tier as usize];
+                let next = match tier {
+                    Tier::First => (!queue.is_empty()).then_some(0),
+                    // At most one waiter per connection: a scan over the waiting connections.
+                    Tier::Pipelined => queue
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(at, w)| (w.share.held(), *at))
+                        .map(|(at, _)| at),
+                };
+                let Some(at) = next else { break };
+                if !self.fits(state, queue[at].bytes, tier) {
                     break;
                 }
                 let waiter = state.waiting[tier as usize]
-                    .pop_front()
-                    .expect("the head was just seen");
+                    .remove(at)
+                    .expect("the waiter was just seen");
                 state.waiting_bytes -= waiter.bytes;
-                let reservation = self.grant(state, waiter.bytes, tier);
+                let reservation = self.grant(state, waiter.bytes, tier, waiter.share);
                 granted.push((waiter.granted, reservation));
             }
         }
@@ -222,6 +266,9 @@ impl Drop for Reservation {
         state.requests -= self.bytes;
         if self.tier == Tier::Pipelined {
             state.pipelined -= self.bytes;
+            self.share
+                .pipelined
+                .fetch_sub(self.bytes, Ordering::Relaxed);
         }
         state.responses -= self.response_bytes;
         self.pool.wake_and_hand_over(state);
@@ -272,6 +319,11 @@ mod tests {
         }
     }
 
+    /// A connection of its own.
+    fn conn() -> Arc<ConnectionShare> {
+        Arc::new(ConnectionShare::default())
+    }
+
     fn now<F: Future>(fut: F) -> F::Output {
         poll_once(pin!(fut)).expect("ready at once")
     }
@@ -279,9 +331,9 @@ mod tests {
     #[test]
     fn requests_wait_until_their_bytes_fit_and_never_exceed_the_capacity() {
         let (pool, metrics) = pool(100);
-        let a = now(pool.reserve(60, Tier::First));
-        let b = now(pool.reserve(40, Tier::First));
-        let mut c = pin!(pool.reserve(10, Tier::First));
+        let a = now(pool.reserve(60, Tier::First, conn()));
+        let b = now(pool.reserve(40, Tier::First, conn()));
+        let mut c = pin!(pool.reserve(10, Tier::First, conn()));
         assert!(poll_once(c.as_mut()).is_none());
         assert_eq!(metrics.pool_gauges().waiting_bytes.get(), 10);
         drop(a);
@@ -296,11 +348,11 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_pool_goes_alone_when_it_is_empty() {
         let (pool, metrics) = pool(100);
-        let small = now(pool.reserve(1, Tier::First));
-        let mut big = pin!(pool.reserve(500, Tier::First));
+        let small = now(pool.reserve(1, Tier::First, conn()));
+        let mut big = pin!(pool.reserve(500, Tier::First, conn()));
         assert!(poll_once(big.as_mut()).is_none());
         // Order is kept: a small request behind the big one waits too.
-        let mut later = pin!(pool.reserve(1, Tier::First));
+        let mut later = pin!(pool.reserve(1, Tier::First, conn()));
         assert!(poll_once(later.as_mut()).is_none());
         drop(small);
         let big = poll_once(big.as_mut()).expect("alone in an empty pool");
@@ -313,12 +365,12 @@ mod tests {
     #[test]
     fn pipelined_requests_and_unwritten_responses_share_half_the_pool() {
         let (pool, _metrics) = pool(100);
-        let mut p1 = now(pool.reserve(30, Tier::Pipelined));
+        let mut p1 = now(pool.reserve(30, Tier::Pipelined, conn()));
         p1.charge_response(15);
-        let mut p2 = pin!(pool.reserve(10, Tier::Pipelined));
+        let mut p2 = pin!(pool.reserve(10, Tier::Pipelined, conn()));
         assert!(poll_once(p2.as_mut()).is_none(), "30 + 15 + 10 > 50");
         // First requests still get the other half.
-        let f = now(pool.reserve(50, Tier::First));
+        let f = now(pool.reserve(50, Tier::First, conn()));
         drop(f);
         drop(p1);
         drop(poll_once(p2.as_mut()).expect("the half is free again"));
@@ -327,13 +379,13 @@ mod tests {
     #[test]
     fn a_cancelled_wait_leaves_the_queue() {
         let (pool, metrics) = pool(100);
-        let held = now(pool.reserve(100, Tier::First));
+        let held = now(pool.reserve(100, Tier::First, conn()));
         {
-            let mut gone = pin!(pool.reserve(80, Tier::First));
+            let mut gone = pin!(pool.reserve(80, Tier::First, conn()));
             assert!(poll_once(gone.as_mut()).is_none());
         }
         assert_eq!(metrics.pool_gauges().waiting_requests.get(), 0);
-        let mut next = pin!(pool.reserve(50, Tier::First));
+        let mut next = pin!(pool.reserve(50, Tier::First, conn()));
         assert!(poll_once(next.as_mut()).is_none());
         drop(held);
         drop(poll_once(next.as_mut()).expect("not blocked by the cancelled waiter"));
@@ -343,14 +395,33 @@ mod tests {
     #[test]
     fn first_requests_go_before_waiting_pipelined_ones() {
         let (pool, _metrics) = pool(100);
-        let held = now(pool.reserve(90, Tier::First));
-        let mut pipelined = pin!(pool.reserve(20, Tier::Pipelined));
-        let mut first = pin!(pool.reserve(20, Tier::First));
+        let held = now(pool.reserve(90, Tier::First, conn()));
+        let mut pipelined = pin!(pool.reserve(20, Tier::Pipelined, conn()));
+        let mut first = pin!(pool.reserve(20, Tier::First, conn()));
         assert!(poll_once(pipelined.as_mut()).is_none());
         assert!(poll_once(first.as_mut()).is_none());
         drop(held);
         let first = poll_once(first.as_mut()).expect("first requests first");
         let pipelined = poll_once(pipelined.as_mut()).expect("room for both");
         drop((first, pipelined));
+    }
+
+    #[test]
+    fn the_pipelined_connection_holding_least_goes_next() {
+        let (pool, _metrics) = pool(100);
+        let (greedy, modest) = (conn(), conn());
+        let held = now(pool.reserve(40, Tier::Pipelined, greedy.clone()));
+        let other = now(pool.reserve(10, Tier::Pipelined, conn()));
+        // The greedy connection asks first, the modest one after; only one fits at a time.
+        let mut more = pin!(pool.reserve(10, Tier::Pipelined, greedy.clone()));
+        let mut fair = pin!(pool.reserve(10, Tier::Pipelined, modest.clone()));
+        assert!(poll_once(more.as_mut()).is_none());
+        assert!(poll_once(fair.as_mut()).is_none());
+        drop(other);
+        let fair = poll_once(fair.as_mut()).expect("the connection holding nothing goes first");
+        assert!(poll_once(more.as_mut()).is_none());
+        drop(fair);
+        drop(poll_once(more.as_mut()).expect("then the greedy one"));
+        drop(held);
     }
 }

@@ -58,20 +58,26 @@ fn produce_request(topic: &str, acks: i16, value: &[u8]) -> ProduceRequest {
                 .with_records(Some(batch))])])
 }
 
-/// A Fetch v4 of partition 0 of `topic` from offset 0, as large as the broker will answer.
-fn fetch_everything(topic: &str) -> Vec<u8> {
+/// A Fetch v4 of partition 0 of `topic` from offset 0 that waits up to `max_wait_ms` for a byte
+/// and answers up to `max_bytes`.
+fn fetch(topic: &str, max_wait_ms: i32, max_bytes: i32) -> Vec<u8> {
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
+        .with_max_wait_ms(max_wait_ms)
         .with_min_bytes(1)
-        .with_max_bytes(i32::MAX)
+        .with_max_bytes(max_bytes)
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![FetchPartition::default()
                 .with_partition(0)
                 .with_fetch_offset(0)
-                .with_partition_max_bytes(i32::MAX)])]);
+                .with_partition_max_bytes(max_bytes)])]);
     frame(ApiKey::Fetch, 4, 1, &request)
+}
+
+/// A fetch of everything in partition 0 of `topic`, as large as the broker will answer.
+fn fetch_everything(topic: &str) -> Vec<u8> {
+    fetch(topic, 0, i32::MAX)
 }
 
 fn api_versions(stream: &mut TcpStream) -> ApiVersionsResponse {
@@ -186,6 +192,17 @@ async fn clients_that_never_read_are_back_pressured_and_others_keep_working() {
             "an attacker wrote {sent} requests of {VALUE_BYTES} bytes without being back-pressured"
         );
     }
+    // Pipelined requests whose answers cannot be written fill half the pool at most: at most
+    // that many attack batches were taken in, however much the attackers sent.
+    let appended = metric(
+        &broker,
+        "sluice_log_end_offset{topic=\"attack\",partition=\"0\"}",
+    );
+    let share = (POOL_BYTES / 2) as f64 / (VALUE_BYTES as f64);
+    assert!(
+        appended <= share,
+        "{appended} attack batches of {VALUE_BYTES} bytes were read, more than half a pool of {POOL_BYTES}"
+    );
     // Every attacker connection now waits for pool memory with a request's size read.
     wait_for("the attackers to wait for the pool", || {
         (metric(&broker, "sluice_request_pool_waiting_requests") >= ATTACKERS as f64).then_some(())
@@ -198,17 +215,6 @@ async fn clients_that_never_read_are_back_pressured_and_others_keep_working() {
     assert_eq!(
         metric(&broker, "sluice_request_pool_capacity_bytes"),
         POOL_BYTES as f64
-    );
-    // Pipelined requests whose answers cannot be written fill half the pool at most: at most
-    // that many attack batches were taken in, however much the attackers sent.
-    let appended = metric(
-        &broker,
-        "sluice_log_end_offset{topic=\"attack\",partition=\"0\"}",
-    );
-    let share = (POOL_BYTES / 2) as f64 / (VALUE_BYTES as f64);
-    assert!(
-        appended <= share,
-        "{appended} attack batches of {VALUE_BYTES} bytes were read, more than half a pool of {POOL_BYTES}"
     );
     drop(attackers);
     // Closing the attackers releases everything they held.
@@ -235,22 +241,10 @@ async fn idle_connections_are_closed_after_connections_max_idle_ms() {
     // the next request.
     let mut polling = connect(&broker);
     let poll_ms = 2 * IDLE_MS as i32;
-    let long_poll = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(poll_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(1024)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_static_str("quiet")))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_partition_max_bytes(1024)])]);
     let started = Instant::now();
-    polling
-        .write_all(&frame(ApiKey::Fetch, 4, 5, &long_poll))
-        .unwrap();
+    polling.write_all(&fetch("quiet", poll_ms, 1024)).unwrap();
     let (correlation, _) = read_response(&mut polling).expect("long poll answered, not closed");
-    assert_eq!(correlation, 5);
+    assert_eq!(correlation, 1);
     assert!(started.elapsed() >= Duration::from_millis(poll_ms as u64));
     assert_eq!(api_versions(&mut polling).error_code, 0);
 
