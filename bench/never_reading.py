@@ -2,13 +2,14 @@
 """Clients that never read their responses, on raw sockets (bench/never_reading.sh drives it).
 
     python3 bench/never_reading.py HOST:PORT TOPIC [--connections 8] [--value-bytes 943718]
-        [--seconds 25] [--acks -1] [--fetch-first TOPIC]
+        [--seconds 25] [--acks -1] [--fetch-first TOPIC] [--read-responses]
 
 Each connection sends Produce v3 requests (one record batch of one record of --value-bytes,
 acks=--acks) to partition 0 of TOPIC as fast as the broker reads them, and never reads a byte of
 what the broker sends back. With --fetch-first, each connection first asks for everything in
 partition 0 of that topic (a response larger than the sockets' buffers, so nothing after it can
-be written either). After --seconds it prints one JSON line (requests and bytes written per
+be written either). --read-responses is the control: the same load from clients that do read
+(and discard) their responses, to tell the cost of the load from the cost of not reading. After --seconds it prints one JSON line (requests and bytes written per
 connection) and exits, closing the sockets.
 
 Only the standard library: the record batch (magic 2, CRC32C) is encoded here.
@@ -91,9 +92,19 @@ def fetch_everything(topic):
     return request(1, 4, 2, body)
 
 
-def attacker(address, frame, first, stop_at, stats, index):
+def drain(sock):
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except OSError:
+        pass
+
+
+def attacker(address, frame, first, stop_at, stats, index, read_responses):
     sock = socket.create_connection(address)
     sock.settimeout(0.5)
+    if read_responses:
+        threading.Thread(target=drain, args=(sock,), daemon=True).start()
     sent = 0
     requests = 0
     try:
@@ -126,6 +137,7 @@ def main():
     parser.add_argument("--seconds", type=float, default=25.0)
     parser.add_argument("--acks", type=int, default=-1)
     parser.add_argument("--fetch-first")
+    parser.add_argument("--read-responses", action="store_true")
     args = parser.parse_args()
     host, port = args.address.rsplit(":", 1)
     address = (host, int(port))
@@ -135,7 +147,10 @@ def main():
     stop_at = time.monotonic() + args.seconds
     stats = [None] * args.connections
     threads = [
-        threading.Thread(target=attacker, args=(address, frame, first, stop_at, stats, i))
+        threading.Thread(
+            target=attacker,
+            args=(address, frame, first, stop_at, stats, i, args.read_responses),
+        )
         for i in range(args.connections)
     ]
     for t in threads:

@@ -7,7 +7,7 @@
 #
 #   bash bench/never_reading.sh [--sluice PATH] [--no-build] [--connections N] [--value-bytes B]
 #       [--seconds S] [--perf-secs S] [--listen HOST:PORT] [--admin-listen HOST:PORT]
-#       [--config FILE] [--keep-data]
+#       [--config FILE] [--read-responses] [--keep-data]
 #
 #   --sluice PATH        the binary to run (default: $CARGO_TARGET_DIR/release/sluice, built first
 #                        unless --no-build); pass an older build to compare before and after
@@ -18,6 +18,7 @@
 #   --listen, --admin-listen   the broker's addresses (127.0.0.1:0 and 127.0.0.1:0: free ports)
 #   --config FILE        a broker config file (TOML of Kafka names) to run with, e.g. to compare
 #                        `"queued.max.request.bytes" = -1` with the default
+#   --read-responses     the control: the same load from clients that read their responses
 #   --keep-data          leave the temp dir (broker logs, every tool's JSON output)
 #
 # Needs bash, jq, python3 (bench/never_reading.py, standard library only) and, unless
@@ -36,6 +37,7 @@ PERF_SECS=8
 LISTEN=127.0.0.1:0
 ADMIN_LISTEN=127.0.0.1:0
 CONFIG=
+READ_RESPONSES=
 KEEP=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -48,8 +50,9 @@ while [[ $# -gt 0 ]]; do
         --listen) LISTEN=$2; shift ;;
         --admin-listen) ADMIN_LISTEN=$2; shift ;;
         --config) CONFIG=$2; shift ;;
+        --read-responses) READ_RESPONSES=--read-responses ;;
         --keep-data) KEEP=1 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown option: $1" >&2; exit 2 ;;
     esac
     shift
@@ -146,7 +149,7 @@ log "attack: $CONNECTIONS connections, ${VALUE_BYTES}-byte acks=all produce requ
 (while kill -0 "$BROKER_PID" 2>/dev/null; do rss_mib; echo; sleep 0.2; done) >"$WORK/rss.txt" &
 SAMPLER_PID=$!
 python3 "$ROOT/bench/never_reading.py" "$BOOTSTRAP" attack --connections "$CONNECTIONS" \
-    --value-bytes "$VALUE_BYTES" --seconds "$SECONDS_ATTACK" >"$WORK/attack.json" &
+    --value-bytes "$VALUE_BYTES" --seconds "$SECONDS_ATTACK" $READ_RESPONSES >"$WORK/attack.json" &
 ATTACK_PID=$!
 sleep 3
 log "produce and consume during the attack"
@@ -176,7 +179,7 @@ cat <<EOF
 | measure | value |
 | --- | --- |
 | binary | \`$SLUICE\`${CONFIG:+ with \`$CONFIG\`} |
-| attack | $CONNECTIONS connections x $(jq -r .request_bytes "$WORK/attack.json")-byte Produce v3 acks=all requests, never reading, ${SECONDS_ATTACK} s |
+| attack | $CONNECTIONS connections x $(jq -r .request_bytes "$WORK/attack.json")-byte Produce v3 acks=all requests, ${READ_RESPONSES:-never reading}, ${SECONDS_ATTACK} s |
 | attack bytes written into the sockets by the attackers | $(mib "$(jq -r .bytes_written "$WORK/attack.json")") MiB |
 | attack bytes appended to the log | $(mib "$ATTACK_APPENDED") MiB |
 | RSS idle (topics created) | ${RSS_IDLE} MiB |
