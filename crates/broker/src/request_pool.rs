@@ -18,9 +18,9 @@
 //! First requests are served in arrival order (a large request is not starved by small ones) and
 //! before pipelined ones. Among pipelined requests, the one whose connection holds the least of
 //! the half goes next (ties in arrival order), so a few connections that pipeline greedily cannot
-//! crowd out the pipelining of the others. A request larger than the pool (or than the pipelined half) is let in
-//! alone once what it needs is empty, so one request of `socket.request.max.bytes` can always
-//! proceed and nothing deadlocks.
+//! crowd out the pipelining of the others. A request larger than the pool (or than the pipelined
+//! half) is let in alone once what it needs is empty, so one request of
+//! `socket.request.max.bytes` can always proceed and nothing deadlocks.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
