@@ -199,6 +199,7 @@ fn build_config_with(
         );
     }
     config.apply(&cluster_flags)?;
+    config.validate()?;
     resolve_quorum(&mut config)?;
     Ok(config)
 }

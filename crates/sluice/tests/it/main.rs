@@ -14,6 +14,7 @@ mod groups;
 mod harness;
 mod internal_topics;
 mod io_cli;
+mod limits;
 mod membership;
 mod metrics;
 mod perf_cli;

@@ -10,7 +10,7 @@ use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{produce_records, producer, read_back};
 
 /// The value of the sample named exactly `series` (name and labels as exposed).
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| {

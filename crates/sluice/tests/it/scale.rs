@@ -147,7 +147,9 @@ fn ask_everyone(streams: &mut [TcpStream], first_id: i32, port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_connections_are_served_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
+    // All of them come from 127.0.0.1, and so do the rdkafka clients below: one address above
+    // the default max.connections.per.ip (1000).
+    let broker = crate::harness::start_with_toml(dir.path(), "\"max.connections.per.ip\" = 1100\n");
     broker.create_topic("crowd", 3, &[]).await;
 
     // Open every connection first, then pipeline ApiVersions and Metadata on each before reading
