@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+use crate::closing::Closing;
 use crate::harness::{http_request, Broker};
 use crate::produce_consume::producer;
 
@@ -167,12 +168,14 @@ async fn console_api_reports_topics_messages_and_groups() {
     assert_eq!(offsets, [1, 2], "{page}");
 
     // A group that committed offset 1 on partition 0 and 1 on partition 1: lag 2 + 0.
-    let committer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let committer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", GROUP)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     let mut at = TopicPartitionList::new();
     at.add_partition_offset(TOPIC, 0, Offset::Offset(1))
         .unwrap();
@@ -225,13 +228,15 @@ async fn console_api_shows_members_and_their_assignments() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     broker.create_topic("assigned", 2, &[]).await;
-    let member: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "live-group")
-        .set("client.id", "console-test-client")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let member: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "live-group")
+            .set("client.id", "console-test-client")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     member.subscribe(&["assigned"]).expect("subscribe");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

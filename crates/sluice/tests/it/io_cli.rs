@@ -24,6 +24,8 @@ fn produce(broker: &Broker, args: &[&str], input: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sluice produce");
+    let pid = child.id();
+    crate::watchdog::track(pid);
     child
         .stdin
         .take()
@@ -31,6 +33,7 @@ fn produce(broker: &Broker, args: &[&str], input: &str) -> String {
         .write_all(input.as_bytes())
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait for sluice produce");
+    crate::watchdog::untrack(pid);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),

@@ -13,11 +13,12 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::{cli_ok, now_ms, Broker};
 use crate::produce_consume::{assert_read_back_matches, produce_records, producer, read_back};
 use crate::wire::{connect, frame, read_response};
@@ -45,13 +46,15 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
     broker.create_topic("wide", WIDE_PARTITIONS, &[]).await;
 
     // Metadata (through librdkafka) lists every partition, each led by this broker.
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "unused-assign-only")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("consumer"),
+    );
     let metadata = consumer
         .fetch_metadata(Some("wide"), Duration::from_secs(20))
         .expect("metadata");
