@@ -99,7 +99,9 @@ fi
 section "broker"
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/*.png
-"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WORK/data" \
+# This script's own SLUICE_CONSOLE_* variables are not broker configs (serve refuses those).
+env -u SLUICE_CONSOLE_BIN -u SLUICE_CONSOLE_PROFILE \
+    "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WORK/data" \
     >"$WORK/broker.stdout" 2>"$WORK/broker.stderr" &
 BROKER_PID=$!
 KAFKA="" ADMIN=""

@@ -89,6 +89,7 @@ async fn console_api_reports_topics_messages_and_groups() {
     let overview = get_ok(&broker, "/api/overview");
     assert_eq!(overview["topic_count"], 1, "{overview}");
     assert_eq!(overview["partition_count"], 2);
+    assert_eq!(overview["internal_topic_count"], 0);
     assert_eq!(overview["records_in_total"], 4);
     assert!(
         overview.get("records_out_total").is_none(),
@@ -191,6 +192,13 @@ async fn console_api_reports_topics_messages_and_groups() {
         .unwrap_or_else(|| panic!("{GROUP} not in {groups}"));
     assert_eq!(listed["total_lag"], 2, "{groups}");
     assert_eq!(listed["state"], "Empty");
+    // The commit created __consumer_offsets: the overview counts it apart from the user's topics,
+    // as the topic list (and its "Largest topics") shows them.
+    let overview = get_ok(&broker, "/api/overview");
+    assert_eq!(overview["topic_count"], 1, "{overview}");
+    assert_eq!(overview["partition_count"], 2, "{overview}");
+    assert_eq!(overview["internal_topic_count"], 1, "{overview}");
+    assert_eq!(overview["internal_partition_count"], 50, "{overview}");
     let group = get_ok(&broker, &format!("/api/groups/{GROUP}"));
     assert_eq!(group["offsets"][0]["partition"], 0, "{group}");
     assert_eq!(group["offsets"][0]["committed_offset"], 1);
