@@ -88,10 +88,13 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Never `eprintln!` about a failed log write: that panics on a broken pipe, inside whichever
     // task was logging (the signal task among them). `StderrLog` already drops such errors.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| StderrLog)
-        .log_internal_errors(false);
+        .log_internal_errors(false)
+        // Colours for a person at a terminal, not escape codes in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
