@@ -181,6 +181,33 @@ impl Broker {
         // and a re-created topic is hosted only once the old one's directories are gone.
         self.drop_deleted_topics(&state);
         let deleting = self.cluster.deleting.lock().clone();
+        // Logs this broker should host and does not yet (all of them at start) are opened
+        // together first; the pass below then finds them open.
+        let mut wanted = Vec::new();
+        for (name, topic) in state.topics.iter().filter(|(n, _)| !deleting.contains(*n)) {
+            let missing: Vec<i32> = topic
+                .partition_states
+                .iter()
+                .filter(|(&index, p)| {
+                    p.replicas.contains(&me) && self.replicas.partition(name, index).is_none()
+                })
+                .map(|(&index, _)| index)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let Ok(config) = topic_config::log_config(&self.config.log_defaults, &topic.configs)
+            else {
+                continue;
+            };
+            let meta = TopicMeta::from_meta(topic);
+            wanted.extend(
+                missing
+                    .into_iter()
+                    .map(|index| (meta.clone(), index, config.clone())),
+            );
+        }
+        self.replicas.open_missing(wanted);
         let mut configs = self.cluster.applied_configs.lock();
         let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
         // Internal topic → (partitions taken over, records loaded): one log line per topic.
