@@ -22,20 +22,7 @@ fn start(dir: &std::path::Path) -> Broker {
 }
 
 fn member(broker: &Broker) -> Closing {
-    let consumer: Closing = Closing::new(
-        broker
-            .client_config()
-            .set("group.id", GROUP)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "300")
-            .set("fetch.wait.max.ms", "100")
-            .create()
-            .expect("consumer"),
-    );
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    consumer
+    crate::groups::member(broker, GROUP, TOPIC)
 }
 
 /// Runs the command, asserts it succeeded, returns its stdout.

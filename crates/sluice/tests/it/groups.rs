@@ -16,7 +16,8 @@ fn start(dir: &std::path::Path) -> Broker {
     crate::harness::start_with_toml(dir, "\"group.initial.rebalance.delay.ms\" = 300\n")
 }
 
-fn member(broker: &Broker, group: &str, topic: &str) -> Closing {
+/// A group member subscribed to `topic`, with short sessions and heartbeats.
+pub(crate) fn member(broker: &Broker, group: &str, topic: &str) -> Closing {
     let consumer: Closing = Closing::new(
         broker
             .client_config()

@@ -319,14 +319,34 @@ pub(crate) fn start_with_toml(dir: &Path, toml: &str) -> Broker {
 
 /// Runs `sluice SUBCOMMAND ARGS --bootstrap-server BOOTSTRAP` (ignoring the caller's environment).
 pub(crate) fn sluice_cli(subcommand: &str, bootstrap: &str, args: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    command
-        .arg(subcommand)
+    let args = [&[subcommand][..], args].concat();
+    wait_watched(spawn_sluice(&args, bootstrap, Stdio::null()))
+}
+
+/// Spawns `sluice ARGS --bootstrap-server BOOTSTRAP` (ignoring the caller's environment) with
+/// `stdin`, stdout and stderr piped, under the test's watchdog; [`wait_watched`] ends it.
+pub(crate) fn spawn_sluice(args: &[&str], bootstrap: &str, stdin: Stdio) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .arg("--bootstrap-server")
         .arg(bootstrap)
-        .env_remove("SLUICE_BOOTSTRAP_SERVER");
-    run_watched(&mut command)
+        .env_remove("SLUICE_BOOTSTRAP_SERVER")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    crate::watchdog::track(child.id());
+    child
+}
+
+/// Waits for a child the watchdog tracks and collects what it wrote, like
+/// [`Child::wait_with_output`].
+pub(crate) fn wait_watched(child: Child) -> std::process::Output {
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for sluice");
+    crate::watchdog::untrack(pid);
+    output
 }
 
 /// Runs `command` to completion like [`Command::output`] (stdin closed, stdout and stderr
@@ -338,11 +358,8 @@ pub(crate) fn run_watched(command: &mut Command) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run sluice");
-    let pid = child.id();
-    crate::watchdog::track(pid);
-    let output = child.wait_with_output().expect("wait for sluice");
-    crate::watchdog::untrack(pid);
-    output
+    crate::watchdog::track(child.id());
+    wait_watched(child)
 }
 
 /// Runs a CLI command, asserts it succeeded, returns its stdout.

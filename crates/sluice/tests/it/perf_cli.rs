@@ -317,12 +317,11 @@ fn an_unreachable_broker_is_a_clear_error_at_once() {
 #[test]
 fn produce_reports_progress_and_gives_up_within_the_timeout_when_the_broker_goes_away() {
     use std::io::BufRead as _;
-    use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
     let mut broker = Broker::start(dir.path());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
+    let mut child = crate::harness::spawn_sluice(
+        &[
             "perf",
             "produce",
             "--topic",
@@ -337,17 +336,10 @@ fn produce_reports_progress_and_gives_up_within_the_timeout_when_the_broker_goes
             "10",
             "--timeout-ms",
             "2000",
-            "--bootstrap-server",
-            &broker.bootstrap(),
-        ])
-        .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sluice perf produce");
-    let pid = child.id();
-    crate::watchdog::track(pid);
+        ],
+        &broker.bootstrap(),
+        std::process::Stdio::null(),
+    );
     let (lines_tx, lines) = std::sync::mpsc::channel();
     let stderr = child.stderr.take().expect("stderr piped");
     std::thread::spawn(move || {
@@ -372,8 +364,7 @@ fn produce_reports_progress_and_gives_up_within_the_timeout_when_the_broker_goes
     }
     broker.kill9();
     seen.extend(lines.iter());
-    let out = child.wait_with_output().expect("wait for sluice perf");
-    crate::watchdog::untrack(pid);
+    let out = crate::harness::wait_watched(child);
     let stderr = seen.join("\n");
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

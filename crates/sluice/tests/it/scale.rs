@@ -19,9 +19,10 @@ use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::closing::Closing;
 use crate::harness::{cli_ok, now_ms, Broker};
-use crate::produce_consume::{assert_read_back_matches, produce_records, producer, read_back};
+use crate::produce_consume::{
+    assert_read_back_matches, consumer, produce_records, producer, read_back,
+};
 use crate::wire::{connect, frame, read_response};
 
 /// Partitions of the wide topic.
@@ -47,7 +48,7 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
     broker.create_topic("wide", WIDE_PARTITIONS, &[]).await;
 
     // Metadata (through librdkafka) lists every partition, each led by this broker.
-    let metadata = wide_consumer(&broker)
+    let metadata = consumer(&broker)
         .fetch_metadata(Some("wide"), Duration::from_secs(20))
         .expect("metadata");
     let topic = &metadata.topics()[0];
@@ -82,19 +83,6 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
         broker = Broker::start(dir.path());
         assert_wide_reads(&broker, &expected);
     }
-}
-
-/// An assign-only consumer of the broker.
-fn wide_consumer(broker: &Broker) -> Closing {
-    Closing::new(
-        broker
-            .client_config()
-            .set("group.id", "unused-assign-only")
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .create()
-            .expect("consumer"),
-    )
 }
 
 /// Produces one record to each of `partitions` of `wide` (acks=all), its value naming the
@@ -133,7 +121,7 @@ async fn produce_wide(
 
 /// Reads every partition of `wide` from its beginning and checks it holds what `expected` says.
 fn assert_wide_reads(broker: &Broker, expected: &HashMap<i32, Vec<String>>) {
-    let consumer = wide_consumer(broker);
+    let consumer = consumer(broker);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..WIDE_PARTITIONS {
         assignment
