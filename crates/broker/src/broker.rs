@@ -94,6 +94,32 @@ pub struct Broker {
     group_record_order: parking_lot::Mutex<()>,
 }
 
+/// A rebalance whose stored assignment has not been reported yet: dropped before
+/// [`Broker::store_group_assignment`] reports it, it ends the rebalance with
+/// COORDINATOR_NOT_AVAILABLE, so the members rejoin instead of waiting for ever.
+struct UnfinishedSync<'a> {
+    broker: &'a Broker,
+    group: &'a str,
+    /// [`NO_GENERATION`] once reported.
+    generation: i32,
+}
+
+/// No generation: nothing left to report.
+const NO_GENERATION: i32 = -1;
+
+impl Drop for UnfinishedSync<'_> {
+    fn drop(&mut self) {
+        if self.generation != NO_GENERATION {
+            self.broker.groups.complete_sync(
+                self.group,
+                self.generation,
+                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable),
+                std::time::Instant::now(),
+            );
+        }
+    }
+}
+
 /// Wall-clock now in Kafka's timestamp unit.
 pub fn now() -> Timestamp {
     let ms = SystemTime::now()
@@ -404,6 +430,13 @@ impl Broker {
     /// SyncGroup: once a member has its assignment, a broker restarted even by kill -9 knows the
     /// group, and its members carry on without a rebalance.
     pub async fn store_group_assignment(&self, group: &str, generation: i32) {
+        // The write runs in the leader's SyncGroup reply: if that is dropped (its connection
+        // closed) before the write ends, the rebalance still ends, with an error.
+        let mut unfinished = UnfinishedSync {
+            broker: self,
+            group,
+            generation,
+        };
         let stored = self
             .persist_records_with(group, || {
                 let snapshot = self
@@ -424,6 +457,7 @@ impl Broker {
         };
         self.groups
             .complete_sync(group, generation, error, std::time::Instant::now());
+        unfinished.generation = NO_GENERATION;
     }
 
     /// Writes the tombstones of a deleted group: its membership and its committed offsets.
