@@ -322,7 +322,11 @@ fn in_parallel<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) ->
             .map(|_| {
                 scope.spawn(|| {
                     let mut results = Vec::new();
-                    while let Some(item) = queue.lock().pop() {
+                    loop {
+                        // Its own statement: a guard in a `while let` scrutinee would be held
+                        // through the loop body, and the threads would take turns.
+                        let next = queue.lock().pop();
+                        let Some(item) = next else { break };
                         results.push(work(item));
                     }
                     results
@@ -334,4 +338,30 @@ fn in_parallel<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) ->
             .flat_map(|worker| worker.join().expect("a log worker panicked"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn in_parallel_runs_the_work_at_the_same_time_and_returns_every_result() {
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut results = in_parallel((0..8).collect(), |i: u32| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // Long enough for the other threads to start theirs: this is I/O-like waiting.
+            std::thread::sleep(Duration::from_millis(200));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        results.sort_unstable();
+        assert_eq!(results, (0..8).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(
+            most.load(Ordering::SeqCst) > 1,
+            "the work ran one item at a time"
+        );
+    }
 }
