@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sluice_log::{LogDir, OpenError, Timestamp};
 use sluice_meta::membership::ClusterSecret;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
@@ -94,6 +94,36 @@ pub struct Broker {
     /// (see [`crate::auth`]).
     pub(crate) cluster_secret: ClusterSecret,
     shutdown: watch::Sender<bool>,
+    /// Held while records for `__consumer_offsets` are made and appended (never across an
+    /// await): the log's order is then the order the records were made in, so a snapshot of a
+    /// group's older state never lands after a newer one (the last record of a key wins).
+    group_record_order: parking_lot::Mutex<()>,
+}
+
+/// A rebalance whose stored assignment has not been reported yet: dropped before
+/// [`Broker::store_group_assignment`] reports it, it ends the rebalance with
+/// COORDINATOR_NOT_AVAILABLE, so the members rejoin instead of waiting for ever.
+struct UnfinishedSync<'a> {
+    broker: &'a Broker,
+    group: &'a str,
+    /// [`NO_GENERATION`] once reported.
+    generation: i32,
+}
+
+/// No generation: nothing left to report.
+const NO_GENERATION: i32 = -1;
+
+impl Drop for UnfinishedSync<'_> {
+    fn drop(&mut self) {
+        if self.generation != NO_GENERATION {
+            self.broker.groups.complete_sync(
+                self.group,
+                self.generation,
+                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable),
+                std::time::Instant::now(),
+            );
+        }
+    }
 }
 
 /// Wall-clock now in Kafka's timestamp unit.
@@ -118,6 +148,7 @@ impl Broker {
     /// cleanly). With one voter everything is in place when this returns; in a cluster the
     /// registration and first metadata follow in the background once a quorum forms.
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        let started = std::time::Instant::now();
         let log_dir = LogDir::open(&config.data_dir)?;
         let clean = log_dir.was_clean();
         let cluster_secret = crate::auth::secret::load(&config)?;
@@ -150,6 +181,7 @@ impl Broker {
             cluster_secret,
             shutdown,
             cluster: crate::cluster::ClusterState::default(),
+            group_record_order: parking_lot::Mutex::new(()),
         });
         if broker.is_single_voter() {
             broker.join_cluster().await?;
@@ -160,9 +192,7 @@ impl Broker {
                     }
                 }
             }
-            broker.load_offsets(None)?;
-            broker.load_txn_state(None)?;
-            broker.cluster.coordinators_loaded();
+            broker.load_coordinators(started)?;
         }
         Ok(broker)
     }
@@ -227,7 +257,8 @@ impl Broker {
 
     /// Replays `__consumer_offsets` into the group coordinator. Offsets committed in a
     /// transaction apply at its commit marker; those of a still open transaction stay pending.
-    pub(crate) fn load_offsets(&self, only: Option<i32>) -> Result<(), StartError> {
+    /// Returns the number of records replayed.
+    pub(crate) fn load_offsets(&self, only: Option<i32>) -> Result<usize, StartError> {
         let mut loaded = 0usize;
         // (partition, producer id) → records of its open transaction.
         let mut open: HashMap<(i32, i64), Vec<OffsetsRecord>> = HashMap::new();
@@ -283,14 +314,15 @@ impl Broker {
                 }
             }
         }
-        info!(records = loaded, "loaded committed offsets");
-        Ok(())
+        debug!(records = loaded, partition = ?only, "loaded committed offsets");
+        Ok(loaded)
     }
 
     /// Replays `__transaction_state` into the transaction coordinator. Transactions found
     /// prepared are completed by the coordinator's first tick; ongoing ones stay open until their
     /// producer ends them or their timeout aborts them (Kafka's recovery).
-    pub(crate) fn load_txn_state(&self, only: Option<i32>) -> Result<(), StartError> {
+    /// Returns the number of records replayed.
+    pub(crate) fn load_txn_state(&self, only: Option<i32>) -> Result<usize, StartError> {
         let mut loaded = 0usize;
         self.replay(TXN_STATE_TOPIC, only, |_, record| {
             if let Some((id, value)) = crate::txn::state_topic::decode(record.key, record.value) {
@@ -299,9 +331,25 @@ impl Broker {
             }
         })
         .map_err(StartError::TxnStateLoad)?;
-        if loaded > 0 {
-            info!(records = loaded, "loaded transaction state");
-        }
+        debug!(records = loaded, partition = ?only, "loaded transaction state");
+        Ok(loaded)
+    }
+
+    /// Loads the group and transaction coordinators from every hosted partition of
+    /// `__consumer_offsets` and `__transaction_state`, once this broker knows its partitions;
+    /// then logs, in one line, what this broker serves.
+    pub(crate) fn load_coordinators(&self, started: std::time::Instant) -> Result<(), StartError> {
+        let offset_records = self.load_offsets(None)?;
+        let transaction_records = self.load_txn_state(None)?;
+        self.cluster.coordinators_loaded();
+        info!(
+            topics = self.replicas.topic_names().len(),
+            partitions = self.replicas.all_partitions().len(),
+            offset_records,
+            transaction_records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs open"
+        );
         Ok(())
     }
 
@@ -365,18 +413,59 @@ impl Broker {
         }
     }
 
-    /// Persists memberships that changed (new stable generations, emptied groups), so a
-    /// restarted broker knows its groups' members.
+    /// Persists memberships that changed (emptied groups, a static member's new id), so a
+    /// restarted broker knows its groups' members. (A new generation is stored before its
+    /// SyncGroup is answered: [`Broker::store_group_assignment`].)
     pub async fn persist_group_snapshots(&self) {
-        for (group, snapshot) in self.groups.take_snapshots(now().0) {
-            let record = (
-                offsets_topic::group_key(&group),
-                Some(offsets_topic::group_value(&snapshot)),
-            );
-            if let Err(e) = self.persist_records(&group, vec![record]).await {
+        for group in self.groups.changed_memberships() {
+            let written = self
+                .persist_records_with(&group, || {
+                    let snapshot = self.groups.take_snapshot(&group, now().0)?;
+                    Some(vec![(
+                        offsets_topic::group_key(&group),
+                        Some(offsets_topic::group_value(&snapshot)),
+                    )])
+                })
+                .await;
+            if let Err(e) = written {
                 warn!(%group, error = %e, "persisting group membership failed");
             }
         }
+    }
+
+    /// Stores the membership and assignment a leader's SyncGroup completed, then completes the
+    /// rebalance ([`GroupCoordinator::complete_sync`]). Kafka writes the group before it answers
+    /// SyncGroup: once a member has its assignment, a broker restarted even by kill -9 knows the
+    /// group, and its members carry on without a rebalance.
+    pub async fn store_group_assignment(&self, group: &str, generation: i32) {
+        // The write runs in the leader's SyncGroup reply: if that is dropped (its connection
+        // closed) before the write ends, the rebalance still ends, with an error.
+        let mut unfinished = UnfinishedSync {
+            broker: self,
+            group,
+            generation,
+        };
+        let stored = self
+            .persist_records_with(group, || {
+                let snapshot = self
+                    .groups
+                    .assignment_to_store(group, generation, now().0)?;
+                Some(vec![(
+                    offsets_topic::group_key(group),
+                    Some(offsets_topic::group_value(&snapshot)),
+                )])
+            })
+            .await;
+        let error = match stored {
+            Ok(_) => None,
+            Err(e) => {
+                warn!(%group, generation, error = %e, "storing the group's assignment failed");
+                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        self.groups
+            .complete_sync(group, generation, error, std::time::Instant::now());
+        unfinished.generation = NO_GENERATION;
     }
 
     /// Writes the tombstones of a deleted group: its membership and its committed offsets.
@@ -415,6 +504,19 @@ impl Broker {
         group: &str,
         records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
     ) -> Result<(), String> {
+        self.persist_records_with(group, || Some(records))
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends the records `make` returns (None: nothing to write) to `group`'s partition of
+    /// `__consumer_offsets`, making and appending them under `group_record_order`, and waits
+    /// until they are committed. Returns whether anything was written.
+    async fn persist_records_with(
+        &self,
+        group: &str,
+        make: impl FnOnce() -> Option<Vec<(bytes::Bytes, Option<bytes::Bytes>)>>,
+    ) -> Result<bool, String> {
         self.ensure_offsets_topic()
             .await
             .map_err(|e| e.to_string())?;
@@ -428,11 +530,19 @@ impl Broker {
             .partition(OFFSETS_TOPIC, index)
             .filter(|p| p.is_leader())
             .ok_or_else(|| format!("this broker does not lead {OFFSETS_TOPIC}-{index}"))?;
-        let now = now();
-        let info = partition
-            .append(offsets_topic::batch(records, now.0), now)
-            .map_err(|e| e.to_string())?;
-        self.wait_committed(&partition, info.last_offset).await
+        let last_offset = {
+            let _order = self.group_record_order.lock();
+            let Some(records) = make() else {
+                return Ok(false);
+            };
+            let now = now();
+            partition
+                .append(offsets_topic::batch(records, now.0), now)
+                .map_err(|e| e.to_string())?
+                .last_offset
+        };
+        self.wait_committed(&partition, last_offset).await?;
+        Ok(true)
     }
 
     /// Waits until a write of an internal topic is durable here (when `log.flush.on.ack`) and

@@ -187,8 +187,37 @@ impl Broker {
         // and a re-created topic is hosted only once the old one's directories are gone.
         self.drop_deleted_topics(&state);
         let deleting = self.cluster.deleting.lock().clone();
+        // Logs this broker should host and does not yet (all of them at start) are opened
+        // together first; the pass below then finds them open.
+        let mut wanted = Vec::new();
+        for (name, topic) in state.topics.iter().filter(|(n, _)| !deleting.contains(*n)) {
+            let missing: Vec<i32> = topic
+                .partition_states
+                .iter()
+                .filter(|(&index, p)| {
+                    p.replicas.contains(&me) && self.replicas.partition(name, index).is_none()
+                })
+                .map(|(&index, _)| index)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let Ok(config) = topic_config::log_config(&self.config.log_defaults, &topic.configs)
+            else {
+                continue;
+            };
+            let meta = TopicMeta::from_meta(topic);
+            wanted.extend(
+                missing
+                    .into_iter()
+                    .map(|index| (meta.clone(), index, config.clone())),
+            );
+        }
+        self.replicas.open_missing(wanted);
         let mut configs = self.cluster.applied_configs.lock();
         let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        // Internal topic → (partitions taken over, records loaded): one log line per topic.
+        let mut taken_over: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for (name, topic) in &state.topics {
             if deleting.contains(name) {
                 continue;
@@ -232,7 +261,11 @@ impl Broker {
                         now_ms,
                     );
                     if new && self.cluster.loaded.load(Ordering::Acquire) {
-                        self.take_over_coordination(name, index);
+                        if let Some(records) = self.take_over_coordination(name, index) {
+                            let taken = taken_over.entry(name.as_str()).or_insert((0, 0));
+                            taken.0 += 1;
+                            taken.1 += records;
+                        }
                     }
                 } else {
                     let leader = p.leader.map(|n| n.0 as i32);
@@ -246,6 +279,9 @@ impl Broker {
         }
         configs.retain(|name, _| state.topics.contains_key(name));
         drop(configs);
+        for (topic, (partitions, records)) in taken_over {
+            info!(%topic, partitions, records, "took over coordination");
+        }
         let weak = self.cluster.broker.get().cloned().unwrap_or_default();
         // Replicas reassigned away from this broker: detached now (no longer served, and no
         // fetcher is assigned to them below), their logs deleted in the background.
@@ -322,18 +358,24 @@ impl Broker {
     /// This broker now leads `topic`-`index`: when it is a partition of an internal topic, the
     /// groups or transactions it holds are loaded from the replica (which has everything the
     /// previous leader committed).
-    fn take_over_coordination(&self, topic: &str, index: i32) {
+    /// Returns the number of records loaded, or None when there was nothing to take over (or
+    /// loading failed, which is logged).
+    fn take_over_coordination(&self, topic: &str, index: i32) -> Option<usize> {
         use crate::group::offsets_topic::OFFSETS_TOPIC;
         use crate::txn::TXN_STATE_TOPIC;
         let loaded = match topic {
             OFFSETS_TOPIC => self.load_offsets(Some(index)),
             TXN_STATE_TOPIC => self.load_txn_state(Some(index)),
-            _ => return,
+            _ => return None,
         };
         match loaded {
-            Ok(()) => info!(%topic, partition = index, "took over coordination"),
+            Ok(records) => {
+                debug!(%topic, partition = index, records, "took over coordination");
+                Some(records)
+            }
             Err(e) => {
-                warn!(%topic, partition = index, error = %e, "loading coordinator state failed")
+                warn!(%topic, partition = index, error = %e, "loading coordinator state failed");
+                None
             }
         }
     }
@@ -457,17 +499,15 @@ pub(crate) fn spawn(broker: &Arc<Broker>) -> Vec<tokio::task::JoinHandle<()>> {
 /// Joins (in a cluster: once a quorum has formed), then applies every metadata change.
 async fn follow_metadata(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
+    let started = Instant::now();
     while !broker.cluster.joined.load(Ordering::Acquire) {
         match broker.join_cluster().await {
             Ok(()) => {
                 info!("joined the cluster");
-                if let Err(e) = broker.load_offsets(None) {
-                    warn!(error = %e, "loading committed offsets failed");
+                if let Err(e) = broker.load_coordinators(started) {
+                    warn!(error = %e, "loading the group and transaction coordinators failed");
+                    broker.cluster.coordinators_loaded();
                 }
-                if let Err(e) = broker.load_txn_state(None) {
-                    warn!(error = %e, "loading transactions failed");
-                }
-                broker.cluster.coordinators_loaded();
             }
             Err(e) => {
                 debug!(error = %e, "not joined yet");

@@ -1,5 +1,7 @@
-//! The partitions this broker hosts: opening their logs at start, creating and deleting them with
-//! topics (and single replicas moved away by a reassignment), looking them up for requests, background retention and flushing, and closing at shutdown.
+//! The partitions this broker hosts: opening their logs at start (many at once), creating and
+//! deleting them with topics (and single replicas moved away by a reassignment), looking them up
+//! for requests, background retention and flushing, and closing at shutdown (many at once, and
+//! only the logs that changed write anything).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::histogram::Histogram;
-use sluice_log::{LogConfig, LogDir, OpenError, Timestamp};
+use sluice_log::{LogConfig, LogDir, OpenError, PartitionLog, Timestamp};
 use tracing::{info, warn};
 
 use crate::metadata::TopicMeta;
@@ -21,6 +23,8 @@ const DELETE_WAIT: Duration = Duration::from_secs(5);
 pub struct ReplicaManager {
     log_dir: LogDir,
     topics: RwLock<HashMap<String, BTreeMap<i32, Arc<Partition>>>>,
+    /// Held while logs are opened (before `topics`), so no partition's log is opened twice.
+    opening: parking_lot::Mutex<()>,
     /// Handed to every partition for its group-commit fsyncs.
     fsync_duration: Histogram,
     /// This broker's id.
@@ -34,6 +38,7 @@ impl ReplicaManager {
         ReplicaManager {
             log_dir,
             topics: RwLock::new(HashMap::new()),
+            opening: parking_lot::Mutex::new(()),
             fsync_duration,
             me,
         }
@@ -56,6 +61,7 @@ impl ReplicaManager {
                 return Ok((p, false));
             }
         }
+        let _opening = self.opening.lock();
         let mut topics = self.topics.write();
         let hosted = topics.entry(topic.name.clone()).or_default();
         if let Some(p) = hosted.get(&index) {
@@ -66,16 +72,57 @@ impl ReplicaManager {
         let log = self
             .log_dir
             .open_partition(&topic.name, index, config.clone())?;
-        let partition = Arc::new(Partition::new(
+        let partition = self.host(topic, index, log);
+        hosted.insert(index, partition.clone());
+        Ok((partition, true))
+    }
+
+    /// A hosted replica of `topic`'s partition `index` around its opened log.
+    fn host(&self, topic: &TopicMeta, index: i32, log: PartitionLog) -> Arc<Partition> {
+        Arc::new(Partition::new(
             topic.name.clone(),
             topic.id,
             index,
             self.me,
             log,
             self.fsync_duration.clone(),
-        ));
-        hosted.insert(index, partition.clone());
-        Ok((partition, true))
+        ))
+    }
+
+    /// Opens the logs of the partitions in `wanted` that are not hosted yet, [`IO_THREADS`] at a
+    /// time, and hosts them: a start with thousands of partitions opens them together instead of
+    /// one after another (each open syncs and writes its checkpoints). A log that fails to open
+    /// is left to [`Self::ensure_partition`], which reports it.
+    pub fn open_missing(&self, wanted: Vec<(TopicMeta, i32, LogConfig)>) {
+        let _opening = self.opening.lock();
+        let missing: Vec<_> = {
+            let topics = self.topics.read();
+            wanted
+                .into_iter()
+                .filter(|(meta, index, _)| {
+                    topics
+                        .get(&meta.name)
+                        .and_then(|hosted| hosted.get(index))
+                        .is_none()
+                })
+                .collect()
+        };
+        if missing.len() < 2 {
+            return;
+        }
+        let opened = in_parallel(missing, |(meta, index, config)| {
+            let log = self.log_dir.open_partition(&meta.name, index, config);
+            (meta, index, log)
+        });
+        let mut topics = self.topics.write();
+        for (meta, index, log) in opened {
+            let Ok(log) = log else { continue };
+            let partition = self.host(&meta, index, log);
+            topics
+                .entry(meta.name)
+                .or_default()
+                .insert(index, partition);
+        }
     }
 
     /// The hosted partitions of a topic in index order, if any are hosted here.
@@ -218,40 +265,103 @@ impl ReplicaManager {
         }
     }
 
-    /// Closes every log (syncing and writing snapshots) and marks the data dir cleanly shut down.
-    /// Returns false when some log could not be closed cleanly (the next start then recovers).
+    /// Closes every log and marks the data dir cleanly shut down. Returns false when some log
+    /// could not be closed cleanly (the next start then recovers).
+    ///
+    /// A log unchanged since a clean open closes without writing (see `PartitionLog::close`); the
+    /// others sync and write their indexes and checkpoints, each several fsyncs. Those are spread
+    /// over [`IO_THREADS`] threads: one disk serves concurrent fsyncs together (the file system
+    /// commits them in one journal transaction), where one after another each pays the whole
+    /// latency.
     pub fn shutdown(&self) -> bool {
-        let topics: Vec<_> = self.topics.write().drain().collect();
-        let mut clean = true;
-        for (_, partitions) in topics {
-            for partition in partitions.values() {
-                if let Err(e) = partition.sync() {
-                    warn!(topic = %partition.topic, partition = partition.index, error = %e, "sync at shutdown failed");
-                    clean = false;
+        let partitions: Vec<Arc<Partition>> = self
+            .topics
+            .write()
+            .drain()
+            .flat_map(|(_, partitions)| partitions.into_values())
+            .collect();
+        let clean = in_parallel(partitions, |partition| {
+            let (topic, index) = (partition.topic.clone(), partition.index);
+            match partition.into_log() {
+                Some(log) => match log.close() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(%topic, partition = index, error = %e, "close at shutdown failed");
+                        false
+                    }
+                },
+                None => {
+                    warn!(%topic, partition = index, "partition still in use at shutdown");
+                    false
                 }
             }
-            for partition in partitions.into_values() {
-                let (topic, index) = (partition.topic.clone(), partition.index);
-                match partition.into_log() {
-                    Some(log) => {
-                        if let Err(e) = log.close() {
-                            warn!(%topic, partition = index, error = %e, "close at shutdown failed");
-                            clean = false;
-                        }
-                    }
-                    None => {
-                        warn!(%topic, partition = index, "partition still in use at shutdown");
-                        clean = false;
-                    }
-                }
-            }
-        }
+        })
+        .into_iter()
+        .all(|closed| closed);
         if clean {
             if let Err(e) = self.log_dir.mark_clean_shutdown() {
                 warn!(error = %e, "cannot write the clean-shutdown marker");
-                clean = false;
+                return false;
             }
         }
         clean
+    }
+}
+
+/// Threads that open or close partition logs at once (start-up, shutdown): the work is waiting
+/// on fsyncs, not computing, so more threads than cores pay off.
+const IO_THREADS: usize = 16;
+
+/// Runs `work` on every item over at most [`IO_THREADS`] threads; the results in no particular
+/// order.
+fn in_parallel<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let queue = parking_lot::Mutex::new(items);
+    let threads = IO_THREADS.min(queue.lock().len());
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut results = Vec::new();
+                    loop {
+                        // Its own statement: a guard in a `while let` scrutinee would be held
+                        // through the loop body, and the threads would take turns.
+                        let next = queue.lock().pop();
+                        let Some(item) = next else { break };
+                        results.push(work(item));
+                    }
+                    results
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().expect("a log worker panicked"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn in_parallel_runs_the_work_at_the_same_time_and_returns_every_result() {
+        let running = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        let mut results = in_parallel((0..8).collect(), |i: u32| {
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            // Long enough for the other threads to start theirs: this is I/O-like waiting.
+            std::thread::sleep(Duration::from_millis(200));
+            running.fetch_sub(1, Ordering::SeqCst);
+            i * 2
+        });
+        results.sort_unstable();
+        assert_eq!(results, (0..8).map(|i| i * 2).collect::<Vec<_>>());
+        assert!(
+            most.load(Ordering::SeqCst) > 1,
+            "the work ran one item at a time"
+        );
     }
 }

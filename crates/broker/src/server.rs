@@ -182,7 +182,10 @@ async fn housekeeping(broker: Arc<Broker>) {
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(10));
     let flush_every = Duration::from_millis(broker.config.flush_interval_ms.max(10));
     let mut retention = tokio::time::interval(retention_every);
-    let mut flush = tokio::time::interval(flush_every);
+    // Not at once: every log was synced when it was opened, and a first pass over thousands of
+    // them would only hold up a shutdown that comes soon after the start.
+    let mut flush =
+        tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
     let mut shutdown = broker.shutdown_signal();
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -61,6 +61,19 @@ pub struct PartitionLog {
     /// Records appended since the last sync, and when that sync was (flush.messages, flush.ms).
     unflushed: i64,
     last_flush_ms: i64,
+    /// After a clean open, what [`Self::shape`] was then: while it still is, the files are as
+    /// the open found them and [`Self::close`] has nothing to write.
+    opened_clean: Option<LogShape>,
+}
+
+/// What every change of a log moves: its start and end, the segment being appended to, and the
+/// generation (removed or replaced segments). Equal shapes at open and close mean no change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogShape {
+    log_start: i64,
+    log_end: i64,
+    active_base: i64,
+    generation: u64,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -191,6 +204,7 @@ impl PartitionLog {
             cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
             unflushed: 0,
             last_flush_ms: wall_clock_ms(),
+            opened_clean: None,
         };
         let mut bases = listing.segments;
         complete_swaps(dir, &listing.swaps, &mut bases).map_err(open_err(dir))?;
@@ -206,7 +220,18 @@ impl PartitionLog {
         log.recovery_point = end;
         log.write_checkpoints().map_err(open_err(dir))?;
         tracing::debug!(dir = %dir.display(), log_start = log.log_start, log_end = end, segments = log.segments.len(), "opened log");
+        // A recovering open rebuilt indexes it did not write: its close must write them.
+        log.opened_clean = clean.then(|| log.shape());
         Ok(log)
+    }
+
+    fn shape(&self) -> LogShape {
+        LogShape {
+            log_start: self.log_start,
+            log_end: self.log_end(),
+            active_base: self.active().base,
+            generation: self.generation,
+        }
     }
 
     fn load_segments(&mut self, bases: &[i64], clean: bool) -> io::Result<()> {
@@ -1409,8 +1434,13 @@ impl PartitionLog {
         self.config = config;
     }
 
-    /// Syncs, writes the producer-state snapshot and index files, and closes.
+    /// Syncs, writes the producer-state snapshot and index files, and closes. A log unchanged
+    /// since a clean open is closed without writing anything: its files are still those the
+    /// open read (and synced), so shutdown work is proportional to the logs that changed.
     pub fn close(mut self) -> io::Result<()> {
+        if !self.poisoned && self.opened_clean == Some(self.shape()) {
+            return Ok(());
+        }
         let end = self.log_end();
         let segment = self.active_mut();
         segment.file.sync_data()?;

@@ -1,5 +1,6 @@
 //! Storage engine tests through the public API: appends, reads, recovery, retention, idempotence.
 
+mod close;
 mod compaction;
 mod model;
 mod replication;
