@@ -5,5 +5,7 @@
 //! anything is allocated or sliced, and malformed input is a typed error, never a panic.
 //!
 //! - [`varint`] — the variable-length integers shared by record batches and flexible messages.
+//! - [`records`] — record batches (magic v2): header view, record iterator, codecs, builder.
 
+pub mod records;
 pub mod varint;
