@@ -42,7 +42,7 @@ fn append(c: &mut Criterion) {
             let start = Instant::now();
             for _ in 0..iters {
                 black_box(
-                    log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+                    log.validate_and_append(batch.clone(), LeaderEpoch(0), Timestamp(0))
                         .unwrap(),
                 );
             }
@@ -57,7 +57,7 @@ fn read(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
     for _ in 0..(128 << 20) / batch.len() {
-        log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+        log.validate_and_append(batch.clone(), LeaderEpoch(0), Timestamp(0))
             .unwrap();
     }
     let end = log.log_end_offset();
@@ -113,7 +113,7 @@ fn clean(c: &mut Criterion) {
                 while written < total {
                     let batch = &batches[i % batches.len()];
                     written += batch.len();
-                    log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+                    log.validate_and_append(batch.clone(), LeaderEpoch(0), Timestamp(0))
                         .unwrap();
                     i += 1;
                 }

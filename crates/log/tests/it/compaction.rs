@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use proptest::prelude::*;
 use sluice_log::testing::BatchBuilder;
 use sluice_log::{LeaderEpoch, LogConfig, Offset, PartitionLog, Timestamp};
+use sluice_protocol::records::Batches;
 
 const NOW: i64 = 1_700_000_000_000;
 const OLD: i64 = NOW - 10 * 24 * 3600 * 1000;
@@ -35,13 +35,21 @@ pub(crate) fn records(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Byt
             true,
         )
         .unwrap();
-    let mut bytes = read.records;
-    RecordBatchDecoder::decode_all(&mut bytes)
-        .unwrap()
-        .into_iter()
-        .flat_map(|set| set.records)
-        .map(|r| (r.offset, r.key, r.value))
-        .collect()
+    let mut out = Vec::new();
+    for batch in Batches::new(&read.records) {
+        batch
+            .unwrap()
+            .for_each_record(1 << 24, |r| {
+                out.push((
+                    r.offset,
+                    r.key.map(Bytes::copy_from_slice),
+                    r.value.map(Bytes::copy_from_slice),
+                ));
+                Ok::<_, sluice_protocol::records::RecordsError>(())
+            })
+            .unwrap();
+    }
+    out
 }
 
 fn latest_values(records: &[(i64, Option<Bytes>, Option<Bytes>)]) -> BTreeMap<Bytes, Bytes> {
@@ -74,7 +82,7 @@ fn write(
             };
         }
         let info = log
-            .append(b.build(), LeaderEpoch(0), Timestamp(NOW))
+            .validate_and_append(b.build(), LeaderEpoch(0), Timestamp(NOW))
             .unwrap();
         for (i, (key, value)) in chunk.iter().enumerate() {
             all.push((
