@@ -11,7 +11,9 @@
 //!    producer sequences); tombstones are dropped once `delete.retention.ms` has passed
 //!    since a clean first wrote them; records of aborted transactions are dropped and never
 //!    enter the key map (only segments below the last stable offset are cleaned, so every
-//!    transaction with records there has ended);
+//!    transaction with records there has ended); a batch whose records do not read is kept byte
+//!    for byte and logged as an error (compaction never drops what it cannot read), and a segment
+//!    whose scan stops at a bad CRC or length is not cleaned at all;
 //! 3. [`crate::PartitionLog::finish_clean`] (under the lock) swaps each group in: rename
 //!    `.cleaned` → `.swap`, delete the replaced segments, rename `.swap` → `.log`. A crash leaves
 //!    either the old segments (a `.cleaned` file is deleted at start) or a `.swap` that start-up

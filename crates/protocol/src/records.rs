@@ -23,7 +23,8 @@
 //!
 //! Module map: `batch` (header view, [`Batch`], [`Batches`]), `record` ([`Record`],
 //! [`Records`], [`Headers`]), `compression` ([`Compression`], bounded decompression),
-//! `stream` (records of compressed batches), `builder` ([`BatchBuilder`]), `error`.
+//! `stream` (records of compressed batches), `builder` ([`BatchBuilder`]), `error`, and
+//! [`testing`] (hostile batches with valid CRCs, for tests and fuzz targets).
 
 mod batch;
 mod builder;
@@ -31,6 +32,7 @@ mod compression;
 mod error;
 mod record;
 mod stream;
+pub mod testing;
 
 pub use batch::{
     Batch, BatchHeader, Batches, TimestampType, BATCH_HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH,

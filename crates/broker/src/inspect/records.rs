@@ -345,13 +345,7 @@ mod tests {
     fn a_batch_claiming_more_records_than_it_holds_is_listed_as_damaged() {
         let mut batch = encode(NewRecord::default(), 5).unwrap().to_vec();
         // Claim 2^31-1 records (last offset delta to match) under a valid CRC.
-        batch[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-        batch[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
-        let crc = sluice_protocol::records::Batch::parse(&batch)
-            .unwrap()
-            .0
-            .computed_crc();
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        sluice_protocol::records::testing::claim_count(&mut batch, i32::MAX);
         let mut page = PageBatches {
             from: 0,
             next: 0,

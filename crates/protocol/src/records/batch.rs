@@ -294,12 +294,7 @@ impl<'a> Batch<'a> {
         mut f: impl FnMut(Record<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         match self.header.compression()? {
-            Compression::None => {
-                for record in self.records()? {
-                    f(record?)?;
-                }
-                Ok(())
-            }
+            Compression::None => self.records()?.for_each(&mut f),
             codec => super::stream::walk(codec, self.records_bytes(), &self.header, limit, &mut f),
         }
     }

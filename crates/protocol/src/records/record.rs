@@ -106,6 +106,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn malformed(&self, what: &'static str) -> RecordsError {
         RecordsError::MalformedRecord {
             index: self.index,
@@ -113,10 +114,12 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     fn left(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
+    #[inline(always)]
     fn byte(&mut self, what: &'static str) -> Result<u8, RecordsError> {
         let b = *self
             .bytes
@@ -126,6 +129,7 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
 
+    #[inline(always)]
     fn varint(&mut self, what: &'static str) -> Result<i32, RecordsError> {
         let (value, len) =
             read_varint(&self.bytes[self.pos..]).map_err(|_| self.malformed(what))?;
@@ -133,6 +137,7 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
+    #[inline]
     fn varlong(&mut self, what: &'static str) -> Result<i64, RecordsError> {
         let (value, len) =
             read_varlong(&self.bytes[self.pos..]).map_err(|_| self.malformed(what))?;
@@ -140,6 +145,7 @@ impl<'a> Cursor<'a> {
         Ok(value)
     }
 
+    #[inline(always)]
     fn take(&mut self, len: usize, what: &'static str) -> Result<&'a [u8], RecordsError> {
         if len > self.left() {
             return Err(self.malformed(what));
@@ -150,6 +156,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length (-1 for null) and that many bytes.
+    #[inline(always)]
     fn nullable(
         &mut self,
         length: &'static str,
@@ -163,6 +170,7 @@ impl<'a> Cursor<'a> {
     }
 }
 
+#[inline]
 fn read_header<'a>(cursor: &mut Cursor<'a>) -> Result<Header<'a>, RecordsError> {
     let key_len = cursor.varint("a header key length is not a valid varint")?;
     if key_len < 0 {
@@ -183,6 +191,7 @@ pub(crate) fn record_extent(input: &[u8], index: u32) -> Result<Option<usize>, R
 }
 
 /// The record's length prefix: its size and the body length it gives.
+#[inline]
 fn length_prefix(input: &[u8], index: u32) -> Result<Option<(usize, usize)>, RecordsError> {
     use crate::varint::VarintError;
     match read_varint(input) {
@@ -199,14 +208,15 @@ fn length_prefix(input: &[u8], index: u32) -> Result<Option<(usize, usize)>, Rec
     }
 }
 
-/// Parses the record at the front of `input` (which may hold more after it). Returns the
-/// record and its total length. Every length is checked against the record's own length, and
-/// the fields must fill it exactly.
+/// Parses the record at the front of `input` (which may hold more after it); its total length is
+/// `record.raw().len()`. Every length is checked against the record's own length, and the fields
+/// must fill it exactly.
+#[inline]
 pub(crate) fn parse_record<'a>(
     input: &'a [u8],
     index: u32,
     base: &Base,
-) -> Result<(Record<'a>, usize), RecordsError> {
+) -> Result<Record<'a>, RecordsError> {
     let (prefix, body) = length_prefix(input, index)?.ok_or(RecordsError::MalformedRecord {
         index,
         what: "the record length is cut off",
@@ -248,7 +258,7 @@ pub(crate) fn parse_record<'a>(
     if cursor.left() != 0 {
         return Err(cursor.malformed("the record length disagrees with its fields"));
     }
-    let record = Record {
+    Ok(Record {
         offset: base.offset.wrapping_add(i64::from(offset_delta)),
         timestamp: base
             .log_append_time
@@ -263,8 +273,7 @@ pub(crate) fn parse_record<'a>(
             left: header_count,
         },
         raw,
-    };
-    Ok((record, total))
+    })
 }
 
 /// The count and order rules of a batch's records: exactly the claimed count, offset deltas
@@ -303,6 +312,7 @@ impl Sequence {
     }
 
     /// Accepts the next record's offset delta.
+    #[inline]
     pub(crate) fn accept(&mut self, delta: i32) -> Result<(), RecordsError> {
         let index = self.read;
         if delta <= self.previous {
@@ -351,6 +361,42 @@ impl<'a> Records<'a> {
         })
     }
 
+    /// Reads the next record, which must be there (the count is not reached yet).
+    #[inline]
+    fn step(&mut self) -> Result<Record<'a>, RecordsError> {
+        let record = parse_record(self.rest, self.sequence.index(), &self.base)?;
+        self.sequence.accept(record.offset_delta)?;
+        self.rest = &self.rest[record.raw.len()..];
+        Ok(record)
+    }
+
+    /// Calls `f` with each record: what the iterator yields, without wrapping each record in an
+    /// `Option<Result<..>>` (the produce path walks every record this way).
+    #[inline]
+    pub(crate) fn for_each<E: From<RecordsError>>(
+        mut self,
+        f: &mut impl FnMut(Record<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        while !self.sequence.done() {
+            if self.rest.is_empty() {
+                return Err(RecordsError::CountMismatch {
+                    claimed: self.sequence.claimed(),
+                    found: self.sequence.index(),
+                }
+                .into());
+            }
+            f(self.step()?)?;
+        }
+        if !self.rest.is_empty() {
+            return Err(RecordsError::TrailingBytes {
+                bytes: self.rest.len(),
+                count: self.sequence.claimed(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     fn fail(&mut self, error: RecordsError) -> Option<Result<Record<'a>, RecordsError>> {
         self.finished = true;
         Some(Err(error))
@@ -360,6 +406,7 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<Record<'a>, RecordsError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.finished {
             return None;
@@ -380,15 +427,10 @@ impl<'a> Iterator for Records<'a> {
                 found: self.sequence.index(),
             });
         }
-        let (record, len) = match parse_record(self.rest, self.sequence.index(), &self.base) {
-            Ok(parsed) => parsed,
-            Err(e) => return self.fail(e),
-        };
-        if let Err(e) = self.sequence.accept(record.offset_delta) {
-            return self.fail(e);
+        match self.step() {
+            Ok(record) => Some(Ok(record)),
+            Err(e) => self.fail(e),
         }
-        self.rest = &self.rest[len..];
-        Some(Ok(record))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {

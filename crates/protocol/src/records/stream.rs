@@ -3,11 +3,32 @@
 //! (grown only to hold the largest record) whatever the batch decompresses to.
 
 use super::compression::Decompressor;
-use super::record::{parse_record, record_extent, Sequence, MIN_RECORD_LEN};
+use super::record::{parse_record, record_extent, Sequence};
 use super::{BatchHeader, Compression, Record, RecordsError};
 
 /// Bytes decompressed per read.
 const CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// A [`CHUNK`]-sized buffer per thread, zeroed once: allocating and zeroing 64 KiB per batch
+    /// would cost more than decompressing a small batch. Taken out while a walk runs (a nested
+    /// walk gets a fresh one); a buffer grown for a large record is not kept.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// The thread's scratch buffer (or a new one), [`CHUNK`] bytes long.
+fn take_scratch() -> Vec<u8> {
+    let mut buf = SCRATCH.with(std::cell::Cell::take);
+    buf.resize(CHUNK, 0);
+    buf
+}
+
+fn return_scratch(mut buf: Vec<u8>) {
+    if buf.capacity() <= CHUNK {
+        buf.truncate(CHUNK);
+        SCRATCH.with(|cell| cell.set(buf));
+    }
+}
 
 /// Calls `f` with each record of `payload` (compressed with `codec`) under `header`, with the
 /// checks of [`super::Records`]: the claimed count exactly, rising offset deltas, no trailing
@@ -21,17 +42,31 @@ pub(crate) fn walk<E: From<RecordsError>>(
 ) -> Result<(), E> {
     // More records than the limit could hold can never be there: refuse before decompressing.
     let claimed = header.count_within(limit)?;
+    let mut buf = take_scratch();
+    let result = walk_with(codec, payload, header, limit, claimed, &mut buf, f);
+    return_scratch(buf);
+    result
+}
+
+fn walk_with<E: From<RecordsError>>(
+    codec: Compression,
+    payload: &[u8],
+    header: &BatchHeader,
+    limit: usize,
+    claimed: u32,
+    buf: &mut Vec<u8>,
+    f: &mut impl FnMut(Record<'_>) -> Result<(), E>,
+) -> Result<(), E> {
     let base = header.base();
     let mut sequence = Sequence::new(claimed, header.last_offset_delta);
     let mut source = Decompressor::new(codec, payload, limit)?;
-    let mut buf = vec![0u8; CHUNK.min(limit.saturating_add(1)).max(MIN_RECORD_LEN)];
     // Unparsed bytes are buf[start..end].
     let (mut start, mut end, mut eof) = (0, 0, false);
     loop {
         if sequence.done() {
             let mut left = end - start;
             if left == 0 && !eof {
-                left = source.read(&mut buf)?;
+                left = source.read(buf)?;
             }
             if left > 0 {
                 return Err(RecordsError::TrailingBytes {
@@ -44,7 +79,7 @@ pub(crate) fn walk<E: From<RecordsError>>(
         }
         let extent = record_extent(&buf[start..end], sequence.index())?;
         if let Some(len) = extent.filter(|&len| len <= end - start) {
-            let (record, _) = parse_record(&buf[start..start + len], sequence.index(), &base)?;
+            let record = parse_record(&buf[start..start + len], sequence.index(), &base)?;
             sequence.accept(record.offset_delta)?;
             f(record)?;
             start += len;

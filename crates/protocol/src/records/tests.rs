@@ -86,36 +86,11 @@ fn sample(n: usize) -> Vec<Owned> {
         .collect()
 }
 
-/// Sets `batch`'s record count (and the last offset delta to match) and fixes the CRC, as a
-/// hostile client with a correct CRC would.
-fn claim_count(batch: &mut [u8], count: i32) {
-    batch[57..61].copy_from_slice(&count.to_be_bytes());
-    batch[23..27].copy_from_slice(&(count - 1).to_be_bytes());
-    super::batch::write_crc(batch);
-}
+use super::testing::claim_count;
 
-/// A batch whose records section is `records` (as given, with `codec`'s id) under a correct
-/// CRC, claiming `count` records.
+/// A batch around `records` as given, with codec id `codec_id`, claiming `count`, correct CRC.
 fn raw_batch(codec_id: u8, count: i32, records: &[u8]) -> Vec<u8> {
-    let header = BatchHeader {
-        base_offset: 0,
-        batch_length: MIN_BATCH_LENGTH + records.len() as i32,
-        partition_leader_epoch: -1,
-        magic: 2,
-        crc: 0,
-        attributes: i16::from(codec_id),
-        last_offset_delta: count - 1,
-        base_timestamp: 0,
-        max_timestamp: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        record_count: count,
-    };
-    let mut out = header.to_bytes().to_vec();
-    out.extend_from_slice(records);
-    super::batch::write_crc(&mut out);
-    out
+    super::testing::batch_around(i16::from(codec_id), count, records)
 }
 
 /// The records section (uncompressed) of a built batch.
@@ -398,7 +373,7 @@ fn lengths_past_the_end_are_malformed() {
     let key_len_at = BATCH_HEADER_LEN + 4; // length, attributes, timestamp and offset deltas
     assert_eq!(bytes[key_len_at], 2, "zig-zag 1");
     bytes[key_len_at] = 200; // zig-zag 100
-    super::batch::write_crc(&mut bytes);
+    super::testing::fix_crc(&mut bytes);
     assert_eq!(
         read_all(&bytes).unwrap_err(),
         RecordsError::MalformedRecord {
@@ -420,7 +395,7 @@ fn lengths_past_the_end_are_malformed() {
     let length = (bytes.len() - LOG_OVERHEAD) as i32;
     bytes[8..12].copy_from_slice(&length.to_be_bytes());
     bytes[BATCH_HEADER_LEN] += 8; // the record's length grows by 4 (zig-zag)
-    super::batch::write_crc(&mut bytes);
+    super::testing::fix_crc(&mut bytes);
     assert!(matches!(
         read_all(&bytes),
         Err(RecordsError::MalformedRecord { index: 0, .. })
@@ -566,7 +541,7 @@ fn offset_deltas_out_of_order_are_refused() {
     // Gaps below the last offset delta are what compaction leaves: valid.
     let mut compacted = raw_batch(0, 2, &with_deltas(&[1, 4]));
     compacted[23..27].copy_from_slice(&6i32.to_be_bytes());
-    super::batch::write_crc(&mut compacted);
+    super::testing::fix_crc(&mut compacted);
     let offsets: Vec<i64> = read_all(&compacted)
         .unwrap()
         .iter()
@@ -745,7 +720,7 @@ proptest! {
             bytes[at] ^= xor;
         }
         if fix_crc && bytes.len() >= BATCH_HEADER_LEN {
-            super::batch::write_crc(&mut bytes);
+            super::testing::fix_crc(&mut bytes);
         }
         let _ = read_all(&bytes);
         let _ = Batch::parse(&bytes).map(|(b, _)| b.decompress_into(1 << 16, &mut Vec::new()));

@@ -7,9 +7,8 @@
 use std::time::Duration;
 
 use rdkafka::Offset;
-use sluice_protocol::records::{
-    compress, Batch, BatchBuilder, BatchHeader, Compression, NewRecord, MIN_BATCH_LENGTH,
-};
+use sluice_protocol::records::testing::{batch_around, claim_count};
+use sluice_protocol::records::{compress, BatchBuilder, Compression, NewRecord};
 
 use crate::bad_input::{batch, produce_error, produce_response};
 use crate::harness::{cli_fails, now_ms, Broker};
@@ -21,20 +20,12 @@ const INVALID_TIMESTAMP: i16 = 32;
 const UNSUPPORTED_COMPRESSION_TYPE: i16 = 76;
 const INVALID_RECORD: i16 = 87;
 
-/// Sets the CRC of a whole batch to what its bytes give, as a hostile client would.
-fn fix_crc(batch: &mut [u8]) {
-    let crc = Batch::parse(batch).expect("a batch").0.computed_crc();
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-}
-
 /// A valid one-record batch (keyed, so compacted topics take it) that claims 2^31-1 records,
 /// with the last offset delta to match and a correct CRC: finding 1.
 fn count_bomb(base_offset: i64) -> Vec<u8> {
     let mut bytes = keyed(&[Some(&b"k"[..])], now_ms());
     bytes[..8].copy_from_slice(&base_offset.to_be_bytes());
-    bytes[57..61].copy_from_slice(&i32::MAX.to_be_bytes());
-    bytes[23..27].copy_from_slice(&(i32::MAX - 1).to_be_bytes());
-    fix_crc(&mut bytes);
+    claim_count(&mut bytes, i32::MAX);
     bytes
 }
 
@@ -52,28 +43,10 @@ fn keyed(keys: &[Option<&[u8]>], timestamp: i64) -> Vec<u8> {
     builder.build().unwrap()
 }
 
-/// A batch whose records section is `payload` as given, labelled with codec `id`, claiming
+/// A batch whose records section is `payload` as given, labelled with codec `codec_id`, claiming
 /// `count` records, under a correct CRC: finding 2's "garbage behind a valid header".
 fn raw_batch(codec_id: u8, count: i32, payload: &[u8]) -> Vec<u8> {
-    let header = BatchHeader {
-        base_offset: 0,
-        batch_length: MIN_BATCH_LENGTH + payload.len() as i32,
-        partition_leader_epoch: -1,
-        magic: 2,
-        crc: 0,
-        attributes: i16::from(codec_id),
-        last_offset_delta: count - 1,
-        base_timestamp: now_ms(),
-        max_timestamp: now_ms(),
-        producer_id: -1,
-        producer_epoch: -1,
-        base_sequence: -1,
-        record_count: count,
-    };
-    let mut bytes = header.to_bytes().to_vec();
-    bytes.extend_from_slice(payload);
-    fix_crc(&mut bytes);
-    bytes
+    batch_around(i16::from(codec_id), count, payload)
 }
 
 /// Deterministic noise.
