@@ -2,7 +2,8 @@
 # Compares the produce throughput of two broker binaries in one run: for each round, each broker
 # in turn is started on a fresh data dir and `sluice perf produce` (always the client of the
 # second binary, so only the broker differs) sends 100 B and 1 KiB records, uncompressed and with
-# each codec, acks=1, one partition. Prints a markdown table of records/s (one column per round).
+# each codec, acks=1, one partition. Prints a markdown table of records/s: one column per round
+# and broker, then the medians and their ratio.
 #
 #   bash bench/compare.sh BEFORE_BINARY AFTER_BINARY [ROUNDS (2)] [RECORDS_100B (1000000)]
 #
@@ -77,6 +78,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 header="| record | codec |"
 rule="| --- | --- |"
 for which in before after; do
@@ -85,16 +87,21 @@ for which in before after; do
         rule+=" --- |"
     done
 done
-echo "$header"
-echo "$rule"
+echo "$header median before | median after | after / before |"
+echo "$rule --- | --- | --- |"
 for size in 100 1024; do
     for codec in none gzip snappy lz4 zstd; do
         line="| $size B | $codec |"
+        medians=()
         for which in 0 1; do
+            runs=()
             for round in $(seq "$ROUNDS"); do
                 line+=" ${RESULT[$size-$codec-$which-$round]} |"
+                runs+=("${RESULT[$size-$codec-$which-$round]}")
             done
+            medians+=("$(median "${runs[@]}")")
         done
-        echo "$line"
+        ratio=$(awk -v a="${medians[1]}" -v b="${medians[0]}" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')
+        echo "$line ${medians[0]} | ${medians[1]} | $ratio |"
     done
 done
