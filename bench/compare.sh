@@ -3,7 +3,8 @@
 # in turn is started on a fresh data dir and `sluice perf produce` (always the client of the
 # second binary, so only the broker differs) sends 100 B and 1 KiB records, uncompressed and with
 # each codec, acks=1, one partition. Prints a markdown table of records/s: one column per round
-# and broker, then the medians and their ratio.
+# and broker, then the medians and their ratio; then the broker's CPU time per million records
+# (from /proc, user + system), which a busy shared machine disturbs far less than records/s.
 #
 #   bash bench/compare.sh BEFORE_BINARY AFTER_BINARY [ROUNDS (2)] [RECORDS_100B (1000000)]
 #
@@ -51,6 +52,11 @@ start_broker() {
     exit 1
 }
 
+# CPU seconds (user + system) the broker process has used so far.
+broker_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$BROKER_PID/stat"
+}
+
 stop_broker() {
     kill "$BROKER_PID"
     wait "$BROKER_PID" 2>/dev/null || true
@@ -58,7 +64,7 @@ stop_broker() {
     rm -rf "$WORK"/data-*
 }
 
-declare -A RESULT
+declare -A RESULT CPU
 for round in $(seq "$ROUNDS"); do
     for which in 0 1; do
         start_broker "${BINARIES[$which]}"
@@ -67,18 +73,22 @@ for round in $(seq "$ROUNDS"); do
             if [[ $size == 100 ]]; then n=$SMALL; else n=$LARGE; fi
             for codec in none gzip snappy lz4 zstd; do
                 topic=c-$size-$codec
+                cpu_before=$(broker_cpu)
                 "$CLIENT" perf produce --topic "$topic" --num-records "$n" --record-size "$size" \
                     --acks 1 --partitions 1 --compression "$codec" --bootstrap-server "$BOOTSTRAP" \
                     --json >"$WORK/out.json" 2>/dev/null
                 RESULT[$size-$codec-$which-$round]=$(jq -r '.records_per_sec | round' "$WORK/out.json")
-                log "$size B $codec: ${RESULT[$size-$codec-$which-$round]} records/s"
+                # Broker CPU per million records: steadier than records/s on a shared machine.
+                CPU[$size-$codec-$which-$round]=$(awk -v a="$cpu_before" -v b="$(broker_cpu)" -v n="$n" \
+                    'BEGIN { printf "%.2f", (b - a) / n * 1e6 }')
+                log "$size B $codec: ${RESULT[$size-$codec-$which-$round]} records/s, broker CPU ${CPU[$size-$codec-$which-$round]} s per million records"
             done
         done
         stop_broker
     done
 done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : int((v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 header="| record | codec |"
 rule="| --- | --- |"
 for which in before after; do
@@ -101,7 +111,27 @@ for size in 100 1024; do
             done
             medians+=("$(median "${runs[@]}")")
         done
-        ratio=$(awk -v a="${medians[1]}" -v b="${medians[0]}" 'BEGIN { printf "%.2f", b > 0 ? a / b : 0 }')
+        ratio=$(awk -v a="${medians[1]}" -v b="${medians[0]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
         echo "$line ${medians[0]} | ${medians[1]} | $ratio |"
+    done
+done
+
+echo
+echo "Broker CPU seconds (user + system) per million records:"
+echo
+echo "| record | codec | median before | median after | after / before |"
+echo "| --- | --- | --- | --- | --- |"
+for size in 100 1024; do
+    for codec in none gzip snappy lz4 zstd; do
+        medians=()
+        for which in 0 1; do
+            runs=()
+            for round in $(seq "$ROUNDS"); do
+                runs+=("${CPU[$size-$codec-$which-$round]}")
+            done
+            medians+=("$(median "${runs[@]}")")
+        done
+        ratio=$(awk -v a="${medians[1]}" -v b="${medians[0]}" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+        echo "| $size B | $codec | ${medians[0]} | ${medians[1]} | $ratio |"
     done
 done
