@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use sluice_log::{LogDir, OpenError, Timestamp};
 use sluice_meta::membership::ClusterSecret;
 use tokio::sync::watch;
@@ -198,13 +199,16 @@ impl Broker {
     }
 
     /// Replays every record of an internal topic, partition by partition in offset order, into
-    /// `visit(partition index, record)`. An undecodable batch is skipped with a warning.
+    /// `visit(partition index, record)`. A batch whose records do not read (its count disagrees
+    /// with its bytes, a codec refuses it, …) is skipped whole with a warning: none of its
+    /// records is applied.
     fn replay(
         &self,
         topic: &str,
         only: Option<i32>,
-        mut visit: impl FnMut(i32, kafka_protocol::records::Record),
+        mut visit: impl FnMut(i32, ReplayRecord),
     ) -> Result<(), String> {
+        use sluice_protocol::records::{Batches, RecordsError};
         let Some(partitions) = self.replicas.topic(topic) else {
             return Ok(());
         };
@@ -218,36 +222,43 @@ impl Broker {
                 let read = partition
                     .read(next, 1 << 20, true)
                     .map_err(|e| e.to_string())?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let read_len = read.records.len();
-                let mut bytes = read.records;
-                // Batch by batch, so one undecodable batch is skipped with a warning instead of
-                // stopping the broker.
-                while bytes.len() >= 27 {
-                    let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-                    let size = (length.max(0) as usize + 12).min(bytes.len());
-                    let base = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-                    let last_delta =
-                        i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]);
-                    let mut batch = bytes.split_to(size);
-                    next = sluice_log::Offset(base + i64::from(last_delta) + 1);
-                    match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
-                        Ok(set) => {
-                            for record in set.records {
-                                visit(partition.index, record);
-                            }
+                let mut batches = Batches::new(&read.records);
+                let before = next;
+                for batch in batches.by_ref() {
+                    let batch = match batch {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            warn!(%topic, partition = partition.index, offset = next.0, error = %e, "stopping the replay at an unreadable batch header");
+                            break;
                         }
+                    };
+                    let header = *batch.header();
+                    next = sluice_log::Offset(header.last_offset().saturating_add(1));
+                    let mut records = Vec::new();
+                    let walked = batch.for_each_record(sluice_log::DECOMPRESSED_LIMIT, |r| {
+                        records.push(ReplayRecord {
+                            control: header.is_control(),
+                            transactional: header.is_transactional(),
+                            producer_id: header.producer_id,
+                            key: r.key.map(Bytes::copy_from_slice),
+                            value: r.value.map(Bytes::copy_from_slice),
+                        });
+                        Ok::<_, RecordsError>(())
+                    });
+                    match walked {
+                        Ok(()) => records
+                            .into_iter()
+                            .for_each(|record| visit(partition.index, record)),
                         Err(e) => warn!(
                             %topic,
-                            offset = base,
+                            partition = partition.index,
+                            offset = header.base_offset,
                             error = %e,
-                            "skipping an undecodable batch"
+                            "skipping a batch whose records do not read"
                         ),
                     }
                 }
-                if bytes.len() == read_len {
+                if next == before {
                     break;
                 }
             }
@@ -755,6 +766,16 @@ impl Broker {
 }
 
 /// Whether a control record's key (version i16, type i16) is a commit marker.
+/// One record of an internal topic being replayed, with what its batch says about it.
+#[derive(Debug)]
+struct ReplayRecord {
+    control: bool,
+    transactional: bool,
+    producer_id: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+}
+
 fn marker_is_commit(key: Option<&[u8]>) -> bool {
     matches!(key, Some([_, _, 0, 1, ..]))
 }

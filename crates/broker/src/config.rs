@@ -355,6 +355,14 @@ impl BrokerConfig {
                 "log.index.size.max.bytes",
                 log.segment_index_bytes.to_string(),
             ),
+            (
+                "log.message.timestamp.before.max.ms",
+                log.message_timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "log.message.timestamp.after.max.ms",
+                log.message_timestamp_after_max_ms.to_string(),
+            ),
             ("log.message.timestamp.type", timestamp_type.to_owned()),
             ("log.retention.bytes", log.retention_bytes.to_string()),
             (
@@ -535,6 +543,12 @@ impl BrokerConfig {
             "log.message.timestamp.type" => {
                 self.log_defaults.message_timestamp_type = parse_timestamp_type(key, value)?
             }
+            "log.message.timestamp.before.max.ms" => {
+                self.log_defaults.message_timestamp_before_max_ms = non_negative(key, value)?
+            }
+            "log.message.timestamp.after.max.ms" => {
+                self.log_defaults.message_timestamp_after_max_ms = non_negative(key, value)?
+            }
             "cluster.id" => self.cluster_id = value.trim().to_string(),
             "group.initial.rebalance.delay.ms" => {
                 self.group_initial_rebalance_delay_ms = parse(key, value)?
@@ -664,6 +678,15 @@ pub fn parse_per_ip_overrides(
         }
     }
     Ok(overrides)
+}
+
+/// A millisecond span that may not be negative.
+fn non_negative(key: &str, value: &str) -> Result<i64, ConfigError> {
+    let ms: i64 = parse(key, value)?;
+    if ms < 0 {
+        return Err(invalid(key, value, "must be at least 0"));
+    }
+    Ok(ms)
 }
 
 fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {

@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use sluice_log::{
     AbortedTxn, AppendError, AppendInfo, LeaderEpoch, LogConfig, MarkerKind, Offset, PartitionLog,
-    ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp,
+    ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp, ValidationPolicy,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -76,6 +76,9 @@ pub struct Partition {
     /// Serializes fsyncs; whoever holds it syncs everything appended so far (group commit).
     sync_lock: tokio::sync::Mutex<()>,
     min_insync_replicas: AtomicI32,
+    /// What produce validation needs from the topic config, kept outside the log's lock so
+    /// batches are validated (records walked, decompressed) before the lock is taken.
+    validation: Mutex<ValidationPolicy>,
     /// Times the fsyncs of [`Partition::wait_durable`] (shared by every partition).
     fsync_duration: Histogram,
 }
@@ -102,6 +105,7 @@ impl Partition {
         let start = log.log_start_offset().0;
         let end = log.log_end_offset().0;
         let min_insync = log.config().min_insync_replicas;
+        let validation = ValidationPolicy::from(log.config());
         let stable = log.last_stable_offset().0;
         let epoch = log.latest_epoch().map_or(0, |e| e.0);
         Partition {
@@ -128,6 +132,7 @@ impl Partition {
             appended: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
             min_insync_replicas: AtomicI32::new(min_insync),
+            validation: Mutex::new(validation),
             fsync_duration,
         }
     }
@@ -380,13 +385,16 @@ impl Partition {
 
     /// [`Self::append`] where the first transactional write of a producer's transaction must pass
     /// `verify` (the transaction coordinator's "is this partition in the ongoing transaction?"),
-    /// asked under the log's lock so no marker lands between the answer and the write.
+    /// asked under the log's lock so no marker lands between the answer and the write. The
+    /// batches are validated first, record by record, without the log's lock.
     pub fn append_verified(
         &self,
         batches: Bytes,
         now: Timestamp,
         verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
     ) -> Result<AppendInfo, AppendError> {
+        let policy = *self.validation.lock();
+        let batches = sluice_log::validate(batches, &policy, now)?;
         let info = {
             let mut log = self.log.lock();
             let info = log.append_verified(batches, self.leader_epoch(), now, verify)?;
@@ -696,6 +704,7 @@ impl Partition {
     pub fn set_config(&self, config: LogConfig) {
         self.min_insync_replicas
             .store(config.min_insync_replicas, Ordering::Relaxed);
+        *self.validation.lock() = ValidationPolicy::from(&config);
         self.log.lock().set_config(config);
     }
 
@@ -715,12 +724,17 @@ impl Partition {
     }
 }
 
-/// Decompresses one stored batch and finds its first record at or after `ts` and not below
-/// `floor` (the log start offset). None when the batch cannot be decoded.
-fn exact_record_at(mut batch: Bytes, ts: Timestamp, floor: Offset) -> Option<(Offset, Timestamp)> {
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= ts.0 && r.offset >= floor.0)
-        .map(|r| (Offset(r.offset), Timestamp(r.timestamp)))
+/// Decompresses one stored batch (bounded, streaming) and finds its first record at or after
+/// `ts` and not below `floor` (the log start offset). None when the batch's records do not read.
+fn exact_record_at(batch: Bytes, ts: Timestamp, floor: Offset) -> Option<(Offset, Timestamp)> {
+    use sluice_protocol::records::{Batch, RecordsError};
+    let (batch, _) = Batch::parse(&batch).ok()?;
+    let mut found = None;
+    let walked = batch.for_each_record(sluice_log::DECOMPRESSED_LIMIT, |r| {
+        if found.is_none() && r.timestamp >= ts.0 && r.offset >= floor.0 {
+            found = Some((Offset(r.offset), Timestamp(r.timestamp)));
+        }
+        Ok::<_, RecordsError>(())
+    });
+    walked.ok().and(found)
 }

@@ -24,6 +24,7 @@ mod producer;
 mod segment;
 pub mod testing;
 mod txn_index;
+mod validate;
 
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
@@ -32,6 +33,7 @@ pub use leader_epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
 pub use txn_index::AbortedTxn;
+pub use validate::{validate, ValidatedBatches, ValidationPolicy, DECOMPRESSED_LIMIT};
 
 /// An offset in a partition's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -71,20 +73,6 @@ pub enum CompressionType {
     Zstd,
 }
 
-impl CompressionType {
-    /// The batch attribute codec bits to store, or None to keep the producer's.
-    pub(crate) fn codec(self) -> Option<i16> {
-        match self {
-            CompressionType::Producer => None,
-            CompressionType::Uncompressed => Some(0),
-            CompressionType::Gzip => Some(1),
-            CompressionType::Snappy => Some(2),
-            CompressionType::Lz4 => Some(3),
-            CompressionType::Zstd => Some(4),
-        }
-    }
-}
-
 /// Per-partition settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -104,6 +92,12 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record's timestamp
+    /// may be (default: no limit).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record's timestamp
+    /// may be (Kafka 4's default: one hour).
+    pub message_timestamp_after_max_ms: i64,
     /// `cleanup.policy` contains `delete`: retention removes old segments (default true).
     pub delete: bool,
     /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
@@ -140,6 +134,8 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 60 * 60 * 1000,
             delete: true,
             compact: false,
             delete_retention_ms: 24 * 60 * 60 * 1000,
@@ -185,6 +181,22 @@ pub enum AppendError {
     /// A batch larger than max.message.bytes (MESSAGE_TOO_LARGE).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: u32 },
+    /// Records that decompress to more than the broker allows (MESSAGE_TOO_LARGE; a Java
+    /// producer splits the batch and retries).
+    #[error("the batch's records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    /// A compression codec id Kafka does not define (UNSUPPORTED_COMPRESSION_TYPE).
+    #[error("{0}")]
+    UnsupportedCompression(String),
+    /// Records refused one by one, as Kafka's log validator does (INVALID_RECORD, or
+    /// INVALID_TIMESTAMP when a timestamp is among the reasons); Produce v8+ lists them
+    /// (KIP-467). Nothing of the batch is written.
+    #[error("{} record(s) refused{}: {}", errors.len(), if *timestamps { " (timestamps out of range)" } else { "" }, RecordError::summary(errors))]
+    RecordErrors {
+        errors: Vec<RecordError>,
+        /// A timestamp is among the reasons.
+        timestamps: bool,
+    },
     /// Sequence gap for an idempotent producer (OUT_OF_ORDER_SEQUENCE_NUMBER).
     #[error("out of order sequence for producer {producer_id:?}: expected {expected}, got {got}")]
     OutOfOrderSequence {
@@ -221,6 +233,27 @@ pub enum AppendError {
     /// An earlier I/O failure (for example a failed fsync) made the log refuse further writes.
     #[error("log is poisoned by an earlier storage error and refuses writes")]
     Poisoned,
+}
+
+/// One record a produce refused: its index in its batch and why (a Produce response's
+/// `record_errors` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: u32,
+    pub message: String,
+}
+
+impl RecordError {
+    /// The first three, as Kafka's message shows them.
+    fn summary(errors: &[RecordError]) -> String {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(3)
+            .map(|e| format!("record {}: {}", e.batch_index, e.message))
+            .collect();
+        let more = if errors.len() > 3 { "; …" } else { "" };
+        format!("{}{more}", shown.join("; "))
+    }
 }
 
 /// Why a read was refused.

@@ -11,8 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{
-    check_crc, check_header, first_record_at_or_after, marker_batch, parse_marker, stamp_header,
-    BatchHeader, BatchProblem, MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
+    first_record_at_or_after, marker_batch, parse_marker, stamp_header, BatchHeader, BatchProblem,
+    MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
 };
 use crate::cleaner::{CleanOutput, CleanPlan};
 use crate::index::write_synced;
@@ -20,6 +20,7 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer::{snapshot_path, Check, ProducerInfo, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
 use crate::txn_index::{AbortedTxn, TxnIndex};
+use crate::validate::{ValidatedBatches, ValidationPolicy};
 use crate::{
     AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ProducerEpoch, ProducerId,
     ReadError, ReadResult, SyncHandle, Timestamp, TimestampMatch, TimestampType,
@@ -512,17 +513,31 @@ impl PartitionLog {
         self.active().next_offset
     }
 
-    /// Validates and appends `batches` (one or more v2 record batches as sent by a producer),
-    /// assigning offsets and stamping `leader_epoch` (and the append time for LogAppendTime topics).
-    /// Idempotent producer batches are checked against producer state: a duplicate of one of the
-    /// last five batches returns Ok with `duplicate: true` and writes nothing.
+    /// Appends validated producer batches (see [`crate::validate`]), assigning offsets and
+    /// stamping `leader_epoch` (and the append time for LogAppendTime topics). Idempotent
+    /// producer batches are checked against producer state: a duplicate of one of the last five
+    /// batches returns Ok with `duplicate: true` and writes nothing. Batches validated under
+    /// another config than the log's now (it changed in between) are validated again here.
     pub fn append(
+        &mut self,
+        batches: ValidatedBatches,
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_verified(batches, leader_epoch, now, &mut |_, _| Ok(()))
+    }
+
+    /// Validates `batches` (as a producer sent them) and appends them, both in the caller's
+    /// thread while it holds the log. A broker validates first, without the partition's lock,
+    /// and calls [`Self::append`]; this is for callers that own the log (tests, tools).
+    pub fn validate_and_append(
         &mut self,
         batches: Bytes,
         leader_epoch: LeaderEpoch,
         now: Timestamp,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_verified(batches, leader_epoch, now, &mut |_, _| Ok(()))
+        let validated = crate::validate(batches, &ValidationPolicy::from(&self.config), now)?;
+        self.append(validated, leader_epoch, now)
     }
 
     /// [`Self::append`] for a broker with transactions: a transactional batch of a producer with
@@ -531,7 +546,7 @@ impl PartitionLog {
     /// while the caller holds the log, so a marker cannot slip in between check and write.
     pub fn append_verified(
         &mut self,
-        batches: Bytes,
+        batches: ValidatedBatches,
         leader_epoch: LeaderEpoch,
         now: Timestamp,
         verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
@@ -539,7 +554,14 @@ impl PartitionLog {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
-        let headers = self.validate(&batches)?;
+        let policy = ValidationPolicy::from(&self.config);
+        let batches = if batches.policy == policy {
+            batches
+        } else {
+            // The topic's config changed since validation (rare): check again under it.
+            crate::validate(batches.received, &policy, now)?
+        };
+        let headers = batches.batches;
         if let Some((_, h)) = headers.iter().find(|(_, h)| h.has_producer_id()) {
             if headers.len() > 1 {
                 return Err(AppendError::Invalid(
@@ -728,62 +750,6 @@ impl PartitionLog {
             duplicate: false,
             record_count: records,
         })
-    }
-
-    /// Checks every batch before anything is written; returns (position in `batches`, header).
-    fn validate(&self, batches: &Bytes) -> Result<Vec<(Bytes, BatchHeader)>, AppendError> {
-        let mut headers = Vec::with_capacity(1);
-        let mut pos = 0;
-        while pos < batches.len() {
-            let rest = &batches[pos..];
-            let h = check_header(rest).map_err(append_problem)?;
-            if h.size > self.config.max_message_bytes as usize {
-                return Err(AppendError::TooLarge {
-                    size: h.size,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            if rest.len() < h.size {
-                return Err(AppendError::Corrupt(format!(
-                    "batch claims {} bytes but the request holds {}",
-                    h.size,
-                    rest.len()
-                )));
-            }
-            check_crc(&rest[..h.size], &h).map_err(append_problem)?;
-            if h.is_control() {
-                return Err(AppendError::Invalid(
-                    "control batches are written by the broker, not by producers".into(),
-                ));
-            }
-            if h.last_offset_delta != h.record_count - 1 {
-                return Err(AppendError::Invalid(format!(
-                    "batch holds {} records but its last offset delta is {}",
-                    h.record_count, h.last_offset_delta
-                )));
-            }
-            let batch = batches.slice(pos..pos + h.size);
-            if self.config.compact {
-                crate::cleaner::require_keys(&batch).map_err(AppendError::Invalid)?;
-            }
-            headers.push(match self.config.compression.codec() {
-                // compression.type differs from the producer's codec: recompress.
-                Some(codec) if codec != h.attributes & crate::batch::ATTR_COMPRESSION_MASK => {
-                    let recompressed =
-                        crate::cleaner::recompress(&batch, codec).map_err(AppendError::Invalid)?;
-                    let header = BatchHeader::parse(&recompressed);
-                    (recompressed, header)
-                }
-                _ => (batch, h),
-            });
-            pos += h.size;
-        }
-        if headers.is_empty() {
-            return Err(AppendError::Invalid(
-                "the request holds no record batch".into(),
-            ));
-        }
-        Ok(headers)
     }
 
     fn poison(&mut self, e: io::Error) -> AppendError {

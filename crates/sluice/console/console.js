@@ -453,7 +453,9 @@ pages.messages = {
       el("td", {}, r.headers.length === 0 ? el("span", { class: "muted" }, "–")
         : el("div", { class: "headers" }, r.headers.map((h) =>
           el("div", {}, el("b", {}, h.key), " = ", h.value.encoding === "null" ? "null" : h.value.data))))));
-    clear(this.body, table([{ label: "Offset", num: true }, "Timestamp", "Key", "Value", "Headers"], rows,
+    const damaged = (page.damaged || []).map((d) => el("div", { class: "result err", "data-testid": "damaged-batch" },
+      `Damaged batch at offsets ${fmtInt(d.base_offset)} – ${fmtInt(d.last_offset)}, not shown: ${d.reason}`));
+    clear(this.body, ...damaged, table([{ label: "Offset", num: true }, "Timestamp", "Key", "Value", "Headers"], rows,
       "No records in this range.", "messages"));
   },
 };

@@ -304,6 +304,11 @@ fn page_json(topic: &str, page: records::RecordsPage) -> Value {
         "start_offset": page.start_offset,
         "next_offset": page.next_offset,
         "records": page.records.iter().map(record_json).collect::<Vec<_>>(),
+        "damaged": page.damaged.iter().map(|d| json!({
+            "base_offset": d.base_offset,
+            "last_offset": d.last_offset,
+            "reason": d.reason,
+        })).collect::<Vec<_>>(),
     })
 }
 

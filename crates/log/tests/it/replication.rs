@@ -58,7 +58,9 @@ fn stored(base: i64, epoch: i32, n: usize) -> Bytes {
 }
 
 fn append(log: &mut PartitionLog, batch: Bytes, epoch: i32) -> (i64, i64) {
-    let info = log.append(batch, LeaderEpoch(epoch), NOW).expect("append");
+    let info = log
+        .validate_and_append(batch, LeaderEpoch(epoch), NOW)
+        .expect("append");
     (info.first_offset.0, info.last_offset.0)
 }
 
@@ -368,11 +370,11 @@ fn a_follower_reproduces_the_leaders_log_and_state() {
         // Promoted, the follower keeps the producers' idempotence: a retry is a duplicate and
         // a gap is refused, exactly as on the leader.
         let retry = follower
-            .append(idempotent(7, 5, 1), LeaderEpoch(6), NOW)
+            .validate_and_append(idempotent(7, 5, 1), LeaderEpoch(6), NOW)
             .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.record_count, 0);
-        let gap = follower.append(idempotent(7, 9, 1), LeaderEpoch(6), NOW);
+        let gap = follower.validate_and_append(idempotent(7, 9, 1), LeaderEpoch(6), NOW);
         assert!(matches!(
             gap,
             Err(AppendError::OutOfOrderSequence { expected: 6, .. })

@@ -23,6 +23,7 @@ mod metrics;
 mod perf_cli;
 mod perf_e2e;
 mod produce_consume;
+mod record_validation;
 mod scale;
 mod storage;
 mod topic_cli;
