@@ -599,7 +599,7 @@ impl Partition {
         }
         let handle = self.log.lock().sync_handle();
         let up_to = handle.up_to;
-        let files = handle.files;
+        let files = handle.files.clone();
         let fsync_duration = self.fsync_duration.clone();
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let started = std::time::Instant::now();
@@ -619,7 +619,7 @@ impl Partition {
                 source,
             });
         }
-        self.log.lock().mark_synced(up_to);
+        self.log.lock().mark_synced(&handle);
         self.durable_offset.fetch_max(up_to.0, Ordering::AcqRel);
         assert!(
             self.durable_offset.load(Ordering::Acquire) > offset.0,

@@ -15,19 +15,24 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 mod batch;
+mod checkpoint;
 mod cleaner;
+mod damage;
 mod dir;
 mod index;
 mod leader_epoch;
 mod partition_log;
 mod producer;
+pub mod repair;
 mod segment;
 pub mod testing;
 mod txn_index;
+pub mod verify;
 
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
-pub use dir::LogDir;
+pub use damage::{Damage, DamageKind};
+pub use dir::{DirLock, LogDir};
 pub use leader_epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
@@ -247,6 +252,9 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Data that was fsynced is damaged (see [`Damage`]); no file was changed.
+    #[error("the log in {path} is damaged: {damage}")]
+    Damaged { path: PathBuf, damage: Box<Damage> },
 }
 
 /// The answer to a timestamp lookup ([`PartitionLog::offset_for_timestamp`]).
@@ -274,4 +282,6 @@ pub struct SyncHandle {
     pub files: Vec<Arc<std::fs::File>>,
     /// Everything below this offset is covered once `files` are synced.
     pub up_to: Offset,
+    /// The log's truncation count when the handle was taken.
+    truncations: u64,
 }
