@@ -10,6 +10,7 @@ mod compaction;
 mod configs;
 mod console;
 mod crash;
+mod damage;
 mod groups;
 mod harness;
 mod io_cli;
