@@ -21,6 +21,7 @@ use tokio::sync::Semaphore;
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
 use crate::harness::sluice_cli;
 
+mod damage;
 mod groups;
 mod transactions;
 
