@@ -24,8 +24,10 @@ const FILE_BYTES_MAX: u64 = 4096;
 pub(crate) enum Checkpoint {
     /// No file: nothing was checkpointed yet.
     Missing,
-    /// A readable offset whose checksum matched (or a file of an earlier version, which has none).
+    /// A readable offset whose checksum matched.
     Value(i64),
+    /// An offset in the format of earlier versions (no checksum to check).
+    Legacy(i64),
     /// The file exists but cannot be trusted; the text says why.
     Damaged(String),
 }
@@ -56,8 +58,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Checkpoint {
         return Checkpoint::Damaged(format!("offset {value} is negative"));
     }
     match checksum {
-        // A file of an earlier version: a bare offset.
-        None => Checkpoint::Value(value),
+        None => Checkpoint::Legacy(value),
         Some(checksum) => {
             let expected = format!("{:08x}", crc32c::crc32c(digits.as_bytes()));
             if checksum != expected {
@@ -110,7 +111,8 @@ pub(crate) struct RecoveryPointFile {
 
 impl RecoveryPointFile {
     /// Opens (creating if needed) the file and writes `value` to it, synced: whatever it held is
-    /// replaced, including a longer damaged file.
+    /// replaced, including a longer damaged file. A file that already holds exactly `value` (a
+    /// clean restart) is left alone: no write, no fsync.
     pub(crate) fn create(path: &Path, value: i64) -> io::Result<Self> {
         let file = OpenOptions::new()
             .read(true)
@@ -118,6 +120,15 @@ impl RecoveryPointFile {
             .create(true)
             .truncate(false)
             .open(path)?;
+        let mut current = [0u8; LINE_LEN + 1];
+        let held = read_up_to(&file, &mut current)?;
+        if current[..held] == encode(value) {
+            return Ok(RecoveryPointFile {
+                file,
+                written: value,
+                durable: value,
+            });
+        }
         let mut rp = RecoveryPointFile {
             file,
             written: -1,
@@ -153,6 +164,18 @@ impl RecoveryPointFile {
     }
 }
 
+/// Reads up to `buf.len()` bytes from the file's start; returns how many.
+fn read_up_to(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut held = 0;
+    while held < buf.len() {
+        match file.read_at(&mut buf[held..], held as u64)? {
+            0 => break,
+            n => held += n,
+        }
+    }
+    Ok(held)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,7 +186,7 @@ mod tests {
         assert_eq!(line.len(), LINE_LEN);
         assert_eq!(decode(&line), Checkpoint::Value(4242));
         // Earlier versions wrote the bare offset.
-        assert_eq!(decode(b"17\n"), Checkpoint::Value(17));
+        assert_eq!(decode(b"17\n"), Checkpoint::Legacy(17));
         // One digit changed: the checksum no longer matches.
         let mut flipped = line;
         flipped[17] = b'9';

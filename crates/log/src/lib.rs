@@ -7,6 +7,15 @@
 //! Entry points: [`LogDir`] owns a data directory (lock file, clean-shutdown marker, checkpoints) and
 //! opens every [`PartitionLog`] in it.
 //!
+//! Damaged files: opening a log truncates only a *torn tail* — bytes after the recovery point at
+//! the end of the newest segment that an unclean stop left, with nothing valid after them.
+//! Anything else that is not a valid batch is damage to data that was fsynced: the open fails
+//! with [`OpenError::Damaged`] (a [`Damage`]: file, byte position, offsets, [`DamageKind`]) and
+//! changes no file, and the caller takes the partition offline or
+//! [`PartitionLog::quarantine`]s the damaged range to fetch it again. Damaged checkpoints are
+//! rebuilt from the segments, never trusted. [`verify`] checks a partition's files without
+//! opening them and [`repair`] cuts a log knowingly (`sluice log verify`, `sluice log repair`).
+//!
 //! The on-disk format is described in `docs/on-disk-format.md`.
 
 use std::path::PathBuf;

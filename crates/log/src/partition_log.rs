@@ -113,7 +113,10 @@ fn list(dir: &Path) -> io::Result<Listing> {
             continue;
         };
         match ext {
-            "log" => listing.segments.push(offset),
+            "log" if crate::segment::is_segment_base(offset) => listing.segments.push(offset),
+            "log" => {
+                tracing::warn!(file = %entry.path().display(), "ignoring a .log file whose name is no segment base offset");
+            }
             "snapshot" => listing.snapshots.push(offset),
             "swap" => listing.swaps.push(offset),
             // An unfinished clean: the old segments are still complete.

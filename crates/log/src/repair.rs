@@ -100,6 +100,7 @@ pub fn plan_truncation(dir: &Path, offset: Offset) -> Result<RepairPlan, RepairE
             .to_str()
             .and_then(|n| n.strip_suffix(".log"))
             .and_then(|s| s.parse::<i64>().ok())
+            .filter(|&b| crate::segment::is_segment_base(b))
         {
             bases.push(base);
         }

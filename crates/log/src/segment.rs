@@ -20,6 +20,15 @@ pub(crate) fn file_name(base: i64, ext: &str) -> String {
     format!("{base:020}.{ext}")
 }
 
+/// The largest base offset a segment file may name: far beyond any real log, and far enough
+/// from `i64::MAX` that offset arithmetic within a segment cannot overflow.
+const SEGMENT_BASE_MAX: i64 = i64::MAX / 2;
+
+/// Whether `base` can be a segment's base offset (see [`SEGMENT_BASE_MAX`]).
+pub(crate) fn is_segment_base(base: i64) -> bool {
+    (0..=SEGMENT_BASE_MAX).contains(&base)
+}
+
 /// The base offset a segment file's name gives (`00000000000000004242.log` → 4242).
 pub(crate) fn base_of(path: &Path) -> Option<i64> {
     path.file_stem()?.to_str()?.parse().ok()

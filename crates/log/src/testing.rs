@@ -1,4 +1,7 @@
-//! Builds valid uncompressed v2 record batches, for tests and benchmarks of this crate and its users.
+//! Builds valid uncompressed v2 record batches, for tests and benchmarks of this crate and its users;
+//! [`recovery`] holds the segment-recovery property its tests and fuzz target check.
+
+pub mod recovery;
 
 use bytes::Bytes;
 

@@ -94,7 +94,7 @@ fn listing(dir: &Path) -> io::Result<(Vec<i64>, Vec<i64>)> {
             continue;
         };
         match ext {
-            "log" => segments.push(offset),
+            "log" if crate::segment::is_segment_base(offset) => segments.push(offset),
             "snapshot" => snapshots.push(offset),
             _ => {}
         }
@@ -116,7 +116,7 @@ pub fn verify_partition(dir: &Path) -> io::Result<PartitionReport> {
     let read = |name: &str, report: &mut PartitionReport| -> io::Result<Option<i64>> {
         let path = dir.join(name);
         Ok(match checkpoint::read(&path)? {
-            Checkpoint::Value(v) => Some(v),
+            Checkpoint::Value(v) | Checkpoint::Legacy(v) => Some(v),
             Checkpoint::Missing => None,
             Checkpoint::Damaged(problem) => {
                 report.files.push(FileProblem {

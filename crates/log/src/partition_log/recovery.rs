@@ -42,7 +42,7 @@ struct Loaded {
 /// A checkpoint's value, or None after a warning naming what is wrong with the file.
 fn checkpoint_value(dir: &Path, name: &str, read: Checkpoint) -> Option<i64> {
     match read {
-        Checkpoint::Value(v) => Some(v),
+        Checkpoint::Value(v) | Checkpoint::Legacy(v) => Some(v),
         Checkpoint::Missing => None,
         Checkpoint::Damaged(why) => {
             tracing::warn!(dir = %dir.display(), file = name, "damaged checkpoint ({why}); rebuilding it from the log");
@@ -71,7 +71,15 @@ impl PartitionLog {
             let value = checkpoint::read(&path).map_err(open_err(&path))?;
             Ok(checkpoint_value(dir, name, value))
         };
-        let log_start_read = read(LOG_START_FILE)?;
+        let log_start_path = dir.join(LOG_START_FILE);
+        let log_start_checkpoint =
+            checkpoint::read(&log_start_path).map_err(open_err(&log_start_path))?;
+        // Rewritten at the end of the open unless it already holds the value in this format.
+        let log_start_current = match log_start_checkpoint {
+            Checkpoint::Value(v) => v,
+            _ => -1,
+        };
+        let log_start_read = checkpoint_value(dir, LOG_START_FILE, log_start_checkpoint);
         let recovery_point = read(RECOVERY_POINT_FILE)?;
         let cleaned_read = read(CLEANER_CHECKPOINT_FILE)?;
         let mut log = PartitionLog {
@@ -79,8 +87,7 @@ impl PartitionLog {
             config,
             segments: BTreeMap::new(),
             log_start: log_start_read.unwrap_or(0),
-            // Rewritten below whatever it held: a file of an earlier version gets its checksum.
-            log_start_written: -1,
+            log_start_written: log_start_current,
             recovery_point: recovery_point.unwrap_or(0),
             recovery_point_file: None,
             producers: ProducerState::default(),
@@ -423,7 +430,7 @@ pub(crate) fn cut_log(
     use crate::segment::file_name;
     let rp_path = dir.join(RECOVERY_POINT_FILE);
     let lowered = match checkpoint::read(&rp_path)? {
-        Checkpoint::Value(v) => v.min(first_offset),
+        Checkpoint::Value(v) | Checkpoint::Legacy(v) => v.min(first_offset),
         _ => 0,
     };
     checkpoint::write(&rp_path, lowered)?;
@@ -459,7 +466,7 @@ pub(crate) fn cut_log(
     file.sync_all()?;
     for name in [LOG_START_FILE, CLEANER_CHECKPOINT_FILE] {
         let path = dir.join(name);
-        if let Checkpoint::Value(v) = checkpoint::read(&path)? {
+        if let Checkpoint::Value(v) | Checkpoint::Legacy(v) = checkpoint::read(&path)? {
             if v > first_offset {
                 checkpoint::write(&path, first_offset)?;
             }

@@ -451,3 +451,21 @@ fn a_damaged_time_index_does_not_get_a_segment_deleted_early() {
         assert_eq!(read_all(&log), all);
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+    /// The fuzz target's property (`fuzz/fuzz_targets/segment_recovery.rs`) on every test run:
+    /// valid batches, then arbitrary bytes, maybe one byte changed among them.
+    #[test]
+    fn recovery_never_cuts_valid_batches(
+        batches in 0u8..8,
+        flags in 0u8..8,
+        counts in proptest::collection::vec(proptest::prelude::any::<u8>(), 8),
+        tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+    ) {
+        let mut input = vec![batches, flags];
+        input.extend_from_slice(&counts[..usize::from(batches)]);
+        input.extend_from_slice(&tail);
+        sluice_log::testing::recovery::check_segment_recovery(&input);
+    }
+}
