@@ -1,5 +1,7 @@
 //! Criterion benchmarks of the log's hot paths: appending 16 KiB producer batches and reading
-//! 1 MiB fetches, and compacting 32 MiB. `cargo bench -p sluice-log`; throughput is reported in bytes per second.
+//! 1 MiB fetches, and compacting 32 MiB; and the group-commit cycle of an acks=all write (append,
+//! then mark it synced, which writes the recovery point in place), with and without the fsync.
+//! `cargo bench -p sluice-log`; throughput is reported in bytes per second.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -49,6 +51,45 @@ fn append(c: &mut Criterion) {
             start.elapsed()
         });
     });
+    group.finish();
+}
+
+/// What marking a group commit synced costs beside the append itself (it writes the recovery
+/// point in place, without an fsync of its own), and the whole cycle with the data's fsync.
+fn group_commit(c: &mut Criterion) {
+    let batch = BatchBuilder::new().record(None, &[b'x'; 1000], 1).build();
+    let mut group = c.benchmark_group("group_commit");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.measurement_time(Duration::from_secs(5));
+    for (name, mark, fsync) in [
+        ("1KiB_append", false, false),
+        ("1KiB_append_mark_synced", true, false),
+        ("1KiB_append_fsync_mark_synced", true, true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(
+                        log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+                            .unwrap(),
+                    );
+                    let handle = log.sync_handle();
+                    if fsync {
+                        for file in &handle.files {
+                            file.sync_data().unwrap();
+                        }
+                    }
+                    if mark {
+                        log.mark_synced(&handle);
+                    }
+                }
+                start.elapsed()
+            });
+        });
+    }
     group.finish();
 }
 
@@ -129,5 +170,5 @@ fn clean(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, read, clean);
+criterion_group!(benches, append, group_commit, read, clean);
 criterion_main!(benches);
