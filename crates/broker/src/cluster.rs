@@ -318,12 +318,7 @@ impl Broker {
     /// broker reports an offline log directory. One proposal at a time per partition; a stale
     /// one is proposed again at the next metadata pass.
     fn report_damaged_replica(&self, partition: &Arc<Partition>) {
-        let key = (partition.topic.clone(), partition.index);
-        if !self.cluster.isr_pending.lock().insert(key.clone()) {
-            return;
-        }
-        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
-            self.cluster.isr_pending.lock().remove(&key);
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
             return;
         };
         tokio::spawn(async move {
@@ -354,6 +349,24 @@ impl Broker {
             broker.cluster.isr_pending.lock().remove(&key);
             broker.apply_metadata();
         });
+    }
+
+    /// Claims the one partition-change proposal in flight for `partition` (ISR changes and a
+    /// damaged replica's removal share it); None when one is in flight already or the broker is
+    /// going away. The caller's task removes the key when its proposal is answered.
+    fn claim_partition_change(
+        &self,
+        partition: &Partition,
+    ) -> Option<(Arc<Broker>, (String, i32))> {
+        let key = (partition.topic.clone(), partition.index);
+        if !self.cluster.isr_pending.lock().insert(key.clone()) {
+            return None;
+        }
+        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+            self.cluster.isr_pending.lock().remove(&key);
+            return None;
+        };
+        Some((broker, key))
     }
 
     /// Deletes (in the background) the hosted replicas of topics the metadata no longer has, or
@@ -452,12 +465,7 @@ impl Broker {
         isr: Vec<i32>,
         leader_epoch: i32,
     ) {
-        let key = (partition.topic.clone(), partition.index);
-        if !self.cluster.isr_pending.lock().insert(key.clone()) {
-            return;
-        }
-        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
-            self.cluster.isr_pending.lock().remove(&key);
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
             return;
         };
         tokio::spawn(async move {

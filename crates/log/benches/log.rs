@@ -31,25 +31,29 @@ fn config() -> LogConfig {
     }
 }
 
+/// Times `iters` appends of `batch`, each followed by `after`, to a fresh log (one per sample
+/// keeps the disk footprint bounded).
+fn time_appends(iters: u64, batch: &Bytes, mut after: impl FnMut(&mut PartitionLog)) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(
+            log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
+                .unwrap(),
+        );
+        after(&mut log);
+    }
+    start.elapsed()
+}
+
 fn append(c: &mut Criterion) {
     let batch = batch_16k();
     let mut group = c.benchmark_group("append");
     group.throughput(Throughput::Bytes(batch.len() as u64));
     group.measurement_time(Duration::from_secs(5));
     group.bench_function("16KiB_batch", |b| {
-        b.iter_custom(|iters| {
-            // A fresh log per sample keeps the disk footprint bounded.
-            let dir = tempfile::tempdir().unwrap();
-            let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
-            let start = Instant::now();
-            for _ in 0..iters {
-                black_box(
-                    log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
-                        .unwrap(),
-                );
-            }
-            start.elapsed()
-        });
+        b.iter_custom(|iters| time_appends(iters, &batch, |_| {}));
     });
     group.finish();
 }
@@ -68,14 +72,7 @@ fn group_commit(c: &mut Criterion) {
     ] {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let dir = tempfile::tempdir().unwrap();
-                let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
-                let start = Instant::now();
-                for _ in 0..iters {
-                    black_box(
-                        log.append(batch.clone(), LeaderEpoch(0), Timestamp(0))
-                            .unwrap(),
-                    );
+                time_appends(iters, &batch, |log| {
                     let handle = log.sync_handle();
                     if fsync {
                         for file in &handle.files {
@@ -85,8 +82,7 @@ fn group_commit(c: &mut Criterion) {
                     if mark {
                         log.mark_synced(&handle);
                     }
-                }
-                start.elapsed()
+                })
             });
         });
     }

@@ -144,6 +144,45 @@ impl fmt::Display for Damage {
     }
 }
 
+/// Fsynced offsets missing after a segment whose valid batches end at `next_offset` (file
+/// `file` of `size` bytes): before the next segment's base when the log was never cleaned (only
+/// the cleaner leaves offsets out between segments), or, for the newest segment
+/// (`next_base` None), below the recovery point. `later`: segment files after this one.
+pub(crate) fn missing_at_end(
+    file: &std::path::Path,
+    size: u64,
+    next_offset: i64,
+    next_base: Option<i64>,
+    never_cleaned: bool,
+    recovery_point: Option<i64>,
+    later: usize,
+) -> Option<Damage> {
+    let (until, detail) = match next_base {
+        Some(next) if never_cleaned && next_offset < next => (
+            next,
+            format!("the segment ends at offset {next_offset} but the next segment starts at {next}, and no log clean ever removed records: the file lost data"),
+        ),
+        None => {
+            let rp = recovery_point.filter(|&rp| next_offset < rp)?;
+            (
+                rp,
+                format!("the log ends at offset {next_offset} but the recovery point says offsets up to {} were fsynced: the file lost data", rp - 1),
+            )
+        }
+        Some(_) => return None,
+    };
+    Some(Damage {
+        file: file.to_path_buf(),
+        position: size,
+        length: 0,
+        first_offset: Offset(next_offset),
+        resume_offset: Some(Offset(until)),
+        kind: DamageKind::Missing,
+        detail,
+        later_segments: later,
+    })
+}
+
 /// Whether a problem found by a scan is a torn tail (truncated by recovery) rather than damage:
 /// it is in the `last` segment, at or after the `recovery_point` (offsets below it were fsynced;
 /// None when unknown, which makes the whole last segment count as unflushed), and no valid batch

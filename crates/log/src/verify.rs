@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, Checkpoint};
-use crate::damage::{find_next_batch, is_torn_tail, Damage, DamageKind};
+use crate::damage::{find_next_batch, is_torn_tail, missing_at_end, Damage, DamageKind};
 use crate::leader_epoch::{LeaderEpochCache, CHECKPOINT_FILE};
 use crate::partition_log::{CLEANER_CHECKPOINT_FILE, LOG_START_FILE, RECOVERY_POINT_FILE};
 use crate::segment::{check_offsets, file_name, scan};
@@ -259,43 +259,31 @@ impl SegmentCheck<'_> {
                 }
             }
         }
-        let mut missing = |first: i64, until: i64, detail: String| {
+        if let Some((at, first)) = overlap {
+            let next = self.next_base.expect("an overlap needs a next segment");
             report.damage.push(Damage {
                 file: path.clone(),
-                position: size,
-                length: 0,
+                position: at,
+                length: size - at,
                 first_offset: Offset(first),
-                resume_offset: Some(Offset(until)),
-                kind: DamageKind::Missing,
-                detail,
+                resume_offset: Some(Offset(next)),
+                kind: DamageKind::BaseOffset,
+                detail: format!(
+                    "the segment holds offsets up to {} but the next segment starts at {next}",
+                    expected - 1
+                ),
                 later_segments: self.later,
-            })
-        };
-        match self.next_base {
-            Some(next) => {
-                if let Some((at, first)) = overlap {
-                    report.damage.push(Damage {
-                        file: path.clone(),
-                        position: at,
-                        length: size - at,
-                        first_offset: Offset(first),
-                        resume_offset: Some(Offset(next)),
-                        kind: DamageKind::BaseOffset,
-                        detail: format!(
-                            "the segment holds offsets up to {} but the next segment starts at {next}",
-                            expected - 1
-                        ),
-                        later_segments: self.later,
-                    });
-                } else if self.never_cleaned && expected < next {
-                    missing(expected, next, format!("the segment ends at offset {expected} but the next segment starts at {next}, and no log clean ever removed records"));
-                }
-            }
-            None => {
-                if let Some(rp) = self.recovery_point.filter(|&rp| expected < rp) {
-                    missing(expected, rp, format!("the log ends at offset {expected} but the recovery point says offsets up to {} were fsynced", rp - 1));
-                }
-            }
+            });
+        } else if let Some(damage) = missing_at_end(
+            &path,
+            size,
+            expected,
+            self.next_base,
+            self.never_cleaned,
+            self.recovery_point,
+            self.later,
+        ) {
+            report.damage.push(damage);
         }
         if report.damage.len() == damage_before {
             indexes.finish(self.dir, self.base, report);

@@ -14,7 +14,7 @@ use super::{
     LOG_START_FILE, RECOVERY_POINT_FILE,
 };
 use crate::checkpoint::{self, Checkpoint, RecoveryPointFile};
-use crate::damage::{find_next_batch, is_torn_tail, Damage, DamageKind};
+use crate::damage::{find_next_batch, is_torn_tail, missing_at_end, Damage, DamageKind};
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer::ProducerState;
 use crate::segment::{scan, Segment};
@@ -235,37 +235,16 @@ impl PartitionLog {
                     bases.len() - i - 1,
                 )?)));
             }
-            if let Some(next_base) = next_base.filter(|&n| never_cleaned && segment.next_offset < n)
-            {
-                return Err(LoadError::Damaged(Box::new(Damage {
-                    file: segment.log_path.clone(),
-                    position: segment.size,
-                    length: 0,
-                    first_offset: Offset(segment.next_offset),
-                    resume_offset: Some(Offset(next_base)),
-                    kind: DamageKind::Missing,
-                    detail: format!(
-                        "the segment ends at offset {} but the next segment starts at {next_base}, and no log clean ever removed records: the file lost data",
-                        segment.next_offset
-                    ),
-                    later_segments: bases.len() - i - 1,
-                })));
-            }
-            if let Some(rp) = recovery_point.filter(|&rp| last && segment.next_offset < rp) {
-                return Err(LoadError::Damaged(Box::new(Damage {
-                    file: segment.log_path.clone(),
-                    position: segment.size,
-                    length: 0,
-                    first_offset: Offset(segment.next_offset),
-                    resume_offset: Some(Offset(rp)),
-                    kind: DamageKind::Missing,
-                    detail: format!(
-                        "the log ends at offset {} but the recovery point says offsets up to {} were fsynced: the file lost data",
-                        segment.next_offset,
-                        rp - 1
-                    ),
-                    later_segments: 0,
-                })));
+            if let Some(damage) = missing_at_end(
+                &segment.log_path,
+                segment.size,
+                segment.next_offset,
+                next_base,
+                never_cleaned,
+                recovery_point,
+                bases.len() - i - 1,
+            ) {
+                return Err(LoadError::Damaged(Box::new(damage)));
             }
             if !last {
                 segment.seal_time_index();

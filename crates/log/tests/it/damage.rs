@@ -64,6 +64,16 @@ pub(super) fn batches_of(segment: &Path) -> Vec<(u64, i64, usize)> {
         .collect()
 }
 
+/// Cuts a file to `len` bytes.
+pub(super) fn cut(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 pub(super) fn patch(path: &Path, at: u64, bytes: &[u8]) {
     let mut data = fs::read(path).unwrap();
     data[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
@@ -122,12 +132,7 @@ fn damage_in_a_closed_segment_fails_the_open_and_changes_nothing() {
             }
             _ => {
                 let len = fs::metadata(victim).unwrap().len();
-                fs::OpenOptions::new()
-                    .write(true)
-                    .open(victim)
-                    .unwrap()
-                    .set_len(len / 2)
-                    .unwrap();
+                cut(victim, len / 2);
                 if batches.iter().any(|b| b.0 == len / 2) {
                     // Cut between two batches: what is gone is missing, not torn.
                     expected_kind = DamageKind::Missing;
@@ -193,12 +198,7 @@ fn only_an_unflushed_end_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let segment = setup(dir.path());
     let len = fs::metadata(&segment).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(len - 30)
-        .unwrap();
+    cut(&segment, len - 30);
     let log = open(dir.path(), LogConfig::default(), false);
     assert_eq!(log.log_end_offset(), Offset(38));
 
@@ -268,12 +268,7 @@ fn fsynced_data_missing_from_the_end_is_damage() {
     log.close().unwrap();
     let segment = files(dir.path(), "log").pop().unwrap();
     let (pos, _, _) = batches_of(&segment)[6];
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(pos)
-        .unwrap();
+    cut(&segment, pos);
     for clean in [true, false] {
         let damage = damaged(PartitionLog::open(dir.path(), LogConfig::default(), clean));
         assert_eq!(damage.kind, DamageKind::Missing);

@@ -8,7 +8,7 @@ use sluice_log::repair::{execute, plan_truncation, RepairError};
 use sluice_log::verify::{partition_dirs, verify_partition};
 use sluice_log::{DamageKind, LeaderEpoch, LogConfig, Offset, PartitionLog};
 
-use super::damage::{batches_of, log_with_segments, patch, snapshot};
+use super::damage::{batches_of, cut, log_with_segments, patch, snapshot};
 use super::{batch, files, open, read_all, small_segments, NOW};
 
 #[test]
@@ -102,12 +102,7 @@ fn a_torn_tail_is_reported_apart_from_damage() {
     drop(log);
     let segment = files(dir.path(), "log").pop().unwrap();
     let len = fs::metadata(&segment).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cut(&segment, len - 10);
     let report = verify_partition(dir.path()).unwrap();
     assert!(!report.is_damaged(), "{report:?}");
     let torn = report.torn_tail.expect("a torn tail");
