@@ -102,9 +102,9 @@ pub struct Damage {
     pub length: u64,
     /// The first offset that cannot be read: where the last valid batch before the damage ended.
     pub first_offset: Offset,
-    /// The base offset of the first valid batch after the damage in the same file, if any (the
-    /// damaged range is `first_offset..resume_offset`); else the range runs to the end of the file
-    /// (for a closed segment, to the next segment's base).
+    /// Where valid data resumes: the base offset of the first valid batch after the damage in
+    /// the same file, else (a closed segment) the next segment's base. The damaged range is
+    /// `first_offset..resume_offset`; None (the newest segment) when it runs to the log end.
     pub resume_offset: Option<Offset>,
     pub kind: DamageKind,
     /// What is wrong, in a sentence.

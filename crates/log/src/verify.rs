@@ -239,7 +239,9 @@ impl SegmentCheck<'_> {
                 position: end.valid_to,
                 length: resume.map_or(size, |(p, _)| p) - end.valid_to,
                 first_offset: Offset(expected),
-                resume_offset: resume.map(|(_, h)| Offset(h.base_offset)),
+                resume_offset: resume
+                    .map(|(_, h)| Offset(h.base_offset))
+                    .or(self.next_base.map(Offset)),
                 kind,
                 detail: problem.detail,
                 later_segments: self.later,

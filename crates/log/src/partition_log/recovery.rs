@@ -221,7 +221,9 @@ impl PartitionLog {
                         position: end.valid_to,
                         length: resume.map_or(segment.size, |(pos, _)| pos) - end.valid_to,
                         first_offset: Offset(first_offset),
-                        resume_offset: resume.map(|(_, h)| Offset(h.base_offset)),
+                        resume_offset: resume
+                            .map(|(_, h)| Offset(h.base_offset))
+                            .or(next_base.map(Offset)),
                         kind,
                         detail: problem.detail,
                         later_segments: bases.len() - i - 1,
