@@ -261,7 +261,11 @@ impl SegmentCheck<'_> {
                 }
             }
         }
-        if let Some((at, first)) = overlap {
+        // A segment already found damaged has its range reported: what follows would repeat it.
+        let damaged = report.damage.len() > damage_before || report.torn_tail.is_some();
+        if damaged {
+            // Nothing more to say about this segment.
+        } else if let Some((at, first)) = overlap {
             let next = self.next_base.expect("an overlap needs a next segment");
             report.damage.push(Damage {
                 file: path.clone(),

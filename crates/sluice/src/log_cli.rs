@@ -197,8 +197,8 @@ fn verify(args: VerifyArgs) -> anyhow::Result<()> {
         partitions: reports,
     };
     match args.output {
-        Output::Json => print!("{}", json(&out)?),
-        Output::Text => print!("{}", verify_text(&out)),
+        Output::Json => emit(&json(&out)?)?,
+        Output::Text => emit(&verify_text(&out))?,
     }
     if damaged > 0 {
         bail!(
@@ -333,24 +333,34 @@ fn repair(args: RepairArgs) -> anyhow::Result<()> {
     }
     let out = repair_output(&plan, backup_dir, args.execute);
     match args.output {
-        Output::Json => print!("{}", json(&out)?),
+        Output::Json => emit(&json(&out)?)?,
         Output::Text => {
-            print!("{}", plan.describe());
-            if args.execute {
-                println!(
-                    "Done: the removed data is in {}. The log now ends at offset {}; start the broker (in a cluster the replica fetches the rest from its leader).",
+            let outcome = if args.execute {
+                format!(
+                    "Done: the removed data is in {}. The log now ends at offset {}; start the broker (in a cluster the replica fetches the rest from its leader).\n",
                     out.backup_dir.display(),
                     out.new_end
-                );
+                )
             } else {
-                println!(
-                    "Dry run: nothing changed. Add --execute to move these into {}.",
+                format!(
+                    "Dry run: nothing changed. Add --execute to move these into {}.\n",
                     out.backup_dir.display()
-                );
-            }
+                )
+            };
+            emit(&(plan.describe() + &outcome))?;
         }
     }
     Ok(())
+}
+
+/// Writes `text` to stdout; a reader that went away (`| head`) ends the output quietly instead
+/// of a panic.
+fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
 }
 
 fn repair_output(plan: &RepairPlan, backup_dir: PathBuf, executed: bool) -> RepairOutput {
