@@ -357,10 +357,12 @@ async fn log_verify_finds_the_damage_and_log_repair_cuts_below_it_knowingly() {
         stdout.contains("other-0: ") && stdout.contains(": ok"),
         "{stdout}"
     );
-    let damage_line = stdout
+    let damage_lines: Vec<&str> = stdout
         .lines()
-        .find(|l| l.contains("damaged batch:"))
-        .expect("a damaged batch line");
+        .filter(|l| l.contains("damaged batch:"))
+        .collect();
+    assert_eq!(damage_lines.len(), 1, "one damaged range: {stdout}");
+    let damage_line = damage_lines[0];
     for needle in [
         file_name.to_string(),
         format!("at byte {}", damaged.position),
