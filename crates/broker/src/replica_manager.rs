@@ -83,7 +83,7 @@ impl ReplicaManager {
     /// partition is offline here (its log could not be opened: logged once, at ERROR, and
     /// counted); with [`Rejoin::Refetch`] a damaged log is quarantined and opened below the
     /// damage instead, and the partition returned is marked to rejoin
-    /// ([`Partition::rejoining`]).
+    /// ([`Partition::rejoin_state`]).
     pub fn ensure_partition(
         &self,
         topic: &TopicMeta,

@@ -11,7 +11,7 @@
 //! the end of the newest segment that an unclean stop left, with nothing valid after them.
 //! Anything else that is not a valid batch is damage to data that was fsynced: the open fails
 //! with [`OpenError::Damaged`] (a [`Damage`]: file, byte position, offsets, [`DamageKind`]) and
-//! changes no file, and the caller takes the partition offline or
+//! leaves every segment, index and checkpoint as it is, and the caller takes the partition offline or
 //! [`PartitionLog::quarantine`]s the damaged range to fetch it again. Damaged checkpoints are
 //! rebuilt from the segments, never trusted. [`verify`] checks a partition's files without
 //! opening them and [`repair`] cuts a log knowingly (`sluice log verify`, `sluice log repair`).
@@ -261,7 +261,8 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
-    /// Data that was fsynced is damaged (see [`Damage`]); no file was changed.
+    /// Data that was fsynced is damaged (see [`Damage`]); no segment, index or checkpoint was
+    /// changed.
     #[error("the log in {path} is damaged: {damage}")]
     Damaged { path: PathBuf, damage: Box<Damage> },
 }

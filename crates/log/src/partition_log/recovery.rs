@@ -59,7 +59,8 @@ impl PartitionLog {
     /// open checks each segment past its last index entry. A torn tail — bytes after the
     /// recovery point at the end of the newest segment, with nothing valid after them — is
     /// truncated with a warning. Anything else that is not a valid batch is damage to data that
-    /// was fsynced: the open fails with [`OpenError::Damaged`] and changes no file, and the
+    /// was fsynced: the open fails with [`OpenError::Damaged`] and changes no segment, index or
+    /// checkpoint (only leftovers of interrupted writes are tidied first), and the
     /// caller decides (take the partition offline, or [`Self::quarantine`] the damaged range and
     /// fetch it again from another replica). Damaged checkpoints are rebuilt from the segments
     /// with a warning; a file that cannot be read is [`OpenError::Io`].
@@ -155,6 +156,7 @@ impl PartitionLog {
         let interval = self.config.index_interval_bytes;
         let now = wall_clock_ms();
         let mut loaded = Loaded { torn_tail: false };
+        let mut rebuilt_indexes = Vec::new();
         for (i, &base) in bases.iter().enumerate() {
             let mut segment = Segment::open(&self.dir, base)?;
             let last = i + 1 == bases.len();
@@ -251,10 +253,14 @@ impl PartitionLog {
             if !last {
                 segment.seal_time_index();
                 if rebuilt {
-                    segment.write_indexes()?;
+                    // Written once the whole log loaded: a damaged log changes no file.
+                    rebuilt_indexes.push(base);
                 }
             }
             self.insert_loaded(segment, now);
+        }
+        for base in rebuilt_indexes {
+            self.segments[&base].write_indexes()?;
         }
         if self.segments.is_empty() {
             let segment = Segment::create(&self.dir, self.log_start)?;
