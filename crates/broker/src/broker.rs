@@ -156,7 +156,12 @@ impl Broker {
         let node = crate::cluster::open_meta_node(&config, &cluster_secret).await?;
         let metadata = MetadataStore::open(node, &config.data_dir, &config.cluster_id).await?;
         let metrics = Metrics::new();
-        let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration(), config.node_id);
+        let replicas = ReplicaManager::new(
+            log_dir,
+            metrics.fsync_duration(),
+            metrics.damaged_logs(),
+            config.node_id,
+        );
         if !clean {
             info!("previous shutdown was not clean; recovering partition logs");
         }

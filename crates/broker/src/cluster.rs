@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 use crate::broker::{now, Broker, StartError};
 use crate::config::BrokerConfig;
 use crate::metadata::{node_id, MetadataError, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Partition, RejoinState};
+use crate::replica_manager::Rejoin;
 use crate::replication::fetcher::{Assignment, Fetchers};
 use crate::topic_config;
 
@@ -238,22 +239,25 @@ impl Broker {
                 if !p.replicas.contains(&me) {
                     continue;
                 }
-                let (partition, opened) = match self.replicas.ensure_partition(
-                    &meta,
-                    index,
-                    &log_config,
-                ) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        warn!(topic = %name, partition = index, error = %e, "cannot open replica");
-                        continue;
-                    }
+                // A damaged log is fetched again when another in-sync replica has it all.
+                let rejoin = if p.isr.iter().any(|r| *r != me) {
+                    Rejoin::Refetch
+                } else {
+                    Rejoin::Impossible
+                };
+                // None: offline here (logged when it went offline).
+                let Some((partition, opened)) =
+                    self.replicas
+                        .ensure_partition(&meta, index, &log_config, rejoin)
+                else {
+                    continue;
                 };
                 if configs_changed && !opened {
                     partition.set_config(log_config.clone());
                 }
                 let ids = |v: &[NodeId]| v.iter().map(|n| n.0 as i32).collect::<Vec<i32>>();
-                if p.leader == Some(me) {
+                let may_lead = self.rejoin_step(&partition, p.isr.contains(&me));
+                if p.leader == Some(me) && may_lead {
                     let new = partition.become_leader(
                         p.leader_epoch,
                         ids(&p.replicas),
@@ -268,7 +272,9 @@ impl Broker {
                         }
                     }
                 } else {
-                    let leader = p.leader.map(|n| n.0 as i32);
+                    // A replica refetching a quarantined range follows even when the
+                    // metadata still names it leader (its removal is on its way).
+                    let leader = p.leader.filter(|l| *l != me).map(|n| n.0 as i32);
                     partition.become_follower(leader, p.leader_epoch);
                     if let Some(leader) = leader {
                         follow.entry(leader).or_default().push(partition);
@@ -324,15 +330,92 @@ impl Broker {
         self.cluster.fetchers.assign(&weak, wanted);
     }
 
+    /// One step of a quarantined replica's way back into the ISR ([`RejoinState`]), given
+    /// whether the metadata has it in the ISR now; returns whether it may lead. While leaving,
+    /// it asks the controller's way to be taken out of the ISR (and out of leadership); once
+    /// out, it catches up as a follower, and the leader adds it back.
+    fn rejoin_step(&self, partition: &Arc<Partition>, in_isr: bool) -> bool {
+        match (partition.rejoin_state(), in_isr) {
+            (RejoinState::Whole, _) => true,
+            (RejoinState::LeavingIsr, true) => {
+                self.report_damaged_replica(partition);
+                false
+            }
+            (RejoinState::LeavingIsr, false) => {
+                info!(topic = %partition.topic, partition = partition.index, "out of the ISR; fetching the quarantined range again");
+                partition.set_rejoin_state(RejoinState::CatchingUp);
+                false
+            }
+            (RejoinState::CatchingUp, true) => {
+                info!(topic = %partition.topic, partition = partition.index, "caught up after the quarantine; back in the ISR");
+                partition.set_rejoin_state(RejoinState::Whole);
+                true
+            }
+            (RejoinState::CatchingUp, false) => false,
+        }
+    }
+
+    /// Proposes taking this broker's damaged replica of `partition` out of the ISR (and out of
+    /// leadership, to another in-sync replica) — what the controller does in Kafka when a
+    /// broker reports an offline log directory. One proposal at a time per partition; a stale
+    /// one is proposed again at the next metadata pass.
+    fn report_damaged_replica(&self, partition: &Arc<Partition>) {
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let (topic, index) = key.clone();
+            let record = controller::remove_damaged_replica(
+                &broker.metadata.state(),
+                &topic,
+                index,
+                broker.me(),
+                broker.config.unclean_leader_election_enable,
+            );
+            match record {
+                Some(record) => match broker.metadata.propose(record).await {
+                    Ok(()) => {
+                        info!(%topic, partition = index, "left the ISR: the replica's log was damaged and is being fetched again")
+                    }
+                    Err(e) => {
+                        debug!(%topic, partition = index, error = %e, "leaving the ISR not applied yet");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                None => {
+                    warn!(%topic, partition = index, "cannot leave the ISR: this replica is its last member; it stays out of leadership until another replica is in sync, or an operator restores the quarantined data");
+                    // Asked again only after a while: the ISR changes slowly.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            broker.cluster.isr_pending.lock().remove(&key);
+            broker.apply_metadata();
+        });
+    }
+
+    /// Claims the one partition-change proposal in flight for `partition` (ISR changes and a
+    /// damaged replica's removal share it); None when one is in flight already or the broker is
+    /// going away. The caller's task removes the key when its proposal is answered.
+    fn claim_partition_change(
+        &self,
+        partition: &Partition,
+    ) -> Option<(Arc<Broker>, (String, i32))> {
+        let key = (partition.topic.clone(), partition.index);
+        if !self.cluster.isr_pending.lock().insert(key.clone()) {
+            return None;
+        }
+        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+            self.cluster.isr_pending.lock().remove(&key);
+            return None;
+        };
+        Some((broker, key))
+    }
+
     /// Deletes (in the background) the hosted replicas of topics the metadata no longer has, or
     /// has under another id; applies the metadata again when done.
     fn drop_deleted_topics(&self, state: &MetadataState) {
         for name in self.replicas.topic_names() {
-            let Some(hosted_id) = self
-                .replicas
-                .topic(&name)
-                .and_then(|ps| ps.first().map(|p| p.topic_id))
-            else {
+            let Some(hosted_id) = self.replicas.topic_id(&name) else {
                 continue;
             };
             let gone = state
@@ -392,11 +475,28 @@ impl Broker {
             .is_some_and(|p| p.is_leader())
     }
 
-    /// The error for a request naming a partition this broker does not host: NOT_LEADER_OR_FOLLOWER
+    /// The hosted replica of `topic`-`index`, or the error for a request naming it
+    /// ([`Self::not_hosted_error`]).
+    pub(crate) fn hosted_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        self.replicas
+            .partition(topic, index)
+            .ok_or_else(|| self.not_hosted_error(topic, index))
+    }
+
+    /// The error for a request naming a partition this broker does not host: KAFKA_STORAGE_ERROR
+    /// when its log could not be opened here (offline); NOT_LEADER_OR_FOLLOWER
     /// when the partition exists elsewhere (the client's metadata is stale, e.g. after a
     /// reassignment moved it away; the client refreshes and retries), else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) fn not_hosted_error(&self, topic: &str, index: i32) -> ResponseError {
+        if self.replicas.is_offline(topic, index) {
+            // Kafka's answer for a replica in an offline log directory.
+            return ResponseError::KafkaStorageError;
+        }
         if self.metadata.state().partition(topic, index).is_some() {
             ResponseError::NotLeaderOrFollower
         } else {
@@ -413,12 +513,7 @@ impl Broker {
         isr: Vec<i32>,
         leader_epoch: i32,
     ) {
-        let key = (partition.topic.clone(), partition.index);
-        if !self.cluster.isr_pending.lock().insert(key.clone()) {
-            return;
-        }
-        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
-            self.cluster.isr_pending.lock().remove(&key);
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
             return;
         };
         tokio::spawn(async move {

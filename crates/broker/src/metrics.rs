@@ -103,6 +103,8 @@ pub struct Metrics {
     connections_closed: Family<ReasonLabels, Counter>,
     pool: PoolGauges,
     fsync_duration: Histogram,
+    /// Logs found damaged when opened (taken offline or quarantined and fetched again).
+    damaged_logs: Counter,
     /// Requests parked until they can be answered, by operation (see [`PurgatoryGuard`]).
     purgatory: Family<OperationLabels, Gauge>,
     /// Traffic summed over every topic, for the console's throughput (the per-topic families
@@ -247,6 +249,7 @@ impl Metrics {
             connections_closed: Family::default(),
             pool: PoolGauges::default(),
             fsync_duration: fsync_histogram(),
+            damaged_logs: Counter::default(),
             purgatory: Family::default(),
             totals: TrafficTotals::default(),
         };
@@ -342,6 +345,11 @@ impl Metrics {
             "sluice_fsync_duration_seconds",
             "Duration of the group-commit fsyncs that make acks=all writes durable",
             metrics.fsync_duration.clone(),
+        );
+        registry.register(
+            "sluice_damaged_logs",
+            "Partition logs found with damaged data that was fsynced when opened (each is offline, or quarantined and fetched again from another replica)",
+            metrics.damaged_logs.clone(),
         );
         registry.register(
             "sluice_purgatory_size",
@@ -454,6 +462,11 @@ impl Metrics {
     pub(crate) fn fsync_duration(&self) -> Histogram {
         self.fsync_duration.clone()
     }
+
+    /// The counter of logs found damaged at open.
+    pub(crate) fn damaged_logs(&self) -> Counter {
+        self.damaged_logs.clone()
+    }
 }
 
 /// Sums the record counts in the headers of the v2 record batches in `batches`, without looking
@@ -525,11 +538,18 @@ pub fn render(broker: &Broker) -> String {
     under_replicated.set(
         i64::try_from(crate::inspect::under_replicated_partitions(broker)).unwrap_or(i64::MAX),
     );
+    let offline = Gauge::<i64>::default();
+    offline.set(i64::try_from(crate::inspect::offline_partitions(broker)).unwrap_or(i64::MAX));
     let mut scraped = Registry::default();
     scraped.register(
         "sluice_under_replicated_partitions",
         "Partitions with fewer in-sync replicas than replicas",
         under_replicated,
+    );
+    scraped.register(
+        "sluice_offline_partitions",
+        "Partitions assigned to this broker whose log cannot be opened (damaged or unreadable files); every request for them answers KAFKA_STORAGE_ERROR",
+        offline,
     );
     scraped.register(
         "sluice_log_size_bytes",

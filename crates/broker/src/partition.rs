@@ -6,7 +6,7 @@
 //! of an append or read; fsync happens outside it (see [`Partition::wait_durable`]), so concurrent
 //! producers share one fsync and unrelated partitions never wait on each other.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,6 +30,20 @@ pub enum Role {
     Follower {
         leader: Option<i32>,
     },
+}
+
+/// Where a replica whose damaged log was quarantined stands on its way back into the ISR
+/// (see [`crate::replica_manager::Rejoin`]). Until it is back, it never leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejoinState {
+    /// Its log is whole (the usual case).
+    Whole = 0,
+    /// Its log was cut below damaged data; it must leave the ISR (it has asked to).
+    LeavingIsr = 1,
+    /// Out of the ISR, fetching the quarantined range again; the leader adds it back once it
+    /// has caught up.
+    CatchingUp = 2,
 }
 
 /// Why an acks=all write was not replicated.
@@ -81,6 +95,8 @@ pub struct Partition {
     validation: Mutex<ValidationPolicy>,
     /// Times the fsyncs of [`Partition::wait_durable`] (shared by every partition).
     fsync_duration: Histogram,
+    /// A [`RejoinState`] as u8.
+    rejoin: AtomicU8,
 }
 
 /// Why a durability wait failed.
@@ -134,7 +150,28 @@ impl Partition {
             min_insync_replicas: AtomicI32::new(min_insync),
             validation: Mutex::new(validation),
             fsync_duration,
+            rejoin: AtomicU8::new(RejoinState::Whole as u8),
         }
+    }
+
+    /// Where this replica stands after a quarantine (see [`RejoinState`]).
+    pub fn rejoin_state(&self) -> RejoinState {
+        match self.rejoin.load(Ordering::Acquire) {
+            1 => RejoinState::LeavingIsr,
+            2 => RejoinState::CatchingUp,
+            _ => RejoinState::Whole,
+        }
+    }
+
+    /// Moves to `state` on the way back into the ISR.
+    pub fn set_rejoin_state(&self, state: RejoinState) {
+        self.rejoin.store(state as u8, Ordering::Release);
+    }
+
+    /// Marks a replica whose damaged log was just quarantined: it must not lead and leaves the
+    /// ISR until it has fetched the range again.
+    pub(crate) fn start_rejoin(&self) {
+        self.set_rejoin_state(RejoinState::LeavingIsr);
     }
 
     /// `min.insync.replicas` of the topic (read on every acks=all produce, so kept outside the
@@ -607,7 +644,7 @@ impl Partition {
         }
         let handle = self.log.lock().sync_handle();
         let up_to = handle.up_to;
-        let files = handle.files;
+        let files = handle.files.clone();
         let fsync_duration = self.fsync_duration.clone();
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let started = std::time::Instant::now();
@@ -627,7 +664,7 @@ impl Partition {
                 source,
             });
         }
-        self.log.lock().mark_synced(up_to);
+        self.log.lock().mark_synced(&handle);
         self.durable_offset.fetch_max(up_to.0, Ordering::AcqRel);
         assert!(
             self.durable_offset.load(Ordering::Acquire) > offset.0,

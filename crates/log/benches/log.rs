@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the log's hot paths: appending producer batches of about 16 KiB
 //! (100 B and 1 KiB records, uncompressed and with each codec, produce validation included),
-//! validating them alone, reading 1 MiB fetches, and compacting 32 MiB.
-//! `cargo bench -p sluice-log`; appends and validation report records per second.
+//! validating them alone, reading 1 MiB fetches, compacting 32 MiB, and the group-commit cycle
+//! of an acks=all write (append, then mark it synced, which writes the recovery point in place),
+//! with and without the fsync. `cargo bench -p sluice-log`; appends and validation report records
+//! per second, the rest bytes per second.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -67,6 +69,22 @@ fn config() -> LogConfig {
     }
 }
 
+/// Times `iters` appends of `batch`, each followed by `after`, to a fresh log (one per sample
+/// keeps the disk footprint bounded).
+fn time_appends(iters: u64, batch: &Bytes, mut after: impl FnMut(&mut PartitionLog)) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(
+            log.validate_and_append(batch.clone(), LeaderEpoch(0), NOW)
+                .unwrap(),
+        );
+        after(&mut log);
+    }
+    start.elapsed()
+}
+
 fn append(c: &mut Criterion) {
     let mut group = c.benchmark_group("append");
     group.measurement_time(Duration::from_secs(4));
@@ -76,19 +94,7 @@ fn append(c: &mut Criterion) {
             let (batch, count) = producer_batch(size, codec);
             group.throughput(Throughput::Elements(count));
             group.bench_function(format!("{size}B_{codec}"), |b| {
-                b.iter_custom(|iters| {
-                    // A fresh log per sample keeps the disk footprint bounded.
-                    let dir = tempfile::tempdir().unwrap();
-                    let mut log = PartitionLog::open(dir.path(), config(), true).unwrap();
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        black_box(
-                            log.validate_and_append(batch.clone(), LeaderEpoch(0), NOW)
-                                .unwrap(),
-                        );
-                    }
-                    start.elapsed()
-                });
+                b.iter_custom(|iters| time_appends(iters, &batch, |_| {}));
             });
         }
     }
@@ -109,6 +115,37 @@ fn validate(c: &mut Criterion) {
                 b.iter(|| black_box(sluice_log::validate(batch.clone(), &policy, NOW).unwrap()));
             });
         }
+    }
+    group.finish();
+}
+
+/// What marking a group commit synced costs beside the append itself (it writes the recovery
+/// point in place, without an fsync of its own), and the whole cycle with the data's fsync.
+fn group_commit(c: &mut Criterion) {
+    let batch = BatchBuilder::new().record(None, &[b'x'; 1000], 1).build();
+    let mut group = c.benchmark_group("group_commit");
+    group.throughput(Throughput::Bytes(batch.len() as u64));
+    group.measurement_time(Duration::from_secs(5));
+    for (name, mark, fsync) in [
+        ("1KiB_append", false, false),
+        ("1KiB_append_mark_synced", true, false),
+        ("1KiB_append_fsync_mark_synced", true, true),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                time_appends(iters, &batch, |log| {
+                    let handle = log.sync_handle();
+                    if fsync {
+                        for file in &handle.files {
+                            file.sync_data().unwrap();
+                        }
+                    }
+                    if mark {
+                        log.mark_synced(&handle);
+                    }
+                })
+            });
+        });
     }
     group.finish();
 }
@@ -190,5 +227,5 @@ fn clean(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, append, validate, read, clean);
+criterion_group!(benches, append, validate, group_commit, read, clean);
 criterion_main!(benches);

@@ -93,8 +93,11 @@ impl BatchHeader {
         }
     }
 
+    /// The batch's last offset (saturating: a damaged or crafted base offset near `i64::MAX`
+    /// is refused by the offset checks, never an overflow).
     pub(crate) fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub(crate) fn last_sequence(&self) -> i32 {

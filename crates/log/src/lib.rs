@@ -7,6 +7,15 @@
 //! Entry points: [`LogDir`] owns a data directory (lock file, clean-shutdown marker, checkpoints) and
 //! opens every [`PartitionLog`] in it.
 //!
+//! Damaged files: opening a log truncates only a *torn tail* — bytes after the recovery point at
+//! the end of the newest segment that an unclean stop left, with nothing valid after them.
+//! Anything else that is not a valid batch is damage to data that was fsynced: the open fails
+//! with [`OpenError::Damaged`] (a [`Damage`]: file, byte position, offsets, [`DamageKind`]) and
+//! leaves every segment, index and checkpoint as it is, and the caller takes the partition offline or
+//! [`PartitionLog::quarantine`]s the damaged range to fetch it again. Damaged checkpoints are
+//! rebuilt from the segments, never trusted. [`verify`] checks a partition's files without
+//! opening them and [`repair`] cuts a log knowingly (`sluice log verify`, `sluice log repair`).
+//!
 //! The on-disk format is described in `docs/on-disk-format.md`.
 
 use std::path::PathBuf;
@@ -15,20 +24,25 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 mod batch;
+mod checkpoint;
 mod cleaner;
+mod damage;
 mod dir;
 mod index;
 mod leader_epoch;
 mod partition_log;
 mod producer;
+pub mod repair;
 mod segment;
 pub mod testing;
 mod txn_index;
 mod validate;
+pub mod verify;
 
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
-pub use dir::LogDir;
+pub use damage::{Damage, DamageKind};
+pub use dir::{DirLock, LogDir};
 pub use leader_epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
@@ -280,6 +294,10 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Data that was fsynced is damaged (see [`Damage`]); no segment, index or checkpoint was
+    /// changed.
+    #[error("the log in {path} is damaged: {damage}")]
+    Damaged { path: PathBuf, damage: Box<Damage> },
 }
 
 /// The answer to a timestamp lookup ([`PartitionLog::offset_for_timestamp`]).
@@ -307,4 +325,6 @@ pub struct SyncHandle {
     pub files: Vec<Arc<std::fs::File>>,
     /// Everything below this offset is covered once `files` are synced.
     pub up_to: Offset,
+    /// The log's truncation count when the handle was taken.
+    truncations: u64,
 }

@@ -1,5 +1,7 @@
 //! Builds valid v2 record batches (any codec), for tests and benchmarks of this crate and its
-//! users.
+//! users; [`recovery`] holds the segment-recovery property its tests and fuzz target check.
+
+pub mod recovery;
 
 use bytes::Bytes;
 

@@ -227,6 +227,7 @@ pages.overview = {
       card("Partitions", fmtInt(o.partition_count), null, "partition-count",
         o.internal_partition_count ? `+ ${fmtInt(o.internal_partition_count)} internal` : null),
       card("Under-replicated", fmtInt(o.under_replicated_partitions), o.under_replicated_partitions ? "bad" : "good"),
+      card("Offline", fmtInt(o.offline_partitions), o.offline_partitions ? "bad" : "good"),
       card("Consumer groups", fmtInt(o.group_count)),
       card("Data on disk", fmtBytes(o.size_bytes)));
     clear(this.spark,
@@ -323,8 +324,10 @@ pages.topic = {
       el("td", { class: "num" }, fmtInt(p.high_watermark)),
       el("td", { class: "num" }, fmtInt(p.high_watermark - p.log_start_offset)),
       el("td", { class: "num" }, fmtBytes(p.size_bytes)),
-      el("td", {}, el("span", { class: "badge " + (p.in_sync_replicas < p.replicas ? "bad" : "good") },
-        `${p.in_sync_replicas}/${p.replicas} in sync`))))));
+      el("td", {}, p.offline
+        ? el("span", { class: "badge bad", title: p.offline }, "offline: storage error")
+        : el("span", { class: "badge " + (p.in_sync_replicas < p.replicas ? "bad" : "good") },
+          `${p.in_sync_replicas}/${p.replicas} in sync`))))));
     // Overrides first, then the rest by name.
     const configs = t.configs.slice().sort((a, b) =>
       (a.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) - (b.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) || a.name.localeCompare(b.name));

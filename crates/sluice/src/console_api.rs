@@ -243,6 +243,7 @@ fn overview(broker: &Broker, started: Instant) -> serde_json::Result<Value> {
         "internal_partition_count": internal.iter().map(|t| t.partition_count).sum::<usize>(),
         "size_bytes": topics.iter().map(|t| t.size_bytes).sum::<u64>(),
         "under_replicated_partitions": inspect::under_replicated_partitions(broker),
+        "offline_partitions": inspect::offline_partitions(broker),
         "group_count": groups::group_count(broker),
         "bytes_in_total": totals.bytes_in.get(),
         "records_in_total": totals.records_in.get(),

@@ -133,6 +133,9 @@ impl PartitionLog {
 
     fn replace_with_empty(&mut self, offset: i64) -> io::Result<()> {
         self.generation += 1;
+        self.truncations += 1;
+        // The recovery point claims nothing while the old records go.
+        self.lower_recovery_point(0)?;
         // Forget what describes the old records first, so a crash part-way leaves nothing that
         // points into them; the old segments go oldest first, leaving a valid suffix.
         if self.epochs.clear() {

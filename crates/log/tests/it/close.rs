@@ -39,7 +39,8 @@ fn a_log_unchanged_since_a_clean_open_closes_without_writing() {
     let path = dir.path();
     let mut log = open(path, small_segments(), true);
     for i in 0..20 {
-        log.append(batch(5, i * 10), LeaderEpoch(1), NOW).unwrap();
+        log.validate_and_append(batch(5, i * 10), LeaderEpoch(1), NOW)
+            .unwrap();
     }
     let written = read_all(&log);
     log.close().unwrap();
@@ -54,7 +55,8 @@ fn a_log_unchanged_since_a_clean_open_closes_without_writing() {
 
     // Changed since the open: its active segment's indexes and its checkpoints are written.
     let mut log = log;
-    log.append(batch(1, 500), LeaderEpoch(1), NOW).unwrap();
+    log.validate_and_append(batch(1, 500), LeaderEpoch(1), NOW)
+        .unwrap();
     let opened = inodes(path);
     let mut written = read_all(&log);
     log.close().unwrap();

@@ -2,9 +2,11 @@
 
 mod close;
 mod compaction;
+mod damage;
 mod model;
 mod replication;
 mod txn;
+mod verify;
 
 use std::fs;
 use std::io::Write;
@@ -326,34 +328,6 @@ fn unclean_open_truncates_a_torn_tail_and_garbage() {
             assert_eq!(info.first_offset, Offset(60));
         }
     }
-}
-
-#[test]
-fn unclean_open_drops_everything_after_a_corrupt_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = open(dir.path(), small_segments(), true);
-    for i in 0..30 {
-        log.validate_and_append(batch(2, i), LeaderEpoch(0), NOW)
-            .unwrap();
-    }
-    drop(log);
-    let segments = files(dir.path(), "log");
-    assert!(segments.len() >= 3);
-    // Flip a byte in the middle of the second-newest segment.
-    let victim = &segments[segments.len() - 2];
-    let mut bytes = fs::read(victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(victim, &bytes).unwrap();
-    // Recovery point 0 forces a full check of every segment.
-    fs::write(dir.path().join("recovery-point"), "0").unwrap();
-    let log = open(dir.path(), small_segments(), false);
-    let after = read_all(&log);
-    assert!(!after.is_empty());
-    let end = log.log_end_offset().0;
-    assert!(end < 60 && end > 0, "end {end}");
-    assert_eq!(after.last().unwrap().1 + 1, end);
-    assert_eq!(files(dir.path(), "log").len(), segments.len() - 1);
 }
 
 #[test]

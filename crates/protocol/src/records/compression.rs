@@ -89,7 +89,9 @@ pub(crate) struct Decompressor<'a> {
 
 enum Inner<'a> {
     Plain(&'a [u8]),
-    Gzip(flate2::read::MultiGzDecoder<&'a [u8]>),
+    // Boxed: the decoder's own state is several hundred bytes (it allocates its window per batch
+    // anyway, so one more allocation per gzip batch costs nothing measurable).
+    Gzip(Box<flate2::read::MultiGzDecoder<&'a [u8]>>),
     Snappy(SnappyBlocks<'a>),
     Lz4(lz4::Decoder<&'a [u8]>),
     Zstd(zstd::stream::read::Decoder<'static, &'a [u8]>),
@@ -107,7 +109,7 @@ impl<'a> Decompressor<'a> {
         };
         let inner = match codec {
             Compression::None => Inner::Plain(payload),
-            Compression::Gzip => Inner::Gzip(flate2::read::MultiGzDecoder::new(payload)),
+            Compression::Gzip => Inner::Gzip(Box::new(flate2::read::MultiGzDecoder::new(payload))),
             Compression::Snappy => Inner::Snappy(SnappyBlocks::new(payload)),
             Compression::Lz4 => Inner::Lz4(lz4::Decoder::new(payload).map_err(failed)?),
             Compression::Zstd => {

@@ -22,6 +22,7 @@ use crate::closing::Closing;
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
 use crate::harness::sluice_cli;
 
+mod damage;
 mod groups;
 mod membership;
 mod transactions;

@@ -655,11 +655,25 @@ impl Cluster {
     /// Creates a topic with explicit replicas per partition (CreateTopics assignments),
     /// asserting success.
     pub(crate) async fn create_topic_assigned(&mut self, name: &str, assignments: &[&[i32]]) {
-        let topic = NewTopic::new(
+        self.create_topic_assigned_with(name, assignments, &[])
+            .await;
+    }
+
+    /// [`Cluster::create_topic_assigned`] with topic configs.
+    pub(crate) async fn create_topic_assigned_with(
+        &mut self,
+        name: &str,
+        assignments: &[&[i32]],
+        configs: &[(&str, &str)],
+    ) {
+        let mut topic = NewTopic::new(
             name,
             assignments.len() as i32,
             TopicReplication::Variable(assignments),
         );
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
         self.submit_topic(&topic).await;
     }
 

@@ -13,6 +13,7 @@ mod compaction;
 mod configs;
 mod console;
 mod crash;
+mod damage;
 mod groups;
 mod harness;
 mod internal_topics;
