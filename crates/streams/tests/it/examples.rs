@@ -157,7 +157,9 @@ fn page_view_sessions_emit_one_summary_per_closed_session() {
                 "200",
             ],
         );
-        let t0 = now_ms() - 6 * 3_600_000;
+        // Every view is in the past: brokers reject timestamps more than an hour ahead
+        // (`message.timestamp.after.max.ms`).
+        let t0 = now_ms() - 12 * 3_600_000;
         let min = 60_000;
         let view =
             |user: &str, page: &str, at: i64| (Some(user.to_string()), page.to_string(), Some(at));

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::Message;
 
@@ -262,17 +262,16 @@ impl Broker {
         }
     }
 
-    pub(crate) fn producer(&self) -> BaseProducer {
-        self.client_config()
+    /// Produces records (key, value, timestamp) and waits until all are acknowledged; fails
+    /// when the broker rejects any (a timestamp too far in the future, say), so a test never
+    /// waits for input that was never written.
+    pub(crate) fn produce(&self, topic: &str, records: &[(Option<String>, String, Option<i64>)]) {
+        let producer: BaseProducer<FailedDeliveries> = self
+            .client_config()
             .set("linger.ms", "5")
             .set("partitioner", "murmur2_random")
-            .create()
-            .expect("producer")
-    }
-
-    /// Produces records (key, value, timestamp) and waits until all are acknowledged.
-    pub(crate) fn produce(&self, topic: &str, records: &[(Option<String>, String, Option<i64>)]) {
-        let producer = self.producer();
+            .create_with_context(FailedDeliveries::default())
+            .expect("producer");
         for (key, value, ts) in records {
             let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).payload(value.as_str());
             if let Some(k) = key {
@@ -293,6 +292,8 @@ impl Broker {
             }
         }
         producer.flush(Duration::from_secs(30)).expect("flush");
+        let failed = producer.context().0.lock().unwrap();
+        assert!(failed.is_empty(), "producing to {topic} failed: {failed:?}");
     }
 
     /// Every record of `topic` (read_committed), as (key, value) strings, in offset order per
@@ -363,6 +364,21 @@ impl Broker {
         }
         consumer.unassign().ok();
         out.into_iter().flatten().collect()
+    }
+}
+
+/// A producer context that keeps the errors of failed deliveries.
+#[derive(Default)]
+struct FailedDeliveries(Mutex<Vec<String>>);
+
+impl ClientContext for FailedDeliveries {}
+
+impl ProducerContext for FailedDeliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.0.lock().unwrap().push(e.to_string());
+        }
     }
 }
 
