@@ -172,19 +172,22 @@ impl<K: Data, V: Data, A: Data> Processor<K, V, Windowed<K>, Change<A>>
         let store = self.store.clone().expect("initialized");
         let gap = self.windows.gap_ms;
         let ts = record.timestamp;
-        let stream_time = ctx.stream_time();
-        // Late when older than stream time minus grace: then every session it could touch
-        // (ending at ts + gap or earlier) has closed (end + gap + grace < stream time).
-        if ts < stream_time.saturating_sub(self.windows.grace_ms) {
+        let overlapping = store.find_sessions(&record.key, ts - gap, ts + gap)?;
+        let mut window = Window::new(ts, ts);
+        for (session, _) in &overlapping {
+            window.start = window.start.min(session.window.start);
+            window.end = window.end.max(session.window.end);
+        }
+        // A session closes once stream time passes its end + gap + grace. The record is late
+        // only when the session it would make (merged with those it touches) has closed, as in
+        // Kafka Streams: an out-of-order record that joins an open session is accepted.
+        let close_delay = gap.saturating_add(self.windows.grace_ms);
+        if window.end < ctx.stream_time().saturating_sub(close_delay) {
             ctx.ctx.state.dropped_late += 1;
             return Ok(());
         }
-        let overlapping = store.find_sessions(&record.key, ts - gap, ts + gap)?;
-        let mut window = Window::new(ts, ts);
         let mut agg = (self.init)();
-        for (session, value) in &overlapping {
-            window.start = window.start.min(session.window.start);
-            window.end = window.end.max(session.window.end);
+        for (_, value) in &overlapping {
             agg = (self.merger)(&record.key, agg, value.clone());
         }
         agg = (self.aggregator)(&record.key, record.value.clone(), agg);

@@ -416,8 +416,8 @@ fn session_windows_merge_and_suppress_emits_final_sessions_only() {
     // Stream time 111 > 50 + gap + grace: u's session is closed; v's (60) is not.
     i.pipe_input_at(s("w"), s("/x"), 111).unwrap();
     assert_eq!(fin.read_key_values(), vec![(s("u:0-50"), 3)]);
-    // Too late to open a session: dropped.
-    i.pipe_input_at(s("u"), s("/late"), 70).unwrap();
+    // Too late: its session would be u's [0, 50], closed (50 + gap + grace < 111). Dropped.
+    i.pipe_input_at(s("u"), s("/late"), 20).unwrap();
     assert_eq!(d.counters().dropped_late, 1);
     i.pipe_input_at(s("w"), s("/y"), 300).unwrap();
     assert_eq!(
@@ -898,4 +898,284 @@ fn undeserializable_records_can_be_skipped_or_dead_lettered() {
         "{headers:?}"
     );
     assert_eq!(dlq.read_key_value(), Some((b"k".to_vec(), b"xyz".to_vec())));
+}
+
+#[test]
+fn windowed_reduce_and_aggregate_per_tumbling_window() {
+    let b = StreamsBuilder::new();
+    let windowed = b
+        .stream("in", Serdes::string(), Serdes::i64())
+        .group_by_key()
+        .windowed_by(TimeWindows::tumbling(Duration::from_millis(100)));
+    let show = |w: Windowed<String>, v: String| (format!("{}@{}", w.key, w.window.start), v);
+    windowed
+        .reduce(|a, b| a.max(b), Materialized::named("max-per-window"))
+        .to_stream()
+        .map(move |w, v: i64| show(w, v.to_string()))
+        .to_with("max", Serdes::string(), Serdes::string());
+    windowed
+        .aggregate(
+            String::new,
+            |_, v, acc: String| format!("{acc}{v}"),
+            Materialized::named("concat-per-window").with_value_serde(Serdes::string()),
+        )
+        .to_stream()
+        .map(show)
+        .to_with("concat", Serdes::string(), Serdes::string());
+    let d = driver(b);
+    let mut i = d.input_topic("in", Serdes::string(), Serdes::i64());
+    for (v, at) in [(3, 10), (1, 20), (7, 120), (2, 130)] {
+        i.pipe_input_at(s("k"), v, at).unwrap();
+    }
+    let out = |t| {
+        d.output_topic(t, Serdes::string(), Serdes::string())
+            .read_key_values()
+    };
+    let pairs = |xs: &[(&str, &str)]| -> Vec<(String, String)> {
+        xs.iter().map(|(a, b)| (s(a), s(b))).collect()
+    };
+    assert_eq!(
+        out("max"),
+        pairs(&[("k@0", "3"), ("k@0", "3"), ("k@100", "7"), ("k@100", "7")])
+    );
+    assert_eq!(
+        out("concat"),
+        pairs(&[("k@0", "3"), ("k@0", "31"), ("k@100", "7"), ("k@100", "72")])
+    );
+    // The store keeps windows for size + grace (100 ms) of stream time: at 130, only [100, 200).
+    let store = d.window_store::<String, i64>("max-per-window").unwrap();
+    assert_eq!(store.fetch(&s("k"), 0, 100).unwrap(), vec![(100, 7)]);
+}
+
+#[test]
+fn sliding_window_count() {
+    let b = StreamsBuilder::new();
+    b.stream("in", Serdes::string(), Serdes::string())
+        .group_by_key()
+        .windowed_by_sliding(SlidingWindows::with_time_difference(Duration::from_millis(
+            10,
+        )))
+        .count()
+        .to_stream()
+        .map(|w: Windowed<String>, c| (format!("{}-{}", w.window.start, w.window.end), c))
+        .to_with("out", Serdes::string(), Serdes::i64());
+    let d = driver(b);
+    let mut i = d.input_topic("in", Serdes::string(), Serdes::string());
+    for at in [10, 15, 30] {
+        i.pipe_input_at(s("k"), s("x"), at).unwrap();
+    }
+    let out = d
+        .output_topic("out", Serdes::string(), Serdes::i64())
+        .read_key_values_to_map();
+    assert_eq!(
+        (out["0-10"], out["5-15"], out["11-21"], out["20-30"]),
+        (1, 2, 1, 1)
+    );
+}
+
+#[test]
+fn session_aggregate_merges_the_aggregates_of_bridged_sessions() {
+    let b = StreamsBuilder::new();
+    b.stream("views", Serdes::string(), Serdes::string())
+        .group_by_key()
+        .windowed_by_session(SessionWindows::with_inactivity_gap(Duration::from_millis(
+            30,
+        )))
+        .aggregate(
+            Vec::new,
+            |_, page, mut pages: Vec<String>| {
+                pages.push(page);
+                pages
+            },
+            |_, mut a, b| {
+                a.extend(b);
+                a
+            },
+            Materialized::named("pages").with_value_serde(Serdes::json::<Vec<String>>()),
+        )
+        .to_stream()
+        .map(|w: Windowed<String>, pages| {
+            (
+                format!("{}:{}-{}", w.key, w.window.start, w.window.end),
+                pages,
+            )
+        })
+        .to_with("out", Serdes::string(), Serdes::json::<Vec<String>>());
+    let d = driver(b);
+    let mut i = d.input_topic("views", Serdes::string(), Serdes::string());
+    i.pipe_input_at(s("u"), s("/a"), 0).unwrap();
+    i.pipe_input_at(s("u"), s("/b"), 50).unwrap();
+    i.pipe_input_at(s("u"), s("/c"), 25).unwrap();
+    let out = d
+        .output_topic("out", Serdes::string(), Serdes::json::<Vec<String>>())
+        .read_key_values();
+    let mut merged = out.last().cloned().unwrap();
+    merged.1.sort();
+    assert_eq!(merged, (s("u:0-50"), vec![s("/a"), s("/b"), s("/c")]));
+    let store = d.session_store::<String, Vec<String>>("pages").unwrap();
+    let sessions = store.fetch_all().unwrap();
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    assert_eq!(sessions[0].0.window, Window::new(0, 50));
+}
+
+#[test]
+fn table_group_by_aggregate_adds_and_subtracts() {
+    let b = StreamsBuilder::new();
+    b.table(
+        "salaries",
+        Serdes::string(),
+        Serdes::i64(),
+        Materialized::new(),
+    )
+    .group_by(
+        |name, salary| (name[..1].to_string(), *salary),
+        Serdes::string(),
+        Serdes::i64(),
+    )
+    .aggregate(
+        || 0i64,
+        |_, v, sum| sum + v,
+        |_, v, sum| sum - v,
+        Materialized::named("payroll").with_value_serde(Serdes::i64()),
+    )
+    .to_stream()
+    .to_with("payroll", Serdes::string(), Serdes::i64());
+    let d = driver(b);
+    let mut i = d.input_topic("salaries", Serdes::string(), Serdes::i64());
+    i.pipe_input(s("ann"), 10).unwrap();
+    i.pipe_input(s("amy"), 5).unwrap();
+    // ann's raise replaces her old salary in the sum.
+    i.pipe_input(s("ann"), 12).unwrap();
+    i.pipe_input(s("bob"), 7).unwrap();
+    i.pipe_tombstone_at(s("amy"), 0).unwrap();
+    let store = d.key_value_store::<String, i64>("payroll").unwrap();
+    assert_eq!(store.get(&s("a")).unwrap(), Some(12));
+    assert_eq!(store.get(&s("b")).unwrap(), Some(7));
+    let latest = d
+        .output_topic("payroll", Serdes::string(), Serdes::i64())
+        .read_key_values_to_map();
+    assert_eq!(latest, HashMap::from([(s("a"), 12), (s("b"), 7)]));
+}
+
+#[test]
+fn map_values_with_key_materialize_and_stores_without_changelog() {
+    let b = StreamsBuilder::new();
+    let table = b
+        .stream("in", Serdes::string(), Serdes::string())
+        .map_values_with_key(|k, v| format!("{k}={v}"))
+        .with_serdes(Serdes::string(), Serdes::string())
+        .to_table(Materialized::named("logged").in_memory());
+    table.materialize(Materialized::named("unlogged").without_logging());
+    let d = driver(b);
+    let mut i = d.input_topic("in", Serdes::string(), Serdes::string());
+    i.pipe_input(s("a"), s("1")).unwrap();
+    for name in ["logged", "unlogged"] {
+        let store = d.key_value_store::<String, String>(name).unwrap();
+        assert_eq!(store.get(&s("a")).unwrap(), Some(s("a=1")), "{name}");
+    }
+    let changelog = |name: &str| {
+        d.output_topic(
+            &format!("test-driver-{name}-changelog"),
+            Serdes::string(),
+            Serdes::string(),
+        )
+    };
+    assert_eq!(
+        changelog("logged").read_key_values(),
+        vec![(s("a"), s("a=1"))]
+    );
+    assert!(changelog("unlogged").is_empty());
+}
+
+/// Keeps each record in a window store by its 100 ms window and a session store per key (a
+/// session per record, gap 0), then forwards what each store holds for the key.
+struct WindowAndSessionWriter {
+    windows: Option<sluice_streams::WindowStore<String, String>>,
+    sessions: Option<sluice_streams::SessionStore<String, i64>>,
+}
+
+impl Processor<String, String, String, String> for WindowAndSessionWriter {
+    fn init(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, String>,
+    ) -> sluice_streams::Result<()> {
+        self.windows = Some(ctx.window_store("by-window")?);
+        self.sessions = Some(ctx.session_store("by-session")?);
+        Ok(())
+    }
+    fn process(
+        &mut self,
+        ctx: &mut ProcessorContext<'_, '_, String, String>,
+        record: Record<String, String>,
+    ) -> sluice_streams::Result<()> {
+        let (windows, sessions) = (
+            self.windows.as_ref().unwrap(),
+            self.sessions.as_ref().unwrap(),
+        );
+        let start = record.timestamp / 100 * 100;
+        windows.put(&record.key, start, Some(&record.value))?;
+        let session = Windowed {
+            key: record.key.clone(),
+            window: Window::new(record.timestamp, record.timestamp),
+        };
+        sessions.put(&session, Some(&record.timestamp))?;
+        let in_windows = windows.fetch(&record.key, 0, i64::MAX)?.len();
+        let in_sessions = sessions.find_sessions(&record.key, 0, i64::MAX)?.len();
+        let value = format!("{in_windows} windows, {in_sessions} sessions");
+        ctx.forward(record.with_value(value))
+    }
+}
+
+#[test]
+fn processor_api_with_window_and_session_stores() {
+    let b = StreamsBuilder::new();
+    let hour = Duration::from_secs(3600);
+    b.add_state_store(Stores::window(
+        "by-window",
+        hour,
+        false,
+        Serdes::string(),
+        Serdes::string(),
+    ));
+    b.add_state_store(
+        Stores::session("by-session", hour, Serdes::string(), Serdes::i64()).in_memory(),
+    );
+    b.stream("in", Serdes::string(), Serdes::string())
+        .process(
+            || WindowAndSessionWriter {
+                windows: None,
+                sessions: None,
+            },
+            &["by-window", "by-session"],
+        )
+        .with_serdes(Serdes::string(), Serdes::string())
+        .to("out");
+    let d = driver(b);
+    let mut i = d.input_topic("in", Serdes::string(), Serdes::string());
+    i.pipe_input_at(s("k"), s("a"), 10).unwrap();
+    i.pipe_input_at(s("k"), s("b"), 50).unwrap();
+    i.pipe_input_at(s("k"), s("c"), 150).unwrap();
+    assert_eq!(
+        d.output_topic("out", Serdes::string(), Serdes::string())
+            .read_key_values(),
+        vec![
+            (s("k"), s("1 windows, 1 sessions")),
+            (s("k"), s("1 windows, 2 sessions")),
+            (s("k"), s("2 windows, 3 sessions")),
+        ]
+    );
+    let windows = d.window_store::<String, String>("by-window").unwrap();
+    assert_eq!(
+        windows.fetch(&s("k"), 0, 200).unwrap(),
+        vec![(0, s("b")), (100, s("c"))]
+    );
+    // Both stores are changelogged (the window store is persistent, the session one in memory).
+    for store in ["by-window", "by-session"] {
+        let changelog = d.output_topic(
+            &format!("test-driver-{store}-changelog"),
+            Serdes::bytes(),
+            Serdes::bytes(),
+        );
+        assert!(!changelog.is_empty(), "{store} has no changelog records");
+    }
 }
