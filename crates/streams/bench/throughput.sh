@@ -4,6 +4,9 @@
 #
 #   bash crates/streams/bench/throughput.sh [LINES]     (default 200000 lines of five words)
 #
+# The broker listens on a free port unless BENCH_LISTEN / BENCH_ADMIN_LISTEN give addresses
+# (HOST:PORT); its data goes to a new directory under ${TMPDIR:-/tmp} named streams-bench.*.
+#
 # Installs quixstreams (pinned) into crates/streams/bench/.venv on first use, builds the release
 # broker and examples, starts a broker on a free port with a temporary data dir, and removes
 # everything it started when it ends. Commit intervals are the same for both libraries:
@@ -19,15 +22,16 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import quixstreams' 2
 fi
 cd "$root"
 cargo build --release -p sluice --bin sluice -p sluice-streams --example word_count --example stateless_map
-work="$(mktemp -d)"
+work="$(mktemp -d -t streams-bench.XXXXXX)"
 broker_pid=""
 cleanup() {
     [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
-SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 target/release/sluice serve --listen 127.0.0.1:0 \
-    --admin-listen 127.0.0.1:0 --data-dir "$work/data" > "$work/broker.out" 2> "$work/broker.err" &
+SLUICE_GROUP_INITIAL_REBALANCE_DELAY_MS=0 target/release/sluice serve \
+    --listen "${BENCH_LISTEN:-127.0.0.1:0}" --admin-listen "${BENCH_ADMIN_LISTEN:-127.0.0.1:0}" \
+    --data-dir "$work/data" > "$work/broker.out" 2> "$work/broker.err" &
 broker_pid=$!
 for _ in $(seq 1 300); do
     grep -q "listening on" "$work/broker.out" 2>/dev/null && break

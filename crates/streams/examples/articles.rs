@@ -170,14 +170,10 @@ fn main() {
         .map(|_, rec: Recommendation| (rec.user.clone(), rec))
         .with_serdes(Serdes::string(), Serdes::json())
         .to(&args.output);
-    let topology = builder.build().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
     let config = args
         .config()
         .deserialization_policy(DeserializationPolicy::DeadLetter(
             "articles-dlq".to_string(),
         ));
-    cli::run(topology, config)
+    cli::run(builder, config)
 }

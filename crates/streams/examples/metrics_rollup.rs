@@ -95,12 +95,8 @@ fn main() {
         })
         .with_serdes(Serdes::string(), Serdes::json())
         .to(&args.output);
-    let topology = builder.build().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
     cli::run(
-        topology,
+        builder,
         args.config()
             .deserialization_policy(DeserializationPolicy::LogAndContinue),
     )

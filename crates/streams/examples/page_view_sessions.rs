@@ -75,9 +75,5 @@ fn main() {
         })
         .with_serdes(Serdes::string(), Serdes::json())
         .to(&args.output);
-    let topology = builder.build().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    cli::run(topology, args.config())
+    cli::run(builder, args.config())
 }

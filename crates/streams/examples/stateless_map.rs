@@ -18,9 +18,5 @@ fn main() {
         )
         .map_values(|line: String| line.to_uppercase())
         .to(&args.output);
-    let topology = builder.build().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    cli::run(topology, args.config())
+    cli::run(builder, args.config())
 }

@@ -31,9 +31,5 @@ fn main() {
         .count(Materialized::named("counts"))
         .to_stream()
         .to_with(&args.output, Serdes::string(), Serdes::i64_decimal());
-    let topology = builder.build().unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    cli::run(topology, args.config())
+    cli::run(builder, args.config())
 }

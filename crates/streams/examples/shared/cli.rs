@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sluice_streams::{KafkaStreams, ProcessingGuarantee, StreamsConfig, Topology};
+use sluice_streams::{KafkaStreams, ProcessingGuarantee, StreamsBuilder, StreamsConfig};
 
 pub(crate) struct Args {
     pub(crate) bootstrap_servers: String,
@@ -114,9 +114,14 @@ impl Args {
     }
 }
 
-/// Runs the topology until SIGTERM or Ctrl-C, then closes cleanly. Prints `running` on stdout
-/// once the threads started, and metrics on stderr every 10 seconds.
-pub(crate) fn run(topology: Topology, config: StreamsConfig) -> ! {
+/// Builds the topology (exit status 2 when it does not build), runs it until SIGTERM or Ctrl-C,
+/// then closes cleanly. Prints `running` on stdout once the threads started, and metrics on
+/// stderr every 10 seconds.
+pub(crate) fn run(builder: StreamsBuilder, config: StreamsConfig) -> ! {
+    let topology = builder.build().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
