@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -260,6 +260,32 @@ impl Broker {
         for r in results {
             r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
         }
+    }
+
+    /// How many partitions `topic` has.
+    pub(crate) fn partition_count(&self, topic: &str) -> usize {
+        let consumer: BaseConsumer = self.client_config().create().expect("consumer");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        metadata.topics()[0].partitions().len()
+    }
+
+    /// The value of config `name` of `topic`, as the broker describes it.
+    pub(crate) fn topic_config(&self, topic: &str, name: &str) -> Option<String> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+        let results = futures::executor::block_on(
+            admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options),
+        )
+        .expect("describe_configs");
+        let resource = results
+            .into_iter()
+            .next()
+            .expect("one resource")
+            .unwrap_or_else(|e| panic!("describing {topic}: {e}"));
+        resource.get(name).and_then(|entry| entry.value.clone())
     }
 
     /// Produces records (key, value, timestamp) and waits until all are acknowledged; fails

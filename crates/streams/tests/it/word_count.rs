@@ -205,8 +205,18 @@ fn word_count_counts_words_end_to_end_and_stops_cleanly() {
             "word_count did not exit cleanly on SIGTERM:\n{}",
             app.process.stderr()
         );
-        // The example's internal topics follow Kafka Streams' names.
-        let repartition = broker.read_all("wc-KSTREAM-AGGREGATE-0000000003-repartition");
+        // The example's internal topics follow Kafka Streams' names, have as many partitions as
+        // the input, and the changelog is compacted.
+        let repartition_topic = "wc-KSTREAM-AGGREGATE-0000000003-repartition";
+        assert_eq!(broker.partition_count(repartition_topic), 3);
+        assert_eq!(broker.partition_count("wc-counts-changelog"), 3);
+        assert_eq!(
+            broker
+                .topic_config("wc-counts-changelog", "cleanup.policy")
+                .as_deref(),
+            Some("compact")
+        );
+        let repartition = broker.read_all(repartition_topic);
         assert_eq!(repartition.len() as i64, truth.values().sum::<i64>());
         // One key per word in the store's changelog (values are 8-byte counts).
         let changelog = latest(&broker.read_all("wc-counts-changelog"));
