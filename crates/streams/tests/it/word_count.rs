@@ -175,6 +175,16 @@ fn setup(dir: &tempfile::TempDir, partitions: i32) -> Broker {
 }
 
 fn start(broker: &Broker, state: &std::path::Path, guarantee: &str) -> Example {
+    start_with_threads(broker, state, guarantee, 1)
+}
+
+fn start_with_threads(
+    broker: &Broker,
+    state: &std::path::Path,
+    guarantee: &str,
+    threads: usize,
+) -> Example {
+    let threads = threads.to_string();
     Example::start(
         "word_count",
         broker,
@@ -187,6 +197,8 @@ fn start(broker: &Broker, state: &std::path::Path, guarantee: &str) -> Example {
             state.to_str().unwrap(),
             "--commit-interval-ms",
             "200",
+            "--num-stream-threads",
+            &threads,
         ],
     )
 }
@@ -230,9 +242,11 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
         let dir = tempfile::tempdir().unwrap();
         let broker = Arc::new(setup(&dir, 3));
         let state = dir.path().join("state");
-        // Input keeps flowing while the application is killed and restarted.
+        // Input keeps flowing while the application is killed and restarted. Two stream threads:
+        // two transactional producers, each committing its own tasks' output and offsets.
         let feeder = Feeder::start(&broker);
-        let mut app = start(&broker, &state, "exactly_once_v2");
+        let eos = |broker: &Broker| start_with_threads(broker, &state, "exactly_once_v2", 2);
+        let mut app = eos(&broker);
         for round in 0..3 {
             // Kill only once this incarnation has written output of its own.
             let before = output_size(&broker);
@@ -242,7 +256,7 @@ fn word_count_exactly_once_survives_repeated_kill_9() {
                 || output_size(&broker) > before + 50,
             );
             app.process.kill9();
-            app = start(&broker, &state, "exactly_once_v2");
+            app = eos(&broker);
         }
         let truth = count_words(&feeder.stop());
         wait_for_counts(&broker, &truth, Duration::from_secs(180), &[&app]);
