@@ -17,6 +17,10 @@ fn main() {
             Serdes::string(),
         )
         .map_values(|line: String| line.to_uppercase())
-        .to(&args.output);
+        .to_with(
+            &args.output,
+            Serdes::optional(Serdes::bytes()),
+            Serdes::string(),
+        );
     cli::run(builder, args.config())
 }

@@ -1,5 +1,5 @@
-//! The `articles`, `page_view_sessions` and `metrics_rollup` examples end to end against a real
-//! broker.
+//! The `articles`, `page_view_sessions`, `metrics_rollup` and `stateless_map` examples end to
+//! end against a real broker.
 
 use std::time::{Duration, Instant};
 
@@ -275,6 +275,41 @@ fn metrics_rollup_emits_final_minutes_and_skips_bad_samples() {
             "{}",
             app.process.stderr()
         );
+        assert!(app.process.stop(), "{}", app.process.stderr());
+    });
+}
+
+#[test]
+fn stateless_map_upper_cases_every_value_and_keeps_keys() {
+    with_watchdog(Duration::from_secs(240), || {
+        let dir = tempfile::tempdir().unwrap();
+        let broker = Broker::start(&dir.path().join("broker"));
+        broker.create_topic("text-lines", 2, &[]);
+        broker.create_topic("text-lines-upper", 2, &[]);
+        let lines: Vec<_> = (0..50)
+            .map(|i| (Some(format!("k{i}")), format!("line {i} of Text"), None))
+            .collect();
+        broker.produce("text-lines", &lines);
+        let mut app = Example::start(
+            "stateless_map",
+            &broker,
+            &[
+                "--application-id",
+                "upper",
+                "--processing-guarantee",
+                "exactly_once_v2",
+                "--state-dir",
+                dir.path().join("state").to_str().unwrap(),
+            ],
+        );
+        let mut out = read_at_least(&broker, "text-lines-upper", lines.len(), &app);
+        out.sort();
+        let mut want: Vec<(String, String)> = lines
+            .iter()
+            .map(|(k, v, _)| (k.clone().unwrap(), v.to_uppercase()))
+            .collect();
+        want.sort();
+        assert_eq!(out, want);
         assert!(app.process.stop(), "{}", app.process.stderr());
     });
 }
