@@ -9,23 +9,30 @@ use std::path::Path;
 use super::{batch, open, read_all, small_segments, NOW};
 use sluice_log::LeaderEpoch;
 
-/// Every file of the log directory with its inode: a file rewritten (written aside, then renamed
-/// over the old one) gets a new inode.
-fn inodes(dir: &Path) -> BTreeMap<String, u64> {
+/// Every file of the log directory with its inode and contents: a file rewritten aside and
+/// renamed over the old one gets a new inode; one written in place (the recovery point) new
+/// contents.
+fn inodes(dir: &Path) -> BTreeMap<String, (u64, Vec<u8>)> {
     std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
         .map(|e| {
             (
                 e.file_name().to_string_lossy().into_owned(),
-                e.metadata().unwrap().ino(),
+                (
+                    e.metadata().unwrap().ino(),
+                    std::fs::read(e.path()).unwrap(),
+                ),
             )
         })
         .collect()
 }
 
-/// Names whose inode differs (or that appeared) between two listings.
-fn rewritten(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<String> {
+/// Names whose inode or contents differ (or that appeared) between two listings.
+fn rewritten(
+    before: &BTreeMap<String, (u64, Vec<u8>)>,
+    after: &BTreeMap<String, (u64, Vec<u8>)>,
+) -> Vec<String> {
     after
         .iter()
         .filter(|(name, ino)| before.get(*name) != Some(ino))

@@ -377,6 +377,7 @@ impl Cluster {
         let node = self.node_mut(id);
         let child = node.child.as_ref().expect("sigstop: node is running");
         signal(child, "STOP");
+        wait_all_threads_stopped(child.id());
         node.paused = true;
     }
 
@@ -854,4 +855,30 @@ pub(crate) fn coordinator_partition(key: &str, partitions: i32) -> i32 {
     }
     let positive = if h == i32::MIN { 0 } else { h.abs() };
     positive % partitions
+}
+
+/// Waits until every thread of process `pid` is stopped (state `T` in /proc): `kill -STOP`
+/// returns when the signal is sent, and a loaded machine may still run a thread that was mid
+/// request for a while after, so a test that checks "a paused node does not answer" must wait.
+fn wait_all_threads_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("sigstop: the process's threads are listed in /proc");
+        let all_stopped = tasks.filter_map(Result::ok).all(|task| {
+            std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command name in parentheses, which may hold spaces.
+                stat.rsplit_once(')')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with(['T', 't']))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sigstop: process {pid} still has running threads after 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
