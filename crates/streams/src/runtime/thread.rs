@@ -30,8 +30,11 @@ use crate::record::{Header, OutRecord, RawRecord};
 use crate::task::Task;
 use crate::topology::TaskId;
 
-/// A task queue past this many records pauses its partition; below half it resumes.
-const QUEUE_HIGH: usize = 1_000;
+/// A task queue past this many records pauses its partition; below half it resumes. A pause
+/// makes librdkafka drop what it prefetched for the partition, to fetch and parse it again after
+/// the resume: the consumer's prefetch (`queued.min.messages`) is kept to the same bound so a
+/// pause wastes at most that much, once per QUEUE_HIGH / 2 records processed.
+const QUEUE_HIGH: usize = 10_000;
 /// Records one poll round takes from the consumer at most.
 const POLL_BATCH: usize = 2_000;
 /// Records a task processes before the next task's turn.
@@ -939,6 +942,7 @@ pub(crate) fn run(shared: Arc<Shared>, index: usize) -> Result<()> {
                 .to_string(),
         )
         .set("statistics.interval.ms", "1000")
+        .set("queued.min.messages", QUEUE_HIGH.to_string())
         .set(
             "partition.assignment.strategy",
             // Partition p of every topic of a multi-topic subtopology must land on one member:
