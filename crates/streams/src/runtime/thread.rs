@@ -189,6 +189,10 @@ pub(crate) struct Inner {
     last_durable: Instant,
     assigned_once: bool,
     failure: Option<StreamsError>,
+    /// The error of a send the producer refused because it is in a fatal state (fenced when
+    /// its transaction timed out while this process was stopped, say): the next step rewinds
+    /// to the last commit with a new producer, so what was not sent is processed again.
+    broken_producer: Option<KafkaError>,
 }
 
 fn kafka(context: &str) -> impl FnOnce(KafkaError) -> StreamsError + '_ {
@@ -219,6 +223,7 @@ impl Inner {
             last_durable: Instant::now(),
             assigned_once: false,
             failure: None,
+            broken_producer: None,
         })
     }
 
@@ -544,6 +549,10 @@ impl Inner {
                     self.producer.poll(Duration::from_millis(5));
                     r = back;
                 }
+                Err((e, _)) if self.producer.client().fatal_error().is_some() => {
+                    self.broken_producer.get_or_insert(e);
+                    return Ok(());
+                }
                 Err((e, _)) => {
                     return Err(StreamsError::kafka(
                         format!("producing to {}", record.topic),
@@ -558,6 +567,14 @@ impl Inner {
     fn step(&mut self, consumer: &GroupConsumer) -> Result<()> {
         if let Some(e) = self.failure.take() {
             return Err(e);
+        }
+        if let Some(e) = self.broken_producer.take() {
+            tracing::warn!(
+                thread = self.index,
+                "the producer failed, rewinding to the last commit: {e}"
+            );
+            self.shared.metrics.aborted.fetch_add(1, Ordering::Relaxed);
+            self.recover(consumer, &e)?;
         }
         self.restore_step(consumer)?;
         let ids: Vec<TaskId> = self.tasks.keys().copied().collect();
@@ -820,19 +837,23 @@ impl Inner {
     /// broken, replaces it), then rebuilds every task from its changelog and seeks its input back
     /// to the committed offsets.
     fn recover(&mut self, consumer: &GroupConsumer, error: &KafkaError) -> Result<()> {
-        let fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal());
-        if self.shared.config.exactly_once() {
-            if fatal {
-                self.in_transaction = false;
-                self.producer = Self::make_producer(
-                    &self.shared,
-                    &self.transactional_id,
-                    self.deliveries.clone(),
-                )?;
-            } else {
-                self.abort_transaction();
-            }
+        // A failed delivery (InvalidProducerEpoch) can leave the producer fatally fenced without
+        // the commit's own error saying so: ask the producer too.
+        let mut fatal = matches!(error, KafkaError::Transaction(e) if e.is_fatal())
+            || self.producer.client().fatal_error().is_some();
+        if self.shared.config.exactly_once() && !fatal {
+            self.abort_transaction();
+            fatal = self.producer.client().fatal_error().is_some();
         }
+        if fatal {
+            self.in_transaction = false;
+            self.producer = Self::make_producer(
+                &self.shared,
+                &self.transactional_id,
+                self.deliveries.clone(),
+            )?;
+        }
+        self.broken_producer = None;
         self.dirty = false;
         // Serve the delivery reports of what the abort purged before forgetting errors, so they
         // do not fail the next commit.
