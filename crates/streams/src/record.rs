@@ -71,6 +71,13 @@ pub(crate) struct RawRecord {
     pub(crate) headers: Headers,
 }
 
+impl RawRecord {
+    /// Bytes of its key and value, what a queue of it holds on to.
+    pub(crate) fn payload_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// A serialized record a task wants written: to a sink topic, a repartition topic or a changelog.
 #[derive(Clone, Debug)]
 pub(crate) struct OutRecord {

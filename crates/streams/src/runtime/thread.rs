@@ -35,6 +35,10 @@ use crate::topology::TaskId;
 /// the resume: the consumer's prefetch (`queued.min.messages`) is kept to the same bound so a
 /// pause wastes at most that much, once per QUEUE_HIGH / 2 records processed.
 const QUEUE_HIGH: usize = 10_000;
+/// A task whose queues hold more than this many bytes of keys and values pauses the partition
+/// that pushed it over, whatever the record count (records may be up to the broker's size
+/// limit); below half it resumes.
+const QUEUE_HIGH_BYTES: usize = 64 << 20;
 /// Records one poll round takes from the consumer at most.
 const POLL_BATCH: usize = 2_000;
 /// Records a task processes before the next task's turn.
@@ -160,6 +164,8 @@ struct ActiveTask {
     partition: i32,
     restoring: Vec<Restoring>,
     paused: HashSet<Arc<str>>,
+    /// Bytes of keys and values in `queues`.
+    queued_bytes: usize,
 }
 
 impl ActiveTask {
@@ -425,6 +431,7 @@ impl Inner {
             partition: id.partition,
             restoring,
             paused: HashSet::new(),
+            queued_bytes: 0,
         };
         if active.restoring.is_empty() {
             self.shared.register(id, &active.task);
@@ -481,8 +488,10 @@ impl Inner {
                 continue;
             };
             let topic = r.topic.clone();
+            task.queued_bytes += r.payload_len();
             queue.push_back(r);
-            if queue.len() > QUEUE_HIGH && task.paused.insert(topic.clone()) {
+            let full = queue.len() > QUEUE_HIGH || task.queued_bytes > QUEUE_HIGH_BYTES;
+            if full && task.paused.insert(topic.clone()) {
                 pause.push((topic, task.partition));
             }
         }
@@ -597,6 +606,7 @@ impl Inner {
                     .get_mut(&topic)
                     .and_then(VecDeque::pop_front)
                     .expect("non-empty queue");
+                task.queued_bytes -= record.payload_len();
                 let offset = record.offset;
                 task.task.process(record)?;
                 task.next_offsets.insert(topic, offset + 1);
@@ -608,11 +618,13 @@ impl Inner {
                 .punctuate(PunctuationType::WallClockTime, now_ms())?;
             outputs.append(&mut task.task.take_output());
             let partition = task.partition;
+            let bytes_low = task.queued_bytes <= QUEUE_HIGH_BYTES / 2;
             task.paused.retain(|topic| {
-                let low = task
-                    .queues
-                    .get(topic)
-                    .is_none_or(|q| q.len() <= QUEUE_HIGH / 2);
+                let low = bytes_low
+                    && task
+                        .queues
+                        .get(topic)
+                        .is_none_or(|q| q.len() <= QUEUE_HIGH / 2);
                 if low {
                     let _ = resume.add_partition(topic, partition);
                 }
