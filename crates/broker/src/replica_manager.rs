@@ -201,12 +201,22 @@ impl ReplicaManager {
                 OpenError::Damaged { damage, .. } => Some(damage.clone()),
                 _ => None,
             };
-            error!(topic = %topic.name, partition = index, error = %e, "partition offline: its log cannot be opened; every request for it answers KAFKA_STORAGE_ERROR and its files are left as they are (see `sluice log verify` and `sluice log repair`)");
+            // EMFILE/ENFILE: nothing is wrong with the files, the process holds too many.
+            let out_of_files = matches!(&e, OpenError::Io { source, .. }
+                if matches!(rustix::io::Errno::from_io_error(source),
+                    Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)));
+            let reason = if out_of_files {
+                error!(topic = %topic.name, partition = index, error = %e, "partition offline: the open-file limit is reached (every partition keeps its segment files open); raise it (`ulimit -n`, LimitNOFILE= for systemd) and restart; every request for the partition answers KAFKA_STORAGE_ERROR meanwhile");
+                format!("{e}: the open-file limit is reached; raise it (ulimit -n) and restart")
+            } else {
+                error!(topic = %topic.name, partition = index, error = %e, "partition offline: its log cannot be opened; every request for it answers KAFKA_STORAGE_ERROR and its files are left as they are (see `sluice log verify` and `sluice log repair`)");
+                e.to_string()
+            };
             OfflinePartition {
                 topic: topic.name.clone(),
                 topic_id: topic.id,
                 index,
-                reason: e.to_string(),
+                reason,
                 damage,
             }
         };

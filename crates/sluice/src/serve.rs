@@ -288,8 +288,29 @@ fn resolve_quorum(config: &mut BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit, as the JVM does for Kafka by default
+/// (`-XX:+MaxFDLimit`): every partition keeps its segment files open, and a soft limit of 1,024
+/// (a common default) would take partitions offline with "Too many open files" at a few hundred
+/// partitions. The limit in force is logged; raising the hard limit is the operator's
+/// (`ulimit -Hn`, `LimitNOFILE=` in a systemd unit).
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!(error = %e, soft = ?before, hard = ?limit.maximum, "cannot raise the open-file limit to its hard limit");
+            return;
+        }
+    }
+    let shown = |v: Option<u64>| v.map_or_else(|| "unlimited".to_owned(), |v| v.to_string());
+    tracing::debug!(open_files = %shown(limit.current), was = %shown(before), "open-file limit");
+}
+
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    raise_open_file_limit();
     let mut config = build_config(&args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
