@@ -362,7 +362,8 @@ start_setup() {
     mkdir -p "$WORK/data/$setup" "$LOGS/$setup"
     if ((nodes > 1)); then
         secret="$WORK/data/$setup/cluster.secret"
-        "$SLUICE" cluster secret --file "$secret" >/dev/null || return 1
+        local out
+        out=$("$SLUICE" cluster secret --file "$secret" 2>&1) || { echo "$out"; return 1; }
     fi
     BOOTSTRAP=""
     BROKER_LOGS=()
