@@ -85,6 +85,35 @@ try {
     await shot(page, "overview");
   });
 
+  await check("overview counts topics as its lists show them, internal ones apart", async () => {
+    const count = Number((await page.locator("[data-testid=topic-count]").textContent()).replace(/\D/g, ""));
+    const topics = await (await fetch(`${URL_BASE}/api/topics`)).json();
+    const user = topics.filter((t) => !t.internal).length;
+    if (count !== user) throw new Error(`the Topics card says ${count}; there are ${user} user topics`);
+    const rows = await page.locator("[data-testid=topic-row]").count();
+    if (rows !== Math.min(user, 5)) throw new Error(`"Largest topics" lists ${rows} of ${user} topics`);
+    // run.sh's groups committed offsets: __consumer_offsets exists, counted apart.
+    await page.locator("[data-testid=topic-count-note]", { hasText: "+ 1 internal" }).waitFor();
+  });
+
+  await check("the sparkline draws its samples to the scale of its 2-minute window", async () => {
+    const points = await page.locator("[data-testid=sparkline] polyline.in").getAttribute("points");
+    const xs = points.trim().split(/\s+/).map((p) => Number(p.split(",")[0]));
+    const [first, last] = [xs[0], xs[xs.length - 1]];
+    if (Math.abs(last - 600) > 0.5) throw new Error(`the newest sample is at x=${last}, not the right edge (600)`);
+    // The page has been open well under a minute: its samples fill less than half the width.
+    if (!(first > 300)) throw new Error(`samples of under a minute start at x=${first} of 600`);
+  });
+
+  await check("the cluster id stays on one line", async () => {
+    const id = await page.locator("#cluster-id").evaluate((e) => ({
+      text: e.textContent, title: e.title,
+      height: e.getBoundingClientRect().height, font: parseFloat(getComputedStyle(e).fontSize),
+    }));
+    if (!id.text || id.text === "…" || id.title !== id.text) throw new Error(`id ${id.text}, title ${id.title}`);
+    if (id.height >= 2 * id.font) throw new Error(`it wraps: ${id.height}px high at a ${id.font}px font`);
+  });
+
   await check("topic list shows the test topic", async () => {
     await page.goto(URL_BASE + "/#/topics");
     await page.locator(`[data-testid=topic-row][data-topic="${TOPIC}"]`).waitFor();
@@ -118,6 +147,11 @@ try {
     await page.selectOption("[data-testid=msg-max]", "5");
     await page.click("[data-testid=msg-load]");
     await page.locator("[data-testid=message-row][data-offset='4']").waitFor();
+    // Inclusive ranges: the partition's offsets (the high watermark is the next one) and the page's.
+    const first = await (await fetch(
+      `${URL_BASE}/api/topics/${encodeURIComponent(TOPIC)}/messages?partition=0&offset=0&max=5`)).json();
+    const range = `offsets 0 – ${first.high_watermark - 1} · showing 5 (0 – 4)`;
+    await page.locator("[data-testid=msg-range]", { hasText: range }).waitFor();
     await page.click("[data-testid=msg-newer]");
     await page.locator("[data-testid=message-row][data-offset='5']").waitFor();
     await page.click("[data-testid=msg-older]");

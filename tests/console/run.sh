@@ -6,7 +6,10 @@
 #
 # Installs what is missing: Chromium with apt-get (the system browser is used; playwright never
 # downloads one) and playwright-core from the npm registry into tests/console/node_modules (pinned
-# in package.json). Builds the debug broker (SLUICE_CONSOLE_PROFILE=release for a release one).
+# in package.json). Builds the debug broker (SLUICE_CONSOLE_PROFILE=release for a release one),
+# unless SLUICE_CONSOLE_BIN names a sluice binary already built: .ci/run passes the one
+# `cargo test --workspace` built, because `cargo build -p sluice` resolves features for one package
+# rather than the workspace and would recompile much of the tree.
 # Screenshots go to target/console-artifacts/*.png. Ends with `console: N passed, M failed`.
 set -euo pipefail
 
@@ -15,7 +18,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 PROFILE=${SLUICE_CONSOLE_PROFILE:-debug}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 [[ "$TARGET_DIR" == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
-BIN="$TARGET_DIR/$PROFILE/sluice"
+BIN=${SLUICE_CONSOLE_BIN:-"$TARGET_DIR/$PROFILE/sluice"}
 ARTIFACTS="$ROOT/target/console-artifacts"
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
 TOPIC=console-demo
@@ -83,15 +86,22 @@ if [[ "$HAVE" != "$WANT" ]]; then
 fi
 echo "playwright-core $WANT"
 
-section "build: cargo build -p sluice ($PROFILE, target dir $TARGET_DIR)"
-BUILD_FLAGS=()
-[[ "$PROFILE" == release ]] && BUILD_FLAGS=(--release)
-(cd "$ROOT" && timeout 1200 cargo build -p sluice "${BUILD_FLAGS[@]}") || die "cargo build failed"
+if [[ -n "${SLUICE_CONSOLE_BIN:-}" ]]; then
+    section "build: none, using $BIN"
+    [[ -x "$BIN" ]] || die "SLUICE_CONSOLE_BIN=$BIN is not an executable"
+else
+    section "build: cargo build -p sluice ($PROFILE, target dir $TARGET_DIR)"
+    BUILD_FLAGS=()
+    [[ "$PROFILE" == release ]] && BUILD_FLAGS=(--release)
+    (cd "$ROOT" && timeout 1200 cargo build -p sluice "${BUILD_FLAGS[@]}") || die "cargo build failed"
+fi
 
 section "broker"
 mkdir -p "$ARTIFACTS"
 rm -f "$ARTIFACTS"/*.png
-"$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WORK/data" \
+# This script's own SLUICE_CONSOLE_* variables are not broker configs (serve refuses those).
+env -u SLUICE_CONSOLE_BIN -u SLUICE_CONSOLE_PROFILE \
+    "$BIN" serve --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$WORK/data" \
     >"$WORK/broker.stdout" 2>"$WORK/broker.stderr" &
 BROKER_PID=$!
 KAFKA="" ADMIN=""

@@ -5,10 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use sluice_log::{LogDir, OpenError, Timestamp};
 use sluice_meta::membership::ClusterSecret;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::group::offsets_topic::{self, OffsetsRecord, OFFSETS_TOPIC};
@@ -94,6 +95,36 @@ pub struct Broker {
     /// (see [`crate::auth`]).
     pub(crate) cluster_secret: ClusterSecret,
     shutdown: watch::Sender<bool>,
+    /// Held while records for `__consumer_offsets` are made and appended (never across an
+    /// await): the log's order is then the order the records were made in, so a snapshot of a
+    /// group's older state never lands after a newer one (the last record of a key wins).
+    group_record_order: parking_lot::Mutex<()>,
+}
+
+/// A rebalance whose stored assignment has not been reported yet: dropped before
+/// [`Broker::store_group_assignment`] reports it, it ends the rebalance with
+/// COORDINATOR_NOT_AVAILABLE, so the members rejoin instead of waiting for ever.
+struct UnfinishedSync<'a> {
+    broker: &'a Broker,
+    group: &'a str,
+    /// [`NO_GENERATION`] once reported.
+    generation: i32,
+}
+
+/// No generation: nothing left to report.
+const NO_GENERATION: i32 = -1;
+
+impl Drop for UnfinishedSync<'_> {
+    fn drop(&mut self) {
+        if self.generation != NO_GENERATION {
+            self.broker.groups.complete_sync(
+                self.group,
+                self.generation,
+                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable),
+                std::time::Instant::now(),
+            );
+        }
+    }
 }
 
 /// Wall-clock now in Kafka's timestamp unit.
@@ -118,13 +149,19 @@ impl Broker {
     /// cleanly). With one voter everything is in place when this returns; in a cluster the
     /// registration and first metadata follow in the background once a quorum forms.
     pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        let started = std::time::Instant::now();
         let log_dir = LogDir::open(&config.data_dir)?;
         let clean = log_dir.was_clean();
         let cluster_secret = crate::auth::secret::load(&config)?;
         let node = crate::cluster::open_meta_node(&config, &cluster_secret).await?;
         let metadata = MetadataStore::open(node, &config.data_dir, &config.cluster_id).await?;
         let metrics = Metrics::new();
-        let replicas = ReplicaManager::new(log_dir, metrics.fsync_duration(), config.node_id);
+        let replicas = ReplicaManager::new(
+            log_dir,
+            metrics.fsync_duration(),
+            metrics.damaged_logs(),
+            config.node_id,
+        );
         if !clean {
             info!("previous shutdown was not clean; recovering partition logs");
         }
@@ -150,6 +187,7 @@ impl Broker {
             cluster_secret,
             shutdown,
             cluster: crate::cluster::ClusterState::default(),
+            group_record_order: parking_lot::Mutex::new(()),
         });
         if broker.is_single_voter() {
             broker.join_cluster().await?;
@@ -160,21 +198,22 @@ impl Broker {
                     }
                 }
             }
-            broker.load_offsets(None)?;
-            broker.load_txn_state(None)?;
-            broker.cluster.coordinators_loaded();
+            broker.load_coordinators(started)?;
         }
         Ok(broker)
     }
 
     /// Replays every record of an internal topic, partition by partition in offset order, into
-    /// `visit(partition index, record)`. An undecodable batch is skipped with a warning.
+    /// `visit(partition index, record)`. A batch whose records do not read (its count disagrees
+    /// with its bytes, a codec refuses it, …) is skipped whole with a warning: none of its
+    /// records is applied.
     fn replay(
         &self,
         topic: &str,
         only: Option<i32>,
-        mut visit: impl FnMut(i32, kafka_protocol::records::Record),
+        mut visit: impl FnMut(i32, ReplayRecord),
     ) -> Result<(), String> {
+        use sluice_protocol::records::{Batches, RecordsError};
         let Some(partitions) = self.replicas.topic(topic) else {
             return Ok(());
         };
@@ -188,36 +227,43 @@ impl Broker {
                 let read = partition
                     .read(next, 1 << 20, true)
                     .map_err(|e| e.to_string())?;
-                if read.records.is_empty() {
-                    break;
-                }
-                let read_len = read.records.len();
-                let mut bytes = read.records;
-                // Batch by batch, so one undecodable batch is skipped with a warning instead of
-                // stopping the broker.
-                while bytes.len() >= 27 {
-                    let length = i32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-                    let size = (length.max(0) as usize + 12).min(bytes.len());
-                    let base = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-                    let last_delta =
-                        i32::from_be_bytes([bytes[23], bytes[24], bytes[25], bytes[26]]);
-                    let mut batch = bytes.split_to(size);
-                    next = sluice_log::Offset(base + i64::from(last_delta) + 1);
-                    match kafka_protocol::records::RecordBatchDecoder::decode(&mut batch) {
-                        Ok(set) => {
-                            for record in set.records {
-                                visit(partition.index, record);
-                            }
+                let mut batches = Batches::new(&read.records);
+                let before = next;
+                for batch in batches.by_ref() {
+                    let batch = match batch {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            warn!(%topic, partition = partition.index, offset = next.0, error = %e, "stopping the replay at an unreadable batch header");
+                            break;
                         }
+                    };
+                    let header = *batch.header();
+                    next = sluice_log::Offset(header.last_offset().saturating_add(1));
+                    let mut records = Vec::new();
+                    let walked = batch.for_each_record(sluice_log::DECOMPRESSED_LIMIT, |r| {
+                        records.push(ReplayRecord {
+                            control: header.is_control(),
+                            transactional: header.is_transactional(),
+                            producer_id: header.producer_id,
+                            key: r.key.map(Bytes::copy_from_slice),
+                            value: r.value.map(Bytes::copy_from_slice),
+                        });
+                        Ok::<_, RecordsError>(())
+                    });
+                    match walked {
+                        Ok(()) => records
+                            .into_iter()
+                            .for_each(|record| visit(partition.index, record)),
                         Err(e) => warn!(
                             %topic,
-                            offset = base,
+                            partition = partition.index,
+                            offset = header.base_offset,
                             error = %e,
-                            "skipping an undecodable batch"
+                            "skipping a batch whose records do not read"
                         ),
                     }
                 }
-                if bytes.len() == read_len {
+                if next == before {
                     break;
                 }
             }
@@ -227,7 +273,8 @@ impl Broker {
 
     /// Replays `__consumer_offsets` into the group coordinator. Offsets committed in a
     /// transaction apply at its commit marker; those of a still open transaction stay pending.
-    pub(crate) fn load_offsets(&self, only: Option<i32>) -> Result<(), StartError> {
+    /// Returns the number of records replayed.
+    pub(crate) fn load_offsets(&self, only: Option<i32>) -> Result<usize, StartError> {
         let mut loaded = 0usize;
         // (partition, producer id) → records of its open transaction.
         let mut open: HashMap<(i32, i64), Vec<OffsetsRecord>> = HashMap::new();
@@ -283,14 +330,15 @@ impl Broker {
                 }
             }
         }
-        info!(records = loaded, "loaded committed offsets");
-        Ok(())
+        debug!(records = loaded, partition = ?only, "loaded committed offsets");
+        Ok(loaded)
     }
 
     /// Replays `__transaction_state` into the transaction coordinator. Transactions found
     /// prepared are completed by the coordinator's first tick; ongoing ones stay open until their
     /// producer ends them or their timeout aborts them (Kafka's recovery).
-    pub(crate) fn load_txn_state(&self, only: Option<i32>) -> Result<(), StartError> {
+    /// Returns the number of records replayed.
+    pub(crate) fn load_txn_state(&self, only: Option<i32>) -> Result<usize, StartError> {
         let mut loaded = 0usize;
         self.replay(TXN_STATE_TOPIC, only, |_, record| {
             if let Some((id, value)) = crate::txn::state_topic::decode(record.key, record.value) {
@@ -299,9 +347,25 @@ impl Broker {
             }
         })
         .map_err(StartError::TxnStateLoad)?;
-        if loaded > 0 {
-            info!(records = loaded, "loaded transaction state");
-        }
+        debug!(records = loaded, partition = ?only, "loaded transaction state");
+        Ok(loaded)
+    }
+
+    /// Loads the group and transaction coordinators from every hosted partition of
+    /// `__consumer_offsets` and `__transaction_state`, once this broker knows its partitions;
+    /// then logs, in one line, what this broker serves.
+    pub(crate) fn load_coordinators(&self, started: std::time::Instant) -> Result<(), StartError> {
+        let offset_records = self.load_offsets(None)?;
+        let transaction_records = self.load_txn_state(None)?;
+        self.cluster.coordinators_loaded();
+        info!(
+            topics = self.replicas.topic_names().len(),
+            partitions = self.replicas.all_partitions().len(),
+            offset_records,
+            transaction_records,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs open"
+        );
         Ok(())
     }
 
@@ -365,18 +429,59 @@ impl Broker {
         }
     }
 
-    /// Persists memberships that changed (new stable generations, emptied groups), so a
-    /// restarted broker knows its groups' members.
+    /// Persists memberships that changed (emptied groups, a static member's new id), so a
+    /// restarted broker knows its groups' members. (A new generation is stored before its
+    /// SyncGroup is answered: [`Broker::store_group_assignment`].)
     pub async fn persist_group_snapshots(&self) {
-        for (group, snapshot) in self.groups.take_snapshots(now().0) {
-            let record = (
-                offsets_topic::group_key(&group),
-                Some(offsets_topic::group_value(&snapshot)),
-            );
-            if let Err(e) = self.persist_records(&group, vec![record]).await {
+        for group in self.groups.changed_memberships() {
+            let written = self
+                .persist_records_with(&group, || {
+                    let snapshot = self.groups.take_snapshot(&group, now().0)?;
+                    Some(vec![(
+                        offsets_topic::group_key(&group),
+                        Some(offsets_topic::group_value(&snapshot)),
+                    )])
+                })
+                .await;
+            if let Err(e) = written {
                 warn!(%group, error = %e, "persisting group membership failed");
             }
         }
+    }
+
+    /// Stores the membership and assignment a leader's SyncGroup completed, then completes the
+    /// rebalance ([`GroupCoordinator::complete_sync`]). Kafka writes the group before it answers
+    /// SyncGroup: once a member has its assignment, a broker restarted even by kill -9 knows the
+    /// group, and its members carry on without a rebalance.
+    pub async fn store_group_assignment(&self, group: &str, generation: i32) {
+        // The write runs in the leader's SyncGroup reply: if that is dropped (its connection
+        // closed) before the write ends, the rebalance still ends, with an error.
+        let mut unfinished = UnfinishedSync {
+            broker: self,
+            group,
+            generation,
+        };
+        let stored = self
+            .persist_records_with(group, || {
+                let snapshot = self
+                    .groups
+                    .assignment_to_store(group, generation, now().0)?;
+                Some(vec![(
+                    offsets_topic::group_key(group),
+                    Some(offsets_topic::group_value(&snapshot)),
+                )])
+            })
+            .await;
+        let error = match stored {
+            Ok(_) => None,
+            Err(e) => {
+                warn!(%group, generation, error = %e, "storing the group's assignment failed");
+                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)
+            }
+        };
+        self.groups
+            .complete_sync(group, generation, error, std::time::Instant::now());
+        unfinished.generation = NO_GENERATION;
     }
 
     /// Writes the tombstones of a deleted group: its membership and its committed offsets.
@@ -415,6 +520,19 @@ impl Broker {
         group: &str,
         records: Vec<(bytes::Bytes, Option<bytes::Bytes>)>,
     ) -> Result<(), String> {
+        self.persist_records_with(group, || Some(records))
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends the records `make` returns (None: nothing to write) to `group`'s partition of
+    /// `__consumer_offsets`, making and appending them under `group_record_order`, and waits
+    /// until they are committed. Returns whether anything was written.
+    async fn persist_records_with(
+        &self,
+        group: &str,
+        make: impl FnOnce() -> Option<Vec<(bytes::Bytes, Option<bytes::Bytes>)>>,
+    ) -> Result<bool, String> {
         self.ensure_offsets_topic()
             .await
             .map_err(|e| e.to_string())?;
@@ -428,11 +546,19 @@ impl Broker {
             .partition(OFFSETS_TOPIC, index)
             .filter(|p| p.is_leader())
             .ok_or_else(|| format!("this broker does not lead {OFFSETS_TOPIC}-{index}"))?;
-        let now = now();
-        let info = partition
-            .append(offsets_topic::batch(records, now.0), now)
-            .map_err(|e| e.to_string())?;
-        self.wait_committed(&partition, info.last_offset).await
+        let last_offset = {
+            let _order = self.group_record_order.lock();
+            let Some(records) = make() else {
+                return Ok(false);
+            };
+            let now = now();
+            partition
+                .append(offsets_topic::batch(records, now.0), now)
+                .map_err(|e| e.to_string())?
+                .last_offset
+        };
+        self.wait_committed(&partition, last_offset).await?;
+        Ok(true)
     }
 
     /// Waits until a write of an internal topic is durable here (when `log.flush.on.ack`) and
@@ -645,6 +771,16 @@ impl Broker {
 }
 
 /// Whether a control record's key (version i16, type i16) is a commit marker.
+/// One record of an internal topic being replayed, with what its batch says about it.
+#[derive(Debug)]
+struct ReplayRecord {
+    control: bool,
+    transactional: bool,
+    producer_id: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+}
+
 fn marker_is_commit(key: Option<&[u8]>) -> bool {
     matches!(key, Some([_, _, 0, 1, ..]))
 }

@@ -22,7 +22,8 @@ use tracing::{debug, info, warn};
 use crate::broker::{now, Broker, StartError};
 use crate::config::BrokerConfig;
 use crate::metadata::{node_id, MetadataError, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Partition, RejoinState};
+use crate::replica_manager::Rejoin;
 use crate::replication::fetcher::{Assignment, Fetchers};
 use crate::topic_config;
 
@@ -187,8 +188,37 @@ impl Broker {
         // and a re-created topic is hosted only once the old one's directories are gone.
         self.drop_deleted_topics(&state);
         let deleting = self.cluster.deleting.lock().clone();
+        // Logs this broker should host and does not yet (all of them at start) are opened
+        // together first; the pass below then finds them open.
+        let mut wanted = Vec::new();
+        for (name, topic) in state.topics.iter().filter(|(n, _)| !deleting.contains(*n)) {
+            let missing: Vec<i32> = topic
+                .partition_states
+                .iter()
+                .filter(|(&index, p)| {
+                    p.replicas.contains(&me) && self.replicas.partition(name, index).is_none()
+                })
+                .map(|(&index, _)| index)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let Ok(config) = topic_config::log_config(&self.config.log_defaults, &topic.configs)
+            else {
+                continue;
+            };
+            let meta = TopicMeta::from_meta(topic);
+            wanted.extend(
+                missing
+                    .into_iter()
+                    .map(|index| (meta.clone(), index, config.clone())),
+            );
+        }
+        self.replicas.open_missing(wanted);
         let mut configs = self.cluster.applied_configs.lock();
         let mut follow: BTreeMap<i32, Vec<Arc<Partition>>> = BTreeMap::new();
+        // Internal topic → (partitions taken over, records loaded): one log line per topic.
+        let mut taken_over: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         for (name, topic) in &state.topics {
             if deleting.contains(name) {
                 continue;
@@ -209,22 +239,25 @@ impl Broker {
                 if !p.replicas.contains(&me) {
                     continue;
                 }
-                let (partition, opened) = match self.replicas.ensure_partition(
-                    &meta,
-                    index,
-                    &log_config,
-                ) {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        warn!(topic = %name, partition = index, error = %e, "cannot open replica");
-                        continue;
-                    }
+                // A damaged log is fetched again when another in-sync replica has it all.
+                let rejoin = if p.isr.iter().any(|r| *r != me) {
+                    Rejoin::Refetch
+                } else {
+                    Rejoin::Impossible
+                };
+                // None: offline here (logged when it went offline).
+                let Some((partition, opened)) =
+                    self.replicas
+                        .ensure_partition(&meta, index, &log_config, rejoin)
+                else {
+                    continue;
                 };
                 if configs_changed && !opened {
                     partition.set_config(log_config.clone());
                 }
                 let ids = |v: &[NodeId]| v.iter().map(|n| n.0 as i32).collect::<Vec<i32>>();
-                if p.leader == Some(me) {
+                let may_lead = self.rejoin_step(&partition, p.isr.contains(&me));
+                if p.leader == Some(me) && may_lead {
                     let new = partition.become_leader(
                         p.leader_epoch,
                         ids(&p.replicas),
@@ -232,10 +265,16 @@ impl Broker {
                         now_ms,
                     );
                     if new && self.cluster.loaded.load(Ordering::Acquire) {
-                        self.take_over_coordination(name, index);
+                        if let Some(records) = self.take_over_coordination(name, index) {
+                            let taken = taken_over.entry(name.as_str()).or_insert((0, 0));
+                            taken.0 += 1;
+                            taken.1 += records;
+                        }
                     }
                 } else {
-                    let leader = p.leader.map(|n| n.0 as i32);
+                    // A replica refetching a quarantined range follows even when the
+                    // metadata still names it leader (its removal is on its way).
+                    let leader = p.leader.filter(|l| *l != me).map(|n| n.0 as i32);
                     partition.become_follower(leader, p.leader_epoch);
                     if let Some(leader) = leader {
                         follow.entry(leader).or_default().push(partition);
@@ -246,6 +285,9 @@ impl Broker {
         }
         configs.retain(|name, _| state.topics.contains_key(name));
         drop(configs);
+        for (topic, (partitions, records)) in taken_over {
+            info!(%topic, partitions, records, "took over coordination");
+        }
         let weak = self.cluster.broker.get().cloned().unwrap_or_default();
         // Replicas reassigned away from this broker: detached now (no longer served, and no
         // fetcher is assigned to them below), their logs deleted in the background.
@@ -288,15 +330,92 @@ impl Broker {
         self.cluster.fetchers.assign(&weak, wanted);
     }
 
+    /// One step of a quarantined replica's way back into the ISR ([`RejoinState`]), given
+    /// whether the metadata has it in the ISR now; returns whether it may lead. While leaving,
+    /// it asks the controller's way to be taken out of the ISR (and out of leadership); once
+    /// out, it catches up as a follower, and the leader adds it back.
+    fn rejoin_step(&self, partition: &Arc<Partition>, in_isr: bool) -> bool {
+        match (partition.rejoin_state(), in_isr) {
+            (RejoinState::Whole, _) => true,
+            (RejoinState::LeavingIsr, true) => {
+                self.report_damaged_replica(partition);
+                false
+            }
+            (RejoinState::LeavingIsr, false) => {
+                info!(topic = %partition.topic, partition = partition.index, "out of the ISR; fetching the quarantined range again");
+                partition.set_rejoin_state(RejoinState::CatchingUp);
+                false
+            }
+            (RejoinState::CatchingUp, true) => {
+                info!(topic = %partition.topic, partition = partition.index, "caught up after the quarantine; back in the ISR");
+                partition.set_rejoin_state(RejoinState::Whole);
+                true
+            }
+            (RejoinState::CatchingUp, false) => false,
+        }
+    }
+
+    /// Proposes taking this broker's damaged replica of `partition` out of the ISR (and out of
+    /// leadership, to another in-sync replica) — what the controller does in Kafka when a
+    /// broker reports an offline log directory. One proposal at a time per partition; a stale
+    /// one is proposed again at the next metadata pass.
+    fn report_damaged_replica(&self, partition: &Arc<Partition>) {
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
+            return;
+        };
+        tokio::spawn(async move {
+            let (topic, index) = key.clone();
+            let record = controller::remove_damaged_replica(
+                &broker.metadata.state(),
+                &topic,
+                index,
+                broker.me(),
+                broker.config.unclean_leader_election_enable,
+            );
+            match record {
+                Some(record) => match broker.metadata.propose(record).await {
+                    Ok(()) => {
+                        info!(%topic, partition = index, "left the ISR: the replica's log was damaged and is being fetched again")
+                    }
+                    Err(e) => {
+                        debug!(%topic, partition = index, error = %e, "leaving the ISR not applied yet");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                },
+                None => {
+                    warn!(%topic, partition = index, "cannot leave the ISR: this replica is its last member; it stays out of leadership until another replica is in sync, or an operator restores the quarantined data");
+                    // Asked again only after a while: the ISR changes slowly.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+            broker.cluster.isr_pending.lock().remove(&key);
+            broker.apply_metadata();
+        });
+    }
+
+    /// Claims the one partition-change proposal in flight for `partition` (ISR changes and a
+    /// damaged replica's removal share it); None when one is in flight already or the broker is
+    /// going away. The caller's task removes the key when its proposal is answered.
+    fn claim_partition_change(
+        &self,
+        partition: &Partition,
+    ) -> Option<(Arc<Broker>, (String, i32))> {
+        let key = (partition.topic.clone(), partition.index);
+        if !self.cluster.isr_pending.lock().insert(key.clone()) {
+            return None;
+        }
+        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+            self.cluster.isr_pending.lock().remove(&key);
+            return None;
+        };
+        Some((broker, key))
+    }
+
     /// Deletes (in the background) the hosted replicas of topics the metadata no longer has, or
     /// has under another id; applies the metadata again when done.
     fn drop_deleted_topics(&self, state: &MetadataState) {
         for name in self.replicas.topic_names() {
-            let Some(hosted_id) = self
-                .replicas
-                .topic(&name)
-                .and_then(|ps| ps.first().map(|p| p.topic_id))
-            else {
+            let Some(hosted_id) = self.replicas.topic_id(&name) else {
                 continue;
             };
             let gone = state
@@ -322,18 +441,24 @@ impl Broker {
     /// This broker now leads `topic`-`index`: when it is a partition of an internal topic, the
     /// groups or transactions it holds are loaded from the replica (which has everything the
     /// previous leader committed).
-    fn take_over_coordination(&self, topic: &str, index: i32) {
+    /// Returns the number of records loaded, or None when there was nothing to take over (or
+    /// loading failed, which is logged).
+    fn take_over_coordination(&self, topic: &str, index: i32) -> Option<usize> {
         use crate::group::offsets_topic::OFFSETS_TOPIC;
         use crate::txn::TXN_STATE_TOPIC;
         let loaded = match topic {
             OFFSETS_TOPIC => self.load_offsets(Some(index)),
             TXN_STATE_TOPIC => self.load_txn_state(Some(index)),
-            _ => return,
+            _ => return None,
         };
         match loaded {
-            Ok(()) => info!(%topic, partition = index, "took over coordination"),
+            Ok(records) => {
+                debug!(%topic, partition = index, records, "took over coordination");
+                Some(records)
+            }
             Err(e) => {
-                warn!(%topic, partition = index, error = %e, "loading coordinator state failed")
+                warn!(%topic, partition = index, error = %e, "loading coordinator state failed");
+                None
             }
         }
     }
@@ -350,11 +475,28 @@ impl Broker {
             .is_some_and(|p| p.is_leader())
     }
 
-    /// The error for a request naming a partition this broker does not host: NOT_LEADER_OR_FOLLOWER
+    /// The hosted replica of `topic`-`index`, or the error for a request naming it
+    /// ([`Self::not_hosted_error`]).
+    pub(crate) fn hosted_partition(
+        &self,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        self.replicas
+            .partition(topic, index)
+            .ok_or_else(|| self.not_hosted_error(topic, index))
+    }
+
+    /// The error for a request naming a partition this broker does not host: KAFKA_STORAGE_ERROR
+    /// when its log could not be opened here (offline); NOT_LEADER_OR_FOLLOWER
     /// when the partition exists elsewhere (the client's metadata is stale, e.g. after a
     /// reassignment moved it away; the client refreshes and retries), else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub(crate) fn not_hosted_error(&self, topic: &str, index: i32) -> ResponseError {
+        if self.replicas.is_offline(topic, index) {
+            // Kafka's answer for a replica in an offline log directory.
+            return ResponseError::KafkaStorageError;
+        }
         if self.metadata.state().partition(topic, index).is_some() {
             ResponseError::NotLeaderOrFollower
         } else {
@@ -371,12 +513,7 @@ impl Broker {
         isr: Vec<i32>,
         leader_epoch: i32,
     ) {
-        let key = (partition.topic.clone(), partition.index);
-        if !self.cluster.isr_pending.lock().insert(key.clone()) {
-            return;
-        }
-        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
-            self.cluster.isr_pending.lock().remove(&key);
+        let Some((broker, key)) = self.claim_partition_change(partition) else {
             return;
         };
         tokio::spawn(async move {
@@ -457,17 +594,15 @@ pub(crate) fn spawn(broker: &Arc<Broker>) -> Vec<tokio::task::JoinHandle<()>> {
 /// Joins (in a cluster: once a quorum has formed), then applies every metadata change.
 async fn follow_metadata(broker: Arc<Broker>) {
     let mut shutdown = broker.shutdown_signal();
+    let started = Instant::now();
     while !broker.cluster.joined.load(Ordering::Acquire) {
         match broker.join_cluster().await {
             Ok(()) => {
                 info!("joined the cluster");
-                if let Err(e) = broker.load_offsets(None) {
-                    warn!(error = %e, "loading committed offsets failed");
+                if let Err(e) = broker.load_coordinators(started) {
+                    warn!(error = %e, "loading the group and transaction coordinators failed");
+                    broker.cluster.coordinators_loaded();
                 }
-                if let Err(e) = broker.load_txn_state(None) {
-                    warn!(error = %e, "loading transactions failed");
-                }
-                broker.cluster.coordinators_loaded();
             }
             Err(e) => {
                 debug!(error = %e, "not joined yet");

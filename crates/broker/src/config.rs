@@ -4,7 +4,7 @@
 //! Kafka config names (see [`BrokerConfig::apply`]); everything below reads it and nothing else.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use sluice_log::{LogConfig, TimestampType};
@@ -31,8 +31,25 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     /// `max.connections`: connections beyond this are closed on accept.
     pub max_connections: usize,
+    /// `max.connections.per.ip`: connections one client address may have open; more are closed
+    /// on accept. Kafka's default is unlimited; Sluice's is 1000 (see README.md, "Limits").
+    pub max_connections_per_ip: usize,
+    /// `max.connections.per.ip.overrides`: per-address limits replacing `max.connections.per.ip`
+    /// (`HOST_OR_IP:COUNT,...`; host names are resolved when the config is read, as Kafka does).
+    pub max_connections_per_ip_overrides: BTreeMap<IpAddr, usize>,
     /// `queued.max.requests` per connection: requests read ahead of their responses.
     pub max_in_flight_requests_per_connection: usize,
+    /// `queued.max.request.bytes`: the memory pool for requests in flight, over every
+    /// connection (see `request_pool.rs`). `None` is unbounded (-1, Kafka's default); Sluice's
+    /// default is 128 MiB.
+    pub queued_max_request_bytes: Option<u64>,
+    /// `connections.max.idle.ms`: a connection with no request for this long (and none being
+    /// answered) is closed. `None` (-1): never.
+    pub connections_max_idle_ms: Option<u64>,
+    /// `socket.request.read.timeout.ms` (Sluice; Kafka has no equivalent): once a request's
+    /// first byte has arrived, the whole request must arrive within this long or the
+    /// connection is closed (time spent waiting for the request memory pool does not count).
+    pub socket_request_read_timeout_ms: u64,
     /// `log.flush.on.ack` (Sluice): acks=all produce answers only after the batch is fsynced.
     pub flush_on_ack: bool,
     /// `log.retention.check.interval.ms`.
@@ -154,7 +171,12 @@ impl Default for BrokerConfig {
             auto_create_topics_enable: true,
             socket_request_max_bytes: 104_857_600,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
+            max_connections_per_ip_overrides: BTreeMap::new(),
             max_in_flight_requests_per_connection: 64,
+            queued_max_request_bytes: Some(128 * 1024 * 1024),
+            connections_max_idle_ms: Some(600_000),
+            socket_request_read_timeout_ms: 120_000,
             flush_on_ack: true,
             retention_check_interval_ms: 300_000,
             flush_interval_ms: 60_000,
@@ -223,6 +245,20 @@ impl BrokerConfig {
         for (key, value) in settings {
             self.apply_one(key, value)?;
             self.explicit.insert(key.clone(), value.clone());
+        }
+        Ok(())
+    }
+
+    /// Checks rules that involve more than one key; run once every source has been applied.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Kafka's rule: 0 refuses every address without an override, which only makes sense
+        // with overrides.
+        if self.max_connections_per_ip == 0 && self.max_connections_per_ip_overrides.is_empty() {
+            return Err(invalid(
+                "max.connections.per.ip",
+                "0",
+                "can be 0 only when max.connections.per.ip.overrides lets some addresses in",
+            ));
         }
         Ok(())
     }
@@ -319,6 +355,14 @@ impl BrokerConfig {
                 "log.index.size.max.bytes",
                 log.segment_index_bytes.to_string(),
             ),
+            (
+                "log.message.timestamp.before.max.ms",
+                log.message_timestamp_before_max_ms.to_string(),
+            ),
+            (
+                "log.message.timestamp.after.max.ms",
+                log.message_timestamp_after_max_ms.to_string(),
+            ),
             ("log.message.timestamp.type", timestamp_type.to_owned()),
             ("log.retention.bytes", log.retention_bytes.to_string()),
             (
@@ -329,6 +373,35 @@ impl BrokerConfig {
             ("log.roll.ms", log.segment_ms.to_string()),
             ("log.segment.bytes", log.segment_bytes.to_string()),
             ("max.connections", self.max_connections.to_string()),
+            (
+                "max.connections.per.ip",
+                self.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides",
+                self.max_connections_per_ip_overrides
+                    .iter()
+                    .map(|(ip, max)| match ip {
+                        IpAddr::V4(ip) => format!("{ip}:{max}"),
+                        IpAddr::V6(ip) => format!("[{ip}]:{max}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            (
+                "connections.max.idle.ms",
+                self.connections_max_idle_ms
+                    .map_or("-1".to_owned(), |ms| ms.to_string()),
+            ),
+            (
+                "queued.max.request.bytes",
+                self.queued_max_request_bytes
+                    .map_or("-1".to_owned(), |bytes| bytes.to_string()),
+            ),
+            (
+                "socket.request.read.timeout.ms",
+                self.socket_request_read_timeout_ms.to_string(),
+            ),
             ("message.max.bytes", log.max_message_bytes.to_string()),
             ("node.id", self.node_id.to_string()),
             ("num.partitions", self.num_partitions.to_string()),
@@ -420,6 +493,22 @@ impl BrokerConfig {
             "auto.create.topics.enable" => self.auto_create_topics_enable = parse(key, value)?,
             "socket.request.max.bytes" => self.socket_request_max_bytes = parse(key, value)?,
             "max.connections" => self.max_connections = parse(key, value)?,
+            "max.connections.per.ip" => self.max_connections_per_ip = parse(key, value)?,
+            "max.connections.per.ip.overrides" => {
+                self.max_connections_per_ip_overrides = parse_per_ip_overrides(key, value)?
+            }
+            "queued.max.request.bytes" => {
+                self.queued_max_request_bytes = parse_positive_or_unbounded(key, value)?
+            }
+            "connections.max.idle.ms" => {
+                self.connections_max_idle_ms = parse_positive_or_unbounded(key, value)?
+            }
+            "socket.request.read.timeout.ms" => {
+                self.socket_request_read_timeout_ms = parse(key, value)?;
+                if self.socket_request_read_timeout_ms == 0 {
+                    return Err(invalid(key, value, "must be at least 1"));
+                }
+            }
             "queued.max.requests" => {
                 self.max_in_flight_requests_per_connection = parse(key, value)?;
                 if self.max_in_flight_requests_per_connection == 0 {
@@ -453,6 +542,12 @@ impl BrokerConfig {
             "message.max.bytes" => self.log_defaults.max_message_bytes = parse(key, value)?,
             "log.message.timestamp.type" => {
                 self.log_defaults.message_timestamp_type = parse_timestamp_type(key, value)?
+            }
+            "log.message.timestamp.before.max.ms" => {
+                self.log_defaults.message_timestamp_before_max_ms = non_negative(key, value)?
+            }
+            "log.message.timestamp.after.max.ms" => {
+                self.log_defaults.message_timestamp_after_max_ms = non_negative(key, value)?
             }
             "cluster.id" => self.cluster_id = value.trim().to_string(),
             "group.initial.rebalance.delay.ms" => {
@@ -538,6 +633,62 @@ impl BrokerConfig {
     }
 }
 
+/// Parses a limit that is either at least 1 or -1 (no limit, `None`), as Kafka spells it.
+fn parse_positive_or_unbounded(key: &str, value: &str) -> Result<Option<u64>, ConfigError> {
+    match parse::<i64>(key, value)? {
+        -1 => Ok(None),
+        n if n >= 1 => Ok(Some(n as u64)),
+        _ => Err(invalid(
+            key,
+            value,
+            "must be at least 1, or -1 for no limit",
+        )),
+    }
+}
+
+/// Parses `max.connections.per.ip.overrides`: `HOST_OR_IP:COUNT` entries separated by commas
+/// (IPv6 addresses in brackets). A host name is resolved now and its limit applies to each of
+/// its addresses.
+pub fn parse_per_ip_overrides(
+    key: &str,
+    value: &str,
+) -> Result<BTreeMap<IpAddr, usize>, ConfigError> {
+    let mut overrides = BTreeMap::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((host, count)) = entry.rsplit_once(':') else {
+            return Err(invalid(key, value, "each entry is HOST_OR_IP:COUNT"));
+        };
+        let count: usize = parse(key, count)?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        // A set: a resolver may list one address more than once.
+        let addresses: std::collections::BTreeSet<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => [ip].into(),
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| invalid(key, value, &format!("cannot resolve `{host}`: {e}")))?
+                .map(|addr| addr.ip())
+                .collect(),
+        };
+        if addresses.is_empty() {
+            return Err(invalid(key, value, &format!("`{host}` has no address")));
+        }
+        // As in Kafka's map, an address given twice takes the later count.
+        for ip in addresses {
+            overrides.insert(ip.to_canonical(), count);
+        }
+    }
+    Ok(overrides)
+}
+
+/// A millisecond span that may not be negative.
+fn non_negative(key: &str, value: &str) -> Result<i64, ConfigError> {
+    let ms: i64 = parse(key, value)?;
+    if ms < 0 {
+        return Err(invalid(key, value, "must be at least 0"));
+    }
+    Ok(ms)
+}
+
 fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
     ConfigError::InvalidValue {
         key: key.to_string(),
@@ -608,5 +759,46 @@ mod tests {
             Err(ConfigError::InvalidValue { .. })
         ));
         assert!(config.apply(&bad("num.partitions", "0")).is_err());
+        assert!(config.apply(&bad("queued.max.request.bytes", "0")).is_err());
+        assert!(config.apply(&bad("connections.max.idle.ms", "-2")).is_err());
+        assert!(config
+            .apply(&bad("socket.request.read.timeout.ms", "0"))
+            .is_err());
+        assert!(config
+            .apply(&bad("max.connections.per.ip.overrides", "10.0.0.1"))
+            .is_err());
+        assert!(config
+            .apply(&bad("max.connections.per.ip.overrides", "10.0.0.1:x"))
+            .is_err());
+    }
+
+    #[test]
+    fn resource_limits_take_kafka_spellings() {
+        let mut config = BrokerConfig::default();
+        let settings: BTreeMap<String, String> = [
+            ("queued.max.request.bytes", "-1"),
+            ("connections.max.idle.ms", "5000"),
+            ("max.connections.per.ip", "0"),
+            (
+                "max.connections.per.ip.overrides",
+                "10.0.0.1:5, [::2]:7,localhost:9",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        config.apply(&settings).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.queued_max_request_bytes, None);
+        assert_eq!(config.connections_max_idle_ms, Some(5000));
+        let overrides = &config.max_connections_per_ip_overrides;
+        assert_eq!(overrides[&"10.0.0.1".parse::<IpAddr>().unwrap()], 5);
+        assert_eq!(overrides[&"::2".parse::<IpAddr>().unwrap()], 7);
+        assert_eq!(overrides[&"127.0.0.1".parse::<IpAddr>().unwrap()], 9);
+        let described: BTreeMap<_, _> = config.entries().into_iter().collect();
+        assert_eq!(described["queued.max.request.bytes"], "-1");
+        assert!(described["max.connections.per.ip.overrides"].contains("10.0.0.1:5"));
+        config.max_connections_per_ip_overrides.clear();
+        assert!(config.validate().is_err(), "0 per ip needs overrides");
     }
 }

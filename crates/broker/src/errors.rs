@@ -17,7 +17,16 @@ pub(crate) fn append_error(error: &AppendError) -> ResponseError {
     match error {
         AppendError::Corrupt(_) => ResponseError::CorruptMessage,
         AppendError::Invalid(_) => ResponseError::InvalidRecord,
-        AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::TooLarge { .. } | AppendError::DecompressedTooLarge { .. } => {
+            ResponseError::MessageTooLarge
+        }
+        // Kafka answers UNKNOWN_SERVER_ERROR here (its validator lets an IllegalArgumentException
+        // escape); the code it uses for a codec a request may not use says more.
+        AppendError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,
+        AppendError::RecordErrors {
+            timestamps: true, ..
+        } => ResponseError::InvalidTimestamp,
+        AppendError::RecordErrors { .. } => ResponseError::InvalidRecord,
         AppendError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         AppendError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         AppendError::TxnNotVerified(_) => ResponseError::InvalidTxnState,

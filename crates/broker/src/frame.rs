@@ -43,6 +43,18 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Bytes of the frame held in memory (file ranges are sent from the page cache and take
+    /// none).
+    pub fn memory_len(&self) -> u64 {
+        self.parts
+            .iter()
+            .map(|p| match p {
+                FramePart::Bytes(b) => b.len() as u64,
+                FramePart::File(_) => 0,
+            })
+            .sum()
+    }
 }
 
 impl From<Bytes> for Frame {

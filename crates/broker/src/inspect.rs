@@ -89,6 +89,10 @@ pub struct PartitionView {
     pub size_bytes: u64,
     pub replicas: usize,
     pub in_sync_replicas: usize,
+    /// Why the partition is offline here (its log cannot be opened: damaged or unreadable
+    /// files), if it is; its offsets and size are then 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<String>,
 }
 
 /// One topic with its partitions and their totals.
@@ -130,7 +134,7 @@ pub struct TopicDetail {
 pub use crate::internal_topics::is_internal;
 
 fn topic_view(broker: &Broker, meta: &TopicMeta) -> TopicView {
-    let partitions: Vec<PartitionView> = broker
+    let mut partitions: Vec<PartitionView> = broker
         .replicas
         .topic(&meta.name)
         .map(|partitions| {
@@ -145,10 +149,27 @@ fn topic_view(broker: &Broker, meta: &TopicMeta) -> TopicView {
                     size_bytes: p.size_bytes(),
                     replicas: p.replica_count(),
                     in_sync_replicas: p.in_sync_replica_count(),
+                    offline: None,
                 })
                 .collect()
         })
         .unwrap_or_default();
+    for offline in broker.replicas.offline_partitions() {
+        if offline.topic == meta.name && offline.topic_id == meta.id {
+            partitions.push(PartitionView {
+                partition: offline.index,
+                leader: broker.config.node_id,
+                leader_epoch: -1,
+                log_start_offset: 0,
+                high_watermark: 0,
+                size_bytes: 0,
+                replicas: 1,
+                in_sync_replicas: 0,
+                offline: Some(offline.reason),
+            });
+        }
+    }
+    partitions.sort_by_key(|p| p.partition);
     TopicView {
         name: meta.name.clone(),
         id: meta.id.to_string(),
@@ -204,6 +225,11 @@ fn source_name(source: i8) -> &'static str {
         SOURCE_DEFAULT => "DEFAULT_CONFIG",
         _ => "UNKNOWN",
     }
+}
+
+/// Partitions assigned here whose log cannot be opened.
+pub fn offline_partitions(broker: &Broker) -> usize {
+    broker.replicas.offline_partitions().len()
 }
 
 /// Partitions with fewer in-sync replicas than replicas (0 on a healthy single node).

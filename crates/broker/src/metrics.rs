@@ -36,6 +36,11 @@ struct OperationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     topic: String,
     partition: i32,
@@ -92,7 +97,14 @@ pub struct Metrics {
     records_in: Family<TopicLabels, Counter>,
     bytes_out: Family<TopicLabels, Counter>,
     connections_active: Gauge,
+    /// Connections closed at accept, by the limit they hit.
+    connections_refused: Family<ReasonLabels, Counter>,
+    /// Connections the broker closed, by why (idle, a request read too slowly).
+    connections_closed: Family<ReasonLabels, Counter>,
+    pool: PoolGauges,
     fsync_duration: Histogram,
+    /// Logs found damaged when opened (taken offline or quarantined and fetched again).
+    damaged_logs: Counter,
     /// Requests parked until they can be answered, by operation (see [`PurgatoryGuard`]).
     purgatory: Family<OperationLabels, Gauge>,
     /// Traffic summed over every topic, for the console's throughput (the per-topic families
@@ -108,6 +120,59 @@ pub struct TrafficTotals {
     /// Record bytes sent by fetches. Fetched records are not counted: they go from the segment
     /// files to the socket without being read (sendfile).
     pub bytes_out: Counter,
+}
+
+/// The gauges of the request memory pool (`queued.max.request.bytes`, see
+/// [`crate::request_pool`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PoolGauges {
+    /// The pool's size; -1 when unbounded.
+    pub(crate) capacity: Gauge,
+    /// Request bytes reserved now.
+    pub(crate) requests: Gauge,
+    /// The most request bytes ever reserved at once since start.
+    pub(crate) peak: Gauge,
+    /// In-memory bytes of responses waiting to be written.
+    pub(crate) responses: Gauge,
+    /// Requests waiting for pool memory before their body is read, and their bytes.
+    pub(crate) waiting_requests: Gauge,
+    pub(crate) waiting_bytes: Gauge,
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `max.connections` connections are open.
+    MaxConnections,
+    /// The client's address has `max.connections.per.ip` (or its override) open.
+    MaxConnectionsPerIp,
+}
+
+impl Refusal {
+    fn label(self) -> &'static str {
+        match self {
+            Refusal::MaxConnections => "max_connections",
+            Refusal::MaxConnectionsPerIp => "max_connections_per_ip",
+        }
+    }
+}
+
+/// Why the broker closed a connection it was serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Closure {
+    /// No request for `connections.max.idle.ms`.
+    Idle,
+    /// A request was not read whole within `socket.request.read.timeout.ms`.
+    RequestReadTimeout,
+}
+
+impl Closure {
+    fn label(self) -> &'static str {
+        match self {
+            Closure::Idle => "idle",
+            Closure::RequestReadTimeout => "request_read_timeout",
+        }
+    }
 }
 
 /// A request waiting in purgatory: a fetch long-polling for `fetch.min.bytes`, a produce waiting
@@ -180,10 +245,25 @@ impl Metrics {
             records_in: Family::default(),
             bytes_out: Family::default(),
             connections_active: Gauge::default(),
+            connections_refused: Family::default(),
+            connections_closed: Family::default(),
+            pool: PoolGauges::default(),
             fsync_duration: fsync_histogram(),
+            damaged_logs: Counter::default(),
             purgatory: Family::default(),
             totals: TrafficTotals::default(),
         };
+        // Every reason shows from the start, at zero.
+        for refusal in [Refusal::MaxConnections, Refusal::MaxConnectionsPerIp] {
+            drop(metrics.connections_refused.get_or_create(&ReasonLabels {
+                reason: refusal.label(),
+            }));
+        }
+        for closure in [Closure::Idle, Closure::RequestReadTimeout] {
+            drop(metrics.connections_closed.get_or_create(&ReasonLabels {
+                reason: closure.label(),
+            }));
+        }
         // Both operations show from the start, at zero.
         for operation in [PurgatoryOperation::Produce, PurgatoryOperation::Fetch] {
             drop(metrics.purgatory.get_or_create(&OperationLabels {
@@ -221,9 +301,55 @@ impl Metrics {
             metrics.connections_active.clone(),
         );
         registry.register(
+            "sluice_connections_refused",
+            "Connections closed at accept, by the limit they hit (max_connections, max_connections_per_ip)",
+            metrics.connections_refused.clone(),
+        );
+        registry.register(
+            "sluice_connections_closed",
+            "Connections the broker closed, by reason (idle: no request for connections.max.idle.ms; request_read_timeout: a request not read within socket.request.read.timeout.ms)",
+            metrics.connections_closed.clone(),
+        );
+        let pool = &metrics.pool;
+        registry.register(
+            "sluice_request_pool_capacity_bytes",
+            "queued.max.request.bytes: the memory pool for requests in flight (-1: unbounded)",
+            pool.capacity.clone(),
+        );
+        registry.register(
+            "sluice_request_pool_used_bytes",
+            "Request bytes reserved in the pool now (from before a request body is read until its response is written)",
+            pool.requests.clone(),
+        );
+        registry.register(
+            "sluice_request_pool_used_max_bytes",
+            "The most request bytes reserved in the pool at once since start",
+            pool.peak.clone(),
+        );
+        registry.register(
+            "sluice_request_pool_response_bytes",
+            "In-memory bytes of responses waiting to be written, counted against the pool's pipelined half",
+            pool.responses.clone(),
+        );
+        registry.register(
+            "sluice_request_pool_waiting_requests",
+            "Requests waiting for pool memory before their body is read",
+            pool.waiting_requests.clone(),
+        );
+        registry.register(
+            "sluice_request_pool_waiting_bytes",
+            "Bytes the requests waiting for pool memory need",
+            pool.waiting_bytes.clone(),
+        );
+        registry.register(
             "sluice_fsync_duration_seconds",
             "Duration of the group-commit fsyncs that make acks=all writes durable",
             metrics.fsync_duration.clone(),
+        );
+        registry.register(
+            "sluice_damaged_logs",
+            "Partition logs found with damaged data that was fsynced when opened (each is offline, or quarantined and fetched again from another replica)",
+            metrics.damaged_logs.clone(),
         );
         registry.register(
             "sluice_purgatory_size",
@@ -266,12 +392,33 @@ impl Metrics {
         self.bytes_out.remove(&labels);
     }
 
-    pub(crate) fn connection_opened(&self) {
-        self.connections_active.inc();
+    /// The handle of `sluice_connections_active`, which the listener's connection quotas keep
+    /// equal to the open count.
+    pub(crate) fn connections_active(&self) -> Gauge {
+        self.connections_active.clone()
     }
 
-    pub(crate) fn connection_closed(&self) {
-        self.connections_active.dec();
+    /// Counts one connection closed at accept.
+    pub(crate) fn connection_refused(&self, refusal: Refusal) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels {
+                reason: refusal.label(),
+            })
+            .inc();
+    }
+
+    /// Counts one connection the broker closed for `closure`.
+    pub(crate) fn connection_closed_for(&self, closure: Closure) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: closure.label(),
+            })
+            .inc();
+    }
+
+    /// The request memory pool's gauges (handles to the registered ones).
+    pub(crate) fn pool_gauges(&self) -> PoolGauges {
+        self.pool.clone()
     }
 
     /// Counts one request as waiting in purgatory until the guard drops.
@@ -314,6 +461,11 @@ impl Metrics {
     /// The histogram partitions record their fsyncs in.
     pub(crate) fn fsync_duration(&self) -> Histogram {
         self.fsync_duration.clone()
+    }
+
+    /// The counter of logs found damaged at open.
+    pub(crate) fn damaged_logs(&self) -> Counter {
+        self.damaged_logs.clone()
     }
 }
 
@@ -386,11 +538,18 @@ pub fn render(broker: &Broker) -> String {
     under_replicated.set(
         i64::try_from(crate::inspect::under_replicated_partitions(broker)).unwrap_or(i64::MAX),
     );
+    let offline = Gauge::<i64>::default();
+    offline.set(i64::try_from(crate::inspect::offline_partitions(broker)).unwrap_or(i64::MAX));
     let mut scraped = Registry::default();
     scraped.register(
         "sluice_under_replicated_partitions",
         "Partitions with fewer in-sync replicas than replicas",
         under_replicated,
+    );
+    scraped.register(
+        "sluice_offline_partitions",
+        "Partitions assigned to this broker whose log cannot be opened (damaged or unreadable files); every request for them answers KAFKA_STORAGE_ERROR",
+        offline,
     );
     scraped.register(
         "sluice_log_size_bytes",

@@ -6,7 +6,7 @@
 //! of an append or read; fsync happens outside it (see [`Partition::wait_durable`]), so concurrent
 //! producers share one fsync and unrelated partitions never wait on each other.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use prometheus_client::metrics::histogram::Histogram;
 use sluice_log::{
     AbortedTxn, AppendError, AppendInfo, LeaderEpoch, LogConfig, MarkerKind, Offset, PartitionLog,
-    ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp,
+    ProducerEpoch, ProducerId, ProducerInfo, ReadError, ReadResult, Timestamp, ValidationPolicy,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -30,6 +30,20 @@ pub enum Role {
     Follower {
         leader: Option<i32>,
     },
+}
+
+/// Where a replica whose damaged log was quarantined stands on its way back into the ISR
+/// (see [`crate::replica_manager::Rejoin`]). Until it is back, it never leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RejoinState {
+    /// Its log is whole (the usual case).
+    Whole = 0,
+    /// Its log was cut below damaged data; it must leave the ISR (it has asked to).
+    LeavingIsr = 1,
+    /// Out of the ISR, fetching the quarantined range again; the leader adds it back once it
+    /// has caught up.
+    CatchingUp = 2,
 }
 
 /// Why an acks=all write was not replicated.
@@ -76,8 +90,13 @@ pub struct Partition {
     /// Serializes fsyncs; whoever holds it syncs everything appended so far (group commit).
     sync_lock: tokio::sync::Mutex<()>,
     min_insync_replicas: AtomicI32,
+    /// What produce validation needs from the topic config, kept outside the log's lock so
+    /// batches are validated (records walked, decompressed) before the lock is taken.
+    validation: Mutex<ValidationPolicy>,
     /// Times the fsyncs of [`Partition::wait_durable`] (shared by every partition).
     fsync_duration: Histogram,
+    /// A [`RejoinState`] as u8.
+    rejoin: AtomicU8,
 }
 
 /// Why a durability wait failed.
@@ -102,6 +121,7 @@ impl Partition {
         let start = log.log_start_offset().0;
         let end = log.log_end_offset().0;
         let min_insync = log.config().min_insync_replicas;
+        let validation = ValidationPolicy::from(log.config());
         let stable = log.last_stable_offset().0;
         let epoch = log.latest_epoch().map_or(0, |e| e.0);
         Partition {
@@ -128,8 +148,30 @@ impl Partition {
             appended: Notify::new(),
             sync_lock: tokio::sync::Mutex::new(()),
             min_insync_replicas: AtomicI32::new(min_insync),
+            validation: Mutex::new(validation),
             fsync_duration,
+            rejoin: AtomicU8::new(RejoinState::Whole as u8),
         }
+    }
+
+    /// Where this replica stands after a quarantine (see [`RejoinState`]).
+    pub fn rejoin_state(&self) -> RejoinState {
+        match self.rejoin.load(Ordering::Acquire) {
+            1 => RejoinState::LeavingIsr,
+            2 => RejoinState::CatchingUp,
+            _ => RejoinState::Whole,
+        }
+    }
+
+    /// Moves to `state` on the way back into the ISR.
+    pub fn set_rejoin_state(&self, state: RejoinState) {
+        self.rejoin.store(state as u8, Ordering::Release);
+    }
+
+    /// Marks a replica whose damaged log was just quarantined: it must not lead and leaves the
+    /// ISR until it has fetched the range again.
+    pub(crate) fn start_rejoin(&self) {
+        self.set_rejoin_state(RejoinState::LeavingIsr);
     }
 
     /// `min.insync.replicas` of the topic (read on every acks=all produce, so kept outside the
@@ -380,13 +422,16 @@ impl Partition {
 
     /// [`Self::append`] where the first transactional write of a producer's transaction must pass
     /// `verify` (the transaction coordinator's "is this partition in the ongoing transaction?"),
-    /// asked under the log's lock so no marker lands between the answer and the write.
+    /// asked under the log's lock so no marker lands between the answer and the write. The
+    /// batches are validated first, record by record, without the log's lock.
     pub fn append_verified(
         &self,
         batches: Bytes,
         now: Timestamp,
         verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
     ) -> Result<AppendInfo, AppendError> {
+        let policy = *self.validation.lock();
+        let batches = sluice_log::validate(batches, &policy, now)?;
         let info = {
             let mut log = self.log.lock();
             let info = log.append_verified(batches, self.leader_epoch(), now, verify)?;
@@ -599,7 +644,7 @@ impl Partition {
         }
         let handle = self.log.lock().sync_handle();
         let up_to = handle.up_to;
-        let files = handle.files;
+        let files = handle.files.clone();
         let fsync_duration = self.fsync_duration.clone();
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             let started = std::time::Instant::now();
@@ -619,7 +664,7 @@ impl Partition {
                 source,
             });
         }
-        self.log.lock().mark_synced(up_to);
+        self.log.lock().mark_synced(&handle);
         self.durable_offset.fetch_max(up_to.0, Ordering::AcqRel);
         assert!(
             self.durable_offset.load(Ordering::Acquire) > offset.0,
@@ -696,6 +741,7 @@ impl Partition {
     pub fn set_config(&self, config: LogConfig) {
         self.min_insync_replicas
             .store(config.min_insync_replicas, Ordering::Relaxed);
+        *self.validation.lock() = ValidationPolicy::from(&config);
         self.log.lock().set_config(config);
     }
 
@@ -715,12 +761,17 @@ impl Partition {
     }
 }
 
-/// Decompresses one stored batch and finds its first record at or after `ts` and not below
-/// `floor` (the log start offset). None when the batch cannot be decoded.
-fn exact_record_at(mut batch: Bytes, ts: Timestamp, floor: Offset) -> Option<(Offset, Timestamp)> {
-    let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch).ok()?;
-    set.records
-        .iter()
-        .find(|r| r.timestamp >= ts.0 && r.offset >= floor.0)
-        .map(|r| (Offset(r.offset), Timestamp(r.timestamp)))
+/// Decompresses one stored batch (bounded, streaming) and finds its first record at or after
+/// `ts` and not below `floor` (the log start offset). None when the batch's records do not read.
+fn exact_record_at(batch: Bytes, ts: Timestamp, floor: Offset) -> Option<(Offset, Timestamp)> {
+    use sluice_protocol::records::{Batch, RecordsError};
+    let (batch, _) = Batch::parse(&batch).ok()?;
+    let mut found = None;
+    let walked = batch.for_each_record(sluice_log::DECOMPRESSED_LIMIT, |r| {
+        if found.is_none() && r.timestamp >= ts.0 && r.offset >= floor.0 {
+            found = Some((Offset(r.offset), Timestamp(r.timestamp)));
+        }
+        Ok::<_, RecordsError>(())
+    });
+    walked.ok().and(found)
 }

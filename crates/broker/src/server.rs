@@ -1,16 +1,18 @@
-//! The Kafka listener: accepts connections up to `max.connections`, runs housekeeping in the
-//! background, and on shutdown drains connections and closes every log cleanly.
+//! The Kafka listener: accepts connections within `max.connections` and
+//! `max.connections.per.ip`, gives them the broker-wide request memory pool, runs housekeeping in
+//! the background, and on shutdown drains connections and closes every log cleanly.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::broker::{now, Broker};
 use crate::connection;
+use crate::connection_quotas::ConnectionQuotas;
+use crate::request_pool::RequestPool;
 
 /// How long shutdown waits for connections to answer their in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,7 +25,11 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     let group_timers = tokio::spawn(group_ticker(broker.clone()));
     let cleaner = tokio::spawn(log_cleaner(broker.clone()));
     let cluster_tasks = crate::cluster::spawn(&broker);
-    let open_connections = Arc::new(AtomicUsize::new(0));
+    let quotas = ConnectionQuotas::new(&broker.config, broker.metrics.connections_active());
+    let pool = RequestPool::new(
+        broker.config.queued_max_request_bytes,
+        broker.metrics.pool_gauges(),
+    );
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -40,19 +46,24 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
                 continue;
             }
         };
-        if open_connections.load(Ordering::Acquire) >= broker.config.max_connections {
-            warn!(%peer, max = broker.config.max_connections, "refusing connection: max.connections reached");
-            drop(stream);
-            continue;
-        }
-        open_connections.fetch_add(1, Ordering::AcqRel);
+        let slot = match quotas.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                // Counted, and logged only at debug: a client retrying in a loop must not be able
+                // to flood the log.
+                debug!(%peer, ?refusal, "refusing connection");
+                broker.metrics.connection_refused(refusal);
+                drop(stream);
+                continue;
+            }
+        };
         let broker = broker.clone();
-        let counter = open_connections.clone();
-        broker.metrics.connection_opened();
+        let pool = pool.clone();
         connections.spawn(async move {
-            connection::serve(broker.clone(), stream, peer).await;
-            counter.fetch_sub(1, Ordering::AcqRel);
-            broker.metrics.connection_closed();
+            // The slot (and the active-connections gauge) is given back when the task ends,
+            // however it ends.
+            let _slot = slot;
+            connection::serve(broker, pool, stream, peer).await;
         });
     }
     drop(listener);
@@ -61,8 +72,9 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) -> bool {
     let _ = group_timers.await;
     // Memberships that changed in the last tick reach the log before it closes.
     broker.persist_group_snapshots().await;
+    // The open count, not the task set's length: finished tasks stay in the set until reaped.
     info!(
-        connections = connections.len(),
+        connections = quotas.open(),
         "shutting down: draining connections"
     );
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
@@ -170,7 +182,10 @@ async fn housekeeping(broker: Arc<Broker>) {
     let retention_every = Duration::from_millis(broker.config.retention_check_interval_ms.max(10));
     let flush_every = Duration::from_millis(broker.config.flush_interval_ms.max(10));
     let mut retention = tokio::time::interval(retention_every);
-    let mut flush = tokio::time::interval(flush_every);
+    // Not at once: every log was synced when it was opened, and a first pass over thousands of
+    // them would only hold up a shutdown that comes soon after the start.
+    let mut flush =
+        tokio::time::interval_at(tokio::time::Instant::now() + flush_every, flush_every);
     let mut shutdown = broker.shutdown_signal();
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -101,10 +101,11 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "1048588",
         ConfigType::Int,
     ),
+    // Kafka 4's default (KIP-1030): one hour into the future.
     def(
         "message.timestamp.after.max.ms",
         "log.message.timestamp.after.max.ms",
-        LONG_MAX,
+        "3600000",
         ConfigType::Long,
     ),
     def(
@@ -205,6 +206,8 @@ pub fn broker_default(defaults: &LogConfig, name: &str) -> Option<String> {
         "retention.ms" => defaults.retention_ms.to_string(),
         "retention.bytes" => defaults.retention_bytes.to_string(),
         "max.message.bytes" => defaults.max_message_bytes.to_string(),
+        "message.timestamp.before.max.ms" => defaults.message_timestamp_before_max_ms.to_string(),
+        "message.timestamp.after.max.ms" => defaults.message_timestamp_after_max_ms.to_string(),
         "message.timestamp.type" => match defaults.message_timestamp_type {
             sluice_log::TimestampType::CreateTime => "CreateTime".to_owned(),
             sluice_log::TimestampType::LogAppendTime => "LogAppendTime".to_owned(),
@@ -267,6 +270,12 @@ pub fn log_config(
             "message.timestamp.type" => {
                 config.message_timestamp_type =
                     parse_timestamp_type(key, value).map_err(|e| TopicConfigError(e.to_string()))?
+            }
+            "message.timestamp.before.max.ms" => {
+                config.message_timestamp_before_max_ms = at_least(key, number(key, value)?, 0)?
+            }
+            "message.timestamp.after.max.ms" => {
+                config.message_timestamp_after_max_ms = at_least(key, number(key, value)?, 0)?
             }
             "cleanup.policy" => {
                 config.delete = false;

@@ -93,8 +93,11 @@ impl BatchHeader {
         }
     }
 
+    /// The batch's last offset (saturating: a damaged or crafted base offset near `i64::MAX`
+    /// is refused by the offset checks, never an overflow).
     pub(crate) fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     pub(crate) fn last_sequence(&self) -> i32 {
@@ -226,47 +229,28 @@ pub(crate) fn stamp_header(
     }
 }
 
-/// Reads a signed zig-zag varint (Kafka's record field encoding) from `b[*pos..]`.
-pub(crate) fn read_varint(b: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let byte = *b.get(*pos)?;
-        *pos += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((value >> 1) as i64) ^ -((value & 1) as i64))
+/// Sets the CRC field of a whole batch to what its bytes give.
+pub(crate) fn set_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The records of `batch` (uncompressed, or cut short: whatever whole records are there), read
+/// with the bounded codec; None when the header cannot be read.
+fn leading_records(batch: &[u8]) -> Option<sluice_protocol::records::Records<'_>> {
+    use sluice_protocol::records::{BatchHeader as WireHeader, Records};
+    let header = WireHeader::parse(batch).ok()?;
+    let records = batch.get(HEADER_LEN..header.size().min(batch.len()))?;
+    Records::new(records, &header).ok()
 }
 
 /// For an uncompressed CreateTime batch, the offset and timestamp of the first record whose
-/// timestamp is at least `target`. Walks only the record length, attributes and deltas.
+/// timestamp is at least `target` (None also when the records do not read).
 pub(crate) fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)> {
-    let header = BatchHeader::parse(batch);
-    let mut pos = HEADER_LEN;
-    for _ in 0..header.record_count {
-        let start = pos;
-        let length = read_varint(batch, &mut pos)?;
-        let body_start = pos;
-        pos += 1; // record attributes
-        let timestamp_delta = read_varint(batch, &mut pos)?;
-        let offset_delta = read_varint(batch, &mut pos)?;
-        let timestamp = header.base_timestamp.wrapping_add(timestamp_delta);
-        if timestamp >= target {
-            return Some((header.base_offset + offset_delta, timestamp));
-        }
-        pos = body_start.checked_add(usize::try_from(length).ok()?)?;
-        if pos <= start || pos > batch.len() {
-            return None;
-        }
-    }
-    None
+    leading_records(batch)?
+        .map_while(Result::ok)
+        .find(|r| r.timestamp >= target)
+        .map(|r| (r.offset, r.timestamp))
 }
 
 /// The two kinds of transaction marker (the `type` field of a control record's key).
@@ -318,26 +302,18 @@ pub(crate) fn marker_batch(
 
 /// What a control batch says: a transaction marker's kind and the coordinator epoch in its value
 /// (-1 when the value cannot be read); None for any other control record or bytes that cannot be
-/// read. `batch` starts at the batch header.
+/// read. `batch` starts at the batch header and may be cut short after the first record.
 pub(crate) fn parse_marker(batch: &[u8]) -> Option<(MarkerKind, i32)> {
-    let mut pos = HEADER_LEN;
-    read_varint(batch, &mut pos)?; // record length
-    pos += 1; // attributes
-    read_varint(batch, &mut pos)?; // timestamp delta
-    read_varint(batch, &mut pos)?; // offset delta
-    let key_len = read_varint(batch, &mut pos)?;
-    if key_len < 4 || batch.len() < pos + 4 {
-        return None;
-    }
-    let kind = match be_i16(batch, pos + 2) {
-        0 => MarkerKind::Abort,
-        1 => MarkerKind::Commit,
+    let record = leading_records(batch)?.next()?.ok()?;
+    let kind = match record.key? {
+        [_, _, 0, 0, ..] => MarkerKind::Abort,
+        [_, _, 0, 1, ..] => MarkerKind::Commit,
         _ => return None,
     };
-    pos = pos.checked_add(usize::try_from(key_len).ok()?)?;
-    let coordinator_epoch = read_varint(batch, &mut pos)
-        .filter(|&value_len| value_len >= 6 && batch.len() >= pos + 6)
-        .map_or(-1, |_| be_i32(batch, pos + 2));
+    let coordinator_epoch = match record.value {
+        Some([_, _, a, b, c, d, ..]) => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => -1,
+    };
     Some((kind, coordinator_epoch))
 }
 

@@ -6,11 +6,14 @@
 //!    dirty range (offsets not cleaned before, from the `cleaner-offset-checkpoint`);
 //! 2. [`CleanPlan::run`] (no lock) builds a map key → latest offset from the dirty range, then
 //!    rewrites the segments, in groups merged up to `segment.bytes`, into `<base>.cleaned` files;
-//!    batches whose records all survive are copied byte for byte, others are decoded and
-//!    re-encoded with their codec; tombstones are dropped once `delete.retention.ms` has passed
+//!    batches whose records all survive are copied byte for byte, others are rebuilt with their
+//!    codec from the surviving records' bytes (base and last offset kept, as Kafka keeps them for
+//!    producer sequences); tombstones are dropped once `delete.retention.ms` has passed
 //!    since a clean first wrote them; records of aborted transactions are dropped and never
 //!    enter the key map (only segments below the last stable offset are cleaned, so every
-//!    transaction with records there has ended);
+//!    transaction with records there has ended); a batch whose records do not read is kept byte
+//!    for byte and logged as an error (compaction never drops what it cannot read), and a segment
+//!    whose scan stops at a bad CRC or length is not cleaned at all;
 //! 3. [`crate::PartitionLog::finish_clean`] (under the lock) swaps each group in: rename
 //!    `.cleaned` → `.swap`, delete the replaced segments, rename `.swap` → `.log`. A crash leaves
 //!    either the old segments (a `.cleaned` file is deleted at start) or a `.swap` that start-up
@@ -23,11 +26,11 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::records::{RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions};
+use bytes::Bytes;
+use sluice_protocol::records::{Batch, BatchBuilder, Record, RecordsError};
 
 use crate::batch::{check_batch, BatchHeader};
-use crate::segment::{file_name, scan, Segment};
+use crate::segment::{file_name, scan, ScanEnd, Segment};
 
 /// One closed segment a clean reads.
 #[derive(Debug, Clone)]
@@ -68,6 +71,8 @@ pub struct CleanStats {
     pub records_kept: u64,
     pub segments_read: usize,
     pub segments_written: usize,
+    /// Batches whose records did not read: kept as they were, uncompacted (logged).
+    pub damaged_batches: u64,
 }
 
 /// Cleaned segments waiting to be swapped in by [`crate::PartitionLog::finish_clean`].
@@ -142,7 +147,8 @@ impl CleanPlan {
         })
     }
 
-    /// Key → offset of its latest record in the dirty range.
+    /// Key → offset of its latest record in the dirty range. A batch whose records do not read
+    /// adds no key (it is kept whole by [`Self::clean_segment`]).
     fn key_map(&self) -> io::Result<HashMap<Bytes, i64>> {
         let mut map = HashMap::new();
         for segment in self
@@ -150,35 +156,27 @@ impl CleanPlan {
             .iter()
             .filter(|s| s.next_offset > self.first_dirty)
         {
-            let mut failure = None;
-            scan(&segment.file, 0, segment.size, true, |_, header, bytes| {
+            let end = scan(&segment.file, 0, segment.size, true, |_, header, bytes| {
                 if header.is_control()
                     || header.last_offset() < self.first_dirty
                     || self.is_aborted(header)
                 {
                     return Ok(());
                 }
-                let mut batch = Bytes::copy_from_slice(bytes);
-                match RecordBatchDecoder::decode(&mut batch) {
-                    Ok(set) => {
-                        for record in set.records {
-                            if let (Some(key), true) =
-                                (record.key, record.offset >= self.first_dirty)
-                            {
-                                map.insert(key, record.offset);
-                            }
-                        }
-                        Ok(())
+                let mut keys = Vec::new();
+                let read = read_records(bytes, |record| {
+                    if let (Some(key), true) = (record.key, record.offset >= self.first_dirty) {
+                        keys.push((Bytes::copy_from_slice(key), record.offset));
                     }
-                    Err(e) => {
-                        failure = Some(format!("batch at offset {}: {e}", header.base_offset));
-                        Err(String::new())
-                    }
+                    Ok(())
+                });
+                // Damaged batches are reported once, when they are copied.
+                if read.is_ok() {
+                    map.extend(keys);
                 }
+                Ok(())
             })?;
-            if let Some(reason) = failure {
-                return Err(invalid(format!("cannot decode for cleaning: {reason}")));
-            }
+            refuse_damaged(segment, &end)?;
         }
         Ok(map)
     }
@@ -192,7 +190,12 @@ impl CleanPlan {
     ) -> io::Result<()> {
         let mut kept_batches: Vec<Bytes> = Vec::new();
         let mut failure = None;
-        scan(&source.file, 0, source.size, true, |_, header, bytes| {
+        // Tombstones go only from segments an earlier clean already wrote, and only once
+        // delete.retention.ms has passed since then: a consumer that started reading before
+        // the first clean still sees every delete (Kafka's delete horizon).
+        let expired_tombstones = source.next_offset <= self.first_dirty
+            && self.now.saturating_sub(source.modified_ms) >= self.delete_retention_ms;
+        let end = scan(&source.file, 0, source.size, true, |_, header, bytes| {
             if header.is_control() {
                 kept_batches.push(Bytes::copy_from_slice(bytes));
                 return Ok(());
@@ -202,67 +205,120 @@ impl CleanPlan {
                 stats.records_read += records;
                 return Ok(());
             }
-            let mut batch = Bytes::copy_from_slice(bytes);
-            let set = match RecordBatchDecoder::decode(&mut batch) {
-                Ok(set) => set,
+            let (batch, _) = match Batch::parse(bytes) {
+                Ok(parsed) => parsed,
                 Err(e) => {
                     failure = Some(format!("batch at offset {}: {e}", header.base_offset));
                     return Err(String::new());
                 }
             };
-            // Tombstones go only from segments an earlier clean already wrote, and only once
-            // delete.retention.ms has passed since then: a consumer that started reading before
-            // the first clean still sees every delete (Kafka's delete horizon).
-            let expired_tombstones = source.next_offset <= self.first_dirty
-                && self.now.saturating_sub(source.modified_ms) >= self.delete_retention_ms;
-            let total = set.records.len();
-            let kept: Vec<_> = set
-                .records
-                .into_iter()
-                .filter(|r| match &r.key {
+            let codec = match batch.header().compression() {
+                Ok(codec) => codec,
+                Err(e) => {
+                    keep_damaged(source, header, &e, bytes, &mut kept_batches, stats);
+                    return Ok(());
+                }
+            };
+            let mut kept = BatchBuilder::retaining(batch.header(), codec);
+            let (mut total, mut dropped) = (0u64, 0u64);
+            let read = read_records(bytes, |r| {
+                total += 1;
+                let keep = match r.key {
                     None => true,
                     Some(key) => {
                         let latest = map.get(key).is_none_or(|&l| r.offset >= l);
                         latest && !(r.value.is_none() && expired_tombstones)
                     }
-                })
-                .collect();
-            stats.records_read += total as u64;
-            stats.records_kept += kept.len() as u64;
-            if kept.len() == total {
+                };
+                if keep {
+                    kept.append_raw(&r);
+                } else {
+                    dropped += 1;
+                }
+                Ok(())
+            });
+            if let Err(e) = read {
+                keep_damaged(source, header, &e, bytes, &mut kept_batches, stats);
+                return Ok(());
+            }
+            stats.records_read += total;
+            stats.records_kept += total - dropped;
+            if dropped == 0 {
                 kept_batches.push(Bytes::copy_from_slice(bytes));
             } else if !kept.is_empty() {
-                let mut encoded = BytesMut::new();
-                let options = RecordEncodeOptions {
-                    version: 2,
-                    compression: set.compression,
-                };
-                if let Err(e) = RecordBatchEncoder::encode(&mut encoded, kept.iter(), &options) {
-                    failure = Some(format!("re-encoding offset {}: {e}", header.base_offset));
-                    return Err(String::new());
+                match kept.build() {
+                    Ok(batch) => kept_batches.push(Bytes::from(batch)),
+                    Err(e) => {
+                        failure = Some(format!("re-encoding offset {}: {e}", header.base_offset));
+                        return Err(String::new());
+                    }
                 }
-                kept_batches.push(encoded.freeze());
             }
             Ok(())
         })?;
         if let Some(reason) = failure {
             return Err(invalid(format!("cannot clean: {reason}")));
         }
+        refuse_damaged(source, &end)?;
         for bytes in kept_batches {
-            // Re-encoding may yield several batches; index each.
-            let mut rest = &bytes[..];
-            while !rest.is_empty() {
-                let header = check_batch(rest).map_err(|p| invalid(format!("{p:?}")))?;
-                let pos = out.write_batch(&rest[..header.size], &[])?;
-                out.track(
-                    pos,
-                    &BatchHeader::parse(&rest[..header.size]),
-                    self.index_interval,
-                );
-                rest = &rest[header.size..];
-            }
+            let header = check_batch(&bytes).map_err(|p| invalid(format!("{p:?}")))?;
+            let pos = out.write_batch(&bytes, &[])?;
+            out.track(pos, &header, self.index_interval);
         }
         Ok(())
+    }
+}
+
+/// Walks the records of one stored batch (any codec, decompression bounded by
+/// [`crate::DECOMPRESSED_LIMIT`]), with every check of the codec: a count that disagrees with
+/// the bytes is an error before anything is decoded.
+fn read_records(
+    bytes: &[u8],
+    f: impl FnMut(Record<'_>) -> Result<(), RecordsError>,
+) -> Result<(), RecordsError> {
+    let (batch, _) = Batch::parse(bytes)?;
+    batch.for_each_record(crate::DECOMPRESSED_LIMIT, f)
+}
+
+/// A batch whose records do not read is kept byte for byte (compaction never drops what it
+/// cannot read) and reported loudly: it was stored before produce validation existed, or the
+/// disk changed it under a valid CRC.
+fn keep_damaged(
+    source: &SourceSegment,
+    header: &BatchHeader,
+    error: &RecordsError,
+    bytes: &[u8],
+    kept: &mut Vec<Bytes>,
+    stats: &mut CleanStats,
+) {
+    tracing::error!(
+        segment = source.base,
+        offset = header.base_offset,
+        last_offset = header.last_offset(),
+        error = %error,
+        "the cleaner cannot read this batch's records; it is kept as it is, uncompacted"
+    );
+    stats.damaged_batches += 1;
+    kept.push(Bytes::copy_from_slice(bytes));
+}
+
+/// A source segment whose scan stopped early (a bad CRC or length) is not cleaned at all: its
+/// output would lose what follows the damage.
+fn refuse_damaged(segment: &SourceSegment, end: &ScanEnd) -> io::Result<()> {
+    match &end.problem {
+        None => Ok(()),
+        Some(problem) => {
+            tracing::error!(
+                segment = segment.base,
+                position = end.valid_to,
+                problem = ?problem,
+                "segment is damaged; the cleaner leaves this log as it is"
+            );
+            Err(invalid(format!(
+                "segment {} is damaged at position {}: {problem:?}; not cleaned",
+                segment.base, end.valid_to
+            )))
+        }
     }
 }
 
@@ -273,51 +329,4 @@ pub(crate) fn cleaned_path(dir: &std::path::Path, base: i64) -> PathBuf {
 
 pub(crate) fn swap_path(dir: &std::path::Path, base: i64) -> PathBuf {
     dir.join(file_name(base, "swap"))
-}
-
-/// Re-encodes one whole, CRC-checked batch with `codec` (attribute bits: 0 none, 1 gzip,
-/// 2 snappy, 3 lz4, 4 zstd), keeping its records, producer fields and timestamps.
-pub(crate) fn recompress(batch: &Bytes, codec: i16) -> Result<Bytes, String> {
-    use kafka_protocol::records::Compression;
-    let compression = match codec {
-        0 => Compression::None,
-        1 => Compression::Gzip,
-        2 => Compression::Snappy,
-        3 => Compression::Lz4,
-        4 => Compression::Zstd,
-        other => return Err(format!("unknown compression codec {other}")),
-    };
-    let mut input = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut input)
-        .map_err(|e| format!("cannot decompress the batch to recompress it: {e}"))?;
-    let mut out = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut out,
-        set.records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .map_err(|e| format!("cannot recompress the batch: {e}"))?;
-    let out = out.freeze();
-    let header = check_batch(&out).map_err(|p| format!("recompressed batch is invalid: {p:?}"))?;
-    if header.size != out.len() {
-        return Err("records of one batch must stay one batch when recompressed".into());
-    }
-    Ok(out)
-}
-
-/// A compacted topic keeps records by key, so every record must have one (Kafka's rule).
-pub(crate) fn require_keys(batch: &Bytes) -> Result<(), String> {
-    let mut input = batch.clone();
-    let set = RecordBatchDecoder::decode(&mut input)
-        .map_err(|e| format!("cannot decode the batch: {e}"))?;
-    match set.records.iter().find(|r| r.key.is_none()) {
-        Some(r) => Err(format!(
-            "compacted topic cannot accept a record without a key (record {} of the batch)",
-            r.offset
-        )),
-        None => Ok(()),
-    }
 }

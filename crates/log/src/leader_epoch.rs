@@ -52,9 +52,28 @@ pub(crate) enum CheckpointError {
     Malformed(String),
 }
 
-/// Parses Kafka's checkpoint text: version line, count line, then `epoch offset` lines.
+/// The prefix of the checksum line Sluice appends to Kafka's format.
+const CHECKSUM_PREFIX: &str = "crc32c ";
+
+/// Parses Kafka's checkpoint text: version line, count line, then `epoch offset` lines, then
+/// Sluice's `crc32c <8 hex digits>` line: the CRC-32C of all the text before it. A file without
+/// the checksum line (written by an earlier version) is accepted on its structure alone.
 pub(crate) fn parse_checkpoint(text: &str) -> Result<Vec<EpochEntry>, CheckpointError> {
     let bad = |s: String| CheckpointError::Malformed(s);
+    let text = match text.rfind(CHECKSUM_PREFIX) {
+        Some(at) if at == 0 || text.as_bytes()[at - 1] == b'\n' => {
+            let (body, line) = text.split_at(at);
+            let stored = line[CHECKSUM_PREFIX.len()..].trim();
+            let computed = format!("{:08x}", crc32c::crc32c(body.as_bytes()));
+            if stored != computed {
+                return Err(bad(format!(
+                    "checksum {stored} does not match the entries (expected {computed})"
+                )));
+            }
+            body
+        }
+        _ => text,
+    };
     let mut lines = text.lines();
     let version: u32 = lines
         .next()
@@ -113,12 +132,14 @@ pub(crate) fn parse_checkpoint(text: &str) -> Result<Vec<EpochEntry>, Checkpoint
     Ok(entries)
 }
 
-/// Encodes entries in Kafka's checkpoint text format.
+/// Encodes entries in Kafka's checkpoint text format plus the checksum line.
 pub(crate) fn format_checkpoint(entries: &[EpochEntry]) -> String {
     let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", entries.len());
     for e in entries {
         text.push_str(&format!("{} {}\n", e.epoch.0, e.start_offset.0));
     }
+    let checksum = crc32c::crc32c(text.as_bytes());
+    text.push_str(&format!("{CHECKSUM_PREFIX}{checksum:08x}\n"));
     text
 }
 
@@ -360,9 +381,18 @@ mod tests {
     fn checkpoint_text_round_trips_and_damage_is_refused() {
         let entries = cache(&[(0, 0), (3, 7), (5, 9)]).entries;
         let text = format_checkpoint(&entries);
-        assert_eq!(text, "0\n3\n0 0\n3 7\n5 9\n");
+        let body = "0\n3\n0 0\n3 7\n5 9\n";
+        assert_eq!(
+            text,
+            format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()))
+        );
         assert_eq!(parse_checkpoint(&text).unwrap(), entries);
+        // A file of an earlier version has no checksum line.
+        assert_eq!(parse_checkpoint(body).unwrap(), entries);
         assert_eq!(parse_checkpoint("0\n0\n").unwrap(), vec![]);
+        // An entry moved to a later offset still parses, but the checksum tells.
+        let moved = text.replacen("3 7", "3 8", 1);
+        assert!(parse_checkpoint(&moved).is_err(), "{moved:?} was accepted");
         for bad in [
             "",
             "1\n0\n",

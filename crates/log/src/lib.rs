@@ -7,6 +7,15 @@
 //! Entry points: [`LogDir`] owns a data directory (lock file, clean-shutdown marker, checkpoints) and
 //! opens every [`PartitionLog`] in it.
 //!
+//! Damaged files: opening a log truncates only a *torn tail* — bytes after the recovery point at
+//! the end of the newest segment that an unclean stop left, with nothing valid after them.
+//! Anything else that is not a valid batch is damage to data that was fsynced: the open fails
+//! with [`OpenError::Damaged`] (a [`Damage`]: file, byte position, offsets, [`DamageKind`]) and
+//! leaves every segment, index and checkpoint as it is, and the caller takes the partition offline or
+//! [`PartitionLog::quarantine`]s the damaged range to fetch it again. Damaged checkpoints are
+//! rebuilt from the segments, never trusted. [`verify`] checks a partition's files without
+//! opening them and [`repair`] cuts a log knowingly (`sluice log verify`, `sluice log repair`).
+//!
 //! The on-disk format is described in `docs/on-disk-format.md`.
 
 use std::path::PathBuf;
@@ -15,23 +24,30 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 mod batch;
+mod checkpoint;
 mod cleaner;
+mod damage;
 mod dir;
 mod index;
 mod leader_epoch;
 mod partition_log;
 mod producer;
+pub mod repair;
 mod segment;
 pub mod testing;
 mod txn_index;
+mod validate;
+pub mod verify;
 
 pub use batch::MarkerKind;
 pub use cleaner::{CleanOutput, CleanPlan, CleanStats};
-pub use dir::LogDir;
+pub use damage::{Damage, DamageKind};
+pub use dir::{DirLock, LogDir};
 pub use leader_epoch::{EpochEntry, UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET};
 pub use partition_log::{FileRange, PartitionLog, ReadPlan};
 pub use producer::ProducerInfo;
 pub use txn_index::AbortedTxn;
+pub use validate::{validate, ValidatedBatches, ValidationPolicy, DECOMPRESSED_LIMIT};
 
 /// An offset in a partition's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -71,20 +87,6 @@ pub enum CompressionType {
     Zstd,
 }
 
-impl CompressionType {
-    /// The batch attribute codec bits to store, or None to keep the producer's.
-    pub(crate) fn codec(self) -> Option<i16> {
-        match self {
-            CompressionType::Producer => None,
-            CompressionType::Uncompressed => Some(0),
-            CompressionType::Gzip => Some(1),
-            CompressionType::Snappy => Some(2),
-            CompressionType::Lz4 => Some(3),
-            CompressionType::Zstd => Some(4),
-        }
-    }
-}
-
 /// Per-partition settings, named after Kafka's topic configs.
 #[derive(Debug, Clone)]
 pub struct LogConfig {
@@ -104,6 +106,12 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// `message.timestamp.type`.
     pub message_timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: how far in the past a CreateTime record's timestamp
+    /// may be (default: no limit).
+    pub message_timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: how far in the future a CreateTime record's timestamp
+    /// may be (Kafka 4's default: one hour).
+    pub message_timestamp_after_max_ms: i64,
     /// `cleanup.policy` contains `delete`: retention removes old segments (default true).
     pub delete: bool,
     /// `cleanup.policy` contains `compact`: the cleaner keeps the latest record per key.
@@ -140,6 +148,8 @@ impl Default for LogConfig {
             retention_bytes: -1,
             max_message_bytes: 1_048_588,
             message_timestamp_type: TimestampType::CreateTime,
+            message_timestamp_before_max_ms: i64::MAX,
+            message_timestamp_after_max_ms: 60 * 60 * 1000,
             delete: true,
             compact: false,
             delete_retention_ms: 24 * 60 * 60 * 1000,
@@ -185,6 +195,22 @@ pub enum AppendError {
     /// A batch larger than max.message.bytes (MESSAGE_TOO_LARGE).
     #[error("record batch of {size} bytes exceeds max.message.bytes {max}")]
     TooLarge { size: usize, max: u32 },
+    /// Records that decompress to more than the broker allows (MESSAGE_TOO_LARGE; a Java
+    /// producer splits the batch and retries).
+    #[error("the batch's records decompress to more than {limit} bytes")]
+    DecompressedTooLarge { limit: usize },
+    /// A compression codec id Kafka does not define (UNSUPPORTED_COMPRESSION_TYPE).
+    #[error("{0}")]
+    UnsupportedCompression(String),
+    /// Records refused one by one, as Kafka's log validator does (INVALID_RECORD, or
+    /// INVALID_TIMESTAMP when a timestamp is among the reasons); Produce v8+ lists them
+    /// (KIP-467). Nothing of the batch is written.
+    #[error("{} record(s) refused{}: {}", errors.len(), if *timestamps { " (timestamps out of range)" } else { "" }, RecordError::summary(errors))]
+    RecordErrors {
+        errors: Vec<RecordError>,
+        /// A timestamp is among the reasons.
+        timestamps: bool,
+    },
     /// Sequence gap for an idempotent producer (OUT_OF_ORDER_SEQUENCE_NUMBER).
     #[error("out of order sequence for producer {producer_id:?}: expected {expected}, got {got}")]
     OutOfOrderSequence {
@@ -223,6 +249,27 @@ pub enum AppendError {
     Poisoned,
 }
 
+/// One record a produce refused: its index in its batch and why (a Produce response's
+/// `record_errors` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: u32,
+    pub message: String,
+}
+
+impl RecordError {
+    /// The first three, as Kafka's message shows them.
+    fn summary(errors: &[RecordError]) -> String {
+        let shown: Vec<String> = errors
+            .iter()
+            .take(3)
+            .map(|e| format!("record {}: {}", e.batch_index, e.message))
+            .collect();
+        let more = if errors.len() > 3 { "; …" } else { "" };
+        format!("{}{more}", shown.join("; "))
+    }
+}
+
 /// Why a read was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -247,6 +294,10 @@ pub enum OpenError {
         #[source]
         source: std::io::Error,
     },
+    /// Data that was fsynced is damaged (see [`Damage`]); no segment, index or checkpoint was
+    /// changed.
+    #[error("the log in {path} is damaged: {damage}")]
+    Damaged { path: PathBuf, damage: Box<Damage> },
 }
 
 /// The answer to a timestamp lookup ([`PartitionLog::offset_for_timestamp`]).
@@ -274,4 +325,6 @@ pub struct SyncHandle {
     pub files: Vec<Arc<std::fs::File>>,
     /// Everything below this offset is covered once `files` are synced.
     pub up_to: Offset,
+    /// The log's truncation count when the handle was taken.
+    truncations: u64,
 }

@@ -11,25 +11,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{
-    check_crc, check_header, first_record_at_or_after, marker_batch, parse_marker, stamp_header,
-    BatchHeader, BatchProblem, MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
+    first_record_at_or_after, marker_batch, parse_marker, stamp_header, BatchHeader, BatchProblem,
+    MarkerKind, ATTR_LOG_APPEND_TIME, HEADER_LEN,
 };
 use crate::cleaner::{CleanOutput, CleanPlan};
-use crate::index::write_synced;
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer::{snapshot_path, Check, ProducerInfo, ProducerState};
 use crate::segment::{remove_if_present, scan, Segment};
 use crate::txn_index::{AbortedTxn, TxnIndex};
+use crate::validate::{ValidatedBatches, ValidationPolicy};
 use crate::{
     AppendError, AppendInfo, LeaderEpoch, LogConfig, Offset, OpenError, ProducerEpoch, ProducerId,
     ReadError, ReadResult, SyncHandle, Timestamp, TimestampMatch, TimestampType,
 };
 
+mod recovery;
 mod replication;
 
-const RECOVERY_POINT_FILE: &str = "recovery-point";
-const LOG_START_FILE: &str = "log-start-offset";
-const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
+pub(crate) use recovery::cut_log;
+
+pub(crate) const RECOVERY_POINT_FILE: &str = "recovery-point";
+pub(crate) const LOG_START_FILE: &str = "log-start-offset";
+pub(crate) const CLEANER_CHECKPOINT_FILE: &str = "cleaner-offset-checkpoint";
 /// Producer-state snapshots kept besides the newest (older ones are deleted).
 const SNAPSHOTS_KEPT: usize = 2;
 
@@ -42,10 +45,13 @@ pub struct PartitionLog {
     /// Segments by base offset; the last one is the active segment. Never empty.
     segments: BTreeMap<i64, Segment>,
     log_start: i64,
+    /// The log start last written to its checkpoint file.
+    log_start_written: i64,
     /// Everything below this offset is known to be on disk.
     recovery_point: i64,
-    /// The recovery point last written to the checkpoint file.
-    recovery_point_written: i64,
+    /// Where the recovery point is persisted (see [`crate::checkpoint::RecoveryPointFile`]);
+    /// created by the first checkpoint write of [`Self::open`].
+    recovery_point_file: Option<crate::checkpoint::RecoveryPointFile>,
     producers: ProducerState,
     /// Aborted transactions, for read_committed fetches and the cleaner.
     aborted: TxnIndex,
@@ -56,11 +62,27 @@ pub struct PartitionLog {
     /// Bumped whenever closed segments are removed or replaced, so a clean planned before can
     /// tell its output is stale.
     generation: u64,
+    /// Bumped when the log end moves down, so a group commit that started before cannot
+    /// advance the recovery point over data written after ([`Self::mark_synced`]).
+    truncations: u64,
     /// Offsets below this were compacted by an earlier clean.
     cleaned_to: i64,
     /// Records appended since the last sync, and when that sync was (flush.messages, flush.ms).
     unflushed: i64,
     last_flush_ms: i64,
+    /// After a clean open, what [`Self::shape`] was then: while it still is, the files are as
+    /// the open found them and [`Self::close`] has nothing to write.
+    opened_clean: Option<LogShape>,
+}
+
+/// What every change of a log moves: its start and end, the segment being appended to, and the
+/// generation (removed or replaced segments). Equal shapes at open and close mean no change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LogShape {
+    log_start: i64,
+    log_end: i64,
+    active_base: i64,
+    generation: u64,
 }
 
 fn open_err(path: &Path) -> impl FnOnce(io::Error) -> OpenError + '_ {
@@ -74,16 +96,6 @@ fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn read_checkpoint(path: &Path) -> Option<i64> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
-}
-
-fn problem_text(p: &BatchProblem) -> &str {
-    match p {
-        BatchProblem::Truncated(s) | BatchProblem::Corrupt(s) | BatchProblem::Invalid(s) => s,
-    }
 }
 
 /// Names in a partition directory, split by kind.
@@ -115,7 +127,10 @@ fn list(dir: &Path) -> io::Result<Listing> {
             continue;
         };
         match ext {
-            "log" => listing.segments.push(offset),
+            "log" if crate::segment::is_segment_base(offset) => listing.segments.push(offset),
+            "log" => {
+                tracing::warn!(file = %entry.path().display(), "ignoring a .log file whose name is no segment base offset");
+            }
             "snapshot" => listing.snapshots.push(offset),
             "swap" => listing.swaps.push(offset),
             // An unfinished clean: the old segments are still complete.
@@ -165,205 +180,13 @@ fn complete_swaps(dir: &Path, swaps: &[i64], bases: &mut Vec<i64>) -> io::Result
 }
 
 impl PartitionLog {
-    /// Opens (creating if needed) the log in `dir`. When `clean` is false (no clean-shutdown marker),
-    /// every batch after the recovery point is checked and a torn or corrupt tail is truncated
-    /// (logged with tracing::warn!), and indexes are rebuilt. A clean open still checks the tail of
-    /// the newest segment past its last index entry.
-    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<Self, OpenError> {
-        fs::create_dir_all(dir).map_err(open_err(dir))?;
-        let listing = list(dir).map_err(open_err(dir))?;
-        let log_start = read_checkpoint(&dir.join(LOG_START_FILE))
-            .unwrap_or(0)
-            .max(0);
-        let recovery_point = read_checkpoint(&dir.join(RECOVERY_POINT_FILE)).unwrap_or(0);
-        let mut log = PartitionLog {
-            dir: dir.to_path_buf(),
-            config,
-            segments: BTreeMap::new(),
-            log_start,
-            recovery_point,
-            recovery_point_written: recovery_point,
-            producers: ProducerState::default(),
-            aborted: TxnIndex::default(),
-            epochs: LeaderEpochCache::empty(dir),
-            poisoned: false,
-            generation: 0,
-            cleaned_to: read_checkpoint(&dir.join(CLEANER_CHECKPOINT_FILE)).unwrap_or(0),
-            unflushed: 0,
-            last_flush_ms: wall_clock_ms(),
-        };
-        let mut bases = listing.segments;
-        complete_swaps(dir, &listing.swaps, &mut bases).map_err(open_err(dir))?;
-        log.load_segments(&bases, clean).map_err(open_err(dir))?;
-        let first_base = log.first_segment().base;
-        let end = log.log_end();
-        log.log_start = log.log_start.clamp(first_base, end);
-        log.load_epochs().map_err(open_err(dir))?;
-        log.load_producer_state(&listing.snapshots)
-            .map_err(open_err(dir))?;
-        // Everything recovered is synced now, so the recovery point is the log end.
-        log.active().file.sync_data().map_err(open_err(dir))?;
-        log.recovery_point = end;
-        log.write_checkpoints().map_err(open_err(dir))?;
-        tracing::debug!(dir = %dir.display(), log_start = log.log_start, log_end = end, segments = log.segments.len(), "opened log");
-        Ok(log)
-    }
-
-    fn load_segments(&mut self, bases: &[i64], clean: bool) -> io::Result<()> {
-        let interval = self.config.index_interval_bytes;
-        let now = wall_clock_ms();
-        for (i, &base) in bases.iter().enumerate() {
-            let mut segment = Segment::open(&self.dir, base)?;
-            let last = i + 1 == bases.len();
-            let next_base = bases.get(i + 1).copied();
-            let needs_recovery = !clean && next_base.is_none_or(|n| n > self.recovery_point);
-            let loaded = if needs_recovery {
-                None
-            } else {
-                crate::index::Indexes::load(
-                    &segment.index_path(),
-                    &segment.time_index_path(),
-                    segment.size,
-                )
-            };
-            let end = match loaded {
-                Some(indexes) => {
-                    segment.indexes = indexes;
-                    let end = segment.load_tail()?;
-                    if !last {
-                        segment.seal_time_index();
-                    }
-                    end
-                }
-                None => {
-                    let end = segment.rebuild(interval)?;
-                    if !last && end.problem.is_none() {
-                        segment.seal_time_index();
-                        segment.write_indexes()?;
-                    }
-                    end
-                }
-            };
-            if let Some(problem) = &end.problem {
-                tracing::warn!(
-                    segment = %segment.log_path.display(),
-                    position = end.valid_to,
-                    dropped_bytes = segment.size - end.valid_to,
-                    later_segments = bases.len() - i - 1,
-                    "truncating log at position {}: {}",
-                    end.valid_to,
-                    problem_text(problem)
-                );
-                let next = segment.next_offset;
-                segment.truncate(end.valid_to, next)?;
-                segment.file.sync_data()?;
-                for &later in &bases[i + 1..] {
-                    let doomed = Segment::open(&self.dir, later)?;
-                    doomed.remove_files()?;
-                }
-                self.insert_loaded(segment, now)?;
-                return Ok(());
-            }
-            self.insert_loaded(segment, now)?;
+    fn shape(&self) -> LogShape {
+        LogShape {
+            log_start: self.log_start,
+            log_end: self.log_end(),
+            active_base: self.active().base,
+            generation: self.generation,
         }
-        if self.segments.is_empty() {
-            let segment = Segment::create(&self.dir, self.log_start)?;
-            sync_dir(&self.dir)?;
-            self.segments.insert(segment.base, segment);
-        }
-        Ok(())
-    }
-
-    fn insert_loaded(&mut self, mut segment: Segment, now: i64) -> io::Result<()> {
-        if segment.size > 0 {
-            // segment.ms counts wall-clock time from the segment's creation (not from record
-            // timestamps, which producers may set far in the past).
-            let created = fs::metadata(&segment.log_path)
-                .and_then(|m| m.created())
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_millis() as i64);
-            segment.first_append_ms = Some(created.map_or(now, |t| t.min(now)));
-        }
-        if let Some((_, prev)) = self.segments.last_key_value() {
-            if prev.next_offset > segment.base {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "segment {} holds offsets up to {} but the next segment {} starts at {}; \
-                         the directory was modified by hand: move the later segment files aside",
-                        prev.log_path.display(),
-                        prev.next_offset - 1,
-                        segment.log_path.display(),
-                        segment.base
-                    ),
-                ));
-            }
-        }
-        self.segments.insert(segment.base, segment);
-        Ok(())
-    }
-
-    /// Loads the leader-epoch checkpoint, or rebuilds it from the batch headers when it is missing
-    /// or damaged, and cuts it to the recovered log.
-    fn load_epochs(&mut self) -> io::Result<()> {
-        let (cache, rebuild) = match LeaderEpochCache::load(&self.dir) {
-            Ok(Some(cache)) => (cache, false),
-            Ok(None) => (LeaderEpochCache::empty(&self.dir), true),
-            Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), error = %e, "unusable {}; rebuilding it from the log", crate::leader_epoch::CHECKPOINT_FILE);
-                (LeaderEpochCache::empty(&self.dir), true)
-            }
-        };
-        self.epochs = cache;
-        if !rebuild {
-            self.trim_epochs()?;
-            if self.epochs_match_log()? {
-                return Ok(());
-            }
-            tracing::warn!(dir = %self.dir.display(), "{} disagrees with the epochs of the log's batches; rebuilding it from the log", crate::leader_epoch::CHECKPOINT_FILE);
-            self.epochs = LeaderEpochCache::empty(&self.dir);
-        }
-        // A full header scan (16 KiB reads, no CRC checks). Only the start of each epoch is
-        // needed, so this could stop early per segment; it runs only without a usable checkpoint.
-        for segment in self.segments.values() {
-            let epochs = &mut self.epochs;
-            scan(&segment.file, 0, segment.size, false, |_, h, _| {
-                epochs.observe(h.leader_epoch, h.base_offset);
-                Ok(())
-            })?;
-        }
-        self.trim_epochs()?;
-        if !self.epochs.entries().is_empty() {
-            self.epochs.persist()?;
-        }
-        Ok(())
-    }
-
-    /// Whether the loaded epoch entries agree with the batches they point at (one header lookup
-    /// per entry, plus the last batch): a checkpoint that parses can still be damaged or stale.
-    fn epochs_match_log(&self) -> io::Result<bool> {
-        for entry in self.epochs.entries() {
-            let start = entry.start_offset.0;
-            let matches = self.batch_holding(start)?.is_some_and(|h| {
-                h.leader_epoch == entry.epoch.0
-                    && (h.base_offset == start
-                        || (start == self.log_start && h.base_offset < start))
-            });
-            if !matches {
-                return Ok(false);
-            }
-        }
-        let end = self.log_end();
-        if end <= self.log_start {
-            return Ok(true);
-        }
-        Ok(match self.batch_holding(end - 1)? {
-            Some(last) if last.leader_epoch >= 0 => {
-                self.epochs.latest().map(|e| e.epoch.0) == Some(last.leader_epoch)
-            }
-            _ => true,
-        })
     }
 
     /// The header of the batch holding `offset` (or the first batch after it), if any.
@@ -403,11 +226,15 @@ impl PartitionLog {
                 remove_if_present(&snapshot_path(&self.dir, offset))?;
                 continue;
             }
-            if let Some(state) = ProducerState::read_snapshot(&snapshot_path(&self.dir, offset)) {
+            let path = snapshot_path(&self.dir, offset);
+            if let Some(state) = ProducerState::read_snapshot(&path) {
                 self.producers = state;
                 from = offset;
                 break;
             }
+            // Damaged (or of an older version): an older snapshot, or the log itself, is
+            // replayed instead.
+            tracing::warn!(snapshot = %path.display(), "unusable producer-state snapshot; rebuilding producer state from the log");
         }
         self.replay_producers(from)
     }
@@ -487,17 +314,31 @@ impl PartitionLog {
         self.active().next_offset
     }
 
-    /// Validates and appends `batches` (one or more v2 record batches as sent by a producer),
-    /// assigning offsets and stamping `leader_epoch` (and the append time for LogAppendTime topics).
-    /// Idempotent producer batches are checked against producer state: a duplicate of one of the
-    /// last five batches returns Ok with `duplicate: true` and writes nothing.
+    /// Appends validated producer batches (see [`crate::validate`]), assigning offsets and
+    /// stamping `leader_epoch` (and the append time for LogAppendTime topics). Idempotent
+    /// producer batches are checked against producer state: a duplicate of one of the last five
+    /// batches returns Ok with `duplicate: true` and writes nothing. Batches validated under
+    /// another config than the log's now (it changed in between) are validated again here.
     pub fn append(
+        &mut self,
+        batches: ValidatedBatches,
+        leader_epoch: LeaderEpoch,
+        now: Timestamp,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_verified(batches, leader_epoch, now, &mut |_, _| Ok(()))
+    }
+
+    /// Validates `batches` (as a producer sent them) and appends them, both in the caller's
+    /// thread while it holds the log. A broker validates first, without the partition's lock,
+    /// and calls [`Self::append`]; this is for callers that own the log (tests, tools).
+    pub fn validate_and_append(
         &mut self,
         batches: Bytes,
         leader_epoch: LeaderEpoch,
         now: Timestamp,
     ) -> Result<AppendInfo, AppendError> {
-        self.append_verified(batches, leader_epoch, now, &mut |_, _| Ok(()))
+        let validated = crate::validate(batches, &ValidationPolicy::from(&self.config), now)?;
+        self.append(validated, leader_epoch, now)
     }
 
     /// [`Self::append`] for a broker with transactions: a transactional batch of a producer with
@@ -506,7 +347,7 @@ impl PartitionLog {
     /// while the caller holds the log, so a marker cannot slip in between check and write.
     pub fn append_verified(
         &mut self,
-        batches: Bytes,
+        batches: ValidatedBatches,
         leader_epoch: LeaderEpoch,
         now: Timestamp,
         verify: &mut dyn FnMut(ProducerId, ProducerEpoch) -> Result<(), String>,
@@ -514,7 +355,14 @@ impl PartitionLog {
         if self.poisoned {
             return Err(AppendError::Poisoned);
         }
-        let headers = self.validate(&batches)?;
+        let policy = ValidationPolicy::from(&self.config);
+        let batches = if batches.policy == policy {
+            batches
+        } else {
+            // The topic's config changed since validation (rare): check again under it.
+            crate::validate(batches.received, &policy, now)?
+        };
+        let headers = batches.batches;
         if let Some((_, h)) = headers.iter().find(|(_, h)| h.has_producer_id()) {
             if headers.len() > 1 {
                 return Err(AppendError::Invalid(
@@ -705,62 +553,6 @@ impl PartitionLog {
         })
     }
 
-    /// Checks every batch before anything is written; returns (position in `batches`, header).
-    fn validate(&self, batches: &Bytes) -> Result<Vec<(Bytes, BatchHeader)>, AppendError> {
-        let mut headers = Vec::with_capacity(1);
-        let mut pos = 0;
-        while pos < batches.len() {
-            let rest = &batches[pos..];
-            let h = check_header(rest).map_err(append_problem)?;
-            if h.size > self.config.max_message_bytes as usize {
-                return Err(AppendError::TooLarge {
-                    size: h.size,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            if rest.len() < h.size {
-                return Err(AppendError::Corrupt(format!(
-                    "batch claims {} bytes but the request holds {}",
-                    h.size,
-                    rest.len()
-                )));
-            }
-            check_crc(&rest[..h.size], &h).map_err(append_problem)?;
-            if h.is_control() {
-                return Err(AppendError::Invalid(
-                    "control batches are written by the broker, not by producers".into(),
-                ));
-            }
-            if h.last_offset_delta != h.record_count - 1 {
-                return Err(AppendError::Invalid(format!(
-                    "batch holds {} records but its last offset delta is {}",
-                    h.record_count, h.last_offset_delta
-                )));
-            }
-            let batch = batches.slice(pos..pos + h.size);
-            if self.config.compact {
-                crate::cleaner::require_keys(&batch).map_err(AppendError::Invalid)?;
-            }
-            headers.push(match self.config.compression.codec() {
-                // compression.type differs from the producer's codec: recompress.
-                Some(codec) if codec != h.attributes & crate::batch::ATTR_COMPRESSION_MASK => {
-                    let recompressed =
-                        crate::cleaner::recompress(&batch, codec).map_err(AppendError::Invalid)?;
-                    let header = BatchHeader::parse(&recompressed);
-                    (recompressed, header)
-                }
-                _ => (batch, h),
-            });
-            pos += h.size;
-        }
-        if headers.is_empty() {
-            return Err(AppendError::Invalid(
-                "the request holds no record batch".into(),
-            ));
-        }
-        Ok(headers)
-    }
-
     fn poison(&mut self, e: io::Error) -> AppendError {
         tracing::error!(dir = %self.dir.display(), error = %e, "storage error; the log refuses further writes");
         self.poisoned = true;
@@ -822,17 +614,20 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Writes the log start offset (when it changed) and the recovery point, both durably.
     fn write_checkpoints(&mut self) -> io::Result<()> {
-        write_synced(
-            &self.dir.join(LOG_START_FILE),
-            self.log_start.to_string().as_bytes(),
-        )?;
-        write_synced(
-            &self.dir.join(RECOVERY_POINT_FILE),
-            self.recovery_point.to_string().as_bytes(),
-        )?;
-        self.recovery_point_written = self.recovery_point;
-        Ok(())
+        if self.log_start != self.log_start_written {
+            crate::checkpoint::write(&self.dir.join(LOG_START_FILE), self.log_start)?;
+            self.log_start_written = self.log_start;
+        }
+        self.persist_recovery_point(true)
+    }
+
+    /// Whether the recovery point moved since it was last written.
+    fn recovery_point_unwritten(&self) -> bool {
+        self.recovery_point_file
+            .as_ref()
+            .is_none_or(|f| f.durable() != self.recovery_point)
     }
 
     /// Reads whole batches starting at the batch containing `start`, up to `max_bytes`, never past
@@ -1059,22 +854,36 @@ impl PartitionLog {
         SyncHandle {
             files: vec![Arc::clone(&self.active().file)],
             up_to: Offset(self.log_end()),
+            truncations: self.truncations,
         }
     }
 
-    /// Records that everything below `offset` is on disk (advances the recovery point).
-    pub fn mark_synced(&mut self, offset: Offset) {
-        self.recovery_point = self.recovery_point.max(offset.0.min(self.log_end()));
+    /// Records that the files of `synced` (from [`Self::sync_handle`]) were fsynced: the
+    /// recovery point advances to its offset and is written to its file (without an fsync of
+    /// its own, see [`crate::checkpoint::RecoveryPointFile`]), unless the log was truncated
+    /// since the handle was taken (the offsets then name other data).
+    pub fn mark_synced(&mut self, synced: &SyncHandle) {
+        if synced.truncations != self.truncations {
+            return;
+        }
+        let rp = self.recovery_point.max(synced.up_to.0.min(self.log_end()));
+        if rp != self.recovery_point {
+            self.recovery_point = rp;
+            if let Err(e) = self.persist_recovery_point(false) {
+                // The file lags behind: recovery then treats more of the tail as unflushed.
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write the recovery point");
+            }
+        }
     }
 
-    /// Fsyncs the active segment from the append path (flush.messages / flush.ms); the recovery
-    /// point advances in memory and reaches its checkpoint file with the next checkpoint write.
+    /// Fsyncs the active segment from the append path (flush.messages / flush.ms) and writes
+    /// the recovery point to its file (not fsynced: see [`Self::mark_synced`]).
     fn flush_data(&mut self) -> io::Result<()> {
         self.active().file.sync_data()?;
         self.unflushed = 0;
         self.last_flush_ms = wall_clock_ms();
         self.recovery_point = self.log_end();
-        Ok(())
+        self.persist_recovery_point(false)
     }
 
     /// Everything below this offset is known to be on disk.
@@ -1103,7 +912,7 @@ impl PartitionLog {
         self.unflushed = 0;
         self.last_flush_ms = wall_clock_ms();
         self.recovery_point = self.log_end();
-        if self.recovery_point != self.recovery_point_written {
+        if self.recovery_point_unwritten() {
             self.write_checkpoints()?;
         }
         Ok(())
@@ -1123,6 +932,11 @@ impl PartitionLog {
                 if now.0.saturating_sub(newest_ts) <= self.config.retention_ms {
                     break;
                 }
+                // The timestamp comes from the time index; a damaged index must not get a
+                // segment deleted early, so the batch it names is checked first.
+                if oldest.max_timestamp >= 0 && !self.max_timestamp_confirmed()? {
+                    continue;
+                }
                 self.delete_oldest_segment("retention.ms")?;
                 deleted += 1;
             }
@@ -1135,10 +949,48 @@ impl PartitionLog {
                 deleted += 1;
             }
         }
-        if deleted > 0 || self.recovery_point != self.recovery_point_written {
+        if deleted > 0 || self.recovery_point_unwritten() {
             self.write_checkpoints()?;
         }
         Ok(deleted)
+    }
+
+    /// Whether the oldest segment's time index is right about the batch its last entry names
+    /// (that entry gives the segment's largest timestamp). If not, the segment's indexes are
+    /// rebuilt from the segment (and false returned so the caller looks again); if the segment
+    /// itself is damaged, an error.
+    fn max_timestamp_confirmed(&mut self) -> io::Result<bool> {
+        let interval = self.config.index_interval_bytes;
+        let oldest = self.first_segment();
+        let Some(&(timestamp, relative)) = oldest.indexes.times.last() else {
+            return Ok(true);
+        };
+        let named = oldest.find(oldest.base + i64::from(relative))?;
+        if named.is_some_and(|(_, h)| h.max_timestamp == timestamp) {
+            return Ok(true);
+        }
+        let segment = self
+            .segments
+            .values_mut()
+            .next()
+            .expect("a log always has a segment");
+        tracing::warn!(segment = %segment.log_path.display(), max_timestamp = segment.max_timestamp, "the time index disagrees with the segment; rebuilding the segment's indexes before retention");
+        let end = segment.rebuild(interval)?;
+        if let Some(problem) = end.problem {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "damaged batch data ({}) in {} at byte {}: {}",
+                    problem.kind,
+                    segment.log_path.display(),
+                    end.valid_to,
+                    problem.detail
+                ),
+            ));
+        }
+        segment.seal_time_index();
+        segment.write_indexes()?;
+        Ok(false)
     }
 
     fn delete_oldest_segment(&mut self, reason: &str) -> io::Result<()> {
@@ -1208,7 +1060,15 @@ impl PartitionLog {
             return Ok(());
         }
         self.generation += 1;
+        self.truncations += 1;
         self.cleaned_to = self.cleaned_to.min(offset.0);
+        // The recovery point goes below everything that may be cut before anything is.
+        let floor = self
+            .segments
+            .range(..=offset.0)
+            .next_back()
+            .map_or(offset.0, |(&base, _)| base.min(offset.0));
+        self.lower_recovery_point(floor)?;
         while self.segments.len() > 1 && self.active().base >= offset.0 {
             let (_, segment) = self.segments.pop_last().expect("more than one segment");
             segment.remove_files()?;
@@ -1221,15 +1081,32 @@ impl PartitionLog {
             self.segments.insert(offset.0, fresh);
             self.log_start = offset.0;
         } else {
+            let dir = self.dir.clone();
             let segment = self.active_mut();
             if let Some((pos, _)) = segment.find(offset.0)? {
                 segment.file.set_len(pos)?;
                 segment.size = pos;
             }
             let end = segment.rebuild(interval)?;
-            if let Some(problem) = &end.problem {
-                // Damage that appeared below the truncation point since the log was opened.
-                tracing::warn!(segment = %segment.log_path.display(), "truncating log at position {}: {}", end.valid_to, problem_text(problem));
+            if let Some(problem) = end.problem {
+                // Damage that appeared below the truncation point since the log was opened:
+                // the follower fetches that range again; the damaged file is kept aside.
+                let damage = crate::damage::Damage {
+                    file: segment.log_path.clone(),
+                    position: end.valid_to,
+                    length: segment.size - end.valid_to,
+                    first_offset: Offset(segment.next_offset),
+                    resume_offset: None,
+                    kind: problem.kind,
+                    detail: problem.detail,
+                    later_segments: 0,
+                };
+                let aside = recovery::quarantine_dir(&dir, &damage)?;
+                fs::copy(
+                    &segment.log_path,
+                    aside.join(segment.log_path.file_name().unwrap_or_default()),
+                )?;
+                tracing::error!(dir = %dir.display(), quarantine = %aside.display(), "{damage}; the damaged file is kept aside and the range is fetched again");
                 let next = segment.next_offset;
                 segment.truncate(end.valid_to, next)?;
             }
@@ -1237,7 +1114,8 @@ impl PartitionLog {
         self.active().file.sync_data()?;
         sync_dir(&self.dir)?;
         let end = self.log_end();
-        self.recovery_point = self.recovery_point.min(end);
+        // Everything left is synced now.
+        self.recovery_point = end;
         // Data first, then what is derived from it: epoch entries and .txnindex entries past the
         // new end that survive a crash here are cut at the next open.
         self.trim_epochs()?;
@@ -1250,10 +1128,7 @@ impl PartitionLog {
     }
 
     fn write_cleaner_checkpoint(&self) -> io::Result<()> {
-        write_synced(
-            &self.dir.join(CLEANER_CHECKPOINT_FILE),
-            self.cleaned_to.to_string().as_bytes(),
-        )
+        crate::checkpoint::write(&self.dir.join(CLEANER_CHECKPOINT_FILE), self.cleaned_to)
     }
 
     /// What a clean of this `compact` log would do now, or None when there is nothing worth
@@ -1386,10 +1261,7 @@ impl PartitionLog {
         }
         self.generation += 1;
         self.cleaned_to = output.end;
-        write_synced(
-            &self.dir.join(CLEANER_CHECKPOINT_FILE),
-            self.cleaned_to.to_string().as_bytes(),
-        )?;
+        self.write_cleaner_checkpoint()?;
         tracing::info!(dir = %self.dir.display(), cleaned_to = self.cleaned_to, read = output.stats.bytes_read, written = output.stats.bytes_written, records_kept = output.stats.records_kept, records_read = output.stats.records_read, "log cleaned");
         Ok(true)
     }
@@ -1409,8 +1281,13 @@ impl PartitionLog {
         self.config = config;
     }
 
-    /// Syncs, writes the producer-state snapshot and index files, and closes.
+    /// Syncs, writes the producer-state snapshot and index files, and closes. A log unchanged
+    /// since a clean open is closed without writing anything: its files are still those the
+    /// open read (and synced), so shutdown work is proportional to the logs that changed.
     pub fn close(mut self) -> io::Result<()> {
+        if !self.poisoned && self.opened_clean == Some(self.shape()) {
+            return Ok(());
+        }
         let end = self.log_end();
         let segment = self.active_mut();
         segment.file.sync_data()?;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{check_crc, check_header, BatchHeader, BatchProblem, HEADER_LEN};
+use crate::damage::{header_problem, DamageKind, ScanProblem};
 use crate::index::Indexes;
 
 /// Bytes read at a time by scans that check every batch.
@@ -19,19 +20,41 @@ pub(crate) fn file_name(base: i64, ext: &str) -> String {
     format!("{base:020}.{ext}")
 }
 
+/// The largest base offset a segment file may name: far beyond any real log, and far enough
+/// from `i64::MAX` that offset arithmetic within a segment cannot overflow.
+const SEGMENT_BASE_MAX: i64 = i64::MAX / 2;
+
+/// Whether `base` can be a segment's base offset (see [`SEGMENT_BASE_MAX`]).
+pub(crate) fn is_segment_base(base: i64) -> bool {
+    (0..=SEGMENT_BASE_MAX).contains(&base)
+}
+
+/// The base offset a segment file's name gives (`00000000000000004242.log` → 4242).
+pub(crate) fn base_of(path: &Path) -> Option<i64> {
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
 /// Where a scan stopped.
 #[derive(Debug)]
 pub(crate) struct ScanEnd {
     /// File position after the last good batch.
     pub valid_to: u64,
     /// Why the scan stopped before the end, if it did.
-    pub problem: Option<BatchProblem>,
+    pub problem: Option<ScanProblem>,
+}
+
+/// The sentence of a batch problem.
+pub(crate) fn problem_text(p: BatchProblem) -> String {
+    match p {
+        BatchProblem::Truncated(s) | BatchProblem::Corrupt(s) | BatchProblem::Invalid(s) => s,
+    }
 }
 
 /// Reads the batches of `file` from `pos` to `end` in order, calling `visit(position, header, bytes)`
 /// for each (`bytes` is the whole batch when `verify` is set, else at least its header). With
 /// `verify`, the CRC of every batch is checked. `visit` may reject a batch with a reason (for
-/// example an offset going backwards), which stops the scan like corruption does.
+/// example an offset going backwards: [`DamageKind::Offsets`]), which stops the scan like
+/// corruption does.
 pub(crate) fn scan(
     file: &File,
     mut pos: u64,
@@ -41,10 +64,10 @@ pub(crate) fn scan(
 ) -> io::Result<ScanEnd> {
     let mut buf: Vec<u8> = Vec::new();
     let mut buf_start = pos;
-    let stop = |valid_to, problem| {
+    let stop = |valid_to, kind, detail| {
         Ok(ScanEnd {
             valid_to,
-            problem: Some(problem),
+            problem: Some(ScanProblem { kind, detail }),
         })
     };
     while pos < end {
@@ -63,15 +86,19 @@ pub(crate) fn scan(
         let at = (pos - buf_start) as usize;
         let header = match check_header(&buf[at..]) {
             Ok(h) => h,
-            Err(p) => return stop(pos, p),
+            Err(p) => {
+                let ScanProblem { kind, detail } = header_problem(&buf[at..], problem_text(p));
+                return stop(pos, kind, detail);
+            }
         };
         if header.size as u64 > left {
             return stop(
                 pos,
-                BatchProblem::Truncated(format!(
+                DamageKind::Truncated,
+                format!(
                     "batch at position {pos} claims {} bytes, only {left} remain",
                     header.size
-                )),
+                ),
             );
         }
         if verify && pos + header.size as u64 > buf_start + buf.len() as u64 {
@@ -86,14 +113,14 @@ pub(crate) fn scan(
         let bytes = if verify {
             let batch = &buf[at..at + header.size];
             if let Err(p) = check_crc(batch, &header) {
-                return stop(pos, p);
+                return stop(pos, DamageKind::Crc, problem_text(p));
             }
             batch
         } else {
             &buf[at..(at + header.size).min(buf.len())]
         };
         if let Err(reason) = visit(pos, &header, bytes) {
-            return stop(pos, BatchProblem::Corrupt(reason));
+            return stop(pos, DamageKind::Offsets, reason);
         }
         pos += header.size as u64;
     }
@@ -307,7 +334,10 @@ impl Segment {
     }
 
     /// Position and header of the first batch whose last offset is at least `offset`, or None when
-    /// every batch is below it.
+    /// every batch is below it. Damaged bytes met before that batch are an error
+    /// ([`io::ErrorKind::InvalidData`]): a lookup never skips data silently. The scan starts at
+    /// the sparse index's entry; when that fails it is repeated from the file's start, so a
+    /// damaged index entry costs a longer scan, not a wrong answer.
     pub(crate) fn find(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
         if offset >= self.next_offset {
             return Ok(None);
@@ -316,15 +346,53 @@ impl Segment {
             self.indexes
                 .position_for(self.relative(offset.max(self.base))),
         );
+        let (found, problem) = self.find_from(start, offset)?;
+        if found.is_some() || problem.is_none() {
+            return Ok(found);
+        }
+        let (found, problem) = if start > 0 {
+            self.find_from(0, offset)?
+        } else {
+            (found, problem)
+        };
+        match (found, problem) {
+            (Some(found), _) => {
+                tracing::warn!(segment = %self.log_path.display(), position = start, "the offset index points at no batch; the segment was read from its start (the index is rebuilt at the next unclean start)");
+                Ok(Some(found))
+            }
+            (None, Some((pos, problem))) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "damaged batch data ({}) in {} at byte {pos} before offset {offset}: {}",
+                    problem.kind,
+                    self.log_path.display(),
+                    problem.detail
+                ),
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// One header scan of [`Self::find`] from `start`: the batch found, or where and why the
+    /// scan stopped short.
+    #[allow(clippy::type_complexity)] // a private helper's pair of outcomes
+    fn find_from(
+        &self,
+        start: u64,
+        offset: i64,
+    ) -> io::Result<(Option<(u64, BatchHeader)>, Option<(u64, ScanProblem)>)> {
         let mut found = None;
-        scan(&self.file, start, self.size, false, |pos, h, _| {
+        let end = scan(&self.file, start, self.size, false, |pos, h, _| {
             if h.last_offset() >= offset {
                 found = Some((pos, *h));
                 return Err(String::new());
             }
             Ok(())
         })?;
-        Ok(found)
+        if found.is_some() {
+            return Ok((found, None));
+        }
+        Ok((None, end.problem.map(|p| (end.valid_to, p))))
     }
 
     /// Cuts the file at `pos` (a batch boundary); `next_offset` becomes `next`.
@@ -349,7 +417,12 @@ impl Segment {
 
 /// Checks a batch read back from a segment: offsets ascend from `expected` and stay within what
 /// the 32-bit index can address from `base`. Returns the offset expected next.
-fn check_offsets(base: i64, expected: i64, pos: u64, h: &BatchHeader) -> Result<i64, String> {
+pub(crate) fn check_offsets(
+    base: i64,
+    expected: i64,
+    pos: u64,
+    h: &BatchHeader,
+) -> Result<i64, String> {
     if h.base_offset < expected {
         return Err(format!(
             "batch at position {pos} has offset {} below the expected {expected}",

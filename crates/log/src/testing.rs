@@ -1,8 +1,9 @@
-//! Builds valid uncompressed v2 record batches, for tests and benchmarks of this crate and its users.
+//! Builds valid v2 record batches (any codec), for tests and benchmarks of this crate and its
+//! users; [`recovery`] holds the segment-recovery property its tests and fuzz target check.
+
+pub mod recovery;
 
 use bytes::Bytes;
-
-use crate::batch::{HEADER_LEN, OFF_ATTRIBUTES, OFF_CRC};
 
 /// One record to put in a batch.
 #[derive(Debug, Clone)]
@@ -13,7 +14,7 @@ struct Record {
     headers: Vec<(String, Vec<u8>)>,
 }
 
-/// A builder for one magic-2 record batch, uncompressed, with a correct CRC.
+/// A builder for one magic-2 record batch with a correct CRC.
 #[derive(Debug, Clone)]
 pub struct BatchBuilder {
     base_offset: i64,
@@ -56,7 +57,8 @@ impl BatchBuilder {
         self
     }
 
-    /// Raw batch attributes (compression bits are only a label here: the records stay uncompressed).
+    /// Batch attributes: the codec in the low three bits (the records are compressed with it),
+    /// LogAppendTime (0x08), transactional (0x10), control (0x20).
     pub fn attributes(mut self, attributes: i16) -> Self {
         self.attributes = attributes;
         self
@@ -103,84 +105,44 @@ impl BatchBuilder {
         self
     }
 
-    /// Encodes the batch.
+    /// Encodes the batch with the codec its attributes name (`attributes(1)` is gzip, …).
     ///
     /// # Panics
-    /// If no record was added.
+    /// If no record was added, or the attributes name no codec.
     pub fn build(&self) -> Bytes {
+        use sluice_protocol::records::{self, Compression, Header, NewRecord};
         assert!(
             !self.records.is_empty(),
             "a batch needs at least one record"
         );
-        let base_timestamp = self.records[0].timestamp;
-        let max_timestamp = self
-            .records
-            .iter()
-            .map(|r| r.timestamp)
-            .max()
-            .unwrap_or(base_timestamp);
-        let mut body = Vec::new();
-        for (i, record) in self.records.iter().enumerate() {
-            let mut r = Vec::new();
-            r.push(0u8);
-            put_varint(&mut r, record.timestamp - base_timestamp);
-            put_varint(&mut r, i as i64);
-            match &record.key {
-                Some(k) => {
-                    put_varint(&mut r, k.len() as i64);
-                    r.extend_from_slice(k);
-                }
-                None => put_varint(&mut r, -1),
-            }
-            match &record.value {
-                Some(v) => {
-                    put_varint(&mut r, v.len() as i64);
-                    r.extend_from_slice(v);
-                }
-                None => put_varint(&mut r, -1),
-            }
-            put_varint(&mut r, record.headers.len() as i64);
-            for (k, v) in &record.headers {
-                put_varint(&mut r, k.len() as i64);
-                r.extend_from_slice(k.as_bytes());
-                put_varint(&mut r, v.len() as i64);
-                r.extend_from_slice(v);
-            }
-            put_varint(&mut body, r.len() as i64);
-            body.extend_from_slice(&r);
+        let codec = Compression::from_id((self.attributes & 0x07) as u8).expect("a known codec");
+        let mut builder = records::BatchBuilder::new(codec)
+            .base_offset(self.base_offset)
+            .partition_leader_epoch(0)
+            .producer(self.producer_id, self.producer_epoch, self.base_sequence)
+            .transactional(self.attributes & 0x10 != 0)
+            .control(self.attributes & 0x20 != 0);
+        if self.attributes & 0x08 != 0 {
+            let max = self.records.iter().map(|r| r.timestamp).max();
+            builder = builder.log_append_time(max.unwrap_or(-1));
         }
-        let count = self.records.len() as i32;
-        let mut b = Vec::with_capacity(HEADER_LEN + body.len());
-        b.extend_from_slice(&self.base_offset.to_be_bytes());
-        b.extend_from_slice(&((HEADER_LEN - 12 + body.len()) as i32).to_be_bytes());
-        b.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
-        b.push(2); // magic
-        b.extend_from_slice(&0u32.to_be_bytes()); // crc, filled below
-        b.extend_from_slice(&self.attributes.to_be_bytes());
-        b.extend_from_slice(&(count - 1).to_be_bytes());
-        b.extend_from_slice(&base_timestamp.to_be_bytes());
-        b.extend_from_slice(&max_timestamp.to_be_bytes());
-        b.extend_from_slice(&self.producer_id.to_be_bytes());
-        b.extend_from_slice(&self.producer_epoch.to_be_bytes());
-        b.extend_from_slice(&self.base_sequence.to_be_bytes());
-        b.extend_from_slice(&count.to_be_bytes());
-        b.extend_from_slice(&body);
-        let crc = crc32c::crc32c(&b[OFF_ATTRIBUTES..]);
-        b[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_be_bytes());
-        Bytes::from(b)
-    }
-}
-
-fn put_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let byte = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(byte);
-            return;
+        for record in &self.records {
+            let headers: Vec<Header<'_>> = record
+                .headers
+                .iter()
+                .map(|(k, v)| Header {
+                    key: k.as_bytes(),
+                    value: Some(v),
+                })
+                .collect();
+            builder.append(NewRecord {
+                timestamp: record.timestamp,
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: &headers,
+            });
         }
-        out.push(byte | 0x80);
+        Bytes::from(builder.build().expect("the batch encodes"))
     }
 }
 

@@ -129,6 +129,29 @@ impl TxnIndex {
         }
     }
 
+    /// What is wrong with `<base>.txnindex` of the segment `[base, next)`, if anything (for
+    /// `sluice log verify`; the broker skips damaged entries with a warning).
+    pub(crate) fn check_file(dir: &Path, base: i64, next: i64) -> io::Result<Option<String>> {
+        let bytes = match std::fs::read(txn_index_path(dir, base)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if bytes.len() % ENTRY_LEN != 0 {
+            return Ok(Some(format!(
+                "{} bytes is not a whole number of {ENTRY_LEN}-byte entries",
+                bytes.len()
+            )));
+        }
+        let bad = bytes
+            .chunks(ENTRY_LEN)
+            .filter(|chunk| {
+                AbortedTxn::decode(chunk).is_none_or(|e| !(base..next).contains(&e.last_offset))
+            })
+            .count();
+        Ok((bad > 0).then(|| format!("{bad} damaged entries (aborted transactions their records would no longer be hidden from read_committed consumers)")))
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()

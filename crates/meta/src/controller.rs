@@ -129,40 +129,87 @@ fn leader_counts_min_index(state: &MetadataState, ring: &[NodeId]) -> usize {
 /// acknowledged by the ISR may be lost then; Kafka's `unclean.leader.election.enable`).
 pub fn fence_broker(state: &MetadataState, broker: NodeId, unclean: bool) -> Vec<MetadataRecord> {
     let mut records = vec![MetadataRecord::FenceBroker { id: broker }];
-    let live: BTreeSet<NodeId> = state
-        .live_brokers()
-        .map(|b| b.id)
-        .filter(|id| *id != broker)
-        .collect();
+    let live = live_except(state, broker);
     for (topic, meta) in &state.topics {
         for (&partition, p) in &meta.partition_states {
-            let in_isr = p.isr.contains(&broker);
-            let leads = p.leader == Some(broker);
-            if !in_isr && !leads {
-                continue;
-            }
-            let mut isr = p.isr.clone();
-            if isr.len() > 1 {
-                isr.retain(|r| *r != broker);
-            }
-            let leader = if leads {
-                let next = elect(p, &isr, &live, unclean);
-                if let Some(LeaderChange::Node(n)) = next {
-                    if !isr.contains(&n) {
-                        isr = vec![n];
-                    }
-                }
-                next.or(Some(LeaderChange::None))
-            } else {
-                None
-            };
-            if isr == p.isr && leader.is_none() {
-                continue;
-            }
-            records.push(change(topic, partition, p, leader, Some(isr)));
+            records.extend(leave_partition(topic, partition, p, broker, &live, unclean));
         }
     }
     records
+}
+
+/// The record that takes `broker`'s replica of `topic`-`partition` out of service because its
+/// log is damaged (it fetches the damaged range again from another replica): it leaves the ISR
+/// (unless it is the last member) and, when it leads, the first live ISR member takes over, or
+/// with `unclean` a live replica outside the ISR, or nobody. Kafka does the same for replicas
+/// in an offline log directory. None when the partition does not exist, nothing changes, or
+/// `broker` is the only ISR member: the last copy known complete stays known, and with nobody
+/// to take over, a leaderless partition would only be given back to it.
+pub fn remove_damaged_replica(
+    state: &MetadataState,
+    topic: &str,
+    partition: i32,
+    broker: NodeId,
+    unclean: bool,
+) -> Option<MetadataRecord> {
+    let p = state.partition(topic, partition)?;
+    if p.isr.iter().all(|r| *r == broker) {
+        return None;
+    }
+    leave_partition(
+        topic,
+        partition,
+        p,
+        broker,
+        &live_except(state, broker),
+        unclean,
+    )
+}
+
+/// Live brokers other than `broker`.
+fn live_except(state: &MetadataState, broker: NodeId) -> BTreeSet<NodeId> {
+    state
+        .live_brokers()
+        .map(|b| b.id)
+        .filter(|id| *id != broker)
+        .collect()
+}
+
+/// The change that takes `broker` out of partition `p`'s ISR (keeping a last member) and
+/// elects another leader among `live` if it leads; None when it is neither in the ISR nor
+/// leading.
+fn leave_partition(
+    topic: &str,
+    partition: i32,
+    p: &PartitionState,
+    broker: NodeId,
+    live: &BTreeSet<NodeId>,
+    unclean: bool,
+) -> Option<MetadataRecord> {
+    let in_isr = p.isr.contains(&broker);
+    let leads = p.leader == Some(broker);
+    if !in_isr && !leads {
+        return None;
+    }
+    let mut isr = p.isr.clone();
+    if isr.len() > 1 {
+        isr.retain(|r| *r != broker);
+    }
+    let leader = if leads {
+        let next = elect(p, &isr, live, unclean);
+        if let Some(LeaderChange::Node(n)) = next {
+            if !isr.contains(&n) {
+                isr = vec![n];
+            }
+        }
+        next.or(Some(LeaderChange::None))
+    } else {
+        None
+    };
+    if isr == p.isr && leader.is_none() {
+        return None;
+    }
+    Some(change(topic, partition, p, leader, Some(isr)))
 }
 
 /// The records that bring a fenced broker back: it is unfenced, and leaderless partitions
@@ -596,6 +643,29 @@ mod tests {
         for p in state.topics["t"].partition_states.values() {
             assert_eq!(p.leader, Some(NodeId(3)));
         }
+    }
+
+    #[test]
+    fn a_damaged_replica_leaves_the_isr_and_hands_leadership_over() {
+        let mut state = cluster(&[(1, None), (2, None), (3, None)]);
+        create_on(&mut state, "t", &[1, 2, 3]);
+        let before = state.topics["t"].partition_states[&0].clone();
+        assert_eq!(before.leader, Some(NodeId(1)));
+        let record = remove_damaged_replica(&state, "t", 0, NodeId(1), false).unwrap();
+        apply_all(&mut state, vec![record]);
+        let p = &state.topics["t"].partition_states[&0];
+        assert_eq!(p.leader, Some(NodeId(2)));
+        assert_eq!(p.isr, node_ids(&[2, 3]));
+        assert_eq!(p.leader_epoch, before.leader_epoch + 1);
+        // A follower only leaves the ISR; once out, nothing changes.
+        let record = remove_damaged_replica(&state, "t", 0, NodeId(3), false).unwrap();
+        apply_all(&mut state, vec![record]);
+        let p = &state.topics["t"].partition_states[&0];
+        assert_eq!((p.leader, p.isr.clone()), (Some(NodeId(2)), node_ids(&[2])));
+        assert!(remove_damaged_replica(&state, "t", 0, NodeId(3), false).is_none());
+        // The last in-sync replica stays what it is: nobody else has every record.
+        assert!(remove_damaged_replica(&state, "t", 0, NodeId(2), false).is_none());
+        assert!(remove_damaged_replica(&state, "nope", 0, NodeId(2), false).is_none());
     }
 
     #[test]

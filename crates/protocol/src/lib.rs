@@ -8,6 +8,7 @@
 //! - [`codec`] — the reader, writers, errors and traits the generated messages are built on.
 //! - [`messages`] — every request, response, header and data message of Kafka 4.2, generated
 //!   from `schema/` by `sluice-protocol-gen`, and the API table ([`messages::ApiKey`]).
+//! - [`records`] — record batches (magic v2): header view, record iterator, codecs, builder.
 //! - [`error`] — Kafka's error codes ([`error::ResponseError`]), generated likewise.
 //! - [`request`] — a request frame to its header and body, for any API and version.
 //! - [`str_bytes`] — [`StrBytes`], strings that share the buffer they were decoded from.
@@ -15,6 +16,7 @@
 pub mod codec;
 pub mod error;
 pub mod messages;
+pub mod records;
 pub mod request;
 pub mod str_bytes;
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub enum VarintError {
 
 /// Decodes an unsigned varint of at most 32 bits from the front of `input`.
 /// Returns the value and the number of bytes it took.
+#[inline]
 pub fn read_unsigned_varint(input: &[u8]) -> Result<(u32, usize), VarintError> {
     let (value, len) = read_raw(input, 5)?;
     let value = u32::try_from(value).map_err(|_| VarintError::Overflow)?;
@@ -27,17 +28,20 @@ pub fn read_unsigned_varint(input: &[u8]) -> Result<(u32, usize), VarintError> {
 }
 
 /// Decodes an unsigned varint of at most 64 bits from the front of `input`.
+#[inline]
 pub fn read_unsigned_varlong(input: &[u8]) -> Result<(u64, usize), VarintError> {
     read_raw(input, 10)
 }
 
 /// Decodes a zig-zag signed varint (`int32`) from the front of `input`.
+#[inline]
 pub fn read_varint(input: &[u8]) -> Result<(i32, usize), VarintError> {
     let (raw, len) = read_unsigned_varint(input)?;
     Ok((((raw >> 1) as i32) ^ -((raw & 1) as i32), len))
 }
 
 /// Decodes a zig-zag signed varlong (`int64`) from the front of `input`.
+#[inline]
 pub fn read_varlong(input: &[u8]) -> Result<(i64, usize), VarintError> {
     let (raw, len) = read_unsigned_varlong(input)?;
     Ok((((raw >> 1) as i64) ^ -((raw & 1) as i64), len))
@@ -78,7 +82,14 @@ pub fn varlong_len(value: i64) -> usize {
     raw_len(((value << 1) ^ (value >> 63)) as u64)
 }
 
+#[inline]
 fn read_raw(input: &[u8], max_len: usize) -> Result<(u64, usize), VarintError> {
+    // Most record fields (deltas, short lengths) fit one byte.
+    if let Some(&byte) = input.first() {
+        if byte & 0x80 == 0 {
+            return Ok((u64::from(byte), 1));
+        }
+    }
     let mut value = 0u64;
     for (i, &byte) in input.iter().enumerate().take(max_len) {
         let group = u64::from(byte & 0x7f);

@@ -5,6 +5,7 @@
 
 const POLL_MS = 2000;
 const HISTORY = 60; // overview samples kept for the throughput sparkline (2 minutes)
+const WINDOW_MS = HISTORY * POLL_MS; // the time the sparkline's width stands for
 
 // ---------- small helpers ----------
 
@@ -102,10 +103,11 @@ function table(headers, rows, emptyText, testid) {
   return el("table", {}, head, body);
 }
 
-function card(label, value, kind, testid) {
+function card(label, value, kind, testid, note) {
   return el("div", { class: "card" },
     el("div", { class: "label" }, label),
-    el("div", { class: "value " + (kind || ""), "data-testid": testid || null }, value));
+    el("div", { class: "value " + (kind || ""), "data-testid": testid || null }, value),
+    note ? el("div", { class: "note", "data-testid": testid ? testid + "-note" : null }, note) : null);
 }
 
 function parseHash() {
@@ -130,7 +132,9 @@ async function pollOverview() {
       recs: o.records_in_total,
     });
     if (state.history.length > HISTORY + 1) state.history.shift();
-    document.getElementById("cluster-id").textContent = o.cluster_id;
+    const clusterId = document.getElementById("cluster-id");
+    clusterId.textContent = o.cluster_id;
+    clusterId.title = o.cluster_id;
     document.getElementById("version").textContent = o.version;
     document.getElementById("uptime").textContent = "up " + fmtDuration(o.uptime_ms);
     setLive(true);
@@ -148,7 +152,7 @@ function setLive(ok, message) {
   if (!ok) banner.textContent = "Cannot reach the broker: " + (message || "no answer");
 }
 
-/** Per-second rates between consecutive samples. */
+/** Per-second rates between consecutive samples, each at the time of the later one. */
 function rates() {
   const out = [];
   const h = state.history;
@@ -156,6 +160,7 @@ function rates() {
     const dt = (h[i].t - h[i - 1].t) / 1000;
     if (dt <= 0) continue;
     out.push({
+      t: h[i].t,
       in: Math.max(0, (h[i].in - h[i - 1].in) / dt),
       out: Math.max(0, (h[i].out - h[i - 1].out) / dt),
       recs: Math.max(0, (h[i].recs - h[i - 1].recs) / dt),
@@ -164,6 +169,8 @@ function rates() {
   return out;
 }
 
+/** The last WINDOW_MS of rates: the newest at the right edge, time to scale, so 20 s of
+ *  samples fill the right sixth of a 2-minute chart rather than all of it. */
 function sparkline(series) {
   const w = 600, hgt = 150, pad = 8;
   const svg = el("svg", { class: "spark", viewBox: `0 0 ${w} ${hgt}`, preserveAspectRatio: "none", "data-testid": "sparkline" });
@@ -171,14 +178,16 @@ function sparkline(series) {
     svg.append(el("line", { class: "grid", x1: 0, x2: w, y1: hgt * f, y2: hgt * f }));
   }
   const max = Math.max(1, ...series.map((r) => Math.max(r.in, r.out)));
-  // The samples so far fill the width; the window slides once it holds HISTORY of them.
-  const x = (i) => (series.length <= 1 ? w : (i * w) / (series.length - 1));
+  const newest = series.length ? series[series.length - 1].t : 0;
+  const x = (t) => Math.max(0, w - ((newest - t) / WINDOW_MS) * w);
   const y = (v) => hgt - pad - (v / max) * (hgt - 2 * pad);
   if (series.length >= 1) {
-    const points = (key) => (series.length === 1 ? [series[0], series[0]] : series)
-      .map((r, i) => `${(series.length === 1 ? i * w : x(i)).toFixed(1)},${y(r[key]).toFixed(1)}`);
+    // One sample is a short flat line ending at the right edge.
+    const shown = series.length === 1 ? [{ ...series[0], t: series[0].t - POLL_MS }, series[0]] : series;
+    const points = (key) => shown.map((r) => `${x(r.t).toFixed(1)},${y(r[key]).toFixed(1)}`);
     const inPoints = points("in");
-    svg.append(el("path", { class: "in-area", d: `M0,${hgt} L${inPoints.join(" L")} L${w},${hgt} Z` }));
+    const left = x(shown[0].t).toFixed(1);
+    svg.append(el("path", { class: "in-area", d: `M${left},${hgt} L${inPoints.join(" L")} L${w},${hgt} Z` }));
     svg.append(el("polyline", { class: "in", points: inPoints.join(" "), "vector-effect": "non-scaling-stroke" }));
     svg.append(el("polyline", { class: "out", points: points("out").join(" "), "vector-effect": "non-scaling-stroke" }));
   }
@@ -212,9 +221,13 @@ pages.overview = {
     const last = r[r.length - 1] || { in: 0, out: 0, recs: 0 };
     clear(this.cards,
       card("Brokers", fmtInt(o.brokers.length)),
-      card("Topics", fmtInt(o.topic_count), null, "topic-count"),
-      card("Partitions", fmtInt(o.partition_count)),
+      // User topics, as the topic list and "Largest topics" show them; internal ones apart.
+      card("Topics", fmtInt(o.topic_count), null, "topic-count",
+        o.internal_topic_count ? `+ ${fmtInt(o.internal_topic_count)} internal` : null),
+      card("Partitions", fmtInt(o.partition_count), null, "partition-count",
+        o.internal_partition_count ? `+ ${fmtInt(o.internal_partition_count)} internal` : null),
       card("Under-replicated", fmtInt(o.under_replicated_partitions), o.under_replicated_partitions ? "bad" : "good"),
+      card("Offline", fmtInt(o.offline_partitions), o.offline_partitions ? "bad" : "good"),
       card("Consumer groups", fmtInt(o.group_count)),
       card("Data on disk", fmtBytes(o.size_bytes)));
     clear(this.spark,
@@ -311,8 +324,10 @@ pages.topic = {
       el("td", { class: "num" }, fmtInt(p.high_watermark)),
       el("td", { class: "num" }, fmtInt(p.high_watermark - p.log_start_offset)),
       el("td", { class: "num" }, fmtBytes(p.size_bytes)),
-      el("td", {}, el("span", { class: "badge " + (p.in_sync_replicas < p.replicas ? "bad" : "good") },
-        `${p.in_sync_replicas}/${p.replicas} in sync`))))));
+      el("td", {}, p.offline
+        ? el("span", { class: "badge bad", title: p.offline }, "offline: storage error")
+        : el("span", { class: "badge " + (p.in_sync_replicas < p.replicas ? "bad" : "good") },
+          `${p.in_sync_replicas}/${p.replicas} in sync`))))));
     // Overrides first, then the rest by name.
     const configs = t.configs.slice().sort((a, b) =>
       (a.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) - (b.source === "DYNAMIC_TOPIC_CONFIG" ? 0 : 1) || a.name.localeCompare(b.name));
@@ -348,7 +363,7 @@ pages.messages = {
     this.max = el("select", { "data-testid": "msg-max" }, ["5", "20", "50", "100", "200", "500"].map((n) => el("option", { value: n }, n)));
     this.max.value = "50";
     this.follow = el("input", { type: "checkbox", checked: true });
-    this.info = el("span", { class: "muted" });
+    this.info = el("span", { class: "muted", "data-testid": "msg-range" });
     this.older = el("button", { class: "secondary", "data-testid": "msg-older", disabled: true, onclick: () => this.page(-1) }, "← Older");
     this.newer = el("button", { class: "secondary", "data-testid": "msg-newer", disabled: true, onclick: () => this.page(1) }, "Newer →");
     this.body = el("div", { class: "panel-body flush" });
@@ -432,7 +447,7 @@ pages.messages = {
     this.last = page;
     this.older.disabled = page.start_offset <= page.log_start_offset;
     this.newer.disabled = page.next_offset >= page.high_watermark;
-    this.info.textContent = `offsets ${fmtInt(page.log_start_offset)} – ${fmtInt(page.high_watermark)} · showing ${page.records.length}`;
+    this.info.textContent = rangeText(page);
     const rows = page.records.slice().reverse().map((r) => el("tr", { "data-testid": "message-row", "data-offset": r.offset },
       el("td", { class: "num mono" }, String(r.offset)),
       el("td", { class: "mono", style: "white-space:nowrap" }, fmtTime(r.timestamp)),
@@ -441,10 +456,25 @@ pages.messages = {
       el("td", {}, r.headers.length === 0 ? el("span", { class: "muted" }, "–")
         : el("div", { class: "headers" }, r.headers.map((h) =>
           el("div", {}, el("b", {}, h.key), " = ", h.value.encoding === "null" ? "null" : h.value.data))))));
-    clear(this.body, table([{ label: "Offset", num: true }, "Timestamp", "Key", "Value", "Headers"], rows,
+    const damaged = (page.damaged || []).map((d) => el("div", { class: "result err", "data-testid": "damaged-batch" },
+      `Damaged batch at offsets ${fmtInt(d.base_offset)} – ${fmtInt(d.last_offset)}, not shown: ${d.reason}`));
+    clear(this.body, ...damaged, table([{ label: "Offset", num: true }, "Timestamp", "Key", "Value", "Headers"], rows,
       "No records in this range.", "messages"));
   },
 };
+
+/** "offsets 0 – 7 · showing 3 (5 – 7)": inclusive ranges, the partition's then the page's (the
+ *  high watermark is the next offset, not the last one). */
+function rangeText(page) {
+  const held = page.high_watermark > page.log_start_offset
+    ? `offsets ${fmtInt(page.log_start_offset)} – ${fmtInt(page.high_watermark - 1)}`
+    : `no records (next offset ${fmtInt(page.high_watermark)})`;
+  const offsets = page.records.map((r) => r.offset);
+  const shown = offsets.length
+    ? `showing ${fmtInt(offsets.length)} (${fmtInt(Math.min(...offsets))} – ${fmtInt(Math.max(...offsets))})`
+    : "showing none";
+  return `${held} · ${shown}`;
+}
 
 pages.groups = {
   title: "Consumer groups",

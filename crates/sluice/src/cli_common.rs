@@ -37,7 +37,8 @@ pub(crate) struct CommonArgs {
     /// Output format: aligned columns, or JSON for scripts.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub(crate) output: Output,
-    /// Bound on connecting and on each request's answer.
+    /// Bound on connecting and on each request's answer (`sluice perf produce`: also on each
+    /// record's delivery, librdkafka's `message.timeout.ms`).
     #[arg(long, global = true, default_value_t = 10_000, value_name = "MS")]
     pub(crate) timeout_ms: u64,
 }
@@ -110,6 +111,34 @@ where
         let client = Client::connect(&args.bootstrap_server(), timeout).await?;
         let text = command(client).await?;
         write_stdout(&text)
+    })
+}
+
+/// Checks that a bootstrap broker answers (one of them, when several are given), so a command
+/// whose client would otherwise retry quietly (librdkafka, for `sluice perf`) fails at once with
+/// the error every subcommand gives: `cannot reach broker at HOST:PORT: ...`.
+pub(crate) fn check_reachable(args: &CommonArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let bootstrap = args.bootstrap_server();
+    runtime.block_on(async move {
+        let timeout = Duration::from_millis(args.timeout_ms);
+        let mut first_error = None;
+        for address in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Client::connect(address, timeout).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_error.unwrap_or_else(|| anyhow::anyhow!("no bootstrap server given")))
     })
 }
 

@@ -220,6 +220,7 @@ where
 
 fn overview(broker: &Broker, started: Instant) -> serde_json::Result<Value> {
     let topics = inspect::topics(broker);
+    let (internal, user): (Vec<_>, Vec<_>) = topics.iter().partition(|t| t.internal);
     let totals = broker.metrics.totals();
     let config = &broker.config;
     Ok(json!({
@@ -234,10 +235,15 @@ fn overview(broker: &Broker, started: Instant) -> serde_json::Result<Value> {
             "advertised": format!("{}:{}", config.advertised_host, config.advertised_port),
             "data_dir": config.data_dir.display().to_string(),
         }],
-        "topic_count": topics.len(),
-        "partition_count": topics.iter().map(|t| t.partition_count).sum::<usize>(),
+        // Counted as the topic list shows them by default: the user's topics, with the
+        // internal ones (`__consumer_offsets`, `__transaction_state`) apart.
+        "topic_count": user.len(),
+        "partition_count": user.iter().map(|t| t.partition_count).sum::<usize>(),
+        "internal_topic_count": internal.len(),
+        "internal_partition_count": internal.iter().map(|t| t.partition_count).sum::<usize>(),
         "size_bytes": topics.iter().map(|t| t.size_bytes).sum::<u64>(),
         "under_replicated_partitions": inspect::under_replicated_partitions(broker),
+        "offline_partitions": inspect::offline_partitions(broker),
         "group_count": groups::group_count(broker),
         "bytes_in_total": totals.bytes_in.get(),
         "records_in_total": totals.records_in.get(),
@@ -299,6 +305,11 @@ fn page_json(topic: &str, page: records::RecordsPage) -> Value {
         "start_offset": page.start_offset,
         "next_offset": page.next_offset,
         "records": page.records.iter().map(record_json).collect::<Vec<_>>(),
+        "damaged": page.damaged.iter().map(|d| json!({
+            "base_offset": d.base_offset,
+            "last_offset": d.last_offset,
+            "reason": d.reason,
+        })).collect::<Vec<_>>(),
     })
 }
 

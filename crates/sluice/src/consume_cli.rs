@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use clap::Args;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_commit_request::{
@@ -15,7 +15,7 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetCommitRequest};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{Record, RecordBatchDecoder};
+use sluice_protocol::records::{Batches, Record, RecordsError, DEFAULT_DECOMPRESSED_LIMIT};
 
 use crate::cli_common::{
     kafka_error, list_offsets_isolated, topic_name, CommonArgs, TopicPartition, EARLIEST_TIMESTAMP,
@@ -32,11 +32,6 @@ const FETCH_BYTES_MAX: i32 = 50 * 1024 * 1024;
 const FETCH_PARTITION_BYTES_MAX: i32 = 1024 * 1024;
 /// OFFSET_OUT_OF_RANGE.
 const OFFSET_OUT_OF_RANGE: i16 = 1;
-/// A record batch header: base offset (8), length (4), then the rest up to the record count.
-const BATCH_HEADER_BYTES: usize = 61;
-/// Where a batch's last offset delta starts: base offset, length, leader epoch, magic, CRC,
-/// attributes.
-const LAST_OFFSET_DELTA_AT: usize = 8 + 4 + 4 + 1 + 4 + 2;
 
 /// `sluice consume` flags.
 #[derive(Debug, Args)]
@@ -193,28 +188,28 @@ fn parse_format(value: &str) -> Result<Format, String> {
 
 impl Format {
     /// Appends `record` of `topic`/`partition` as formatted; null keys and values print nothing.
-    fn write(&self, out: &mut Vec<u8>, topic: &str, partition: i32, record: &Record) {
+    fn write(&self, out: &mut Vec<u8>, topic: &str, partition: i32, record: &Record<'_>) {
         for piece in &self.0 {
             match piece {
                 Piece::Text(text) => out.extend_from_slice(text.as_bytes()),
                 Piece::Topic => out.extend_from_slice(topic.as_bytes()),
                 Piece::Partition => out.extend_from_slice(partition.to_string().as_bytes()),
                 Piece::Offset => out.extend_from_slice(record.offset.to_string().as_bytes()),
-                Piece::Key => out.extend_from_slice(record.key.as_deref().unwrap_or_default()),
-                Piece::Value => out.extend_from_slice(record.value.as_deref().unwrap_or_default()),
+                Piece::Key => out.extend_from_slice(record.key.unwrap_or_default()),
+                Piece::Value => out.extend_from_slice(record.value.unwrap_or_default()),
                 Piece::Timestamp => out.extend_from_slice(record.timestamp.to_string().as_bytes()),
                 Piece::Headers => {
-                    for (i, (key, value)) in record.headers.iter().enumerate() {
+                    for (i, header) in record.headers().enumerate() {
                         if i > 0 {
                             out.push(b',');
                         }
-                        out.extend_from_slice(key.as_bytes());
+                        out.extend_from_slice(header.key);
                         out.push(b'=');
-                        out.extend_from_slice(value.as_deref().unwrap_or_default());
+                        out.extend_from_slice(header.value.unwrap_or_default());
                     }
                 }
                 Piece::ValueSize => {
-                    let size = record.value.as_ref().map_or(-1, |v| v.len() as i64);
+                    let size = record.value.map_or(-1, |v| v.len() as i64);
                     out.extend_from_slice(size.to_string().as_bytes());
                 }
             }
@@ -536,62 +531,78 @@ async fn read(
 }
 
 /// Formats the complete batches of a fetched partition into `out`, advancing the position;
-/// returns true when --count was reached.
+/// returns true when --count was reached. A batch whose records do not read (its count disagrees
+/// with its bytes, its codec refuses it, …) stops the command with its offsets and the reason;
+/// none of its records is printed.
 fn print_records(
     out: &mut Vec<u8>,
     args: &ConsumeArgs,
     partition: i32,
     position: &mut Position,
-    mut records: Bytes,
+    records: Bytes,
     printed: &mut u64,
 ) -> anyhow::Result<bool> {
     // A fetch may end with a partial batch; it is fetched again whole next time.
-    while records.len() >= BATCH_HEADER_BYTES {
-        let length = i32::from_be_bytes(records[8..12].try_into().expect("4 bytes"));
-        let batch_bytes = 12 + usize::try_from(length).context("negative record batch length")?;
-        if records.len() < batch_bytes {
-            break;
-        }
-        let mut batch = records.split_to(batch_bytes);
-        let base_offset = (&batch[..8]).get_i64();
-        let last_offset_delta = (&batch[LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4]).get_i32();
-        let set = RecordBatchDecoder::decode(&mut batch).with_context(|| {
+    for batch in Batches::new(&records) {
+        let batch = batch.with_context(|| {
             format!(
-                "cannot decode the record batch at offset {base_offset} of {}-{partition}",
-                args.topic
+                "the record batch at offset {} of {}-{partition} is unreadable",
+                position.next_offset, args.topic
             )
         })?;
-        let first = set.records.first();
-        let last_offset = base_offset + i64::from(last_offset_delta);
-        let producer_id = first.map_or(-1, |r| r.producer_id);
-        let skip = match first {
-            // An abort marker (control record key: version i16, type i16 = 0).
-            Some(r) if r.control => {
-                if matches!(r.key.as_deref(), Some([_, _, 0, 0, ..])) {
-                    position.aborted.aborted(producer_id);
-                }
-                true
-            }
-            Some(r) => position
-                .aborted
-                .skips(producer_id, r.transactional, last_offset),
-            None => true,
+        let header = *batch.header();
+        let last_offset = header.last_offset();
+        let damaged = |e: RecordsError| {
+            anyhow::anyhow!(
+                "the record batch at offsets {}..={last_offset} of {}-{partition} is damaged: {e}",
+                header.base_offset,
+                args.topic
+            )
         };
-        for record in set.records.iter().filter(|_| !skip) {
-            // A batch may start before the fetch offset.
-            if record.offset < position.next_offset {
-                continue;
+        let skip = if header.is_control() {
+            // An abort marker: control record key (version i16, type i16 = 0).
+            let mut abort = false;
+            batch
+                .for_each_record(DEFAULT_DECOMPRESSED_LIMIT, |r| {
+                    abort |= matches!(r.key, Some([_, _, 0, 0, ..]));
+                    Ok::<_, RecordsError>(())
+                })
+                .map_err(damaged)?;
+            if abort {
+                position.aborted.aborted(header.producer_id);
             }
-            args.format.write(out, &args.topic, partition, record);
-            position.next_offset = record.offset + 1;
-            *printed += 1;
-            if args.count.is_some_and(|count| *printed >= count) {
+            true
+        } else {
+            position
+                .aborted
+                .skips(header.producer_id, header.is_transactional(), last_offset)
+        };
+        if !skip {
+            let (start, printed_before) = (out.len(), *printed);
+            let mut reached = None;
+            let walked = batch.for_each_record(DEFAULT_DECOMPRESSED_LIMIT, |record| {
+                // A batch may start before the fetch offset.
+                if reached.is_some() || record.offset < position.next_offset {
+                    return Ok::<_, RecordsError>(());
+                }
+                args.format.write(out, &args.topic, partition, &record);
+                *printed += 1;
+                if args.count.is_some_and(|count| *printed >= count) {
+                    reached = Some(record.offset + 1);
+                }
+                Ok(())
+            });
+            if let Err(e) = walked {
+                out.truncate(start);
+                *printed = printed_before;
+                return Err(damaged(e));
+            }
+            if let Some(next) = reached {
+                position.next_offset = next;
                 return Ok(true);
             }
         }
-        position.next_offset = position
-            .next_offset
-            .max(base_offset + i64::from(last_offset_delta) + 1);
+        position.next_offset = position.next_offset.max(last_offset.saturating_add(1));
     }
     Ok(false)
 }
@@ -655,50 +666,49 @@ async fn commit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::indexmap::IndexMap;
-    use kafka_protocol::records::TimestampType;
+    use sluice_protocol::records::{Batch, BatchBuilder, Compression, Header, NewRecord};
 
-    fn record(key: Option<&'static [u8]>, value: Option<&'static [u8]>) -> Record {
-        let mut headers = IndexMap::new();
-        headers.insert(
-            StrBytes::from_static_str("a"),
-            Some(Bytes::from_static(b"1")),
-        );
-        headers.insert(StrBytes::from_static_str("b"), None);
-        Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 42,
-            sequence: -1,
+    /// A batch holding one record at offset 42 with headers `a=1` and `b` (null).
+    fn record_batch(key: Option<&'static [u8]>, value: Option<&'static [u8]>) -> Vec<u8> {
+        let headers = [
+            Header {
+                key: b"a",
+                value: Some(b"1"),
+            },
+            Header {
+                key: b"b",
+                value: None,
+            },
+        ];
+        let mut builder = BatchBuilder::new(Compression::None).base_offset(42);
+        builder.append(NewRecord {
             timestamp: 1_700_000_000_000,
-            key: key.map(Bytes::from_static),
-            value: value.map(Bytes::from_static),
-            headers,
-        }
+            key,
+            value,
+            headers: &headers,
+        });
+        builder.build().unwrap()
     }
 
-    fn formatted(format: &str, record: &Record) -> String {
+    fn formatted(format: &str, batch: &[u8]) -> String {
+        let (batch, _) = Batch::parse(batch).unwrap();
+        let record = batch.records().unwrap().next().unwrap().unwrap();
         let mut out = Vec::new();
         parse_format(format)
             .unwrap()
-            .write(&mut out, "orders", 3, record);
+            .write(&mut out, "orders", 3, &record);
         String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn formats_like_kcat() {
-        let r = record(Some(b"k"), Some(b"value"));
+        let r = record_batch(Some(b"k"), Some(b"value"));
         assert_eq!(formatted("%s\\n", &r), "value\n");
         assert_eq!(
             formatted("%t/%p@%o %k=%s (%S bytes, %T) [%h]\\t100%%", &r),
             "orders/3@42 k=value (5 bytes, 1700000000000) [a=1,b=]\t100%"
         );
-        let null = record(None, None);
+        let null = record_batch(None, None);
         assert_eq!(formatted("[%k][%s][%S]", &null), "[][][-1]");
         assert_eq!(formatted("a\\\\b\\x", &null), "a\\b\\x");
     }

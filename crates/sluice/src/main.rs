@@ -1,5 +1,6 @@
 //! The `sluice` command: `sluice serve` runs a broker, `sluice group` administers consumer groups,
-//! `sluice topic` administers topics, `sluice cluster status` summarises the cluster, `sluice perf` measures throughput and latency; more
+//! `sluice topic` administers topics, `sluice cluster status` summarises the cluster, `sluice perf` measures throughput and latency,
+//! `sluice log` verifies and repairs partition files on disk; more
 //! subcommands join as they are built.
 
 mod admin_http;
@@ -10,6 +11,7 @@ mod console;
 mod console_api;
 mod consume_cli;
 mod group_cli;
+mod log_cli;
 mod perf_cli;
 mod produce_cli;
 mod serve;
@@ -41,6 +43,8 @@ enum Command {
     Consume(consume_cli::ConsumeArgs),
     /// Benchmarks: producer and consumer throughput and latency against a broker.
     Perf(perf_cli::PerfArgs),
+    /// A partition's files on disk: verify every batch and checkpoint, repair by truncation.
+    Log(log_cli::LogArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,11 +57,14 @@ fn main() -> std::process::ExitCode {
         Command::Produce(args) => produce_cli::run(args),
         Command::Consume(args) => consume_cli::run(args),
         Command::Perf(args) => perf_cli::run(args),
+        Command::Log(args) => log_cli::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            use std::io::Write as _;
+            // `eprintln!` would panic (exit 101) when stderr is a broken pipe.
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -6,15 +6,11 @@ use std::collections::BTreeMap;
 use std::io::BufRead as _;
 
 use anyhow::{bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::ProduceRequest;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use sluice_protocol::records::{BatchBuilder, Compression, Header, NewRecord};
 use tokio::sync::mpsc;
 
 use crate::cli_common::{kafka_error, topic_name, CommonArgs};
@@ -219,16 +215,6 @@ async fn produce(client: &mut Client, args: &ProduceArgs) -> anyhow::Result<Prod
             );
         }
     }
-    let headers: IndexMap<StrBytes, Option<Bytes>> = args
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                StrBytes::from_string(k.clone()),
-                Some(Bytes::copy_from_slice(v.as_bytes())),
-            )
-        })
-        .collect();
     let separator = args.key_separator.as_deref().map(str::as_bytes);
     let mut lines = spawn_stdin_reader();
     let mut produced = Produced::default();
@@ -265,7 +251,7 @@ async fn produce(client: &mut Client, args: &ProduceArgs) -> anyhow::Result<Prod
                 .or_default()
                 .push((key, value));
         }
-        send(client, args, &headers, &by_partition).await?;
+        send(client, args, &by_partition).await?;
         produced.requests += 1;
         for (partition, records) in &by_partition {
             *produced.records_by_partition.entry(*partition).or_default() += records.len() as u64;
@@ -278,7 +264,6 @@ async fn produce(client: &mut Client, args: &ProduceArgs) -> anyhow::Result<Prod
 async fn send(
     client: &mut Client,
     args: &ProduceArgs,
-    headers: &IndexMap<StrBytes, Option<Bytes>>,
     by_partition: &BTreeMap<i32, Vec<(Option<Bytes>, Bytes)>>,
 ) -> anyhow::Result<()> {
     let now_ms = std::time::SystemTime::now()
@@ -286,7 +271,7 @@ async fn send(
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut partition_data = Vec::with_capacity(by_partition.len());
     for (partition, records) in by_partition {
-        let batch = encode_batch(records, headers, now_ms, args.compression.codec())?;
+        let batch = encode_batch(records, &args.headers, now_ms, args.compression.codec())?;
         partition_data.push(
             PartitionProduceData::default()
                 .with_index(*partition)
@@ -320,55 +305,38 @@ async fn send(
     Ok(())
 }
 
-/// Encodes records as one v2 record batch.
+/// Encodes records as one v2 record batch, every record with the same headers.
 fn encode_batch(
     records: &[(Option<Bytes>, Bytes)],
-    headers: &IndexMap<StrBytes, Option<Bytes>>,
+    headers: &[(String, String)],
     now_ms: i64,
     compression: Compression,
 ) -> anyhow::Result<Bytes> {
-    let records: Vec<Record> = records
+    let headers: Vec<Header<'_>> = headers
         .iter()
-        .enumerate()
-        .map(|(i, (key, value))| {
-            let offset = i as i64;
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset,
-                // The encoder keeps records in one batch while offset - sequence is constant, and
-                // writes the first record's sequence as the batch's: -1, as for a producer that is
-                // not idempotent.
-                sequence: (offset as i32).wrapping_sub(1),
-                timestamp: now_ms,
-                key: key.clone(),
-                value: Some(value.clone()),
-                headers: headers.clone(),
-            }
+        .map(|(k, v)| Header {
+            key: k.as_bytes(),
+            value: Some(v.as_bytes()),
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .with_context(|| format!("cannot encode a {compression:?} record batch"))?;
-    Ok(buf.freeze())
+    let mut builder = BatchBuilder::new(compression);
+    for (key, value) in records {
+        builder.append(NewRecord {
+            timestamp: now_ms,
+            key: key.as_deref(),
+            value: Some(value),
+            headers: &headers,
+        });
+    }
+    let batch = builder
+        .build()
+        .with_context(|| format!("cannot encode a {compression} record batch"))?;
+    Ok(Bytes::from(batch))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::RecordBatchDecoder;
 
     #[test]
     fn murmur2_is_kafkas() {
@@ -434,12 +402,8 @@ mod tests {
 
     #[test]
     fn batches_are_one_per_call_and_decode() {
-        let headers: IndexMap<StrBytes, Option<Bytes>> = [(
-            StrBytes::from_static_str("h"),
-            Some(Bytes::from_static(b"1")),
-        )]
-        .into_iter()
-        .collect();
+        use sluice_protocol::records::{Batches, RecordsError};
+        let headers = vec![("h".to_owned(), "1".to_owned())];
         for codec in [
             Compression::None,
             Compression::Gzip,
@@ -452,16 +416,29 @@ mod tests {
                 (None, Bytes::from_static(b"v2")),
                 (None, Bytes::from_static(b"v3")),
             ];
-            let mut batch = encode_batch(&records, &headers, 1_000, codec).unwrap();
-            let sets = RecordBatchDecoder::decode_all(&mut batch).unwrap();
-            assert_eq!(sets.len(), 1, "{codec:?}");
-            let decoded = &sets[0].records;
+            let batch = encode_batch(&records, &headers, 1_000, codec).unwrap();
+            let batches: Vec<_> = Batches::new(&batch).map(Result::unwrap).collect();
+            assert_eq!(batches.len(), 1, "{codec}");
+            let header = batches[0].header();
+            assert_eq!(header.compression(), Ok(codec));
+            assert_eq!((header.producer_id, header.base_sequence), (-1, -1));
+            let mut decoded = Vec::new();
+            batches[0]
+                .for_each_record(1 << 20, |r| {
+                    let header = r.headers().next().unwrap();
+                    assert_eq!((header.key, header.value), (&b"h"[..], Some(&b"1"[..])));
+                    decoded.push((
+                        r.offset,
+                        r.key.map(<[u8]>::to_vec),
+                        r.value.unwrap().to_vec(),
+                    ));
+                    Ok::<_, RecordsError>(())
+                })
+                .unwrap();
             assert_eq!(decoded.len(), 3);
-            assert_eq!(decoded[0].key.as_deref(), Some(&b"k"[..]));
-            assert_eq!(decoded[2].value.as_deref(), Some(&b"v3"[..]));
-            assert_eq!(decoded[1].offset, 1);
-            assert_eq!(decoded[1].sequence, -1 + 1);
-            assert_eq!(decoded[0].headers, headers);
+            assert_eq!(decoded[0].1.as_deref(), Some(&b"k"[..]));
+            assert_eq!(decoded[2].2, b"v3");
+            assert_eq!(decoded[1].0, 1);
         }
     }
 }

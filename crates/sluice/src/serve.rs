@@ -38,7 +38,7 @@ pub(crate) struct ServeArgs {
     /// TOML file of Kafka broker configs, e.g. `"num.partitions" = 3`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log line format on stderr (filter with RUST_LOG, default info).
+    /// Log line format on stderr (filter with RUST_LOG; default `info,openraft=warn`).
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// This node's id (`node.id`): its broker id in Metadata answers and its voter id in
@@ -83,16 +83,54 @@ const FLAG_VARIABLES: &[&str] = &[
     "SLUICE_BOOTSTRAP",
 ];
 
+/// The log filter when `RUST_LOG` is not set: what an operator needs at `info` (start, stop,
+/// topics, groups, leadership), with library internals (openraft's state dumps and per-RPC lines)
+/// only when they are warnings. `RUST_LOG` replaces it whole (`RUST_LOG=info` shows openraft's
+/// info lines again, `RUST_LOG=debug` everything).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    // Never `eprintln!` about a failed log write: that panics on a broken pipe, inside whichever
+    // task was logging (the signal task among them). `StderrLog` already drops such errors.
+    use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| StderrLog)
+        .log_internal_errors(false)
+        // Colours for a person at a terminal, not escape codes in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Log lines go to stderr, and a line that cannot be written (the reader of a pipe went away, a
+/// full disk behind a redirect) is dropped: logging must never be able to fail, let alone take
+/// down the task that logged. Each line is one `write_all` of a formatted buffer, so lines from
+/// different threads do not interleave.
+struct StderrLog;
+
+impl std::io::Write for StderrLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Prints a line on stdout for whoever started the broker; a closed or broken stdout is not a
+/// reason to stop serving (`println!` would panic).
+fn announce(line: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }
 
 /// Flattens a TOML document into Kafka-style dotted keys with string values.
@@ -199,6 +237,7 @@ fn build_config_with(
         );
     }
     config.apply(&cluster_flags)?;
+    config.validate()?;
     resolve_quorum(&mut config)?;
     Ok(config)
 }
@@ -290,16 +329,16 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
             .context("cannot start the broker")?;
         admin_state.set_broker(broker.clone());
         // The one line a person (or a test) reads to know the broker is up.
-        println!(
+        announce(&format!(
             "sluice {} listening on {bound} (advertised {}:{}), data dir {}",
             env!("CARGO_PKG_VERSION"),
             broker.config.advertised_host,
             broker.config.advertised_port,
             data_dir.display()
-        );
-        println!(
+        ));
+        announce(&format!(
             "admin listening on {admin_bound} (console http://{admin_bound}/, /api, /health, /ready, /metrics)"
-        );
+        ));
         let signal_broker = broker.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
@@ -311,7 +350,6 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         if !clean {
             bail!("shutdown was not clean; the next start will run recovery");
         }
-        info!("stopped");
         Ok(())
     })
 }

@@ -113,6 +113,20 @@ pub enum Pending<T> {
     Wait(oneshot::Receiver<T>),
 }
 
+/// What a SyncGroup waits for.
+pub enum SyncPending {
+    Now(SyncResult),
+    Wait(oneshot::Receiver<SyncResult>),
+    /// The leader's assignment completes the rebalance once it is stored, as Kafka does: write
+    /// the group's membership ([`GroupCoordinator::assignment_to_store`]) to
+    /// `__consumer_offsets`, report the outcome with [`GroupCoordinator::complete_sync`], then
+    /// wait for the answer.
+    Store {
+        generation: i32,
+        answer: oneshot::Receiver<SyncResult>,
+    },
+}
+
 #[derive(Debug)]
 struct Member {
     instance_id: Option<String>,
@@ -480,7 +494,9 @@ impl GroupCoordinator {
         Pending::Wait(rx)
     }
 
-    /// Handles a SyncGroup; the leader's assignments complete the rebalance.
+    /// Handles a SyncGroup. The leader's assignments complete the rebalance once they are
+    /// stored ([`SyncPending::Store`]): a broker that answered SyncGroup knows the membership
+    /// after a crash, so members carry on without a rebalance.
     pub fn sync(
         &self,
         group_id: &str,
@@ -488,29 +504,31 @@ impl GroupCoordinator {
         member_id: &str,
         protocol: (Option<String>, Option<String>),
         assignments: Vec<(String, Bytes)>,
-    ) -> Pending<SyncResult> {
+    ) -> SyncPending {
         let mut groups = self.groups.lock();
         let Some(group) = groups.get_mut(group_id) else {
-            return Pending::Now(SyncResult::error(ResponseError::UnknownMemberId));
+            return SyncPending::Now(SyncResult::error(ResponseError::UnknownMemberId));
         };
         if !group.members.contains_key(member_id) {
-            return Pending::Now(SyncResult::error(ResponseError::UnknownMemberId));
+            return SyncPending::Now(SyncResult::error(ResponseError::UnknownMemberId));
         }
         if generation_id != group.generation {
-            return Pending::Now(SyncResult::error(ResponseError::IllegalGeneration));
+            return SyncPending::Now(SyncResult::error(ResponseError::IllegalGeneration));
         }
         let (ptype, pname) = protocol;
         if ptype.is_some_and(|t| Some(t) != group.protocol_type)
             || pname.is_some_and(|n| Some(n) != group.protocol)
         {
-            return Pending::Now(SyncResult::error(ResponseError::InconsistentGroupProtocol));
+            return SyncPending::Now(SyncResult::error(ResponseError::InconsistentGroupProtocol));
         }
         match group.state {
-            GroupState::Empty => Pending::Now(SyncResult::error(ResponseError::UnknownMemberId)),
-            GroupState::PreparingRebalance => {
-                Pending::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            GroupState::Empty => {
+                SyncPending::Now(SyncResult::error(ResponseError::UnknownMemberId))
             }
-            GroupState::Stable => Pending::Now(assignment_of(group, member_id)),
+            GroupState::PreparingRebalance => {
+                SyncPending::Now(SyncResult::error(ResponseError::RebalanceInProgress))
+            }
+            GroupState::Stable => SyncPending::Now(assignment_of(group, member_id)),
             GroupState::CompletingRebalance => {
                 let (tx, rx) = oneshot::channel();
                 group
@@ -518,35 +536,81 @@ impl GroupCoordinator {
                     .get_mut(member_id)
                     .expect("checked")
                     .sync_waiter = Some(tx);
-                if group.leader.as_deref() == Some(member_id) {
-                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
-                    for (id, member) in group.members.iter_mut() {
-                        member.assignment = given.remove(id).unwrap_or_default();
-                    }
-                    group.state = GroupState::Stable;
-                    group.persist_pending = true;
-                    info!(
-                        group = group_id,
-                        generation = group.generation,
-                        members = group.members.len(),
-                        "group is stable"
-                    );
-                    let answers: Vec<_> = group
-                        .members
-                        .keys()
-                        .map(|id| (id.clone(), assignment_of(group, id)))
-                        .collect();
-                    for (id, answer) in answers {
-                        if let Some(waiter) = group
-                            .members
-                            .get_mut(&id)
-                            .and_then(|m| m.sync_waiter.take())
-                        {
-                            let _ = waiter.send(answer);
-                        }
-                    }
+                if group.leader.as_deref() != Some(member_id) {
+                    return SyncPending::Wait(rx);
                 }
-                Pending::Wait(rx)
+                let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                for (id, member) in group.members.iter_mut() {
+                    member.assignment = given.remove(id).unwrap_or_default();
+                }
+                SyncPending::Store {
+                    generation: group.generation,
+                    answer: rx,
+                }
+            }
+        }
+    }
+
+    /// The membership to store for [`SyncPending::Store`]: None when the group has moved on
+    /// since (a member left or joined; its waiters were answered then).
+    pub fn assignment_to_store(
+        &self,
+        group_id: &str,
+        generation: i32,
+        now_ms: i64,
+    ) -> Option<GroupSnapshot> {
+        let groups = self.groups.lock();
+        let group = groups.get(group_id)?;
+        (group.state == GroupState::CompletingRebalance && group.generation == generation)
+            .then(|| group.snapshot(now_ms))
+    }
+
+    /// Completes a rebalance whose assignment was stored (`error` None: the group is Stable and
+    /// every member gets its assignment) or could not be (every member gets `error` and the
+    /// group rebalances, as Kafka does). Nothing happens when the group has moved on.
+    pub fn complete_sync(
+        &self,
+        group_id: &str,
+        generation: i32,
+        error: Option<ResponseError>,
+        now: Instant,
+    ) {
+        let mut groups = self.groups.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return;
+        };
+        if group.state != GroupState::CompletingRebalance || group.generation != generation {
+            return;
+        }
+        if let Some(error) = error {
+            for member in group.members.values_mut() {
+                member.assignment = Bytes::new();
+                if let Some(waiter) = member.sync_waiter.take() {
+                    let _ = waiter.send(SyncResult::error(error));
+                }
+            }
+            prepare_rebalance(group, now, "storing the group's assignment failed");
+            return;
+        }
+        group.state = GroupState::Stable;
+        info!(
+            group = group_id,
+            generation = group.generation,
+            members = group.members.len(),
+            "group is stable"
+        );
+        let answers: Vec<_> = group
+            .members
+            .keys()
+            .map(|id| (id.clone(), assignment_of(group, id)))
+            .collect();
+        for (id, answer) in answers {
+            if let Some(waiter) = group
+                .members
+                .get_mut(&id)
+                .and_then(|m| m.sync_waiter.take())
+            {
+                let _ = waiter.send(answer);
             }
         }
     }
@@ -803,17 +867,23 @@ impl GroupCoordinator {
         expired
     }
 
-    /// Memberships changed since the last call, to persist in `__consumer_offsets`.
-    pub fn take_snapshots(&self, now_ms: i64) -> Vec<(String, GroupSnapshot)> {
-        let mut groups = self.groups.lock();
+    /// Groups whose membership changed since it was last persisted ([`Self::take_snapshot`]).
+    pub fn changed_memberships(&self) -> Vec<String> {
+        let groups = self.groups.lock();
         groups
-            .iter_mut()
+            .iter()
             .filter(|(_, g)| g.persist_pending)
-            .map(|(id, g)| {
-                g.persist_pending = false;
-                (id.clone(), g.snapshot(now_ms))
-            })
+            .map(|(id, _)| id.clone())
             .collect()
+    }
+
+    /// The membership of `group_id` to persist in `__consumer_offsets`, if it changed since the
+    /// last call.
+    pub fn take_snapshot(&self, group_id: &str, now_ms: i64) -> Option<GroupSnapshot> {
+        let mut groups = self.groups.lock();
+        let group = groups.get_mut(group_id).filter(|g| g.persist_pending)?;
+        group.persist_pending = false;
+        Some(group.snapshot(now_ms))
     }
 
     /// Applies a group record replayed from `__consumer_offsets` at start: members come back
@@ -1095,7 +1165,7 @@ fn maybe_complete_join(group_id: &str, group: &mut Group, now: Instant) {
             (id.clone(), m.instance_id.clone(), metadata)
         })
         .collect();
-    info!(group = group_id, generation = group.generation, protocol = %protocol, members = everyone.len(), "rebalance joined");
+    debug!(group = group_id, generation = group.generation, protocol = %protocol, members = everyone.len(), "rebalance joined");
     let (generation, protocol_type) = (group.generation, group.protocol_type.clone());
     for (id, member) in group.members.iter_mut() {
         // A member's session restarts when its join is answered.
@@ -1221,6 +1291,38 @@ mod tests {
         }
     }
 
+    /// A follower's SyncGroup during CompletingRebalance: it waits for the leader's.
+    fn sync_waits(p: SyncPending) -> oneshot::Receiver<SyncResult> {
+        match p {
+            SyncPending::Wait(rx) => rx,
+            _ => panic!("expected to wait for the leader"),
+        }
+    }
+
+    fn sync_now(p: SyncPending) -> SyncResult {
+        match p {
+            SyncPending::Now(result) => result,
+            _ => panic!("expected an immediate answer"),
+        }
+    }
+
+    /// The leader's SyncGroup whose assignment is then stored successfully.
+    fn leader_sync(
+        c: &GroupCoordinator,
+        leader: &str,
+        assignments: Vec<(String, Bytes)>,
+        t: Instant,
+    ) -> oneshot::Receiver<SyncResult> {
+        match c.sync("g", 1, leader, (None, None), assignments) {
+            SyncPending::Store { generation, answer } => {
+                assert!(c.assignment_to_store("g", generation, 0).is_some());
+                c.complete_sync("g", generation, None, t);
+                answer
+            }
+            _ => panic!("the leader's assignment is stored first"),
+        }
+    }
+
     /// Joins a new dynamic member through MEMBER_ID_REQUIRED; returns its id and join receiver.
     fn join_new(c: &GroupCoordinator, t: Instant) -> (String, oneshot::Receiver<JoinResult>) {
         let first = now_answer(c.join(request("", None), t));
@@ -1249,13 +1351,12 @@ mod tests {
             2,
             "the leader gets everyone's metadata"
         );
-        let mut follower_sync = waited(c.sync("g", 1, follower, (None, None), vec![]));
+        let mut follower_sync = sync_waits(c.sync("g", 1, follower, (None, None), vec![]));
         let assignments = vec![
             (a.clone(), Bytes::from_static(b"A")),
             (b.clone(), Bytes::from_static(b"B")),
         ];
-        let mine = c.sync("g", 1, &leader, (None, None), assignments);
-        let mine = waited(mine).try_recv().unwrap();
+        let mine = leader_sync(&c, &leader, assignments, t).try_recv().unwrap();
         let theirs = follower_sync.try_recv().unwrap();
         assert_eq!(mine.error, None);
         assert_eq!(theirs.assignment.len(), 1);
@@ -1279,7 +1380,7 @@ mod tests {
         c.tick(t);
         let ja = ra.try_recv().unwrap();
         assert_eq!(ja.leader, a);
-        waited(c.sync("g", 1, &a, (None, None), vec![(a.clone(), Bytes::new())]));
+        leader_sync(&c, &a, vec![(a.clone(), Bytes::new())], t);
         let (b, mut rb) = join_new(&c, t);
         // a is told to rejoin by its heartbeat, but never does; its session ends.
         assert_eq!(
@@ -1302,19 +1403,18 @@ mod tests {
         let mut r = waited(c.join(request("", Some("host-1")), t));
         c.tick(t);
         let j = r.try_recv().unwrap();
-        waited(c.sync(
-            "g",
-            1,
+        leader_sync(
+            &c,
             &j.member_id,
-            (None, None),
             vec![(j.member_id.clone(), Bytes::from_static(b"x"))],
-        ));
+            t,
+        );
         // Restarted: no member id, same instance id and metadata.
         let again = now_answer(c.join(request("", Some("host-1")), t));
         assert_eq!(again.error, None);
         assert_eq!(again.generation_id, 1);
         assert_ne!(again.member_id, j.member_id);
-        let sync = now_answer(c.sync("g", 1, &again.member_id, (None, None), vec![]));
+        let sync = sync_now(c.sync("g", 1, &again.member_id, (None, None), vec![]));
         assert_eq!(sync.assignment, Bytes::from_static(b"x"));
         assert_eq!(
             c.heartbeat("g", 1, &j.member_id, t),
@@ -1347,7 +1447,7 @@ mod tests {
             c.authorize_commit("g", &stale),
             Some(ResponseError::RebalanceInProgress)
         );
-        waited(c.sync("g", 1, &a, (None, None), vec![]));
+        leader_sync(&c, &a, vec![], t);
         assert_eq!(
             c.authorize_commit("g", &stale),
             Some(ResponseError::IllegalGeneration)
@@ -1385,5 +1485,130 @@ mod tests {
         let t = Instant::now();
         let (_a, _ra) = join_new(&c, t);
         assert_eq!(c.delete_group("g"), Err(ResponseError::NonEmptyGroup));
+    }
+
+    /// Two members joined and synced up to the leader's SyncGroup: (leader, follower, the
+    /// follower's sync answer, the leader's pending sync).
+    fn rebalance_awaiting_store(
+        c: &GroupCoordinator,
+        t: Instant,
+    ) -> (String, String, oneshot::Receiver<SyncResult>, SyncPending) {
+        let (a, mut ra) = join_new(c, t);
+        let (b, _rb) = join_new(c, t);
+        c.tick(t + Duration::from_millis(150));
+        let leader = ra.try_recv().unwrap().leader;
+        let follower = if leader == a { b } else { a };
+        let follower_sync = sync_waits(c.sync("g", 1, &follower, (None, None), vec![]));
+        let assignments = vec![
+            (leader.clone(), Bytes::from_static(b"L")),
+            (follower.clone(), Bytes::from_static(b"F")),
+        ];
+        let pending = c.sync("g", 1, &leader, (None, None), assignments);
+        (leader, follower, follower_sync, pending)
+    }
+
+    #[test]
+    fn a_rebalance_completes_only_once_its_assignment_is_stored() {
+        let c = coordinator(100);
+        let t = Instant::now();
+        let (leader, follower, mut follower_sync, pending) = rebalance_awaiting_store(&c, t);
+        let SyncPending::Store {
+            generation,
+            mut answer,
+        } = pending
+        else {
+            panic!("the leader's assignment is stored before anyone is answered");
+        };
+        // Nobody is answered while the assignment is being written.
+        assert!(answer.try_recv().is_err());
+        assert!(follower_sync.try_recv().is_err());
+        assert_eq!(
+            c.describe("g").unwrap().state,
+            GroupState::CompletingRebalance
+        );
+        let stored = c.assignment_to_store("g", generation, 7).unwrap();
+        assert_eq!(stored.generation, 1);
+        let mut assigned: Vec<(String, Bytes)> = stored
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), m.assignment.clone()))
+            .collect();
+        assigned.sort();
+        let mut expected = vec![
+            (leader.clone(), Bytes::from_static(b"L")),
+            (follower.clone(), Bytes::from_static(b"F")),
+        ];
+        expected.sort();
+        assert_eq!(assigned, expected);
+        // Stored: Stable, and each member gets its own assignment.
+        c.complete_sync("g", generation, None, t);
+        assert_eq!(c.describe("g").unwrap().state, GroupState::Stable);
+        assert_eq!(
+            answer.try_recv().unwrap().assignment,
+            Bytes::from_static(b"L")
+        );
+        assert_eq!(
+            follower_sync.try_recv().unwrap().assignment,
+            Bytes::from_static(b"F")
+        );
+        // Nothing new to persist on the timer: the write happened before the answer.
+        assert!(c.changed_memberships().is_empty());
+    }
+
+    #[test]
+    fn a_failed_store_answers_everyone_with_the_error_and_rebalances() {
+        let c = coordinator(100);
+        let t = Instant::now();
+        let (_, follower, mut follower_sync, pending) = rebalance_awaiting_store(&c, t);
+        let SyncPending::Store {
+            generation,
+            mut answer,
+        } = pending
+        else {
+            panic!("expected a store");
+        };
+        c.complete_sync(
+            "g",
+            generation,
+            Some(ResponseError::CoordinatorNotAvailable),
+            t,
+        );
+        assert_eq!(
+            answer.try_recv().unwrap().error,
+            Some(ResponseError::CoordinatorNotAvailable)
+        );
+        assert_eq!(
+            follower_sync.try_recv().unwrap().error,
+            Some(ResponseError::CoordinatorNotAvailable)
+        );
+        assert_eq!(
+            c.describe("g").unwrap().state,
+            GroupState::PreparingRebalance
+        );
+        assert_eq!(
+            c.heartbeat("g", 1, &follower, t),
+            Some(ResponseError::RebalanceInProgress)
+        );
+    }
+
+    #[test]
+    fn a_group_that_moved_on_during_the_store_is_left_alone() {
+        let c = coordinator(100);
+        let t = Instant::now();
+        let (_, follower, mut follower_sync, pending) = rebalance_awaiting_store(&c, t);
+        let SyncPending::Store { generation, .. } = pending else {
+            panic!("expected a store");
+        };
+        // The follower leaves before the write: the group rebalances without it.
+        assert_eq!(c.leave("g", &follower, None, t), None);
+        assert_eq!(
+            follower_sync.try_recv().unwrap().error,
+            Some(ResponseError::UnknownMemberId)
+        );
+        assert!(c.assignment_to_store("g", generation, 0).is_none());
+        let state = c.describe("g").unwrap().state;
+        c.complete_sync("g", generation, None, t);
+        assert_eq!(c.describe("g").unwrap().state, state);
+        assert_ne!(state, GroupState::Stable);
     }
 }

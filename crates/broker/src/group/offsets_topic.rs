@@ -12,10 +12,6 @@
 //! (-1 for null) and UTF-8 bytes; bytes an i32 length.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 /// Name of the internal topic holding committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -304,39 +300,26 @@ pub fn producer_batch(
     now_ms: i64,
     producer: Option<(i64, i16)>,
 ) -> Bytes {
-    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
-    let records: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: producer.is_some(),
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The batch's base sequence is -1 (none); the encoder keeps records in one batch
-            // while sequence and offset advance together.
-            sequence: (i as i32).wrapping_sub(1),
+    use sluice_protocol::records::{BatchBuilder, Compression, NewRecord};
+    let mut builder = BatchBuilder::new(Compression::None).partition_leader_epoch(0);
+    if let Some((producer_id, producer_epoch)) = producer {
+        builder = builder
+            .producer(producer_id, producer_epoch, -1)
+            .transactional(true);
+    }
+    for (key, value) in &records {
+        builder.append(NewRecord {
             timestamp: now_ms,
             key: Some(key),
-            value,
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+            value: value.as_deref(),
+            headers: &[],
+        });
+    }
+    Bytes::from(
+        builder
+            .build()
+            .expect("a batch of offset records always encodes"),
     )
-    .expect("encoding an uncompressed batch cannot fail");
-    buf.freeze()
 }
 
 #[cfg(test)]

@@ -36,7 +36,9 @@ use tokio::sync::oneshot;
 use crate::broker::{now, stopped, Broker};
 use crate::errors;
 use crate::group::offsets_topic::OFFSETS_TOPIC;
-use crate::group::{CommitAuth, CommittedOffset, JoinRequest, JoinResult, Pending, SyncResult};
+use crate::group::{
+    CommitAuth, CommittedOffset, JoinRequest, JoinResult, Pending, SyncPending, SyncResult,
+};
 use crate::request::{Ctx, Reply};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -409,20 +411,28 @@ pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupReque
         ),
         assignments,
     );
+    let fallback = || SyncResult {
+        error: Some(ResponseError::NotCoordinator),
+        protocol_type: None,
+        protocol_name: None,
+        assignment: bytes::Bytes::new(),
+    };
     match pending {
-        Pending::Now(result) => ctx
+        SyncPending::Now(result) => ctx
             .reply(&sync_response(result, version))
             .unwrap_or(Reply::Nothing),
-        Pending::Wait(rx) => {
+        SyncPending::Wait(rx) => {
             let broker = broker.clone();
+            ctx.reply_later(
+                async move { sync_response(wait(broker, rx, fallback()).await, version) },
+            )
+        }
+        SyncPending::Store { generation, answer } => {
+            let broker = broker.clone();
+            let group = request.group_id.0.to_string();
             ctx.reply_later(async move {
-                let fallback = SyncResult {
-                    error: Some(ResponseError::NotCoordinator),
-                    protocol_type: None,
-                    protocol_name: None,
-                    assignment: bytes::Bytes::new(),
-                };
-                sync_response(wait(broker, rx, fallback).await, version)
+                broker.store_group_assignment(&group, generation).await;
+                sync_response(wait(broker, answer, fallback()).await, version)
             })
         }
     }

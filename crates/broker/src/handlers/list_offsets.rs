@@ -35,13 +35,11 @@ pub(crate) fn handle(
                 .map(|wanted| {
                     let response = ListOffsetsPartitionResponse::default()
                         .with_partition_index(wanted.partition_index);
-                    let Some(partition) = broker
-                        .replicas
-                        .partition(&topic.name.0, wanted.partition_index)
-                    else {
-                        return response
-                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
-                    };
+                    let partition =
+                        match broker.hosted_partition(&topic.name.0, wanted.partition_index) {
+                            Ok(partition) => partition,
+                            Err(e) => return response.with_error_code(errors::code(e)),
+                        };
                     if let Err(e) = crate::handlers::fetch::check_leader(
                         &partition,
                         wanted.current_leader_epoch,

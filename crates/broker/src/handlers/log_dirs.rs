@@ -38,9 +38,9 @@ pub(crate) fn describe_log_dirs(
             .collect(),
     };
     let topics = wanted
-        .into_iter()
+        .iter()
         .filter_map(|(name, partitions)| {
-            let hosted = broker.replicas.topic(&name)?;
+            let hosted = broker.replicas.topic(name)?;
             let partitions = hosted
                 .iter()
                 .filter(|p| partitions.as_ref().is_none_or(|w| w.contains(&p.index)))
@@ -54,7 +54,7 @@ pub(crate) fn describe_log_dirs(
                 .collect();
             Some(
                 DescribeLogDirsTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_name(TopicName(StrBytes::from_string(name.clone())))
                     .with_partitions(partitions),
             )
         })
@@ -62,11 +62,54 @@ pub(crate) fn describe_log_dirs(
     let dir = broker.replicas.log_dir();
     let (total, usable) = dir.space().map_or((-1, -1), |(t, u)| (t as i64, u as i64));
     let path = std::fs::canonicalize(dir.path()).unwrap_or_else(|_| dir.path().to_path_buf());
-    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+    let mut results = vec![DescribeLogDirsResult::default()
         .with_log_dir(StrBytes::from_string(path.display().to_string()))
         .with_topics(topics)
         .with_total_bytes(total)
-        .with_usable_bytes(usable)])
+        .with_usable_bytes(usable)];
+    // An offline partition is reported as its own directory with Kafka's error for an offline
+    // log directory: Sluice takes single partitions offline, where Kafka takes a whole
+    // directory.
+    for offline in broker.replicas.offline_partitions() {
+        let asked = wanted.iter().any(|(name, partitions)| {
+            *name == offline.topic
+                && partitions
+                    .as_ref()
+                    .is_none_or(|w| w.contains(&offline.index))
+        });
+        if !asked {
+            continue;
+        }
+        let partition_dir = path.join(format!("{}-{}", offline.topic, offline.index));
+        results.push(
+            DescribeLogDirsResult::default()
+                .with_error_code(errors::code(ResponseError::KafkaStorageError))
+                .with_log_dir(StrBytes::from_string(partition_dir.display().to_string()))
+                .with_topics(vec![DescribeLogDirsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(offline.topic.clone())))
+                    .with_partitions(vec![DescribeLogDirsPartition::default()
+                        .with_partition_index(offline.index)
+                        .with_partition_size(dir_size(&partition_dir))
+                        .with_offset_lag(0)
+                        .with_is_future_key(false)])])
+                .with_total_bytes(total)
+                .with_usable_bytes(usable),
+        );
+    }
+    DescribeLogDirsResponse::default().with_results(results)
+}
+
+/// Bytes of the files directly in `dir` (an offline partition's, read without opening its log).
+fn dir_size(dir: &std::path::Path) -> i64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len() as i64)
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// OffsetForLeaderEpoch: where each asked epoch ends in the leader's log. Consumers ask with
@@ -103,11 +146,10 @@ pub(crate) fn offset_for_leader_epoch(
                             ResponseError::TopicAuthorizationFailed,
                         ));
                     }
-                    let Some(partition) =
-                        broker.replicas.partition(&topic.topic.0, wanted.partition)
-                    else {
-                        return undefined
-                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                    let partition = match broker.hosted_partition(&topic.topic.0, wanted.partition)
+                    {
+                        Ok(partition) => partition,
+                        Err(e) => return undefined.with_error_code(errors::code(e)),
                     };
                     if let Err(e) = crate::handlers::fetch::check_leader(
                         &partition,

@@ -69,12 +69,14 @@ pub(crate) fn delete_records(
                             .with_low_watermark(-1)
                             .with_error_code(errors::code(error));
                     }
-                    let Some(partition) =
-                        broker.replicas.partition(&topic.name.0, p.partition_index)
-                    else {
-                        return result
-                            .with_low_watermark(-1)
-                            .with_error_code(errors::code(ResponseError::UnknownTopicOrPartition));
+                    let partition = match broker.hosted_partition(&topic.name.0, p.partition_index)
+                    {
+                        Ok(partition) => partition,
+                        Err(e) => {
+                            return result
+                                .with_low_watermark(-1)
+                                .with_error_code(errors::code(e))
+                        }
                     };
                     if !partition.is_leader() {
                         return result

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use sluice_log::{AppendError, Offset};
@@ -42,6 +44,7 @@ fn append_one(
     records: Option<Bytes>,
     txn_check: TxnCheck,
     acks: i16,
+    version: i16,
 ) -> Outcome {
     let response = PartitionProduceResponse::default().with_index(index);
     let fail = |error: ResponseError, message: Option<String>| Outcome {
@@ -79,6 +82,17 @@ fn append_one(
             Some("produce request carries no record batch".into()),
         );
     };
+    // Kafka's ProduceRequest.validateRecords: zstd needs Produce v7 (KIP-110).
+    let zstd = sluice_protocol::records::BatchHeader::parse(&records)
+        .is_ok_and(|h| h.compression() == Ok(sluice_protocol::records::Compression::Zstd));
+    if version < 7 && zstd {
+        return fail(
+            ResponseError::UnsupportedCompressionType,
+            Some(format!(
+                "Produce v{version} may not carry zstd-compressed batches (v7 or later may)"
+            )),
+        );
+    }
     let appended = Appended {
         bytes: records.len() as u64,
         records: crate::metrics::batch_record_count(&records),
@@ -112,7 +126,23 @@ fn append_one(
             if matches!(e, AppendError::Io(_) | AppendError::Poisoned) {
                 warn!(%topic, partition = index, error = %e, "append failed");
             }
-            fail(errors::append_error(&e), Some(e.to_string()))
+            let mut outcome = fail(errors::append_error(&e), Some(e.to_string()));
+            // KIP-467: each refused record by its index in the batch (Produce v8+).
+            if let (AppendError::RecordErrors { errors, .. }, 8..) = (&e, version) {
+                outcome.response = outcome.response.with_record_errors(
+                    errors
+                        .iter()
+                        .map(|r| {
+                            BatchIndexAndErrorMessage::default()
+                                .with_batch_index(r.batch_index as i32)
+                                .with_batch_index_error_message(Some(StrBytes::from_string(
+                                    r.message.clone(),
+                                )))
+                        })
+                        .collect(),
+                );
+            }
+            outcome
         }
     }
 }
@@ -156,6 +186,7 @@ pub(crate) async fn wait_all(
 
 pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) -> Reply {
     let acks = request.acks;
+    let version = ctx.version;
     let timeout = std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     let invalid_acks = !(-1..=1).contains(&acks);
     let txn_check = match &request.transactional_id {
@@ -187,7 +218,15 @@ pub(crate) fn handle(broker: &Arc<Broker>, ctx: Ctx, request: ProduceRequest) ->
                         appended: Appended::default(),
                     }
                 } else {
-                    append_one(broker, &name, data.index, data.records, txn_check, acks)
+                    append_one(
+                        broker,
+                        &name,
+                        data.index,
+                        data.records,
+                        txn_check,
+                        acks,
+                        version,
+                    )
                 }
             })
             .collect();

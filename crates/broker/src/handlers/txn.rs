@@ -485,11 +485,9 @@ pub(crate) fn describe_producers(
                 .iter()
                 .map(|&index| {
                     let response = PartitionResponse::default().with_partition_index(index);
-                    match broker.replicas.partition(&topic.name.0, index) {
-                        None => {
-                            response.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                        }
-                        Some(partition) => response.with_active_producers(
+                    match broker.hosted_partition(&topic.name.0, index) {
+                        Err(e) => response.with_error_code(e.code()),
+                        Ok(partition) => response.with_active_producers(
                             partition
                                 .producers()
                                 .into_iter()

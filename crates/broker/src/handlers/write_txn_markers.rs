@@ -154,10 +154,7 @@ fn mark_partition(
     if broker.metadata.topic(topic).is_none() {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    let partition = broker
-        .replicas
-        .partition(topic, index)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let partition = broker.hosted_partition(topic, index)?;
     if !partition.is_leader() {
         return Err(ResponseError::NotLeaderOrFollower);
     }

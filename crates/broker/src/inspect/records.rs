@@ -3,16 +3,14 @@
 //! producer's would be.
 //!
 //! Reads go through [`Partition::read`] (whole batches, never past the high watermark) and
-//! batches are decoded with kafka-protocol, so compressed topics are shown too. Control records
+//! batches are decoded with the bounded record codec, so compressed topics are shown too. A
+//! batch whose records do not read (a count that disagrees with its bytes, a payload its codec
+//! refuses) is listed as damaged with the reason, never skipped silently. Control records
 //! (transaction markers) are skipped.
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use bytes::Bytes;
 use sluice_log::{Offset, Timestamp};
+use sluice_protocol::records::{Batches, Record, RecordsError, TimestampType};
 
 use super::{is_internal, InspectError};
 use crate::broker::{now, Broker};
@@ -57,6 +55,16 @@ pub struct RecordsPage {
     /// The offset to ask for next to continue after this page.
     pub next_offset: i64,
     pub records: Vec<RecordView>,
+    /// Batches in the page's range whose records could not be read.
+    pub damaged: Vec<DamagedBatch>,
+}
+
+/// A stored batch the page could not show: its offsets and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedBatch {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub reason: String,
 }
 
 fn partition(
@@ -109,6 +117,7 @@ pub fn read_records(
         Start::Latest => high_watermark.saturating_sub(wanted).max(log_start_offset),
     };
     let mut records = Vec::new();
+    let mut damaged = Vec::new();
     let mut next = start_offset;
     let mut decoded_bytes = 0usize;
     while records.len() < max_records && next < high_watermark && decoded_bytes < PAGE_BYTES_MAX {
@@ -123,16 +132,17 @@ pub fn read_records(
         }
         decoded_bytes += read.records.len();
         let before = next;
-        for batch in split_batches(read.records) {
-            next = next.max(batch.next_offset);
-            let Some(set) = batch.decoded else { continue };
-            for record in set {
-                if record.control || record.offset < start_offset || records.len() >= max_records {
-                    continue;
-                }
-                records.push(view(record));
-            }
-        }
+        let wanted = max_records - records.len();
+        let mut page = PageBatches {
+            from: start_offset,
+            next,
+            records: Vec::new(),
+            damaged: Vec::new(),
+        };
+        page.add(&read.records, wanted);
+        next = page.next;
+        records.append(&mut page.records);
+        damaged.append(&mut page.damaged);
         if next == before {
             break;
         }
@@ -145,57 +155,90 @@ pub fn read_records(
         start_offset,
         next_offset,
         records,
+        damaged,
     })
 }
 
-fn view(record: Record) -> RecordView {
+/// Records and damaged batches decoded from one read.
+struct PageBatches {
+    /// Records below this offset are not shown (a batch may start before the page).
+    from: i64,
+    /// Where the next batch starts.
+    next: i64,
+    records: Vec<RecordView>,
+    damaged: Vec<DamagedBatch>,
+}
+
+impl PageBatches {
+    /// Decodes the whole batches of `bytes` (a cut-off tail is left for the next read) until
+    /// `wanted` records are there. A batch whose records do not read contributes none of them.
+    fn add(&mut self, bytes: &Bytes, wanted: usize) {
+        for batch in Batches::new(bytes) {
+            let batch = match batch {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // No length to step over: the rest of the read cannot be split.
+                    self.damaged.push(DamagedBatch {
+                        base_offset: self.next,
+                        last_offset: self.next,
+                        reason: format!("unreadable batch header: {e}"),
+                    });
+                    return;
+                }
+            };
+            let header = *batch.header();
+            self.next = self.next.max(header.last_offset().saturating_add(1));
+            if header.is_control() || self.records.len() >= wanted {
+                continue;
+            }
+            let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+            let mut views = Vec::new();
+            let walked = batch.for_each_record(sluice_log::DECOMPRESSED_LIMIT, |r| {
+                if r.offset >= self.from {
+                    views.push(view(&r, log_append_time, bytes));
+                }
+                Ok::<_, RecordsError>(())
+            });
+            match walked {
+                Ok(()) => {
+                    views.truncate(wanted - self.records.len());
+                    self.records.append(&mut views);
+                }
+                Err(e) => self.damaged.push(DamagedBatch {
+                    base_offset: header.base_offset,
+                    last_offset: header.last_offset(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// A record's view; payloads of uncompressed batches are slices of the read (no copy).
+fn view(record: &Record<'_>, log_append_time: bool, read: &Bytes) -> RecordView {
+    let payload = |b: &[u8]| {
+        if read.as_ptr_range().contains(&b.as_ptr()) {
+            read.slice_ref(b)
+        } else {
+            Bytes::copy_from_slice(b)
+        }
+    };
     RecordView {
         offset: record.offset,
         timestamp: record.timestamp,
-        log_append_time: record.timestamp_type == TimestampType::LogAppend,
-        key: record.key,
-        value: record.value,
+        log_append_time,
+        key: record.key.map(payload),
+        value: record.value.map(payload),
         headers: record
-            .headers
-            .into_iter()
-            .map(|(name, value)| (name.to_string(), value))
+            .headers()
+            .map(|h| {
+                (
+                    String::from_utf8_lossy(h.key).into_owned(),
+                    h.value.map(payload),
+                )
+            })
             .collect(),
     }
-}
-
-/// One stored batch: where the next one starts, and its records when it could be decoded.
-struct Batch {
-    next_offset: i64,
-    decoded: Option<Vec<Record>>,
-}
-
-/// Splits a read into its batches by their length fields; an undecodable batch is skipped (its
-/// offsets still advance the page), a cut-off tail is ignored.
-fn split_batches(mut bytes: Bytes) -> Vec<Batch> {
-    /// Base offset (8), length (4), partition leader epoch (4), magic (1), CRC (4),
-    /// attributes (2), last offset delta (4).
-    const PREFIX_BYTES: usize = 27;
-    let mut batches = Vec::new();
-    while bytes.len() >= PREFIX_BYTES {
-        let base = i64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
-        let length = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
-        let last_delta = i32::from_be_bytes(bytes[23..27].try_into().expect("4 bytes"));
-        let Some(size) = usize::try_from(length).ok().and_then(|l| l.checked_add(12)) else {
-            break;
-        };
-        if size > bytes.len() {
-            break;
-        }
-        let mut batch = bytes.split_to(size);
-        let decoded = RecordBatchDecoder::decode(&mut batch)
-            .ok()
-            .map(|set| set.records);
-        batches.push(Batch {
-            next_offset: base.saturating_add(i64::from(last_delta)).saturating_add(1),
-            decoded,
-        });
-    }
-    batches
 }
 
 /// A test record for [`append_record`].
@@ -241,37 +284,26 @@ pub async fn append_record(
 }
 
 fn encode(record: NewRecord, now_ms: i64) -> Result<Bytes, InspectError> {
-    let headers: IndexMap<StrBytes, Option<Bytes>> = record
+    use sluice_protocol::records::{BatchBuilder, Compression, Header, NewRecord as Wire};
+    let headers: Vec<Header<'_>> = record
         .headers
-        .into_iter()
-        .map(|(name, value)| (StrBytes::from_string(name), Some(value)))
+        .iter()
+        .map(|(name, value)| Header {
+            key: name.as_bytes(),
+            value: Some(value),
+        })
         .collect();
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
+    let mut builder = BatchBuilder::new(Compression::None);
+    builder.append(Wire {
         timestamp: now_ms,
-        key: record.key,
-        value: record.value,
-        headers,
-    };
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        std::iter::once(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .map_err(|e| InspectError::Encode(e.to_string()))?;
-    Ok(buf.freeze())
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers: &headers,
+    });
+    let batch = builder
+        .build()
+        .map_err(|e| InspectError::Encode(e.to_string()))?;
+    Ok(Bytes::from(batch))
 }
 
 #[cfg(test)]
@@ -285,17 +317,50 @@ mod tests {
             value: Some(Bytes::from_static(b"{\"a\":1}")),
             headers: vec![("h".to_owned(), Bytes::from_static(b"v"))],
         };
-        let mut bytes = BytesMut::new();
+        let mut bytes = Vec::new();
         bytes.extend_from_slice(&encode(record.clone(), 5).unwrap());
         bytes.extend_from_slice(&encode(record, 6).unwrap());
-        let whole = bytes.freeze();
-        let batches = split_batches(whole.clone());
-        assert_eq!(batches.len(), 2);
-        let records = batches[0].decoded.as_ref().expect("decodes");
-        assert_eq!(records[0].key.as_deref(), Some(&b"k"[..]));
-        assert_eq!(records[0].timestamp, 5);
+        let whole = Bytes::from(bytes);
+        let page = |bytes: &Bytes| {
+            let mut page = PageBatches {
+                from: 0,
+                next: 0,
+                records: Vec::new(),
+                damaged: Vec::new(),
+            };
+            page.add(bytes, 10);
+            page
+        };
+        let read = page(&whole);
+        assert_eq!(read.records.len(), 2);
+        assert_eq!(read.records[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(read.records[0].timestamp, 5);
+        assert_eq!(read.records[0].headers[0].0, "h");
         // A cut-off second batch is left out, not an error.
-        assert_eq!(split_batches(whole.slice(..whole.len() - 1)).len(), 1);
-        assert!(split_batches(Bytes::from_static(&[0xff; 30])).is_empty());
+        assert_eq!(page(&whole.slice(..whole.len() - 1)).records.len(), 1);
+        assert_eq!(page(&Bytes::from_static(&[0xff; 30])).records.len(), 0);
+    }
+
+    #[test]
+    fn a_batch_claiming_more_records_than_it_holds_is_listed_as_damaged() {
+        let mut batch = encode(NewRecord::default(), 5).unwrap().to_vec();
+        // Claim 2^31-1 records (last offset delta to match) under a valid CRC.
+        sluice_protocol::records::testing::claim_count(&mut batch, i32::MAX);
+        let mut page = PageBatches {
+            from: 0,
+            next: 0,
+            records: Vec::new(),
+            damaged: Vec::new(),
+        };
+        page.add(&Bytes::from(batch), 10);
+        assert!(page.records.is_empty());
+        assert_eq!(page.damaged.len(), 1);
+        assert_eq!(page.damaged[0].last_offset, i64::from(i32::MAX - 1));
+        assert!(
+            page.damaged[0].reason.contains("2147483647"),
+            "{:?}",
+            page.damaged
+        );
+        assert_eq!(page.next, i64::from(i32::MAX), "the page moves past it");
     }
 }

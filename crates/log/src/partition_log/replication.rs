@@ -18,11 +18,12 @@ use crate::{AppendError, AppendInfo, LeaderEpoch, Offset, Timestamp};
 impl PartitionLog {
     /// Appends batches replicated from the leader: one or more v2 record batches exactly as the
     /// leader stored them, offsets and leader epochs assigned. Structure and CRCs are checked, but
-    /// nothing is restamped and producer sequences are not checked (the leader did that); producer
-    /// state, open transactions, markers, indexes and the epoch cache are updated as on the
-    /// leader. The first batch must start at the log end ([`AppendError::OffsetMismatch`]), offsets
-    /// must increase, and no batch's epoch may be below the latest epoch of this log
-    /// ([`AppendError::StaleLeaderEpoch`]). A partial batch at the end of `batches` (a fetch
+    /// records are not walked again, nothing is restamped and producer sequences are not checked:
+    /// the leader validated every record before storing the batch, and the CRC proves these are
+    /// its bytes (Kafka's followers do the same). Producer state, open transactions, markers,
+    /// indexes and the epoch cache are updated as on the leader. The first batch must start at
+    /// the log end ([`AppendError::OffsetMismatch`]), offsets must increase, and no batch's epoch
+    /// may be below the latest epoch of this log ([`AppendError::StaleLeaderEpoch`]). A partial batch at the end of `batches` (a fetch
     /// response cut by its byte limit) is ignored; with no whole batch, nothing is written and
     /// the returned `record_count` is 0. `max.message.bytes` is not applied: the leader accepted
     /// the batch, and refusing it here would stop replication.
@@ -132,6 +133,9 @@ impl PartitionLog {
 
     fn replace_with_empty(&mut self, offset: i64) -> io::Result<()> {
         self.generation += 1;
+        self.truncations += 1;
+        // The recovery point claims nothing while the old records go.
+        self.lower_recovery_point(0)?;
         // Forget what describes the old records first, so a crash part-way leaves nothing that
         // points into them; the old segments go oldest first, leaving a valid suffix.
         if self.epochs.clear() {

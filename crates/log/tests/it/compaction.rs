@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use proptest::prelude::*;
 use sluice_log::testing::BatchBuilder;
 use sluice_log::{LeaderEpoch, LogConfig, Offset, PartitionLog, Timestamp};
+use sluice_protocol::records::Batches;
 
 const NOW: i64 = 1_700_000_000_000;
 const OLD: i64 = NOW - 10 * 24 * 3600 * 1000;
@@ -25,23 +25,35 @@ fn config(delete_retention_ms: i64) -> LogConfig {
     }
 }
 
+/// Every stored batch of the log, from its start to its end.
+fn stored(log: &PartitionLog) -> Bytes {
+    log.read(
+        log.log_start_offset(),
+        usize::MAX / 2,
+        log.log_end_offset(),
+        true,
+    )
+    .unwrap()
+    .records
+}
+
 /// (offset, key, value) of every record in the log, in order.
 pub(crate) fn records(log: &PartitionLog) -> Vec<(i64, Option<Bytes>, Option<Bytes>)> {
-    let read = log
-        .read(
-            log.log_start_offset(),
-            usize::MAX / 2,
-            log.log_end_offset(),
-            true,
-        )
-        .unwrap();
-    let mut bytes = read.records;
-    RecordBatchDecoder::decode_all(&mut bytes)
-        .unwrap()
-        .into_iter()
-        .flat_map(|set| set.records)
-        .map(|r| (r.offset, r.key, r.value))
-        .collect()
+    let mut out = Vec::new();
+    for batch in Batches::new(&stored(log)) {
+        batch
+            .unwrap()
+            .for_each_record(1 << 24, |r| {
+                out.push((
+                    r.offset,
+                    r.key.map(Bytes::copy_from_slice),
+                    r.value.map(Bytes::copy_from_slice),
+                ));
+                Ok::<_, sluice_protocol::records::RecordsError>(())
+            })
+            .unwrap();
+    }
+    out
 }
 
 fn latest_values(records: &[(i64, Option<Bytes>, Option<Bytes>)]) -> BTreeMap<Bytes, Bytes> {
@@ -74,7 +86,7 @@ fn write(
             };
         }
         let info = log
-            .append(b.build(), LeaderEpoch(0), Timestamp(NOW))
+            .validate_and_append(b.build(), LeaderEpoch(0), Timestamp(NOW))
             .unwrap();
         for (i, (key, value)) in chunk.iter().enumerate() {
             all.push((
@@ -312,4 +324,42 @@ fn max_compaction_lag_forces_a_clean_below_the_dirty_ratio() {
     });
     // The records carry old timestamps: overdue.
     assert!(log.clean_plan(Timestamp(wall_ms())).is_some());
+}
+
+/// A batch whose header claims 2^31-1 records while it holds one (finding 1 of issue 13), stored
+/// the way only a follower append or an older Sluice could store it (followers check the CRC, not
+/// the records): the cleaner must neither decode it into an allocation of the claimed size nor
+/// drop it, and must still compact everything around it.
+#[test]
+fn a_stored_batch_whose_count_lies_is_kept_whole_by_the_cleaner() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = PartitionLog::open(dir.path(), config(0), true).unwrap();
+    let before = write(&mut log, &[(1, Some(1)), (2, Some(2))], 2);
+    let end = log.log_end_offset().0;
+    let mut bomb = BatchBuilder::new()
+        .base_offset(end)
+        .record(Some(b"kx"), b"claims too much", OLD)
+        .build()
+        .to_vec();
+    sluice_protocol::records::testing::claim_count(&mut bomb, i32::MAX);
+    log.append_as_follower(Bytes::from(bomb.clone()), Timestamp(NOW))
+        .expect("a follower checks the CRC only");
+    // Newer values for both keys, then enough to close the segments holding all of it.
+    write(&mut log, &[(1, Some(3)), (2, Some(4))], 2);
+    write(&mut log, &[(9, Some(9)); 40], 4);
+    let plan = log.clean_plan(Timestamp(NOW)).expect("dirty");
+    let output = plan
+        .run()
+        .expect("the clean goes on around the damaged batch");
+    assert_eq!(output.stats.damaged_batches, 1);
+    assert!(log.finish_clean(output).unwrap());
+    let batches = sluice_log::testing::split_batches(&stored(&log));
+    assert!(
+        batches.iter().any(|(_, _, b)| b[..] == bomb[..]),
+        "the damaged batch is kept byte for byte"
+    );
+    assert!(
+        batches.iter().all(|(base, _, _)| *base != before[0].0),
+        "the shadowed first values were compacted away"
+    );
 }

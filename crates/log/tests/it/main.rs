@@ -1,9 +1,12 @@
 //! Storage engine tests through the public API: appends, reads, recovery, retention, idempotence.
 
+mod close;
 mod compaction;
+mod damage;
 mod model;
 mod replication;
 mod txn;
+mod verify;
 
 use std::fs;
 use std::io::Write;
@@ -76,12 +79,16 @@ fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
 fn appends_assign_offsets_and_reads_return_the_same_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default(), true);
-    let a = log.append(batch(3, 10), LeaderEpoch(4), NOW).unwrap();
+    let a = log
+        .validate_and_append(batch(3, 10), LeaderEpoch(4), NOW)
+        .unwrap();
     assert_eq!(
         (a.first_offset, a.last_offset, a.duplicate),
         (Offset(0), Offset(2), false)
     );
-    let b = log.append(batch(2, 20), LeaderEpoch(4), NOW).unwrap();
+    let b = log
+        .validate_and_append(batch(2, 20), LeaderEpoch(4), NOW)
+        .unwrap();
     assert_eq!((b.first_offset, b.last_offset), (Offset(3), Offset(4)));
     assert_eq!(log.log_end_offset(), Offset(5));
     let batches = read_all(&log);
@@ -115,7 +122,8 @@ fn max_bytes_and_the_first_batch_rule() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default(), true);
     for _ in 0..4 {
-        log.append(batch(5, 1), LeaderEpoch(0), NOW).unwrap();
+        log.validate_and_append(batch(5, 1), LeaderEpoch(0), NOW)
+            .unwrap();
     }
     let size = batch(5, 1).len();
     let end = log.log_end_offset();
@@ -142,7 +150,8 @@ fn bad_batches_are_refused_and_change_nothing() {
         },
         true,
     );
-    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(batch(1, 1), LeaderEpoch(0), NOW)
+        .unwrap();
     let size = log.size_bytes();
     let good = batch(2, 1);
     let mut crc = good.to_vec();
@@ -160,7 +169,7 @@ fn bad_batches_are_refused_and_change_nothing() {
     ];
     for (bytes, kind) in cases {
         let err = log
-            .append(Bytes::from(bytes), LeaderEpoch(0), NOW)
+            .validate_and_append(Bytes::from(bytes), LeaderEpoch(0), NOW)
             .unwrap_err();
         let ok = match kind {
             "corrupt" => matches!(err, AppendError::Corrupt(_)),
@@ -173,7 +182,9 @@ fn bad_batches_are_refused_and_change_nothing() {
     }
     // Two good batches in one append are both stored.
     let two = [batch(1, 1).to_vec(), batch(2, 1).to_vec()].concat();
-    let info = log.append(Bytes::from(two), LeaderEpoch(0), NOW).unwrap();
+    let info = log
+        .validate_and_append(Bytes::from(two), LeaderEpoch(0), NOW)
+        .unwrap();
     assert_eq!(
         (info.first_offset, info.last_offset),
         (Offset(1), Offset(3))
@@ -184,13 +195,13 @@ fn bad_batches_are_refused_and_change_nothing() {
 fn compressed_batches_are_returned_for_exact_lookup() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), LogConfig::default(), true);
-    // The compression bits are only a label here; the log never decompresses.
+    // The log returns compressed batches whole; the caller decompresses.
     let gzip = BatchBuilder::new()
         .attributes(1)
         .record(None, b"a", 10)
         .record(None, b"b", 20)
         .build();
-    log.append(gzip, LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(gzip, LeaderEpoch(0), NOW).unwrap();
     let found = log.offset_for_timestamp(Timestamp(15)).unwrap().unwrap();
     assert_eq!((found.offset, found.timestamp), (Offset(0), Timestamp(20)));
     assert_eq!(
@@ -210,7 +221,9 @@ fn log_append_time_stamps_the_batch() {
         },
         true,
     );
-    let info = log.append(batch(2, 5), LeaderEpoch(0), NOW).unwrap();
+    let info = log
+        .validate_and_append(batch(2, 5), LeaderEpoch(0), NOW)
+        .unwrap();
     assert_eq!(info.log_append_time, Some(NOW));
     let stored = &read_all(&log)[0].2;
     assert_eq!(&stored[35..43], &NOW.0.to_be_bytes());
@@ -226,7 +239,7 @@ fn segments_roll_by_size_and_time_and_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments(), true);
     for i in 0..40 {
-        log.append(batch(3, 1000 + i * 10), LeaderEpoch(0), NOW)
+        log.validate_and_append(batch(3, 1000 + i * 10), LeaderEpoch(0), NOW)
             .unwrap();
     }
     let segments = files(dir.path(), "log");
@@ -286,7 +299,8 @@ fn unclean_open_truncates_a_torn_tail_and_garbage() {
             let dir = tempfile::tempdir().unwrap();
             let mut log = open(dir.path(), small_segments(), true);
             for i in 0..30 {
-                log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+                log.validate_and_append(batch(2, i), LeaderEpoch(0), NOW)
+                    .unwrap();
             }
             let before = read_all(&log);
             if clean {
@@ -308,37 +322,12 @@ fn unclean_open_truncates_a_torn_tail_and_garbage() {
                 "clean={clean} garbage={}",
                 garbage.len()
             );
-            let info = log.append(batch(1, 99), LeaderEpoch(0), NOW).unwrap();
+            let info = log
+                .validate_and_append(batch(1, 99), LeaderEpoch(0), NOW)
+                .unwrap();
             assert_eq!(info.first_offset, Offset(60));
         }
     }
-}
-
-#[test]
-fn unclean_open_drops_everything_after_a_corrupt_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut log = open(dir.path(), small_segments(), true);
-    for i in 0..30 {
-        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
-    }
-    drop(log);
-    let segments = files(dir.path(), "log");
-    assert!(segments.len() >= 3);
-    // Flip a byte in the middle of the second-newest segment.
-    let victim = &segments[segments.len() - 2];
-    let mut bytes = fs::read(victim).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    fs::write(victim, &bytes).unwrap();
-    // Recovery point 0 forces a full check of every segment.
-    fs::write(dir.path().join("recovery-point"), "0").unwrap();
-    let log = open(dir.path(), small_segments(), false);
-    let after = read_all(&log);
-    assert!(!after.is_empty());
-    let end = log.log_end_offset().0;
-    assert!(end < 60 && end > 0, "end {end}");
-    assert_eq!(after.last().unwrap().1 + 1, end);
-    assert_eq!(files(dir.path(), "log").len(), segments.len() - 1);
 }
 
 #[test]
@@ -352,8 +341,12 @@ fn idempotent_producers_dedupe_and_survive_restarts() {
         builder.build()
     };
     let mut log = open(dir.path(), small_segments(), true);
-    let first = log.append(b(0, 2), LeaderEpoch(0), NOW).unwrap();
-    let again = log.append(b(0, 2), LeaderEpoch(0), NOW).unwrap();
+    let first = log
+        .validate_and_append(b(0, 2), LeaderEpoch(0), NOW)
+        .unwrap();
+    let again = log
+        .validate_and_append(b(0, 2), LeaderEpoch(0), NOW)
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(
         (again.first_offset, again.last_offset),
@@ -361,28 +354,38 @@ fn idempotent_producers_dedupe_and_survive_restarts() {
     );
     assert_eq!(log.log_end_offset(), Offset(2));
     assert!(matches!(
-        log.append(b(5, 1), LeaderEpoch(0), NOW),
+        log.validate_and_append(b(5, 1), LeaderEpoch(0), NOW),
         Err(AppendError::OutOfOrderSequence {
             expected: 2,
             got: 5,
             ..
         })
     ));
-    log.append(b(2, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(b(2, 1), LeaderEpoch(0), NOW)
+        .unwrap();
     // Killed: state is rebuilt by replaying the log.
     drop(log);
     let mut log = open(dir.path(), small_segments(), false);
-    assert!(log.append(b(2, 1), LeaderEpoch(0), NOW).unwrap().duplicate);
+    assert!(
+        log.validate_and_append(b(2, 1), LeaderEpoch(0), NOW)
+            .unwrap()
+            .duplicate
+    );
     for seq in 3..40 {
-        log.append(b(seq, 1), LeaderEpoch(0), NOW).unwrap();
+        log.validate_and_append(b(seq, 1), LeaderEpoch(0), NOW)
+            .unwrap();
     }
     // Closed: state comes from the snapshot.
     log.close().unwrap();
     assert!(!files(dir.path(), "snapshot").is_empty());
     let mut log = open(dir.path(), small_segments(), true);
-    assert!(log.append(b(39, 1), LeaderEpoch(0), NOW).unwrap().duplicate);
+    assert!(
+        log.validate_and_append(b(39, 1), LeaderEpoch(0), NOW)
+            .unwrap()
+            .duplicate
+    );
     assert!(matches!(
-        log.append(b(41, 1), LeaderEpoch(0), NOW),
+        log.validate_and_append(b(41, 1), LeaderEpoch(0), NOW),
         Err(AppendError::OutOfOrderSequence { .. })
     ));
     // A new epoch restarts at zero; the old epoch is fenced.
@@ -390,9 +393,10 @@ fn idempotent_producers_dedupe_and_survive_restarts() {
         .producer(7, 1, 0)
         .record(None, b"y", 1)
         .build();
-    log.append(new_epoch, LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(new_epoch, LeaderEpoch(0), NOW)
+        .unwrap();
     assert!(matches!(
-        log.append(b(40, 1), LeaderEpoch(0), NOW),
+        log.validate_and_append(b(40, 1), LeaderEpoch(0), NOW),
         Err(AppendError::InvalidProducerEpoch { .. })
     ));
 }
@@ -406,11 +410,11 @@ fn retention_deletes_old_closed_segments_only() {
     };
     let mut log = open(dir.path(), config.clone(), true);
     for i in 0..20 {
-        log.append(batch(2, NOW.0 - 600_000 + i), LeaderEpoch(0), NOW)
+        log.validate_and_append(batch(2, NOW.0 - 600_000 + i), LeaderEpoch(0), NOW)
             .unwrap();
     }
     for i in 0..20 {
-        log.append(batch(2, NOW.0 + i), LeaderEpoch(0), NOW)
+        log.validate_and_append(batch(2, NOW.0 + i), LeaderEpoch(0), NOW)
             .unwrap();
     }
     let deleted = log.enforce_retention(NOW).unwrap();
@@ -441,13 +445,14 @@ fn truncate_to_removes_the_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments(), true);
     for i in 0..30 {
-        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+        log.validate_and_append(batch(2, i), LeaderEpoch(0), NOW)
+            .unwrap();
     }
     log.truncate_to(Offset(21)).unwrap();
     assert_eq!(log.log_end_offset(), Offset(20));
     assert_eq!(read_all(&log).last().unwrap().1, 19);
     assert_eq!(
-        log.append(batch(1, 1), LeaderEpoch(1), NOW)
+        log.validate_and_append(batch(1, 1), LeaderEpoch(1), NOW)
             .unwrap()
             .first_offset,
         Offset(20)
@@ -469,7 +474,8 @@ fn a_data_dir_is_locked_and_remembers_clean_shutdown() {
     let mut log = d
         .open_partition("my-topic", 3, LogConfig::default())
         .unwrap();
-    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(batch(1, 1), LeaderEpoch(0), NOW)
+        .unwrap();
     log.close().unwrap();
     fs::create_dir(dir.path().join("__sluice_metadata")).unwrap();
     assert_eq!(d.partitions().unwrap(), vec![("my-topic".to_owned(), 3)]);
@@ -490,7 +496,8 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments(), true);
     for i in 0..30 {
-        log.append(batch(2, i), LeaderEpoch(0), NOW).unwrap();
+        log.validate_and_append(batch(2, i), LeaderEpoch(0), NOW)
+            .unwrap();
     }
     let segments = files(dir.path(), "log").len();
     assert_eq!(log.delete_records_before(Offset(31)).unwrap(), Offset(31));
@@ -513,7 +520,7 @@ fn delete_records_moves_the_log_start_and_drops_whole_segments() {
 
 #[test]
 fn compression_type_recompresses_batches_with_another_codec() {
-    use kafka_protocol::records::RecordBatchDecoder;
+    use sluice_protocol::records::{Batch, Compression};
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(
         dir.path(),
@@ -528,24 +535,31 @@ fn compression_type_recompresses_batches_with_another_codec() {
         .record_with_headers(Some(b"k1"), &[b'a'; 300], 10, &[("h", b"v")])
         .record(None, &[b'b'; 300], 11)
         .build();
-    log.append(sent.clone(), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(sent.clone(), LeaderEpoch(0), NOW)
+        .unwrap();
     let stored = read_all(&log).remove(0).2;
     assert_eq!(stored[22] & 0x07, 3, "stored with lz4");
     assert!(stored.len() < sent.len(), "compressed");
-    let mut a = sent.clone();
-    let mut b = stored.clone();
-    let sent_records = RecordBatchDecoder::decode(&mut a).unwrap().records;
-    let stored_records = RecordBatchDecoder::decode(&mut b).unwrap().records;
-    assert_eq!(stored_records.len(), 2);
-    for (x, y) in sent_records.iter().zip(&stored_records) {
-        assert_eq!(
-            (&x.key, &x.value, &x.headers, x.timestamp),
-            (&y.key, &y.value, &y.headers, y.timestamp)
-        );
-        assert_eq!((y.producer_id, y.sequence), (4, x.sequence));
-    }
+    let (sent_batch, _) = Batch::parse(&sent).unwrap();
+    let (stored_batch, _) = Batch::parse(&stored).unwrap();
+    stored_batch.check_crc().unwrap();
+    assert_eq!(stored_batch.header().compression(), Ok(Compression::Lz4));
+    assert_eq!(
+        (
+            stored_batch.header().producer_id,
+            stored_batch.header().base_sequence
+        ),
+        (4, sent_batch.header().base_sequence)
+    );
+    let mut plain = Vec::new();
+    stored_batch.decompress_into(1 << 20, &mut plain).unwrap();
+    assert_eq!(plain, sent_batch.records_bytes(), "the same records");
     // A retry of the same producer batch is still recognised as a duplicate.
-    assert!(log.append(sent, LeaderEpoch(0), NOW).unwrap().duplicate);
+    assert!(
+        log.validate_and_append(sent, LeaderEpoch(0), NOW)
+            .unwrap()
+            .duplicate
+    );
 }
 
 #[test]
@@ -560,10 +574,13 @@ fn flush_messages_syncs_every_n_records() {
         true,
     );
     let start = log.recovery_point();
-    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
-    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(batch(1, 1), LeaderEpoch(0), NOW)
+        .unwrap();
+    log.validate_and_append(batch(1, 1), LeaderEpoch(0), NOW)
+        .unwrap();
     assert_eq!(log.recovery_point(), start, "not yet");
-    log.append(batch(1, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(batch(1, 1), LeaderEpoch(0), NOW)
+        .unwrap();
     assert_eq!(log.recovery_point(), Offset(3), "synced after 3 records");
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -573,7 +590,7 @@ fn flush_messages_syncs_every_n_records() {
         flush_ms: 0,
         ..LogConfig::default()
     });
-    log.append(batch(2, 1), LeaderEpoch(0), Timestamp(wall))
+    log.validate_and_append(batch(2, 1), LeaderEpoch(0), Timestamp(wall))
         .unwrap();
     assert_eq!(
         log.recovery_point(),
@@ -597,12 +614,17 @@ fn compacted_logs_refuse_records_without_keys() {
         .record(Some(b"k"), b"v", 1)
         .record(None, b"v", 1)
         .build();
-    assert!(matches!(
-        log.append(keyless, LeaderEpoch(0), NOW),
-        Err(AppendError::Invalid(_))
-    ));
+    match log.validate_and_append(keyless, LeaderEpoch(0), NOW) {
+        Err(AppendError::RecordErrors { errors, timestamps }) => {
+            assert!(!timestamps);
+            let indexes: Vec<u32> = errors.iter().map(|e| e.batch_index).collect();
+            assert_eq!(indexes, [1], "only the keyless record is listed");
+        }
+        other => panic!("expected record errors, got {other:?}"),
+    }
     assert_eq!(log.log_end_offset(), Offset(0));
-    log.append(batch(2, 1), LeaderEpoch(0), NOW).unwrap();
+    log.validate_and_append(batch(2, 1), LeaderEpoch(0), NOW)
+        .unwrap();
 }
 
 /// The bytes of file ranges, concatenated.
@@ -622,7 +644,8 @@ fn file_ranges_hold_the_same_bytes_as_reads_and_respect_limits() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = open(dir.path(), small_segments(), true);
     for i in 0..40 {
-        log.append(batch(3, i * 10), LeaderEpoch(0), NOW).unwrap();
+        log.validate_and_append(batch(3, i * 10), LeaderEpoch(0), NOW)
+            .unwrap();
     }
     assert!(files(dir.path(), "log").len() > 3, "several segments");
     let end = log.log_end_offset();

@@ -53,7 +53,7 @@ proptest! {
                         b = b.record(Some(&[n as u8]), &vec![i as u8; size], n as i64);
                     }
                     let bytes = b.build();
-                    let info = log.append(bytes.clone(), LeaderEpoch(1), Timestamp(0)).unwrap();
+                    let info = log.validate_and_append(bytes.clone(), LeaderEpoch(1), Timestamp(0)).unwrap();
                     prop_assert_eq!(info.first_offset, Offset(end));
                     model.push((end, end + records as i64 - 1, bytes.slice(16..)));
                     end += records as i64;
@@ -161,7 +161,7 @@ proptest! {
                 .producer(3, 0, n as i32)
                 .record(Some(b"k"), &[n as u8; 150], n)
                 .build();
-            log.append(batch, LeaderEpoch(0), Timestamp(0)).unwrap();
+            log.validate_and_append(batch, LeaderEpoch(0), Timestamp(0)).unwrap();
         }
         log.close().unwrap();
         let mut files: Vec<_> = std::fs::read_dir(dir.path())
@@ -185,7 +185,7 @@ proptest! {
             let _ = log.offset_for_timestamp(Timestamp(5));
             let batch = BatchBuilder::new().record(None, b"after", 1).build();
             // A new producer id: the damaged state of producer 3 may legitimately refuse its batches.
-            let info = log.append(batch, LeaderEpoch(1), Timestamp(0)).unwrap();
+            let info = log.validate_and_append(batch, LeaderEpoch(1), Timestamp(0)).unwrap();
             prop_assert_eq!(info.first_offset, end);
         }
     }

@@ -58,7 +58,9 @@ fn stored(base: i64, epoch: i32, n: usize) -> Bytes {
 }
 
 fn append(log: &mut PartitionLog, batch: Bytes, epoch: i32) -> (i64, i64) {
-    let info = log.append(batch, LeaderEpoch(epoch), NOW).expect("append");
+    let info = log
+        .validate_and_append(batch, LeaderEpoch(epoch), NOW)
+        .expect("append");
     (info.first_offset.0, info.last_offset.0)
 }
 
@@ -88,8 +90,36 @@ fn epochs(log: &PartitionLog) -> Vec<(i32, i64)> {
         .collect()
 }
 
+/// The checkpoint's entries in Kafka's text format, after checking Sluice's checksum line.
 fn checkpoint(dir: &Path) -> String {
-    fs::read_to_string(dir.join(CHECKPOINT)).expect("checkpoint file")
+    let text = fs::read_to_string(dir.join(CHECKPOINT)).expect("checkpoint file");
+    let (body, checksum) = text
+        .trim_end()
+        .rsplit_once('\n')
+        .expect("a checksum line after the entries");
+    let body = format!("{body}\n");
+    assert_eq!(
+        checksum,
+        format!("crc32c {:08x}", crc32c_of(body.as_bytes())),
+        "{text:?}"
+    );
+    body
+}
+
+/// CRC-32C (Castagnoli), bit by bit: the checksum of the checkpoint's text.
+fn crc32c_of(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 fn answers(log: &PartitionLog) -> Vec<(i32, i64)> {
@@ -226,8 +256,10 @@ fn leader_epochs_are_checkpointed_and_survive_restarts_and_crashes() {
     assert_eq!(checkpoint(dir.path()), "0\n3\n0 0\n3 4\n5 8\n");
     drop(log);
 
-    // A crash that tore the epoch-5 batch: the checkpoint (written before the data) is ahead of
-    // the recovered log and is cut to it.
+    // A crash that tore the epoch-5 batch before it was fsynced (the recovery point is below
+    // it): the checkpoint (written before the data) is ahead of the recovered log and is cut
+    // to it.
+    fs::write(dir.path().join("recovery-point"), "8").unwrap();
     let segment = &files(dir.path(), "log")[0];
     let len = fs::metadata(segment).unwrap().len();
     fs::OpenOptions::new()
@@ -368,11 +400,11 @@ fn a_follower_reproduces_the_leaders_log_and_state() {
         // Promoted, the follower keeps the producers' idempotence: a retry is a duplicate and
         // a gap is refused, exactly as on the leader.
         let retry = follower
-            .append(idempotent(7, 5, 1), LeaderEpoch(6), NOW)
+            .validate_and_append(idempotent(7, 5, 1), LeaderEpoch(6), NOW)
             .unwrap();
         assert!(retry.duplicate);
         assert_eq!(retry.record_count, 0);
-        let gap = follower.append(idempotent(7, 9, 1), LeaderEpoch(6), NOW);
+        let gap = follower.validate_and_append(idempotent(7, 9, 1), LeaderEpoch(6), NOW);
         assert!(matches!(
             gap,
             Err(AppendError::OutOfOrderSequence { expected: 6, .. })

@@ -48,10 +48,15 @@ fn marker(log: &mut PartitionLog, pid: i64, epoch: i16, kind: MarkerKind) -> i64
 }
 
 fn append(log: &mut PartitionLog, batch: Bytes) -> i64 {
-    log.append(batch, LeaderEpoch(0), NOW)
+    log.validate_and_append(batch, LeaderEpoch(0), NOW)
         .expect("append")
         .first_offset
         .0
+}
+
+/// `batch` validated for `log`, as a broker does before taking the log's lock.
+fn validated(log: &PartitionLog, batch: Bytes) -> sluice_log::ValidatedBatches {
+    sluice_log::validate(batch, &log.config().into(), NOW).expect("valid")
 }
 
 fn open(dir: &Path, config: LogConfig, clean: bool) -> PartitionLog {
@@ -108,7 +113,7 @@ fn verification_guards_the_first_write_of_each_transaction() {
         Err("not in the transaction".to_owned())
     };
     let refused = log.append_verified(
-        txn_batch(1, 0, 0, &["a"], "x"),
+        validated(&log, txn_batch(1, 0, 0, &["a"], "x")),
         LeaderEpoch(0),
         NOW,
         &mut refuse,
@@ -120,13 +125,9 @@ fn verification_guards_the_first_write_of_each_transaction() {
         Ok(())
     };
     for seq in 0..3 {
-        log.append_verified(
-            txn_batch(1, 0, seq, &["a"], "x"),
-            LeaderEpoch(0),
-            NOW,
-            &mut accept,
-        )
-        .unwrap();
+        let batch = validated(&log, txn_batch(1, 0, seq, &["a"], "x"));
+        log.append_verified(batch, LeaderEpoch(0), NOW, &mut accept)
+            .unwrap();
     }
     assert_eq!(
         calls.get(),
@@ -136,7 +137,7 @@ fn verification_guards_the_first_write_of_each_transaction() {
     marker(&mut log, 1, 0, MarkerKind::Commit);
     // After the marker, a late write of the finished transaction must be verified again.
     let late = log.append_verified(
-        txn_batch(1, 0, 3, &["a"], "x"),
+        validated(&log, txn_batch(1, 0, 3, &["a"], "x")),
         LeaderEpoch(0),
         NOW,
         &mut refuse,
@@ -152,7 +153,7 @@ fn a_marker_with_a_bumped_epoch_fences_the_older_producer() {
     append(&mut log, txn_batch(1, 0, 0, &["a"], "x"));
     marker(&mut log, 1, 1, MarkerKind::Abort);
     assert!(matches!(
-        log.append(txn_batch(1, 0, 1, &["a"], "late"), LeaderEpoch(0), NOW),
+        log.validate_and_append(txn_batch(1, 0, 1, &["a"], "late"), LeaderEpoch(0), NOW),
         Err(AppendError::InvalidProducerEpoch { .. })
     ));
     assert!(matches!(

@@ -56,6 +56,7 @@ struct ConsumeReport {
 
 /// Runs the benchmark and prints the report.
 pub(super) fn run(args: &ConsumeArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
+    crate::cli_common::check_reachable(common)?;
     let timeout = Duration::from_millis(common.timeout_ms);
     let mut defaults = vec![
         ("auto.offset.reset", "earliest".to_owned()),
@@ -152,7 +153,25 @@ pub(super) fn run(args: &ConsumeArgs, common: &CommonArgs, json: bool) -> anyhow
         report.mb_per_sec,
         report.startup_ms,
     );
+    if args.group.is_some() {
+        leave_group(&consumer, timeout);
+    }
     print_report(&report, &text, json)
+}
+
+/// Gives the group's partitions back on ordinary polls before the consumer drops: the revoke
+/// callback then runs here, bounded by `timeout`, not inside librdkafka's close, where it can
+/// block forever (librdkafka issue 4884).
+fn leave_group(consumer: &BaseConsumer, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline
+        && consumer
+            .assignment()
+            .is_ok_and(|assigned| assigned.count() > 0)
+    {
+        let _ = consumer.poll(POLL_INTERVAL);
+    }
 }
 
 /// Assigns every partition of `topic` from its log start offset.

@@ -216,6 +216,7 @@ struct Received {
 
 /// Runs the benchmark and prints the report.
 pub(super) fn run(args: &EndToEndArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
+    crate::cli_common::check_reachable(common)?;
     let timeout = Duration::from_millis(common.timeout_ms);
     if let Some(partitions) = args.partitions {
         super::create_topic_if_missing(common, &args.topic, partitions)?;

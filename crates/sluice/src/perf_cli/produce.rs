@@ -13,7 +13,6 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::util::Timeout;
 use serde::Serialize;
 
 use super::{
@@ -25,6 +24,10 @@ use crate::cli_common::CommonArgs;
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long to let librdkafka drain its queue when the local queue is full.
 const QUEUE_FULL_BACKOFF: Duration = Duration::from_millis(1);
+/// librdkafka's default `transaction.timeout.ms`.
+const TRANSACTION_TIMEOUT_MS: u64 = 60_000;
+/// How often the sending and flushing loops let a progress line out.
+const PROGRESS_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("amount").required(true).args(["num_records", "duration_secs"])))]
@@ -140,6 +143,7 @@ struct Stats {
     /// The current progress interval.
     window_start: Instant,
     window_records: u64,
+    window_failed: u64,
     window_latency_us: u64,
     progress: Progress,
 }
@@ -155,6 +159,7 @@ impl Stats {
             first_error: None,
             window_start: start,
             window_records: 0,
+            window_failed: 0,
             window_latency_us: 0,
             progress: Progress::new(),
         })
@@ -174,12 +179,16 @@ impl Stats {
 
     fn failed(&mut self, error: &KafkaError) {
         self.failed += 1;
+        self.window_failed += 1;
         if self.first_error.is_none() {
             self.first_error = Some(error.to_string());
         }
+        self.maybe_report(Instant::now());
     }
 
-    /// Prints the progress line when a second has passed since the last one.
+    /// Prints the progress line when a second has passed since the last one. Called on every
+    /// delivery report and, so that a line appears while nothing is delivered (a broker that
+    /// went away), from the sending and flushing loops.
     fn maybe_report(&mut self, now: Instant) {
         let secs = now.duration_since(self.window_start).as_secs_f64();
         if secs < PROGRESS_INTERVAL.as_secs_f64() {
@@ -190,15 +199,19 @@ impl Stats {
         } else {
             0.0
         };
-        let line = format!(
+        let mut line = format!(
             "{} records sent, {:.1} records/sec ({:.2} MB/sec), {avg_ms:.2} ms avg latency",
             self.window_records,
             per_sec(self.window_records, secs),
             mb_per_sec(self.window_records * self.record_bytes, secs),
         );
+        if self.window_failed > 0 {
+            line.push_str(&format!(", {} failed delivery", self.window_failed));
+        }
         self.progress.line(&line);
         self.window_start = now;
         self.window_records = 0;
+        self.window_failed = 0;
         self.window_latency_us = 0;
     }
 }
@@ -231,6 +244,10 @@ impl ProducerContext for Reporting {
 
 /// Runs the benchmark and prints the report.
 pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow::Result<()> {
+    if !args.discard {
+        // librdkafka would retry a broker that is down for the whole delivery timeout, quietly.
+        crate::cli_common::check_reachable(common)?;
+    }
     if let (Some(partitions), false) = (args.partitions, args.discard) {
         super::create_topic_if_missing(common, &args.topic, partitions)?;
     }
@@ -250,6 +267,8 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         };
         let mut defaults = vec![
             ("acks", acks),
+            // --timeout-ms bounds each record's delivery (librdkafka's default is 5 minutes).
+            ("message.timeout.ms", common.timeout_ms.to_string()),
             ("compression.codec", args.compression.codec().to_owned()),
             // Room for a few seconds of small records, so the loop rarely waits for space.
             ("queue.buffering.max.messages", "2000000".to_owned()),
@@ -271,6 +290,10 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
                 .clone()
                 .unwrap_or_else(|| format!("sluice-perf-{}", std::process::id()));
             defaults.push(("transactional.id", id));
+            // librdkafka refuses a delivery timeout longer than the transaction timeout (60 s).
+            if common.timeout_ms > TRANSACTION_TIMEOUT_MS {
+                defaults.push(("transaction.timeout.ms", common.timeout_ms.to_string()));
+            }
         }
         let producer: ThreadedProducer<Reporting> =
             client_config(common, &defaults, &args.properties)
@@ -293,8 +316,15 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         }
         _ => None,
     };
+    // Where delivery reports (or, with --discard, the loop's own) add up.
+    let reporting: &Reporting = match (&producer, &discard_context) {
+        (Some(producer), _) => producer.context(),
+        (None, Some(discard)) => discard,
+        (None, None) => unreachable!("either a producer or a discard context"),
+    };
     let mut transactions: u64 = 0;
     let mut sent: u64 = 0;
+    let mut next_progress_check = start;
     loop {
         if args.num_records.is_some_and(|n| sent >= n) {
             break;
@@ -302,6 +332,10 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         let mut now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             break;
+        }
+        if now >= next_progress_check {
+            reporting.stats().maybe_report(now);
+            next_progress_check = now + PROGRESS_CHECK_INTERVAL;
         }
         if let Some(rate) = rate {
             let due = start + Duration::from_secs_f64(sent as f64 / rate);
@@ -322,10 +356,9 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
             }
         }
         let sent_at_ns = now.duration_since(start).as_nanos() as usize;
-        match (&producer, &discard_context) {
-            (Some(producer), _) => send(producer, &args.topic, &payload, sent_at_ns)?,
-            (None, Some(discard)) => discard.stats().delivered(sent_at_ns),
-            (None, None) => unreachable!("either a producer or a discard context"),
+        match &producer {
+            Some(producer) => send(producer, &args.topic, &payload, sent_at_ns)?,
+            None => reporting.stats().delivered(sent_at_ns),
         }
         sent += 1;
     }
@@ -333,18 +366,16 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
         commit(producer, txn_timeout)?;
         transactions += 1;
     }
-    let context = match &producer {
-        Some(producer) => {
-            // Every record gets a delivery report within `message.timeout.ms`, so this ends.
-            producer
-                .flush(Timeout::Never)
-                .context("cannot flush the producer")?;
-            producer.context()
+    if let Some(producer) = &producer {
+        // Every record gets a delivery report within `message.timeout.ms`, so this ends;
+        // progress lines go on meanwhile, also while nothing is delivered.
+        while producer.in_flight_count() > 0 {
+            let _ = producer.flush(PROGRESS_CHECK_INTERVAL);
+            reporting.stats().maybe_report(Instant::now());
         }
-        None => discard_context.as_ref().expect("discard context"),
-    };
+    }
     let elapsed_secs = start.elapsed().as_secs_f64();
-    let mut stats = context.stats();
+    let mut stats = reporting.stats();
     stats.progress.finish();
     let mut report = report(args, &stats, elapsed_secs);
     report.transactions = transactions;
@@ -364,8 +395,10 @@ pub(super) fn run(args: &ProduceArgs, common: &CommonArgs, json: bool) -> anyhow
     print_report(&report, &text, json)?;
     if stats.failed > 0 {
         bail!(
-            "{} of {sent} records failed delivery; the first: {}",
+            "{} of {sent} records failed delivery (each had --timeout-ms, {} ms, to be \
+             delivered); the first: {}",
             stats.failed,
+            common.timeout_ms,
             stats.first_error.as_deref().unwrap_or("unknown error")
         );
     }
@@ -404,6 +437,8 @@ fn send(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                 record = back;
                 producer.poll(QUEUE_FULL_BACKOFF);
+                // The queue stays full while nothing is delivered: keep the progress lines.
+                producer.context().stats().maybe_report(Instant::now());
             }
             Err((error, _)) => return Err(error).context("cannot enqueue a record"),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
@@ -15,7 +16,7 @@ use rdkafka::Offset;
 
 use crate::harness::Broker;
 use crate::produce_consume::{produce_records, producer, read_back};
-use crate::wire::{connect, frame, read_response};
+use crate::wire::{call, connect, frame, read_response};
 
 fn assert_closed(stream: &mut TcpStream, case: &str) {
     let mut buf = [0u8; 16];
@@ -46,16 +47,30 @@ fn produce(topic: &str, records: Vec<u8>) -> ProduceRequest {
 }
 
 pub(crate) fn produce_error(broker: &Broker, topic: &str, records: Vec<u8>) -> i16 {
+    produce_response(broker, topic, 9, records).error_code
+}
+
+/// Sends one Produce request of `version` with `records` for partition 0 of `topic` (acks=all)
+/// on a fresh connection and returns the partition's answer.
+pub(crate) fn produce_response(
+    broker: &Broker,
+    topic: &str,
+    version: i16,
+    records: Vec<u8>,
+) -> PartitionProduceResponse {
     let mut stream = connect(broker);
-    stream
-        .write_all(&frame(ApiKey::Produce, 9, 7, &produce(topic, records)))
-        .unwrap();
-    let (correlation, mut body) = read_response(&mut stream).expect("produce response");
-    assert_eq!(correlation, 7);
-    // Produce v9 responses have a flexible header: skip its empty tagged-field section.
-    let _tags = body.split_to(1);
-    let response = ProduceResponse::decode(&mut body, 9).unwrap();
-    response.responses[0].partition_responses[0].error_code
+    let response: ProduceResponse = call(
+        &mut stream,
+        ApiKey::Produce,
+        version,
+        &produce(topic, records),
+    );
+    let topic = response.responses.into_iter().next().expect("one topic");
+    topic
+        .partition_responses
+        .into_iter()
+        .next()
+        .expect("one partition")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
+use crate::closing::Closing;
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{produce_records, producer, Sent};
 
@@ -20,19 +21,8 @@ fn start(dir: &std::path::Path) -> Broker {
     crate::harness::start_with_toml(dir, "\"group.initial.rebalance.delay.ms\" = 300\n")
 }
 
-fn member(broker: &Broker) -> BaseConsumer {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[TOPIC]).expect("subscribe");
-    consumer
+fn member(broker: &Broker) -> Closing {
+    crate::groups::member(broker, GROUP, TOPIC)
 }
 
 /// Runs the command, asserts it succeeded, returns its stdout.

@@ -12,15 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 
+use crate::closing::Closing;
 use crate::cluster_harness::{admin_status, metadata_from, Cluster};
 use crate::harness::sluice_cli;
 
+mod damage;
 mod groups;
 mod membership;
 mod transactions;
@@ -190,13 +192,15 @@ fn read_partition(
     timeout: Duration,
 ) -> Vec<(i64, String)> {
     let deadline = Instant::now() + timeout;
-    let consumer: BaseConsumer = Cluster::client_config_for(bootstrap)
-        // librdkafka's assign() needs a group.id, though it never joins or commits here.
-        .set("group.id", "cluster-test-read-back")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
+    let consumer: Closing = Closing::new(
+        Cluster::client_config_for(bootstrap)
+            // librdkafka's assign() needs a group.id, though it never joins or commits here.
+            .set("group.id", "cluster-test-read-back")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("consumer"),
+    );
     let high_watermark = loop {
         match consumer.fetch_watermarks(topic, partition, Duration::from_secs(3)) {
             Ok((_, high)) => break high,
@@ -924,17 +928,17 @@ fn check_read_back_catches_loss_duplicates_and_reordering() {
 fn voters_without_this_node_refuse_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .env_remove("SLUICE_NODE_ID")
-            .env_remove("SLUICE_VOTERS")
-            .env_remove("SLUICE_CONTROLLER_LISTEN")
-            .output()
-            .expect("run sluice serve");
+        let out = crate::harness::run_watched(
+            std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .arg("serve")
+                .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .arg("--data-dir")
+                .arg(dir.path())
+                .args(args)
+                .env_remove("SLUICE_NODE_ID")
+                .env_remove("SLUICE_VOTERS")
+                .env_remove("SLUICE_CONTROLLER_LISTEN"),
+        );
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };

@@ -4,7 +4,8 @@
 //! log file per node, process control (kill -9, SIGTERM, SIGSTOP, SIGCONT, restart), and
 //! metadata helpers over librdkafka (leader, replicas, ISR) with deadline-bounded waits.
 //!
-//! Every child is killed when the [`Cluster`] drops. When it drops during a panic (a failed
+//! Every child is killed when the [`Cluster`] drops, and is under the test's
+//! [`watchdog`](crate::watchdog) while it runs. When it drops during a panic (a failed
 //! assertion or a blown deadline) it prints the tail of every node's log, and keeps the temp dir
 //! (data dirs and whole logs) when `SLUICE_TEST_KEEP_DIRS` is set.
 
@@ -262,11 +263,13 @@ impl Cluster {
             .env_remove("SLUICE_BOOTSTRAP_SERVER")
             .env_remove("SLUICE_TEST_KEEP_DIRS")
             .env_remove("SLUICE_TEST_NODE_LOG")
+            .env_remove(crate::watchdog::BOUND_VARIABLE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn sluice serve");
+        crate::watchdog::track(child.id());
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -346,6 +349,7 @@ impl Cluster {
     pub(crate) fn kill9(&mut self, id: i32) {
         let node = self.node_mut(id);
         if let Some(mut child) = node.child.take() {
+            crate::watchdog::untrack(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -359,6 +363,7 @@ impl Cluster {
         let Some(mut child) = node.child.take() else {
             return false;
         };
+        crate::watchdog::untrack(child.id());
         if node.paused {
             signal(&child, "CONT");
             node.paused = false;
@@ -650,11 +655,25 @@ impl Cluster {
     /// Creates a topic with explicit replicas per partition (CreateTopics assignments),
     /// asserting success.
     pub(crate) async fn create_topic_assigned(&mut self, name: &str, assignments: &[&[i32]]) {
-        let topic = NewTopic::new(
+        self.create_topic_assigned_with(name, assignments, &[])
+            .await;
+    }
+
+    /// [`Cluster::create_topic_assigned`] with topic configs.
+    pub(crate) async fn create_topic_assigned_with(
+        &mut self,
+        name: &str,
+        assignments: &[&[i32]],
+        configs: &[(&str, &str)],
+    ) {
+        let mut topic = NewTopic::new(
             name,
             assignments.len() as i32,
             TopicReplication::Variable(assignments),
         );
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
         self.submit_topic(&topic).await;
     }
 

@@ -5,21 +5,24 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::producer;
 
 /// Reads the whole partition from the beginning: (offset, key, value) in order.
 fn read_all(broker: &Broker, topic: &str) -> Vec<(i64, Vec<u8>, Option<Vec<u8>>)> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "compaction-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "compaction-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap(),
+    );
     let (_, high) = consumer
         .fetch_watermarks(topic, 0, Duration::from_secs(10))
         .unwrap();

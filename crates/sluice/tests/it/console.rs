@@ -5,12 +5,13 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+use crate::closing::Closing;
 use crate::harness::{http_request, Broker};
 use crate::produce_consume::producer;
 
@@ -88,6 +89,7 @@ async fn console_api_reports_topics_messages_and_groups() {
     let overview = get_ok(&broker, "/api/overview");
     assert_eq!(overview["topic_count"], 1, "{overview}");
     assert_eq!(overview["partition_count"], 2);
+    assert_eq!(overview["internal_topic_count"], 0);
     assert_eq!(overview["records_in_total"], 4);
     assert!(
         overview.get("records_out_total").is_none(),
@@ -167,12 +169,14 @@ async fn console_api_reports_topics_messages_and_groups() {
     assert_eq!(offsets, [1, 2], "{page}");
 
     // A group that committed offset 1 on partition 0 and 1 on partition 1: lag 2 + 0.
-    let committer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let committer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", GROUP)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     let mut at = TopicPartitionList::new();
     at.add_partition_offset(TOPIC, 0, Offset::Offset(1))
         .unwrap();
@@ -188,6 +192,13 @@ async fn console_api_reports_topics_messages_and_groups() {
         .unwrap_or_else(|| panic!("{GROUP} not in {groups}"));
     assert_eq!(listed["total_lag"], 2, "{groups}");
     assert_eq!(listed["state"], "Empty");
+    // The commit created __consumer_offsets: the overview counts it apart from the user's topics,
+    // as the topic list (and its "Largest topics") shows them.
+    let overview = get_ok(&broker, "/api/overview");
+    assert_eq!(overview["topic_count"], 1, "{overview}");
+    assert_eq!(overview["partition_count"], 2, "{overview}");
+    assert_eq!(overview["internal_topic_count"], 1, "{overview}");
+    assert_eq!(overview["internal_partition_count"], 50, "{overview}");
     let group = get_ok(&broker, &format!("/api/groups/{GROUP}"));
     assert_eq!(group["offsets"][0]["partition"], 0, "{group}");
     assert_eq!(group["offsets"][0]["committed_offset"], 1);
@@ -225,13 +236,15 @@ async fn console_api_shows_members_and_their_assignments() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     broker.create_topic("assigned", 2, &[]).await;
-    let member: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "live-group")
-        .set("client.id", "console-test-client")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let member: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "live-group")
+            .set("client.id", "console-test-client")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     member.subscribe(&["assigned"]).expect("subscribe");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

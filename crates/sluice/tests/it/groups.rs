@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{produce_records, producer};
 
@@ -15,17 +16,20 @@ fn start(dir: &std::path::Path) -> Broker {
     crate::harness::start_with_toml(dir, "\"group.initial.rebalance.delay.ms\" = 300\n")
 }
 
-fn member(broker: &Broker, group: &str, topic: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300")
-        .set("fetch.wait.max.ms", "100")
-        .create()
-        .expect("consumer");
+/// A group member subscribed to `topic`, with short sessions and heartbeats.
+pub(crate) fn member(broker: &Broker, group: &str, topic: &str) -> Closing {
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "300")
+            .set("fetch.wait.max.ms", "100")
+            .create()
+            .expect("consumer"),
+    );
     consumer.subscribe(&[topic]).expect("subscribe");
     consumer
 }
@@ -162,7 +166,7 @@ async fn committed_offsets_survive_restarts_and_groups_are_independent() {
     reader.commit(&at, CommitMode::Sync).expect("commit 40");
     drop(reader);
 
-    for restart in ["clean", "kill -9"] {
+    for restart in ["kill -9", "clean"] {
         if restart == "clean" {
             assert!(broker.stop(), "clean stop");
         } else {
@@ -234,7 +238,7 @@ fn watched_member(
     group: &str,
     topic: &str,
     extra: &[(&str, &str)],
-) -> (BaseConsumer<Watch>, Watch) {
+) -> (Closing<Watch>, Watch) {
     let watch = Watch::default();
     let mut config = broker.client_config();
     config
@@ -246,8 +250,12 @@ fn watched_member(
     for (k, v) in extra {
         config.set(*k, *v);
     }
-    let consumer: BaseConsumer<Watch> =
-        config.create_with_context(watch.clone()).expect("consumer");
+    let consumer = config.create_with_context(watch.clone()).expect("consumer");
+    let consumer = if extra.iter().any(|(k, _)| *k == "group.instance.id") {
+        Closing::static_member(consumer)
+    } else {
+        Closing::new(consumer)
+    };
     consumer.subscribe(&[topic]).expect("subscribe");
     (consumer, watch)
 }
@@ -511,27 +519,44 @@ async fn members_carry_on_without_a_rebalance_across_a_broker_restart() {
     let mut broker = Broker::start_on(&data, 0, &args);
     let port = broker.port;
     broker.create_topic("steady", 4, &[]).await;
-    let (a, wa) = watched_member(&broker, "steady-group", "steady", &[]);
-    let (b, wb) = watched_member(&broker, "steady-group", "steady", &[]);
+    // Sessions long enough that a member never gives up on a coordinator that is restarting,
+    // however slow the machine: a rebalance below can only come from the broker.
+    let session = [("session.timeout.ms", "60000")];
+    let (a, wa) = watched_member(&broker, "steady-group", "steady", &session);
+    let (b, wb) = watched_member(&broker, "steady-group", "steady", &session);
     assert!(poll_watched(&[&a, &b], Duration::from_secs(60), || {
         assigned_to(&a).len() == 2 && assigned_to(&b).len() == 2
     }));
-    // Let the stable membership be persisted (the coordinator writes it within 100 ms).
-    poll_watched(&[&a, &b], Duration::from_millis(500), || false);
+    // Killed at once, with nothing waited for: a member has its assignment only once the
+    // coordinator has stored it.
     let before = (
         wa.rebalances.load(std::sync::atomic::Ordering::SeqCst),
         wb.rebalances.load(std::sync::atomic::Ordering::SeqCst),
     );
     let (own_a, own_b) = (assigned_to(&a), assigned_to(&b));
-    for restart in ["clean", "kill -9"] {
+    for restart in ["kill -9", "clean"] {
         if restart == "clean" {
             assert!(broker.stop(), "clean stop");
         } else {
             broker.kill9();
         }
         broker = Broker::start_on(&data, port, &args);
-        // Members keep heartbeating into the restarted coordinator: no rebalance.
-        poll_watched(&[&a, &b], Duration::from_secs(4), || false);
+        // Both members heartbeat into the restarted coordinator, which knows them: a member it
+        // did not know would be told to rejoin and would stop heartbeating until it had.
+        let heartbeats = 10;
+        assert!(
+            poll_watched(&[&a, &b], Duration::from_secs(60), || {
+                broker.requests_answered("Heartbeat") >= heartbeats
+            }),
+            "after {restart}: fewer than {heartbeats} heartbeats answered\n{}",
+            broker.stderr()
+        );
+        assert_eq!(
+            broker.requests_answered("JoinGroup"),
+            0,
+            "after {restart}: no member rejoined\n{}",
+            broker.stderr()
+        );
         let after = (
             wa.rebalances.load(std::sync::atomic::Ordering::SeqCst),
             wb.rebalances.load(std::sync::atomic::Ordering::SeqCst),
@@ -575,11 +600,13 @@ async fn multi_group_offset_fetch_offset_delete_and_state_filter_over_the_wire()
     broker.create_topic("wire", 2, &[]).await;
     // Two groups commit different offsets (standalone commits, no membership).
     for (group, offset) in [("first", 3), ("second", 7)] {
-        let c: BaseConsumer = broker
-            .client_config()
-            .set("group.id", group)
-            .create()
-            .unwrap();
+        let c: Closing = Closing::new(
+            broker
+                .client_config()
+                .set("group.id", group)
+                .create()
+                .unwrap(),
+        );
         let mut at = TopicPartitionList::new();
         at.add_partition_offset("wire", 0, Offset::Offset(offset))
             .unwrap();
@@ -674,11 +701,13 @@ async fn multi_group_offset_fetch_offset_delete_and_state_filter_over_the_wire()
     let mut wanted = TopicPartitionList::new();
     wanted.add_partition("wire", 0);
     wanted.add_partition("wire", 1);
-    let checker: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "first")
-        .create()
-        .unwrap();
+    let checker: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "first")
+            .create()
+            .unwrap(),
+    );
     let committed = checker
         .committed_offsets(wanted, Duration::from_secs(10))
         .unwrap();

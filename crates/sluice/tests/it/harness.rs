@@ -1,9 +1,10 @@
 //! Test harness: runs a real `sluice serve` process on a free loopback port with its own data dir,
-//! and builds rdkafka clients pointed at it. Every process is killed when its handle drops.
+//! and builds rdkafka clients pointed at it. Every process is killed when its handle drops, and
+//! is under the test's [`watchdog`](crate::watchdog) while it runs.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,8 @@ pub(crate) struct Broker {
     /// The admin HTTP listener's port (`/health`, `/ready`, `/metrics`).
     pub(crate) admin_port: u16,
     stderr: Arc<Mutex<String>>,
+    /// The first two stdout lines, until [`Broker::await_started`] reads them.
+    startup_lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Broker {
@@ -36,6 +39,33 @@ impl Broker {
 
     /// Starts a broker on a given port (0 = any free port).
     pub(crate) fn start_on(data_dir: &Path, port: u16, extra: &[&str]) -> Broker {
+        let (mut broker, pipe) = Self::start_with_stderr_pipe(data_dir, port, extra);
+        let stderr = broker.stderr.clone();
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                stderr
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        broker.await_started();
+        broker
+    }
+
+    /// Spawns a broker and hands its stderr pipe to the caller, who must read it (or close it:
+    /// what a broker does when nobody reads its log is a test of its own); [`Broker::stderr`]
+    /// stays empty. Call [`Broker::await_started`] before using it.
+    pub(crate) fn start_with_stderr_pipe(
+        data_dir: &Path,
+        port: u16,
+        extra: &[&str],
+    ) -> (Broker, ChildStderr) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
             .arg("serve")
             .arg("--listen")
@@ -45,29 +75,17 @@ impl Broker {
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
             .args(extra)
-            .env("RUST_LOG", "info")
+            // The operator's default filter: tests see the log a user would.
+            .env_remove("RUST_LOG")
+            // A test's own settings, not broker configs (`sluice serve` refuses unknown ones).
+            .env_remove(crate::watchdog::BOUND_VARIABLE)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn sluice serve");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        {
-            let stderr = stderr.clone();
-            let mut pipe = child.stderr.take().expect("stderr piped");
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = pipe.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    stderr
-                        .lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
+        crate::watchdog::track(child.id());
+        let pipe = child.stderr.take().expect("stderr piped");
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -81,26 +99,45 @@ impl Broker {
             // Keep draining so the broker never blocks on a full pipe.
             for _ in lines {}
         });
-        let mut broker = Broker {
+        let broker = Broker {
             child: Some(child),
             port: 0,
             admin_port: 0,
-            stderr,
+            stderr: Arc::new(Mutex::new(String::new())),
+            startup_lines: Some(rx),
         };
+        (broker, pipe)
+    }
+
+    /// Waits (bounded) for the startup lines of a broker spawned by
+    /// [`Broker::start_with_stderr_pipe`] and learns its ports.
+    pub(crate) fn await_started(&mut self) {
+        let rx = self.startup_lines.take().expect("await_started once");
         let next_line = || match rx.recv_timeout(START_TIMEOUT) {
             Ok(line) => line,
-            Err(_) => panic!("broker did not start; stderr:\n{}", broker.stderr()),
+            Err(_) => panic!("broker did not start; stderr:\n{}", self.stderr()),
         };
         let line = next_line();
         let admin_line = next_line();
-        broker.port = listening_port(&line);
-        broker.admin_port = listening_port(&admin_line);
-        broker
+        self.port = listening_port(&line);
+        self.admin_port = listening_port(&admin_line);
     }
 
     /// `GET path` on the admin listener: (status code, body).
     pub(crate) fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin_port, path)
+    }
+
+    /// Requests of Kafka API `api` (`Heartbeat`, `JoinGroup`, ...) this broker process has
+    /// answered, from `/metrics`.
+    pub(crate) fn requests_answered(&self, api: &str) -> u64 {
+        let (status, metrics) = self.admin_get("/metrics");
+        assert_eq!(status, 200, "{metrics}");
+        let series = format!("sluice_requests_total{{api=\"{api}\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series))
+            .map_or(0, |value| value.trim().parse().expect("a counter value"))
     }
 
     pub(crate) fn bootstrap(&self) -> String {
@@ -115,6 +152,7 @@ impl Broker {
     /// SIGKILL, no chance to clean up.
     pub(crate) fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            crate::watchdog::untrack(child.id());
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -125,6 +163,7 @@ impl Broker {
         let Some(mut child) = self.child.take() else {
             return false;
         };
+        crate::watchdog::untrack(child.id());
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
@@ -280,14 +319,47 @@ pub(crate) fn start_with_toml(dir: &Path, toml: &str) -> Broker {
 
 /// Runs `sluice SUBCOMMAND ARGS --bootstrap-server BOOTSTRAP` (ignoring the caller's environment).
 pub(crate) fn sluice_cli(subcommand: &str, bootstrap: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg(subcommand)
+    let args = [&[subcommand][..], args].concat();
+    wait_watched(spawn_sluice(&args, bootstrap, Stdio::null()))
+}
+
+/// Spawns `sluice ARGS --bootstrap-server BOOTSTRAP` (ignoring the caller's environment) with
+/// `stdin`, stdout and stderr piped, under the test's watchdog; [`wait_watched`] ends it.
+pub(crate) fn spawn_sluice(args: &[&str], bootstrap: &str, stdin: Stdio) -> Child {
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .arg("--bootstrap-server")
         .arg(bootstrap)
         .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .output()
-        .expect("run sluice")
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    crate::watchdog::track(child.id());
+    child
+}
+
+/// Waits for a child the watchdog tracks and collects what it wrote, like
+/// [`Child::wait_with_output`].
+pub(crate) fn wait_watched(child: Child) -> std::process::Output {
+    let pid = child.id();
+    let output = child.wait_with_output().expect("wait for sluice");
+    crate::watchdog::untrack(pid);
+    output
+}
+
+/// Runs `command` to completion like [`Command::output`] (stdin closed, stdout and stderr
+/// captured), under the test's watchdog.
+pub(crate) fn run_watched(command: &mut Command) -> std::process::Output {
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run sluice");
+    crate::watchdog::track(child.id());
+    wait_watched(child)
 }
 
 /// Runs a CLI command, asserts it succeeded, returns its stdout.

@@ -3,34 +3,25 @@
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 
-use crate::harness::{cli_fails, cli_ok, now_ms, Broker};
+use crate::harness::{cli_fails, cli_ok, now_ms, spawn_sluice, wait_watched, Broker};
 use crate::produce_consume::producer;
 
 /// Runs `sluice produce ARGS` with `input` on stdin; asserts success, returns stderr.
 fn produce(broker: &Broker, args: &[&str], input: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .arg("produce")
-        .args(args)
-        .arg("--bootstrap-server")
-        .arg(broker.bootstrap())
-        .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run sluice produce");
+    let args = [&["produce"][..], args].concat();
+    let mut child = spawn_sluice(&args, &broker.bootstrap(), Stdio::piped());
     child
         .stdin
         .take()
         .expect("stdin piped")
         .write_all(input.as_bytes())
         .expect("write stdin");
-    let out = child.wait_with_output().expect("wait for sluice produce");
+    let out = wait_watched(child);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),

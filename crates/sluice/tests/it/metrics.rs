@@ -3,14 +3,15 @@
 
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{produce_records, producer, read_back};
 
 /// The value of the sample named exactly `series` (name and labels as exposed).
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|line| {
@@ -46,12 +47,14 @@ async fn admin_endpoints_report_health_readiness_and_traffic() {
     assert_eq!(read.len(), RECORDS);
 
     // A group commits without joining (assign-only), leaving RECORDS - COMMITTED to read.
-    let committer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "metered-group")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let committer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "metered-group")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer"),
+    );
     let mut at = TopicPartitionList::new();
     at.add_partition_offset("metered", 0, Offset::Offset(COMMITTED))
         .unwrap();
@@ -119,12 +122,14 @@ async fn long_poll_fetches_count_in_purgatory() {
     let broker = Broker::start(dir.path());
     broker.create_topic("quiet", 1, &[]).await;
     // A consumer on an empty partition whose fetches wait up to 3 s for data.
-    let waiting: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "unused-assign-only")
-        .set("fetch.wait.max.ms", "3000")
-        .create()
-        .expect("consumer");
+    let waiting: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "unused-assign-only")
+            .set("fetch.wait.max.ms", "3000")
+            .create()
+            .expect("consumer"),
+    );
     let mut at = TopicPartitionList::new();
     at.add_partition_offset("quiet", 0, Offset::Beginning)
         .unwrap();

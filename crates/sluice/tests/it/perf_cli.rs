@@ -288,3 +288,103 @@ fn transactional_produce_commits_every_transaction_size_records() {
         .sum();
     assert!(ends > 2050 && ends <= 2050 + 2 * 21, "{description}");
 }
+
+#[test]
+fn an_unreachable_broker_is_a_clear_error_at_once() {
+    // librdkafka alone would retry quietly for the whole delivery timeout.
+    let flags = [
+        "--topic",
+        "t",
+        "--record-size",
+        "100",
+        "--num-records",
+        "10",
+    ];
+    crate::harness::assert_unreachable_broker_is_a_clear_error_for(
+        "perf",
+        &[&["produce"][..], &flags].concat(),
+    );
+    crate::harness::assert_unreachable_broker_is_a_clear_error_for(
+        "perf",
+        &["consume", "--topic", "t", "--messages", "10"],
+    );
+    crate::harness::assert_unreachable_broker_is_a_clear_error_for(
+        "perf",
+        &[&["end-to-end", "--throughput", "10"][..], &flags].concat(),
+    );
+}
+
+#[test]
+fn produce_reports_progress_and_gives_up_within_the_timeout_when_the_broker_goes_away() {
+    use std::io::BufRead as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(dir.path());
+    let mut child = crate::harness::spawn_sluice(
+        &[
+            "perf",
+            "produce",
+            "--topic",
+            "doomed",
+            "--partitions",
+            "1",
+            "--duration-secs",
+            "5",
+            "--throughput",
+            "200",
+            "--record-size",
+            "10",
+            "--timeout-ms",
+            "2000",
+        ],
+        &broker.bootstrap(),
+        std::process::Stdio::null(),
+    );
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Records are delivered; then the broker dies.
+    let mut seen = Vec::new();
+    while !seen
+        .iter()
+        .any(|l: &String| l.contains("records sent") && !l.starts_with("0 records"))
+    {
+        seen.push(
+            lines
+                .recv()
+                .expect("a progress line before perf produce ends"),
+        );
+    }
+    broker.kill9();
+    seen.extend(lines.iter());
+    let out = crate::harness::wait_watched(child);
+    let stderr = seen.join("\n");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Progress lines go on while nothing is delivered...
+    let idle = seen
+        .iter()
+        .filter(|l| l.starts_with("0 records sent"))
+        .count();
+    assert!(
+        idle >= 2,
+        "progress lines while nothing is delivered:\n{stderr}"
+    );
+    // ...and undelivered records fail after --timeout-ms rather than librdkafka's 5 minutes.
+    let error = seen
+        .iter()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{stderr}"));
+    assert!(
+        error.contains("records failed delivery (each had --timeout-ms, 2000 ms"),
+        "{error}"
+    );
+    assert!(error.contains("Message timed out"), "{error}");
+}

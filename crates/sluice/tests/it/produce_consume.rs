@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::Broker;
 
 /// A record as produced, for comparison with what is read back.
@@ -31,14 +32,16 @@ pub(crate) fn producer(broker: &Broker, extra: &[(&str, &str)]) -> FutureProduce
     config.create().expect("producer")
 }
 
-pub(crate) fn consumer(broker: &Broker) -> BaseConsumer {
-    broker
-        .client_config()
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer")
+pub(crate) fn consumer(broker: &Broker) -> Closing {
+    Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "unused-assign-only")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .expect("consumer"),
+    )
 }
 
 /// Reads `expected` records from the given partitions starting at `from`, bounded by `timeout`.
@@ -285,13 +288,15 @@ async fn seek_by_offset_and_timestamp_and_watermarks() {
     );
 
     // Out of range: a fetch past the end answers OFFSET_OUT_OF_RANGE and auto.offset.reset applies.
-    let consumer = broker
-        .client_config()
-        .set("group.id", "unused")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create::<BaseConsumer>()
-        .unwrap();
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "unused")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .unwrap(),
+    );
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset("seek", 0, Offset::Offset(500))
         .unwrap();

@@ -1,4 +1,5 @@
-//! Scale: one broker with a 1,000-partition topic, with 1,000 client connections open at once,
+//! Scale: one broker with a 1,000-partition topic (also across clean and kill -9 restarts),
+//! with 1,000 client connections open at once,
 //! and with ~500 MB produced through it while its resident memory is watched. Each test is bounded
 //! by deadlines and asserts correctness and memory, never speed.
 
@@ -13,13 +14,15 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::harness::{cli_ok, now_ms, Broker};
-use crate::produce_consume::{assert_read_back_matches, produce_records, producer, read_back};
+use crate::produce_consume::{
+    assert_read_back_matches, consumer, produce_records, producer, read_back,
+};
 use crate::wire::{connect, frame, read_response};
 
 /// Partitions of the wide topic.
@@ -41,18 +44,11 @@ const RSS_GROWTH_MAX_BYTES: u64 = 300 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_with_a_thousand_partitions_serves_every_one() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
+    let mut broker = Broker::start(dir.path());
     broker.create_topic("wide", WIDE_PARTITIONS, &[]).await;
 
     // Metadata (through librdkafka) lists every partition, each led by this broker.
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "unused-assign-only")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
+    let metadata = consumer(&broker)
         .fetch_metadata(Some("wide"), Duration::from_secs(20))
         .expect("metadata");
     let topic = &metadata.topics()[0];
@@ -63,11 +59,44 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
     assert_eq!(ids, (0..WIDE_PARTITIONS).collect::<Vec<_>>());
     assert!(topic.partitions().iter().all(|p| p.error().is_none()));
 
-    // One record to every partition, its value naming the partition.
-    let producer = producer(&broker, &[("acks", "all")]);
-    let mut pending = Vec::with_capacity(WIDE_PARTITIONS as usize);
-    for partition in 0..WIDE_PARTITIONS {
-        let value = format!("record for partition {partition}");
+    // One record to every partition, its value naming the partition; read every one back.
+    let mut expected: HashMap<i32, Vec<String>> = HashMap::new();
+    produce_wide(&broker, 0..WIDE_PARTITIONS, "first", &mut expected).await;
+    assert_wide_reads(&broker, &expected);
+
+    // A second record to every tenth partition, then restarts: a clean stop closes 1,000 logs
+    // (writing only the hundred that changed since they were opened), the start opens them all,
+    // and after a kill -9 every log is recovered. Every record is there each time.
+    produce_wide(
+        &broker,
+        (0..WIDE_PARTITIONS).step_by(10),
+        "second",
+        &mut expected,
+    )
+    .await;
+    for restart in ["clean", "kill -9"] {
+        if restart == "kill -9" {
+            broker.kill9();
+        } else {
+            assert!(broker.stop(), "{restart} stop");
+        }
+        broker = Broker::start(dir.path());
+        assert_wide_reads(&broker, &expected);
+    }
+}
+
+/// Produces one record to each of `partitions` of `wide` (acks=all), its value naming the
+/// partition and `what`, and adds it to `expected`.
+async fn produce_wide(
+    broker: &Broker,
+    partitions: impl Iterator<Item = i32>,
+    what: &str,
+    expected: &mut HashMap<i32, Vec<String>>,
+) {
+    let producer = producer(broker, &[("acks", "all")]);
+    let mut pending = Vec::new();
+    for partition in partitions {
+        let value = format!("{what} record for partition {partition}");
         let delivery = producer
             .send_result(
                 FutureRecord::<(), _>::to("wide")
@@ -76,18 +105,23 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
             )
             .map_err(|(e, _)| e)
             .expect("queue record");
-        pending.push((partition, delivery));
+        pending.push((partition, value, delivery));
     }
-    for (partition, delivery) in pending {
+    for (partition, value, delivery) in pending {
         let delivered = tokio::time::timeout(Duration::from_secs(30), delivery)
             .await
             .expect("delivered within 30 s")
             .expect("delivery future")
             .expect("record delivered");
-        assert_eq!((delivered.partition, delivered.offset), (partition, 0));
+        let offset = expected.get(&partition).map_or(0, Vec::len) as i64;
+        assert_eq!((delivered.partition, delivered.offset), (partition, offset));
+        expected.entry(partition).or_default().push(value);
     }
+}
 
-    // Read every one back from the beginning of every partition.
+/// Reads every partition of `wide` from its beginning and checks it holds what `expected` says.
+fn assert_wide_reads(broker: &Broker, expected: &HashMap<i32, Vec<String>>) {
+    let consumer = consumer(broker);
     let mut assignment = TopicPartitionList::new();
     for partition in 0..WIDE_PARTITIONS {
         assignment
@@ -95,10 +129,11 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
             .unwrap();
     }
     consumer.assign(&assignment).expect("assign");
+    let total: usize = expected.values().map(Vec::len).sum();
     let mut read: HashMap<i32, Vec<String>> = HashMap::new();
     let mut count = 0;
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while count < WIDE_PARTITIONS && Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count < total && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 let value = String::from_utf8(message.payload().unwrap_or_default().to_vec())
@@ -110,13 +145,9 @@ async fn a_topic_with_a_thousand_partitions_serves_every_one() {
             None => {}
         }
     }
-    assert_eq!(read.len(), WIDE_PARTITIONS as usize, "partitions read back");
-    for partition in 0..WIDE_PARTITIONS {
-        assert_eq!(
-            read[&partition],
-            [format!("record for partition {partition}")],
-            "partition {partition}"
-        );
+    assert_eq!(read.len(), expected.len(), "partitions read back");
+    for (partition, values) in expected {
+        assert_eq!(&read[partition], values, "partition {partition}");
     }
 }
 
@@ -147,7 +178,9 @@ fn ask_everyone(streams: &mut [TcpStream], first_id: i32, port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_connections_are_served_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::start(dir.path());
+    // All of them come from 127.0.0.1, and so do the rdkafka clients below: one address above
+    // the default max.connections.per.ip (1000).
+    let broker = crate::harness::start_with_toml(dir.path(), "\"max.connections.per.ip\" = 1100\n");
     broker.create_topic("crowd", 3, &[]).await;
 
     // Open every connection first, then pipeline ApiVersions and Metadata on each before reading

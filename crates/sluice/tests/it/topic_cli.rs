@@ -128,11 +128,11 @@ async fn topics_are_created_listed_described_altered_and_deleted() {
     fails(&broker.bootstrap(), &["describe", "checked"]);
 
     // List: text and JSON; the bootstrap server may come from the environment.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["topic", "list"])
-        .env("SLUICE_BOOTSTRAP_SERVER", broker.bootstrap())
-        .output()
-        .unwrap();
+    let out = crate::harness::run_watched(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["topic", "list"])
+            .env("SLUICE_BOOTSTRAP_SERVER", broker.bootstrap()),
+    );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8(out.stdout).unwrap();
     eprintln!("list:\n{text}");
@@ -404,11 +404,11 @@ async fn bootstrap_flag_alias_and_environment_variables() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path());
     broker.create_topic("aliased", 1, &[]).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["topic", "list", "--bootstrap", &broker.bootstrap()])
-        .env_remove("SLUICE_BOOTSTRAP_SERVER")
-        .output()
-        .expect("run sluice");
+    let out = crate::harness::run_watched(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["topic", "list", "--bootstrap", &broker.bootstrap()])
+            .env_remove("SLUICE_BOOTSTRAP_SERVER"),
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -416,12 +416,12 @@ async fn bootstrap_flag_alias_and_environment_variables() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("aliased"));
     // SLUICE_BOOTSTRAP is read when no flag is given, before SLUICE_BOOTSTRAP_SERVER.
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["topic", "list"])
-        .env("SLUICE_BOOTSTRAP", broker.bootstrap())
-        .env("SLUICE_BOOTSTRAP_SERVER", "127.0.0.1:1")
-        .output()
-        .expect("run sluice");
+    let out = crate::harness::run_watched(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["topic", "list"])
+            .env("SLUICE_BOOTSTRAP", broker.bootstrap())
+            .env("SLUICE_BOOTSTRAP_SERVER", "127.0.0.1:1"),
+    );
     assert!(
         out.status.success(),
         "{}",

@@ -13,12 +13,13 @@ use kafka_protocol::messages::{
     TransactionalId,
 };
 use kafka_protocol::protocol::StrBytes;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::closing::Closing;
 use crate::harness::Broker;
 
 const T: Duration = Duration::from_secs(30);
@@ -62,21 +63,23 @@ fn send(producer: &BaseProducer, topic: &str, key: &str, value: &str) {
 /// Every value in `topic` from the beginning up to its end (the last stable offset when
 /// `committed`), read with a fresh consumer.
 fn read_all(broker: &Broker, topic: &str, partitions: i32, committed: bool) -> Vec<String> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "txn-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set(
-            "isolation.level",
-            if committed {
-                "read_committed"
-            } else {
-                "read_uncommitted"
-            },
-        )
-        .create()
-        .expect("consumer");
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "txn-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set(
+                "isolation.level",
+                if committed {
+                    "read_committed"
+                } else {
+                    "read_uncommitted"
+                },
+            )
+            .create()
+            .expect("consumer"),
+    );
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning)
@@ -320,16 +323,18 @@ fn run_pipeline(
     broker: &Broker,
     transactions: usize,
     leave_open: bool,
-) -> Option<(BaseProducer, BaseConsumer)> {
-    let consumer: BaseConsumer = broker
-        .client_config()
-        .set("group.id", "ctp")
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .expect("consumer");
+) -> Option<(BaseProducer, Closing)> {
+    let consumer: Closing = Closing::new(
+        broker
+            .client_config()
+            .set("group.id", "ctp")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer"),
+    );
     consumer.subscribe(&["ctp-in"]).unwrap();
     let producer = txn_producer(broker, "ctp-app", &[]);
     let mut done = 0;

@@ -11,6 +11,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{REACT_TIMEOUT, TEST_LIMIT};
+use crate::closing::Closing;
 use crate::cluster_harness::{coordinator_partition, Cluster};
 
 const TOPIC: &str = "grp";
@@ -21,14 +22,16 @@ const OFFSETS_PARTITIONS: i32 = 3;
 const RECORDS: usize = 100;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn consumer(bootstrap: &str) -> BaseConsumer {
-    let consumer: BaseConsumer = Cluster::client_config_for(bootstrap)
-        .set("group.id", GROUP)
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .expect("consumer");
+fn consumer(bootstrap: &str) -> Closing {
+    let consumer: Closing = Closing::new(
+        Cluster::client_config_for(bootstrap)
+            .set("group.id", GROUP)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .expect("consumer"),
+    );
     consumer.subscribe(&[TOPIC]).expect("subscribe");
     consumer
 }

@@ -6,13 +6,14 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{REACT_TIMEOUT, TEST_LIMIT};
+use crate::closing::Closing;
 use crate::cluster_harness::{coordinator_partition, Cluster};
 
 const TOPIC: &str = "txn";
@@ -70,13 +71,15 @@ fn read_all(bootstrap: &str, committed: bool) -> Vec<String> {
     } else {
         "read_uncommitted"
     };
-    let consumer: BaseConsumer = Cluster::client_config_for(bootstrap)
-        .set("group.id", "cluster-txn-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", isolation)
-        .create()
-        .expect("consumer");
+    let consumer: Closing = Closing::new(
+        Cluster::client_config_for(bootstrap)
+            .set("group.id", "cluster-txn-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", isolation)
+            .create()
+            .expect("consumer"),
+    );
     let mut tpl = TopicPartitionList::new();
     for partition in 0..PARTITIONS {
         tpl.add_partition_offset(TOPIC, partition, Offset::Beginning)
