@@ -49,6 +49,8 @@ Usage: bash tests/conformance/librdkafka/run.sh [options]
   --keep               keep the work dir
   --port-base N        use ports N..N+10 (default: free ports picked by the kernel)
   --debug CONTEXTS     the runner's TEST_DEBUG (librdkafka debug contexts, e.g. protocol,cgrp)
+  --subtests STR       the runner's SUBTESTS: only subtests whose name contains STR (e.g.
+                       do_test_DescribeTopics); for triage, with --tests
 EOF
 }
 
@@ -66,6 +68,7 @@ WORK=""
 KEEP=0
 PORT_BASE=""
 TEST_DEBUG_CONTEXTS=""
+SUBTESTS_FILTER=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -82,6 +85,7 @@ while [[ $# -gt 0 ]]; do
         --keep) KEEP=1 ;;
         --port-base) PORT_BASE=$2; shift ;;
         --debug) TEST_DEBUG_CONTEXTS=$2; shift ;;
+        --subtests) SUBTESTS_FILTER=$2; shift ;;
         -h | --help) usage; exit 0 ;;
         *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -104,7 +108,7 @@ else
     rm -rf "${WORK:?}/data" "$WORK/logs" "$WORK/runner" "$WORK"/*.conf "$WORK"/*.toml "$WORK/cluster.secret"
 fi
 LOGS="$WORK/logs"
-mkdir -p "$LOGS" "$WORK/runner"
+mkdir -p "$LOGS" "$WORK/runner/tests"
 
 PASSED=0
 FAILED=0
@@ -225,7 +229,7 @@ find_source() {
 install_build_deps() {
     local missing=() pkg
     for pkg in "${APT_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+        [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$pkg")
     done
     ((${#missing[@]} == 0)) && return 0
     echo "installing with apt-get: ${missing[*]}"
@@ -476,25 +480,27 @@ summary_entries() {
         END { for (i = 1; i <= n; i++) print order[i] "\t" last[order[i]] }'
 }
 
-run_test() { # run_test TEST SETUP OPTIONS
-    local t=$1 setup=$2 opts=$3 scenario=default limit=$DEFAULT_TIMEOUT qflag=()
+run_test() { # run_test TEST SETUP OPTIONS SUBTESTS
+    local t=$1 setup=$2 opts=$3 sub=$4 scenario=default limit=$DEFAULT_TIMEOUT qflag=()
+    local unit="$t${sub:+/$sub}"
     [[ "$setup" == *-noautocreate ]] && scenario=noautocreate
     [[ "$opts" =~ timeout=([0-9]+) ]] && limit=${BASH_REMATCH[1]}
     ((QUICK)) || [[ "$opts" == *quick-mode* ]] && qflag=(-Q)
-    local tlog="$LOGS/$setup/$t.log" started rc=0
+    local tlog="$LOGS/$setup/$t${sub:+-${sub//[^A-Za-z0-9_]/_}}.log" started rc=0
     local trouble
     if trouble=$(broker_trouble); then
-        record FAIL "$t $setup" "not run: $trouble"
+        record FAIL "$unit $setup" "not run: $trouble"
         return
     fi
     started=$SECONDS
     # -L: no local (broker-less) entries; -K: not librdkafka's known issues; -p1: one at a time.
     (
-        cd "$WORK/runner" &&
+        cd "$WORK/runner/tests" &&
             exec env -u CI LD_LIBRARY_PATH="$RUNNER_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
                 TESTS="$t" TEST_KAFKA_VERSION="$KAFKA_VERSION_CLAIM" TEST_SCENARIO="$scenario" \
                 RDKAFKA_TEST_CONF="$WORK/$setup.conf" BROKERS="$BOOTSTRAP" \
                 ${TEST_DEBUG_CONTEXTS:+TEST_DEBUG="$TEST_DEBUG_CONTEXTS"} \
+                ${sub:+SUBTESTS="$sub"} \
                 timeout -k 20 "$limit" "$RUNNER" -p1 -L -K "${qflag[@]}"
     ) >"$tlog" 2>&1 &
     RUNNER_PID=$!
@@ -513,20 +519,34 @@ run_test() { # run_test TEST SETUP OPTIONS
             *) bad+="; $name $state${detail:+: $detail}" ;;
         esac
     done <<<"$entries"
+    if [[ -z "$entries" ]]; then
+        # No summary table: the runner aborted (a failed assertion ends the process). Its
+        # "### Test ... failed at ... ###" lines and the message under each say why.
+        bad+=$(sed -E 's/\x1b\[[0-9;]*m//g' "$tlog" | awk '
+            /^### Test "/ {
+                head = $0; sub(/^### Test "/, "", head); sub(/ at [A-Z][a-z][a-z] [A-Z][a-z][a-z] .*$/, "", head)
+                sub(/" failed at /, " failed at ", head)
+                if ((getline msg) > 0) printf "; %s: %s", head, msg
+            }')
+    fi
     if ((rc == 124 || rc == 137)); then
         bad="timed out after ${limit} s (run.sh bound)$bad"
     elif ((rc != 0)) && [[ -z "$bad" ]]; then
         bad="test-runner exit code $rc"
     elif ((passed == 0)) && [[ -z "$bad" ]]; then
         bad="no entry of $t ran (is it in this librdkafka's table?)"
+    elif [[ -n "$sub" && -z "$bad" ]] &&
+        (($(sed -E 's/\x1b\[[0-9;]*m//g' "$tlog" | grep -cF "] [ $sub") == 0)); then
+        # A filter that matches no subtest would pass without testing anything.
+        bad="no subtest name starts with '$sub'"
     fi
     if trouble=$(broker_trouble); then
         bad="${bad:+${bad#; }; }$trouble during the test"
     fi
     if [[ -z "$bad" ]]; then
-        record PASS "$t $setup" "(${took} s)"
+        record PASS "$unit $setup" "(${took} s)"
     else
-        record FAIL "$t $setup" "(${took} s) ${bad#; }"
+        record FAIL "$unit $setup" "(${took} s) ${bad#; }"
         echo "--- last lines of $tlog:"
         sed -E 's/\x1b\[[0-9;]*m//g' "$tlog" | grep -v '^|' | tail -n 12
         echo "---"
@@ -559,6 +579,9 @@ if ! build_runner; then
     record FAIL "build: librdkafka test runner"
     exit 1
 fi
+# The runner writes its scratch files (stats, offsets) into its working directory and reads
+# ../src/statistics_schema.json (0053): a scratch tests/ next to a link to the tree's src/.
+ln -sfn "$(dirname "$(dirname "$RUNNER")")/src" "$WORK/runner/src"
 missing=$(comm -23 <(runner_table_numbers "$(dirname "$RUNNER")/test.c") <(printf '%s\n' "${LIST_TEST[@]}" | sort -u))
 if [[ -n "$missing" ]]; then
     record FAIL "list" "tests of librdkafka $LIBRDKAFKA_VERSION not in $LIST: $(echo $missing)"
@@ -571,14 +594,21 @@ if ((BUILD_SLUICE)); then
 fi
 [[ -x "$SLUICE" ]] || { record FAIL "build: sluice" "no binary at $SLUICE"; exit 1; }
 
-# Which (test, setup) pairs run, and the counts of those left out.
-declare -A WANT_OPTS=()
-declare -a PLAN=()
+# What runs: one unit per (setup, test, subtests filter) of a runnable line.
+declare -A SEEN_UNIT=()
+declare -a PLAN=() # "setup<TAB>test<TAB>subtests<TAB>options"
 NOT_RUN_GAP=0
 NOT_APPLICABLE=0
 for idx in "${!LIST_TEST[@]}"; do
-    t=${LIST_TEST[idx]} st=${LIST_STATUS[idx]}
+    t=${LIST_TEST[idx]} st=${LIST_STATUS[idx]} opts=${LIST_OPTIONS[idx]}
     if [[ -n "$ONLY_TESTS" && ",$ONLY_TESTS," != *",$t,"* ]]; then continue; fi
+    if [[ "$st" == n/a:* ]]; then
+        NOT_APPLICABLE=$((NOT_APPLICABLE + 1))
+        continue
+    fi
+    sub=""
+    [[ "$opts" =~ (^|[[:space:]])subtests=([^[:space:]]+) ]] && sub=${BASH_REMATCH[2]}
+    [[ -n "$SUBTESTS_FILTER" ]] && sub=$SUBTESTS_FILTER
     for s in ${LIST_SETUPS[idx]//,/ }; do
         [[ "$s" == - ]] && continue
         if [[ -n "$ONLY_SETUPS" && ",$ONLY_SETUPS," != *",$s,"* ]]; then continue; fi
@@ -586,29 +616,35 @@ for idx in "${!LIST_TEST[@]}"; do
             quick) ;;
             run) ((QUICK)) && continue ;;
             gap:*) if ((GAPS == 0 || QUICK)); then NOT_RUN_GAP=$((NOT_RUN_GAP + 1)); continue; fi ;;
-            n/a:*) continue ;;
         esac
-        PLAN+=("$s $t")
-        WANT_OPTS["$s $t"]=${LIST_OPTIONS[idx]}
+        # With --subtests, lines that differ only in their own filter become one run.
+        [[ -n "${SEEN_UNIT["$s $t $sub"]:-}" ]] && continue
+        SEEN_UNIT["$s $t $sub"]=1
+        PLAN+=("$s"$'\t'"$t"$'\t'"$sub"$'\t'"$opts")
     done
-    [[ "$st" == n/a:* ]] && NOT_APPLICABLE=$((NOT_APPLICABLE + 1))
 done
 
 for setup in "${ALL_SETUPS[@]}"; do
-    tests=()
-    for p in "${PLAN[@]}"; do [[ "${p%% *}" == "$setup" ]] && tests+=("${p#* }"); done
-    ((${#tests[@]} == 0)) && continue
-    section "$setup: ${#tests[@]} tests"
+    units=()
+    for p in "${PLAN[@]}"; do [[ "${p%%$'\t'*}" == "$setup" ]] && units+=("$p"); done
+    ((${#units[@]} == 0)) && continue
+    section "$setup: ${#units[@]} runs"
     if ! start_setup "$setup"; then
         stop_brokers
-        for t in "${tests[@]}"; do record FAIL "$t $setup" "not run: the setup did not start"; done
+        for u in "${units[@]}"; do
+            IFS=$'\t' read -r _ t sub _ <<<"$u"
+            record FAIL "$t${sub:+/$sub} $setup" "not run: the setup did not start"
+        done
         continue
     fi
     write_test_conf "$setup"
-    for i in "${!tests[@]}"; do
-        t=${tests[i]}
-        if ! run_test "$t" "$setup" "${WANT_OPTS["$setup $t"]}"; then
-            for t in "${tests[@]:i+1}"; do record FAIL "$t $setup" "not run: the setup did not come back"; done
+    for i in "${!units[@]}"; do
+        IFS=$'\t' read -r _ t sub opts <<<"${units[i]}"
+        if ! run_test "$t" "$setup" "$opts" "$sub"; then
+            for u in "${units[@]:i+1}"; do
+                IFS=$'\t' read -r _ t sub _ <<<"$u"
+                record FAIL "$t${sub:+/$sub} $setup" "not run: the setup did not come back"
+            done
             break
         fi
     done
