@@ -596,7 +596,10 @@ fi
 
 # What runs: one unit per (setup, test, subtests filter) of a runnable line.
 declare -A SEEN_UNIT=()
-declare -a PLAN=() # "setup<TAB>test<TAB>subtests<TAB>options"
+# Fields joined by US (0x1f), not a tab: `read` collapses runs of whitespace IFS characters, so
+# an empty subtests field would shift the options into it.
+US=$'\x1f'
+declare -a PLAN=() # setup, test, subtests, options
 NOT_RUN_GAP=0
 NOT_APPLICABLE=0
 for idx in "${!LIST_TEST[@]}"; do
@@ -620,29 +623,29 @@ for idx in "${!LIST_TEST[@]}"; do
         # With --subtests, lines that differ only in their own filter become one run.
         [[ -n "${SEEN_UNIT["$s $t $sub"]:-}" ]] && continue
         SEEN_UNIT["$s $t $sub"]=1
-        PLAN+=("$s"$'\t'"$t"$'\t'"$sub"$'\t'"$opts")
+        PLAN+=("$s$US$t$US$sub$US$opts")
     done
 done
 
 for setup in "${ALL_SETUPS[@]}"; do
     units=()
-    for p in "${PLAN[@]}"; do [[ "${p%%$'\t'*}" == "$setup" ]] && units+=("$p"); done
+    for p in "${PLAN[@]}"; do [[ "${p%%"$US"*}" == "$setup" ]] && units+=("$p"); done
     ((${#units[@]} == 0)) && continue
     section "$setup: ${#units[@]} runs"
     if ! start_setup "$setup"; then
         stop_brokers
         for u in "${units[@]}"; do
-            IFS=$'\t' read -r _ t sub _ <<<"$u"
+            IFS=$US read -r _ t sub _ <<<"$u"
             record FAIL "$t${sub:+/$sub} $setup" "not run: the setup did not start"
         done
         continue
     fi
     write_test_conf "$setup"
     for i in "${!units[@]}"; do
-        IFS=$'\t' read -r _ t sub opts <<<"${units[i]}"
+        IFS=$US read -r _ t sub opts <<<"${units[i]}"
         if ! run_test "$t" "$setup" "$opts" "$sub"; then
             for u in "${units[@]:i+1}"; do
-                IFS=$'\t' read -r _ t sub _ <<<"$u"
+                IFS=$US read -r _ t sub _ <<<"$u"
                 record FAIL "$t${sub:+/$sub} $setup" "not run: the setup did not come back"
             done
             break
