@@ -47,7 +47,7 @@ Usage: bash tests/conformance/librdkafka/run.sh [options]
   --work-dir DIR       data dirs and logs (default: a new temp dir); removed after a run without
                        failures unless --keep
   --keep               keep the work dir
-  --port-base N        use ports N..N+10 (default: free ports picked by the kernel)
+  --port-base N        use ports N..N+8 (default: free ports picked by the kernel)
   --debug CONTEXTS     the runner's TEST_DEBUG (librdkafka debug contexts, e.g. protocol,cgrp)
   --subtests STR       the runner's SUBTESTS: only subtests whose name contains STR (e.g.
                        do_test_DescribeTopics); for triage, with --tests
@@ -156,17 +156,6 @@ record() { # record STATE NAME DETAIL
     echo "$1 $2${3:+  $3}"
 }
 
-run_as_root() {
-    if [[ $(id -u) -eq 0 ]]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo -n "$@"
-    else
-        echo "not root and no sudo: cannot run $*" >&2
-        return 1
-    fi
-}
-
 trim() {
     local v=${1#"${1%%[![:space:]]*}"}
     printf '%s' "${v%"${v##*[![:space:]]}"}"
@@ -233,9 +222,14 @@ install_build_deps() {
     done
     ((${#missing[@]} == 0)) && return 0
     echo "installing with apt-get: ${missing[*]}"
+    local as_root=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || { echo "not root and no sudo: cannot install ${missing[*]}" >&2; return 1; }
+        as_root=(sudo -n)
+    fi
     export DEBIAN_FRONTEND=noninteractive
-    if ! run_as_root apt-get install -y -q "${missing[@]}"; then
-        run_as_root apt-get update -q && run_as_root apt-get install -y -q "${missing[@]}"
+    if ! "${as_root[@]}" apt-get install -y -q "${missing[@]}"; then
+        "${as_root[@]}" apt-get update -q && "${as_root[@]}" apt-get install -y -q "${missing[@]}"
     fi
 }
 
