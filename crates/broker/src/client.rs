@@ -261,7 +261,7 @@ impl Client {
 }
 
 fn api_key(key: i16) -> anyhow::Result<ApiKey> {
-    // The error says "unknown API key {key}".
+    // UnknownApiKey displays as "unknown API key N", the message this always gave.
     ApiKey::try_from(key).map_err(anyhow::Error::from)
 }
 
