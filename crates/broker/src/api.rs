@@ -1,7 +1,7 @@
 //! The APIs this broker implements and the version range of each — the single source of the
 //! ApiVersions answer and of the version check every request passes before it is decoded.
 
-use kafka_protocol::messages::ApiKey;
+use sluice_protocol::messages::ApiKey;
 
 /// (API, lowest version, highest version) for every implemented API. Only what is implemented and
 /// tested is listed; clients pick the highest version both sides support.

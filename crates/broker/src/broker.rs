@@ -56,8 +56,8 @@ pub enum AlterConfigsError {
 
 impl AlterConfigsError {
     /// The Kafka error code answering this failure.
-    pub fn code(&self) -> kafka_protocol::error::ResponseError {
-        use kafka_protocol::error::ResponseError;
+    pub fn code(&self) -> sluice_protocol::error::ResponseError {
+        use sluice_protocol::error::ResponseError;
         match self {
             AlterConfigsError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
             AlterConfigsError::Invalid(_) => ResponseError::InvalidConfig,
@@ -120,7 +120,7 @@ impl Drop for UnfinishedSync<'_> {
             self.broker.groups.complete_sync(
                 self.group,
                 self.generation,
-                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable),
+                Some(sluice_protocol::error::ResponseError::CoordinatorNotAvailable),
                 std::time::Instant::now(),
             );
         }
@@ -476,7 +476,7 @@ impl Broker {
             Ok(_) => None,
             Err(e) => {
                 warn!(%group, generation, error = %e, "storing the group's assignment failed");
-                Some(kafka_protocol::error::ResponseError::CoordinatorNotAvailable)
+                Some(sluice_protocol::error::ResponseError::CoordinatorNotAvailable)
             }
         };
         self.groups
@@ -672,8 +672,8 @@ impl Broker {
         name: &str,
         count: i32,
         validate_only: bool,
-    ) -> Result<(), (kafka_protocol::error::ResponseError, String)> {
-        use kafka_protocol::error::ResponseError;
+    ) -> Result<(), (sluice_protocol::error::ResponseError, String)> {
+        use sluice_protocol::error::ResponseError;
         let topic = self.metadata.topic(name).ok_or_else(|| {
             (
                 ResponseError::UnknownTopicOrPartition,

@@ -1,5 +1,5 @@
 //! A minimal async Kafka client for the CLI and for replica fetchers: one TCP connection, one
-//! request at a time, every message encoded and decoded by `kafka-protocol`.
+//! request at a time, every message encoded and decoded by `sluice-protocol`.
 //!
 //! It learns the broker's version ranges with ApiVersions v0 on connect, so a request the broker
 //! cannot serve fails with a sentence instead of a closed connection. Brokers talking to each
@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
+use sluice_meta::membership::{ClientHandshake, ClusterSecret};
+use sluice_meta::NodeId;
+use sluice_protocol::messages::{
     ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
     SaslHandshakeRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
-use sluice_meta::membership::{ClientHandshake, ClusterSecret};
-use sluice_meta::NodeId;
+use sluice_protocol::{Decodable, Encodable, Request, StrBytes};
 
 use crate::auth::sasl::CLUSTER_MECHANISM;
 
@@ -261,7 +261,8 @@ impl Client {
 }
 
 fn api_key(key: i16) -> anyhow::Result<ApiKey> {
-    ApiKey::try_from(key).map_err(|()| anyhow::anyhow!("unknown API key {key}"))
+    // UnknownApiKey displays as "unknown API key N", the message this always gave.
+    ApiKey::try_from(key).map_err(anyhow::Error::from)
 }
 
 /// A length-prefixed request: header (version chosen by the API and its version), then body.
@@ -314,25 +315,13 @@ fn decode_response<R: Request>(
 
 /// Kafka's name for an error code (`UNKNOWN_MEMBER_ID (25)`), or None for 0.
 pub fn error_name(code: i16) -> Option<String> {
-    let error = kafka_protocol::error::ResponseError::try_from_code(code)?;
-    let camel = format!("{error:?}");
-    if camel.starts_with("Unknown(") {
-        return Some(format!("error code {code}"));
-    }
-    let mut name = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('_');
-        }
-        name.push(c.to_ascii_uppercase());
-    }
-    Some(format!("{name} ({code})"))
+    sluice_protocol::error::ResponseError::try_from_code(code).map(|error| error.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
+    use sluice_protocol::messages::{ListGroupsRequest, ListGroupsResponse};
 
     #[test]
     fn error_names_are_kafkas() {

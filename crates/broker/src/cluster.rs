@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use sluice_meta::controller;
 use sluice_meta::membership::ClusterSecret;
 use sluice_meta::{Listener, MetaNode, MetadataRecord, MetadataState, NodeId};
+use sluice_protocol::error::ResponseError;
 use tracing::{debug, info, warn};
 
 use crate::broker::{now, Broker, StartError};

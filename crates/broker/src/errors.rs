@@ -1,7 +1,7 @@
 //! The one place where internal errors become Kafka error codes.
 
-use kafka_protocol::error::ResponseError;
 use sluice_log::{AppendError, ReadError};
+use sluice_protocol::error::ResponseError;
 
 use crate::broker::CreateTopicError;
 use crate::metadata::MetadataError;

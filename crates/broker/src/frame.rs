@@ -2,18 +2,19 @@
 //! connection writes bytes with `write` and file ranges with `sendfile(2)`, so fetched records go
 //! from the page cache to the socket without passing through user space.
 //!
-//! A Fetch response is encoded by kafka-protocol except for each partition's `records` field: the
+//! A Fetch response is encoded by sluice-protocol except for each partition's `records` field: the
 //! partition is encoded with empty records, and the empty field is replaced by the real length
 //! prefix followed by the ranges. The test at the bottom checks the result byte for byte against
-//! kafka-protocol's own encoding for every supported version.
+//! sluice-protocol's encoding of the whole response for every supported version.
 
 use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{FetchResponse, ResponseHeader};
-use kafka_protocol::protocol::Encodable;
 use sluice_log::FileRange;
+use sluice_protocol::codec::Struct;
+use sluice_protocol::messages::fetch_response::PartitionData;
+use sluice_protocol::messages::{FetchResponse, ResponseHeader};
+use sluice_protocol::Encodable;
 
 /// One piece of a frame.
 #[derive(Debug, Clone)]
@@ -196,7 +197,7 @@ pub fn fetch_frame(
     Ok(frame)
 }
 
-/// One partition: kafka-protocol's encoding with empty records, whose empty `records` field is
+/// One partition: sluice-protocol's encoding with empty records, whose empty `records` field is
 /// replaced by the real one.
 fn put_partition(
     b: &mut Builder,
@@ -207,10 +208,11 @@ fn put_partition(
     let flexible = version >= 12;
     let null = matches!(records, FetchRecords::None);
     let mut encoded = BytesMut::new();
+    // A partition is a struct inside the message, written (not encoded) on its own.
     partition
         .clone()
         .with_records(if null { None } else { Some(Bytes::new()) })
-        .encode(&mut encoded, version)
+        .write(&mut encoded, version)
         .map_err(encode_err)?;
     // What empty (or null) records encode to, and what follows them: nothing before v12; the
     // partition's tagged fields (none are set here) from v12.
@@ -255,9 +257,9 @@ fn put_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse};
-    use kafka_protocol::messages::{BrokerId, ProducerId, TopicName};
-    use kafka_protocol::protocol::StrBytes;
+    use sluice_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse};
+    use sluice_protocol::messages::{BrokerId, ProducerId, TopicName};
+    use sluice_protocol::StrBytes;
 
     fn response(records: &[Vec<Option<Bytes>>]) -> FetchResponse {
         let topics = records
@@ -307,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn framed_fetch_responses_match_kafka_protocol_byte_for_byte() {
+    fn framed_fetch_responses_match_the_whole_encoding_byte_for_byte() {
         let records = vec![
             vec![
                 Some(Bytes::from(vec![7u8; 300])),

@@ -24,8 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use kafka_protocol::error::ResponseError;
 use sluice_log::LogConfig;
+use sluice_protocol::error::ResponseError;
 
 use crate::group::offsets_topic::OFFSETS_TOPIC;
 use crate::txn::TXN_STATE_TOPIC;

@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use kafka_protocol::messages::ApiKey;
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use sluice_protocol::messages::ApiKey;
 
 use crate::broker::Broker;
 

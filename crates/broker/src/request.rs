@@ -1,5 +1,5 @@
 //! From one request frame to its reply: header parsing, the version check, decoding with the
-//! `kafka-protocol` codecs, dispatch to the API's handler, and response encoding.
+//! `sluice-protocol` codecs, dispatch to the API's handler, and response encoding.
 //!
 //! A handler does its state-changing work synchronously, in the order requests arrive on the
 //! connection, and may return a future for the part that waits (a long-poll fetch, an fsync before
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, AlterConfigsRequest,
     AlterPartitionReassignmentsRequest, ApiKey, ApiVersionsRequest, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteGroupsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
@@ -23,7 +23,7 @@ use kafka_protocol::messages::{
     SaslAuthenticateRequest, SaslHandshakeRequest, SyncGroupRequest, TxnOffsetCommitRequest,
     WriteTxnMarkersRequest,
 };
-use kafka_protocol::protocol::{Decodable, Encodable};
+use sluice_protocol::{Decodable, Encodable};
 
 use crate::auth::sasl::SaslState;
 use crate::auth::{Principal, Session};
@@ -97,7 +97,7 @@ impl Ctx {
         let header_version = self.key.response_header_version(self.version);
         let mut buf = BytesMut::with_capacity(64);
         buf.put_i32(0);
-        let fail = |e: anyhow::Error| RequestError::Encode {
+        let fail = |e: sluice_protocol::EncodeError| RequestError::Encode {
             key: self.key,
             version: self.version,
             reason: e.to_string(),
@@ -392,10 +392,10 @@ pub(crate) fn handle_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::protocol::StrBytes;
     use proptest::prelude::*;
+    use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use sluice_protocol::messages::TopicName;
+    use sluice_protocol::StrBytes;
 
     fn encoded_produce(version: i16) -> Vec<u8> {
         let mut buf = BytesMut::new();

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
+use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::{BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
+use sluice_protocol::StrBytes;
 
 use crate::client::{error_name, Client};
 

@@ -11,9 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
 use serde::Serialize;
 use sluice_meta::membership::ClusterSecret;
+use sluice_protocol::messages::{DescribeClusterRequest, MetadataRequest};
 
 use crate::cli_common::{json, kafka_error, or_dash, table, CommonArgs, Output};
 use crate::client::Client;

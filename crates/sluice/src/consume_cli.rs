@@ -9,13 +9,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Args;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::offset_commit_request::{
+use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetCommitRequest};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::{BrokerId, FetchRequest, OffsetCommitRequest};
 use sluice_protocol::records::{Batches, Record, RecordsError, DEFAULT_DECOMPRESSED_LIMIT};
+use sluice_protocol::StrBytes;
 
 use crate::cli_common::{
     kafka_error, list_offsets_isolated, topic_name, CommonArgs, TopicPartition, EARLIEST_TIMESTAMP,

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use kafka_protocol::messages::{GroupId, OffsetFetchRequest};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use sluice_protocol::messages::{GroupId, OffsetFetchRequest};
+use sluice_protocol::StrBytes;
 
 // Shared with `sluice topic`; the subcommands import them from here.
 use crate::cli_common::{

@@ -1,7 +1,7 @@
 //! `sluice perf produce|consume|end-to-end`: throughput and latency of a broker as a client sees it, in the
 //! spirit of Kafka's `kafka-producer-perf-test.sh` and `kafka-consumer-perf-test.sh`.
 //!
-//! The client is librdkafka (through `rdkafka`), not this crate's own kafka-protocol client: it is
+//! The client is librdkafka (through `rdkafka`), not this crate's own protocol client: it is
 //! the reference high-performance Kafka client and what users compare brokers with, so numbers
 //! from `sluice perf` can be set beside numbers from other tools built on it. The tool's own
 //! ceiling (record generation, throttling, latency bookkeeping, no network) is measured by

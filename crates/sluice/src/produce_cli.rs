@@ -8,8 +8,8 @@ use std::io::BufRead as _;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::ProduceRequest;
+use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_protocol::messages::ProduceRequest;
 use sluice_protocol::records::{BatchBuilder, Compression, Header, NewRecord};
 use tokio::sync::mpsc;
 

@@ -17,10 +17,10 @@ use std::collections::BTreeSet;
 
 use anyhow::bail;
 use clap::{Args, Subcommand};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
-use kafka_protocol::messages::MetadataRequest;
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::metadata_response::MetadataResponseTopic;
+use sluice_protocol::messages::MetadataRequest;
+use sluice_protocol::StrBytes;
 
 use crate::cli_common::{kafka_error, topic_name, CommonArgs};
 use crate::client::Client;

@@ -52,8 +52,8 @@ pub(crate) enum SaslError {
 }
 
 impl SaslError {
-    pub(crate) fn code(&self) -> kafka_protocol::error::ResponseError {
-        use kafka_protocol::error::ResponseError;
+    pub(crate) fn code(&self) -> sluice_protocol::error::ResponseError {
+        use sluice_protocol::error::ResponseError;
         match self {
             SaslError::UnsupportedMechanism { .. } => ResponseError::UnsupportedSaslMechanism,
             SaslError::IllegalState(_) => ResponseError::IllegalSaslState,
@@ -149,7 +149,7 @@ mod tests {
         let failed = authenticate(&mut s, &ours, NodeId(1), &proof).unwrap_err();
         assert_eq!(
             failed.code(),
-            kafka_protocol::error::ResponseError::SaslAuthenticationFailed
+            sluice_protocol::error::ResponseError::SaslAuthenticationFailed
         );
         assert_eq!(s.principal, Principal::Anonymous);
         assert!(matches!(s.sasl, SaslState::Failed));
@@ -162,7 +162,7 @@ mod tests {
         let plain = handshake(&mut s, "PLAIN").unwrap_err();
         assert_eq!(
             plain.code(),
-            kafka_protocol::error::ResponseError::UnsupportedSaslMechanism
+            sluice_protocol::error::ResponseError::UnsupportedSaslMechanism
         );
         assert!(
             plain.to_string().contains("enabled: SLUICE-CLUSTER"),
@@ -172,14 +172,14 @@ mod tests {
         let early = authenticate(&mut s, &secret, NodeId(1), b"token").unwrap_err();
         assert_eq!(
             early.code(),
-            kafka_protocol::error::ResponseError::IllegalSaslState
+            sluice_protocol::error::ResponseError::IllegalSaslState
         );
         assert!(matches!(s.sasl, SaslState::Idle));
         handshake(&mut s, CLUSTER_MECHANISM).unwrap();
         let garbage = authenticate(&mut s, &secret, NodeId(1), b"garbage").unwrap_err();
         assert_eq!(
             garbage.code(),
-            kafka_protocol::error::ResponseError::SaslAuthenticationFailed
+            sluice_protocol::error::ResponseError::SaslAuthenticationFailed
         );
         assert_eq!(s.principal, Principal::Anonymous);
     }

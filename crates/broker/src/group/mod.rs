@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
+use sluice_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 use tracing::{debug, info};
 
@@ -988,8 +988,8 @@ fn summarise(id: &str, g: &Group) -> GroupSummary {
 
 /// Topics the members of a consumer group subscribe to (from their subscription metadata).
 fn subscribed_topics(group: &Group) -> HashSet<String> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
+    use sluice_protocol::messages::ConsumerProtocolSubscription;
+    use sluice_protocol::Decodable;
     let mut topics = HashSet::new();
     if group.protocol_type.as_deref() != Some("consumer") {
         return topics;

@@ -1,8 +1,8 @@
 //! ApiVersions: the APIs and version ranges this broker serves.
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::api_versions_response::ApiVersion;
+use sluice_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
 
 use crate::api::SUPPORTED;
 

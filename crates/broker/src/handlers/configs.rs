@@ -4,16 +4,16 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_configs_response::{
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::StrBytes;
 
 use crate::broker::{AlterConfigsError, Broker};
 use crate::errors;

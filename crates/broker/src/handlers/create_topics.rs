@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::create_topics_response::{
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::create_topics_request::CreatableTopic;
+use sluice_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use sluice_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors;

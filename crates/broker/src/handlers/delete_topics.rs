@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::delete_topics_response::DeletableTopicResult;
+use sluice_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use sluice_protocol::StrBytes;
 use uuid::Uuid;
 
 use crate::broker::Broker;

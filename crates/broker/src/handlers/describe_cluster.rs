@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use sluice_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use sluice_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::handlers::metadata::{controller_id, live_brokers};

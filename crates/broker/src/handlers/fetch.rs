@@ -26,12 +26,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::select_all;
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{
+use sluice_log::{Offset, ReadError};
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
-use sluice_log::{Offset, ReadError};
+use sluice_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::time::Instant;
 
 use crate::broker::Broker;

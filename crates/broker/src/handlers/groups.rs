@@ -5,24 +5,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
-use kafka_protocol::messages::leave_group_response::MemberResponse;
-use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::delete_groups_response::DeletableGroupResult;
+use sluice_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use sluice_protocol::messages::find_coordinator_response::Coordinator;
+use sluice_protocol::messages::join_group_response::JoinGroupResponseMember;
+use sluice_protocol::messages::leave_group_response::MemberResponse;
+use sluice_protocol::messages::list_groups_response::ListedGroup;
+use sluice_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::offset_delete_response::{
+use sluice_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
-use kafka_protocol::messages::offset_fetch_response::{
+use sluice_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     BrokerId, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
     DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
     OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::StrBytes;
 use tokio::sync::oneshot;
 
 use crate::broker::{now, stopped, Broker};

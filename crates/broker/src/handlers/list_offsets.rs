@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::list_offsets_response::{
+use sluice_log::Timestamp;
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
-use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use sluice_log::Timestamp;
+use sluice_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
 use crate::broker::Broker;
 use crate::errors;

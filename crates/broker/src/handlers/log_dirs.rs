@@ -3,18 +3,18 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::describe_log_dirs_response::{
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
-use kafka_protocol::messages::offset_for_leader_epoch_response::{
+use sluice_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     DescribeLogDirsRequest, DescribeLogDirsResponse, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors;

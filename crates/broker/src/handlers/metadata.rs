@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::metadata_response::{
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use sluice_protocol::StrBytes;
 use tracing::warn;
 use uuid::Uuid;
 

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-use kafka_protocol::messages::delete_records_response::{
+use sluice_log::Offset;
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use sluice_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use sluice_log::Offset;
+use sluice_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors;

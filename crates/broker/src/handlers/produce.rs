@@ -7,13 +7,13 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{
+use sluice_log::{AppendError, Offset};
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::StrBytes;
-use sluice_log::{AppendError, Offset};
+use sluice_protocol::messages::{ProduceRequest, ProduceResponse};
+use sluice_protocol::StrBytes;
 use tracing::warn;
 
 use crate::broker::{now, Broker};

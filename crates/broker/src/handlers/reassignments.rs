@@ -7,19 +7,19 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::alter_partition_reassignments_response::{
+use sluice_meta::controller::{self, ReassignError};
+use sluice_meta::{NodeId, PartitionState, Rejection};
+use sluice_protocol::messages::alter_partition_reassignments_response::{
     ReassignablePartitionResponse, ReassignableTopicResponse,
 };
-use kafka_protocol::messages::list_partition_reassignments_response::{
+use sluice_protocol::messages::list_partition_reassignments_response::{
     OngoingPartitionReassignment, OngoingTopicReassignment,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use sluice_meta::controller::{self, ReassignError};
-use sluice_meta::{NodeId, PartitionState, Rejection};
+use sluice_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::errors;
@@ -164,7 +164,7 @@ pub(crate) fn list_partition_reassignments(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::error::ResponseError;
+    use sluice_protocol::error::ResponseError;
 
     #[test]
     fn errors_map_to_kafka_codes() {

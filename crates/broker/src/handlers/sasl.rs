@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{
+use sluice_meta::membership::WarnLimiter;
+use sluice_protocol::messages::{
     SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use sluice_meta::membership::WarnLimiter;
+use sluice_protocol::StrBytes;
 
 use crate::auth::sasl::{self, SaslError, ENABLED_MECHANISMS};
 use crate::auth::Session;

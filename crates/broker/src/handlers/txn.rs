@@ -4,19 +4,20 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::add_partitions_to_txn_response::{
+use sluice_log::{ProducerEpoch, ProducerId as LogProducerId};
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
-use kafka_protocol::messages::describe_producers_response::{
+use sluice_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
-use kafka_protocol::messages::describe_transactions_response::{self, TopicData};
-use kafka_protocol::messages::list_transactions_response;
-use kafka_protocol::messages::txn_offset_commit_response::{
+use sluice_protocol::messages::describe_transactions_response::{self, TopicData};
+use sluice_protocol::messages::list_transactions_response;
+use sluice_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeProducersRequest, DescribeProducersResponse,
     DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
@@ -24,8 +25,7 @@ use kafka_protocol::messages::{
     ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use sluice_log::{ProducerEpoch, ProducerId as LogProducerId};
+use sluice_protocol::StrBytes;
 use tracing::warn;
 
 use crate::broker::{now, Broker};

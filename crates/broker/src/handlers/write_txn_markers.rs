@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::write_txn_markers_request::WritableTxnMarker;
-use kafka_protocol::messages::write_txn_markers_response::{
+use sluice_log::{AppendError, MarkerKind, Offset, ProducerEpoch, ProducerId};
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::write_txn_markers_request::WritableTxnMarker;
+use sluice_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
-use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
-use sluice_log::{AppendError, MarkerKind, Offset, ProducerEpoch, ProducerId};
+use sluice_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use tracing::{debug, warn};
 
 use crate::broker::{now, Broker};

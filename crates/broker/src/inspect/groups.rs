@@ -3,9 +3,9 @@
 //! log end offset and the lag between them.
 
 use bytes::{Buf, Bytes};
-use kafka_protocol::messages::ConsumerProtocolAssignment;
-use kafka_protocol::protocol::{Decodable, Message};
 use serde::Serialize;
+use sluice_protocol::messages::ConsumerProtocolAssignment;
+use sluice_protocol::{Decodable, Message};
 
 use super::InspectError;
 use crate::broker::Broker;
@@ -180,9 +180,9 @@ fn decode_assignment(bytes: &Bytes) -> Option<Vec<AssignedPartition>> {
 mod tests {
     use super::*;
     use bytes::BufMut;
-    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
-    use kafka_protocol::messages::TopicName;
-    use kafka_protocol::protocol::{Encodable, StrBytes};
+    use sluice_protocol::messages::consumer_protocol_assignment::TopicPartition;
+    use sluice_protocol::messages::TopicName;
+    use sluice_protocol::{Encodable, StrBytes};
 
     #[test]
     fn assignments_decode_from_the_consumer_protocol() {

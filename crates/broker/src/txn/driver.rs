@@ -6,14 +6,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::write_txn_markers_request::{
-    WritableTxnMarker, WritableTxnMarkerTopic,
-};
-use kafka_protocol::messages::{ProducerId as KafkaProducerId, TopicName, WriteTxnMarkersRequest};
-use kafka_protocol::protocol::StrBytes;
 use sluice_log::{AppendError, MarkerKind, ProducerEpoch, ProducerId};
 use sluice_meta::NodeId;
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use sluice_protocol::messages::{ProducerId as KafkaProducerId, TopicName, WriteTxnMarkersRequest};
+use sluice_protocol::StrBytes;
 use tracing::{info, warn};
 
 use super::marker_channel::MarkerSendError;

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use parking_lot::Mutex;
 use sluice_meta::membership::ClusterSecret;
 use sluice_meta::NodeId;
+use sluice_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 
 use crate::client::Client;
 

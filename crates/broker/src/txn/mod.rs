@@ -12,8 +12,8 @@ pub mod state_topic;
 
 use std::collections::{BTreeSet, HashMap};
 
-use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
+use sluice_protocol::error::ResponseError;
 
 pub use state_topic::{TxnRecord, TxnState, TXN_STATE_TOPIC};
 

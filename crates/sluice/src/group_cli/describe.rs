@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::DescribeGroupsRequest;
 use serde::Serialize;
+use sluice_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use sluice_protocol::messages::DescribeGroupsRequest;
 
 use super::{
     committed_offsets, group_id, json, list_offsets, or_dash, table, Output, TopicPartition,
@@ -240,7 +240,7 @@ fn member(m: &DescribedGroupMember) -> MemberDescription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::StrBytes;
+    use sluice_protocol::StrBytes;
 
     #[test]
     fn lag_is_end_minus_committed() {

@@ -2,9 +2,9 @@
 
 use anyhow::bail;
 use clap::Args;
-use kafka_protocol::messages::ListGroupsRequest;
-use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
+use sluice_protocol::messages::ListGroupsRequest;
+use sluice_protocol::StrBytes;
 
 use super::{json, or_dash, table, Output};
 use crate::client::{error_name, Client};

@@ -6,13 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::bail;
 use clap::Args;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::offset_commit_request::{
+use serde::Serialize;
+use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
-use kafka_protocol::messages::{MetadataRequest, OffsetCommitRequest};
-use kafka_protocol::protocol::StrBytes;
-use serde::Serialize;
+use sluice_protocol::messages::{MetadataRequest, OffsetCommitRequest};
+use sluice_protocol::StrBytes;
 
 use super::timestamp::parse_timestamp_ms;
 use super::{

@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Context};
 use clap::{ArgGroup, Args};
-use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::incremental_alter_configs_request::{
+use serde::Serialize;
+use sluice_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use sluice_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::{CreatePartitionsRequest, IncrementalAlterConfigsRequest};
-use kafka_protocol::protocol::StrBytes;
-use serde::Serialize;
+use sluice_protocol::messages::{CreatePartitionsRequest, IncrementalAlterConfigsRequest};
+use sluice_protocol::StrBytes;
 
 use super::{check_unique, parse_key_value, partitions_phrase, topic_error, RESOURCE_TOPIC};
 use crate::cli_common::{json, topic_name, CommonArgs, Output};

@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
-use kafka_protocol::messages::CreateTopicsRequest;
-use kafka_protocol::protocol::StrBytes;
 use serde::Serialize;
+use sluice_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use sluice_protocol::messages::CreateTopicsRequest;
+use sluice_protocol::StrBytes;
 
 use super::{check_unique, config_source_name, parse_key_value, partitions_phrase, topic_error};
 use crate::cli_common::{json, table, topic_name, CommonArgs, Output};

@@ -2,9 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::DeleteTopicsRequest;
 use serde::Serialize;
+use sluice_protocol::messages::delete_topics_request::DeleteTopicState;
+use sluice_protocol::messages::DeleteTopicsRequest;
 
 use super::topic_error;
 use crate::cli_common::{json, topic_name, CommonArgs, Output};

@@ -7,14 +7,14 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
-use kafka_protocol::messages::{
+use serde::Serialize;
+use sluice_protocol::messages::api_versions_response::ApiVersion;
+use sluice_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use sluice_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use sluice_protocol::messages::{
     ApiKey, ApiVersionsRequest, DescribeConfigsRequest, DescribeLogDirsRequest,
 };
-use kafka_protocol::protocol::StrBytes;
-use serde::Serialize;
+use sluice_protocol::{Message, StrBytes, VersionRange};
 
 use super::{config_source_name, partitions_phrase, topic_error, topic_metadata, RESOURCE_TOPIC};
 use crate::cli_common::{
@@ -25,8 +25,6 @@ use crate::client::{error_name, Client};
 
 /// DescribeConfigs' source of a config nobody set.
 const SOURCE_DEFAULT: i8 = 5;
-/// The DescribeLogDirs versions this client can encode (kafka-protocol's range).
-const DESCRIBE_LOG_DIRS_VERSIONS: (i16, i16) = (1, 4);
 
 #[derive(Debug, Args)]
 pub(super) struct DescribeArgs {
@@ -226,7 +224,11 @@ async fn partition_sizes(
 
 /// The newest DescribeLogDirs version both sides speak, or None when there is none.
 fn log_dirs_version(broker: &[ApiVersion]) -> Option<i16> {
-    let (ours_min, ours_max) = DESCRIBE_LOG_DIRS_VERSIONS;
+    // The versions this client can encode.
+    let VersionRange {
+        min: ours_min,
+        max: ours_max,
+    } = DescribeLogDirsRequest::VERSIONS;
     let k = broker
         .iter()
         .find(|k| k.api_key == ApiKey::DescribeLogDirs as i16)?;

@@ -1,8 +1,8 @@
 //! `sluice topic list`: every topic (Metadata v12 for all topics) with its partition count.
 
 use clap::Args;
-use kafka_protocol::messages::MetadataRequest;
 use serde::Serialize;
+use sluice_protocol::messages::MetadataRequest;
 
 use crate::cli_common::{json, table, CommonArgs, Output};
 use crate::client::{error_name, Client};

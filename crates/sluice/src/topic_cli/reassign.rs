@@ -4,13 +4,13 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use kafka_protocol::messages::alter_partition_reassignments_request::{
+use serde::Serialize;
+use sluice_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     AlterPartitionReassignmentsRequest, BrokerId, ListPartitionReassignmentsRequest,
 };
-use serde::Serialize;
 
 use super::topic_error;
 use crate::cli_common::{json, table, topic_name, CommonArgs, Output};

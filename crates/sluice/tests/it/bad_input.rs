@@ -6,13 +6,13 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use kafka_protocol::messages::{
+use rdkafka::Offset;
+use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_protocol::messages::produce_response::PartitionProduceResponse;
+use sluice_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
-use rdkafka::Offset;
+use sluice_protocol::{Decodable, StrBytes};
 
 use crate::harness::Broker;
 use crate::produce_consume::{produce_records, producer, read_back};
@@ -139,7 +139,7 @@ async fn bad_requests_are_refused_and_the_broker_keeps_serving() {
         ApiKey::Metadata,
         12,
         2,
-        &kafka_protocol::messages::MetadataRequest::default(),
+        &sluice_protocol::messages::MetadataRequest::default(),
     );
     f.truncate(f.len() - 1);
     f.extend_from_slice(&[0xff; 9]);

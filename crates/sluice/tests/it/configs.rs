@@ -4,15 +4,15 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
-use kafka_protocol::messages::{
-    ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::admin::{AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::consumer::Consumer;
+use sluice_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use sluice_protocol::messages::{
+    ApiKey, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use sluice_protocol::{Decodable, StrBytes};
 
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{consumer, produce_records, producer};

@@ -11,16 +11,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
+use sluice_log::testing::{split_batches, BatchBuilder};
+use sluice_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_protocol::messages::{
     ApiKey, BrokerId, DescribeLogDirsRequest, DescribeLogDirsResponse, FetchRequest, FetchResponse,
     ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use sluice_log::testing::{split_batches, BatchBuilder};
+use sluice_protocol::StrBytes;
 
 use crate::harness::{now_ms, Broker};
 use crate::wire::{call, connect};

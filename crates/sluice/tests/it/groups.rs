@@ -374,11 +374,11 @@ async fn cooperative_sticky_keeps_unaffected_partitions_and_static_members_skip_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_member_is_dropped_after_its_session_and_admin_apis_see_groups() {
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::{
+    use sluice_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use sluice_protocol::messages::{
         ApiKey, ConsumerProtocolSubscription, GroupId, JoinGroupRequest, JoinGroupResponse,
     };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+    use sluice_protocol::{Decodable, Encodable, StrBytes};
     use std::io::Write;
 
     let dir = tempfile::tempdir().unwrap();
@@ -581,18 +581,18 @@ async fn members_carry_on_without_a_rebalance_across_a_broker_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_group_offset_fetch_offset_delete_and_state_filter_over_the_wire() {
-    use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
-    use kafka_protocol::messages::offset_delete_request::{
+    use sluice_protocol::messages::list_groups_request::ListGroupsRequest;
+    use sluice_protocol::messages::offset_delete_request::{
         OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
     };
-    use kafka_protocol::messages::offset_fetch_request::{
+    use sluice_protocol::messages::offset_fetch_request::{
         OffsetFetchRequestGroup, OffsetFetchRequestTopics,
     };
-    use kafka_protocol::messages::{
+    use sluice_protocol::messages::{
         ApiKey, GroupId, ListGroupsResponse, OffsetDeleteRequest, OffsetDeleteResponse,
         OffsetFetchRequest, OffsetFetchResponse, TopicName,
     };
-    use kafka_protocol::protocol::{Decodable, StrBytes};
+    use sluice_protocol::{Decodable, StrBytes};
     use std::io::Write;
 
     let dir = tempfile::tempdir().unwrap();

@@ -7,23 +7,23 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
-use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::delete_records_request::{
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sluice_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use sluice_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use sluice_protocol::messages::create_topics_request::CreatableTopic;
+use sluice_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
-use kafka_protocol::messages::incremental_alter_configs_request as incremental;
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
+use sluice_protocol::messages::incremental_alter_configs_request as incremental;
+use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::{
     AlterConfigsRequest, AlterConfigsResponse, ApiKey, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
     MetadataResponse, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use sluice_protocol::StrBytes;
 
 use crate::harness::{cli_ok, Broker};
 use crate::membership::connect_port;

@@ -9,14 +9,14 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
+use rdkafka::Offset;
+use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ProduceRequest,
     TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
-use rdkafka::Offset;
+use sluice_protocol::StrBytes;
 
 use crate::harness::{now_ms, start_with_toml, Broker};
 use crate::metrics::sample;

@@ -8,25 +8,25 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::offset_for_leader_epoch_request::{
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_meta::membership::ClusterSecret;
+use sluice_protocol::error::ResponseError;
+use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use sluice_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::write_txn_markers_request::{
+use sluice_protocol::messages::write_txn_markers_request::{
     WritableTxnMarker, WritableTxnMarkerTopic,
 };
-use kafka_protocol::messages::{
+use sluice_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, OffsetForLeaderEpochRequest,
     OffsetForLeaderEpochResponse, ProducerId, SaslAuthenticateRequest, SaslAuthenticateResponse,
     SaslHandshakeRequest, SaslHandshakeResponse, TopicName, WriteTxnMarkersRequest,
     WriteTxnMarkersResponse,
 };
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use sluice_meta::membership::ClusterSecret;
+use sluice_protocol::StrBytes;
 
 use crate::harness::Broker;
 use crate::wire::{authenticate_member, call, data_dir_secret, frame, read_response};

@@ -9,15 +9,15 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::Message;
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_protocol::messages::metadata_request::MetadataRequestTopic;
+use sluice_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use sluice_protocol::{Decodable, StrBytes};
 
 use crate::harness::{cli_ok, now_ms, Broker};
 use crate::produce_consume::{

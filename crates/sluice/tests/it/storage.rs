@@ -6,15 +6,15 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, FetchResponse, ProduceRequest, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, StrBytes};
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
 use sluice_log::testing::{split_batches, BatchBuilder};
+use sluice_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use sluice_protocol::messages::{
+    ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, FetchResponse, ProduceRequest, TopicName,
+};
+use sluice_protocol::{Decodable, StrBytes};
 
 use crate::harness::{now_ms, Broker};
 use crate::produce_consume::{consumer, produce_records, producer, read_back};
@@ -280,12 +280,12 @@ async fn retention_removes_old_segments_by_size_and_by_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_timestamp_log_dirs_and_leader_epoch_ends() {
-    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
-    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    use sluice_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use sluice_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    use sluice_protocol::messages::offset_for_leader_epoch_request::{
         OffsetForLeaderPartition, OffsetForLeaderTopic,
     };
-    use kafka_protocol::messages::{
+    use sluice_protocol::messages::{
         DescribeLogDirsRequest, DescribeLogDirsResponse, ListOffsetsRequest, ListOffsetsResponse,
         OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
     };

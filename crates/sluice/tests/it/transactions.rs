@@ -6,18 +6,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::describe_producers_request::TopicRequest;
-use kafka_protocol::messages::{
-    ApiKey, DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
-    DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
-    TransactionalId,
-};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use sluice_protocol::messages::describe_producers_request::TopicRequest;
+use sluice_protocol::messages::{
+    ApiKey, DescribeProducersRequest, DescribeProducersResponse, DescribeTransactionsRequest,
+    DescribeTransactionsResponse, ListTransactionsRequest, ListTransactionsResponse, TopicName,
+    TransactionalId,
+};
+use sluice_protocol::StrBytes;
 
 use crate::closing::Closing;
 use crate::harness::Broker;
@@ -454,19 +454,19 @@ mod late_writes {
     //! and WriteTxnMarkers as another broker's coordinator sends it.
 
     use bytes::Bytes;
-    use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::write_txn_markers_request::{
+    use sluice_protocol::error::ResponseError;
+    use sluice_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+    use sluice_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use sluice_protocol::messages::write_txn_markers_request::{
         WritableTxnMarker, WritableTxnMarkerTopic,
     };
-    use kafka_protocol::messages::{
+    use sluice_protocol::messages::{
         AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ApiKey, EndTxnRequest,
         EndTxnResponse, FindCoordinatorRequest, FindCoordinatorResponse, InitProducerIdRequest,
         InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
         TransactionalId, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
     };
-    use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::ResponseError;
+    use sluice_protocol::StrBytes;
 
     use super::{create_topic, read_all};
     use crate::harness::Broker;

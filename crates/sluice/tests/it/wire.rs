@@ -1,13 +1,13 @@
 //! Raw Kafka protocol over a blocking socket, for tests that need exact requests: framing with
-//! kafka-protocol's encoders and reading response frames.
+//! sluice-protocol's encoders and reading response frames.
 
 use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, StrBytes};
+use sluice_protocol::messages::{ApiKey, RequestHeader};
+use sluice_protocol::{Encodable, StrBytes};
 
 use crate::harness::Broker;
 
@@ -51,7 +51,7 @@ pub(crate) fn read_response(stream: &mut TcpStream) -> Option<(i32, Bytes)> {
 }
 
 /// Sends one request and decodes its response (skipping the flexible header's tagged fields).
-pub(crate) fn call<Resp: kafka_protocol::protocol::Decodable>(
+pub(crate) fn call<Resp: sluice_protocol::Decodable>(
     stream: &mut TcpStream,
     key: ApiKey,
     version: i16,
@@ -77,12 +77,12 @@ pub(crate) fn authenticate_member(
     me: u64,
     peer: u64,
 ) -> Result<(), String> {
-    use kafka_protocol::messages::{
+    use sluice_meta::membership::ClientHandshake;
+    use sluice_meta::NodeId;
+    use sluice_protocol::messages::{
         SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
         SaslHandshakeResponse,
     };
-    use sluice_meta::membership::ClientHandshake;
-    use sluice_meta::NodeId;
     let handshake: SaslHandshakeResponse = call(
         stream,
         ApiKey::SaslHandshake,
