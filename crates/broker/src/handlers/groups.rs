@@ -512,8 +512,8 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
     let broker = broker.clone();
     ctx.reply_later(async move {
         match broker.persist_offsets(&group, &to_store).await {
-            Ok(()) => {
-                broker.groups.store_offsets(&group, to_store);
+            Ok(appended_at) => {
+                broker.groups.store_offsets(&group, appended_at.0, to_store);
                 respond(results, None)
             }
             Err(e) => {

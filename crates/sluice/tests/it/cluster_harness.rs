@@ -153,6 +153,16 @@ impl Cluster {
         cluster
     }
 
+    /// Adds `key = value` (TOML) to every node's config file; for nodes not started yet.
+    pub(crate) fn add_config(&self, key: &str, value: &str) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config_path)
+            .expect("open cluster config");
+        writeln!(file, "\"{key}\" = {value}").expect("write cluster config");
+    }
+
     /// A file in the cluster's temp dir.
     fn file(&self, name: &str) -> PathBuf {
         self.dir.as_ref().expect("temp dir").path().join(name)
