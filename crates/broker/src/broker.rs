@@ -357,7 +357,7 @@ impl Broker {
     pub(crate) fn load_coordinators(&self, started: std::time::Instant) -> Result<(), StartError> {
         let offset_records = self.load_offsets(None)?;
         let transaction_records = self.load_txn_state(None)?;
-        self.cluster.coordinators_loaded();
+        self.coordinators_loaded();
         info!(
             topics = self.replicas.topic_names().len(),
             partitions = self.replicas.all_partitions().len(),

@@ -1508,7 +1508,10 @@ mod tests {
         c.store_offsets("g", 12, vec![(key.clone(), offset(3))]);
         assert_eq!(cached(&c).map(|v| v.offset), Some(3));
         // A deleted offset takes any later commit again.
-        assert_eq!(c.delete_offsets("g", std::slice::from_ref(&key)), Ok(vec![None]));
+        assert_eq!(
+            c.delete_offsets("g", std::slice::from_ref(&key)),
+            Ok(vec![None])
+        );
         c.store_offsets("g", 5, vec![(key, offset(4))]);
         assert_eq!(cached(&c).map(|v| v.offset), Some(4));
     }

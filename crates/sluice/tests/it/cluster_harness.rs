@@ -153,14 +153,18 @@ impl Cluster {
         cluster
     }
 
-    /// Adds `key = value` (TOML) to every node's config file; for nodes not started yet.
-    pub(crate) fn add_config(&self, key: &str, value: &str) {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&self.config_path)
-            .expect("open cluster config");
-        writeln!(file, "\"{key}\" = {value}").expect("write cluster config");
+    /// Sets `key = value` (TOML) in every node's config file, replacing the harness's own
+    /// setting of `key` if it has one; for nodes not started yet.
+    pub(crate) fn set_config(&self, key: &str, value: &str) {
+        let config = std::fs::read_to_string(&self.config_path).expect("read cluster config");
+        let quoted = format!("\"{key}\"");
+        let mut lines: Vec<String> = config
+            .lines()
+            .filter(|line| line.split('=').next().map(str::trim) != Some(quoted.as_str()))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{quoted} = {value}"));
+        std::fs::write(&self.config_path, lines.join("\n") + "\n").expect("write cluster config");
     }
 
     /// A file in the cluster's temp dir.

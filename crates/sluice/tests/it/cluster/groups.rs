@@ -129,16 +129,20 @@ mod raw {
 
     use std::io::Write;
     use std::net::TcpStream;
+
+    use bytes::Bytes;
     use std::time::{Duration, Instant};
 
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use kafka_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
     use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
     use kafka_protocol::messages::{
         ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
-        InitProducerIdResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-        OffsetFetchResponse, ProducerId, TopicName, TransactionalId,
+        InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest,
+        OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName,
+        TransactionalId,
     };
     use kafka_protocol::protocol::{Decodable, StrBytes};
     use kafka_protocol::ResponseError;
@@ -151,7 +155,9 @@ mod raw {
     const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     const KEY_TYPE_GROUP: i8 = 0;
     const KEY_TYPE_TRANSACTION: i8 = 1;
+    const MEMBER_ID_REQUIRED: i16 = 79;
     const COMMIT_VERSION: i16 = 7;
+    const JOIN_VERSION: i16 = 5;
     const FETCH_VERSION: i16 = 5;
 
     fn name(s: &str) -> StrBytes {
@@ -295,7 +301,7 @@ mod raw {
         let mut cluster = Cluster::new_alone(3).await;
         // Without an fsync per write, commits wait together for the followers, and one move of
         // the high watermark completes several at once (as a slow machine does with fsyncs).
-        cluster.add_config("log.flush.on.ack", "false");
+        cluster.set_config("log.flush.on.ack", "false");
         cluster.start_all();
         Cluster::bounded(TEST_LIMIT, async {
             cluster.wait_ready(REACT_TIMEOUT).await;
@@ -336,14 +342,19 @@ mod raw {
     }
 
     /// On a fresh cluster the first FindCoordinator creates `__consumer_offsets` (and the first
-    /// transactional one `__transaction_state`) and names partition leaders that are only about
-    /// to take their partitions over. Asked at once, those coordinators answer
-    /// COORDINATOR_LOAD_IN_PROGRESS (retriable, retried by clients silently) until they have
-    /// loaded them — never NOT_COORDINATOR, which sends a client back to FindCoordinator and
-    /// surfaces as a consumer error in librdkafka (test 0113).
+    /// transactional one `__transaction_state`) and names partition leaders that may not even
+    /// have the new topic's metadata yet, let alone have taken their partitions over. Asked at
+    /// once (JoinGroup and OffsetFetch; InitProducerId), those coordinators answer
+    /// COORDINATOR_LOAD_IN_PROGRESS (retriable, retried by clients silently) until they are
+    /// ready — never NOT_COORDINATOR or COORDINATOR_NOT_AVAILABLE, which send a client back to
+    /// FindCoordinator and surface as a consumer error in librdkafka (test 0113).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_named_coordinator_answers_load_in_progress_until_it_has_loaded() {
-        let mut cluster = Cluster::start_alone(3).await;
+        let mut cluster = Cluster::new_alone(3).await;
+        // Kafka's default partition counts: a node takes longer to open its share of them.
+        cluster.set_config("offsets.topic.num.partitions", "50");
+        cluster.set_config("transaction.state.log.num.partitions", "50");
+        cluster.start_all();
         Cluster::bounded(TEST_LIMIT, async {
             cluster.wait_ready(REACT_TIMEOUT).await;
             let any = cluster.port(cluster.ids()[0]);
@@ -352,6 +363,23 @@ mod raw {
             tokio::task::block_in_place(|| {
                 let groups = find_coordinators(any, KEY_TYPE_GROUP, &keys("group"));
                 let seen = ask_each_coordinator(&groups, |stream, group| {
+                    let joined: JoinGroupResponse = call(
+                        stream,
+                        ApiKey::JoinGroup,
+                        JOIN_VERSION,
+                        &JoinGroupRequest::default()
+                            .with_group_id(GroupId(name(group)))
+                            .with_session_timeout_ms(10_000)
+                            .with_rebalance_timeout_ms(10_000)
+                            .with_protocol_type(name("consumer"))
+                            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                                .with_name(name("range"))
+                                .with_metadata(Bytes::new())]),
+                    );
+                    // The first answer to a new member (v4+): it joins again with the id.
+                    if joined.error_code != 0 && joined.error_code != MEMBER_ID_REQUIRED {
+                        return joined.error_code;
+                    }
                     fetch_offset(stream, group).err().unwrap_or(0)
                 });
                 eprintln!("group coordinators answered (node, codes): {seen:?}");
@@ -422,7 +450,7 @@ mod raw {
                 .collect();
             asking
                 .into_iter()
-                .map(|t| t.join().expect("asking thread"))
+                .map(|t| t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
     }
