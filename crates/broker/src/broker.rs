@@ -357,7 +357,7 @@ impl Broker {
     pub(crate) fn load_coordinators(&self, started: std::time::Instant) -> Result<(), StartError> {
         let offset_records = self.load_offsets(None)?;
         let transaction_records = self.load_txn_state(None)?;
-        self.cluster.coordinators_loaded();
+        self.coordinators_loaded();
         info!(
             topics = self.replicas.topic_names().len(),
             partitions = self.replicas.all_partitions().len(),
@@ -406,14 +406,17 @@ impl Broker {
     }
 
     /// Appends committed offsets of `group` to its `__consumer_offsets` partition and waits until
-    /// they are durable (fsynced when `log.flush.on.ack` is on).
+    /// they are durable (fsynced when `log.flush.on.ack` is on). Returns where the write ended
+    /// in the log: the order in which the cache takes them ([`GroupCoordinator::store_offsets`]).
     pub async fn persist_offsets(
         &self,
         group: &str,
         offsets: &[((String, i32), CommittedOffset)],
-    ) -> Result<(), String> {
+    ) -> Result<sluice_log::Offset, String> {
         let records = offsets_topic::offset_records(group, offsets);
-        self.persist_records(group, records).await
+        self.persist_records_with(group, || Some(records))
+            .await?
+            .ok_or_else(|| "no offsets to write".to_owned())
     }
 
     /// Expires committed offsets of empty groups past `offsets.retention.minutes`.
@@ -527,12 +530,13 @@ impl Broker {
 
     /// Appends the records `make` returns (None: nothing to write) to `group`'s partition of
     /// `__consumer_offsets`, making and appending them under `group_record_order`, and waits
-    /// until they are committed. Returns whether anything was written.
+    /// until they are committed. Returns the offset of the last record written, None when
+    /// nothing was.
     async fn persist_records_with(
         &self,
         group: &str,
         make: impl FnOnce() -> Option<Vec<(bytes::Bytes, Option<bytes::Bytes>)>>,
-    ) -> Result<bool, String> {
+    ) -> Result<Option<sluice_log::Offset>, String> {
         self.ensure_offsets_topic()
             .await
             .map_err(|e| e.to_string())?;
@@ -549,7 +553,7 @@ impl Broker {
         let last_offset = {
             let _order = self.group_record_order.lock();
             let Some(records) = make() else {
-                return Ok(false);
+                return Ok(None);
             };
             let now = now();
             partition
@@ -558,7 +562,7 @@ impl Broker {
                 .last_offset
         };
         self.wait_committed(&partition, last_offset).await?;
-        Ok(true)
+        Ok(Some(last_offset))
     }
 
     /// Waits until a write of an internal topic is durable here (when `log.flush.on.ack`) and

@@ -52,11 +52,26 @@ pub(crate) struct ClusterState {
     /// The coordinators have replayed the internal topics once; from then on a partition of
     /// them that this broker comes to lead is replayed again (its followers' copy is current).
     loaded: AtomicBool,
+    /// Internal-topic partitions whose coordinator state is loaded here: the leader epoch it
+    /// was loaded for. A partition led at another epoch is still being taken over.
+    coordinator_epochs: Mutex<HashMap<(String, i32), i32>>,
+    /// Internal topics this broker has asked the quorum to create, not answered yet.
+    creating_internal: Mutex<HashSet<String>>,
 }
 
 impl ClusterState {
-    pub(crate) fn coordinators_loaded(&self) {
-        self.loaded.store(true, Ordering::Release);
+    /// Whether the coordinator state of `topic`-`index` is loaded for `leader_epoch`.
+    fn coordinator_loaded(&self, topic: &str, index: i32, leader_epoch: i32) -> bool {
+        self.coordinator_epochs
+            .lock()
+            .get(&(topic.to_owned(), index))
+            .is_some_and(|&loaded| loaded == leader_epoch)
+    }
+
+    fn set_coordinator_loaded(&self, topic: &str, index: i32, leader_epoch: i32) {
+        self.coordinator_epochs
+            .lock()
+            .insert((topic.to_owned(), index), leader_epoch);
     }
 }
 
@@ -265,7 +280,9 @@ impl Broker {
                         now_ms,
                     );
                     if new && self.cluster.loaded.load(Ordering::Acquire) {
-                        if let Some(records) = self.take_over_coordination(name, index) {
+                        if let Some(records) =
+                            self.take_over_coordination(name, index, p.leader_epoch)
+                        {
                             let taken = taken_over.entry(name.as_str()).or_insert((0, 0));
                             taken.0 += 1;
                             taken.1 += records;
@@ -442,8 +459,9 @@ impl Broker {
     /// groups or transactions it holds are loaded from the replica (which has everything the
     /// previous leader committed).
     /// Returns the number of records loaded, or None when there was nothing to take over (or
-    /// loading failed, which is logged).
-    fn take_over_coordination(&self, topic: &str, index: i32) -> Option<usize> {
+    /// loading failed, which is logged). Until it returns, requests for the partition's keys
+    /// are answered COORDINATOR_LOAD_IN_PROGRESS ([`Self::coordinator_error`]).
+    fn take_over_coordination(&self, topic: &str, index: i32, leader_epoch: i32) -> Option<usize> {
         use crate::group::offsets_topic::OFFSETS_TOPIC;
         use crate::txn::TXN_STATE_TOPIC;
         let loaded = match topic {
@@ -453,6 +471,8 @@ impl Broker {
         };
         match loaded {
             Ok(records) => {
+                self.cluster
+                    .set_coordinator_loaded(topic, index, leader_epoch);
                 debug!(%topic, partition = index, records, "took over coordination");
                 Some(records)
             }
@@ -463,16 +483,93 @@ impl Broker {
         }
     }
 
+    /// The coordinators have replayed every hosted partition of the internal topics (or
+    /// failed to, which is logged): from now on a partition this broker comes to lead is
+    /// replayed when it does, and the ones it leads already are ready. Taken under the lock
+    /// that [`Self::apply_metadata`] holds while it changes leadership, so each led partition
+    /// is marked either here or by its own take-over.
+    pub(crate) fn coordinators_loaded(&self) {
+        use crate::group::offsets_topic::OFFSETS_TOPIC;
+        use crate::txn::TXN_STATE_TOPIC;
+        let _leadership = self.cluster.applied_configs.lock();
+        self.cluster.loaded.store(true, Ordering::Release);
+        for partition in self.replicas.all_partitions() {
+            let internal = partition.topic == OFFSETS_TOPIC || partition.topic == TXN_STATE_TOPIC;
+            if internal && partition.is_leader() {
+                self.cluster.set_coordinator_loaded(
+                    &partition.topic,
+                    partition.index,
+                    partition.leader_epoch().0,
+                );
+            }
+        }
+    }
+
     /// Whether this broker coordinates `key` (a group id or transactional id) of an internal
-    /// topic: it leads the partition the key hashes to.
+    /// topic: it leads the partition the key hashes to and has loaded it.
     pub(crate) fn coordinates(&self, topic: &str, key: &str) -> bool {
-        let Some(meta) = self.metadata.topic(topic) else {
-            return false;
+        self.metadata.topic(topic).is_some() && self.coordinator_error(topic, key).is_none()
+    }
+
+    /// Why this broker cannot act as the coordinator of `key` (a group id or transactional id)
+    /// of internal topic `topic` now, or None when it can. NOT_COORDINATOR: the metadata names
+    /// another leader of the key's partition (the client finds the coordinator again).
+    /// COORDINATOR_LOAD_IN_PROGRESS (retried at this broker): the metadata names this broker,
+    /// which has not taken the partition over yet; or, in a cluster, this broker does not know
+    /// the topic yet — another broker has just created it and named this one, and the metadata
+    /// has not reached here (the creation is asked for again, in case nobody has). On a single
+    /// node a missing topic is created by the first write, and the node serves until then.
+    pub(crate) fn coordinator_error(&self, topic: &str, key: &str) -> Option<ResponseError> {
+        let state = self.metadata.state();
+        let Some(meta) = state.topics.get(topic) else {
+            if self.is_single_voter() {
+                return None;
+            }
+            self.create_internal_topic_soon(topic);
+            return Some(ResponseError::CoordinatorLoadInProgress);
         };
         let index = crate::group::offsets_topic::partition_for(key, meta.partitions);
-        self.replicas
-            .partition(topic, index)
-            .is_some_and(|p| p.is_leader())
+        let leader = meta.partition_states.get(&index).and_then(|p| p.leader);
+        if leader != Some(self.me()) {
+            return Some(ResponseError::NotCoordinator);
+        }
+        let loaded = self.cluster.loaded.load(Ordering::Acquire)
+            && self.replicas.partition(topic, index).is_some_and(|p| {
+                p.is_leader()
+                    && self
+                        .cluster
+                        .coordinator_loaded(topic, index, p.leader_epoch().0)
+            });
+        (!loaded).then_some(ResponseError::CoordinatorLoadInProgress)
+    }
+
+    /// Asks the quorum to create internal topic `topic` (in the background, one request at a
+    /// time), for a group or transaction request that came before any FindCoordinator did.
+    fn create_internal_topic_soon(&self, topic: &str) {
+        let Some(broker) = self.cluster.broker.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        if !self
+            .cluster
+            .creating_internal
+            .lock()
+            .insert(topic.to_owned())
+        {
+            return;
+        }
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            let created = match topic.as_str() {
+                crate::txn::TXN_STATE_TOPIC => {
+                    crate::txn::driver::ensure_state_topic(&broker).await
+                }
+                _ => broker.ensure_offsets_topic().await,
+            };
+            if let Err(e) = created {
+                debug!(%topic, error = %e, "creating the internal topic failed; asked again by the next request");
+            }
+            broker.cluster.creating_internal.lock().remove(&topic);
+        });
     }
 
     /// The hosted replica of `topic`-`index`, or the error for a request naming it
@@ -601,7 +698,7 @@ async fn follow_metadata(broker: Arc<Broker>) {
                 info!("joined the cluster");
                 if let Err(e) = broker.load_coordinators(started) {
                     warn!(error = %e, "loading the group and transaction coordinators failed");
-                    broker.cluster.coordinators_loaded();
+                    broker.coordinators_loaded();
                 }
             }
             Err(e) => {

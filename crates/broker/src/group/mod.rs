@@ -158,6 +158,10 @@ struct Group {
     /// A new group waits this long for more members before its first generation.
     initial_delay_until: Option<Instant>,
     offsets: HashMap<(String, i32), CommittedOffset>,
+    /// Where in `__consumer_offsets` the write of each cached commit ended. Pipelined commits'
+    /// writes complete in any order; a completion older than what the cache holds is dropped,
+    /// so the cache follows the log's order as Kafka's does (and as a restart would replay it).
+    offsets_appended_at: HashMap<(String, i32), i64>,
     /// The membership changed in a way a restarted broker must know (a new stable generation,
     /// the group emptied, a static member's new id): persist it.
     persist_pending: bool,
@@ -177,8 +181,15 @@ impl Group {
             rebalance_deadline: None,
             initial_delay_until: None,
             offsets: HashMap::new(),
+            offsets_appended_at: HashMap::new(),
             persist_pending: false,
         }
+    }
+
+    /// Forgets the committed offset of `key` (deleted, expired or tombstoned).
+    fn remove_offset(&mut self, key: &(String, i32)) {
+        self.offsets.remove(key);
+        self.offsets_appended_at.remove(key);
     }
 
     fn snapshot(&self, now_ms: i64) -> GroupSnapshot {
@@ -722,11 +733,28 @@ impl GroupCoordinator {
         (auth.generation_id != group.generation).then_some(ResponseError::IllegalGeneration)
     }
 
-    /// Records committed offsets (after they were persisted).
-    pub fn store_offsets(&self, group_id: &str, offsets: Vec<((String, i32), CommittedOffset)>) {
+    /// Records committed offsets once their write, which ended at `appended_at` in
+    /// `__consumer_offsets`, is committed. A partition whose cached commit was written later
+    /// keeps it: concurrent writes complete in any order, and the log's order decides.
+    pub fn store_offsets(
+        &self,
+        group_id: &str,
+        appended_at: i64,
+        offsets: Vec<((String, i32), CommittedOffset)>,
+    ) {
         let mut groups = self.groups.lock();
         let group = groups.entry(group_id.to_owned()).or_insert_with(Group::new);
-        group.offsets.extend(offsets);
+        for (key, value) in offsets {
+            if group
+                .offsets_appended_at
+                .get(&key)
+                .is_some_and(|&cached| cached > appended_at)
+            {
+                continue;
+            }
+            group.offsets_appended_at.insert(key.clone(), appended_at);
+            group.offsets.insert(key, value);
+        }
     }
 
     /// Applies a record replayed from `__consumer_offsets` at start.
@@ -742,7 +770,7 @@ impl GroupCoordinator {
             }
             None => {
                 if let Some(group) = groups.get_mut(group_id) {
-                    group.offsets.remove(&key);
+                    group.remove_offset(&key);
                     if group.offsets.is_empty() && group.members.is_empty() {
                         groups.remove(group_id);
                     }
@@ -826,7 +854,7 @@ impl GroupCoordinator {
                 if subscribed.contains(&key.0) {
                     Some(ResponseError::GroupSubscribedToTopic)
                 } else {
-                    group.offsets.remove(key);
+                    group.remove_offset(key);
                     None
                 }
             })
@@ -857,7 +885,7 @@ impl GroupCoordinator {
             }
             keys.sort();
             for key in &keys {
-                group.offsets.remove(key);
+                group.remove_offset(key);
             }
             expired.push((id.clone(), keys));
         }
@@ -895,6 +923,7 @@ impl GroupCoordinator {
             if let Some(group) = groups.get_mut(group_id) {
                 *group = Group {
                     offsets: std::mem::take(&mut group.offsets),
+                    offsets_appended_at: std::mem::take(&mut group.offsets_appended_at),
                     ..Group::new()
                 };
                 if group.offsets.is_empty() {
@@ -1462,6 +1491,32 @@ mod tests {
     }
 
     #[test]
+    fn commits_are_cached_in_the_order_they_were_written() {
+        let c = coordinator(0);
+        let key = ("t".to_owned(), 0);
+        let offset = |offset| CommittedOffset {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        };
+        // Written at log offsets 10 then 11; the later write's completion comes first.
+        c.store_offsets("g", 11, vec![(key.clone(), offset(2))]);
+        c.store_offsets("g", 10, vec![(key.clone(), offset(1))]);
+        let cached = |c: &GroupCoordinator| c.fetch_offsets("g", None)[0].1.clone();
+        assert_eq!(cached(&c).map(|v| v.offset), Some(2));
+        c.store_offsets("g", 12, vec![(key.clone(), offset(3))]);
+        assert_eq!(cached(&c).map(|v| v.offset), Some(3));
+        // A deleted offset takes any later commit again.
+        assert_eq!(
+            c.delete_offsets("g", std::slice::from_ref(&key)),
+            Ok(vec![None])
+        );
+        c.store_offsets("g", 5, vec![(key, offset(4))]);
+        assert_eq!(cached(&c).map(|v| v.offset), Some(4));
+    }
+
+    #[test]
     fn empty_groups_lose_old_offsets_and_can_be_deleted() {
         let c = coordinator(0);
         let offset = |ts| CommittedOffset {
@@ -1472,6 +1527,7 @@ mod tests {
         };
         c.store_offsets(
             "old",
+            0,
             vec![
                 (("t".into(), 0), offset(1_000)),
                 (("t".into(), 1), offset(9_000)),

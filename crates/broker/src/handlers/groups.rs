@@ -155,10 +155,11 @@ fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
-/// Another broker coordinates `group` (it leads the group's `__consumer_offsets` partition):
-/// the client must find the coordinator again (NOT_COORDINATOR).
-fn elsewhere(broker: &Broker, group: &str) -> bool {
-    broker.metadata.topic(OFFSETS_TOPIC).is_some() && !broker.coordinates(OFFSETS_TOPIC, group)
+/// Why this broker cannot coordinate `group` now: NOT_COORDINATOR when another broker leads
+/// the group's `__consumer_offsets` partition (the client finds the coordinator again),
+/// COORDINATOR_LOAD_IN_PROGRESS while this one is taking it over (the client retries here).
+fn not_coordinating(broker: &Broker, group: &str) -> Option<ResponseError> {
+    broker.coordinator_error(OFFSETS_TOPIC, group)
 }
 
 /// Creates the internal topic a FindCoordinator needs, as Kafka does on first use.
@@ -328,20 +329,16 @@ pub(crate) fn join_group(broker: &Arc<Broker>, ctx: Ctx, request: JoinGroupReque
             .collect(),
         require_known_member_id: version >= 4,
     };
-    if broker.metadata.topic(OFFSETS_TOPIC).is_none() {
+    let refused = not_coordinating(broker, &join.group_id).or_else(|| {
+        broker
+            .metadata
+            .topic(OFFSETS_TOPIC)
+            .is_none()
+            .then_some(ResponseError::CoordinatorNotAvailable)
+    });
+    if let Some(error) = refused {
         return ctx
-            .reply(&join_response(
-                error_join(ResponseError::CoordinatorNotAvailable, &member_id),
-                version,
-            ))
-            .unwrap_or(Reply::Nothing);
-    }
-    if elsewhere(broker, &join.group_id) {
-        return ctx
-            .reply(&join_response(
-                error_join(ResponseError::NotCoordinator, &member_id),
-                version,
-            ))
+            .reply(&join_response(error_join(error, &member_id), version))
             .unwrap_or(Reply::Nothing);
     }
     match broker.groups.join(join, Instant::now()) {
@@ -385,9 +382,9 @@ fn sync_response(result: SyncResult, version: i16) -> SyncGroupResponse {
 
 pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupRequest) -> Reply {
     let version = ctx.version;
-    if elsewhere(broker, &request.group_id.0) {
+    if let Some(error) = not_coordinating(broker, &request.group_id.0) {
         let result = SyncResult {
-            error: Some(ResponseError::NotCoordinator),
+            error: Some(error),
             protocol_type: None,
             protocol_name: None,
             assignment: bytes::Bytes::new(),
@@ -439,9 +436,8 @@ pub(crate) fn sync_group(broker: &Arc<Broker>, ctx: Ctx, request: SyncGroupReque
 }
 
 pub(crate) fn heartbeat(broker: &Arc<Broker>, request: HeartbeatRequest) -> HeartbeatResponse {
-    if elsewhere(broker, &request.group_id.0) {
-        return HeartbeatResponse::default()
-            .with_error_code(code(Some(ResponseError::NotCoordinator)));
+    if let Some(error) = not_coordinating(broker, &request.group_id.0) {
+        return HeartbeatResponse::default().with_error_code(code(Some(error)));
     }
     let error = broker.groups.heartbeat(
         &request.group_id.0,
@@ -459,9 +455,8 @@ pub(crate) fn leave_group(
 ) -> LeaveGroupResponse {
     let group = request.group_id.0.to_string();
     let now = Instant::now();
-    if elsewhere(broker, &group) {
-        return LeaveGroupResponse::default()
-            .with_error_code(code(Some(ResponseError::NotCoordinator)));
+    if let Some(error) = not_coordinating(broker, &group) {
+        return LeaveGroupResponse::default().with_error_code(code(Some(error)));
     }
     if version < 3 {
         let error = broker.groups.leave(&group, &request.member_id, None, now);
@@ -491,11 +486,8 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
         member_id: request.member_id.to_string(),
         group_instance_id: request.group_instance_id.map(|s| s.to_string()),
     };
-    let group_error = if elsewhere(broker, &group) {
-        Some(ResponseError::NotCoordinator)
-    } else {
-        broker.groups.authorize_commit(&group, &auth)
-    };
+    let group_error =
+        not_coordinating(broker, &group).or_else(|| broker.groups.authorize_commit(&group, &auth));
     let (results, to_store) =
         validate_commits(broker, group_error, commit_request_topics!(request.topics));
     let respond = |results: CommitResults, failed: Option<ResponseError>| {
@@ -512,8 +504,8 @@ pub(crate) fn offset_commit(broker: &Arc<Broker>, ctx: Ctx, request: OffsetCommi
     let broker = broker.clone();
     ctx.reply_later(async move {
         match broker.persist_offsets(&group, &to_store).await {
-            Ok(()) => {
-                broker.groups.store_offsets(&group, to_store);
+            Ok(appended_at) => {
+                broker.groups.store_offsets(&group, appended_at.0, to_store);
                 respond(results, None)
             }
             Err(e) => {
@@ -611,19 +603,18 @@ pub(crate) fn offset_fetch(
                         })
                         .collect();
                 let group = OffsetFetchResponseGroup::default();
-                if elsewhere(broker, &g.group_id.0) {
+                if let Some(error) = not_coordinating(broker, &g.group_id.0) {
                     return group
                         .with_group_id(g.group_id)
-                        .with_error_code(code(Some(ResponseError::NotCoordinator)));
+                        .with_error_code(code(Some(error)));
                 }
                 group.with_group_id(g.group_id).with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    if elsewhere(broker, &request.group_id.0) {
-        return OffsetFetchResponse::default()
-            .with_error_code(code(Some(ResponseError::NotCoordinator)));
+    if let Some(error) = not_coordinating(broker, &request.group_id.0) {
+        return OffsetFetchResponse::default().with_error_code(code(Some(error)));
     }
     let wanted = request
         .topics

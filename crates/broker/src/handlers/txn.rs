@@ -73,9 +73,9 @@ pub(crate) fn init_producer_id(
     }
     let expected =
         (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
-    if elsewhere(broker, &id) {
+    if let Some(error) = not_coordinating(broker, &id) {
         return ctx
-            .reply(&init_response(Some(ResponseError::NotCoordinator), None))
+            .reply(&init_response(Some(error), None))
             .unwrap_or(Reply::Nothing);
     }
     let broker = broker.clone();
@@ -189,10 +189,11 @@ pub(crate) fn add_partitions_to_txn(
     })
 }
 
-/// Another broker coordinates transactional id `id` (it leads the id's `__transaction_state`
-/// partition): the producer must find the coordinator again.
-fn elsewhere(broker: &Broker, id: &str) -> bool {
-    broker.metadata.topic(TXN_STATE_TOPIC).is_some() && !broker.coordinates(TXN_STATE_TOPIC, id)
+/// Why this broker cannot coordinate transactional id `id` now: NOT_COORDINATOR when another
+/// broker leads the id's `__transaction_state` partition (the producer finds the coordinator
+/// again), COORDINATOR_LOAD_IN_PROGRESS while this one is taking it over (retried here).
+fn not_coordinating(broker: &Broker, id: &str) -> Option<ResponseError> {
+    broker.coordinator_error(TXN_STATE_TOPIC, id)
 }
 
 /// Adds partitions to a transaction: persisted before the coordinator lets writes to them in.
@@ -203,8 +204,8 @@ async fn add_to_txn(
     epoch: i16,
     partitions: &[(String, i32)],
 ) -> Result<(), ResponseError> {
-    if elsewhere(broker, id) {
-        return Err(ResponseError::NotCoordinator);
+    if let Some(error) = not_coordinating(broker, id) {
+        return Err(error);
     }
     let Some(record) = broker
         .txns
@@ -358,9 +359,9 @@ async fn write_txn_offsets(
 pub(crate) fn end_txn(broker: &Arc<Broker>, ctx: Ctx, request: EndTxnRequest) -> Reply {
     let version = ctx.version;
     let id = request.transactional_id.0.to_string();
-    if elsewhere(broker, &id) {
+    if let Some(error) = not_coordinating(broker, &id) {
         return ctx
-            .reply(&EndTxnResponse::default().with_error_code(ResponseError::NotCoordinator.code()))
+            .reply(&EndTxnResponse::default().with_error_code(error.code()))
             .unwrap_or(Reply::Nothing);
     }
     let step = broker.txns.end(

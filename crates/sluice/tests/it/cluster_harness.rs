@@ -153,6 +153,20 @@ impl Cluster {
         cluster
     }
 
+    /// Sets `key = value` (TOML) in every node's config file, replacing the harness's own
+    /// setting of `key` if it has one; for nodes not started yet.
+    pub(crate) fn set_config(&self, key: &str, value: &str) {
+        let config = std::fs::read_to_string(&self.config_path).expect("read cluster config");
+        let quoted = format!("\"{key}\"");
+        let mut lines: Vec<String> = config
+            .lines()
+            .filter(|line| line.split('=').next().map(str::trim) != Some(quoted.as_str()))
+            .map(str::to_owned)
+            .collect();
+        lines.push(format!("{quoted} = {value}"));
+        std::fs::write(&self.config_path, lines.join("\n") + "\n").expect("write cluster config");
+    }
+
     /// A file in the cluster's temp dir.
     fn file(&self, name: &str) -> PathBuf {
         self.dir.as_ref().expect("temp dir").path().join(name)
