@@ -133,19 +133,19 @@ mod raw {
     use bytes::Bytes;
     use std::time::{Duration, Instant};
 
-    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-    use kafka_protocol::messages::offset_commit_request::{
+    use sluice_protocol::error::ResponseError;
+    use sluice_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use sluice_protocol::messages::offset_commit_request::{
         OffsetCommitRequestPartition, OffsetCommitRequestTopic,
     };
-    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-    use kafka_protocol::messages::{
+    use sluice_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use sluice_protocol::messages::{
         ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, GroupId, InitProducerIdRequest,
         InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse, OffsetCommitRequest,
         OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName,
         TransactionalId,
     };
-    use kafka_protocol::protocol::{Decodable, StrBytes};
-    use kafka_protocol::ResponseError;
+    use sluice_protocol::{Decodable, StrBytes};
 
     use super::{CALL_TIMEOUT, REACT_TIMEOUT, TEST_LIMIT, TOPIC};
     use crate::cluster_harness::Cluster;
