@@ -122,7 +122,7 @@ impl RecoveryPointFile {
         let file = open_for_write(path)?;
         let mut current = [0u8; LINE_LEN + 1];
         let held = read_up_to(&file, &mut current)?;
-        let mut rp = RecoveryPointFile {
+        let rp = RecoveryPointFile {
             path: path.to_path_buf(),
             written: value,
             durable: value,
@@ -139,8 +139,6 @@ impl RecoveryPointFile {
         if let Some(dir) = path.parent() {
             crate::partition_log::sync_dir(dir)?;
         }
-        rp.written = value;
-        rp.durable = value;
         Ok(rp)
     }
 
